@@ -1,0 +1,1 @@
+//! The operator: reconciles `JarvisWorkspace` objects into pods.
