@@ -1,1 +1,63 @@
-//! The sandbox: runs the agent for one user and speaks the router's protocol.
+//! The sandbox: runs the agent (the Claude Code CLI) for one user and speaks the
+//! router's protocol over one WebSocket.
+
+/// Runs turns: CLI processes per conversation, LRU, interrupts, crashes.
+pub mod agents;
+/// Command-line and environment configuration.
+pub mod config;
+/// Forwards loopback TCP to the router's gateway socket (local mode).
+pub mod gateway_forward;
+/// The Jarvis tools served to the CLI over MCP.
+pub mod mcp;
+/// One CLI child process.
+pub mod process;
+/// The router ⇄ sandbox wire types.
+pub mod protocol;
+/// Startup: wires the pieces together and serves.
+pub mod run;
+/// The WebSocket endpoint for the router.
+pub mod server;
+/// Conversations, numbered events, replay and pending calls.
+pub mod session;
+/// A fake Anthropic Messages API for tests.
+#[cfg(feature = "test-support")]
+pub mod testing;
+/// CLI stream-json → protocol events.
+pub mod translate;
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be bound.
+    #[error("could not listen: {0}")]
+    Bind(#[source] std::io::Error),
+    /// The CLI could not be started.
+    #[error("could not start the CLI at {path}: {source}")]
+    Spawn {
+        /// The CLI binary.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A directory could not be prepared.
+    #[error("could not prepare {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Serving failed.
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,295 @@
+//! Running turns: one CLI process per active conversation, at most `max_agents`
+//! alive, the least recently used idle one closed to make room (it resumes later
+//! from its transcript).
+//!
+//! Owns a turn's life: `turn` event, (re)starting the CLI, feeding it the user's
+//! message, translating its output, interrupts, the inactivity timeout and crashes.
+//! Numbering and delivering events is the hub's (`session`) business.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{sync::Notify, time::Instant};
+
+use crate::{
+    process::{Agent, AgentSpec},
+    protocol::error_code,
+    session::{Hub, conversation_entry},
+    translate::{EventKind, Output, Translator},
+};
+
+/// How long an interrupted CLI gets to end its turn before it is killed.
+pub const INTERRUPT_GRACE: Duration = Duration::from_millis(700);
+
+/// What the turns need to start CLIs.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// The template for each conversation's CLI (session id and resume are set per turn).
+    pub spec: AgentSpec,
+    /// CLI processes alive at most.
+    pub max_agents: usize,
+    /// A running turn fails after this long without a line from the CLI.
+    pub idle_timeout: Duration,
+}
+
+/// A conversation's CLI and running turn.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    agent: Option<Agent>,
+    running: Option<Arc<Notify>>,
+}
+
+impl Slot {
+    fn alive(&self) -> bool {
+        self.agent.is_some() || self.running.is_some()
+    }
+}
+
+/// Starts a turn of `conversation_id` in the background, or answers with an error
+/// (and changes nothing) when its turn is still running or every agent is busy.
+pub fn start_turn(
+    hub: Arc<Hub>,
+    settings: Arc<AgentSettings>,
+    conversation_id: String,
+    content: String,
+) {
+    match claim(&hub, &settings, &conversation_id) {
+        Ok((agent, interrupt)) => {
+            tokio::spawn(run_turn(
+                hub,
+                settings,
+                conversation_id,
+                content,
+                agent,
+                interrupt,
+            ));
+        }
+        Err((code, message)) => hub.send_error(Some(conversation_id), code, message),
+    }
+}
+
+type Claim = (Option<Agent>, Arc<Notify>);
+
+/// Marks the conversation's turn as running and takes (or makes room for) its CLI.
+fn claim(
+    hub: &Hub,
+    settings: &AgentSettings,
+    conversation_id: &str,
+) -> Result<Claim, (&'static str, &'static str)> {
+    let mut guard = hub.lock();
+    let state = &mut *guard;
+    state.clock += 1;
+    let clock = state.clock;
+    let conversation = conversation_entry(
+        &mut state.conversations,
+        hub.conversations_dir(),
+        conversation_id,
+    );
+    if conversation.slot.running.is_some() {
+        return Err((
+            error_code::TURN_IN_PROGRESS,
+            "a turn is already running in this conversation",
+        ));
+    }
+    conversation.last_used = clock;
+    let mut agent = conversation.slot.agent.take();
+    if agent.as_mut().is_some_and(|agent| !agent.is_alive()) {
+        agent = None;
+    }
+    if agent.is_none() && !make_room(&mut state.conversations, settings.max_agents) {
+        return Err((
+            error_code::TOO_MANY_AGENTS,
+            "every agent is busy with a running turn",
+        ));
+    }
+    let interrupt = Arc::new(Notify::new());
+    if let Some(conversation) = state.conversations.get_mut(conversation_id) {
+        conversation.slot.running = Some(interrupt.clone());
+    }
+    Ok((agent, interrupt))
+}
+
+/// Interrupts the running turn of one conversation, or of all.
+pub fn interrupt(hub: &Hub, conversation_id: Option<&str>) {
+    let state = hub.lock();
+    for (id, conversation) in &state.conversations {
+        if conversation_id.is_none_or(|wanted| wanted == id)
+            && let Some(interrupt) = &conversation.slot.running
+        {
+            interrupt.notify_one();
+        }
+    }
+}
+
+/// Closes the least recently used idle CLI while `max_agents` are alive; `false`
+/// when all alive ones run turns.
+fn make_room(
+    conversations: &mut std::collections::HashMap<String, crate::session::Conversation>,
+    max_agents: usize,
+) -> bool {
+    loop {
+        let alive = conversations.values().filter(|c| c.slot.alive()).count();
+        if alive < max_agents.max(1) {
+            return true;
+        }
+        let idle = conversations
+            .iter_mut()
+            .filter(|(_, c)| c.slot.agent.is_some() && c.slot.running.is_none())
+            .min_by_key(|(_, c)| c.last_used);
+        let Some((id, conversation)) = idle else {
+            return false;
+        };
+        tracing::info!(conversation.id = %id, "closing the least recently used agent");
+        if let Some(agent) = conversation.slot.agent.take() {
+            agent.shutdown();
+        }
+    }
+}
+
+async fn run_turn(
+    hub: Arc<Hub>,
+    settings: Arc<AgentSettings>,
+    conversation_id: String,
+    content: String,
+    agent: Option<Agent>,
+    interrupt: Arc<Notify>,
+) {
+    hub.emit(&conversation_id, EventKind::Turn);
+    let agent = match agent {
+        Some(agent) => Ok(agent),
+        None => {
+            let mut spec = settings.spec.clone();
+            spec.resume = transcript_exists(&spec.home, &conversation_id);
+            spec.session_id = conversation_id.clone();
+            Agent::spawn(&spec)
+        }
+    };
+    let kept = match agent {
+        Ok(agent) => {
+            drive(
+                &hub,
+                &settings,
+                &conversation_id,
+                &content,
+                agent,
+                &interrupt,
+            )
+            .await
+        }
+        Err(error) => {
+            tracing::error!(%error, "could not start the agent");
+            hub.emit(
+                &conversation_id,
+                EventKind::error(error_code::AGENT_START_FAILED, error.to_string()),
+            );
+            None
+        }
+    };
+    let mut state = hub.lock();
+    if let Some(conversation) = state.conversations.get_mut(&conversation_id) {
+        conversation.slot.running = None;
+        conversation.slot.agent = kept;
+    }
+}
+
+/// Feeds one message and relays the CLI's output until the turn ends; returns the
+/// CLI when it can take the next turn.
+async fn drive(
+    hub: &Hub,
+    settings: &AgentSettings,
+    conversation_id: &str,
+    content: &str,
+    mut agent: Agent,
+    interrupt: &Notify,
+) -> Option<Agent> {
+    let stdin = agent.stdin();
+    let message =
+        serde_json::json!({"type": "user", "message": {"role": "user", "content": content}});
+    if stdin.send(message.to_string()).await.is_err() {
+        hub.emit(
+            conversation_id,
+            EventKind::error(error_code::AGENT_CRASHED, "the agent exited"),
+        );
+        return None;
+    }
+    let mut translator = Translator::new();
+    let mut idle_deadline = Instant::now() + settings.idle_timeout;
+    let mut interrupt_deadline: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            line = agent.next_line() => {
+                let Some(line) = line else {
+                    tracing::warn!(conversation.id = conversation_id, "the agent exited mid-turn");
+                    hub.emit(conversation_id, EventKind::error(error_code::AGENT_CRASHED, "the agent exited mid-turn"));
+                    return None;
+                };
+                idle_deadline = Instant::now() + settings.idle_timeout;
+                for output in translator.line(&line) {
+                    match output {
+                        Output::Init { mcp_servers } => check_mcp(&mcp_servers),
+                        Output::Event(event) => {
+                            let ends = event.ends_turn();
+                            hub.emit(conversation_id, event);
+                            if ends {
+                                return Some(agent);
+                            }
+                        }
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(idle_deadline) => {
+                tracing::warn!(conversation.id = conversation_id, "the agent went silent mid-turn");
+                hub.emit(conversation_id, EventKind::error(error_code::AGENT_TIMEOUT, "the agent stopped responding"));
+                return None;
+            }
+            () = interrupt.notified(), if interrupt_deadline.is_none() => {
+                translator.interrupted();
+                interrupt_deadline = Some(Instant::now() + INTERRUPT_GRACE);
+                let request = serde_json::json!({
+                    "type": "control_request",
+                    "request_id": uuid::Uuid::new_v4().to_string(),
+                    "request": {"subtype": "interrupt"},
+                });
+                let _ = stdin.send(request.to_string()).await;
+            }
+            () = sleep_until_some(interrupt_deadline) => {
+                tracing::warn!(conversation.id = conversation_id, "the agent ignored an interrupt; killing it");
+                hub.emit(conversation_id, EventKind::Done { usage: Default::default() });
+                return None;
+            }
+        }
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn check_mcp(servers: &[(String, String)]) {
+    let jarvis = servers
+        .iter()
+        .find(|(name, _)| name == crate::process::MCP_SERVER_NAME);
+    match jarvis {
+        Some((_, status)) if status == "connected" => tracing::debug!("jarvis tools connected"),
+        other => tracing::error!(status = ?other, "the CLI has no connected jarvis tools"),
+    }
+}
+
+/// Whether the CLI has a transcript of `session_id` under `home`
+/// (`.claude/projects/<encoded cwd>/<session_id>.jsonl`).
+pub fn transcript_exists(home: &Path, session_id: &str) -> bool {
+    let projects: PathBuf = home.join(".claude").join("projects");
+    let Ok(entries) = std::fs::read_dir(projects) else {
+        return false;
+    };
+    let file = format!("{session_id}.jsonl");
+    entries
+        .flatten()
+        .any(|entry| entry.path().join(&file).is_file())
+}

@@ -1,0 +1,115 @@
+//! The sandbox's configuration: command-line flags, each also read from the environment.
+//!
+//! Parsed once in `main` and passed down; nothing else reads the environment.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+/// How the sandbox is started (by the router's local backend or by a pod spec).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "sandbox",
+    version,
+    about = "Runs the agent for one Jarvis user"
+)]
+pub struct Config {
+    /// Where the router connects: `HOST:PORT` (port 0 picks one) or `unix:/path/to.sock`.
+    #[arg(long, env = "JARVIS_SANDBOX_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: String,
+
+    /// The workspace token: the router must present it, and the CLI uses it as its API key.
+    #[arg(long, env = "JARVIS_WORKSPACE_TOKEN", hide_env_values = true)]
+    pub workspace_token: String,
+
+    /// The model gateway's base URL (the router), e.g. `http://router:8080`.
+    #[arg(long, env = "JARVIS_GATEWAY_URL", conflicts_with = "gateway_socket")]
+    pub gateway_url: Option<String>,
+
+    /// A unix socket that reaches the model gateway (local mode: bound into the jail).
+    #[arg(long, env = "JARVIS_GATEWAY_SOCKET")]
+    pub gateway_socket: Option<PathBuf>,
+
+    /// The Claude Code CLI binary.
+    #[arg(long, env = "JARVIS_CLAUDE_BIN")]
+    pub claude_bin: PathBuf,
+
+    /// The workspace directory: the agent's working directory.
+    #[arg(long, env = "JARVIS_WORKSPACE_DIR", default_value = "/workspace")]
+    pub workspace_dir: PathBuf,
+
+    /// The state directory the router syncs: the CLI's HOME (transcripts) and the
+    /// sandbox's per-conversation state.
+    #[arg(long, env = "JARVIS_STATE_DIR")]
+    pub state_dir: PathBuf,
+
+    /// CLI processes kept alive at most; more conversations evict the least recently used.
+    #[arg(long, env = "JARVIS_MAX_AGENTS", default_value_t = 1)]
+    pub max_agents: usize,
+
+    /// How long a running turn may go without a line from the CLI before it is
+    /// killed and the turn fails (e.g. `300s`, `2m`).
+    #[arg(long, env = "JARVIS_TURN_IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub turn_idle_timeout: Duration,
+
+    /// How long a Jarvis tool waits for the router's `reply`.
+    #[arg(long, env = "JARVIS_CALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+
+    /// Run the CLI as this uid (e.g. `jarvis-sandbox`'s) when the sandbox runs as root.
+    #[arg(long, env = "JARVIS_CLI_UID")]
+    pub cli_uid: Option<u32>,
+
+    /// Run the CLI with this gid (defaults to the uid's number when only the uid is set).
+    #[arg(long, env = "JARVIS_CLI_GID")]
+    pub cli_gid: Option<u32>,
+
+    /// Model API retries the CLI makes before it reports an error (429/529/5xx).
+    #[arg(long, env = "JARVIS_CLI_MAX_RETRIES", default_value_t = 0)]
+    pub cli_max_retries: u32,
+
+    /// The model the CLI asks for; the CLI's default when absent.
+    #[arg(long, env = "JARVIS_MODEL")]
+    pub model: Option<String>,
+
+    /// PATH given to the CLI and the agent's shell.
+    #[arg(
+        long,
+        env = "JARVIS_CLI_PATH",
+        default_value = "/usr/local/bin:/usr/bin:/bin"
+    )]
+    pub cli_path: String,
+}
+
+/// Parses `300`, `300s`, `5m`, `250ms` or `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?}"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "ms" => Ok(Duration::from_millis(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        _ => Err(format!("unknown duration unit in {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,446 @@
+//! The router ⇄ sandbox protocol: JSON text frames over one WebSocket.
+//!
+//! Owns only the wire types (the router depends on this module); no logic lives here.
+//! Sandbox → router events are the browser events of DESIGN.md plus a
+//! `conversation_id` on each, so the router can relay them as they are, and `call`
+//! frames for the Jarvis tools that need the router (answered with `reply`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A frame the router sends to the sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RouterFrame {
+    /// A user message: starts a turn in `conversation_id` (a UUID the router chose).
+    Message {
+        /// What the user wrote.
+        content: String,
+        /// The conversation; also the CLI's session id.
+        conversation_id: String,
+        /// The user wants a spoken answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        voice: Option<bool>,
+        /// Ids of uploaded files the message refers to (they are under `uploads/`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachments: Option<Vec<String>>,
+    },
+    /// Stop the running turn of one conversation, or of every conversation.
+    Interrupt {
+        /// The conversation to stop; all running turns when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<String>,
+    },
+    /// Replay the kept events of `conversation_id` whose `seq` is above `after_seq`.
+    Resume {
+        /// The conversation to replay.
+        conversation_id: String,
+        /// The last sequence number the router has seen.
+        after_seq: u64,
+    },
+    /// The router's answer to a `call`.
+    Reply {
+        /// The `call_id` of the call being answered.
+        call_id: String,
+        /// The method's result on success.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        /// Why the call failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
+    },
+}
+
+/// A `{code, message}` pair, as in the router's HTTP errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code.
+    pub code: String,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// Token usage of one turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens the model read.
+    pub input_tokens: u64,
+    /// Output tokens the model wrote.
+    pub output_tokens: u64,
+}
+
+/// A frame the sandbox sends to the router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SandboxFrame {
+    /// First event of every turn.
+    Turn {
+        /// Sequence number, per conversation, strictly increasing.
+        seq: u64,
+        /// The conversation this turn belongs to.
+        conversation_id: String,
+    },
+    /// A piece of the assistant's answer, as it streams.
+    Text {
+        /// Sequence number.
+        seq: u64,
+        /// The conversation.
+        conversation_id: String,
+        /// The new text.
+        delta: String,
+    },
+    /// The agent called a tool.
+    ToolUse {
+        /// Sequence number.
+        seq: u64,
+        /// The conversation.
+        conversation_id: String,
+        /// The tool call's id (matches the `tool_result`).
+        id: String,
+        /// The tool's name (`Write`, `Bash`, `mcp__jarvis__save_document`, …).
+        name: String,
+        /// The tool's input.
+        input: Value,
+    },
+    /// A tool's result.
+    ToolResult {
+        /// Sequence number.
+        seq: u64,
+        /// The conversation.
+        conversation_id: String,
+        /// The id of the `tool_use` this answers.
+        id: String,
+        /// The tool failed.
+        is_error: bool,
+        /// The result as text.
+        content: String,
+    },
+    /// The agent saved or updated a document.
+    Document {
+        /// Sequence number.
+        seq: u64,
+        /// The conversation.
+        conversation_id: String,
+        /// The document's id (as the router's `reply` gave it).
+        id: String,
+        /// The document's file name.
+        filename: String,
+    },
+    /// The agent spoke: an audio file made by the router.
+    Voice {
+        /// Sequence number.
+        seq: u64,
+        /// The conversation.
+        conversation_id: String,
+        /// Where the audio is.
+        url: String,
+        /// What was said.
+        transcript: String,
+    },
+    /// The turn ended normally (also after an interrupt).
+    Done {
+        /// Sequence number.
+        seq: u64,
+        /// The conversation.
+        conversation_id: String,
+        /// Tokens used by the turn.
+        usage: Usage,
+    },
+    /// Something failed. Inside a turn it carries `seq` and `conversation_id` and ends
+    /// the turn; for a bad frame it carries neither.
+    Error {
+        /// Sequence number, when the error belongs to a conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        /// The conversation, when the error belongs to one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<String>,
+        /// A stable, machine-readable code (see `ErrorCode`).
+        code: String,
+        /// A human-readable explanation.
+        message: String,
+    },
+    /// A Jarvis tool needs the router; answer with a `reply` of the same `call_id`.
+    Call {
+        /// Unique id of this call.
+        call_id: String,
+        /// The conversation whose agent made the call.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<String>,
+        /// Method and parameters.
+        #[serde(flatten)]
+        call: ToolCall,
+    },
+}
+
+/// The kind of a document the agent saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentType {
+    /// Plain text.
+    Text,
+    /// Markdown.
+    Markdown,
+    /// Source code.
+    Code,
+}
+
+/// A Jarvis tool call forwarded to the router: `method` and `params`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params", rename_all = "snake_case")]
+pub enum ToolCall {
+    /// Save a new document. Reply: `{id, filename}`.
+    SaveDocument {
+        /// The document's file name.
+        filename: String,
+        /// Its content.
+        content: String,
+        /// Its kind.
+        #[serde(rename = "type")]
+        kind: DocumentType,
+    },
+    /// List the user's documents. Reply: any JSON (shown to the agent).
+    ListDocuments {},
+    /// Search the user's documents. Reply: any JSON.
+    SearchDocuments {
+        /// What to look for.
+        query: String,
+    },
+    /// Read one document. Reply: any JSON.
+    ReadDocument {
+        /// The document's id.
+        id: String,
+    },
+    /// Replace a document's content. Reply: `{id, filename}`.
+    UpdateDocument {
+        /// The document's id.
+        id: String,
+        /// The new content.
+        content: String,
+    },
+    /// Speak a text. Reply: `{url}` of the audio the router made.
+    Speak {
+        /// What to say.
+        text: String,
+    },
+}
+
+/// The `code`s of `error` events the sandbox sends.
+pub mod error_code {
+    /// A frame that is not JSON or lacks fields.
+    pub const BAD_FRAME: &str = "bad_frame";
+    /// A frame whose `type` is unknown.
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    /// A frame over the size limit.
+    pub const FRAME_TOO_LARGE: &str = "frame_too_large";
+    /// A `conversation_id` that is not a UUID.
+    pub const BAD_CONVERSATION_ID: &str = "bad_conversation_id";
+    /// A message for a conversation whose turn is still running.
+    pub const TURN_IN_PROGRESS: &str = "turn_in_progress";
+    /// Every agent slot is busy with a running turn.
+    pub const TOO_MANY_AGENTS: &str = "too_many_agents";
+    /// A `reply` to no pending call.
+    pub const UNKNOWN_CALL: &str = "unknown_call";
+    /// The model API refused with 429.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// The model API is overloaded (529).
+    pub const OVERLOADED: &str = "overloaded";
+    /// Any other model API failure.
+    pub const UPSTREAM_ERROR: &str = "upstream_error";
+    /// The CLI exited mid-turn.
+    pub const AGENT_CRASHED: &str = "agent_crashed";
+    /// The CLI said nothing for too long mid-turn.
+    pub const AGENT_TIMEOUT: &str = "agent_timeout";
+    /// The CLI could not be started.
+    pub const AGENT_START_FAILED: &str = "agent_start_failed";
+    /// The CLI ended the turn with an error of its own.
+    pub const AGENT_ERROR: &str = "agent_error";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip_router(frame: RouterFrame, expected: Value) {
+        let text = serde_json::to_string(&frame).expect("serialize");
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).expect("json"),
+            expected
+        );
+        assert_eq!(
+            serde_json::from_value::<RouterFrame>(expected).expect("parse"),
+            frame
+        );
+    }
+
+    fn round_trip_sandbox(frame: SandboxFrame, expected: Value) {
+        let text = serde_json::to_string(&frame).expect("serialize");
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).expect("json"),
+            expected
+        );
+        assert_eq!(
+            serde_json::from_value::<SandboxFrame>(expected).expect("parse"),
+            frame
+        );
+    }
+
+    #[test]
+    fn router_frames_round_trip() {
+        round_trip_router(
+            RouterFrame::Message {
+                content: "hi".into(),
+                conversation_id: "c".into(),
+                voice: Some(true),
+                attachments: Some(vec!["f1".into()]),
+            },
+            json!({"type":"message","content":"hi","conversation_id":"c","voice":true,"attachments":["f1"]}),
+        );
+        round_trip_router(
+            RouterFrame::Interrupt {
+                conversation_id: None,
+            },
+            json!({"type":"interrupt"}),
+        );
+        round_trip_router(
+            RouterFrame::Resume {
+                conversation_id: "c".into(),
+                after_seq: 7,
+            },
+            json!({"type":"resume","conversation_id":"c","after_seq":7}),
+        );
+        round_trip_router(
+            RouterFrame::Reply {
+                call_id: "k".into(),
+                result: None,
+                error: Some(ErrorBody {
+                    code: "not_found".into(),
+                    message: "no".into(),
+                }),
+            },
+            json!({"type":"reply","call_id":"k","error":{"code":"not_found","message":"no"}}),
+        );
+    }
+
+    #[test]
+    fn sandbox_events_round_trip() {
+        let c = || "c".to_string();
+        round_trip_sandbox(
+            SandboxFrame::Turn {
+                seq: 1,
+                conversation_id: c(),
+            },
+            json!({"type":"turn","seq":1,"conversation_id":"c"}),
+        );
+        round_trip_sandbox(
+            SandboxFrame::Text {
+                seq: 2,
+                conversation_id: c(),
+                delta: "x".into(),
+            },
+            json!({"type":"text","seq":2,"conversation_id":"c","delta":"x"}),
+        );
+        round_trip_sandbox(
+            SandboxFrame::ToolUse {
+                seq: 3,
+                conversation_id: c(),
+                id: "t".into(),
+                name: "Bash".into(),
+                input: json!({"command":"ls"}),
+            },
+            json!({"type":"tool_use","seq":3,"conversation_id":"c","id":"t","name":"Bash","input":{"command":"ls"}}),
+        );
+        round_trip_sandbox(
+            SandboxFrame::ToolResult {
+                seq: 4,
+                conversation_id: c(),
+                id: "t".into(),
+                is_error: false,
+                content: "ok".into(),
+            },
+            json!({"type":"tool_result","seq":4,"conversation_id":"c","id":"t","is_error":false,"content":"ok"}),
+        );
+        round_trip_sandbox(
+            SandboxFrame::Document {
+                seq: 5,
+                conversation_id: c(),
+                id: "d".into(),
+                filename: "a.md".into(),
+            },
+            json!({"type":"document","seq":5,"conversation_id":"c","id":"d","filename":"a.md"}),
+        );
+        round_trip_sandbox(
+            SandboxFrame::Voice {
+                seq: 6,
+                conversation_id: c(),
+                url: "/a".into(),
+                transcript: "hi".into(),
+            },
+            json!({"type":"voice","seq":6,"conversation_id":"c","url":"/a","transcript":"hi"}),
+        );
+        round_trip_sandbox(
+            SandboxFrame::Done {
+                seq: 7,
+                conversation_id: c(),
+                usage: Usage {
+                    input_tokens: 1,
+                    output_tokens: 2,
+                },
+            },
+            json!({"type":"done","seq":7,"conversation_id":"c","usage":{"input_tokens":1,"output_tokens":2}}),
+        );
+        round_trip_sandbox(
+            SandboxFrame::Error {
+                seq: None,
+                conversation_id: None,
+                code: "bad_frame".into(),
+                message: "m".into(),
+            },
+            json!({"type":"error","code":"bad_frame","message":"m"}),
+        );
+    }
+
+    #[test]
+    fn calls_round_trip() {
+        round_trip_sandbox(
+            SandboxFrame::Call {
+                call_id: "k".into(),
+                conversation_id: Some("c".into()),
+                call: ToolCall::SaveDocument {
+                    filename: "a.md".into(),
+                    content: "# A".into(),
+                    kind: DocumentType::Markdown,
+                },
+            },
+            json!({"type":"call","call_id":"k","conversation_id":"c","method":"save_document",
+                   "params":{"filename":"a.md","content":"# A","type":"markdown"}}),
+        );
+        round_trip_sandbox(
+            SandboxFrame::Call {
+                call_id: "k".into(),
+                conversation_id: None,
+                call: ToolCall::ListDocuments {},
+            },
+            json!({"type":"call","call_id":"k","method":"list_documents","params":{}}),
+        );
+        round_trip_sandbox(
+            SandboxFrame::Call {
+                call_id: "k".into(),
+                conversation_id: None,
+                call: ToolCall::Speak {
+                    text: "hello".into(),
+                },
+            },
+            json!({"type":"call","call_id":"k","method":"speak","params":{"text":"hello"}}),
+        );
+    }
+
+    #[test]
+    fn unknown_types_and_missing_fields_are_refused() {
+        assert!(serde_json::from_str::<RouterFrame>(r#"{"type":"launch"}"#).is_err());
+        assert!(
+            serde_json::from_str::<RouterFrame>(r#"{"type":"message","content":"x"}"#).is_err()
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! Startup: checks the configuration, prepares the directories, starts the gateway
+//! forwarder and the MCP server, then serves the router's endpoint until shutdown.
+//!
+//! When ready it prints one JSON line to stdout, `{"ready":true,"listen":"…"}`,
+//! with the bound address (`127.0.0.1:PORT` or `unix:/path`), so whoever started
+//! it can connect (logs go to stderr).
+
+use std::{
+    future::Future,
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Error, Result,
+    agents::AgentSettings,
+    config::Config,
+    gateway_forward, mcp,
+    process::AgentSpec,
+    server::{self, AppState},
+    session::Hub,
+};
+
+/// Runs the sandbox until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let cancel = CancellationToken::new();
+    let uid_gid = config
+        .cli_uid
+        .map(|uid| (uid, config.cli_gid.unwrap_or(uid)));
+    for dir in [&config.state_dir, &config.workspace_dir] {
+        prepare_dir(dir, uid_gid)?;
+    }
+    let gateway_url = match (&config.gateway_url, &config.gateway_socket) {
+        (Some(url), None) => url.trim_end_matches('/').to_string(),
+        (None, Some(socket)) => {
+            let addr = gateway_forward::start(socket.clone(), cancel.child_token()).await?;
+            format!("http://{addr}")
+        }
+        _ => {
+            return Err(Error::Config(
+                "give exactly one of --gateway-url and --gateway-socket".into(),
+            ));
+        }
+    };
+    if config.workspace_token.is_empty() {
+        return Err(Error::Config("the workspace token is empty".into()));
+    }
+
+    let hub = Hub::new(config.state_dir.clone(), config.call_timeout);
+    let mcp_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(Error::Bind)?;
+    let mcp_addr = mcp_listener.local_addr().map_err(Error::Bind)?;
+    let mcp_app = mcp::router(hub.clone(), cancel.child_token());
+    let mcp_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(mcp_listener, mcp_app)
+            .with_graceful_shutdown(async move { mcp_cancel.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "MCP server failed");
+        }
+    });
+
+    let settings = Arc::new(AgentSettings {
+        spec: AgentSpec {
+            claude_bin: config.claude_bin.clone(),
+            workspace_dir: config.workspace_dir.clone(),
+            home: config.state_dir.clone(),
+            session_id: String::new(),
+            resume: false,
+            gateway_url,
+            api_key: config.workspace_token.clone(),
+            mcp_url: format!("http://{mcp_addr}/mcp"),
+            mcp_tools: mcp::TOOL_NAMES.iter().map(|t| t.to_string()).collect(),
+            path: config.cli_path.clone(),
+            max_retries: config.cli_max_retries,
+            model: config.model.clone(),
+            uid_gid,
+        },
+        max_agents: config.max_agents,
+        idle_timeout: config.turn_idle_timeout,
+    });
+    let app = server::app(AppState {
+        hub,
+        settings,
+        token: config.workspace_token.as_str().into(),
+    });
+    let stop = async move {
+        shutdown.await;
+        cancel.cancel();
+    };
+    if let Some(path) = config.listen.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(Error::Bind)?;
+        announce(&format!("unix:{}", path.display()));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(Error::Serve)
+    } else {
+        let addr: SocketAddr = config.listen.parse().map_err(|_| {
+            Error::Config(format!(
+                "--listen {:?} is neither HOST:PORT nor unix:PATH",
+                config.listen
+            ))
+        })?;
+        let listener = TcpListener::bind(addr).await.map_err(Error::Bind)?;
+        let bound = listener.local_addr().map_err(Error::Bind)?;
+        announce(&bound.to_string());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(Error::Serve)
+    }
+}
+
+/// The ready line on stdout (a machine interface, not a log).
+fn announce(listen: &str) {
+    tracing::info!(listen, "sandbox ready");
+    let line = serde_json::json!({"ready": true, "listen": listen});
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+/// Creates `dir` and, when the CLI runs as another uid, hands it (recursively) to it.
+fn prepare_dir(dir: &Path, uid_gid: Option<(u32, u32)>) -> Result<()> {
+    let failed = |source| Error::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    if let Some((uid, gid)) = uid_gid {
+        chown_tree(dir, uid, gid).map_err(failed)?;
+    }
+    Ok(())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! The router's WebSocket endpoint (`/ws`, bearer workspace token) and `/healthz`.
+//!
+//! Owns authentication, frame size limits and parsing of router frames; hands
+//! each valid frame to the hub or to `agents`. A new router connection replaces
+//! the previous one. Bad frames get an `error` and change nothing.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{
+        State, WebSocketUpgrade,
+        ws::{Message, WebSocket},
+    },
+    http::{HeaderMap, StatusCode, header::AUTHORIZATION},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use crate::{
+    agents::{self, AgentSettings},
+    protocol::{RouterFrame, error_code},
+    session::Hub,
+};
+
+/// Largest router frame acted on; larger ones get a `frame_too_large` error.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// Largest WebSocket message accepted at all (above it the connection drops).
+pub const TRANSPORT_MAX_BYTES: usize = 4 << 20;
+
+/// What the WebSocket endpoint needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hub.
+    pub hub: Arc<Hub>,
+    /// How turns start CLIs.
+    pub settings: Arc<AgentSettings>,
+    /// The workspace token the router must present.
+    pub token: Arc<str>,
+}
+
+/// The sandbox's HTTP routes.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/ws", get(connect_router))
+        .with_state(state)
+}
+
+async fn connect_router(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !authorized(&headers, &state.token) {
+        let body = serde_json::json!({"error": {"code": "unauthorized", "message": "a valid workspace token is required"}});
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    ws.max_message_size(TRANSPORT_MAX_BYTES)
+        .max_frame_size(TRANSPORT_MAX_BYTES)
+        .on_upgrade(move |socket| serve_router(socket, state))
+}
+
+/// Whether `Authorization: Bearer <token>` carries the workspace token.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let presented = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    !token.is_empty() && bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
+}
+
+/// One router connection: frames in go to the hub, the hub's frames go out.
+async fn serve_router(socket: WebSocket, state: AppState) {
+    tracing::info!("router connected");
+    let (mut sink, mut stream) = socket.split();
+    let mut outbound = state.hub.attach();
+    let mut writer = tokio::spawn(async move {
+        while let Some(frame) = outbound.recv().await {
+            let Ok(text) = serde_json::to_string(&frame) else {
+                continue;
+            };
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let reader_state = state.clone();
+    let mut reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            match message {
+                Message::Text(text) => handle_text(&reader_state, text.as_str()),
+                Message::Binary(_) => {
+                    reader_state
+                        .hub
+                        .send_error(None, error_code::BAD_FRAME, "frames are JSON text")
+                }
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => {}
+            }
+        }
+    });
+    tokio::select! {
+        _ = &mut writer => reader.abort(),
+        _ = &mut reader => writer.abort(),
+    }
+    tracing::info!("router disconnected");
+}
+
+/// Validates and carries out one text frame from the router.
+pub fn handle_text(state: &AppState, text: &str) {
+    let hub = &state.hub;
+    if text.len() > MAX_FRAME_BYTES {
+        return hub.send_error(
+            None,
+            error_code::FRAME_TOO_LARGE,
+            format!("frames are limited to {MAX_FRAME_BYTES} bytes"),
+        );
+    }
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(error) => {
+            return hub.send_error(None, error_code::BAD_FRAME, format!("not JSON: {error}"));
+        }
+    };
+    match value["type"].as_str() {
+        Some("message" | "interrupt" | "resume" | "reply") => {}
+        Some(other) => {
+            let other: String = other.chars().take(64).collect();
+            return hub.send_error(
+                None,
+                error_code::UNKNOWN_TYPE,
+                format!("unknown frame type {other:?}"),
+            );
+        }
+        None => {
+            return hub.send_error(
+                None,
+                error_code::BAD_FRAME,
+                "a frame needs a string \"type\"",
+            );
+        }
+    }
+    let frame: RouterFrame = match serde_json::from_value(value) {
+        Ok(frame) => frame,
+        Err(error) => return hub.send_error(None, error_code::BAD_FRAME, error.to_string()),
+    };
+    match frame {
+        RouterFrame::Message {
+            content,
+            conversation_id,
+            voice,
+            attachments,
+        } => {
+            if !is_canonical_uuid(&conversation_id) {
+                return hub.send_error(
+                    None,
+                    error_code::BAD_CONVERSATION_ID,
+                    "conversation_id must be a lowercase hyphenated UUID",
+                );
+            }
+            if content.trim().is_empty() {
+                return hub.send_error(
+                    Some(conversation_id),
+                    error_code::BAD_FRAME,
+                    "content is empty",
+                );
+            }
+            let prompt = prompt(
+                content,
+                voice.unwrap_or(false),
+                attachments.unwrap_or_default(),
+            );
+            agents::start_turn(hub.clone(), state.settings.clone(), conversation_id, prompt);
+        }
+        RouterFrame::Interrupt { conversation_id } => {
+            agents::interrupt(hub, conversation_id.as_deref())
+        }
+        RouterFrame::Resume {
+            conversation_id,
+            after_seq,
+        } => {
+            if !is_canonical_uuid(&conversation_id) {
+                return hub.send_error(
+                    None,
+                    error_code::BAD_CONVERSATION_ID,
+                    "conversation_id must be a lowercase hyphenated UUID",
+                );
+            }
+            hub.resume(&conversation_id, after_seq);
+        }
+        RouterFrame::Reply {
+            call_id,
+            result,
+            error,
+        } => {
+            let outcome = match error {
+                Some(error) => Err(error),
+                None => Ok(result.unwrap_or(Value::Null)),
+            };
+            if !hub.reply(&call_id, outcome) {
+                hub.send_error(
+                    None,
+                    error_code::UNKNOWN_CALL,
+                    "no call is waiting for this reply",
+                );
+            }
+        }
+    }
+}
+
+fn is_canonical_uuid(text: &str) -> bool {
+    uuid::Uuid::try_parse(text).is_ok_and(|id| id.hyphenated().to_string() == text)
+}
+
+/// The text the CLI gets: the user's words plus what the router flagged.
+fn prompt(content: String, voice: bool, attachments: Vec<String>) -> String {
+    let mut prompt = content;
+    if !attachments.is_empty() {
+        prompt.push_str(&format!(
+            "\n\n[The user attached uploaded files (ids: {}); uploads are in the uploads/ directory.]",
+            attachments.join(", ")
+        ));
+    }
+    if voice {
+        prompt.push_str("\n\n[The user wants a spoken answer: also call the speak tool with a short spoken version.]");
+    }
+    prompt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn only_the_workspace_token_is_accepted() {
+        let mut headers = HeaderMap::new();
+        assert!(!authorized(&headers, "secret"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));
+        assert!(!authorized(&headers, "secret"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        assert!(authorized(&headers, "secret"));
+        assert!(!authorized(&headers, ""));
+    }
+
+    #[test]
+    fn conversation_ids_must_be_canonical_uuids() {
+        assert!(is_canonical_uuid("0b7e6c1e-1111-4000-8000-000000000000"));
+        assert!(!is_canonical_uuid("0B7E6C1E-1111-4000-8000-000000000000"));
+        assert!(!is_canonical_uuid("../../etc/passwd"));
+    }
+
+    #[test]
+    fn voice_and_attachments_are_told_to_the_agent() {
+        let text = prompt("hi".into(), true, vec!["f1".into()]);
+        assert!(text.starts_with("hi"));
+        assert!(text.contains("f1") && text.contains("speak"));
+        assert_eq!(prompt("hi".into(), false, vec![]), "hi");
+    }
+}

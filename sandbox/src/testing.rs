@@ -1,0 +1,394 @@
+//! A fake Anthropic Messages API for tests (feature `test-support`), shared with
+//! the router's tests.
+//!
+//! Speaks the real wire protocol: `POST /v1/messages` (any query, e.g.
+//! `?beta=true`) answers with server-sent events — `message_start`,
+//! `content_block_start`/`_delta`/`_stop` (text deltas and `input_json_delta` for
+//! tool use), `message_delta`, `message_stop` — or, for `"stream": false`, one JSON
+//! message; `POST /v1/messages/count_tokens` answers `{"input_tokens": N}`. Each
+//! test scripts the answers as a queue of [`Reply`]s (an empty queue answers
+//! "ok"), and every request is recorded for assertions.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::{OriginalUri, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// One content block of a scripted answer.
+#[derive(Debug, Clone)]
+pub enum Block {
+    /// Text, sent as these deltas.
+    Text(Vec<String>),
+    /// A tool call.
+    ToolUse {
+        /// The call's id (`toolu_…`).
+        id: String,
+        /// The tool's name.
+        name: String,
+        /// Its input.
+        input: Value,
+    },
+}
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A successful message with these blocks.
+    Blocks(Vec<Block>),
+    /// An HTTP error (429, 529, 500, …) with an Anthropic error body.
+    Status(u16),
+    /// A stream that starts, then sends `event: error` (overloaded) and ends.
+    MidStreamError,
+    /// A stream that starts, then says nothing for this long, then answers "late".
+    Stall(Duration),
+}
+
+impl Reply {
+    /// A text answer streamed as these deltas.
+    pub fn text(deltas: &[&str]) -> Self {
+        Self::Blocks(vec![Block::Text(
+            deltas.iter().map(|d| d.to_string()).collect(),
+        )])
+    }
+
+    /// A single tool call.
+    pub fn tool_use(id: &str, name: &str, input: Value) -> Self {
+        Self::Blocks(vec![Block::ToolUse {
+            id: id.into(),
+            name: name.into(),
+            input,
+        }])
+    }
+}
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// Path and query.
+    pub path: String,
+    /// The `x-api-key` header, or the bearer token of `Authorization`.
+    pub api_key: Option<String>,
+    /// The JSON body (`Null` if it was not JSON).
+    pub body: Value,
+}
+
+impl RecordedRequest {
+    /// Whether this is a `/v1/messages` call (not `count_tokens`).
+    pub fn is_messages(&self) -> bool {
+        self.path.starts_with("/v1/messages") && !self.path.contains("count_tokens")
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    replies: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// A running fake API on `127.0.0.1`; stops when dropped.
+pub struct FakeApi {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+}
+
+impl FakeApi {
+    /// Starts the fake on a free loopback port.
+    pub async fn start() -> std::io::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/v1/messages", post(messages))
+            .route("/v1/messages/count_tokens", post(count_tokens))
+            .fallback(not_found)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            shared,
+            cancel,
+        })
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`), for `ANTHROPIC_BASE_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues the answer to the next `/v1/messages` call.
+    pub fn push(&self, reply: Reply) {
+        lock(&self.shared.replies).push_back(reply);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// The `/v1/messages` requests so far.
+    pub fn message_requests(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(RecordedRequest::is_messages)
+            .collect()
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn record(shared: &Shared, uri: &OriginalUri, headers: &HeaderMap, body: &Bytes) -> Value {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let api_key = header("x-api-key").or_else(|| {
+        header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
+    });
+    let path = uri
+        .0
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    lock(&shared.requests).push(RecordedRequest {
+        path,
+        api_key,
+        body: body.clone(),
+    });
+    body
+}
+
+async fn count_tokens(
+    State(shared): State<Arc<Shared>>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &uri, &headers, &body);
+    Json(json!({"input_tokens": 12})).into_response()
+}
+
+async fn not_found(
+    State(shared): State<Arc<Shared>>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, &uri, &headers, &body);
+    error_response(404, "not_found_error", "no such endpoint in the fake")
+}
+
+async fn messages(
+    State(shared): State<Arc<Shared>>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = record(&shared, &uri, &headers, &body);
+    let reply = lock(&shared.replies)
+        .pop_front()
+        .unwrap_or_else(|| Reply::text(&["ok"]));
+    let model = request["model"]
+        .as_str()
+        .unwrap_or("claude-fake")
+        .to_string();
+    let streaming = request["stream"] == true;
+    match reply {
+        Reply::Status(status) => {
+            let kind = match status {
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                400 => "invalid_request_error",
+                _ => "api_error",
+            };
+            error_response(status, kind, &format!("fake upstream answered {status}"))
+        }
+        Reply::Blocks(blocks) if !streaming => Json(whole_message(&model, &blocks)).into_response(),
+        Reply::MidStreamError if !streaming => {
+            error_response(529, "overloaded_error", "Overloaded")
+        }
+        Reply::Stall(_) if !streaming => {
+            Json(whole_message(&model, &[Block::Text(vec!["late".into()])])).into_response()
+        }
+        reply => sse(events(&model, reply)),
+    }
+}
+
+fn error_response(status: u16, kind: &str, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"type": "error", "error": {"type": kind, "message": message}});
+    (status, [("request-id", "req_fake")], Json(body)).into_response()
+}
+
+/// What the SSE body carries: events, or a pause.
+enum Chunk {
+    Event(&'static str, Value),
+    Pause(Duration),
+}
+
+fn sse(chunks: Vec<Chunk>) -> Response {
+    let stream = futures::stream::iter(chunks).then(|chunk| async move {
+        let bytes = match chunk {
+            Chunk::Event(name, data) => format!("event: {name}\ndata: {data}\n\n"),
+            Chunk::Pause(pause) => {
+                tokio::time::sleep(pause).await;
+                String::new()
+            }
+        };
+        Ok::<_, Infallible>(Bytes::from(bytes))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .header("request-id", "req_fake")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn message_start(model: &str) -> Chunk {
+    Chunk::Event(
+        "message_start",
+        json!({"type": "message_start", "message": {
+            "id": format!("msg_{}", uuid::Uuid::new_v4().simple()), "type": "message", "role": "assistant",
+            "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+    )
+}
+
+fn events(model: &str, reply: Reply) -> Vec<Chunk> {
+    let mut chunks = vec![message_start(model)];
+    let blocks = match reply {
+        Reply::Blocks(blocks) => blocks,
+        Reply::MidStreamError => {
+            chunks.push(Chunk::Event(
+                "error",
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ));
+            return chunks;
+        }
+        Reply::Stall(pause) => {
+            chunks.push(Chunk::Event("ping", json!({"type": "ping"})));
+            chunks.push(Chunk::Pause(pause));
+            vec![Block::Text(vec!["late".into()])]
+        }
+        Reply::Status(_) => Vec::new(),
+    };
+    let pause = Chunk::Pause(Duration::from_millis(5));
+    for (index, block) in blocks.iter().enumerate() {
+        match block {
+            Block::Text(deltas) => {
+                chunks.push(block_start(index, json!({"type": "text", "text": ""})));
+                for delta in deltas {
+                    chunks.push(block_delta(
+                        index,
+                        json!({"type": "text_delta", "text": delta}),
+                    ));
+                    chunks.push(Chunk::Pause(Duration::from_millis(5)));
+                }
+            }
+            Block::ToolUse { id, name, input } => {
+                chunks.push(block_start(
+                    index,
+                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                ));
+                let text = input.to_string();
+                let middle = text
+                    .char_indices()
+                    .nth(text.chars().count() / 2)
+                    .map_or(0, |(i, _)| i);
+                for part in [&text[..middle], &text[middle..]] {
+                    chunks.push(block_delta(
+                        index,
+                        json!({"type": "input_json_delta", "partial_json": part}),
+                    ));
+                }
+            }
+        }
+        chunks.push(Chunk::Event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+    }
+    chunks.push(pause);
+    chunks.push(Chunk::Event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(&blocks), "stop_sequence": null},
+               "usage": {"output_tokens": 5}}),
+    ));
+    chunks.push(Chunk::Event(
+        "message_stop",
+        json!({"type": "message_stop"}),
+    ));
+    chunks
+}
+
+fn block_start(index: usize, block: Value) -> Chunk {
+    Chunk::Event(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": index, "content_block": block}),
+    )
+}
+
+fn block_delta(index: usize, delta: Value) -> Chunk {
+    Chunk::Event(
+        "content_block_delta",
+        json!({"type": "content_block_delta", "index": index, "delta": delta}),
+    )
+}
+
+fn stop_reason(blocks: &[Block]) -> &'static str {
+    if blocks.iter().any(|b| matches!(b, Block::ToolUse { .. })) {
+        "tool_use"
+    } else {
+        "end_turn"
+    }
+}
+
+fn whole_message(model: &str, blocks: &[Block]) -> Value {
+    let content: Vec<Value> = blocks
+        .iter()
+        .map(|block| match block {
+            Block::Text(deltas) => json!({"type": "text", "text": deltas.concat()}),
+            Block::ToolUse { id, name, input } => {
+                json!({"type": "tool_use", "id": id, "name": name, "input": input})
+            }
+        })
+        .collect();
+    json!({"id": format!("msg_{}", uuid::Uuid::new_v4().simple()), "type": "message", "role": "assistant",
+           "model": model, "content": content, "stop_reason": stop_reason(blocks), "stop_sequence": null,
+           "usage": {"input_tokens": 12, "output_tokens": 5}})
+}

@@ -1,0 +1,204 @@
+//! Turns against the real CLI: streaming text, real file and code tools, Jarvis
+//! tools through the router, and an environment without secrets.
+
+mod common;
+
+use common::*;
+use sandbox::testing::Reply;
+use serde_json::json;
+
+#[tokio::test]
+async fn text_streams_as_numbered_deltas() {
+    let world = World::new().await;
+    world.api.push(Reply::text(&["Hel", "lo, ", "wor", "ld!"]));
+    let sandbox = world.sandbox(&[]).await;
+    let mut router = sandbox.connect().await;
+    let id = conversation();
+    let frames = router.turn(&id, "say hello").await;
+
+    assert_eq!(frames[0]["type"], "turn", "{frames:?}");
+    assert_eq!(frames[0]["conversation_id"], id.as_str());
+    assert!(of_type(&frames, "text").len() >= 4, "{frames:?}");
+    assert_eq!(text(&frames), "Hello, world!");
+    let done = frames.last().expect("done");
+    assert_eq!(done["type"], "done", "{frames:?}");
+    assert_eq!(done["usage"]["output_tokens"], 5);
+    let seqs: Vec<u64> = frames.iter().filter_map(|f| f["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    assert_eq!(seqs.len(), frames.len());
+
+    let requests = world.api.message_requests();
+    assert_eq!(requests[0].api_key.as_deref(), Some(TOKEN));
+    let tools: Vec<&str> = requests[0].body["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for expected in [
+        "Read",
+        "Write",
+        "Edit",
+        "Bash",
+        "Glob",
+        "Grep",
+        "mcp__jarvis__save_document",
+        "mcp__jarvis__speak",
+    ] {
+        assert!(
+            tools.contains(&expected),
+            "{expected} missing from {tools:?}"
+        );
+    }
+    for refused in [
+        "Agent",
+        "WebFetch",
+        "WebSearch",
+        "ScheduleWakeup",
+        "ToolSearch",
+        "Skill",
+        "Workflow",
+    ] {
+        assert!(!tools.contains(&refused), "{refused} offered: {tools:?}");
+    }
+}
+
+#[tokio::test]
+async fn write_then_bash_runs_real_code() {
+    let world = World::new().await;
+    let script = world.workspace().join("hello.py");
+    world.api.push(Reply::tool_use(
+        "toolu_w",
+        "Write",
+        json!({"file_path": script, "content": "print('hello from python', 6 * 7)\n"}),
+    ));
+    world.api.push(Reply::tool_use(
+        "toolu_b",
+        "Bash",
+        json!({"command": "python3 hello.py", "description": "run it"}),
+    ));
+    world.api.push(Reply::text(&["It printed the answer."]));
+    let sandbox = world.sandbox(&[]).await;
+    let mut router = sandbox.connect().await;
+    let frames = router.turn(&conversation(), "write and run hello.py").await;
+
+    let uses = of_type(&frames, "tool_use");
+    assert_eq!(uses.len(), 2, "{frames:?}");
+    assert_eq!(
+        (uses[0]["name"].as_str(), uses[1]["name"].as_str()),
+        (Some("Write"), Some("Bash"))
+    );
+    let results = of_type(&frames, "tool_result");
+    assert_eq!(results.len(), 2, "{frames:?}");
+    assert_eq!(results[1]["id"], "toolu_b");
+    assert_eq!(results[1]["is_error"], false, "{frames:?}");
+    assert!(
+        results[1]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hello from python 42"),
+        "{frames:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&script).expect("file written"),
+        "print('hello from python', 6 * 7)\n"
+    );
+    assert_eq!(frames.last().expect("end")["type"], "done");
+}
+
+#[tokio::test]
+async fn save_document_goes_through_the_router_and_emits_a_document() {
+    let world = World::new().await;
+    world.api.push(Reply::tool_use(
+        "toolu_s",
+        "mcp__jarvis__save_document",
+        json!({"filename": "plan.md", "content": "# Plan", "type": "markdown"}),
+    ));
+    world.api.push(Reply::text(&["Saved."]));
+    let sandbox = world.sandbox(&[]).await;
+    let mut router = sandbox.connect().await;
+    let id = conversation();
+    router.message(&id, "save a plan").await;
+
+    let before_call = router.until(|f| f["type"] == "call").await;
+    let call = before_call.last().expect("call");
+    assert_eq!(call["method"], "save_document");
+    assert_eq!(call["conversation_id"], id.as_str());
+    assert_eq!(
+        call["params"],
+        json!({"filename": "plan.md", "content": "# Plan", "type": "markdown"})
+    );
+    assert!(call.get("user_id").is_none() && call["params"].get("user_id").is_none());
+    router
+        .send(json!({"type": "reply", "call_id": call["call_id"], "result": {"id": "doc-7", "filename": "plan.md"}}))
+        .await;
+    let frames = router.turn_end(&id).await;
+
+    let documents = of_type(&frames, "document");
+    assert_eq!(documents.len(), 1, "{frames:?}");
+    assert_eq!(
+        (
+            documents[0]["id"].as_str(),
+            documents[0]["filename"].as_str()
+        ),
+        (Some("doc-7"), Some("plan.md"))
+    );
+    let result = of_type(&frames, "tool_result");
+    assert!(
+        result[0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("doc-7"),
+        "{frames:?}"
+    );
+    assert_eq!(frames.last().expect("end")["type"], "done");
+}
+
+#[tokio::test]
+async fn the_cli_environment_holds_no_secret() {
+    let world = World::new().await;
+    world.api.push(Reply::tool_use(
+        "toolu_e",
+        "Bash",
+        json!({"command": "env", "description": "print env"}),
+    ));
+    world.api.push(Reply::text(&["That is my environment."]));
+    let sandbox = world.sandbox(&[]).await;
+    let mut router = sandbox.connect().await;
+    let frames = router.turn(&conversation(), "print your environment").await;
+
+    let results = of_type(&frames, "tool_result");
+    let env = results
+        .first()
+        .and_then(|r| r["content"].as_str())
+        .expect("env output");
+    assert!(env.contains(&format!("ANTHROPIC_API_KEY={TOKEN}")), "{env}");
+    assert!(
+        env.contains(&format!("ANTHROPIC_BASE_URL={}", world.api.url())),
+        "{env}"
+    );
+    for secret in [
+        "db-secret-password",
+        "sk-ant-real-secret-key",
+        "sk_live_stripe_secret",
+        "aws-secret-access-key",
+    ] {
+        assert!(!env.contains(secret), "{secret} leaked:\n{env}");
+    }
+    for name in [
+        "DATABASE_URL",
+        "STRIPE_SECRET_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "RUST_LOG",
+        "JARVIS_",
+    ] {
+        assert!(!env.contains(name), "{name} leaked:\n{env}");
+    }
+    assert!(
+        world
+            .api
+            .message_requests()
+            .iter()
+            .all(|r| r.api_key.as_deref() == Some(TOKEN))
+    );
+}
