@@ -167,7 +167,7 @@ async fn run_turn(
             Agent::spawn(&spec)
         }
     };
-    let kept = match agent {
+    let (kept, end) = match agent {
         Ok(agent) => {
             drive(
                 &hub,
@@ -181,22 +181,22 @@ async fn run_turn(
         }
         Err(error) => {
             tracing::error!(%error, "could not start the agent");
-            hub.emit(
-                &conversation_id,
-                EventKind::error(error_code::AGENT_START_FAILED, error.to_string()),
-            );
-            None
+            let end = EventKind::error(error_code::AGENT_START_FAILED, error.to_string());
+            (None, end)
         }
     };
+    // Free the slot and send the turn's last event under one lock, so a message
+    // sent in answer to that event finds the conversation idle.
     let mut state = hub.lock();
     if let Some(conversation) = state.conversations.get_mut(&conversation_id) {
         conversation.slot.running = None;
         conversation.slot.agent = kept;
     }
+    hub.emit_locked(&mut state, &conversation_id, end);
 }
 
 /// Feeds one message and relays the CLI's output until the turn ends; returns the
-/// CLI when it can take the next turn.
+/// CLI when it can take the next turn, and the turn's last event (not yet sent).
 async fn drive(
     hub: &Hub,
     settings: &AgentSettings,
@@ -204,16 +204,15 @@ async fn drive(
     content: &str,
     mut agent: Agent,
     interrupt: &Notify,
-) -> Option<Agent> {
+) -> (Option<Agent>, EventKind) {
     let stdin = agent.stdin();
     let message =
         serde_json::json!({"type": "user", "message": {"role": "user", "content": content}});
     if stdin.send(message.to_string()).await.is_err() {
-        hub.emit(
-            conversation_id,
+        return (
+            None,
             EventKind::error(error_code::AGENT_CRASHED, "the agent exited"),
         );
-        return None;
     }
     let mut translator = Translator::new();
     let mut idle_deadline = Instant::now() + settings.idle_timeout;
@@ -223,27 +222,21 @@ async fn drive(
             line = agent.next_line() => {
                 let Some(line) = line else {
                     tracing::warn!(conversation.id = conversation_id, "the agent exited mid-turn");
-                    hub.emit(conversation_id, EventKind::error(error_code::AGENT_CRASHED, "the agent exited mid-turn"));
-                    return None;
+                    return (None, EventKind::error(error_code::AGENT_CRASHED, "the agent exited mid-turn"));
                 };
                 idle_deadline = Instant::now() + settings.idle_timeout;
+                tracing::trace!(target: "sandbox::cli", "{line}");
                 for output in translator.line(&line) {
                     match output {
                         Output::Init { mcp_servers } => check_mcp(&mcp_servers),
-                        Output::Event(event) => {
-                            let ends = event.ends_turn();
-                            hub.emit(conversation_id, event);
-                            if ends {
-                                return Some(agent);
-                            }
-                        }
+                        Output::Event(event) if event.ends_turn() => return (Some(agent), event),
+                        Output::Event(event) => hub.emit(conversation_id, event),
                     }
                 }
             }
             () = tokio::time::sleep_until(idle_deadline) => {
                 tracing::warn!(conversation.id = conversation_id, "the agent went silent mid-turn");
-                hub.emit(conversation_id, EventKind::error(error_code::AGENT_TIMEOUT, "the agent stopped responding"));
-                return None;
+                return (None, EventKind::error(error_code::AGENT_TIMEOUT, "the agent stopped responding"));
             }
             () = interrupt.notified(), if interrupt_deadline.is_none() => {
                 translator.interrupted();
@@ -257,8 +250,7 @@ async fn drive(
             }
             () = sleep_until_some(interrupt_deadline) => {
                 tracing::warn!(conversation.id = conversation_id, "the agent ignored an interrupt; killing it");
-                hub.emit(conversation_id, EventKind::Done { usage: Default::default() });
-                return None;
+                return (None, EventKind::Done { usage: Default::default() });
             }
         }
     }

@@ -147,8 +147,16 @@ impl Hub {
     /// Numbers an event of `conversation_id`, keeps it for replay, persists the
     /// sequence number and sends it to the router.
     pub fn emit(&self, conversation_id: &str, event: EventKind) {
-        let mut state = self.lock();
-        let state = &mut *state;
+        self.emit_locked(&mut self.lock(), conversation_id, event);
+    }
+
+    /// [`Hub::emit`] under a lock the caller already holds.
+    pub(crate) fn emit_locked(
+        &self,
+        state: &mut HubState,
+        conversation_id: &str,
+        event: EventKind,
+    ) {
         let conversation =
             conversation_entry(&mut state.conversations, &self.state_dir, conversation_id);
         conversation.seq += 1;

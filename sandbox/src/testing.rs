@@ -52,7 +52,8 @@ pub enum Reply {
     Blocks(Vec<Block>),
     /// An HTTP error (429, 529, 500, …) with an Anthropic error body.
     Status(u16),
-    /// A stream that starts, then sends `event: error` (overloaded) and ends.
+    /// A stream that starts, then sends `event: error` (overloaded) and ends; the
+    /// request right after it (the CLI's retry) gets a 529.
     MidStreamError,
     /// A stream that starts, then says nothing for this long, then answers "late".
     Stall(Duration),
@@ -97,6 +98,8 @@ impl RecordedRequest {
 #[derive(Default)]
 struct Shared {
     replies: Mutex<VecDeque<Reply>>,
+    /// Set by a mid-stream error: the CLI's retry that follows fails too.
+    fail_fallback: Mutex<bool>,
     requests: Mutex<Vec<RecordedRequest>>,
 }
 
@@ -219,9 +222,15 @@ async fn messages(
     body: Bytes,
 ) -> Response {
     let request = record(&shared, &uri, &headers, &body);
+    if std::mem::take(&mut *lock(&shared.fail_fallback)) {
+        return error_response(529, "overloaded_error", "Overloaded");
+    }
     let reply = lock(&shared.replies)
         .pop_front()
         .unwrap_or_else(|| Reply::text(&["ok"]));
+    if matches!(reply, Reply::MidStreamError) {
+        *lock(&shared.fail_fallback) = true;
+    }
     let model = request["model"]
         .as_str()
         .unwrap_or("claude-fake")

@@ -81,7 +81,7 @@ impl World {
         command
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("RUST_LOG", "info,sandbox=debug")
+            .env("RUST_LOG", "info,sandbox=debug,sandbox::cli=trace")
             .env("JARVIS_WORKSPACE_TOKEN", TOKEN)
             // Secrets the sandbox's own environment may hold; none may reach the CLI.
             .env(
