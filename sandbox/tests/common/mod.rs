@@ -73,6 +73,11 @@ impl World {
 
     /// Starts the sandbox with default flags plus `extra`.
     pub async fn sandbox(&self, extra: &[&str]) -> Sandbox {
+        self.sandbox_with(extra, true).await
+    }
+
+    /// Starts the sandbox; `tcp` adds `--listen 127.0.0.1:0 --gateway-url <fake>`.
+    pub async fn sandbox_with(&self, extra: &[&str], tcp: bool) -> Sandbox {
         let log = self
             .tmp
             .path()
@@ -91,7 +96,16 @@ impl World {
             .env("ANTHROPIC_API_KEY", "sk-ant-real-secret-key")
             .env("STRIPE_SECRET_KEY", "sk_live_stripe_secret")
             .env("AWS_SECRET_ACCESS_KEY", "aws-secret-access-key")
-            .args(["--listen", "127.0.0.1:0", "--gateway-url", &self.api.url()])
+            .args(if tcp {
+                vec![
+                    "--listen".to_string(),
+                    "127.0.0.1:0".into(),
+                    "--gateway-url".into(),
+                    self.api.url(),
+                ]
+            } else {
+                vec![]
+            })
             .arg("--claude-bin")
             .arg(claude_bin())
             .arg("--workspace-dir")
@@ -148,6 +162,26 @@ impl Sandbox {
         }
     }
 
+    /// Connects as the router over a unix socket (local mode).
+    pub async fn connect_unix(&self, socket: &Path) -> Router<tokio::net::UnixStream> {
+        let mut request = "ws://sandbox/ws".into_client_request().expect("request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {TOKEN}").parse().expect("header"),
+        );
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .expect("connect unix");
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Router {
+            ws,
+            log: self.log.clone(),
+        }
+    }
+
     /// The pids of the sandbox's children (the CLI processes).
     pub fn cli_pids(&self) -> Vec<u32> {
         let Some(pid) = self.child.id() else {
@@ -178,12 +212,12 @@ impl Sandbox {
 }
 
 /// The test's side of the router connection.
-pub struct Router {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+pub struct Router<S = MaybeTlsStream<TcpStream>> {
+    pub ws: WebSocketStream<S>,
     log: PathBuf,
 }
 
-impl Router {
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Router<S> {
     pub async fn send(&mut self, frame: Value) {
         self.send_text(frame.to_string()).await;
     }
