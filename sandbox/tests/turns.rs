@@ -202,3 +202,57 @@ async fn the_cli_environment_holds_no_secret() {
             .all(|r| r.api_key.as_deref() == Some(TOKEN))
     );
 }
+
+#[tokio::test]
+async fn the_cli_can_run_as_the_unprivileged_sandbox_user() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: dropping to another uid needs root; nothing to check");
+        return;
+    }
+    let id = |flag: &str| -> u32 {
+        let out = std::process::Command::new("id")
+            .args([flag, "jarvis-sandbox"])
+            .output()
+            .expect("id");
+        assert!(
+            out.status.success(),
+            "user jarvis-sandbox is missing: run scripts/install-claude.sh as root"
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("numeric id")
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let world = World::new().await;
+    std::fs::set_permissions(
+        world.tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    world.api.push(Reply::tool_use(
+        "toolu_id",
+        "Bash",
+        json!({"command": "id -u && touch made-by-agent", "description": "who am i"}),
+    ));
+    world.api.push(Reply::text(&["done"]));
+    let sandbox = world
+        .sandbox(&["--cli-uid", &uid.to_string(), "--cli-gid", &gid.to_string()])
+        .await;
+    let mut router = sandbox.connect().await;
+    let frames = router.turn(&conversation(), "who are you").await;
+
+    let results = of_type(&frames, "tool_result");
+    let output = results
+        .first()
+        .and_then(|r| r["content"].as_str())
+        .unwrap_or_default();
+    assert_eq!(
+        output.lines().next(),
+        Some(uid.to_string().as_str()),
+        "{frames:?}"
+    );
+    let made = std::fs::metadata(world.workspace().join("made-by-agent")).expect("file made");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), uid);
+    assert_eq!(frames.last().expect("end")["type"], "done");
+}
