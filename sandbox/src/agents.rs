@@ -43,7 +43,7 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         self.agent.is_some() || self.running.is_some()
     }
 }

@@ -24,6 +24,8 @@ use crate::{
 
 /// Turns of a conversation kept for `resume`.
 pub const REPLAY_TURNS: usize = 4;
+/// Conversations kept in memory (with their replay), at most, unless more have a CLI.
+pub const CONVERSATIONS_KEPT: usize = 64;
 /// Events of a conversation kept for `resume`, at most.
 pub const REPLAY_EVENTS: usize = 4096;
 
@@ -228,11 +230,24 @@ impl Hub {
 }
 
 /// The conversation's entry, loading its persisted sequence number on first use.
+/// Past `CONVERSATIONS_KEPT`, the least recently used conversations without a CLI
+/// are forgotten first (their `seq` is on disk; only their replay goes).
 pub(crate) fn conversation_entry<'a>(
     conversations: &'a mut HashMap<String, Conversation>,
     dir: &std::path::Path,
     conversation_id: &str,
 ) -> &'a mut Conversation {
+    if !conversations.contains_key(conversation_id) {
+        while conversations.len() >= CONVERSATIONS_KEPT {
+            let oldest = conversations
+                .iter()
+                .filter(|(_, c)| !c.slot.alive())
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(id, _)| id.clone());
+            let Some(oldest) = oldest else { break };
+            conversations.remove(&oldest);
+        }
+    }
     conversations
         .entry(conversation_id.to_string())
         .or_insert_with(|| Conversation {
@@ -297,6 +312,25 @@ mod tests {
         let mut rx = hub.attach();
         hub.emit("c", EventKind::Turn);
         assert_eq!(texts(&mut rx), vec![3]);
+    }
+
+    #[test]
+    fn old_idle_conversations_are_forgotten_but_keep_their_seq() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = Hub::new(dir.path().into(), Duration::from_secs(1));
+        for n in 0..CONVERSATIONS_KEPT + 10 {
+            hub.emit(&format!("c{n}"), EventKind::Turn);
+            hub.lock()
+                .conversations
+                .get_mut(&format!("c{n}"))
+                .expect("kept")
+                .last_used = n as u64;
+        }
+        assert_eq!(hub.lock().conversations.len(), CONVERSATIONS_KEPT);
+        assert!(!hub.lock().conversations.contains_key("c0"));
+        let mut rx = hub.attach();
+        hub.emit("c0", EventKind::Turn);
+        assert_eq!(texts(&mut rx), vec![2]);
     }
 
     #[test]

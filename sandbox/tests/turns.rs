@@ -256,3 +256,86 @@ async fn the_cli_can_run_as_the_unprivileged_sandbox_user() {
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), uid);
     assert_eq!(frames.last().expect("end")["type"], "done");
 }
+
+/// Plays the router for every `call` until the turn ends, answering with `answer`.
+async fn answer_calls(
+    router: &mut Router,
+    id: &str,
+    answer: impl Fn(&serde_json::Value) -> serde_json::Value,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let (mut calls, mut frames) = (Vec::new(), Vec::new());
+    loop {
+        let frame = router.next().await;
+        if frame["type"] == "call" {
+            let mut reply = answer(&frame);
+            reply["type"] = json!("reply");
+            reply["call_id"] = frame["call_id"].clone();
+            router.send(reply).await;
+            calls.push(frame);
+            continue;
+        }
+        let end = frame["conversation_id"] == id && ends_turn(&frame);
+        frames.push(frame);
+        if end {
+            return (calls, frames);
+        }
+    }
+}
+
+#[tokio::test]
+async fn speak_update_and_failed_calls_reach_the_agent() {
+    let world = World::new().await;
+    world.api.push(Reply::tool_use(
+        "toolu_sp",
+        "mcp__jarvis__speak",
+        json!({"text": "Good morning"}),
+    ));
+    world.api.push(Reply::tool_use(
+        "toolu_up",
+        "mcp__jarvis__update_document",
+        json!({"id": "doc-1", "content": "v2"}),
+    ));
+    world.api.push(Reply::tool_use(
+        "toolu_rd",
+        "mcp__jarvis__read_document",
+        json!({"id": "doc-404"}),
+    ));
+    world.api.push(Reply::text(&["All done."]));
+    let sandbox = world.sandbox(&[]).await;
+    let mut router = sandbox.connect().await;
+    let id = conversation();
+    router.message(&id, "speak, update, read").await;
+    let (calls, frames) = answer_calls(&mut router, &id, |call| match call["method"].as_str() {
+        Some("speak") => json!({"result": {"url": "/api/audio/a1.wav"}}),
+        Some("update_document") => json!({"result": {"id": "doc-1", "filename": "notes.md"}}),
+        _ => json!({"error": {"code": "not_found", "message": "no such document"}}),
+    })
+    .await;
+
+    let methods: Vec<&str> = calls.iter().filter_map(|c| c["method"].as_str()).collect();
+    assert_eq!(methods, ["speak", "update_document", "read_document"]);
+    assert_eq!(calls[0]["params"], json!({"text": "Good morning"}));
+    let voice = of_type(&frames, "voice");
+    assert_eq!(voice.len(), 1, "{frames:?}");
+    assert_eq!(
+        (voice[0]["url"].as_str(), voice[0]["transcript"].as_str()),
+        (Some("/api/audio/a1.wav"), Some("Good morning"))
+    );
+    let documents = of_type(&frames, "document");
+    assert_eq!(documents.len(), 1, "{frames:?}");
+    assert_eq!(documents[0]["filename"], "notes.md");
+    let results = of_type(&frames, "tool_result");
+    let failed = results
+        .iter()
+        .find(|r| r["id"] == "toolu_rd")
+        .expect("read result");
+    assert_eq!(failed["is_error"], true, "{frames:?}");
+    assert!(
+        failed["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not_found"),
+        "{frames:?}"
+    );
+    assert_eq!(text(&frames), "All done.");
+}
