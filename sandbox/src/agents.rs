@@ -24,6 +24,9 @@ use crate::{
 /// How long an interrupted CLI gets to end its turn before it is killed.
 pub const INTERRUPT_GRACE: Duration = Duration::from_millis(700);
 
+/// How long a turn waits for the CLI's first line, at least (start-up included).
+pub const STARTUP_ALLOWANCE: Duration = Duration::from_secs(60);
+
 /// What the turns need to start CLIs.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
@@ -215,7 +218,9 @@ async fn drive(
         );
     }
     let mut translator = Translator::new();
-    let mut idle_deadline = Instant::now() + settings.idle_timeout;
+    // A (re)started CLI may take a while to say anything on a busy machine: the
+    // inactivity clock starts with its first line.
+    let mut idle_deadline = Instant::now() + settings.idle_timeout.max(STARTUP_ALLOWANCE);
     let mut interrupt_deadline: Option<Instant> = None;
     loop {
         tokio::select! {

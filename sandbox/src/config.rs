@@ -48,7 +48,8 @@ pub struct Config {
     pub max_agents: usize,
 
     /// How long a running turn may go without a line from the CLI before it is
-    /// killed and the turn fails (e.g. `300s`, `2m`).
+    /// killed and the turn fails (e.g. `300s`, `2m`); the wait for the CLI's first
+    /// line of a turn (its start-up) is at least 60 s.
     #[arg(long, env = "JARVIS_TURN_IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     pub turn_idle_timeout: Duration,
 
