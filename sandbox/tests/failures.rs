@@ -222,3 +222,30 @@ async fn the_router_needs_the_workspace_token() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_cli_that_died_between_turns_is_replaced_quietly() {
+    let world = World::new().await;
+    let sandbox = world.sandbox(&[]).await;
+    let mut router = sandbox.connect().await;
+    let id = conversation();
+    world.api.push(Reply::text(&["first"]));
+    router.turn(&id, "one").await;
+    let pids = sandbox.cli_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    std::process::Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()
+        .expect("kill");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    world.api.push(Reply::text(&["second"]));
+    let frames = router.turn(&id, "two").await;
+    assert!(of_type(&frames, "error").is_empty(), "{frames:?}");
+    assert_eq!(text(&frames), "second");
+    let last = world.api.message_requests().pop().expect("request");
+    assert!(
+        last.body["messages"].to_string().contains("one"),
+        "resumed with history"
+    );
+}

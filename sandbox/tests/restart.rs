@@ -165,3 +165,36 @@ async fn local_mode_works_over_unix_sockets() {
         Some(TOKEN)
     );
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_sandbox_and_its_cli_with_a_router_connected() {
+    let world = World::new().await;
+    let mut sandbox = world.sandbox(&[]).await;
+    let mut router = sandbox.connect().await;
+    world.api.push(Reply::text(&["hi"]));
+    router.turn(&conversation(), "hello").await;
+    let cli = sandbox.cli_pids();
+    assert_eq!(cli.len(), 1, "{cli:?}");
+    let pid = sandbox.child.id().expect("pid");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let status = tokio::time::timeout(Duration::from_secs(10), sandbox.child.wait())
+        .await
+        .expect("the sandbox stops on SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{}", cli[0])).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{}/stat", cli[0])).unwrap_or_default();
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CLI outlived the sandbox"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
