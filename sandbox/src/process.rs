@@ -107,6 +107,12 @@ impl AgentSpec {
             "--include-partial-messages",
             "--disable-slash-commands",
             "--strict-mcp-config",
+            // File tools confined to the workspace; no user/project settings files.
+            "--restricted",
+            // Nobody answers permission prompts: whatever would ask is denied at once
+            // (instead of a turn hanging on a question no one sees).
+            "--permission-prompts",
+            "none",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -335,6 +341,8 @@ mod tests {
             args[at + 1].clone()
         };
         assert_eq!(value("--tools"), "Read,Write,Edit,Bash,Glob,Grep");
+        assert_eq!(value("--permission-prompts"), "none");
+        assert!(args.contains(&"--restricted".to_string()));
         assert!(value("--allowedTools").ends_with(",mcp__jarvis__save_document"));
         for tool in ["Agent", "WebFetch", "ScheduleWakeup", "ToolSearch", "Skill"] {
             assert!(

@@ -339,3 +339,41 @@ async fn speak_update_and_failed_calls_reach_the_agent() {
     );
     assert_eq!(text(&frames), "All done.");
 }
+
+#[tokio::test]
+async fn a_tool_call_needing_permission_is_denied_not_hung() {
+    let world = World::new().await;
+    let outside = world.tmp.path().join("outside.txt");
+    world.api.push(Reply::tool_use(
+        "toolu_o",
+        "Write",
+        json!({"file_path": outside, "content": "escaped"}),
+    ));
+    world.api.push(Reply::tool_use(
+        "toolu_f",
+        "WebFetch",
+        json!({"url": "http://example.com", "prompt": "x"}),
+    ));
+    world.api.push(Reply::text(&["Could not."]));
+    let sandbox = world.sandbox(&[]).await;
+    let mut router = sandbox.connect().await;
+    let started = std::time::Instant::now();
+    let frames = router.turn(&conversation(), "write outside").await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let results = of_type(&frames, "tool_result");
+    assert_eq!(results.len(), 2, "{frames:?}");
+    assert!(results.iter().all(|r| r["is_error"] == true), "{frames:?}");
+    assert!(
+        results[0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("outside"),
+        "{frames:?}"
+    );
+    assert!(!outside.exists(), "wrote outside the workspace");
+    assert_eq!(frames.last().expect("end")["type"], "done");
+}
