@@ -234,6 +234,10 @@ async fn drive(
                 for output in translator.line(&line) {
                     match output {
                         Output::Init { mcp_servers } => check_mcp(&mcp_servers),
+                        Output::Refuse { response } => {
+                            tracing::warn!(conversation.id = conversation_id, "refusing a CLI host request");
+                            let _ = stdin.send(response).await;
+                        }
                         Output::Event(event) if event.ends_turn() => return (Some(agent), event),
                         Output::Event(event) => hub.emit(conversation_id, event),
                     }

@@ -120,6 +120,9 @@ pub enum Output {
     Event(EventKind),
     /// The `system`/`init` line: the MCP servers and whether each is connected.
     Init { mcp_servers: Vec<(String, String)> },
+    /// The CLI asks its host something (a permission, a hook): the line to answer
+    /// it with, a refusal, since nobody is there to decide.
+    Refuse { response: String },
 }
 
 /// The per-turn translation state.
@@ -154,6 +157,7 @@ impl Translator {
             Some("user") => tool_results(&value),
             Some("result") => vec![Output::Event(self.result(&value))],
             Some("system") if value["subtype"] == "init" => vec![init(&value)],
+            Some("control_request") => vec![refuse(&value)],
             _ => Vec::new(),
         }
     }
@@ -239,6 +243,18 @@ fn init(value: &Value) -> Output {
         })
         .unwrap_or_default();
     Output::Init { mcp_servers }
+}
+
+fn refuse(value: &Value) -> Output {
+    let subtype = value["request"]["subtype"].as_str().unwrap_or("unknown");
+    let response = serde_json::json!({"type": "control_response", "response": {
+        "subtype": "error",
+        "request_id": value["request_id"],
+        "error": format!("the Jarvis sandbox does not answer {subtype} requests"),
+    }});
+    Output::Refuse {
+        response: response.to_string(),
+    }
 }
 
 fn blocks(content: &Value) -> impl Iterator<Item = &Value> {

@@ -15,7 +15,7 @@ fn events(outputs: Vec<Output>) -> Vec<EventKind> {
         .into_iter()
         .filter_map(|o| match o {
             Output::Event(e) => Some(e),
-            Output::Init { .. } => None,
+            Output::Init { .. } | Output::Refuse { .. } => None,
         })
         .collect()
 }
@@ -138,4 +138,17 @@ fn long_tool_results_are_cut() {
     let cut = truncate(text);
     assert!(cut.len() < MAX_TOOL_RESULT_CHARS + 20);
     assert!(cut.ends_with("[… cut]"));
+}
+
+#[test]
+fn host_requests_are_refused() {
+    let line = r#"{"type":"control_request","request_id":"r1","request":{"subtype":"can_use_tool","tool_name":"Bash"}}"#;
+    let outputs = Translator::new().line(line);
+    let [Output::Refuse { response }] = outputs.as_slice() else {
+        panic!("expected a refusal");
+    };
+    let response: Value = serde_json::from_str(response).expect("json");
+    assert_eq!(response["type"], "control_response");
+    assert_eq!(response["response"]["request_id"], "r1");
+    assert_eq!(response["response"]["subtype"], "error");
 }
