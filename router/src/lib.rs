@@ -1,1 +1,21 @@
-//! The router: accounts, the API, the proxy to sandboxes and the model gateway.
+//! The router: accounts, the HTTP API, the proxy to sandboxes and the model gateway.
+//!
+//! `main.rs` only wires these together; everything a test needs is reachable from here.
+
+/// Who is calling: access tokens (built-in and Supabase), refresh tokens, passwords.
+pub mod auth;
+/// Configuration from the environment (the table in DESIGN.md).
+pub mod config;
+/// Database access helpers shared by every module: the per-user (RLS) transaction.
+pub mod db;
+/// The HTTP API: state, routes and error responses.
+pub mod http;
+/// Prometheus metrics of the router.
+pub mod metrics;
+/// Object storage for files (a local directory or S3).
+pub mod storage;
+/// Logging set-up.
+pub mod telemetry;
+
+/// The SQL migrations of `migrations/`, embedded in the binary and run at start-up.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -1,0 +1,168 @@
+//! Benchmark (not a test): `GET /api/documents` for a user with 1,000 documents
+//! among 100,000 rows of other users, at 50 concurrent clients, against
+//! `GET /healthz` on the same run as the baseline.
+//!
+//!     cargo bench -p router --bench documents
+//!
+//! Uses `DATABASE_URL`'s server (default `postgres://postgres@127.0.0.1/postgres`)
+//! and (re)creates the database `jarvis_bench` there.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use router::{config::Config, http::AppState};
+use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+
+const CLIENTS: usize = 50;
+const REQUESTS_PER_CLIENT: usize = 200;
+const OTHER_USERS: i32 = 100;
+const DOCS_PER_USER: i32 = 1_000;
+
+struct Run {
+    latencies: Vec<Duration>,
+    wall: Duration,
+}
+
+impl Run {
+    fn pct(&self, p: f64) -> Duration {
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i]
+    }
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall.as_secs_f64()
+    }
+}
+
+async fn load(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<Run> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, url, token) = (client.clone(), url.to_string(), token.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(REQUESTS_PER_CLIENT);
+            for _ in 0..REQUESTS_PER_CLIENT {
+                let t = Instant::now();
+                let r = client.get(&url).bearer_auth(&token).send().await?;
+                anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+                r.bytes().await?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let wall = started.elapsed();
+    latencies.sort();
+    Ok(Run { latencies, wall })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/postgres".into());
+    let mut admin = PgConnection::connect(&server)
+        .await
+        .context("connecting to Postgres")?;
+    sqlx::query("drop database if exists jarvis_bench with (force)")
+        .execute(&mut admin)
+        .await?;
+    sqlx::query("create database jarvis_bench")
+        .execute(&mut admin)
+        .await?;
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    let url = format!("{base}/jarvis_bench");
+    let db = PgPoolOptions::new()
+        .max_connections(20)
+        .connect(&url)
+        .await?;
+    router::MIGRATOR.run(&db).await?;
+
+    eprintln!(
+        "seeding {} documents of other users and {DOCS_PER_USER} of ours...",
+        OTHER_USERS * DOCS_PER_USER
+    );
+    sqlx::query(
+        "insert into users (email, password_hash)
+         select 'other' || g || '@example.com', 'x' from generate_series(1, $1) g",
+    )
+    .bind(OTHER_USERS)
+    .execute(&db)
+    .await?;
+    let storage = tempfile::tempdir()?;
+    let mut config = Config::defaults();
+    config.database_url = url.clone();
+    config.storage = format!("file:{}", storage.path().display());
+    let state = AppState::new(config, db.clone()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(router::http::serve_on(listener, state));
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()?;
+    let session: serde_json::Value = client
+        .post(format!("{base_url}/api/auth/register"))
+        .json(&serde_json::json!({"email": "bench@example.com", "password": "benchmark-password"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = session["access_token"]
+        .as_str()
+        .context("no token")?
+        .to_string();
+    sqlx::query(
+        "insert into documents (owner_id, filename, doc_type, content)
+         select u.id, 'doc-' || g || '.md', 'markdown', repeat('Lorem ipsum dolor sit amet. ', 20) || g
+         from users u cross join generate_series(1, $1) g",
+    )
+    .bind(DOCS_PER_USER)
+    .execute(&db)
+    .await?;
+    sqlx::query("analyze").execute(&db).await?;
+    let total: i64 = sqlx::query_scalar("select count(*) from documents")
+        .fetch_one(&db)
+        .await?;
+    eprintln!("{total} documents; warming up...");
+
+    let docs_url = format!("{base_url}/api/documents");
+    let health_url = format!("{base_url}/healthz");
+    load(&client, &docs_url, &token).await?;
+    load(&client, &health_url, &token).await?;
+
+    let token = Arc::new(token);
+    let docs = load(&client, &docs_url, &token).await?;
+    let health = load(&client, &health_url, &token).await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("GET /api/documents (page of 50, 1,000 own among {total}), {CLIENTS} clients:");
+    println!(
+        "  p50 {:.2} ms  p99 {:.2} ms  {:.0} req/s",
+        ms(docs.pct(0.5)),
+        ms(docs.pct(0.99)),
+        docs.rps()
+    );
+    println!("GET /healthz (baseline), {CLIENTS} clients:");
+    println!(
+        "  p50 {:.2} ms  p99 {:.2} ms  {:.0} req/s",
+        ms(health.pct(0.5)),
+        ms(health.pct(0.99)),
+        health.rps()
+    );
+    println!(
+        "ratio documents/healthz: p50 {:.2}x  p99 {:.2}x  throughput {:.2}x",
+        ms(docs.pct(0.5)) / ms(health.pct(0.5)),
+        ms(docs.pct(0.99)) / ms(health.pct(0.99)),
+        docs.rps() / health.rps()
+    );
+    db.close().await;
+    sqlx::query("drop database if exists jarvis_bench with (force)")
+        .execute(&mut admin)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! Configuration, read once from the environment (and a `.env` file) in `main`.
+//!
+//! The variables of DESIGN.md's table keep their names and defaults; the few this
+//! crate adds are prefixed `JARVIS_` and documented here.
+
+use std::{net::SocketAddr, time::Duration};
+
+/// Where workspaces (sandboxes) run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Sandboxes are processes on this machine, confined with bubblewrap.
+    Local,
+    /// Sandboxes are pods made by the operator from `JarvisWorkspace` objects.
+    Kubernetes,
+}
+
+/// Everything the router can be told.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "router", about = "The Jarvis router", version)]
+pub struct Config {
+    /// Postgres connection URL (Supabase's pooler URL works).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://localhost/jarvis"
+    )]
+    pub database_url: String,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "JARVIS_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+
+    /// Address the router listens on.
+    #[arg(long, env = "JARVIS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where sandboxes run: `local` or `kubernetes`.
+    #[arg(long, env = "JARVIS_BACKEND", value_enum, default_value = "local")]
+    pub backend: Backend,
+
+    /// Object storage: `file:DIR` or `s3://BUCKET` (with `AWS_ENDPOINT_URL` and keys).
+    #[arg(long, env = "JARVIS_STORAGE", default_value = "file:./data/storage")]
+    pub storage: String,
+
+    /// The Anthropic API key; read by the router only, never passed to a sandbox.
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    pub anthropic_api_key: Option<String>,
+
+    /// Where the model gateway sends `/v1/messages`.
+    #[arg(
+        long,
+        env = "JARVIS_MODEL_UPSTREAM",
+        default_value = "https://api.anthropic.com"
+    )]
+    pub model_upstream: String,
+
+    /// Idle time before a workspace sleeps (e.g. `15m`, `90s`).
+    #[arg(long, env = "JARVIS_IDLE_TIMEOUT", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Largest file a user may upload, in bytes.
+    #[arg(long, env = "JARVIS_MAX_UPLOAD_BYTES", default_value_t = 104_857_600)]
+    pub max_upload_bytes: u64,
+
+    /// Live agent (CLI) processes per workspace.
+    #[arg(long, env = "JARVIS_MAX_AGENTS", default_value_t = 1)]
+    pub max_agents: u32,
+
+    /// Legacy Supabase JWT secret: verifies HS256 Supabase Auth tokens.
+    #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
+    pub supabase_jwt_secret: Option<String>,
+
+    /// Supabase project URL: its JWKS verifies ES256/RS256 tokens and its issuer is checked.
+    #[arg(long, env = "SUPABASE_URL")]
+    pub supabase_url: Option<String>,
+
+    /// Secret that signs the built-in accounts' access tokens. When unset, one is
+    /// generated once and kept in the database, so every router process shares it.
+    #[arg(long, env = "JARVIS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Stripe API key; billing is off without it.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+
+    /// Secret that signs Stripe's webhooks.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+
+    /// Base URL of the Stripe API (tests point it at a fake).
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+
+    /// Take the client address from the last `X-Forwarded-For` entry (set only
+    /// behind a reverse proxy that sets it), for per-address login throttling.
+    #[arg(long, env = "JARVIS_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "JARVIS_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Config {
+    /// Whether Supabase Auth issues the tokens (then the built-in accounts are off).
+    pub fn supabase_auth(&self) -> bool {
+        self.supabase_jwt_secret.is_some() || self.supabase_url.is_some()
+    }
+
+    /// Whether Stripe billing is on; with it off every account is active.
+    pub fn billing_enabled(&self) -> bool {
+        self.stripe_secret_key.is_some()
+    }
+
+    /// The configuration with every default and nothing read from the environment
+    /// (for tests and tools that build a router in-process).
+    pub fn defaults() -> Self {
+        Self {
+            database_url: "postgres://localhost/jarvis".into(),
+            db_max_connections: 20,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            backend: Backend::Local,
+            storage: "file:./data/storage".into(),
+            anthropic_api_key: None,
+            model_upstream: "https://api.anthropic.com".into(),
+            idle_timeout: Duration::from_secs(15 * 60),
+            max_upload_bytes: 104_857_600,
+            max_agents: 1,
+            supabase_jwt_secret: None,
+            supabase_url: None,
+            jwt_secret: None,
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: "https://api.stripe.com".into(),
+            trust_forwarded_for: false,
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        // Only fields that the test environment cannot set are compared.
+        let parsed = Config::try_parse_from(["router"]).expect("defaults parse");
+        let defaults = Config::defaults();
+        assert_eq!(parsed.listen, defaults.listen);
+        assert_eq!(parsed.idle_timeout, defaults.idle_timeout);
+        assert_eq!(parsed.max_upload_bytes, defaults.max_upload_bytes);
+        assert_eq!(parsed.max_agents, defaults.max_agents);
+        assert_eq!(parsed.backend, Backend::Local);
+    }
+
+    #[test]
+    fn durations_parse_in_human_form() {
+        let c = Config::try_parse_from(["router", "--idle-timeout", "1h30m"]).expect("parses");
+        assert_eq!(c.idle_timeout, Duration::from_secs(5400));
+        assert!(Config::try_parse_from(["router", "--idle-timeout", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! The HTTP API: shared state, the route table and the server.
+//!
+//! Each resource module owns its `router()`; this file only merges them and adds
+//! the layers every request passes through (request id, tracing, metrics, the
+//! 1 MiB body limit).
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context;
+use axum::{Router, extract::DefaultBodyLimit};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use crate::{
+    auth::{Authenticator, local::LocalTokens, supabase::SupabaseVerifier},
+    config::Config,
+    metrics::Metrics,
+    storage::Storage,
+};
+
+/// Sign-up, sign-in, refresh and sign-out of built-in accounts.
+pub mod auth;
+/// Conversations and their messages.
+pub mod conversations;
+/// Documents the agent saved.
+pub mod documents;
+/// The error type every handler returns, and its JSON body.
+pub mod error;
+/// Request extractors: the signed-in user, the client address, JSON bodies.
+pub mod extractor;
+/// Files: uploads and what the agent wrote in its workspace.
+pub mod files;
+/// `/healthz`, `/readyz`, `/metrics`.
+pub mod health;
+/// Layers applied to every request.
+pub mod middleware;
+/// The signed-in user's account (`/api/me`).
+pub mod users;
+
+pub use error::{Error, Result};
+
+/// Largest request body accepted outside the upload route.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration read at start-up.
+    pub config: Arc<Config>,
+    /// The database pool.
+    pub db: PgPool,
+    /// Token verification (and issuing, for built-in accounts).
+    pub auth: Arc<Authenticator>,
+    /// Object storage.
+    pub storage: Storage,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Supabase users known to have a `users` row in this process.
+    known_users: Arc<Mutex<HashSet<Uuid>>>,
+}
+
+impl AppState {
+    /// Builds the state: token keys, storage, HTTP client.
+    pub async fn new(config: Config, db: PgPool) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .context("building the HTTP client")?;
+        let auth = if config.supabase_auth() {
+            Authenticator::Supabase(Box::new(SupabaseVerifier::new(
+                config.supabase_jwt_secret.as_deref(),
+                config.supabase_url.as_deref(),
+                http,
+            )))
+        } else {
+            let secret = match &config.jwt_secret {
+                Some(s) => s.clone(),
+                None => shared_signing_secret(&db)
+                    .await
+                    .context("loading the token signing secret")?,
+            };
+            Authenticator::Local(LocalTokens::new(secret.as_bytes()))
+        };
+        let storage = Storage::open(&config.storage).context("opening object storage")?;
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            auth: Arc::new(auth),
+            storage,
+            metrics: Arc::new(Metrics::default()),
+            known_users: Arc::default(),
+        })
+    }
+}
+
+/// The secret that signs built-in tokens when none is configured: made once and
+/// kept in the database, so restarts and other router processes share it.
+async fn shared_signing_secret(db: &PgPool) -> sqlx::Result<String> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use rand::RngCore;
+    let mut bytes = [0u8; 48];
+    rand::rng().fill_bytes(&mut bytes);
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into router_settings (key, value) values ('jwt_secret', $1) on conflict do nothing",
+    )
+    .bind(URL_SAFE_NO_PAD.encode(bytes))
+    .execute(db)
+    .await?;
+    // language=PostgreSQL
+    let (secret,): (String,) =
+        sqlx::query_as("select value from router_settings where key = 'jwt_secret'")
+            .fetch_one(db)
+            .await?;
+    Ok(secret)
+}
+
+/// The whole application, without a socket (tests drive it with `oneshot`).
+pub fn app(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(documents::router())
+        .merge(conversations::router())
+        .merge(files::router())
+        .merge(health::router())
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    middleware::apply(routes, state.clone()).with_state(state)
+}
+
+/// Serves the application on `listener` until SIGTERM or ctrl-c.
+pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")
+}
+
+/// Binds the configured address and serves.
+pub async fn serve(state: AppState) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(state.config.listen)
+        .await
+        .with_context(|| format!("binding {}", state.config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(url = %format!("http://{addr}"), "Jarvis is listening");
+    serve_on(listener, state).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = terminate => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,222 @@
+//! Conversations and their messages: list, read, rename, delete, download as
+//! Markdown. Messages are written by the proxy as turns stream (a later part).
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    AppState, Error, Result,
+    documents::page,
+    extractor::{AppJson, AuthUser, Id},
+    files::content_disposition,
+};
+use crate::db;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/conversations", get(list_conversations))
+        .route(
+            "/api/conversations/{id}",
+            get(get_conversation)
+                .put(update_conversation)
+                .delete(delete_conversation),
+        )
+        .route(
+            "/api/conversations/{id}/download",
+            get(download_conversation),
+        )
+}
+
+/// A conversation without its messages.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct ConversationSummary {
+    id: Uuid,
+    title: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct Message {
+    id: Uuid,
+    role: String,
+    content: String,
+    /// Tool activity, documents and voice of the turn, in order.
+    events: serde_json::Value,
+    /// False for an answer that was cut off (or is still streaming).
+    complete: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+#[derive(Serialize)]
+struct Conversation {
+    #[serde(flatten)]
+    summary: ConversationSummary,
+    messages: Vec<Message>,
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct ConversationList {
+    conversations: Vec<ConversationSummary>,
+    next_offset: Option<i64>,
+}
+
+async fn list_conversations(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<ConversationList>> {
+    let (limit, offset) = page(query.limit, query.offset)?;
+    let mut tx = db::user_tx(&state.db, user.id).await?;
+    // language=PostgreSQL
+    let conversations: Vec<ConversationSummary> = sqlx::query_as(
+        "select id, title, created_at, updated_at from conversations where owner_id = $1
+         order by updated_at desc, id limit $2 offset $3",
+    )
+    .bind(user.id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let next_offset = (conversations.len() as i64 == limit).then_some(offset + limit);
+    Ok(Json(ConversationList {
+        conversations,
+        next_offset,
+    }))
+}
+
+async fn fetch(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Conversation> {
+    let mut tx = db::user_tx(&state.db, user.id).await?;
+    // language=PostgreSQL
+    let summary: ConversationSummary = sqlx::query_as(
+        "select id, title, created_at, updated_at from conversations where id = $1 and owner_id = $2",
+    )
+    .bind(id)
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("conversation"))?;
+    // language=PostgreSQL
+    let messages: Vec<Message> = sqlx::query_as(
+        "select id, role, content, events, complete, created_at from messages
+         where conversation_id = $1 and owner_id = $2 order by position",
+    )
+    .bind(id)
+    .bind(user.id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Conversation { summary, messages })
+}
+
+async fn get_conversation(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<Json<Conversation>> {
+    Ok(Json(fetch(&state, &user, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConversationUpdate {
+    title: String,
+}
+
+async fn update_conversation(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Id(id): Id,
+    AppJson(update): AppJson<ConversationUpdate>,
+) -> Result<Json<ConversationSummary>> {
+    let title = update.title.trim();
+    if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
+        return Err(Error::Invalid(
+            "a title must be 1-200 characters without control characters".into(),
+        ));
+    }
+    let mut tx = db::user_tx(&state.db, user.id).await?;
+    // language=PostgreSQL
+    let summary: ConversationSummary = sqlx::query_as(
+        "update conversations set title = $3 where id = $1 and owner_id = $2
+         returning id, title, created_at, updated_at",
+    )
+    .bind(id)
+    .bind(user.id)
+    .bind(title)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("conversation"))?;
+    tx.commit().await?;
+    Ok(Json(summary))
+}
+
+async fn delete_conversation(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<StatusCode> {
+    let mut tx = db::user_tx(&state.db, user.id).await?;
+    // language=PostgreSQL
+    let deleted = sqlx::query("delete from conversations where id = $1 and owner_id = $2")
+        .bind(id)
+        .bind(user.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    if deleted == 0 {
+        return Err(Error::NotFound("conversation"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The conversation as a Markdown transcript.
+fn to_markdown(c: &Conversation) -> String {
+    let mut out = format!("# {}\n", c.summary.title);
+    for m in &c.messages {
+        let who = if m.role == "user" { "You" } else { "Jarvis" };
+        let cut = if m.complete { "" } else { " (incomplete)" };
+        out.push_str(&format!("\n## {who}{cut}\n\n{}\n", m.content.trim_end()));
+    }
+    out
+}
+
+async fn download_conversation(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<impl IntoResponse> {
+    let conversation = fetch(&state, &user, id).await?;
+    let filename = format!("{}.md", conversation.summary.title);
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/markdown; charset=utf-8".to_string(),
+            ),
+            (header::CONTENT_DISPOSITION, content_disposition(&filename)),
+        ],
+        to_markdown(&conversation),
+    ))
+}

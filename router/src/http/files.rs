@@ -1,0 +1,216 @@
+//! Files: what users uploaded and what the agent wrote in its workspace. Rows
+//! live in `files`; bytes in object storage under `users/{id}/…`.
+//!
+//! Uploads (`POST /api/files`) and the workspace sync that fills this table are
+//! later parts; this module lists, describes, downloads and deletes.
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Query, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    AppState, Error, Result,
+    documents::page,
+    extractor::{AuthUser, Id},
+};
+use crate::db;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/files", get(list_files))
+        .route("/api/files/{id}", get(get_file).delete(delete_file))
+        .route("/api/files/{id}/download", get(download_file))
+}
+
+/// A file as the API shows it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct FileView {
+    id: Uuid,
+    /// The last part of `path`.
+    filename: String,
+    /// Path in the workspace (`uploads/…` for uploads).
+    path: String,
+    size: i64,
+    content_type: String,
+    /// `upload`, `workspace` or `voice`.
+    kind: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+const COLUMNS: &str = "id, regexp_replace(path, '^.*/', '') as filename, path, size, content_type, kind, created_at, updated_at";
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct FileList {
+    files: Vec<FileView>,
+    next_offset: Option<i64>,
+}
+
+async fn list_files(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<FileList>> {
+    let (limit, offset) = page(query.limit, query.offset)?;
+    let mut tx = db::user_tx(&state.db, user.id).await?;
+    // language=PostgreSQL
+    let files: Vec<FileView> = sqlx::query_as(&format!(
+        "select {COLUMNS} from files where owner_id = $1 and kind in ('upload', 'workspace')
+         order by updated_at desc, id limit $2 offset $3"
+    ))
+    .bind(user.id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let next_offset = (files.len() as i64 == limit).then_some(offset + limit);
+    Ok(Json(FileList { files, next_offset }))
+}
+
+async fn fetch(state: &AppState, user: &AuthUser, id: Uuid) -> Result<(FileView, String)> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        view: FileView,
+        storage_key: String,
+    }
+    let mut tx = db::user_tx(&state.db, user.id).await?;
+    // language=PostgreSQL
+    let row: Row = sqlx::query_as(&format!(
+        "select {COLUMNS}, storage_key from files where id = $1 and owner_id = $2"
+    ))
+    .bind(id)
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("file"))?;
+    tx.commit().await?;
+    Ok((row.view, row.storage_key))
+}
+
+async fn get_file(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<Json<FileView>> {
+    Ok(Json(fetch(&state, &user, id).await?.0))
+}
+
+async fn download_file(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<Response> {
+    let (file, key) = fetch(&state, &user, id).await?;
+    let stream = state.storage.get(&key).await?;
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&file.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&content_disposition(&file.filename))
+            .unwrap_or(HeaderValue::from_static("attachment")),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
+}
+
+async fn delete_file(
+    user: AuthUser,
+    State(state): State<AppState>,
+    Id(id): Id,
+) -> Result<StatusCode> {
+    let mut tx = db::user_tx(&state.db, user.id).await?;
+    // language=PostgreSQL
+    let key: (String,) =
+        sqlx::query_as("delete from files where id = $1 and owner_id = $2 returning storage_key")
+            .bind(id)
+            .bind(user.id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound("file"))?;
+    // The row goes only if the object went: never a row pointing at nothing.
+    state.storage.delete(&key.0).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Characters kept as they are in RFC 5987 `filename*` values.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// A `Content-Disposition: attachment` value for `filename`: an ASCII fallback
+/// plus the exact UTF-8 name (RFC 6266), safe whatever the name holds.
+pub fn content_disposition(filename: &str) -> String {
+    let ascii: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        utf8_percent_encode(filename, ATTR_CHAR)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_disposition_is_a_valid_header_for_any_name() {
+        let v = content_disposition("résumé \"final\"\r\n.md");
+        assert!(HeaderValue::from_str(&v).is_ok(), "{v}");
+        assert!(
+            v.starts_with("attachment; filename=\"r_sum_ _final___.md\""),
+            "{v}"
+        );
+        assert!(
+            v.contains("filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22%0D%0A.md"),
+            "{v}"
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! Prometheus metrics of the router, served at `/metrics`.
+
+use std::sync::Mutex;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// The route pattern (`/api/documents/{id}`), never the raw path.
+    pub route: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Labels of a request duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// HTTP method.
+    pub method: String,
+    /// The route pattern.
+    pub route: String,
+}
+
+/// The router's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Requests served, by method, route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request durations in seconds, by method and route.
+    pub durations: Family<RouteLabels, Histogram>,
+    /// Failed logins (wrong password, unknown account, locked).
+    pub login_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ])
+        });
+        let login_failures = Counter::default();
+        let mut registry = Registry::with_prefix("jarvis");
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request durations",
+            durations.clone(),
+        );
+        registry.register(
+            "login_failures",
+            "Failed login attempts",
+            login_failures.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            durations,
+            login_failures,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
