@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod storage;
 /// Logging set-up.
 pub mod telemetry;
+/// Workspaces (sandboxes): tokens, the backend trait and its implementations.
+pub mod workspaces;
 
 /// The SQL migrations of `migrations/`, embedded in the binary and run at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -356,3 +356,27 @@ fn base64_url(s: &str) -> String {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
     URL_SAFE_NO_PAD.encode(s)
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn workspace_tokens_name_their_user_until_replaced_or_revoked(db: PgPool) {
+    use router::workspaces::tokens;
+    let app = TestApp::new(db.clone()).await;
+    let alice = app.register("ws-a@example.com").await;
+    let bob = app.register("ws-b@example.com").await;
+    let a1 = tokens::issue(&db, alice.id).await.unwrap();
+    let b1 = tokens::issue(&db, bob.id).await.unwrap();
+    assert_eq!(tokens::verify(&db, &a1).await.unwrap(), Some(alice.id));
+    assert_eq!(tokens::verify(&db, &b1).await.unwrap(), Some(bob.id));
+    // A new wake replaces the token; the old one is dead.
+    let a2 = tokens::issue(&db, alice.id).await.unwrap();
+    assert_eq!(tokens::verify(&db, &a1).await.unwrap(), None);
+    assert_eq!(tokens::verify(&db, &a2).await.unwrap(), Some(alice.id));
+    tokens::revoke(&db, alice.id).await.unwrap();
+    assert_eq!(tokens::verify(&db, &a2).await.unwrap(), None);
+    assert_eq!(tokens::verify(&db, "jw_forged").await.unwrap(), None);
+    // A workspace token is not an access token for the browser API.
+    assert_eq!(
+        app.get("/api/me", &b1).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -1,0 +1,61 @@
+//! Workspace tokens: the one credential a sandbox holds.
+//!
+//! A token is 256 random bits (`jw_` + base64url). The router stores only its
+//! SHA-256 in `workspaces.token_hash`, so a database dump holds no usable token.
+//! Each wake issues a fresh token (replacing the previous one), sleep revokes it,
+//! and it is good only at the router's sandbox-facing endpoints (the gateway), for
+//! the one user whose workspace it is. It is not an access token: the browser API
+//! never accepts it.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Every workspace token starts with this, so a leaked one is recognisable.
+pub const PREFIX: &str = "jw_";
+
+fn digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Issues a fresh token for `user_id`'s workspace (creating the workspace row
+/// on first use) and returns it. Any previous token stops working.
+pub async fn issue(db: &PgPool, user_id: Uuid) -> sqlx::Result<String> {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into workspaces (owner_id, token_hash) values ($1, $2)
+         on conflict (owner_id) do update set token_hash = excluded.token_hash",
+    )
+    .bind(user_id)
+    .bind(digest(&token))
+    .execute(db)
+    .await?;
+    Ok(token)
+}
+
+/// The user whose workspace `token` belongs to, if it is current.
+pub async fn verify(db: &PgPool, token: &str) -> sqlx::Result<Option<Uuid>> {
+    if !token.starts_with(PREFIX) {
+        return Ok(None);
+    }
+    // language=PostgreSQL
+    sqlx::query_scalar("select owner_id from workspaces where token_hash = $1")
+        .bind(digest(token))
+        .fetch_optional(db)
+        .await
+}
+
+/// Revokes `user_id`'s workspace token (the workspace went to sleep).
+pub async fn revoke(db: &PgPool, user_id: Uuid) -> sqlx::Result<()> {
+    // language=PostgreSQL
+    sqlx::query("update workspaces set token_hash = null where owner_id = $1")
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
