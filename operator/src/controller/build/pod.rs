@@ -1,0 +1,422 @@
+//! The sandbox Pod (and, for persistent workspaces, its PersistentVolumeClaim).
+//!
+//! Security posture, all set here: non-root uid/gid, read-only root filesystem with
+//! writable volumes only at `/workspace`, `/tmp` and `/state`, no privilege
+//! escalation, every capability dropped, seccomp `RuntimeDefault`, no service-account
+//! token, no service-link environment, and the workspace token as the only secret,
+//! read from a Secret by the kubelet.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{
+        Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+        PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
+        PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
+        SecretKeySelector, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+        VolumeResourceRequirements,
+    },
+    apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
+};
+
+use super::{
+    SANDBOX_CONTAINER, SANDBOX_PORT_NAME, Settings, TOKEN_ENV, ValidWorkspace, WORKSPACE_DIR,
+    child_meta, child_name, pvc_name, token_secret_name,
+};
+use crate::crd::ResourceAmounts;
+
+/// The sandbox's state directory: the CLI's HOME (transcripts) and per-conversation
+/// state, synced by the router like `/workspace`.
+const STATE_DIR: &str = "/state";
+/// Size limit of the `/tmp` and state volumes.
+const SCRATCH_SIZE: &str = "1Gi";
+
+/// The sandbox Pod of a workspace.
+pub fn build_pod(ws: &ValidWorkspace, settings: &Settings) -> Pod {
+    let uid = settings.run_as_user;
+    Pod {
+        metadata: child_meta(ws, child_name(&ws.name)),
+        spec: Some(PodSpec {
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            restart_policy: Some("Always".to_owned()),
+            runtime_class_name: settings.runtime_class.clone(),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(uid),
+                run_as_group: Some(uid),
+                fs_group: Some(uid),
+                seccomp_profile: Some(runtime_default_seccomp()),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![sandbox_container(ws, settings)],
+            volumes: Some(volumes(ws, settings)),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The PersistentVolumeClaim behind `/workspace`, for workspaces that asked for
+/// persistence; `None` otherwise.
+pub fn build_pvc(ws: &ValidWorkspace, settings: &Settings) -> Option<PersistentVolumeClaim> {
+    if !ws.storage.persistent {
+        return None;
+    }
+    Some(PersistentVolumeClaim {
+        metadata: child_meta(ws, pvc_name(&ws.name)),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: ws.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    workspace_size(ws, settings),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    })
+}
+
+fn sandbox_container(ws: &ValidWorkspace, settings: &Settings) -> Container {
+    let port = i32::from(settings.sandbox_port);
+    Container {
+        name: SANDBOX_CONTAINER.to_owned(),
+        image: Some(
+            ws.image
+                .clone()
+                .unwrap_or_else(|| settings.default_image.clone()),
+        ),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        command: Some(vec!["sandbox".to_owned()]),
+        args: Some(vec![
+            "--listen".to_owned(),
+            format!("0.0.0.0:{port}"),
+            "--gateway-url".to_owned(),
+            settings.gateway_url(),
+            "--workspace-dir".to_owned(),
+            WORKSPACE_DIR.to_owned(),
+            "--state-dir".to_owned(),
+            STATE_DIR.to_owned(),
+            "--claude-bin".to_owned(),
+            settings.claude_bin.clone(),
+        ]),
+        working_dir: Some(WORKSPACE_DIR.to_owned()),
+        env: Some(vec![EnvVar {
+            name: TOKEN_ENV.to_owned(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: token_secret_name(&ws.name),
+                    key: settings.token_secret_key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some(SANDBOX_PORT_NAME.to_owned()),
+            container_port: port,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String(SANDBOX_PORT_NAME.to_owned()),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(2),
+            ..Probe::default()
+        }),
+        resources: Some(resources(ws, settings)),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(settings.run_as_user),
+            run_as_group: Some(settings.run_as_user),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("workspace", WORKSPACE_DIR),
+            mount("tmp", "/tmp"),
+            mount("state", STATE_DIR),
+        ]),
+        ..Container::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        ..VolumeMount::default()
+    }
+}
+
+fn volumes(ws: &ValidWorkspace, settings: &Settings) -> Vec<Volume> {
+    let workspace = if ws.storage.persistent {
+        Volume {
+            name: "workspace".to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc_name(&ws.name),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        }
+    } else {
+        empty_dir("workspace", workspace_size(ws, settings))
+    };
+    let scratch = Quantity(SCRATCH_SIZE.to_owned());
+    vec![
+        workspace,
+        empty_dir("tmp", scratch.clone()),
+        empty_dir("state", scratch),
+    ]
+}
+
+fn empty_dir(name: &str, size_limit: Quantity) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: None,
+            size_limit: Some(size_limit),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn workspace_size(ws: &ValidWorkspace, settings: &Settings) -> Quantity {
+    ws.storage
+        .size
+        .clone()
+        .unwrap_or_else(|| settings.default_storage_size.clone())
+}
+
+/// The spec's requests and limits laid over the settings' defaults, key by key.
+fn resources(ws: &ValidWorkspace, settings: &Settings) -> ResourceRequirements {
+    let merge = |default: &Option<ResourceAmounts>, spec: &Option<ResourceAmounts>| {
+        let mut list = default
+            .as_ref()
+            .map(ResourceAmounts::to_resource_list)
+            .unwrap_or_default();
+        if let Some(spec) = spec {
+            list.extend(spec.to_resource_list());
+        }
+        (!list.is_empty()).then_some(list)
+    };
+    let defaults = &settings.default_resources;
+    ResourceRequirements {
+        requests: merge(&defaults.requests, &ws.resources.requests),
+        limits: merge(&defaults.limits, &ws.resources.limits),
+        ..ResourceRequirements::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn sandbox_container_runs_restricted() {
+        let pod = json(&build_pod(&alice(), &Settings::default()));
+        assert_eq!(
+            pod["spec"]["containers"][0]["securityContext"],
+            yaml(
+                r#"
+                allowPrivilegeEscalation: false
+                capabilities: { drop: [ALL] }
+                privileged: false
+                readOnlyRootFilesystem: true
+                runAsGroup: 1000
+                runAsNonRoot: true
+                runAsUser: 1000
+                seccompProfile: { type: RuntimeDefault }
+                "#
+            )
+        );
+        assert_eq!(
+            pod["spec"]["securityContext"],
+            yaml(
+                r#"
+                fsGroup: 1000
+                runAsGroup: 1000
+                runAsNonRoot: true
+                runAsUser: 1000
+                seccompProfile: { type: RuntimeDefault }
+                "#
+            )
+        );
+        assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+        assert_eq!(pod["spec"]["enableServiceLinks"], false);
+    }
+
+    #[test]
+    fn pod_is_owned_by_the_workspace_and_labelled() {
+        let pod = json(&build_pod(&alice(), &Settings::default()));
+        assert_eq!(
+            pod["metadata"],
+            yaml(
+                r#"
+                name: jw-alice
+                namespace: jarvis
+                labels:
+                  app.kubernetes.io/managed-by: jarvis-operator
+                  app.kubernetes.io/name: jarvis-sandbox
+                  jarvis.dev/user: 0b6e4c1a-2f7d-4e59-9a43-5c1d2e3f4a5b
+                  jarvis.dev/workspace: alice
+                ownerReferences:
+                  - apiVersion: jarvis.dev/v1alpha1
+                    kind: JarvisWorkspace
+                    name: alice
+                    uid: 6f1c2f0e-0000-4000-8000-00000000a11c
+                    controller: true
+                "#
+            )
+        );
+    }
+
+    #[test]
+    fn token_comes_from_the_workspace_secret_and_gateway_from_settings() {
+        let pod = json(&build_pod(&alice(), &Settings::default()));
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(
+            container["env"],
+            yaml(
+                r#"
+                - name: JARVIS_WORKSPACE_TOKEN
+                  valueFrom:
+                    secretKeyRef: { name: jw-alice-token, key: token, optional: false }
+                "#
+            )
+        );
+        assert_eq!(
+            container["args"],
+            yaml(
+                r#"
+                - --listen
+                - 0.0.0.0:7070
+                - --gateway-url
+                - http://jarvis-router.jarvis.svc:8080
+                - --workspace-dir
+                - /workspace
+                - --state-dir
+                - /state
+                - --claude-bin
+                - /usr/local/bin/claude
+                "#
+            )
+        );
+        assert_eq!(container["image"], "jarvis-sandbox:latest");
+        assert_eq!(
+            container["ports"],
+            yaml("[{name: ws, containerPort: 7070, protocol: TCP}]")
+        );
+    }
+
+    #[test]
+    fn only_workspace_tmp_and_state_are_writable_volumes() {
+        let pod = json(&build_pod(&alice(), &Settings::default()));
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"],
+            yaml(
+                r#"
+                - { name: workspace, mountPath: /workspace }
+                - { name: tmp, mountPath: /tmp }
+                - { name: state, mountPath: /state }
+                "#
+            )
+        );
+        assert_eq!(
+            pod["spec"]["volumes"],
+            yaml(
+                r#"
+                - { name: workspace, emptyDir: { sizeLimit: 1Gi } }
+                - { name: tmp, emptyDir: { sizeLimit: 1Gi } }
+                - { name: state, emptyDir: { sizeLimit: 1Gi } }
+                "#
+            )
+        );
+    }
+
+    #[test]
+    fn runtime_class_is_set_only_when_configured() {
+        let plain = json(&build_pod(&alice(), &Settings::default()));
+        assert!(plain["spec"].get("runtimeClassName").is_none());
+        let gvisor = json(&build_pod(&alice(), &settings_with_runtime_class()));
+        assert_eq!(gvisor["spec"]["runtimeClassName"], "gvisor");
+    }
+
+    #[test]
+    fn spec_resources_override_defaults_key_by_key() {
+        let ws = validate(&workspace(&format!(
+            "{ALICE}  image: registry.example/sandbox:1.2\n  resources:\n    limits: {{ memory: 2Gi, cpu: '2' }}\n"
+        )))
+        .expect("valid");
+        let pod = json(&build_pod(&ws, &Settings::default()));
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(
+            container["resources"],
+            yaml(
+                r#"
+                requests: { cpu: 100m, memory: 256Mi }
+                limits: { cpu: "2", memory: 2Gi }
+                "#
+            )
+        );
+        assert_eq!(container["image"], "registry.example/sandbox:1.2");
+    }
+
+    #[test]
+    fn persistent_storage_mounts_an_owned_claim() {
+        let ws = validate(&workspace(&format!(
+            "{ALICE}  storage: {{ persistent: true, size: 5Gi, storageClassName: fast }}\n"
+        )))
+        .expect("valid");
+        let pod = json(&build_pod(&ws, &Settings::default()));
+        assert_eq!(
+            pod["spec"]["volumes"][0],
+            yaml(
+                "{name: workspace, persistentVolumeClaim: {claimName: jw-alice-workspace, readOnly: false}}"
+            )
+        );
+        let pvc = json(&build_pvc(&ws, &Settings::default()).expect("persistent"));
+        assert_eq!(pvc["metadata"]["name"], "jw-alice-workspace");
+        assert_eq!(
+            pvc["metadata"]["ownerReferences"][0]["kind"],
+            "JarvisWorkspace"
+        );
+        assert_eq!(
+            pvc["spec"],
+            yaml(
+                r#"
+                accessModes: [ReadWriteOnce]
+                storageClassName: fast
+                resources: { requests: { storage: 5Gi } }
+                "#
+            )
+        );
+    }
+
+    #[test]
+    fn ephemeral_workspace_has_no_claim() {
+        assert_eq!(build_pvc(&alice(), &Settings::default()), None);
+    }
+}
