@@ -1,5 +1,221 @@
-//! The workspace controller. For now only its pure building blocks; the reconcile
-//! driver (finalizer, server-side apply, status, idle reaper) comes next.
+//! The workspace controller: the reconcile driver, its error policy and `run`.
+//!
+//! Reconcile goes dereference → validate → (reap) → build → apply → status. Only
+//! `apply.rs` and this driver touch the apiserver; `build` and `status` are pure.
+//! Metrics and leader election are not here yet.
 
+/// Writes built objects and status with server-side apply.
+pub mod apply;
 /// Pure builders: validated workspace + settings -> Pod, Service, NetworkPolicy.
 pub mod build;
+/// Pure status computation and the idle reaper's clock check.
+pub mod status;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{
+        core::v1::{PersistentVolumeClaim, Pod, Service},
+        networking::v1::NetworkPolicy,
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::ListParams,
+    runtime::{
+        controller::{Action, Controller},
+        finalizer::{Event as Finalizer, finalizer},
+        watcher,
+    },
+};
+use tracing::{Span, field, info, instrument, warn};
+
+use self::{
+    build::Settings,
+    status::{Outcome, desired_status, idle_remaining, pod_outcome, status_changed},
+};
+use crate::{Error, Result, crd::JarvisWorkspace};
+
+/// Finalizer the operator puts on every workspace, so deletion waits for cleanup.
+pub const FINALIZER: &str = "jarvisworkspaces.jarvis.dev/cleanup";
+
+/// How often a quiet workspace is looked at again even without events.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a waking workspace or a terminating pod is looked at again.
+const SHORT_RETRY: Duration = Duration::from_secs(5);
+/// First and longest back-off after a failed reconcile.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// What every reconcile shares: the client and the operator's settings.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// The operator's settings.
+    pub settings: Settings,
+    /// Consecutive failures per workspace (`namespace/name`), for the back-off.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for `client` with `settings`.
+    pub fn new(client: Client, settings: Settings) -> Self {
+        Self {
+            client,
+            settings,
+            failures: std::sync::Mutex::default(),
+        }
+    }
+
+    fn failure_count(&self, key: &str, bump: bool) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if bump {
+            let count = failures.entry(key.to_owned()).or_default();
+            *count = count.saturating_add(1);
+            *count
+        } else {
+            failures.remove(key);
+            0
+        }
+    }
+}
+
+fn key(ws: &JarvisWorkspace) -> String {
+    format!("{}/{}", ws.namespace().unwrap_or_default(), ws.name_any())
+}
+
+/// Reconcile one workspace: put the finalizer on, then apply or clean up.
+#[instrument(skip(ws, ctx), fields(workspace.name = %ws.name_any(), workspace.namespace = field::Empty))]
+pub async fn reconcile(ws: Arc<JarvisWorkspace>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = ws.namespace().ok_or(Error::MissingNamespace)?;
+    Span::current().record("workspace.namespace", namespace.as_str());
+    let workspaces = Api::<JarvisWorkspace>::namespaced(ctx.client.clone(), &namespace);
+    let key = key(&ws);
+    let action = finalizer(&workspaces, FINALIZER, ws, |event| async {
+        match event {
+            Finalizer::Apply(ws) => apply_workspace(&ws, &ctx).await,
+            Finalizer::Cleanup(ws) => cleanup(&ws, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.failure_count(&key, false);
+    Ok(action)
+}
+
+/// Log a failed reconcile and decide when to retry: never for an invalid spec (a
+/// spec change triggers the next reconcile), otherwise with exponential back-off.
+pub fn error_policy(ws: Arc<JarvisWorkspace>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_invalid_spec() {
+        info!(workspace.name = %ws.name_any(), error = %error, "workspace spec is invalid; waiting for a change");
+        return Action::await_change();
+    }
+    let failures = ctx.failure_count(&key(&ws), true);
+    let delay = backoff(failures);
+    warn!(workspace.name = %ws.name_any(), error = %error, failures, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Exponential back-off: 1 s after the first failure, doubling, at most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    BACKOFF_MIN.saturating_mul(1 << exponent).min(BACKOFF_MAX)
+}
+
+async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> {
+    let name = ws.name_any();
+    let namespace = ws.namespace().unwrap_or_default();
+    let now = Timestamp::now();
+    let mut valid = match build::validate(ws) {
+        Ok(valid) => valid,
+        Err(invalid) => {
+            let status = desired_status(ws, &Outcome::Invalid(invalid.to_string()), now);
+            if status_changed(ws, &status) {
+                apply::patch_status(ctx, &namespace, &name, &status).await?;
+            }
+            return Err(Error::InvalidSpec(invalid));
+        }
+    };
+    let mut requeue = RESYNC;
+    match idle_remaining(ws, valid.idle_timeout, now) {
+        Some(Duration::ZERO) => {
+            info!(workspace.name = %name, "workspace idle past its timeout; scaling to 0");
+            apply::scale_to_zero(ctx, &namespace, &name).await?;
+            valid.replicas = 0;
+        }
+        Some(left) => requeue = requeue.min(left + Duration::from_secs(1)),
+        None => {}
+    }
+    apply::apply_network(ctx, &valid).await?;
+    let outcome = if valid.replicas == 0 {
+        apply::delete_pod(ctx, &namespace, &name).await?;
+        Outcome::Sleeping
+    } else {
+        let pod = apply::apply_pod(ctx, &valid).await?;
+        let outcome = pod_outcome(&pod, build::endpoint(&valid, &ctx.settings));
+        if matches!(outcome, Outcome::Failed(_)) {
+            // A failed pod never comes back by itself: remove it so the next pass makes a new one.
+            apply::delete_pod(ctx, &namespace, &name).await?;
+        }
+        outcome
+    };
+    if matches!(outcome, Outcome::Waking | Outcome::Failed(_)) {
+        requeue = SHORT_RETRY;
+    }
+    let status = desired_status(ws, &outcome, now);
+    if status_changed(ws, &status) {
+        apply::patch_status(ctx, &namespace, &name, &status).await?;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// Deletion: stop the sandbox first (it syncs its files to the router on SIGTERM) and
+/// keep the finalizer until the pod is gone; owner references remove the rest.
+async fn cleanup(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> {
+    let name = ws.name_any();
+    let namespace = ws.namespace().unwrap_or_default();
+    if apply::delete_pod(ctx, &namespace, &name).await? {
+        return Err(Error::PodTerminating { name });
+    }
+    info!(workspace.name = %name, "workspace cleaned up");
+    Ok(Action::await_change())
+}
+
+/// Run the controller until a shutdown signal. Fails early, with an install hint,
+/// when the CRD is not installed.
+pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
+    let workspaces = Api::<JarvisWorkspace>::all(client.clone());
+    if let Err(error) = workspaces.list(&ListParams::default().limit(1)).await {
+        anyhow::bail!(
+            "cannot list JarvisWorkspaces ({error}); is the CRD installed? \
+             kubectl apply -f crds/jarvisworkspace.yaml"
+        );
+    }
+    let owned = || {
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            build::MANAGED_BY_LABEL,
+            build::MANAGED_BY
+        ))
+    };
+    let ctx = Arc::new(Context::new(client.clone(), settings));
+    Controller::new(workspaces, watcher::Config::default().any_semantic())
+        .owns(Api::<Pod>::all(client.clone()), owned())
+        .owns(Api::<Service>::all(client.clone()), owned())
+        .owns(Api::<NetworkPolicy>::all(client.clone()), owned())
+        .owns(Api::<PersistentVolumeClaim>::all(client), owned())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(error = %error, "controller stream error");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,12 @@ pub mod crd_yaml;
 /// The reconciler and its pure building blocks.
 pub mod controller;
 
+/// Command-line and environment configuration of the operator binary.
+pub mod config;
+
+#[cfg(test)]
+mod fixtures;
+
 pub use crd::{JarvisWorkspace, JarvisWorkspaceSpec, JarvisWorkspaceStatus, WorkspacePhase};
 
 /// Everything that can go wrong while reconciling a workspace.
@@ -21,6 +27,81 @@ pub enum Error {
     /// The workspace's spec failed validation; retrying will not help until it changes.
     #[error("invalid workspace spec: {0}")]
     InvalidSpec(#[from] controller::build::ValidationError),
+
+    /// The workspace object has no namespace.
+    #[error("workspace has no namespace")]
+    MissingNamespace,
+
+    /// Server-side apply of a child object failed.
+    #[error("applying {kind} {name} failed: {source}")]
+    Apply {
+        /// Kind of the child object.
+        kind: String,
+        /// Name of the child object.
+        name: String,
+        /// The apiserver's error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Deleting a child object failed.
+    #[error("deleting {kind} {name} failed: {source}")]
+    Delete {
+        /// Kind of the child object.
+        kind: String,
+        /// Name of the child object.
+        name: String,
+        /// The apiserver's error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Scaling an idle workspace to 0 failed.
+    #[error("scaling workspace {name} to 0 failed: {source}")]
+    Scale {
+        /// Workspace name.
+        name: String,
+        /// The apiserver's error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Writing the workspace's status failed.
+    #[error("updating the status of workspace {name} failed: {source}")]
+    Status {
+        /// Workspace name.
+        name: String,
+        /// The apiserver's error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The workspace is being deleted and its pod is still terminating.
+    #[error("pod of workspace {name} is still terminating")]
+    PodTerminating {
+        /// Workspace name.
+        name: String,
+    },
+
+    /// The finalizer helper failed, or the apply/cleanup it ran did. Boxed to break
+    /// the type cycle (`finalizer::Error<Error>` inside `Error`).
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// Whether this error is (or wraps) an invalid spec, which no retry can fix.
+    pub fn is_invalid_spec(&self) -> bool {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::InvalidSpec(_) => true,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.is_invalid_spec(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// Result with this crate's [`Error`] by default.

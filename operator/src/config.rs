@@ -1,0 +1,153 @@
+//! The operator's command line and environment, parsed once in `main` and turned
+//! into `controller::build::Settings`. Helm values arrive here as env vars.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::{
+    controller::build::Settings,
+    crd::{ResourceAmounts, WorkspaceResources},
+};
+
+/// Operator configuration (`--flag` or `JARVIS_OPERATOR_*` env var).
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "operator",
+    about = "Reconciles JarvisWorkspace objects into sandbox pods"
+)]
+pub struct Config {
+    /// Sandbox image for workspaces whose spec names none.
+    #[arg(
+        long,
+        env = "JARVIS_SANDBOX_IMAGE",
+        default_value = "jarvis-sandbox:latest"
+    )]
+    pub sandbox_image: String,
+    /// Path of the Claude Code CLI inside the sandbox image.
+    #[arg(
+        long,
+        env = "JARVIS_SANDBOX_CLAUDE_BIN",
+        default_value = "/usr/local/bin/claude"
+    )]
+    pub claude_bin: String,
+    /// Port the sandbox listens on.
+    #[arg(long, env = "JARVIS_SANDBOX_PORT", default_value_t = 7070)]
+    pub sandbox_port: u16,
+    /// Namespace of the router.
+    #[arg(long, env = "JARVIS_ROUTER_NAMESPACE", default_value = "jarvis")]
+    pub router_namespace: String,
+    /// Name of the router's Service.
+    #[arg(long, env = "JARVIS_ROUTER_SERVICE", default_value = "jarvis-router")]
+    pub router_service: String,
+    /// Port of the router's Service (the model gateway).
+    #[arg(long, env = "JARVIS_ROUTER_PORT", default_value_t = 8080)]
+    pub router_port: u16,
+    /// Labels of the router pods, `key=value,key=value` (network policies use them).
+    #[arg(
+        long,
+        env = "JARVIS_ROUTER_POD_LABELS",
+        default_value = "app.kubernetes.io/name=jarvis,app.kubernetes.io/component=router",
+        value_parser = parse_labels
+    )]
+    pub router_pod_labels: BTreeMap<String, String>,
+    /// RuntimeClass for sandbox pods (e.g. gvisor or kata); empty for the default.
+    #[arg(long, env = "JARVIS_SANDBOX_RUNTIME_CLASS", default_value = "")]
+    pub runtime_class: String,
+    /// Key of the token inside each workspace's token Secret.
+    #[arg(long, env = "JARVIS_TOKEN_SECRET_KEY", default_value = "token")]
+    pub token_secret_key: String,
+    /// Uid and gid of the sandbox process (not 0).
+    #[arg(long, env = "JARVIS_SANDBOX_UID", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub sandbox_uid: i64,
+    /// Default CPU request of a sandbox.
+    #[arg(long, env = "JARVIS_SANDBOX_CPU_REQUEST", default_value = "100m")]
+    pub cpu_request: String,
+    /// Default memory request of a sandbox.
+    #[arg(long, env = "JARVIS_SANDBOX_MEMORY_REQUEST", default_value = "256Mi")]
+    pub memory_request: String,
+    /// Default memory limit of a sandbox.
+    #[arg(long, env = "JARVIS_SANDBOX_MEMORY_LIMIT", default_value = "1Gi")]
+    pub memory_limit: String,
+    /// Default size of a workspace volume.
+    #[arg(long, env = "JARVIS_WORKSPACE_SIZE", default_value = "1Gi")]
+    pub workspace_size: String,
+}
+
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => Err(format!("{pair:?} is not key=value")),
+        })
+        .collect()
+}
+
+impl Config {
+    /// The controller's settings.
+    pub fn settings(&self) -> Settings {
+        let quantity = |text: &str| Quantity(text.to_owned());
+        Settings {
+            default_image: self.sandbox_image.clone(),
+            claude_bin: self.claude_bin.clone(),
+            router_namespace: self.router_namespace.clone(),
+            router_service: self.router_service.clone(),
+            router_port: self.router_port,
+            router_pod_labels: self.router_pod_labels.clone(),
+            sandbox_port: self.sandbox_port,
+            runtime_class: (!self.runtime_class.is_empty()).then(|| self.runtime_class.clone()),
+            token_secret_key: self.token_secret_key.clone(),
+            run_as_user: self.sandbox_uid,
+            default_resources: WorkspaceResources {
+                requests: Some(ResourceAmounts {
+                    cpu: Some(quantity(&self.cpu_request)),
+                    memory: Some(quantity(&self.memory_request)),
+                }),
+                limits: Some(ResourceAmounts {
+                    cpu: None,
+                    memory: Some(quantity(&self.memory_limit)),
+                }),
+            },
+            default_storage_size: quantity(&self.workspace_size),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_builders_defaults() {
+        let config = Config::try_parse_from(["operator"]).expect("defaults parse");
+        assert_eq!(config.settings(), Settings::default());
+    }
+
+    #[test]
+    fn runtime_class_and_router_labels_come_from_flags() {
+        let config = Config::try_parse_from([
+            "operator",
+            "--runtime-class",
+            "gvisor",
+            "--router-pod-labels",
+            "app=router",
+        ])
+        .expect("flags parse");
+        let settings = config.settings();
+        assert_eq!(settings.runtime_class.as_deref(), Some("gvisor"));
+        assert_eq!(
+            settings.router_pod_labels,
+            BTreeMap::from([("app".to_owned(), "router".to_owned())])
+        );
+    }
+
+    #[test]
+    fn root_uid_is_refused() {
+        assert!(Config::try_parse_from(["operator", "--sandbox-uid", "0"]).is_err());
+    }
+}

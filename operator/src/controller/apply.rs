@@ -1,0 +1,135 @@
+//! The apply step: writes what `build` made and what `status` decided, with
+//! server-side apply under [`FIELD_MANAGER`]. The only module besides the driver that
+//! calls the apiserver.
+
+use k8s_openapi::api::{
+    core::v1::{PersistentVolumeClaim, Pod, Service},
+    networking::v1::NetworkPolicy,
+};
+use kube::{
+    Api, Resource,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use super::{
+    Context,
+    build::{self, ValidWorkspace},
+};
+use crate::{
+    Error, Result,
+    crd::{JarvisWorkspace, JarvisWorkspaceStatus},
+};
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "jarvis-operator";
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Server-side apply one child object, returning what the apiserver stored.
+async fn apply<K>(api: &Api<K>, object: &K) -> Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &apply_params(), &Patch::Apply(object))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: K::kind(&()).into_owned(),
+            name,
+            source,
+        })
+}
+
+/// Apply the NetworkPolicy, Service and (for persistent workspaces) the claim: the
+/// objects a workspace keeps while it sleeps. The policy goes first so a pod never
+/// runs unconfined.
+pub async fn apply_network(ctx: &Context, ws: &ValidWorkspace) -> Result<()> {
+    let client = ctx.client.clone();
+    let policy = build::build_network_policy(ws, &ctx.settings);
+    apply(
+        &Api::<NetworkPolicy>::namespaced(client.clone(), &ws.namespace),
+        &policy,
+    )
+    .await?;
+    let service = build::build_service(ws, &ctx.settings);
+    apply(
+        &Api::<Service>::namespaced(client.clone(), &ws.namespace),
+        &service,
+    )
+    .await?;
+    if let Some(pvc) = build::build_pvc(ws, &ctx.settings) {
+        apply(
+            &Api::<PersistentVolumeClaim>::namespaced(client, &ws.namespace),
+            &pvc,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Apply the sandbox pod and return it as stored (with its status).
+pub async fn apply_pod(ctx: &Context, ws: &ValidWorkspace) -> Result<Pod> {
+    let pod = build::build_pod(ws, &ctx.settings);
+    apply(
+        &Api::<Pod>::namespaced(ctx.client.clone(), &ws.namespace),
+        &pod,
+    )
+    .await
+}
+
+/// Delete the sandbox pod of workspace `name`. Returns whether a pod still exists
+/// (its deletion is under way); a pod that is already gone is not an error.
+pub async fn delete_pod(ctx: &Context, namespace: &str, name: &str) -> Result<bool> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
+    let pod_name = build::child_name(name);
+    match pods.delete(&pod_name, &DeleteParams::default()).await {
+        Ok(either) => Ok(either.is_left()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(source) => Err(Error::Delete {
+            kind: "Pod".to_owned(),
+            name: pod_name,
+            source,
+        }),
+    }
+}
+
+/// Scale a workspace to 0 through its scale subresource, as `kubectl scale` does.
+pub async fn scale_to_zero(ctx: &Context, namespace: &str, name: &str) -> Result<()> {
+    let workspaces = Api::<JarvisWorkspace>::namespaced(ctx.client.clone(), namespace);
+    let patch = Patch::Merge(json!({ "spec": { "replicas": 0 } }));
+    workspaces
+        .patch_scale(name, &PatchParams::default(), &patch)
+        .await
+        .map_err(|source| Error::Scale {
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Server-side apply the operator's status fields.
+pub async fn patch_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &JarvisWorkspaceStatus,
+) -> Result<()> {
+    let workspaces = Api::<JarvisWorkspace>::namespaced(ctx.client.clone(), namespace);
+    let patch = Patch::Apply(json!({
+        "apiVersion": JarvisWorkspace::api_version(&()),
+        "kind": JarvisWorkspace::kind(&()),
+        "status": status,
+    }));
+    workspaces
+        .patch_status(name, &apply_params(), &patch)
+        .await
+        .map_err(|source| Error::Status {
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(())
+}
