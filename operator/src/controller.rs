@@ -153,13 +153,18 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
         apply::delete_pod(ctx, &namespace, &name).await?;
         Outcome::Sleeping
     } else {
-        let pod = apply::apply_pod(ctx, &valid).await?;
-        let outcome = pod_outcome(&pod, build::endpoint(&valid, &ctx.settings));
-        if matches!(outcome, Outcome::Failed(_)) {
-            // A failed pod never comes back by itself: remove it so the next pass makes a new one.
-            apply::delete_pod(ctx, &namespace, &name).await?;
+        match apply::apply_pod(ctx, &valid).await? {
+            Some(pod) => {
+                let outcome = pod_outcome(&pod, build::endpoint(&valid, &ctx.settings));
+                if matches!(outcome, Outcome::Failed(_)) {
+                    // A failed pod never comes back by itself: remove it so the next pass makes a new one.
+                    apply::delete_pod(ctx, &namespace, &name).await?;
+                }
+                outcome
+            }
+            // Replaced because its spec changed: the new pod is on its way.
+            None => Outcome::Waking,
         }
-        outcome
     };
     if matches!(outcome, Outcome::Waking | Outcome::Failed(_)) {
         requeue = SHORT_RETRY;

@@ -224,6 +224,23 @@ impl ApiServer {
         .await;
     }
 
+    /// The pod apply is refused as invalid (422), as for a changed immutable field.
+    pub async fn expect_pod_refused(&mut self, ws: &JarvisWorkspace) {
+        let valid = build::validate(ws).expect("fixture is valid");
+        let expected =
+            serde_json::to_value(build::build_pod(&valid, &Settings::default())).expect("json");
+        let refusal = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "Pod \"jw-alice\" is invalid: spec: Forbidden: pod updates may not change fields other than image",
+            "reason": "Invalid", "code": 422
+        });
+        let seen = self
+            .next(|_| (StatusCode::UNPROCESSABLE_ENTITY, refusal))
+            .await;
+        assert_eq!(seen.path, "/api/v1/namespaces/jarvis/pods/jw-alice");
+        assert_eq!(seen.body, expected);
+    }
+
     /// The pod is deleted; the apiserver answers 404 (already gone) or with the
     /// terminating pod.
     pub async fn expect_pod_deleted(&mut self, still_there: bool) {

@@ -71,14 +71,25 @@ pub async fn apply_network(ctx: &Context, ws: &ValidWorkspace) -> Result<()> {
     Ok(())
 }
 
-/// Apply the sandbox pod and return it as stored (with its status).
-pub async fn apply_pod(ctx: &Context, ws: &ValidWorkspace) -> Result<Pod> {
+/// Apply the sandbox pod and return it as stored (with its status). Most of a pod's
+/// spec is immutable: when the apiserver refuses the apply as invalid (422) because
+/// the workspace's spec changed under a running pod, the pod is deleted and `None`
+/// returned; the next reconcile creates it afresh.
+pub async fn apply_pod(ctx: &Context, ws: &ValidWorkspace) -> Result<Option<Pod>> {
     let pod = build::build_pod(ws, &ctx.settings);
-    apply(
-        &Api::<Pod>::namespaced(ctx.client.clone(), &ws.namespace),
-        &pod,
-    )
-    .await
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ws.namespace);
+    match apply(&pods, &pod).await {
+        Ok(stored) => Ok(Some(stored)),
+        Err(Error::Apply {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 422 => {
+            tracing::info!(workspace.name = %ws.name, "pod spec changed; replacing the pod");
+            delete_pod(ctx, &ws.namespace, &ws.name).await?;
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Delete the sandbox pod of workspace `name`. Returns whether a pod still exists

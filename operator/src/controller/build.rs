@@ -7,6 +7,7 @@
 
 mod network;
 mod pod;
+mod storage;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,8 @@ use k8s_openapi::apimachinery::pkg::{
 use crate::crd::{ResourceAmounts, WorkspaceResources};
 
 pub use network::{build_network_policy, build_service};
-pub use pod::{build_pod, build_pvc};
+pub use pod::build_pod;
+pub use storage::build_pvc;
 pub use validate::{ValidWorkspace, ValidationError, validate};
 
 /// Label naming the operator as the manager of an object.

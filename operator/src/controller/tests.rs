@@ -71,6 +71,27 @@ async fn ready_pod_makes_the_workspace_ready_with_its_endpoint() {
 }
 
 #[tokio::test]
+async fn pod_with_a_changed_immutable_spec_is_replaced() {
+    let (ctx, mut api) = context();
+    let ws = alice().finalized();
+    let script = ws.clone();
+    let server = tokio::spawn(async move {
+        api.expect_network(&script).await;
+        api.expect_pod_refused(&script).await;
+        api.expect_pod_deleted(true).await;
+        let status = api.expect_status(&script).await;
+        (api, status)
+    });
+    let action = reconcile(Arc::new(ws), ctx).await.expect("reconcile");
+    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("in time")
+        .expect("script ok");
+    assert_eq!(status.phase, Some(WorkspacePhase::Waking));
+    assert_eq!(action, Action::requeue(SHORT_RETRY));
+}
+
+#[tokio::test]
 async fn scaled_to_zero_workspace_loses_its_pod_and_sleeps() {
     let (ctx, mut api) = context();
     let ws = alice().finalized().with_replicas(0);

@@ -1,4 +1,4 @@
-//! The sandbox Pod (and, for persistent workspaces, its PersistentVolumeClaim).
+//! The sandbox Pod.
 //!
 //! Security posture, all set here: non-root uid/gid, read-only root filesystem with
 //! writable volumes only at `/workspace`, `/tmp` and `/state`, no privilege
@@ -6,22 +6,19 @@
 //! token, no service-link environment, and the workspace token as the only secret,
 //! read from a Secret by the kubelet.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::{
     api::core::v1::{
         Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-        PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
-        PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
-        SecretKeySelector, SecurityContext, TCPSocketAction, Volume, VolumeMount,
-        VolumeResourceRequirements,
+        PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
+        ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, TCPSocketAction,
+        Volume, VolumeMount,
     },
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
 
 use super::{
     SANDBOX_CONTAINER, SANDBOX_PORT_NAME, Settings, TOKEN_ENV, ValidWorkspace, WORKSPACE_DIR,
-    child_meta, child_name, pvc_name, token_secret_name,
+    child_meta, child_name, pvc_name, storage::workspace_size, token_secret_name,
 };
 use crate::crd::ResourceAmounts;
 
@@ -55,30 +52,6 @@ pub fn build_pod(ws: &ValidWorkspace, settings: &Settings) -> Pod {
         }),
         status: None,
     }
-}
-
-/// The PersistentVolumeClaim behind `/workspace`, for workspaces that asked for
-/// persistence; `None` otherwise.
-pub fn build_pvc(ws: &ValidWorkspace, settings: &Settings) -> Option<PersistentVolumeClaim> {
-    if !ws.storage.persistent {
-        return None;
-    }
-    Some(PersistentVolumeClaim {
-        metadata: child_meta(ws, pvc_name(&ws.name)),
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-            storage_class_name: ws.storage.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_owned(),
-                    workspace_size(ws, settings),
-                )])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        status: None,
-    })
 }
 
 fn sandbox_container(ws: &ValidWorkspace, settings: &Settings) -> Container {
@@ -200,13 +173,6 @@ fn empty_dir(name: &str, size_limit: Quantity) -> Volume {
         }),
         ..Volume::default()
     }
-}
-
-fn workspace_size(ws: &ValidWorkspace, settings: &Settings) -> Quantity {
-    ws.storage
-        .size
-        .clone()
-        .unwrap_or_else(|| settings.default_storage_size.clone())
 }
 
 /// The spec's requests and limits laid over the settings' defaults, key by key.
@@ -382,41 +348,5 @@ mod tests {
             )
         );
         assert_eq!(container["image"], "registry.example/sandbox:1.2");
-    }
-
-    #[test]
-    fn persistent_storage_mounts_an_owned_claim() {
-        let ws = validate(&workspace(&format!(
-            "{ALICE}  storage: {{ persistent: true, size: 5Gi, storageClassName: fast }}\n"
-        )))
-        .expect("valid");
-        let pod = json(&build_pod(&ws, &Settings::default()));
-        assert_eq!(
-            pod["spec"]["volumes"][0],
-            yaml(
-                "{name: workspace, persistentVolumeClaim: {claimName: jw-alice-workspace, readOnly: false}}"
-            )
-        );
-        let pvc = json(&build_pvc(&ws, &Settings::default()).expect("persistent"));
-        assert_eq!(pvc["metadata"]["name"], "jw-alice-workspace");
-        assert_eq!(
-            pvc["metadata"]["ownerReferences"][0]["kind"],
-            "JarvisWorkspace"
-        );
-        assert_eq!(
-            pvc["spec"],
-            yaml(
-                r#"
-                accessModes: [ReadWriteOnce]
-                storageClassName: fast
-                resources: { requests: { storage: 5Gi } }
-                "#
-            )
-        );
-    }
-
-    #[test]
-    fn ephemeral_workspace_has_no_claim() {
-        assert_eq!(build_pvc(&alice(), &Settings::default()), None);
     }
 }
