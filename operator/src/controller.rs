@@ -190,14 +190,12 @@ async fn cleanup(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> {
 
 /// Run the controller until a shutdown signal. Fails early, with an install hint,
 /// when the CRD is not installed.
-pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
+pub async fn run(client: Client, settings: Settings) -> Result<()> {
     let workspaces = Api::<JarvisWorkspace>::all(client.clone());
-    if let Err(error) = workspaces.list(&ListParams::default().limit(1)).await {
-        anyhow::bail!(
-            "cannot list JarvisWorkspaces ({error}); is the CRD installed? \
-             kubectl apply -f crds/jarvisworkspace.yaml"
-        );
-    }
+    workspaces
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdNotQueryable)?;
     let owned = || {
         watcher::Config::default().labels(&format!(
             "{}={}",

@@ -28,6 +28,13 @@ pub enum Error {
     #[error("invalid workspace spec: {0}")]
     InvalidSpec(#[from] controller::build::ValidationError),
 
+    /// Listing `JarvisWorkspace`s failed at startup: most likely the CRD is missing.
+    #[error(
+        "cannot list JarvisWorkspaces ({0}); is the CRD installed? \
+         kubectl apply -f crds/jarvisworkspace.yaml"
+    )]
+    CrdNotQueryable(#[source] kube::Error),
+
     /// The workspace object has no namespace.
     #[error("workspace has no namespace")]
     MissingNamespace,

@@ -17,5 +17,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let client = kube::Client::try_default().await?;
     tracing::info!(sandbox.image = %config.sandbox_image, "operator starting");
-    controller::run(client, config.settings()).await
+    controller::run(client, config.settings()).await?;
+    Ok(())
 }
