@@ -2,7 +2,7 @@
 //!
 //! Reconcile goes dereference → validate → (reap) → build → apply → status. Only
 //! `apply.rs` and this driver touch the apiserver; `build` and `status` are pure.
-//! Metrics and leader election are not here yet.
+//! Leader election and serving `/metrics` are not here yet.
 
 /// Writes built objects and status with server-side apply.
 pub mod apply;
@@ -36,7 +36,7 @@ use self::{
     build::Settings,
     status::{Outcome, desired_status, idle_remaining, pod_outcome, status_changed},
 };
-use crate::{Error, Result, crd::JarvisWorkspace};
+use crate::{Error, Result, crd::JarvisWorkspace, metrics::Metrics};
 
 /// Finalizer the operator puts on every workspace, so deletion waits for cleanup.
 pub const FINALIZER: &str = "jarvisworkspaces.jarvis.dev/cleanup";
@@ -49,22 +49,25 @@ const SHORT_RETRY: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// What every reconcile shares: the client and the operator's settings.
+/// What every reconcile shares: the client, the operator's settings and metrics.
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
     /// The operator's settings.
     pub settings: Settings,
+    /// Reconcile metrics.
+    pub metrics: Arc<Metrics>,
     /// Consecutive failures per workspace (`namespace/name`), for the back-off.
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Context {
-    /// A context for `client` with `settings`.
-    pub fn new(client: Client, settings: Settings) -> Self {
+    /// A context for `client` with `settings`, recording into `metrics`.
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
         Self {
             client,
             settings,
+            metrics,
             failures: std::sync::Mutex::default(),
         }
     }
@@ -89,6 +92,7 @@ fn key(ws: &JarvisWorkspace) -> String {
 /// Reconcile one workspace: put the finalizer on, then apply or clean up.
 #[instrument(skip(ws, ctx), fields(workspace.name = %ws.name_any(), workspace.namespace = field::Empty))]
 pub async fn reconcile(ws: Arc<JarvisWorkspace>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.count_and_measure();
     let namespace = ws.namespace().ok_or(Error::MissingNamespace)?;
     Span::current().record("workspace.namespace", namespace.as_str());
     let workspaces = Api::<JarvisWorkspace>::namespaced(ctx.client.clone(), &namespace);
@@ -108,6 +112,7 @@ pub async fn reconcile(ws: Arc<JarvisWorkspace>, ctx: Arc<Context>) -> Result<Ac
 /// Log a failed reconcile and decide when to retry: never for an invalid spec (a
 /// spec change triggers the next reconcile), otherwise with exponential back-off.
 pub fn error_policy(ws: Arc<JarvisWorkspace>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failure(error);
     if error.is_invalid_spec() {
         info!(workspace.name = %ws.name_any(), error = %error, "workspace spec is invalid; waiting for a change");
         return Action::await_change();
@@ -143,6 +148,7 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
         Some(Duration::ZERO) => {
             info!(workspace.name = %name, "workspace idle past its timeout; scaling to 0");
             apply::scale_to_zero(ctx, &namespace, &name).await?;
+            ctx.metrics.reaped.inc();
             valid.replicas = 0;
         }
         Some(left) => requeue = requeue.min(left + Duration::from_secs(1)),
@@ -190,7 +196,7 @@ async fn cleanup(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> {
 
 /// Run the controller until a shutdown signal. Fails early, with an install hint,
 /// when the CRD is not installed.
-pub async fn run(client: Client, settings: Settings) -> Result<()> {
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Result<()> {
     let workspaces = Api::<JarvisWorkspace>::all(client.clone());
     workspaces
         .list(&ListParams::default().limit(1))
@@ -203,7 +209,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
             build::MANAGED_BY
         ))
     };
-    let ctx = Arc::new(Context::new(client.clone(), settings));
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics));
     Controller::new(workspaces, watcher::Config::default().any_semantic())
         .owns(Api::<Pod>::all(client.clone()), owned())
         .owns(Api::<Service>::all(client.clone()), owned())

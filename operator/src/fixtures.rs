@@ -20,6 +20,7 @@ use crate::{
         build::{self, Settings},
     },
     crd::{JarvisWorkspace, JarvisWorkspaceStatus, WorkspacePhase},
+    metrics::Metrics,
 };
 
 /// Alice's workspace, as stored: uid, generation, namespace `jarvis`, replicas 1.
@@ -76,8 +77,9 @@ impl JarvisWorkspace {
 pub fn context() -> (Arc<Context>, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
+    let metrics = Arc::new(Metrics::default());
     (
-        Arc::new(Context::new(client, Settings::default())),
+        Arc::new(Context::new(client, Settings::default(), metrics)),
         ApiServer(handle),
     )
 }

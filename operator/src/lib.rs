@@ -16,6 +16,9 @@ pub mod controller;
 /// Command-line and environment configuration of the operator binary.
 pub mod config;
 
+/// Prometheus metrics of the reconciler.
+pub mod metrics;
+
 #[cfg(test)]
 mod fixtures;
 
@@ -97,6 +100,28 @@ pub enum Error {
 }
 
 impl Error {
+    /// Short snake-case name of the error kind, the `error` label of the failure
+    /// metric. A finalizer error is named for the error inside it.
+    pub fn metric_label(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::CrdNotQueryable(_) => "crd_not_queryable",
+            Error::MissingNamespace => "missing_namespace",
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::Scale { .. } => "scale",
+            Error::Status { .. } => "status",
+            Error::PodTerminating { .. } => "pod_terminating",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.metric_label(),
+                F::AddFinalizer(_) => "add_finalizer",
+                F::RemoveFinalizer(_) => "remove_finalizer",
+                _ => "finalizer",
+            },
+        }
+    }
+
     /// Whether this error is (or wraps) an invalid spec, which no retry can fix.
     pub fn is_invalid_spec(&self) -> bool {
         use kube::runtime::finalizer::Error as F;

@@ -17,6 +17,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let client = kube::Client::try_default().await?;
     tracing::info!(sandbox.image = %config.sandbox_image, "operator starting");
-    controller::run(client, config.settings()).await?;
+    // Registered now; served over HTTP in a later change.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = std::sync::Arc::new(operator::metrics::Metrics::register(&mut registry));
+    controller::run(client, config.settings(), metrics).await?;
     Ok(())
 }

@@ -125,12 +125,15 @@ async fn idle_ready_workspace_is_scaled_to_zero() {
         let status = api.expect_status(&script).await;
         (api, status)
     });
-    reconcile(Arc::new(ws), ctx).await.expect("reconcile");
+    reconcile(Arc::new(ws), ctx.clone())
+        .await
+        .expect("reconcile");
     let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
         .await
         .expect("in time")
         .expect("script ok");
     assert_eq!(status.phase, Some(WorkspacePhase::Sleeping));
+    assert_eq!(ctx.metrics.reaped.get(), 1);
 }
 
 #[tokio::test]
@@ -178,7 +181,18 @@ async fn invalid_spec_is_reported_in_status_and_not_retried() {
     assert_eq!(valid.status, "False");
     assert_eq!(valid.message, "spec.replicas must be 0 or 1, not 2");
     assert!(error.is_invalid_spec());
-    assert_eq!(error_policy(ws, &error, ctx), Action::await_change());
+    assert_eq!(error.metric_label(), "invalid_spec");
+    assert_eq!(
+        error_policy(ws, &error, ctx.clone()),
+        Action::await_change()
+    );
+    let failures = ctx
+        .metrics
+        .failures
+        .get_or_create(&crate::metrics::ErrorLabels {
+            error: "invalid_spec".to_owned(),
+        });
+    assert_eq!(failures.get(), 1);
 }
 
 #[tokio::test]
