@@ -143,7 +143,7 @@ async fn round_trip(storage: Storage, db: PgPool) {
         expected.keys().cloned().collect::<Vec<_>>()
     );
     assert_eq!(rows["image.png"].1, "image/png");
-    assert_eq!(rows["src/main.py"].1, "text/x-python");
+    assert_eq!(rows["src/main.py"].1, "text/plain");
     assert_eq!(rows["report.md"].1, "text/markdown");
     assert_eq!(rows["data/big.bin"].0, 12 * 1024 * 1024);
     assert_eq!(

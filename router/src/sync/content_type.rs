@@ -44,7 +44,7 @@ mod tests {
         let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
         assert_eq!(content_type(png, "notes.txt"), "image/png");
         assert_eq!(content_type(b"%PDF-1.7\n", "x"), "application/pdf");
-        assert_eq!(content_type(b"print(1)\n", "a.py"), "text/x-python");
+        assert_eq!(content_type(b"print(1)\n", "a.py"), "text/plain");
         assert_eq!(content_type(b"const a: number = 1;", "a.ts"), "text/plain");
         assert_eq!(content_type(b"{\"a\":1}", "a.json"), "application/json");
         assert_eq!(content_type(b"# Title", "README.md"), "text/markdown");
