@@ -19,3 +19,15 @@ fi
 if [ -x "$root/scripts/install-claude.sh" ]; then
   "$root/scripts/install-claude.sh" >/dev/null
 fi
+
+# s3s-fs: a real S3-compatible server the router's storage tests start (serves a
+# directory over S3). 0.14.1 is the newest release that builds with rustc 1.95;
+# built once (about 1.5 min) into .tools/s3s-fs, with its own target dir.
+s3s_version=0.14.1
+if [ ! -x "$tools/s3s-fs/bin/s3s-fs" ] ||
+   ! grep -qF "s3s-fs $s3s_version" "$tools/s3s-fs/.crates.toml" 2>/dev/null; then
+  echo "setup: building s3s-fs $s3s_version"
+  CARGO_TARGET_DIR="$tools/s3s-fs/target" cargo install --quiet --locked \
+    --root "$tools/s3s-fs" "s3s-fs@$s3s_version" --features binary
+  rm -rf "$tools/s3s-fs/target"
+fi

@@ -14,8 +14,14 @@ pub mod http;
 pub mod metrics;
 /// Object storage for files (a local directory or S3).
 pub mod storage;
+/// Workspace files and agent state ⇄ storage (save on sleep, restore on wake).
+pub mod sync;
 /// Logging set-up.
 pub mod telemetry;
+/// The Jarvis tools a sandbox calls (documents, speak), answered for its user.
+pub mod tools;
+/// Conversations and messages stored as a turn streams.
+pub mod transcript;
 /// Workspaces (sandboxes): tokens, the backend trait and its implementations.
 pub mod workspaces;
 

@@ -1,0 +1,167 @@
+//! What the agent produced in its sandbox ⇄ storage, under the owner's id.
+//!
+//! - [`save_workspace`]: the workspace directory → objects at
+//!   `users/{id}/workspace/<path>` plus `files` rows (`kind = 'workspace'`, content
+//!   type sniffed by [`content_type`]); new and changed files (size + SHA-256 against
+//!   the row) are uploaded, vanished ones lose row and object. A file identical to
+//!   an upload at the same path (`uploads/…`, issue 10) is left to that upload's row.
+//! - [`save_state`]: the sandbox's state directory (the CLI's HOME: transcripts in
+//!   `.claude/projects/…`, `jarvis/conversations/<id>.json`) → one gzipped tar at
+//!   [`state_key`], replaced whole, so transcripts and seq files always come back
+//!   from the same moment.
+//! - [`restore`]: both back into fresh directories on wake: every `workspace` and
+//!   `upload` row to its path (older first, so the newest version of a path wins),
+//!   then the state archive. Files already there are overwritten, others left.
+//!
+//! What is synced: regular files only; symlinks are neither followed nor stored,
+//! names in [`IGNORED`] (caches, dependency trees) are skipped, and
+//! [`Limits`] caps file size, file count, total size and depth (see its defaults).
+//! A stored path never escapes its directory: `..`, absolute paths, NUL and control
+//! characters are refused both ways, and files are opened without following
+//! symlinks. Run [`restore`] before the sandbox starts and [`save_workspace`] /
+//! [`save_state`] when it has stopped (or is idle): a running agent can change files
+//! while they are read. This module does not decide when to sync.
+
+mod content_type;
+mod paths;
+mod state;
+mod walk;
+mod workspace;
+
+use std::path::PathBuf;
+
+pub use content_type::content_type;
+pub use state::{restore_state, save_state};
+pub use workspace::{restore_workspace, save_workspace, save_workspace_with};
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::storage::{Storage, StorageError};
+
+/// Directory and file names never synced (caches and dependency trees the agent
+/// can rebuild).
+pub const IGNORED: &[&str] = &[
+    ".cache",
+    ".npm",
+    ".venv",
+    "node_modules",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+];
+
+/// Caps on what one sync stores.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Larger files are skipped (default 100 MiB).
+    pub max_file_bytes: u64,
+    /// At most this many files (default 10 000).
+    pub max_files: u64,
+    /// At most this many bytes in all (default 1 GiB).
+    pub max_total_bytes: u64,
+    /// Directories nested deeper are skipped (default 32).
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 100 * 1024 * 1024,
+            max_files: 10_000,
+            max_total_bytes: 1024 * 1024 * 1024,
+            max_depth: 32,
+        }
+    }
+}
+
+/// Sync failures. A single unreadable or unstorable file is skipped and counted
+/// in the report instead.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A directory could not be read or written.
+    #[error("{path}")]
+    Io {
+        /// The directory or file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("a sync task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// `Result` with [`SyncError`].
+pub type Result<T, E = SyncError> = std::result::Result<T, E>;
+
+/// What [`save_workspace`] or [`save_state`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Files stored (new or changed).
+    pub uploaded: u64,
+    /// Files already stored as they are.
+    pub unchanged: u64,
+    /// Stored files removed because they are gone from the directory.
+    pub deleted: u64,
+    /// Entries not stored: symlinks, special files, bad names, over the size cap,
+    /// unreadable.
+    pub skipped: u64,
+    /// A count or total-size cap was hit; files past it were not stored (and
+    /// stored ones not seen were kept).
+    pub truncated: bool,
+    /// Bytes uploaded.
+    pub bytes: u64,
+}
+
+/// What [`restore`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Workspace files written.
+    pub files: u64,
+    /// Workspace rows not restored: bad path, missing object, a directory in the way.
+    pub skipped: u64,
+    /// Files written from the state archive.
+    pub state_files: u64,
+}
+
+/// The object key of `user_id`'s workspace file at `path`.
+pub fn workspace_key(user_id: Uuid, path: &str) -> String {
+    format!("users/{user_id}/workspace/{path}")
+}
+
+/// The object key of `user_id`'s state archive.
+pub fn state_key(user_id: Uuid) -> String {
+    format!("users/{user_id}/state/state.tar.gz")
+}
+
+/// Brings a sleeping user's workspace files and agent state back into
+/// `workspace_dir` and `state_dir` (created if missing).
+pub async fn restore(
+    storage: &Storage,
+    db: &PgPool,
+    user_id: Uuid,
+    workspace_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> Result<RestoreReport> {
+    let mut report = restore_workspace(storage, db, user_id, workspace_dir).await?;
+    report.state_files = restore_state(storage, user_id, state_dir).await?;
+    Ok(report)
+}
+
+/// Creates `dir` if needed and returns its canonical path.
+fn canonical_dir(dir: &std::path::Path) -> Result<PathBuf> {
+    let io = |source| SyncError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    dir.canonicalize().map_err(io)
+}

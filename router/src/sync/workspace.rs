@@ -1,0 +1,372 @@
+//! Workspace files ⇄ objects at `users/{id}/workspace/<path>` and `files` rows.
+
+use std::{
+    collections::HashMap,
+    io::{Read, Seek},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{
+    Limits, RestoreReport, Result, SyncError, SyncReport, canonical_dir, content_type, paths,
+    walk::{self, Found},
+    workspace_key,
+};
+use crate::{
+    db,
+    storage::{Storage, StorageError},
+};
+
+/// Files uploaded or downloaded at once.
+const CONCURRENCY: usize = 4;
+
+/// What is stored of one path.
+struct Stored {
+    size: i64,
+    sha256: Option<Vec<u8>>,
+}
+
+/// What happened to one file.
+enum Outcome {
+    Uploaded(u64),
+    Unchanged,
+    /// Identical to the user's upload at the same path: that row covers it.
+    SameAsUpload,
+    Skipped,
+}
+
+/// [`save_workspace_with`] the default [`Limits`].
+pub async fn save_workspace(
+    storage: &Storage,
+    db: &PgPool,
+    user_id: Uuid,
+    workspace_dir: &Path,
+) -> Result<SyncReport> {
+    save_workspace_with(storage, db, user_id, workspace_dir, &Limits::default()).await
+}
+
+/// Stores the files of `workspace_dir` for `user_id`: new and changed ones are
+/// uploaded, rows of vanished ones deleted with their objects (see the module docs).
+#[tracing::instrument(skip(storage, db, workspace_dir, limits), fields(user.id = %user_id))]
+pub async fn save_workspace_with(
+    storage: &Storage,
+    db: &PgPool,
+    user_id: Uuid,
+    workspace_dir: &Path,
+    limits: &Limits,
+) -> Result<SyncReport> {
+    let root = workspace_dir
+        .canonicalize()
+        .map_err(|source| SyncError::Io {
+            path: workspace_dir.to_path_buf(),
+            source,
+        })?;
+    let walk = {
+        let (root, limits) = (root.clone(), limits.clone());
+        tokio::task::spawn_blocking(move || walk::walk(&root, &limits))
+            .await?
+            .map_err(|source| SyncError::Io {
+                path: workspace_dir.to_path_buf(),
+                source,
+            })?
+    };
+    let (stored, uploads) = stored_rows(db, user_id).await?;
+    let ctx = Arc::new(Ctx {
+        storage: storage.clone(),
+        db: db.clone(),
+        user_id,
+        root: root.clone(),
+        max_file_bytes: limits.max_file_bytes,
+        stored,
+        uploads,
+    });
+    let outcomes: Vec<(String, Outcome)> = stream::iter(walk.files)
+        .map(|found| {
+            let ctx = ctx.clone();
+            async move {
+                let path = found.path.clone();
+                sync_one(&ctx, found).await.map(|o| (path, o))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+
+    let mut report = SyncReport {
+        skipped: walk.skipped,
+        truncated: walk.truncated,
+        ..SyncReport::default()
+    };
+    let mut kept = std::collections::HashSet::new();
+    for (path, outcome) in outcomes {
+        match outcome {
+            Outcome::Uploaded(bytes) => {
+                report.uploaded += 1;
+                report.bytes += bytes;
+                kept.insert(path);
+            }
+            Outcome::Unchanged => {
+                report.unchanged += 1;
+                kept.insert(path);
+            }
+            Outcome::SameAsUpload => {}
+            Outcome::Skipped => {
+                report.skipped += 1;
+                // Unreadable now is not gone: keep what was stored.
+                kept.insert(path);
+            }
+        }
+    }
+    for path in ctx.stored.keys() {
+        if kept.contains(path) {
+            continue;
+        }
+        // Past a cap, files not seen may still exist: only delete what is gone.
+        if walk.truncated && std::fs::symlink_metadata(root.join(path)).is_ok() {
+            continue;
+        }
+        delete_one(storage, db, user_id, path).await?;
+        report.deleted += 1;
+    }
+    tracing::info!(
+        uploaded = report.uploaded,
+        unchanged = report.unchanged,
+        deleted = report.deleted,
+        skipped = report.skipped,
+        truncated = report.truncated,
+        bytes = report.bytes,
+        "workspace saved"
+    );
+    Ok(report)
+}
+
+struct Ctx {
+    storage: Storage,
+    db: PgPool,
+    user_id: Uuid,
+    root: PathBuf,
+    max_file_bytes: u64,
+    stored: HashMap<String, Stored>,
+    uploads: HashMap<String, Stored>,
+}
+
+type Rows = HashMap<String, Stored>;
+
+async fn stored_rows(db: &PgPool, user_id: Uuid) -> Result<(Rows, Rows)> {
+    let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let rows: Vec<(String, String, i64, Option<Vec<u8>>)> = sqlx::query_as(
+        "select kind, path, size, sha256 from files
+         where owner_id = $1 and kind in ('workspace', 'upload')",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let (mut stored, mut uploads) = (HashMap::new(), HashMap::new());
+    for (kind, path, size, sha256) in rows {
+        let map = if kind == "upload" {
+            &mut uploads
+        } else {
+            &mut stored
+        };
+        map.insert(path, Stored { size, sha256 });
+    }
+    Ok((stored, uploads))
+}
+
+fn same(row: Option<&Stored>, size: u64, sha: &[u8; 32]) -> bool {
+    row.is_some_and(|r| r.size as u64 == size && r.sha256.as_deref() == Some(sha.as_slice()))
+}
+
+async fn sync_one(ctx: &Ctx, found: Found) -> Result<Outcome> {
+    let Some(rel) = paths::relative(&found.path) else {
+        return Ok(Outcome::Skipped);
+    };
+    let stored = ctx.stored.get(&found.path);
+    let upload = ctx.uploads.get(&found.path);
+    let size_matches = |r: Option<&Stored>| r.is_some_and(|r| r.size as u64 == found.size);
+    let need_hash = size_matches(stored) || size_matches(upload);
+    let root = ctx.root.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let (mut file, size) = paths::open_inside(&root, &rel)?;
+        let sha = if need_hash {
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut (&mut file).take(size), &mut hasher)?;
+            file.rewind()?;
+            Some(<[u8; 32]>::from(hasher.finalize()))
+        } else {
+            None
+        };
+        Ok::<_, std::io::Error>((file, size, sha))
+    })
+    .await?;
+    let (file, size, sha) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::debug!(error = %e, "workspace file not readable; skipped");
+            return Ok(Outcome::Skipped);
+        }
+    };
+    if size > ctx.max_file_bytes {
+        return Ok(Outcome::Skipped);
+    }
+    if let Some(sha) = &sha {
+        if same(stored, size, sha) {
+            return Ok(Outcome::Unchanged);
+        }
+        if same(upload, size, sha) {
+            return Ok(Outcome::SameAsUpload);
+        }
+    }
+    let key = workspace_key(ctx.user_id, &found.path);
+    let file = tokio::fs::File::from_std(file);
+    let info = match ctx
+        .storage
+        .put_reader(&key, file, Some(ctx.max_file_bytes))
+        .await
+    {
+        Ok(info) => info,
+        // The file grew past the cap or could not be read while it streamed.
+        Err(StorageError::TooLarge { .. } | StorageError::Io { .. }) => {
+            return Ok(Outcome::Skipped);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let content_type = content_type(&info.head, &found.path);
+    let mut tx = db::user_tx(&ctx.db, ctx.user_id).await?;
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into files (owner_id, kind, path, storage_key, size, content_type, sha256)
+         values ($1, 'workspace', $2, $3, $4, $5, $6)
+         on conflict (owner_id, kind, path) do update set storage_key = excluded.storage_key,
+             size = excluded.size, content_type = excluded.content_type, sha256 = excluded.sha256",
+    )
+    .bind(ctx.user_id)
+    .bind(&found.path)
+    .bind(&key)
+    .bind(i64::try_from(info.size).unwrap_or(i64::MAX))
+    .bind(&content_type)
+    .bind(info.sha256.as_slice())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Outcome::Uploaded(info.size))
+}
+
+async fn delete_one(storage: &Storage, db: &PgPool, user_id: Uuid, path: &str) -> Result<()> {
+    let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let key: Option<String> = sqlx::query_scalar(
+        "delete from files where owner_id = $1 and kind = 'workspace' and path = $2
+         returning storage_key",
+    )
+    .bind(user_id)
+    .bind(path)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(key) = key {
+        // The row goes only if the object went: never a row pointing at nothing.
+        storage.delete(&key).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Writes every stored `workspace` and `upload` file of `user_id` into
+/// `workspace_dir` (created if missing) at its path; for a path stored as both,
+/// the newer row wins. Rows with unsafe paths or missing objects are skipped.
+#[tracing::instrument(skip(storage, db, workspace_dir), fields(user.id = %user_id))]
+pub async fn restore_workspace(
+    storage: &Storage,
+    db: &PgPool,
+    user_id: Uuid,
+    workspace_dir: &Path,
+) -> Result<RestoreReport> {
+    let root = canonical_dir(workspace_dir)?;
+    let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select distinct on (path) path, storage_key from files
+         where owner_id = $1 and kind in ('workspace', 'upload')
+         order by path, updated_at desc, kind desc",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let results: Vec<bool> = stream::iter(rows)
+        .map(|(path, key)| {
+            let root = root.clone();
+            async move { restore_one(storage, &root, &path, &key).await }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let files = results.iter().filter(|ok| **ok).count() as u64;
+    let report = RestoreReport {
+        files,
+        skipped: results.len() as u64 - files,
+        state_files: 0,
+    };
+    tracing::info!(
+        files = report.files,
+        skipped = report.skipped,
+        "workspace restored"
+    );
+    Ok(report)
+}
+
+/// Restores one file; `false` when it was skipped.
+async fn restore_one(storage: &Storage, root: &Path, path: &str, key: &str) -> Result<bool> {
+    let Some(rel) = paths::relative(path) else {
+        tracing::warn!("stored workspace path refused");
+        return Ok(false);
+    };
+    let root = root.to_path_buf();
+    let pending =
+        match tokio::task::spawn_blocking(move || paths::create_inside(&root, &rel)).await? {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "a workspace file could not be placed; skipped");
+                return Ok(false);
+            }
+        };
+    let file = pending.file.try_clone().map_err(|source| SyncError::Io {
+        path: pending.temp_path().to_path_buf(),
+        source,
+    });
+    let copied = match file {
+        Ok(file) => {
+            let mut file = tokio::fs::File::from_std(file);
+            storage.copy_to(key, &mut file).await
+        }
+        Err(e) => {
+            pending.discard();
+            return Err(e);
+        }
+    };
+    match copied {
+        Ok(_) => {
+            if let Err(e) = tokio::task::spawn_blocking(move || pending.commit()).await? {
+                tracing::warn!(error = %e, "a workspace file could not be placed; skipped");
+                return Ok(false);
+            }
+            Ok(true)
+        }
+        Err(StorageError::NotFound(_)) => {
+            pending.discard();
+            tracing::warn!("a stored workspace file has no object; skipped");
+            Ok(false)
+        }
+        Err(e) => {
+            pending.discard();
+            Err(e.into())
+        }
+    }
+}

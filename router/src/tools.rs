@@ -1,0 +1,313 @@
+//! The Jarvis tools a sandbox calls through the router (`call` frames of
+//! `sandbox/README.md`): documents the agent saves, lists, searches, reads and
+//! updates, and the `speak` seam.
+//!
+//! [`handle`] answers one call for one user. The user id is the sandbox's owner,
+//! bound by the router; no parameter names a user. Every query runs in that user's
+//! RLS transaction ([`crate::db::user_tx`]) and filters by owner as well, so another
+//! user's document id answers `not_found` exactly like a missing one. A call that
+//! fails changes nothing. This module does not relay frames; the proxy does, turning
+//! `Err(e)` into `reply.error` with [`ToolError::body`].
+
+use sandbox::protocol::ErrorBody;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{db, http::documents::validate_filename};
+
+/// Largest document content the agent may save, in bytes.
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+
+/// Most documents one `list_documents` or `search_documents` answers with.
+pub const MAX_LISTED: i64 = 200;
+
+/// Why a call failed; becomes `reply.error` `{code, message}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// `method` is none of the Jarvis tools.
+    #[error("unknown method {0:?}")]
+    UnknownMethod(String),
+    /// The parameters are missing, malformed or invalid.
+    #[error("{0}")]
+    InvalidParams(String),
+    /// Content over [`MAX_CONTENT_BYTES`].
+    #[error("content is {0} bytes; the limit is {MAX_CONTENT_BYTES}")]
+    TooLarge(usize),
+    /// No such document for this user (another user's counts as none).
+    #[error("no document with id {0}")]
+    NotFound(Uuid),
+    /// Text to speech is not available yet.
+    #[error("speaking is not available on this server yet")]
+    VoiceUnavailable,
+    /// The database failed; the cause is logged, not told to the agent.
+    #[error("the document store failed; try again")]
+    Db(#[from] sqlx::Error),
+}
+
+impl ToolError {
+    /// The stable machine-readable code: `unknown_method`, `invalid_params`,
+    /// `too_large`, `not_found`, `voice_unavailable` or `internal`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownMethod(_) => "unknown_method",
+            Self::InvalidParams(_) => "invalid_params",
+            Self::TooLarge(_) => "too_large",
+            Self::NotFound(_) => "not_found",
+            Self::VoiceUnavailable => "voice_unavailable",
+            Self::Db(_) => "internal",
+        }
+    }
+
+    /// The `{code, message}` of the protocol's `reply.error`.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code().to_string(),
+            message: self.to_string(),
+        }
+    }
+}
+
+/// Answers one tool call of `user_id`'s sandbox. `conversation_id` (the turn's
+/// conversation, when the call came from one) is linked to saved documents if it
+/// is one of the user's conversations.
+#[tracing::instrument(skip(db, params), fields(user.id = %user_id))]
+pub async fn handle(
+    db: &PgPool,
+    user_id: Uuid,
+    conversation_id: Option<Uuid>,
+    method: &str,
+    params: Value,
+) -> Result<Value, ToolError> {
+    let result = match method {
+        "save_document" => save_document(db, user_id, conversation_id, parse(params)?).await,
+        "list_documents" => {
+            let ListParams {} = parse(params)?;
+            list_documents(db, user_id).await
+        }
+        "search_documents" => search_documents(db, user_id, parse(params)?).await,
+        "read_document" => read_document(db, user_id, parse(params)?).await,
+        "update_document" => update_document(db, user_id, parse(params)?).await,
+        "speak" => {
+            let SpeakParams { text } = parse(params)?;
+            tracing::debug!(
+                chars = text.chars().count(),
+                "speak asked for; voice is issue 8"
+            );
+            Err(ToolError::VoiceUnavailable)
+        }
+        other => Err(ToolError::UnknownMethod(other.chars().take(64).collect())),
+    };
+    match &result {
+        Err(ToolError::Db(e)) => tracing::error!(error = %e, "tool call failed"),
+        Err(e) => tracing::debug!(code = e.code(), "tool call refused"),
+        Ok(_) => tracing::debug!("tool call answered"),
+    }
+    result
+}
+
+/// Parameters as a struct; `null` counts as `{}`.
+fn parse<T: DeserializeOwned>(params: Value) -> Result<T, ToolError> {
+    let params = if params.is_null() { json!({}) } else { params };
+    serde_json::from_value(params).map_err(|e| ToolError::InvalidParams(format!("params: {e}")))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ToolError> {
+    id.parse()
+        .map_err(|_| ToolError::InvalidParams(format!("id {id:?} is not a document id (a UUID)")))
+}
+
+fn check_content(content: &str) -> Result<(), ToolError> {
+    if content.len() > MAX_CONTENT_BYTES {
+        return Err(ToolError::TooLarge(content.len()));
+    }
+    if content.contains('\0') {
+        return Err(ToolError::InvalidParams(
+            "content must not contain NUL".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveParams {
+    filename: String,
+    content: String,
+    #[serde(rename = "type")]
+    doc_type: DocType,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum DocType {
+    Text,
+    Markdown,
+    Code,
+}
+
+impl DocType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Markdown => "markdown",
+            Self::Code => "code",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    query: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadParams {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateParams {
+    id: String,
+    content: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpeakParams {
+    text: String,
+}
+
+/// What lists show of a document.
+#[derive(Serialize, sqlx::FromRow)]
+struct Summary {
+    id: Uuid,
+    filename: String,
+    #[serde(rename = "type")]
+    doc_type: String,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+async fn save_document(
+    db: &PgPool,
+    user_id: Uuid,
+    conversation_id: Option<Uuid>,
+    p: SaveParams,
+) -> Result<Value, ToolError> {
+    validate_filename(&p.filename).map_err(|e| ToolError::InvalidParams(e.to_string()))?;
+    check_content(&p.content)?;
+    let mut tx = db::user_tx(db, user_id).await?;
+    // The conversation is linked only if it is this user's (else null), so a
+    // forged id can neither fail the save nor point at someone else's row.
+    // language=PostgreSQL
+    let (id, filename): (Uuid, String) = sqlx::query_as(
+        "insert into documents (owner_id, conversation_id, filename, doc_type, content)
+         values ($1, (select id from conversations where id = $2 and owner_id = $1), $3, $4, $5)
+         returning id, filename",
+    )
+    .bind(user_id)
+    .bind(conversation_id)
+    .bind(&p.filename)
+    .bind(p.doc_type.as_str())
+    .bind(&p.content)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(document.id = %id, bytes = p.content.len(), "agent saved a document");
+    Ok(json!({ "id": id, "filename": filename }))
+}
+
+async fn list_documents(db: &PgPool, user_id: Uuid) -> Result<Value, ToolError> {
+    let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let documents: Vec<Summary> = sqlx::query_as(
+        "select id, filename, doc_type, updated_at from documents where owner_id = $1
+         order by updated_at desc, id limit $2",
+    )
+    .bind(user_id)
+    .bind(MAX_LISTED)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(json!({ "documents": documents }))
+}
+
+async fn search_documents(db: &PgPool, user_id: Uuid, p: SearchParams) -> Result<Value, ToolError> {
+    let query = p.query.trim();
+    if query.is_empty() || query.len() > 1000 {
+        return Err(ToolError::InvalidParams(
+            "query must be 1-1000 bytes of search words".into(),
+        ));
+    }
+    #[derive(Serialize, sqlx::FromRow)]
+    struct Match {
+        #[serde(flatten)]
+        #[sqlx(flatten)]
+        summary: Summary,
+        /// A few words around the matches.
+        snippet: String,
+    }
+    let mut tx = db::user_tx(db, user_id).await?;
+    // The same search as `GET /api/documents?q=`: English stems plus exact words.
+    // language=PostgreSQL
+    let matches: Vec<Match> = sqlx::query_as(
+        "select id, filename, doc_type, updated_at,
+                ts_headline('english', content, q, 'MaxFragments=2, MaxWords=20, MinWords=5') as snippet
+         from documents,
+              (select websearch_to_tsquery('english', $2) || websearch_to_tsquery('simple', $2)) as s(q)
+         where owner_id = $1 and search @@ q
+         order by ts_rank(search, q) desc, updated_at desc, id limit $3",
+    )
+    .bind(user_id)
+    .bind(query)
+    .bind(MAX_LISTED)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(json!({ "documents": matches }))
+}
+
+async fn read_document(db: &PgPool, user_id: Uuid, p: ReadParams) -> Result<Value, ToolError> {
+    let id = parse_id(&p.id)?;
+    let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let row: Option<(Uuid, String, String, String)> = sqlx::query_as(
+        "select id, filename, doc_type, content from documents where id = $1 and owner_id = $2",
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let (id, filename, doc_type, content) = row.ok_or(ToolError::NotFound(id))?;
+    Ok(json!({ "id": id, "filename": filename, "type": doc_type, "content": content }))
+}
+
+async fn update_document(db: &PgPool, user_id: Uuid, p: UpdateParams) -> Result<Value, ToolError> {
+    let id = parse_id(&p.id)?;
+    check_content(&p.content)?;
+    let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let row: Option<(Uuid, String)> = sqlx::query_as(
+        "update documents set content = $3 where id = $1 and owner_id = $2 returning id, filename",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(&p.content)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let (id, filename) = row.ok_or(ToolError::NotFound(id))?;
+    tracing::info!(document.id = %id, bytes = p.content.len(), "agent updated a document");
+    Ok(json!({ "id": id, "filename": filename }))
+}
