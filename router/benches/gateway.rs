@@ -8,6 +8,19 @@
 //! and (re)creates the database `jarvis_bench_gateway` there. The gateway's time
 //! includes everything it does per call: token check, account and quota query,
 //! rate limit (in-process), forwarding, and metering.
+//!
+//! Measured 2026-11-25 on the 2-core dev machine, dev profile (dependencies at
+//! opt-level 2), while three other workspaces were compiling (load average ≈ 13,
+//! so the tail is noisy):
+//!
+//! | path                  | p50     | p99      |
+//! |-----------------------|---------|----------|
+//! | through the gateway   | 2.44 ms | 25.81 ms |
+//! | straight to upstream  | 0.62 ms | 4.05 ms  |
+//! | ratio                 | 3.92×   | 6.37×    |
+//!
+//! The gateway adds about 1.8 ms at p50: two indexed Postgres queries (token,
+//! then account with this month's token total) before the call is forwarded.
 
 use std::time::{Duration, Instant};
 
