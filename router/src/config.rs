@@ -100,6 +100,15 @@ pub struct Config {
     #[arg(long, env = "JARVIS_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
 
+    /// Redis URL (e.g. `redis://127.0.0.1:6379`): rate limits shared by every router
+    /// process. Without it each process limits on its own.
+    #[arg(long, env = "JARVIS_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of the router's Redis keys (several deployments or tests can share one Redis).
+    #[arg(long, env = "JARVIS_REDIS_PREFIX", default_value = "jarvis:")]
+    pub redis_key_prefix: String,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "JARVIS_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -138,6 +147,8 @@ impl Config {
             stripe_api_base: "https://api.stripe.com".into(),
             trust_forwarded_for: false,
             log_format: "text".into(),
+            redis_url: None,
+            redis_key_prefix: "jarvis:".into(),
         }
     }
 }

@@ -35,6 +35,8 @@ pub mod error;
 pub mod extractor;
 /// Files: uploads and what the agent wrote in its workspace.
 pub mod files;
+/// The model gateway (`/v1/messages`) for sandboxes.
+pub mod gateway;
 /// `/healthz`, `/readyz`, `/metrics`.
 pub mod health;
 /// Layers applied to every request.
@@ -60,6 +62,8 @@ pub struct AppState {
     pub storage: Storage,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The model gateway's upstream client and rate limiter.
+    pub gateway: Arc<gateway::Gateway>,
     /// Supabase users known to have a `users` row in this process.
     known_users: Arc<Mutex<HashSet<Uuid>>>,
 }
@@ -87,12 +91,16 @@ impl AppState {
             Authenticator::Local(LocalTokens::new(secret.as_bytes()))
         };
         let storage = Storage::open(&config.storage).context("opening object storage")?;
+        let gateway = gateway::Gateway::new(&config)
+            .await
+            .context("setting up the model gateway")?;
         Ok(Self {
             config: Arc::new(config),
             db,
             auth: Arc::new(auth),
             storage,
             metrics: Arc::new(Metrics::default()),
+            gateway: Arc::new(gateway),
             known_users: Arc::default(),
         })
     }
@@ -130,7 +138,9 @@ pub fn app(state: AppState) -> Router {
         .merge(files::router())
         .merge(health::router())
         .fallback(error::not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // After the layer above: the gateway keeps its own, larger body limit.
+        .merge(gateway::router());
     middleware::apply(routes, state.clone()).with_state(state)
 }
 

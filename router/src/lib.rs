@@ -10,8 +10,14 @@ pub mod config;
 pub mod db;
 /// The HTTP API: state, routes and error responses.
 pub mod http;
+/// Admission to the model gateway: account standing, token quota, rate limit.
+pub mod limits;
 /// Prometheus metrics of the router.
 pub mod metrics;
+/// Plan tiers and what each allows.
+pub mod plans;
+/// Model prices, for the cost of each call.
+pub mod pricing;
 /// Object storage for files (a local directory or S3).
 pub mod storage;
 /// Workspace files and agent state ⇄ storage (save on sleep, restore on wake).

@@ -49,6 +49,10 @@ pub const MCP_SERVER_NAME: &str = "jarvis";
 /// The header that tells the MCP server which conversation's agent is calling.
 pub const CONVERSATION_HEADER: &str = "x-jarvis-conversation";
 
+/// The header naming the conversation on each model call (the router's gateway
+/// reads it to record usage per conversation).
+pub const GATEWAY_CONVERSATION_HEADER: &str = "X-Jarvis-Conversation";
+
 /// Everything needed to start the CLI for one conversation.
 #[derive(Debug, Clone)]
 pub struct AgentSpec {
@@ -148,6 +152,11 @@ impl AgentSpec {
             ("DISABLE_ERROR_REPORTING", "1".into()),
             ("ENABLE_TOOL_SEARCH", "false".into()),
             ("CLAUDE_CODE_MAX_RETRIES", self.max_retries.to_string()),
+            // Sent with every model call, so the gateway records usage per conversation.
+            (
+                "ANTHROPIC_CUSTOM_HEADERS",
+                format!("{GATEWAY_CONVERSATION_HEADER}: {}", self.session_id),
+            ),
         ]
     }
 }
@@ -350,6 +359,20 @@ mod tests {
                 "{tool}"
             );
         }
+    }
+
+    #[test]
+    fn model_calls_name_the_conversation() {
+        let spec = spec();
+        let env = spec.env();
+        let headers = env
+            .iter()
+            .find(|(k, _)| *k == "ANTHROPIC_CUSTOM_HEADERS")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            headers,
+            Some("X-Jarvis-Conversation: 0b7e6c1e-0000-4000-8000-000000000000")
+        );
     }
 
     #[test]

@@ -1,0 +1,229 @@
+//! Metering: reads the token counts out of an answer as it passes through the
+//! gateway, and records one `usage` row when the answer ends or is cut off.
+//!
+//! The gateway hands every chunk it forwards to [`Meter::observe`] (a cheap
+//! reference-counted copy); a task of the meter's own parses them — server-sent
+//! events with the `sse-stream` crate, or a whole JSON message — so forwarding
+//! never waits for metering. When the forwarded stream is dropped (the answer
+//! ended, or the sandbox went away mid-answer) the task records what it saw.
+//!
+//! Counted: `message_start.message.usage` (input and cache tokens, the model) and
+//! the last `message_delta.usage.output_tokens`. `usage.input_tokens` records all
+//! input tokens, cached ones included; the cost (`pricing`) tells them apart.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures::{StreamExt, channel::mpsc};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::pricing::{self, Tokens};
+
+/// Largest non-streaming answer the meter reads for its `usage` (the answer
+/// itself is forwarded whatever its size).
+const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
+
+/// Who the call is recorded for.
+#[derive(Clone, Copy, Debug)]
+pub struct Call {
+    /// The workspace token's user.
+    pub owner_id: Uuid,
+    /// The conversation the sandbox named; recorded only if it is the owner's.
+    pub conversation_id: Option<Uuid>,
+}
+
+/// How the answer is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// `text/event-stream` (`"stream": true`).
+    EventStream,
+    /// One JSON message.
+    Json,
+}
+
+/// The observing end: hand it each forwarded chunk; dropping it ends the call.
+pub struct Meter {
+    chunks: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Meter {
+    /// Starts metering an answer for `call`; the row goes to `db`.
+    pub fn start(db: PgPool, call: Call, encoding: Encoding) -> Self {
+        let (chunks, rx) = mpsc::unbounded();
+        tokio::spawn(async move {
+            let seen = match encoding {
+                Encoding::EventStream => read_events(rx).await,
+                Encoding::Json => read_json(rx).await,
+            };
+            if let Some(seen) = seen {
+                record(&db, call, &seen).await;
+            }
+        });
+        Self { chunks }
+    }
+
+    /// Sees one chunk of the answer.
+    pub fn observe(&self, chunk: &Bytes) {
+        // The task only stops early if it panicked; forwarding goes on regardless.
+        let _ = self.chunks.unbounded_send(chunk.clone());
+    }
+}
+
+/// What one answer used.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The model that answered.
+    pub model: String,
+    /// Its token counts.
+    pub tokens: Tokens,
+}
+
+async fn read_events(rx: mpsc::UnboundedReceiver<Bytes>) -> Option<Seen> {
+    let mut events = sse_stream::SseStream::from_bytes_stream(rx.map(Ok::<_, Infallible>));
+    let mut seen: Option<Seen> = None;
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { continue };
+        let Some(data) = event.data.as_deref() else {
+            continue;
+        };
+        let Ok(value) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        match value["type"].as_str() {
+            Some("message_start") => {
+                let message = &value["message"];
+                let seen = seen.get_or_insert_with(Seen::default);
+                seen.model = message["model"].as_str().unwrap_or_default().to_string();
+                add_usage(&mut seen.tokens, &message["usage"]);
+            }
+            Some("message_delta") => {
+                if let Some(seen) = seen.as_mut() {
+                    add_usage(&mut seen.tokens, &value["usage"]);
+                }
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+async fn read_json(mut rx: mpsc::UnboundedReceiver<Bytes>) -> Option<Seen> {
+    let mut body = Vec::new();
+    while let Some(chunk) = rx.next().await {
+        if body.len() + chunk.len() > MAX_JSON_BYTES {
+            tracing::warn!("answer too large to meter; its usage is not recorded");
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let value: Value = serde_json::from_slice(&body).ok()?;
+    let mut seen = Seen {
+        model: value["model"].as_str()?.to_string(),
+        tokens: Tokens::default(),
+    };
+    add_usage(&mut seen.tokens, &value["usage"]);
+    Some(seen)
+}
+
+/// Takes the counts present in a `usage` object. They are running totals (a
+/// later `message_delta` repeats and raises them), so the larger value wins.
+fn add_usage(tokens: &mut Tokens, usage: &Value) {
+    let take = |slot: &mut u64, key: &str| {
+        if let Some(n) = usage[key].as_u64() {
+            *slot = (*slot).max(n);
+        }
+    };
+    take(&mut tokens.input, "input_tokens");
+    take(&mut tokens.cache_write, "cache_creation_input_tokens");
+    take(&mut tokens.cache_read, "cache_read_input_tokens");
+    take(&mut tokens.output, "output_tokens");
+}
+
+async fn record(db: &PgPool, call: Call, seen: &Seen) {
+    let cost = pricing::cost_micros(&seen.model, seen.tokens);
+    let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    // The conversation is kept only if it is the token's user's own.
+    // language=PostgreSQL
+    let inserted = sqlx::query(
+        "insert into usage (owner_id, conversation_id, model, input_tokens, output_tokens, cost_micros)
+         values ($1, (select id from conversations where id = $2 and owner_id = $1), $3, $4, $5, $6)",
+    )
+    .bind(call.owner_id)
+    .bind(call.conversation_id)
+    .bind(&seen.model)
+    .bind(as_i64(seen.tokens.all_input()))
+    .bind(as_i64(seen.tokens.output))
+    .bind(as_i64(cost))
+    .execute(db)
+    .await;
+    match inserted {
+        Ok(_) => tracing::info!(
+            user.id = %call.owner_id,
+            model = %seen.model,
+            input_tokens = seen.tokens.all_input(),
+            output_tokens = seen.tokens.output,
+            cost_micros = cost,
+            "model call recorded"
+        ),
+        Err(error) => tracing::error!(%error, user.id = %call.owner_id, "recording usage failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn events_of(chunks: &[&str]) -> Option<Seen> {
+        let (tx, rx) = mpsc::unbounded();
+        for c in chunks {
+            tx.unbounded_send(Bytes::from(c.to_string())).expect("open");
+        }
+        drop(tx);
+        read_events(rx).await
+    }
+
+    #[tokio::test]
+    async fn event_streams_give_input_cache_and_final_output_tokens() {
+        let seen = events_of(&[
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",",
+            "\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":100,\"output_tokens\":1}}}\n\n",
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":3}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n",
+        ])
+        .await
+        .expect("seen");
+        assert_eq!(seen.model, "claude-x");
+        assert_eq!(
+            seen.tokens,
+            Tokens {
+                input: 10,
+                cache_read: 100,
+                output: 7,
+                cache_write: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_before_message_start_records_nothing() {
+        assert_eq!(
+            events_of(&["event: ping\ndata: {}\n\n", "event: mess"]).await,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn whole_json_messages_give_their_usage() {
+        let (tx, rx) = mpsc::unbounded();
+        tx.unbounded_send(Bytes::from_static(
+            br#"{"model":"m","usage":{"input_tokens":4,"output_tokens":2}}"#,
+        ))
+        .expect("open");
+        drop(tx);
+        let seen = read_json(rx).await.expect("seen");
+        assert_eq!((seen.tokens.input, seen.tokens.output), (4, 2));
+    }
+}

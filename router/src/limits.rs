@@ -1,0 +1,336 @@
+//! Admission to the model gateway: account state, the monthly token quota and
+//! the per-user rate limit, by plan (`plans`).
+//!
+//! The rate limit is a fixed one-minute window per user. With Redis configured
+//! (`JARVIS_REDIS_URL`) the window's counter lives there — key
+//! `{prefix}rate:{user id}:{minute since the epoch}`, bumped with `INCR` and given
+//! a two-minute `EXPIRE` in one `MULTI` — so every router process shares it; without
+//! Redis each process counts on its own. When Redis fails mid-flight the request is
+//! counted in-process instead (logged), so an outage loosens the limit to per
+//! process rather than taking the gateway down.
+//!
+//! The quota is the tokens recorded in `usage` since the start of the calendar month
+//! (UTC), read with the account in one query per request. A request is admitted
+//! while the total is below the quota, so the call that crosses it completes.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sqlx::PgPool;
+use time::{Date, Month, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::plans::Tier;
+
+/// Why a user may not call the model now. The messages are shown to people.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The account does not exist (any more).
+    #[error("this workspace's account no longer exists")]
+    NoAccount,
+    /// An administrator disabled the account.
+    #[error("your account is disabled")]
+    Disabled,
+    /// Billing is on and the subscription lapsed.
+    #[error("your subscription is not active")]
+    SubscriptionInactive,
+    /// Too many requests this minute.
+    #[error(
+        "Rate limit reached: your {tier} plan allows {limit} model requests per minute; retry in {retry_after} s"
+    )]
+    RateLimited {
+        /// The user's tier.
+        tier: Tier,
+        /// Requests per minute of the plan.
+        limit: u32,
+        /// Seconds until the window ends.
+        retry_after: u64,
+    },
+    /// The monthly token quota is used up.
+    #[error(
+        "Your {tier} plan's monthly token quota ({quota}) is used up; upgrade or wait until {resets}"
+    )]
+    QuotaExhausted {
+        /// The user's tier.
+        tier: Tier,
+        /// The quota, formatted with thousands separators.
+        quota: String,
+        /// The first day of next month (UTC).
+        resets: Date,
+    },
+    /// The database failed while checking.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Could not set up the limiter.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to Redis for rate limiting: {0}")]
+pub struct ConnectError(#[from] redis::RedisError);
+
+/// What the gateway needs to know about a user.
+#[derive(Clone, Copy, Debug)]
+pub struct Account {
+    /// Their plan tier.
+    pub tier: Tier,
+    /// Whether an administrator disabled them.
+    pub disabled: bool,
+    /// Whether their subscription is paid up.
+    pub subscription_active: bool,
+    /// Tokens recorded this calendar month (UTC).
+    pub tokens_this_month: u64,
+}
+
+/// Reads `user_id`'s account and this month's token total in one query.
+pub async fn account(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<Account>> {
+    // language=PostgreSQL
+    let row: Option<(String, bool, bool, i64)> = sqlx::query_as(
+        "select u.tier, u.disabled_at is not null, u.subscription_active,
+                coalesce((select sum(input_tokens + output_tokens) from usage
+                          where owner_id = u.id
+                            and created_at >= date_trunc('month', now(), 'UTC')), 0)::bigint
+         from users u where u.id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(
+        row.map(|(tier, disabled, subscription_active, used)| Account {
+            tier: Tier::parse(&tier),
+            disabled,
+            subscription_active,
+            tokens_this_month: u64::try_from(used).unwrap_or(0),
+        }),
+    )
+}
+
+impl Account {
+    /// Refuses a disabled account, or a lapsed subscription when billing is on.
+    pub fn check_standing(&self, billing_enabled: bool) -> Result<(), Refusal> {
+        if self.disabled {
+            return Err(Refusal::Disabled);
+        }
+        if billing_enabled && !self.subscription_active {
+            return Err(Refusal::SubscriptionInactive);
+        }
+        Ok(())
+    }
+
+    /// Refuses once this month's tokens reached the plan's quota.
+    pub fn check_quota(&self, now: OffsetDateTime) -> Result<(), Refusal> {
+        match self.tier.plan().monthly_tokens {
+            Some(quota) if self.tokens_this_month >= quota => Err(Refusal::QuotaExhausted {
+                tier: self.tier,
+                quota: thousands(quota),
+                resets: next_month(now.date()),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The first day of the month after `date`.
+fn next_month(date: Date) -> Date {
+    let (year, month) = match date.month() {
+        Month::December => (date.year() + 1, Month::January),
+        m => (date.year(), m.next()),
+    };
+    Date::from_calendar_date(year, month, 1).unwrap_or(date)
+}
+
+/// `1000000` → `1,000,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The per-user request rate limiter, shared across router processes via Redis
+/// when configured.
+pub struct RateLimiter {
+    redis: Option<(ConnectionManager, String)>,
+    /// (user, window) → requests; the fallback and the no-Redis store.
+    local: Mutex<HashMap<Uuid, (u64, u32)>>,
+}
+
+impl RateLimiter {
+    /// A limiter counting in this process only.
+    pub fn in_process() -> Self {
+        Self {
+            redis: None,
+            local: Mutex::default(),
+        }
+    }
+
+    /// A limiter counting in Redis at `url` under keys starting with `prefix`.
+    pub async fn redis(url: &str, prefix: &str) -> Result<Self, ConnectError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(2);
+        let manager = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self {
+            redis: Some((manager, prefix.to_string())),
+            local: Mutex::default(),
+        })
+    }
+
+    /// Counts one request of `user_id` and refuses it past `limit` this minute.
+    pub async fn hit(&self, user_id: Uuid, tier: Tier) -> Result<(), Refusal> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.hit_at(user_id, tier, now).await
+    }
+
+    /// [`Self::hit`] at `now` (seconds since the epoch).
+    async fn hit_at(&self, user_id: Uuid, tier: Tier, now: u64) -> Result<(), Refusal> {
+        let limit = tier.plan().requests_per_minute;
+        let window = now / 60;
+        let count = match &self.redis {
+            Some((manager, prefix)) => {
+                let key = format!("{prefix}rate:{user_id}:{window}");
+                let mut conn = manager.clone();
+                let counted: redis::RedisResult<(u64,)> = redis::pipe()
+                    .atomic()
+                    .incr(&key, 1)
+                    .expire(&key, 120)
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await;
+                match counted {
+                    Ok((count,)) => count,
+                    Err(error) => {
+                        tracing::warn!(%error, "Redis unavailable; rate limiting in-process");
+                        self.count_locally(user_id, window)
+                    }
+                }
+            }
+            None => self.count_locally(user_id, window),
+        };
+        if count > u64::from(limit) {
+            return Err(Refusal::RateLimited {
+                tier,
+                limit,
+                retry_after: 60 - now % 60,
+            });
+        }
+        Ok(())
+    }
+
+    fn count_locally(&self, user_id: Uuid, window: u64) -> u64 {
+        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget finished windows now and then so the map stays as large as the
+        // number of users active this minute.
+        if local.len() > 10_000 {
+            local.retain(|_, (w, _)| *w == window);
+        }
+        let entry = local.entry(user_id).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        u64::from(entry.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(tier: Tier, used: u64) -> Account {
+        Account {
+            tier,
+            disabled: false,
+            subscription_active: false,
+            tokens_this_month: used,
+        }
+    }
+
+    #[test]
+    fn quota_refusal_names_the_plan_the_quota_and_the_reset_day() {
+        let now = Date::from_calendar_date(2026, Month::December, 14)
+            .expect("date")
+            .midnight()
+            .assume_utc();
+        assert!(account(Tier::Free, 999_999).check_quota(now).is_ok());
+        let refusal = account(Tier::Free, 1_000_000)
+            .check_quota(now)
+            .expect_err("over quota");
+        assert_eq!(
+            refusal.to_string(),
+            "Your free plan's monthly token quota (1,000,000) is used up; upgrade or wait until 2027-01-01"
+        );
+        assert!(account(Tier::Enterprise, u64::MAX).check_quota(now).is_ok());
+    }
+
+    #[test]
+    fn inactive_subscriptions_are_refused_only_with_billing_on() {
+        let a = account(Tier::Pro, 0);
+        assert!(a.check_standing(false).is_ok());
+        assert!(matches!(
+            a.check_standing(true),
+            Err(Refusal::SubscriptionInactive)
+        ));
+        let disabled = Account {
+            disabled: true,
+            ..a
+        };
+        assert!(matches!(
+            disabled.check_standing(false),
+            Err(Refusal::Disabled)
+        ));
+    }
+
+    #[tokio::test]
+    async fn in_process_limit_refuses_past_the_plan_rate() {
+        let limiter = RateLimiter::in_process();
+        let user = Uuid::new_v4();
+        let now = 1_800_000_020; // 20 s into a minute
+        for _ in 0..20 {
+            limiter
+                .hit_at(user, Tier::Free, now)
+                .await
+                .expect("within limit");
+        }
+        let refusal = limiter
+            .hit_at(user, Tier::Free, now + 1)
+            .await
+            .expect_err("limited");
+        assert!(matches!(
+            refusal,
+            Refusal::RateLimited {
+                limit: 20,
+                retry_after: 39,
+                ..
+            }
+        ));
+        limiter
+            .hit_at(Uuid::new_v4(), Tier::Free, now)
+            .await
+            .expect("other users have their own budget");
+        limiter
+            .hit_at(user, Tier::Free, now + 60)
+            .await
+            .expect("the next minute starts afresh");
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(thousands(20_000_000), "20,000,000");
+        assert_eq!(thousands(999), "999");
+    }
+}

@@ -1,0 +1,451 @@
+//! The model gateway against the real database and the fake Anthropic API of
+//! `sandbox::testing`: pass-through, credentials, usage rows, limits, errors.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::{
+    body::Body,
+    http::{Method, Request, StatusCode},
+};
+use common::{Reply, TestApp};
+use http_body_util::BodyExt;
+use router::workspaces::tokens;
+use sandbox::testing::{FakeApi, Reply as Answer};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const REAL_KEY: &str = "sk-ant-real-key-for-tests";
+
+/// A router whose gateway forwards to `fake`.
+async fn gateway_app(db: PgPool, fake: &FakeApi) -> TestApp {
+    let url = fake.url();
+    TestApp::with_config(db, |c| {
+        c.model_upstream = url;
+        c.anthropic_api_key = Some(REAL_KEY.into());
+    })
+    .await
+}
+
+/// A registered user with a current workspace token.
+async fn sandbox_user(app: &TestApp, email: &str) -> (Uuid, String) {
+    let user = app.register(email).await;
+    let token = tokens::issue(&app.db, user.id).await.expect("token issued");
+    (user.id, token)
+}
+
+fn request_body(stream: bool) -> Value {
+    json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "stream": stream,
+        "system": [{"type": "text", "text": "You are Jarvis."}],
+        "messages": [
+            {"role": "user", "content": "hello"},
+            {"role": "system", "content": "<env>Primary working directory: /workspace</env>"}
+        ],
+        "tools": [], "metadata": {"user_id": "u"}, "thinking": {"type": "disabled"}
+    })
+}
+
+fn messages_request(
+    token: Option<&str>,
+    conversation: Option<Uuid>,
+    body: &Value,
+) -> Request<Body> {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/messages?beta=true")
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01");
+    if let Some(t) = token {
+        req = req.header("x-api-key", t);
+    }
+    if let Some(c) = conversation {
+        req = req.header("x-jarvis-conversation", c.to_string());
+    }
+    req.body(Body::from(body.to_string()))
+        .expect("request builds")
+}
+
+async fn call(app: &TestApp, token: &str, stream: bool) -> Reply {
+    app.call(messages_request(Some(token), None, &request_body(stream)))
+        .await
+}
+
+/// The usage rows of `owner`, waiting (bounded) until `n` exist: the meter
+/// records them just after the answer ends.
+async fn usage_rows(
+    db: &PgPool,
+    owner: Uuid,
+    n: usize,
+) -> Vec<(Option<Uuid>, String, i64, i64, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows: Vec<(Option<Uuid>, String, i64, i64, i64)> = sqlx::query_as(
+            "select conversation_id, model, input_tokens, output_tokens, cost_micros from usage where owner_id = $1 order by created_at",
+        )
+        .bind(owner)
+        .fetch_all(db)
+        .await
+        .expect("usage rows");
+        if rows.len() >= n || Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_anthropic_error(reply: &Reply, status: StatusCode, kind: &str) {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    assert_eq!(reply.body["type"], "error", "{}", reply.body);
+    assert_eq!(reply.body["error"]["type"], kind, "{}", reply.body);
+}
+
+/// Message ids are random; everything else of an answer must be identical.
+fn without_message_ids(sse: &str) -> String {
+    let mut out = String::new();
+    let mut rest = sse;
+    while let Some(at) = rest.find("\"msg_") {
+        out.push_str(&rest[..at + 5]);
+        rest = rest[at + 5..].trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+    }
+    out.push_str(rest);
+    out
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn streamed_answers_pass_through_unchanged_and_as_they_arrive(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (_, token) = sandbox_user(&app, "a@example.com").await;
+
+    // The fake sends message_start and a ping, then holds the rest for 1.5 s.
+    fake.push(Answer::Stall(Duration::from_millis(1500)));
+    let started = Instant::now();
+    let response = app
+        .router
+        .clone()
+        .oneshot(messages_request(Some(&token), None, &request_body(true)))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(1), body.frame())
+        .await
+        .expect("the first chunk arrives before the upstream finishes")
+        .expect("a frame")
+        .expect("no error");
+    let first_at = started.elapsed();
+    let first = first.into_data().expect("data");
+    assert!(String::from_utf8_lossy(&first).contains("message_start"));
+    let mut through_gateway = first.to_vec();
+    let rest = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the stream ends")
+        .expect("reads");
+    through_gateway.extend_from_slice(&rest.to_bytes());
+    assert!(
+        started.elapsed() >= first_at + Duration::from_millis(1000),
+        "the rest came {:?} after the first chunk",
+        started.elapsed() - first_at
+    );
+
+    // The same answer straight from the fake is byte-for-byte the same.
+    fake.push(Answer::Stall(Duration::from_millis(10)));
+    let direct = reqwest::Client::new()
+        .post(format!("{}/v1/messages?beta=true", fake.url()))
+        .json(&request_body(true))
+        .send()
+        .await
+        .expect("direct call")
+        .text()
+        .await
+        .expect("direct body");
+    assert_eq!(
+        without_message_ids(&String::from_utf8_lossy(&through_gateway)),
+        without_message_ids(&direct)
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn the_real_key_reaches_upstream_and_the_workspace_token_does_not(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (_, token) = sandbox_user(&app, "a@example.com").await;
+
+    let reply = call(&app, &token, true).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let bearer = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/messages/count_tokens?beta=true")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(request_body(false).to_string()))
+        .expect("request");
+    let counted = app.call(bearer).await;
+    assert_eq!(counted.status, StatusCode::OK);
+    assert_eq!(counted.body, json!({"input_tokens": 12}));
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].path, "/v1/messages?beta=true");
+    assert_eq!(requests[1].path, "/v1/messages/count_tokens?beta=true");
+    for r in &requests {
+        assert_eq!(r.api_key.as_deref(), Some(REAL_KEY));
+        assert_eq!(
+            r.body,
+            request_body(r.is_messages()),
+            "the body is passed through"
+        );
+        assert!(!format!("{r:?}").contains(&token));
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn forged_revoked_and_browser_tokens_are_refused_and_never_forwarded(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let user = app.register("a@example.com").await;
+    let revoked = tokens::issue(&app.db, user.id).await.expect("issued");
+    tokens::revoke(&app.db, user.id).await.expect("revoked");
+    let replaced = tokens::issue(&app.db, user.id).await.expect("issued");
+    let _current = tokens::issue(&app.db, user.id).await.expect("reissued");
+
+    let forged = format!("{}{}", tokens::PREFIX, "A".repeat(43));
+    for token in [forged.as_str(), &revoked, &replaced, &user.access, REAL_KEY] {
+        let reply = call(&app, token, true).await;
+        assert_anthropic_error(&reply, StatusCode::UNAUTHORIZED, "authentication_error");
+    }
+    let anonymous = app
+        .call(messages_request(None, None, &request_body(true)))
+        .await;
+    assert_anthropic_error(&anonymous, StatusCode::UNAUTHORIZED, "authentication_error");
+    assert!(fake.requests().is_empty(), "nothing reached the upstream");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn usage_is_recorded_for_the_tokens_owner_and_only_their_conversations(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (alice, alice_token) = sandbox_user(&app, "alice@example.com").await;
+    let (bob, _) = sandbox_user(&app, "bob@example.com").await;
+    let alices = app.insert_conversation(alice, "mine").await;
+    let bobs = app.insert_conversation(bob, "his").await;
+
+    for conversation in [alices, bobs] {
+        let req = messages_request(Some(&alice_token), Some(conversation), &request_body(true));
+        assert_eq!(app.call(req).await.status, StatusCode::OK);
+    }
+    assert_eq!(call(&app, &alice_token, false).await.status, StatusCode::OK);
+
+    let mut rows = usage_rows(&app.db, alice, 3).await;
+    rows.sort();
+    // Fake usage: 12 input, 5 output; sonnet costs 3 and 15 micro-dollars a token.
+    let expected = |c| (c, "claude-sonnet-4-5".to_string(), 12, 5, 12 * 3 + 5 * 15);
+    assert_eq!(
+        rows,
+        vec![expected(None), expected(None), expected(Some(alices))]
+    );
+    assert!(
+        usage_rows(&app.db, bob, 0).await.is_empty(),
+        "nothing billed to bob"
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn requests_past_the_plan_rate_get_429_with_retry_after(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (_, token) = sandbox_user(&app, "a@example.com").await;
+    wait_for_a_fresh_minute().await;
+
+    for i in 0..20 {
+        assert_eq!(
+            call(&app, &token, false).await.status,
+            StatusCode::OK,
+            "request {i}"
+        );
+    }
+    let limited = call(&app, &token, false).await;
+    assert_anthropic_error(&limited, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error");
+    let message = limited.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("20 model requests per minute"),
+        "{message}"
+    );
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("retry-after");
+    assert!((1..=60).contains(&retry_after));
+    assert_eq!(fake.message_requests().len(), 20);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn the_redis_rate_limit_holds_across_router_processes(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let prefix = format!("jarvis-test:{}:", Uuid::new_v4());
+    let with_redis = |c: &mut router::config::Config| {
+        c.model_upstream = fake.url();
+        c.redis_url = Some("redis://127.0.0.1:6379".into());
+        c.redis_key_prefix = prefix.clone();
+    };
+    let one = TestApp::with_config(db.clone(), with_redis).await;
+    let two = TestApp::with_config(db, with_redis).await;
+    let (_, token) = sandbox_user(&one, "a@example.com").await;
+    wait_for_a_fresh_minute().await;
+
+    for i in 0..10 {
+        assert_eq!(
+            call(&one, &token, false).await.status,
+            StatusCode::OK,
+            "one {i}"
+        );
+        assert_eq!(
+            call(&two, &token, false).await.status,
+            StatusCode::OK,
+            "two {i}"
+        );
+    }
+    // Each process has seen 10 of the free plan's 20: only a shared count refuses.
+    for app in [&one, &two] {
+        let limited = call(app, &token, false).await;
+        assert_anthropic_error(&limited, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error");
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn an_exhausted_quota_is_refused_with_a_clear_message(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (id, token) = sandbox_user(&app, "a@example.com").await;
+    // Last month's usage does not count; this month's reaches the free quota.
+    sqlx::query(
+        "insert into usage (owner_id, model, input_tokens, output_tokens, created_at) values
+         ($1, 'm', 5000000, 0, now() - interval '40 days'), ($1, 'm', 999990, 9, now())",
+    )
+    .bind(id)
+    .execute(&app.db)
+    .await
+    .expect("usage inserted");
+    assert_eq!(call(&app, &token, true).await.status, StatusCode::OK);
+    usage_rows(&app.db, id, 3).await;
+
+    let refused = call(&app, &token, true).await;
+    assert_anthropic_error(&refused, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error");
+    let message = refused.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "Your free plan's monthly token quota (1,000,000) is used up; upgrade or wait until "
+        ),
+        "{message}"
+    );
+    assert_eq!(refused.headers["x-should-retry"], "false");
+    assert_eq!(fake.message_requests().len(), 1);
+
+    sqlx::query("update users set tier = 'pro' where id = $1")
+        .bind(id)
+        .execute(&app.db)
+        .await
+        .expect("upgraded");
+    assert_eq!(
+        call(&app, &token, true).await.status,
+        StatusCode::OK,
+        "an upgrade lifts it"
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let url = fake.url();
+    let billing = TestApp::with_config(db.clone(), |c| {
+        c.model_upstream = url;
+        c.stripe_secret_key = Some("sk_test_x".into());
+    })
+    .await;
+    let (id, token) = sandbox_user(&billing, "a@example.com").await;
+    let lapsed = call(&billing, &token, true).await;
+    assert_anthropic_error(&lapsed, StatusCode::FORBIDDEN, "permission_error");
+    assert_eq!(
+        lapsed.body["error"]["message"],
+        "your subscription is not active"
+    );
+
+    let free = gateway_app(db, &fake).await;
+    assert_eq!(
+        call(&free, &token, true).await.status,
+        StatusCode::OK,
+        "billing off"
+    );
+    sqlx::query("update users set disabled_at = now() where id = $1")
+        .bind(id)
+        .execute(&free.db)
+        .await
+        .expect("disabled");
+    let disabled = call(&free, &token, true).await;
+    assert_anthropic_error(&disabled, StatusCode::FORBIDDEN, "permission_error");
+    assert_eq!(fake.message_requests().len(), 1);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn upstream_errors_reach_the_sandbox_with_their_status(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db.clone(), &fake).await;
+    let (_, token) = sandbox_user(&app, "a@example.com").await;
+    for (status, kind) in [
+        (429, "rate_limit_error"),
+        (529, "overloaded_error"),
+        (500, "api_error"),
+    ] {
+        fake.push(Answer::Status(status));
+        let reply = call(&app, &token, true).await;
+        let status = StatusCode::from_u16(status).expect("status");
+        assert_anthropic_error(&reply, status, kind);
+    }
+
+    let unreachable =
+        TestApp::with_config(db, |c| c.model_upstream = "http://127.0.0.1:1".into()).await;
+    let reply = call(&unreachable, &token, true).await;
+    assert_anthropic_error(&reply, StatusCode::BAD_GATEWAY, "api_error");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn large_prompts_pass_while_the_browser_api_keeps_its_limit(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (_, token) = sandbox_user(&app, "a@example.com").await;
+    let mut big = request_body(true);
+    // 1.5 MiB: over the browser API's 1 MiB, under the fake's own 2 MiB.
+    big["messages"][0]["content"] = json!("x".repeat(1536 * 1024));
+    let reply = app.call(messages_request(Some(&token), None, &big)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    let mut huge = request_body(true);
+    huge["messages"][0]["content"] = json!("x".repeat(33 * 1024 * 1024));
+    let reply = app.call(messages_request(Some(&token), None, &huge)).await;
+    assert_anthropic_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
+    assert_eq!(fake.message_requests().len(), 1);
+}
+
+/// Rate-limit tests count within one fixed minute window: start early in one.
+async fn wait_for_a_fresh_minute() {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let into_minute = secs % 60.0;
+    if into_minute > 45.0 {
+        tokio::time::sleep(Duration::from_secs_f64(60.0 - into_minute + 0.1)).await;
+    }
+}
