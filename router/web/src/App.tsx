@@ -1,5 +1,5 @@
 import { useEffect, useState, type ReactNode } from "react";
-import { BrowserRouter, Navigate, NavLink, Route, Routes, useLocation, useNavigate } from "react-router";
+import { BrowserRouter, Navigate, NavLink, Outlet, Route, Routes, useLocation, useNavigate } from "react-router";
 import { Button } from "./components/ui";
 import { ServicesContext, useServices, useUser, type AppServices } from "./context";
 import { getTheme, setTheme } from "./lib/settings";
@@ -66,12 +66,17 @@ function Shell({ children }: { children: ReactNode }) {
   );
 }
 
-function RequireUser({ children }: { children: ReactNode }) {
+/** The signed-in part of the app: one shell (and one chat connection) for all its pages. */
+function RequireUser() {
   const user = useUser();
   const location = useLocation();
   if (!user)
     return <Navigate to="/signin" replace state={{ from: location.pathname, notice: "Please sign in." }} />;
-  return <Shell>{children}</Shell>;
+  return (
+    <Shell>
+      <Outlet />
+    </Shell>
+  );
 }
 
 function Restoring({ children }: { children: ReactNode }) {
@@ -94,12 +99,14 @@ export function AppRoutes() {
     <Routes>
       <Route path="/signin" element={user ? <Navigate to="/chat" replace /> : <AuthPage mode="signin" />} />
       <Route path="/signup" element={user ? <Navigate to="/chat" replace /> : <AuthPage mode="signup" />} />
-      <Route path="/chat" element={<RequireUser><ChatPage /></RequireUser>} />
-      <Route path="/chat/:id" element={<RequireUser><ChatPage /></RequireUser>} />
-      <Route path="/documents" element={<RequireUser><DocumentsPage /></RequireUser>} />
-      <Route path="/documents/:id" element={<RequireUser><DocumentsPage /></RequireUser>} />
-      <Route path="/files" element={<RequireUser><FilesPage /></RequireUser>} />
-      <Route path="/account" element={<RequireUser><AccountPage /></RequireUser>} />
+      <Route element={<RequireUser />}>
+        <Route path="/chat" element={<ChatPage />} />
+        <Route path="/chat/:id" element={<ChatPage />} />
+        <Route path="/documents" element={<DocumentsPage />} />
+        <Route path="/documents/:id" element={<DocumentsPage />} />
+        <Route path="/files" element={<FilesPage />} />
+        <Route path="/account" element={<AccountPage />} />
+      </Route>
       <Route path="*" element={<Navigate to={user ? "/chat" : "/signin"} replace />} />
     </Routes>
   );

@@ -15,7 +15,10 @@ const conn = new ChatConnection({ url: wsUrl(), getToken: () => api.token() });
 const chat = new ChatStore(api, conn);
 // A new login starts a fresh connection with the new token.
 api.onUserChange((u) => {
-  if (!u) conn.stop();
+  if (!u) {
+    conn.stop();
+    chat.reset();
+  }
 });
 
 createRoot(document.getElementById("root")!).render(

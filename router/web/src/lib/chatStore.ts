@@ -77,6 +77,13 @@ export class ChatStore {
     }
   }
 
+  /** Forgets everything shown (sign-out). */
+  reset() {
+    this.loadToken++;
+    this.conn.follow(null);
+    this.set({ chat: emptyChat(), loading: false, loadError: null });
+  }
+
   send(content: string, voice = false) {
     this.set({ chat: addUserMessage(this.snap.chat, content) });
     this.conn.sendMessage(content, voice ? { voice: true } : {});
