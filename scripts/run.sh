@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# The browser app the router serves (router/web/dist).
+(cd router/web && npm run build --silent)
 cargo build --release --bin router
 echo "Jarvis starts at http://${JARVIS_LISTEN:-127.0.0.1:8080}"
 exec ./target/release/router

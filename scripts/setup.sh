@@ -31,3 +31,29 @@ if [ ! -x "$tools/s3s-fs/bin/s3s-fs" ] ||
     --root "$tools/s3s-fs" "s3s-fs@$s3s_version" --features binary
   rm -rf "$tools/s3s-fs/target"
 fi
+
+# The browser app's npm packages (router/web): `npm ci` only when package-lock.json
+# changed since the last install or node_modules is missing.
+web="$root/router/web"
+if [ -f "$web/package-lock.json" ]; then
+  stamp="$web/node_modules/.jarvis-lock.sha256"
+  want=$(sha256sum "$web/package-lock.json" | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "setup: installing the browser app's packages (npm ci in router/web)"
+    (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$stamp"
+  fi
+fi
+
+# Debian's Chromium, for the browser app's end-to-end tests (playwright-core drives
+# it; `npx playwright install` cannot download browsers here).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 ||
+      { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; }
+  else
+    echo "setup: chromium is missing; install it with: sudo apt-get install chromium" >&2
+  fi
+fi

@@ -10,3 +10,6 @@ export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/pos
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# The browser app: type check, then component and unit tests (Vitest, jsdom).
+(cd router/web && npx tsc --noEmit && npm test --silent)

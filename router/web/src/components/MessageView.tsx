@@ -1,0 +1,64 @@
+import { Link } from "react-router";
+import { chatErrorText } from "../lib/messages";
+import type { ChatMessage } from "../lib/stream";
+import { LazyMarkdown } from "./LazyMarkdown";
+import { ToolActivity } from "./ToolActivity";
+import { VoicePlayer } from "./VoicePlayer";
+
+export function ChatErrorView({ code, message }: { code: string; message: string }) {
+  const t = chatErrorText(code, message);
+  const toAccount = code.includes("quota") || code.includes("subscription") || code === "payment_required";
+  return (
+    <div role="alert" className="mt-2 rounded-md border border-red-300 bg-red-50 px-3 py-2 text-sm text-red-800 dark:border-red-800 dark:bg-red-950 dark:text-red-200">
+      <strong>{t.title}</strong> {t.action}{" "}
+      {toAccount ? (
+        <Link to="/account" className="underline">
+          Open Account
+        </Link>
+      ) : null}
+    </div>
+  );
+}
+
+export function MessageView({ message, live }: { message: ChatMessage; live?: boolean }) {
+  const user = message.role === "user";
+  return (
+    <article
+      className={`flex ${user ? "justify-end" : "justify-start"}`}
+      aria-label={user ? "You" : "Jarvis"}
+      data-testid={user ? "user-message" : "assistant-message"}
+    >
+      <div
+        className={`max-w-[95%] rounded-2xl px-4 py-2 sm:max-w-[80%] ${
+          user ? "bg-blue-600 text-white" : "bg-slate-100 dark:bg-slate-900"
+        }`}
+      >
+        {message.parts.map((p, i) =>
+          p.kind === "text" ? (
+            user ? (
+              <div key={i} className="whitespace-pre-wrap">{p.text}</div>
+            ) : (
+              <LazyMarkdown key={i} text={p.text} />
+            )
+          ) : p.kind === "tool" ? (
+            <ToolActivity key={p.id + i} part={p} />
+          ) : (
+            <div key={p.id + i} className="my-1 text-sm">
+              📄 Saved{" "}
+              <Link className="font-medium underline" to={`/documents/${p.id}`}>
+                {p.filename}
+              </Link>
+            </div>
+          ),
+        )}
+        {!user && !message.complete && live ? (
+          <span className="inline-block animate-pulse text-slate-400" aria-label="Jarvis is answering">
+            ▍
+          </span>
+        ) : null}
+        {message.voice ? <VoicePlayer url={message.voice.url} transcript={message.voice.transcript} autoPlay={live ? undefined : false} /> : null}
+        {message.error ? <ChatErrorView code={message.error.code} message={message.error.message} /> : null}
+      </div>
+    </article>
+  );
+}

@@ -1,0 +1,77 @@
+import { useId, useState } from "react";
+import { Link, useLocation, useNavigate } from "react-router";
+import { Button, ErrorBox, errorText, inputClass } from "../components/ui";
+import { useApi } from "../context";
+
+export function AuthPage({ mode }: { mode: "signin" | "signup" }) {
+  const api = useApi();
+  const navigate = useNavigate();
+  const location = useLocation();
+  const [email, setEmail] = useState("");
+  const [password, setPassword] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const emailId = useId();
+  const pwId = useId();
+  const signup = mode === "signup";
+  const notice = (location.state as { notice?: string } | null)?.notice;
+
+  async function submit(e: React.FormEvent) {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      if (signup) await api.register(email, password);
+      else await api.login(email, password);
+      const from = (location.state as { from?: string } | null)?.from;
+      navigate(from && from !== "/signin" && from !== "/signup" ? from : "/chat", { replace: true });
+    } catch (err) {
+      setError(errorText(err));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <main className="flex min-h-full items-center justify-center p-4">
+      <form onSubmit={submit} className="w-full max-w-sm space-y-4 rounded-xl border border-slate-200 p-6 shadow-sm dark:border-slate-800" aria-labelledby="auth-title">
+        <div>
+          <div className="text-sm font-semibold tracking-wide text-blue-600">JARVIS</div>
+          <h1 id="auth-title" className="text-xl font-semibold">
+            {signup ? "Create your account" : "Sign in"}
+          </h1>
+        </div>
+        {notice && !error ? <p className="rounded-md bg-slate-100 px-3 py-2 text-sm dark:bg-slate-900">{notice}</p> : null}
+        <div>
+          <label htmlFor={emailId} className="mb-1 block text-sm font-medium">Email</label>
+          <input id={emailId} type="email" autoComplete="email" required className={inputClass} value={email} onChange={(e) => setEmail(e.target.value)} />
+        </div>
+        <div>
+          <label htmlFor={pwId} className="mb-1 block text-sm font-medium">Password</label>
+          <input
+            id={pwId}
+            type="password"
+            autoComplete={signup ? "new-password" : "current-password"}
+            required
+            minLength={signup ? 10 : undefined}
+            aria-describedby={signup ? `${pwId}-hint` : undefined}
+            className={inputClass}
+            value={password}
+            onChange={(e) => setPassword(e.target.value)}
+          />
+          {signup ? <p id={`${pwId}-hint`} className="mt-1 text-xs text-slate-500">At least 10 characters.</p> : null}
+        </div>
+        {error ? <ErrorBox>{error}</ErrorBox> : null}
+        <Button type="submit" variant="primary" className="w-full" disabled={busy}>
+          {busy ? "Please wait…" : signup ? "Sign up" : "Sign in"}
+        </Button>
+        <p className="text-center text-sm">
+          {signup ? "Have an account? " : "New here? "}
+          <Link className="text-blue-600 underline dark:text-blue-400" to={signup ? "/signin" : "/signup"}>
+            {signup ? "Sign in" : "Create an account"}
+          </Link>
+        </p>
+      </form>
+    </main>
+  );
+}

@@ -1,0 +1,103 @@
+import { useEffect, useState } from "react";
+import { Button, ErrorBox, errorText, PageTitle } from "../components/ui";
+import { useServices } from "../context";
+import { formatBytes, formatDate } from "../lib/settings";
+import type { FileView } from "../lib/types";
+
+const TEXTY = /^(text\/|application\/(json|xml|javascript|x-sh|x-python|toml|yaml|x-yaml))/;
+const PREVIEW_LIMIT = 200_000;
+
+function Preview({ file, onClose }: { file: FileView; onClose: () => void }) {
+  const { api } = useServices();
+  const [text, setText] = useState<string | null>(null);
+  const [img, setImg] = useState<string | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    let url: string | null = null;
+    let cancelled = false;
+    api
+      .blob(`/api/files/${file.id}/download`)
+      .then(async (b) => {
+        if (cancelled) return;
+        if (file.content_type.startsWith("image/")) {
+          url = URL.createObjectURL(b);
+          setImg(url);
+        } else {
+          const t = await b.slice(0, PREVIEW_LIMIT).text();
+          setText(b.size > PREVIEW_LIMIT ? t + "\n… (truncated)" : t);
+        }
+      })
+      .catch((e) => !cancelled && setError(errorText(e)));
+    return () => {
+      cancelled = true;
+      if (url) URL.revokeObjectURL(url);
+    };
+  }, [api, file]);
+  return (
+    <div className="mt-3 rounded-lg border border-slate-200 p-3 dark:border-slate-800" aria-label={`Preview of ${file.filename}`} role="region">
+      <div className="mb-2 flex items-center gap-2">
+        <h2 className="min-w-0 flex-1 truncate font-medium">{file.path}</h2>
+        <Button onClick={onClose}>Close</Button>
+      </div>
+      {error ? <ErrorBox>{error}</ErrorBox> : null}
+      {img ? <img src={img} alt={file.filename} className="max-h-[60vh] max-w-full" /> : null}
+      {text !== null ? <pre className="max-h-[60vh] overflow-auto whitespace-pre-wrap font-mono text-xs">{text}</pre> : null}
+      {!error && !img && text === null ? <p className="text-sm text-slate-500">Loading…</p> : null}
+    </div>
+  );
+}
+
+export function FilesPage() {
+  const { api } = useServices();
+  const [files, setFiles] = useState<FileView[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [preview, setPreview] = useState<FileView | null>(null);
+
+  useEffect(() => {
+    api
+      .get<{ files: FileView[] }>("/api/files?limit=200")
+      .then((r) => setFiles(r.files))
+      .catch((e) => setError(errorText(e)));
+  }, [api]);
+
+  const canPreview = (f: FileView) => f.content_type.startsWith("image/") || TEXTY.test(f.content_type);
+
+  return (
+    <main className="mx-auto max-w-4xl overflow-y-auto p-4">
+      <PageTitle>Workspace files</PageTitle>
+      <p className="mb-3 text-sm text-slate-500">Files you uploaded and files Jarvis wrote in your workspace.</p>
+      {error ? <ErrorBox>{error}</ErrorBox> : null}
+      {files && files.length === 0 ? <p className="text-sm text-slate-500">No files yet.</p> : null}
+      {preview ? <Preview key={preview.id} file={preview} onClose={() => setPreview(null)} /> : null}
+      {files && files.length > 0 ? (
+        <table className="mt-3 w-full text-left text-sm">
+          <thead className="text-xs uppercase text-slate-500">
+            <tr>
+              <th className="py-1">Path</th>
+              <th className="hidden py-1 sm:table-cell">Size</th>
+              <th className="hidden py-1 sm:table-cell">Updated</th>
+              <th className="py-1"><span className="sr-only">Actions</span></th>
+            </tr>
+          </thead>
+          <tbody>
+            {files.map((f) => (
+              <tr key={f.id} className="border-t border-slate-200 dark:border-slate-800">
+                <td className="max-w-0 truncate py-1.5 pr-2 font-mono" title={f.path}>
+                  {f.path} {f.kind === "upload" ? <span className="text-xs text-slate-500">(upload)</span> : null}
+                </td>
+                <td className="hidden py-1.5 sm:table-cell">{formatBytes(f.size)}</td>
+                <td className="hidden py-1.5 sm:table-cell">{formatDate(f.updated_at)}</td>
+                <td className="whitespace-nowrap py-1.5 text-right">
+                  {canPreview(f) ? <Button variant="ghost" onClick={() => setPreview(f)} aria-label={`Preview ${f.filename}`}>Preview</Button> : null}
+                  <Button variant="ghost" onClick={() => api.download(`/api/files/${f.id}/download`, f.filename).catch((e) => setError(errorText(e)))} aria-label={`Download ${f.filename}`}>
+                    Download
+                  </Button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+    </main>
+  );
+}
