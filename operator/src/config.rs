@@ -17,6 +17,9 @@ use crate::{
     about = "Reconciles JarvisWorkspace objects into sandbox pods"
 )]
 pub struct Config {
+    /// Address of the operator's `/healthz` and `/metrics` endpoints.
+    #[arg(long, env = "JARVIS_OPERATOR_LISTEN", default_value = "0.0.0.0:9090")]
+    pub listen: String,
     /// Sandbox image for workspaces whose spec names none.
     #[arg(
         long,

@@ -19,6 +19,9 @@ pub mod config;
 /// Prometheus metrics of the reconciler.
 pub mod metrics;
 
+/// The `/healthz` and `/metrics` HTTP endpoints.
+pub mod server;
+
 #[cfg(test)]
 mod fixtures;
 

@@ -1,8 +1,11 @@
-//! The operator binary: parse config, start tracing, run the controller until a
-//! shutdown signal.
+//! The operator binary: parse config, start tracing, run the controller and the
+//! `/healthz` + `/metrics` endpoints until a shutdown signal.
+
+use std::sync::Arc;
 
 use clap::Parser;
-use operator::{config::Config, controller};
+use operator::{config::Config, controller, metrics::Metrics, server};
+use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -15,11 +18,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .json()
         .init();
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     let client = kube::Client::try_default().await?;
-    tracing::info!(sandbox.image = %config.sandbox_image, "operator starting");
-    // Registered now; served over HTTP in a later change.
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = std::sync::Arc::new(operator::metrics::Metrics::register(&mut registry));
-    controller::run(client, config.settings(), metrics).await?;
+    tracing::info!(listen = %config.listen, sandbox.image = %config.sandbox_image, "operator starting");
+    tokio::select! {
+        result = controller::run(client, config.settings(), metrics) => result?,
+        result = server::serve(listener, Arc::new(registry)) => result?,
+    }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the reconciler: reconciles, failures by error kind,
 //! reconcile durations and idle reaps. Owns the metric definitions and their
-//! registration; serving `/metrics` over HTTP is the binary's job (not built yet).
+//! registration; `server.rs` serves them at `/metrics`.
 
 use std::time::Instant;
 
