@@ -57,3 +57,17 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "setup: chromium is missing; install it with: sudo apt-get install chromium" >&2
   fi
 fi
+
+# bubblewrap confines local sandboxes; the contract check's --ws mode needs the
+# Python `websockets` package.
+if ! command -v bwrap >/dev/null 2>&1; then
+  echo "setup: installing bubblewrap"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq bubblewrap >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
+fi
+if ! python3 -c 'import websockets' 2>/dev/null; then
+  echo "setup: installing the Python websockets package"
+  python3 -m pip install --quiet websockets 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages websockets
+fi

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The router's end-to-end tests start the real sandbox binary from target/.
+cargo build -p sandbox --bin sandbox --locked
 cargo test --workspace --locked
 
 # The browser app: type check, then component and unit tests (Vitest, jsdom).

@@ -3,7 +3,7 @@
 //! The variables of DESIGN.md's table keep their names and defaults; the few this
 //! crate adds are prefixed `JARVIS_` and documented here.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 /// Where workspaces (sandboxes) run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -112,7 +112,71 @@ pub struct Config {
     /// Log format: `text` or `json`.
     #[arg(long, env = "JARVIS_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    /// Origins allowed to open the browser WebSocket, comma-separated. A page served
+    /// by the router itself (Origin equal to the request's Host) is always allowed;
+    /// `http://127.0.0.1:8080`, `http://localhost:8080` and the listen address are too.
+    #[arg(long, env = "JARVIS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// The `sandbox` binary (local backend); default: `sandbox` beside the router binary.
+    #[arg(long, env = "JARVIS_SANDBOX_BIN")]
+    pub sandbox_bin: Option<PathBuf>,
+
+    /// Where the local backend keeps each user's workspace and agent state.
+    #[arg(
+        long,
+        env = "JARVIS_WORKSPACES_DIR",
+        default_value = "./data/workspaces"
+    )]
+    pub workspaces_dir: PathBuf,
+
+    /// Where the local backend puts its unix sockets (the gateway's, each sandbox's).
+    #[arg(long, env = "JARVIS_RUN_DIR", default_value = "./data/run")]
+    pub run_dir: PathBuf,
+
+    /// The Claude Code CLI the sandboxes run (its directory is bound read-only).
+    #[arg(
+        long,
+        env = "JARVIS_CLAUDE_BIN",
+        default_value = ".tools/claude/node_modules/@anthropic-ai/claude-code/bin/claude.exe"
+    )]
+    pub claude_bin: PathBuf,
+
+    /// The bubblewrap binary that confines local sandboxes.
+    #[arg(long, env = "JARVIS_BWRAP", default_value = "/usr/bin/bwrap")]
+    pub bwrap: PathBuf,
+
+    /// The unprivileged host user local sandboxes run as (never root).
+    #[arg(long, env = "JARVIS_SANDBOX_USER", default_value = "jarvis-sandbox")]
+    pub sandbox_user: String,
+
+    /// Address-space limit of each sandbox process, in bytes (RLIMIT_AS).
+    #[arg(long, env = "JARVIS_SANDBOX_MEMORY_BYTES", default_value_t = DEFAULT_SANDBOX_MEMORY)]
+    pub sandbox_memory_bytes: u64,
+
+    /// Process limit of local sandboxes (RLIMIT_NPROC; the kernel counts it per
+    /// host uid, so it bounds all local sandboxes together).
+    #[arg(long, env = "JARVIS_SANDBOX_MAX_PROCS", default_value_t = 4096)]
+    pub sandbox_max_procs: u64,
+
+    /// CPU time limit of each sandbox process, in seconds (RLIMIT_CPU).
+    #[arg(long, env = "JARVIS_SANDBOX_CPU_SECONDS", default_value_t = 4 * 3600)]
+    pub sandbox_cpu_seconds: u64,
+
+    /// Longest a wake may take before the browser gets an error.
+    #[arg(long, env = "JARVIS_WAKE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wake_timeout: Duration,
+
+    /// The built browser app (`npm run build` in `router/web`). Unset: `router/web/dist`
+    /// under the working directory, else `web/dist` in the router crate's directory.
+    #[arg(long, env = "JARVIS_WEB_DIR")]
+    pub web_dir: Option<std::path::PathBuf>,
 }
+
+/// Default address-space limit of a sandbox process (the CLI reserves much more
+/// virtual memory than it uses).
+pub const DEFAULT_SANDBOX_MEMORY: u64 = 8 * 1024 * 1024 * 1024;
 
 impl Config {
     /// Whether Supabase Auth issues the tokens (then the built-in accounts are off).
@@ -149,6 +213,19 @@ impl Config {
             log_format: "text".into(),
             redis_url: None,
             redis_key_prefix: "jarvis:".into(),
+            allowed_origins: Vec::new(),
+            sandbox_bin: None,
+            workspaces_dir: "./data/workspaces".into(),
+            run_dir: "./data/run".into(),
+            claude_bin: ".tools/claude/node_modules/@anthropic-ai/claude-code/bin/claude.exe"
+                .into(),
+            bwrap: "/usr/bin/bwrap".into(),
+            sandbox_user: "jarvis-sandbox".into(),
+            sandbox_memory_bytes: DEFAULT_SANDBOX_MEMORY,
+            sandbox_max_procs: 4096,
+            sandbox_cpu_seconds: 4 * 3600,
+            wake_timeout: Duration::from_secs(60),
+            web_dir: None,
         }
     }
 }

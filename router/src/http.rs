@@ -21,6 +21,7 @@ use crate::{
     config::Config,
     metrics::Metrics,
     storage::Storage,
+    workspaces::{self, Registry},
 };
 
 /// Sign-up, sign-in, refresh and sign-out of built-in accounts.
@@ -43,6 +44,10 @@ pub mod health;
 pub mod middleware;
 /// The signed-in user's account (`/api/me`).
 pub mod users;
+/// The browser WebSocket (`/ws`): auth, Origin, relay to the user's sandbox.
+pub mod ws;
+/// The browser app (static files with the single-page-app fallback).
+pub mod web;
 
 pub use error::{Error, Result};
 
@@ -64,6 +69,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The model gateway's upstream client and rate limiter.
     pub gateway: Arc<gateway::Gateway>,
+    /// Workspaces: which sandbox is awake, waking and sleeping them.
+    pub workspaces: Registry,
     /// Supabase users known to have a `users` row in this process.
     known_users: Arc<Mutex<HashSet<Uuid>>>,
 }
@@ -94,6 +101,14 @@ impl AppState {
         let gateway = gateway::Gateway::new(&config)
             .await
             .context("setting up the model gateway")?;
+        let workspaces = Registry::new(
+            db.clone(),
+            storage.clone(),
+            workspaces::backend(&config).context("setting up the workspace backend")?,
+            config.idle_timeout,
+            config.wake_timeout,
+        );
+        workspaces.spawn_reaper();
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -101,6 +116,7 @@ impl AppState {
             storage,
             metrics: Arc::new(Metrics::default()),
             gateway: Arc::new(gateway),
+            workspaces,
             known_users: Arc::default(),
         })
     }
@@ -137,20 +153,60 @@ pub fn app(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(files::router())
         .merge(health::router())
-        .fallback(error::not_found)
+        .merge(ws::router())
+        .fallback(web::fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // After the layer above: the gateway keeps its own, larger body limit.
         .merge(gateway::router());
     middleware::apply(routes, state.clone()).with_state(state)
 }
 
-/// Serves the application on `listener` until SIGTERM or ctrl-c.
-pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
+/// The routes sandboxes call (the model gateway), served on the unix socket
+/// bound into local sandboxes' jails.
+pub fn sandbox_app(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(gateway::router())
+        .fallback(error::not_found);
+    middleware::apply(routes, state.clone()).with_state(state)
+}
+
+/// Serves [`sandbox_app`] on a unix socket at `path` that the sandbox user may
+/// connect to (the socket is the only way out of a local sandbox).
+pub async fn serve_sandbox_socket(path: &std::path::Path, state: AppState) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    axum::serve(listener, sandbox_app(state).into_make_service())
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("serving HTTP")
+        .context("serving the sandbox socket")
+}
+
+/// Serves the application on `listener` (and, with the local backend, the
+/// sandbox socket) until SIGTERM or ctrl-c; then puts every workspace to sleep.
+pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    if state.config.backend == crate::config::Backend::Local {
+        let path = workspaces::gateway_socket(&state.config);
+        let sandbox_state = state.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_sandbox_socket(&path, sandbox_state).await {
+                tracing::error!(error = ?error, "the sandbox socket failed");
+            }
+        });
+    }
+    let workspaces = state.workspaces.clone();
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP");
+    workspaces.sleep_all().await;
+    served
 }
 
 /// Binds the configured address and serves.

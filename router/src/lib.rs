@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod plans;
 /// Model prices, for the cost of each call.
 pub mod pricing;
+/// The relay between a user's browser connections and their sandbox.
+pub mod proxy;
 /// Object storage for files (a local directory or S3).
 pub mod storage;
 /// Workspace files and agent state ⇄ storage (save on sleep, restore on wake).

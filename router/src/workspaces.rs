@@ -1,7 +1,180 @@
 //! Workspaces: the sandbox that runs each user's agent, wherever it runs.
 //!
-//! This module owns the workspace token (the only credential a sandbox holds);
-//! the backend trait and its `local` and `kubernetes` implementations live beside it.
+//! This module owns the workspace token (the only credential a sandbox holds) and
+//! the [`Backend`] trait: wake a user's sandbox and say where the router can open
+//! its WebSocket, put it to sleep, tell its status. One implementation per place a
+//! sandbox can run (`local`: bubblewrap processes on this machine). Which
+//! workspace is awake, and when it sleeps, is decided in one place: [`registry`].
+//! Relaying frames is `crate::proxy`'s job, not this module's.
 
+use std::path::PathBuf;
+
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+/// Bubblewrap: the exact jail a local sandbox runs in (pure argument building).
+pub mod jail;
+/// The `local` backend: one confined `sandbox` process per awake user.
+pub mod local;
+/// Awake workspaces: who is waking, ready, connected, busy, idle; wake and sleep.
+pub mod registry;
 /// Workspace tokens: issue on wake, verify at the gateway, revoke on sleep.
 pub mod tokens;
+
+pub use registry::Registry;
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a workspace could not be woken or put to sleep.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A directory or socket of the workspace could not be prepared.
+    #[error("preparing {what} at {path}")]
+    Prepare {
+        /// What was being prepared.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sandbox process could not be started.
+    #[error("starting the sandbox")]
+    Spawn(#[source] std::io::Error),
+    /// The sandbox exited or said something unexpected before it was ready.
+    #[error("the sandbox did not start: {0}")]
+    NotReady(String),
+    /// The sandbox did not become ready in time.
+    #[error("the sandbox did not become ready in time")]
+    Timeout,
+    /// The unprivileged host user for sandboxes is missing.
+    #[error("host user {0:?} not found (run scripts/install-claude.sh as root)")]
+    NoSandboxUser(String),
+    /// The router could not open its WebSocket to the sandbox.
+    #[error("connecting to the sandbox")]
+    Connect(#[source] Box<tokio_tungstenite::tungstenite::Error>),
+    /// The user's stored files could not be brought back.
+    #[error("restoring the workspace from storage")]
+    Restore(#[source] Box<crate::sync::SyncError>),
+    /// The database failed (issuing or revoking the token).
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Where the router reaches an awake sandbox's WebSocket (`GET /ws`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A unix socket on this machine (the local backend).
+    Unix(PathBuf),
+    /// `host:port` over TCP (a pod's service).
+    Tcp(String),
+}
+
+/// What a backend knows of one user's sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendStatus {
+    /// Nothing runs; the files are at rest.
+    Asleep,
+    /// A sandbox process (or pod) exists.
+    Running,
+}
+
+/// A place sandboxes run. Implementations start and stop sandboxes only; the
+/// [`Registry`] decides when, issues and revokes the token, and connects.
+pub trait Backend: Send + Sync + 'static {
+    /// Starts `user`'s sandbox with `token` as its workspace token (replacing any
+    /// sandbox of theirs still running) and returns where it listens once ready.
+    fn wake<'a>(&'a self, user: Uuid, token: &'a str) -> BoxFuture<'a, Result<Endpoint>>;
+    /// Stops `user`'s sandbox, if any, and waits until it is gone. Files stay.
+    fn sleep(&self, user: Uuid) -> BoxFuture<'_, Result<()>>;
+    /// Whether `user`'s sandbox runs.
+    fn status(&self, user: Uuid) -> BackendStatus;
+    /// The host directories of `user`'s workspace and agent state, when the
+    /// backend keeps them on this machine (the router syncs them with storage).
+    fn host_dirs(&self, _user: Uuid) -> Option<HostDirs> {
+        None
+    }
+}
+
+/// Where a sandbox's files live on the router's machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDirs {
+    /// The agent's working directory (synced to `files`).
+    pub workspace: PathBuf,
+    /// The CLI's home: sessions, transcripts (synced as one archive).
+    pub state: PathBuf,
+}
+
+/// The router's gateway socket that local sandboxes reach it through.
+pub fn gateway_socket(config: &crate::config::Config) -> PathBuf {
+    absolute(&config.run_dir).join("gateway.sock")
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The backend the configuration names.
+pub fn backend(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Backend>> {
+    use crate::config::Backend as Kind;
+    match config.backend {
+        Kind::Local => {
+            let sandbox_bin = match &config.sandbox_bin {
+                Some(p) => absolute(p),
+                None => std::env::current_exe()
+                    .ok()
+                    .and_then(|exe| Some(exe.parent()?.join("sandbox")))
+                    .unwrap_or_else(|| PathBuf::from("sandbox")),
+            };
+            let (uid, gid) = match local::host_user(&config.sandbox_user) {
+                Ok(ids) => ids,
+                Err(error) => {
+                    tracing::warn!(%error, "local sandboxes are unavailable");
+                    return Ok(std::sync::Arc::new(Unavailable));
+                }
+            };
+            let claude_bin = std::fs::canonicalize(&config.claude_bin)
+                .unwrap_or_else(|_| absolute(&config.claude_bin));
+            Ok(std::sync::Arc::new(local::LocalBackend::new(
+                local::LocalConfig {
+                    prlimit: "/usr/bin/prlimit".into(),
+                    bwrap: config.bwrap.clone(),
+                    sandbox_bin,
+                    claude_bin,
+                    workspaces_dir: absolute(&config.workspaces_dir),
+                    run_dir: absolute(&config.run_dir),
+                    gateway_socket: gateway_socket(config),
+                    uid,
+                    gid,
+                    max_agents: config.max_agents,
+                    limits: jail::Limits {
+                        memory_bytes: config.sandbox_memory_bytes,
+                        max_procs: config.sandbox_max_procs,
+                        cpu_seconds: config.sandbox_cpu_seconds,
+                    },
+                    ready_timeout: config.wake_timeout,
+                },
+            )))
+        }
+        Kind::Kubernetes => Ok(std::sync::Arc::new(Unavailable)),
+    }
+}
+
+/// A backend that cannot wake anything (the kubernetes backend is not built yet).
+pub struct Unavailable;
+
+impl Backend for Unavailable {
+    fn wake<'a>(&'a self, _user: Uuid, _token: &'a str) -> BoxFuture<'a, Result<Endpoint>> {
+        Box::pin(async { Err(Error::NotReady("this backend is not available".into())) })
+    }
+
+    fn sleep(&self, _user: Uuid) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn status(&self, _user: Uuid) -> BackendStatus {
+        BackendStatus::Asleep
+    }
+}

@@ -1,11 +1,12 @@
 //! The interface check that tests outside this code base rely on
-//! (`../shared/contract/check.py`), run against a real router on a socket.
+//! (`../shared/contract/check.py --ws`), run against a real router on a socket
+//! with real local sandboxes and the fake model upstream.
 
 mod common;
 
 use std::{path::PathBuf, time::Duration};
 
-use common::TestApp;
+use common::live::Live;
 use sqlx::PgPool;
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
@@ -21,23 +22,22 @@ async fn the_router_passes_the_shared_contract_check(db: PgPool) {
         script.display()
     );
 
-    let app = TestApp::new(db).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(router::http::serve_on(listener, app.state.clone()));
+    let live = Live::start(db).await;
+    let url = live.url.clone();
 
     let out = tokio::time::timeout(
         Duration::from_secs(120),
         tokio::process::Command::new("python3")
             .arg(&script)
             .arg(&url)
+            .arg("--ws")
             .output(),
     )
     .await
     .expect("the check finishes within two minutes")
     .expect("python3 runs");
     let report = String::from_utf8_lossy(&out.stdout);
-    server.abort();
+    drop(live);
     assert!(
         out.status.success(),
         "contract check failed:\n{report}{}",

@@ -286,6 +286,7 @@ async fn requests_past_the_plan_rate_get_429_with_retry_after(db: PgPool) {
         .and_then(|s| s.parse().ok())
         .expect("retry-after");
     assert!((1..=60).contains(&retry_after));
+    assert_eq!(limited.headers["x-should-retry"], "false");
     assert_eq!(fake.message_requests().len(), 20);
 }
 

@@ -27,14 +27,20 @@ impl FromRequestParts<AppState> for AuthUser {
         let token = bearer_token(parts).ok_or_else(|| {
             Error::unauthorized("sign in first: send `Authorization: Bearer <access token>`")
         })?;
-        let identity = state.auth.verify(token).await?;
-        if state.auth.local().is_none() {
-            ensure_external_user(state, &identity).await?;
-        }
         Ok(Self {
-            id: identity.user_id,
+            id: authenticate(state, token).await?,
         })
     }
+}
+
+/// The user an access token names (also used by the WebSocket, whose token may
+/// come as a subprotocol).
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Uuid, Error> {
+    let identity = state.auth.verify(token).await?;
+    if state.auth.local().is_none() {
+        ensure_external_user(state, &identity).await?;
+    }
+    Ok(identity.user_id)
 }
 
 /// The token of an `Authorization: Bearer` header.

@@ -233,3 +233,6 @@ pub fn jwt_payload(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a JWT has a payload");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
 }
+
+/// A real router on a socket with real local sandboxes and a fake model upstream.
+pub mod live;

@@ -93,8 +93,11 @@ impl From<Refusal> for ApiError {
                 final_: true,
                 ..Self::new(StatusCode::FORBIDDEN, "permission_error", message)
             },
+            // Final too: the CLI would otherwise retry silently for minutes while
+            // the browser shows nothing. The user sees when to try again.
             Refusal::RateLimited { retry_after, .. } => Self {
                 retry_after: Some(retry_after),
+                final_: true,
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
             },
             // 429 rather than 403: the CLI prints a 429's message as it is, while a

@@ -147,8 +147,11 @@ async fn record(db: &PgPool, call: Call, seen: &Seen) {
     // The conversation is kept only if it is the token's user's own.
     // language=PostgreSQL
     let inserted = sqlx::query(
-        "insert into usage (owner_id, conversation_id, model, input_tokens, output_tokens, cost_micros)
-         values ($1, (select id from conversations where id = $2 and owner_id = $1), $3, $4, $5, $6)",
+        "insert into usage (owner_id, conversation_id, turn_id, model, input_tokens, output_tokens, cost_micros)
+         values ($1, (select id from conversations where id = $2 and owner_id = $1),
+                 (select id from messages where conversation_id = $2 and owner_id = $1
+                    and role = 'assistant' order by position desc limit 1),
+                 $3, $4, $5, $6)",
     )
     .bind(call.owner_id)
     .bind(call.conversation_id)

@@ -1,0 +1,442 @@
+//! Benchmark (not a test): the browser ⇄ sandbox WebSocket proxy against nginx.
+//!
+//!     cargo bench -p router --bench proxy
+//!
+//! 500 browsers at once, each sends a message and receives a streamed answer
+//! (`turn`, 40 `text` deltas, `done`) from the same sandbox stub (a WebSocket
+//! server speaking the sandbox protocol, answering at once), either
+//!
+//! - through the router: `/ws` with a user's token and Origin, one workspace per
+//!   browser; the router's own work per message included (token check at connect,
+//!   the turn stored in Postgres, events recorded, relayed to every tab), or
+//! - through nginx (Debian's `nginx-light`, `proxy_pass` with Upgrade headers),
+//!   which does nothing but relay.
+//!
+//! Reported: time from sending the message to `done` (p50/p99) per path, the
+//! router's added latency and the ratio, and the resident memory each proxy
+//! process gains per open connection. The router runs in a child process (this
+//! binary again, `JARVIS_BENCH_ROLE=router`) so its memory is its own; nginx runs
+//! one worker. Uses `DATABASE_URL`'s server and (re)creates `jarvis_bench_proxy`.
+//!
+//! Measured 2026-11-25 on the 2-core dev machine (see the closing note of issue 4
+//! for the figures of the run).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt, future::BoxFuture};
+use router::{
+    config::Config,
+    http::AppState,
+    workspaces::{Backend, BackendStatus, Endpoint, Registry},
+};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::{TcpListener, TcpStream},
+    sync::Barrier,
+};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+use uuid::Uuid;
+
+const BROWSERS: usize = 500;
+const DELTAS: usize = 40;
+const DB: &str = "jarvis_bench_proxy";
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+// ---------------------------------------------------------------- the stub
+
+/// A sandbox that answers every `message` at once with a streamed answer.
+async fn serve_stub(listener: TcpListener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            let mut seq = 0u64;
+            while let Some(Ok(message)) = ws.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                if frame["type"] != "message" {
+                    continue;
+                }
+                let conversation = frame["conversation_id"].clone();
+                let mut out = Vec::with_capacity(DELTAS + 2);
+                seq += 1;
+                out.push(json!({"type": "turn", "seq": seq, "conversation_id": conversation}));
+                for i in 0..DELTAS {
+                    seq += 1;
+                    out.push(json!({"type": "text", "seq": seq, "conversation_id": conversation,
+                                    "delta": format!("word{i} ")}));
+                }
+                seq += 1;
+                out.push(json!({"type": "done", "seq": seq, "conversation_id": conversation,
+                                "usage": {"input_tokens": 10, "output_tokens": DELTAS}}));
+                for frame in out {
+                    if ws.send(Message::text(frame.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------- the router child
+
+/// A backend whose every sandbox is the stub.
+struct StubBackend(String);
+
+impl Backend for StubBackend {
+    fn wake<'a>(
+        &'a self,
+        _user: Uuid,
+        _token: &'a str,
+    ) -> BoxFuture<'a, router::workspaces::Result<Endpoint>> {
+        Box::pin(async move { Ok(Endpoint::Tcp(self.0.clone())) })
+    }
+
+    fn sleep(&self, _user: Uuid) -> BoxFuture<'_, router::workspaces::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn status(&self, _user: Uuid) -> BackendStatus {
+        BackendStatus::Running
+    }
+}
+
+/// The child: a router whose sandboxes are the stub; prints its address.
+async fn run_router(db_url: &str, stub: &str) -> anyhow::Result<()> {
+    let db = PgPoolOptions::new()
+        .max_connections(20)
+        .connect(db_url)
+        .await?;
+    let storage = tempfile::tempdir()?;
+    let mut config = Config::defaults();
+    config.database_url = db_url.to_string();
+    config.storage = format!("file:{}", storage.path().display());
+    config.jwt_secret = Some("bench-secret-bench-secret-bench-secret".into());
+    let mut state = AppState::new(config, db.clone()).await?;
+    state.workspaces = Registry::new(
+        db,
+        state.storage.clone(),
+        Arc::new(StubBackend(stub.to_string())),
+        Duration::from_secs(3600),
+        Duration::from_secs(60),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?);
+    router::http::serve_on(listener, state).await
+}
+
+// ---------------------------------------------------------------- nginx
+
+fn nginx_conf(dir: &Path, port: u16, stub: &str) -> String {
+    format!(
+        "worker_processes 1;\n\
+         pid {dir}/nginx.pid;\n\
+         error_log stderr warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n\
+           fastcgi_temp_path {dir}/fastcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
+           server {{\n\
+             listen 127.0.0.1:{port};\n\
+             location /ws {{\n\
+               proxy_pass http://{stub};\n\
+               proxy_http_version 1.1;\n\
+               proxy_set_header Upgrade $http_upgrade;\n\
+               proxy_set_header Connection \"upgrade\";\n\
+               proxy_buffering off;\n\
+               proxy_read_timeout 600s;\n\
+             }}\n\
+           }}\n\
+         }}\n",
+        dir = dir.display()
+    )
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+// ---------------------------------------------------------------- browsers
+
+async fn open(url: &str, token: Option<&str>, origin: &str) -> anyhow::Result<Ws> {
+    let mut request = url.into_client_request()?;
+    if let Some(token) = token {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_str(&format!("jarvis, bearer.{token}"))?,
+        );
+    }
+    request
+        .headers_mut()
+        .insert("origin", HeaderValue::from_str(origin)?);
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(ws)
+}
+
+async fn next_frame(ws: &mut Ws) -> anyhow::Result<Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(120), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(serde_json::from_str(&t)?),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => bail!("connection ended: {other:?}"),
+            Err(_) => bail!("no frame in 120 s"),
+        }
+    }
+}
+
+/// Opens `BROWSERS` connections (waiting for `ready` through the router), then
+/// all send at once; returns each browser's send → `done` time.
+async fn run_browsers(
+    url: &str,
+    tokens: Option<Vec<String>>,
+    origin: &str,
+    on_open: impl FnOnce() -> anyhow::Result<u64>,
+) -> anyhow::Result<(Vec<Duration>, u64)> {
+    let mut sockets = Vec::with_capacity(BROWSERS);
+    for i in 0..BROWSERS {
+        let token = tokens.as_ref().map(|t| t[i].as_str());
+        let mut ws = open(url, token, origin)
+            .await
+            .with_context(|| format!("browser {i}"))?;
+        if token.is_some() {
+            loop {
+                let frame = next_frame(&mut ws).await?;
+                if frame["type"] == "status" && frame["state"] == "ready" {
+                    break;
+                }
+                if frame["type"] == "error" {
+                    bail!("browser {i}: {frame}");
+                }
+            }
+        }
+        sockets.push(ws);
+    }
+    let rss = on_open()?;
+    let barrier = Arc::new(Barrier::new(BROWSERS));
+    let mut tasks = Vec::with_capacity(BROWSERS);
+    for mut ws in sockets {
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let conversation = Uuid::new_v4().to_string();
+            let message = json!({"type": "message", "content": "hello", "conversation_id": conversation});
+            barrier.wait().await;
+            let started = Instant::now();
+            ws.send(Message::text(message.to_string())).await?;
+            let mut deltas = 0;
+            loop {
+                let frame = next_frame(&mut ws).await?;
+                match frame["type"].as_str() {
+                    Some("text") => deltas += 1,
+                    Some("done") => break,
+                    Some("error") => bail!("{frame}"),
+                    _ => {}
+                }
+            }
+            let took = started.elapsed();
+            anyhow::ensure!(deltas == DELTAS, "{deltas} deltas");
+            let _ = ws.close(None).await;
+            Ok::<_, anyhow::Error>(took)
+        }));
+    }
+    let mut times = Vec::with_capacity(BROWSERS);
+    for task in tasks {
+        times.push(task.await??);
+    }
+    times.sort();
+    Ok((times, rss))
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Raises the open-file limit of this process (each browser holds several
+/// sockets) with util-linux's `prlimit`; the child router inherits it.
+fn raise_nofile() -> anyhow::Result<()> {
+    let status = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg("--nofile=65536:65536")
+        .status()?;
+    anyhow::ensure!(status.success(), "prlimit failed: {status}");
+    Ok(())
+}
+
+fn nginx_worker(master: u32) -> anyhow::Result<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))?;
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("nginx has no worker")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    raise_nofile()?;
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/postgres".into());
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    let db_url = format!("{base}/{DB}");
+    if std::env::var("JARVIS_BENCH_ROLE").as_deref() == Ok("router") {
+        let stub = std::env::var("JARVIS_BENCH_STUB").context("stub address")?;
+        return run_router(&db_url, &stub).await;
+    }
+
+    let mut admin = PgConnection::connect(&server)
+        .await
+        .context("connecting to Postgres")?;
+    sqlx::query(&format!("drop database if exists {DB} with (force)"))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(&format!("create database {DB}"))
+        .execute(&mut admin)
+        .await?;
+    let db = PgPoolOptions::new()
+        .max_connections(5)
+        .connect(&db_url)
+        .await?;
+    router::MIGRATOR.run(&db).await?;
+    let users: Vec<(Uuid, String)> = sqlx::query_as(
+        "insert into users (email, password_hash)
+         select 'browser' || g || '@example.com', 'x' from generate_series(1, $1) g
+         returning id, email",
+    )
+    .bind(BROWSERS as i64)
+    .fetch_all(&db)
+    .await?;
+    let signer = router::auth::local::LocalTokens::new(b"bench-secret-bench-secret-bench-secret");
+    let tokens: Vec<String> = users
+        .iter()
+        .map(|(id, email)| signer.issue(*id, email))
+        .collect::<Result<_, _>>()?;
+
+    let stub = TcpListener::bind("127.0.0.1:0").await?;
+    let stub_addr = stub.local_addr()?.to_string();
+    tokio::spawn(serve_stub(stub));
+
+    // The router, in a child process.
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .env("JARVIS_BENCH_ROLE", "router")
+        .env("JARVIS_BENCH_STUB", &stub_addr)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let router_addr = lines.next_line().await?.context("router address")?;
+    let router_pid = child.id().context("router pid")?;
+
+    // nginx in front of the same stub.
+    let nginx_bin = PathBuf::from("/usr/sbin/nginx");
+    anyhow::ensure!(
+        nginx_bin.is_file(),
+        "nginx is missing: apt-get install nginx-light"
+    );
+    let dir = tempfile::tempdir()?;
+    let nginx_port = free_port()?;
+    std::fs::write(
+        dir.path().join("nginx.conf"),
+        nginx_conf(dir.path(), nginx_port, &stub_addr),
+    )?;
+    let mut nginx = tokio::process::Command::new(&nginx_bin)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .kill_on_drop(true)
+        .spawn()?;
+    let nginx_pid = nginx.id().context("nginx pid")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let worker = nginx_worker(nginx_pid)?;
+
+    let router_url = format!("ws://{router_addr}/ws");
+    let router_origin = format!("http://{router_addr}");
+    let nginx_url = format!("ws://127.0.0.1:{nginx_port}/ws");
+
+    // Warm-up round of each, then the measured round of each.
+    eprintln!("warming up ({BROWSERS} browsers per path)...");
+    run_browsers(&router_url, Some(tokens.clone()), &router_origin, || Ok(0)).await?;
+    run_browsers(&nginx_url, None, &router_origin, || Ok(0)).await?;
+
+    let router_idle = rss_kib(router_pid)?;
+    let (through_router, router_open) =
+        run_browsers(&router_url, Some(tokens.clone()), &router_origin, || {
+            rss_kib(router_pid)
+        })
+        .await?;
+    let nginx_idle = rss_kib(worker)?;
+    let (through_nginx, nginx_open) =
+        run_browsers(&nginx_url, None, &router_origin, || rss_kib(worker)).await?;
+
+    let row = |name: &str, t: &[Duration]| {
+        println!(
+            "| {name:<16} | {:>9.2} ms | {:>9.2} ms |",
+            ms(pct(t, 0.5)),
+            ms(pct(t, 0.99))
+        );
+    };
+    println!("\n{BROWSERS} concurrent browsers, message → done ({DELTAS} deltas)\n");
+    println!("| path             | p50          | p99          |");
+    println!("|------------------|--------------|--------------|");
+    row("through router", &through_router);
+    row("through nginx", &through_nginx);
+    println!(
+        "| added by router  | {:>9.2} ms | {:>9.2} ms |",
+        ms(pct(&through_router, 0.5)) - ms(pct(&through_nginx, 0.5)),
+        ms(pct(&through_router, 0.99)) - ms(pct(&through_nginx, 0.99))
+    );
+    println!(
+        "| ratio            | {:>9.2}×   | {:>9.2}×   |",
+        ms(pct(&through_router, 0.5)) / ms(pct(&through_nginx, 0.5)),
+        ms(pct(&through_router, 0.99)) / ms(pct(&through_nginx, 0.99))
+    );
+    let per = |open: u64, idle: u64| open.saturating_sub(idle) as f64 / BROWSERS as f64;
+    println!(
+        "\nresident memory per open connection: router {:.1} KiB ({} → {} KiB), nginx worker {:.1} KiB ({} → {} KiB)",
+        per(router_open, router_idle),
+        router_idle,
+        router_open,
+        per(nginx_open, nginx_idle),
+        nginx_idle,
+        nginx_open
+    );
+    let _ = nginx.start_kill();
+    let _ = child.start_kill();
+    Ok(())
+}

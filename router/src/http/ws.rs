@@ -1,0 +1,321 @@
+//! `GET /ws`: the browser's WebSocket. Authenticates (access token from
+//! `Authorization: Bearer` or the `bearer.<token>` subprotocol, answered with
+//! `jarvis`), checks Origin, then attaches the connection to the user's hub
+//! (`crate::proxy`), wakes the workspace (`status: waking → ready`) and relays.
+//!
+//! Frames over [`MAX_FRAME_BYTES`] get an `error` and change nothing; so do
+//! malformed ones. A ping every [`PING_EVERY`] keeps the connection honest: a
+//! browser silent for two pings is closed. A browser the hub dropped for being too
+//! slow is closed with 1013 (try again) and may resume.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{
+        State, WebSocketUpgrade,
+        ws::{CloseFrame, Message, WebSocket},
+    },
+    http::{HeaderMap, header},
+    response::Response,
+    routing::get,
+};
+use futures::{SinkExt, StreamExt};
+use sandbox::protocol::RouterFrame;
+use serde::Deserialize;
+use serde_json::json;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{AppState, Error, extractor};
+use crate::proxy::{Browser, Hub, Status, frame_text};
+
+mod origin;
+
+/// Largest frame a browser may send; larger ones get `frame_too_large`.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// Frames past this size close the connection outright (memory bound).
+const HARD_FRAME_BYTES: usize = 4 * MAX_FRAME_BYTES;
+/// How often the router pings the browser.
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// The browser WebSocket route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws", get(open_socket))
+}
+
+/// A frame from the browser (DESIGN.md).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientFrame {
+    Message {
+        content: String,
+        #[serde(default)]
+        conversation_id: Option<String>,
+        #[serde(default)]
+        voice: Option<bool>,
+        #[serde(default)]
+        attachments: Option<Vec<String>>,
+    },
+    Interrupt {
+        #[serde(default)]
+        conversation_id: Option<String>,
+    },
+    Resume {
+        conversation_id: String,
+        after_seq: u64,
+    },
+}
+
+async fn open_socket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, Error> {
+    if !origin::allowed(&state.config, &headers) {
+        return Err(Error::Forbidden {
+            code: "forbidden_origin",
+            message: "this origin may not open a Jarvis connection".into(),
+        });
+    }
+    let token = header_token(&headers)
+        .or_else(|| subprotocol_token(&headers))
+        .ok_or_else(|| {
+            Error::unauthorized("send the access token as `Authorization: Bearer` or the `bearer.<token>` subprotocol")
+        })?;
+    let user = extractor::authenticate(&state, &token).await?;
+    Ok(upgrade
+        .protocols(["jarvis"])
+        .max_message_size(HARD_FRAME_BYTES)
+        .max_frame_size(HARD_FRAME_BYTES)
+        .on_upgrade(move |socket| {
+            run(state, user, socket).instrument(tracing::info_span!("ws", user.id = %user))
+        }))
+}
+
+fn header_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+        .then(|| token.trim().to_string())
+}
+
+fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer.").map(str::to_string))
+        .filter(|t| !t.is_empty())
+}
+
+/// `{"type":"error","code","message"}` as text.
+fn error_frame(code: &str, message: &str) -> Arc<str> {
+    json!({"type": "error", "code": code, "message": message})
+        .to_string()
+        .into()
+}
+
+async fn run(state: AppState, user: Uuid, socket: WebSocket) {
+    let registry = state.workspaces.clone();
+    let hub = registry.hub(user);
+    let browser = hub.attach();
+    let id = browser.id;
+    tracing::info!(connections = hub.connections(), "browser connected");
+    let (sink, mut stream) = socket.split();
+    let alive = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let writer = tokio::spawn(write_loop(sink, browser, alive.clone()));
+
+    // Wake now, not at the first message: the browser shows `waking → ready`.
+    {
+        let (registry, hub) = (registry.clone(), hub.clone());
+        tokio::spawn(async move {
+            if let Err(error) = registry.ready(&hub).await {
+                hub.send_to(id, error_frame("wake_failed", &wake_message(&error)));
+            }
+        });
+    }
+
+    while let Some(Ok(message)) = stream.next().await {
+        *alive.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                hub.send_to(id, error_frame("bad_frame", "frames are JSON text"));
+                continue;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if text.len() > MAX_FRAME_BYTES {
+            hub.send_to(
+                id,
+                error_frame("frame_too_large", "frames are at most 1 MiB"),
+            );
+            continue;
+        }
+        match serde_json::from_str::<ClientFrame>(&text) {
+            Ok(frame) => handle(&state, &hub, id, frame).await,
+            Err(e) => hub.send_to(id, error_frame("bad_frame", &e.to_string())),
+        }
+        if writer.is_finished() {
+            break;
+        }
+    }
+    hub.detach(id);
+    writer.abort();
+    tracing::info!("browser disconnected");
+}
+
+fn wake_message(error: &crate::workspaces::Error) -> String {
+    match error {
+        crate::workspaces::Error::Timeout => {
+            "your workspace did not start in time; try again".into()
+        }
+        _ => "your workspace could not be started; try again".into(),
+    }
+}
+
+async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
+    let registry = &state.workspaces;
+    match frame {
+        ClientFrame::Message {
+            content,
+            conversation_id,
+            voice,
+            attachments,
+        } => {
+            let conversation = match conversation_id {
+                None => Uuid::new_v4(),
+                Some(c) => match c.parse::<Uuid>() {
+                    Ok(c) => c,
+                    Err(_) => {
+                        hub.send_to(
+                            id,
+                            error_frame("bad_conversation_id", "conversation_id is not a UUID"),
+                        );
+                        return;
+                    }
+                },
+            };
+            let link = match registry.ready(hub).await {
+                Ok(link) => link,
+                Err(error) => {
+                    hub.send_to(id, error_frame("wake_failed", &wake_message(&error)));
+                    return;
+                }
+            };
+            let conversation = conversation.to_string();
+            let text = match hub
+                .begin_turn(content, conversation.clone(), voice, attachments)
+                .await
+            {
+                Ok(text) => text,
+                Err(body) => {
+                    hub.send_to(id, error_frame(&body.code, &body.message));
+                    return;
+                }
+            };
+            if !link.send(text).await {
+                hub.abandon_turn(&conversation);
+                hub.send_to(
+                    id,
+                    error_frame(
+                        "agent_crashed",
+                        "the agent's sandbox stopped; send your message again",
+                    ),
+                );
+            }
+        }
+        ClientFrame::Interrupt { conversation_id } => {
+            if let Some(link) = hub.link.lock().await.clone() {
+                link.send(frame_text(&RouterFrame::Interrupt { conversation_id }))
+                    .await;
+            }
+        }
+        ClientFrame::Resume {
+            conversation_id,
+            after_seq,
+        } => {
+            let Ok(conversation) = conversation_id.parse::<Uuid>() else {
+                hub.send_to(
+                    id,
+                    error_frame("bad_conversation_id", "conversation_id is not a UUID"),
+                );
+                return;
+            };
+            let conversation_id = conversation.to_string();
+            hub.want_replay(id, &conversation_id);
+            match registry.ready(hub).await {
+                Ok(link) => {
+                    link.send(frame_text(&RouterFrame::Resume {
+                        conversation_id,
+                        after_seq,
+                    }))
+                    .await;
+                }
+                Err(error) => hub.send_to(id, error_frame("wake_failed", &wake_message(&error))),
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut browser: Browser,
+    alive: Arc<std::sync::Mutex<tokio::time::Instant>>,
+) {
+    let status_text = |s: Status| match s {
+        Status::Waking => Some(json!({"type": "status", "state": "waking"}).to_string()),
+        Status::Ready => Some(json!({"type": "status", "state": "ready"}).to_string()),
+        Status::Asleep => None,
+    };
+    // A connection always shows `waking` before `ready` unless the workspace is
+    // already up; later changes (a crash and a re-wake) are shown as they come.
+    let mut shown = match *browser.status.borrow_and_update() {
+        Status::Ready => Status::Ready,
+        _ => Status::Waking,
+    };
+    if let Some(text) = status_text(shown)
+        && sink.send(Message::text(text)).await.is_err()
+    {
+        return;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            () = browser.dropped.cancelled() => {
+                let _ = sink.send(Message::Close(Some(CloseFrame {
+                    code: 1013,
+                    reason: "too slow; reconnect and resume".into(),
+                }))).await;
+                return;
+            }
+            changed = browser.status.changed() => {
+                if changed.is_err() { return; }
+                let now = *browser.status.borrow_and_update();
+                if now == shown { continue; }
+                shown = now;
+                if let Some(text) = status_text(now)
+                    && sink.send(Message::text(text)).await.is_err() {
+                    return;
+                }
+            }
+            event = browser.rx.recv() => match event {
+                Some(text) => if sink.send(Message::text(text.as_ref())).await.is_err() { return },
+                None => return,
+            },
+            _ = ping.tick() => {
+                let last = *alive.lock().unwrap_or_else(|e| e.into_inner());
+                if last.elapsed() > 2 * PING_EVERY + Duration::from_secs(5) {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return;
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() { return; }
+            }
+        }
+    }
+}

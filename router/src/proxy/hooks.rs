@@ -1,0 +1,102 @@
+//! The proxy's seams to the rest of the router: the Jarvis tools a sandbox calls
+//! (`crate::tools`), the transcript of each turn (`crate::transcript`), and the
+//! sync of workspace files after a turn (`crate::sync`). Each is one small
+//! function, so the relay in `proxy.rs` never learns how they work.
+
+use std::sync::Arc;
+
+use sandbox::protocol::{ErrorBody, SandboxFrame, ToolCall};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{storage::Storage, transcript, workspaces::Backend};
+
+/// The router's services the proxy and the registry use.
+pub struct Context {
+    /// The database.
+    pub db: PgPool,
+    /// Object storage (workspace files, agent state).
+    pub storage: Storage,
+    /// Where sandboxes run.
+    pub backend: Arc<dyn Backend>,
+}
+
+/// Stores one turn as it streams.
+pub type Recorder = transcript::Turn;
+
+/// Starts storing a turn: the user's message, then its events. A conversation id
+/// of another user is refused as if it did not exist.
+pub(super) async fn start_turn(
+    ctx: &Context,
+    user: Uuid,
+    conversation_id: &str,
+    content: &str,
+) -> Result<Option<Recorder>, ErrorBody> {
+    let Ok(conversation) = conversation_id.parse::<Uuid>() else {
+        return Err(body(
+            "bad_conversation_id",
+            "conversation_id is not a UUID",
+        ));
+    };
+    match transcript::Turn::start(&ctx.db, user, conversation, content).await {
+        Ok(turn) => Ok(Some(turn)),
+        Err(transcript::TranscriptError::NotYours(_)) => Err(body(
+            "not_found",
+            "no such conversation; start a new one",
+        )),
+        Err(transcript::TranscriptError::Db(error)) => {
+            tracing::error!(user.id = %user, %error, "storing the message failed");
+            Err(body(
+                "internal",
+                "your message could not be stored; try again",
+            ))
+        }
+    }
+}
+
+/// Records one event of a running turn; never waits.
+pub(super) fn record(recorder: &Recorder, frame: &SandboxFrame) {
+    recorder.record(frame);
+}
+
+/// After a turn: stores what the agent wrote in the workspace (new and changed
+/// files become `files` rows and objects), when the backend's files are local.
+pub(super) async fn sync_after_turn(ctx: &Context, user: Uuid) {
+    let Some(dirs) = ctx.backend.host_dirs(user) else {
+        return;
+    };
+    match crate::sync::save_workspace(&ctx.storage, &ctx.db, user, &dirs.workspace).await {
+        Ok(report) => tracing::debug!(user.id = %user, ?report, "workspace synced"),
+        Err(error) => tracing::warn!(user.id = %user, %error, "workspace sync failed"),
+    }
+}
+
+/// Answers a Jarvis tool call of `user`'s sandbox.
+pub(super) async fn answer_call(
+    ctx: &Context,
+    user: Uuid,
+    conversation_id: Option<String>,
+    call: ToolCall,
+) -> Result<Value, ErrorBody> {
+    let (method, params) = match serde_json::to_value(&call) {
+        Ok(Value::Object(mut map)) => (
+            map.remove("method")
+                .and_then(|m| m.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            map.remove("params").unwrap_or(Value::Null),
+        ),
+        _ => return Err(body("invalid_params", "the call could not be read")),
+    };
+    let conversation = conversation_id.and_then(|c| c.parse::<Uuid>().ok());
+    crate::tools::handle(&ctx.db, user, conversation, &method, params)
+        .await
+        .map_err(|e| e.body())
+}
+
+fn body(code: &str, message: &str) -> ErrorBody {
+    ErrorBody {
+        code: code.into(),
+        message: message.into(),
+    }
+}

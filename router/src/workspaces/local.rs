@@ -1,0 +1,310 @@
+//! The `local` backend: one `sandbox` process per awake user on this machine,
+//! confined by bubblewrap (see `jail.rs` for the exact flags).
+//!
+//! The router (often root) never runs a sandbox as itself: the child drops to the
+//! unprivileged host user `jarvis-sandbox` (`Command::uid/gid`, which also clears
+//! supplementary groups) before `prlimit` sets its limits and bubblewrap builds
+//! the jail, so neither the jail's uid nor anything that escaped it is host root.
+//! That user owns the workspace, state and run directories. The sandbox listens on
+//! a unix socket in the user's run directory; it reaches the gateway only through
+//! the router's gateway socket bound into the jail.
+//!
+//! Every child is owned by a reaper task (kill on sleep or drop, always awaited).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Mutex,
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+};
+use uuid::Uuid;
+
+use super::{
+    Backend, BackendStatus, Endpoint, Error, HostDirs, Result,
+    jail::{self, Limits, Spec},
+};
+
+/// What the local backend needs to know, resolved once at start-up.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// `prlimit` (util-linux).
+    pub prlimit: PathBuf,
+    /// `bwrap`.
+    pub bwrap: PathBuf,
+    /// The `sandbox` binary.
+    pub sandbox_bin: PathBuf,
+    /// The CLI binary.
+    pub claude_bin: PathBuf,
+    /// Parent of every user's `workspace` and `state` directories.
+    pub workspaces_dir: PathBuf,
+    /// Parent of every user's run directory.
+    pub run_dir: PathBuf,
+    /// The router's gateway socket.
+    pub gateway_socket: PathBuf,
+    /// The host uid and gid sandboxes run as.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// CLI processes per sandbox.
+    pub max_agents: u32,
+    /// Resource limits per sandbox.
+    pub limits: Limits,
+    /// Longest wait for the sandbox's ready line.
+    pub ready_timeout: Duration,
+}
+
+/// The uid and gid of host user `name`, from `/etc/passwd`.
+pub fn host_user(name: &str) -> Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|source| Error::Prepare {
+        what: "the user database",
+        path: "/etc/passwd".into(),
+        source,
+    })?;
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[0] == name)
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .ok_or_else(|| Error::NoSandboxUser(name.to_string()))
+}
+
+/// A running sandbox: asking its reaper to stop it, and its socket.
+struct Running {
+    stop: oneshot::Sender<()>,
+    stopped: oneshot::Receiver<()>,
+}
+
+/// Sandboxes as local processes under bubblewrap.
+pub struct LocalBackend {
+    config: LocalConfig,
+    running: Mutex<HashMap<Uuid, Running>>,
+}
+
+impl LocalBackend {
+    /// A backend with no sandbox running yet. Creates the run directory.
+    pub fn new(config: LocalConfig) -> Self {
+        Self {
+            config,
+            running: Mutex::default(),
+        }
+    }
+
+    fn user_dirs(&self, user: Uuid) -> (PathBuf, PathBuf, PathBuf) {
+        let home = self.config.workspaces_dir.join(user.to_string());
+        (
+            home.join("workspace"),
+            home.join("state"),
+            self.config.run_dir.join(user.to_string()),
+        )
+    }
+
+    fn prepare(&self, user: Uuid) -> Result<Spec> {
+        let (workspace, state, run) = self.user_dirs(user);
+        let home = self.config.workspaces_dir.join(user.to_string());
+        for dir in [&home, &workspace, &state, &run] {
+            owned_dir(dir, self.config.uid, self.config.gid)?;
+        }
+        // Files the router restored from storage are the sandbox user's too.
+        for dir in [&workspace, &state] {
+            hand_over(dir, self.config.uid, self.config.gid)?;
+        }
+        let socket = jail::host_socket(&run);
+        match std::fs::remove_file(&socket) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Prepare {
+                    what: "the stale sandbox socket",
+                    path: socket,
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        let c = &self.config;
+        Ok(Spec {
+            prlimit: c.prlimit.clone(),
+            bwrap: c.bwrap.clone(),
+            sandbox_bin: c.sandbox_bin.clone(),
+            claude_bin: c.claude_bin.clone(),
+            workspace,
+            state,
+            run,
+            gateway_socket: c.gateway_socket.clone(),
+            max_agents: c.max_agents,
+            limits: c.limits,
+        })
+    }
+
+    async fn start(&self, user: Uuid, token: &str) -> Result<Endpoint> {
+        self.stop(user).await;
+        let spec = self.prepare(user)?;
+        let (program, args) = spec.command();
+        let mut child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .uid(self.config.uid)
+            .gid(self.config.gid)
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(Error::Spawn)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&jail::secret_args(token))
+                .await
+                .map_err(Error::Spawn)?;
+        }
+        let stdout = child.stdout.take();
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(log_lines(user, stderr));
+        }
+        let ready = async {
+            let Some(stdout) = stdout else {
+                return Err(Error::NotReady("no stdout".into()));
+            };
+            let mut lines = BufReader::new(stdout).lines();
+            let line = lines
+                .next_line()
+                .await
+                .map_err(|e| Error::NotReady(e.to_string()))?
+                .ok_or_else(|| Error::NotReady("exited before its ready line".into()))?;
+            // Keep draining stdout so the sandbox never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            Ok(line)
+        };
+        let line = match tokio::time::timeout(self.config.ready_timeout, ready).await {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => {
+                reap(child).await;
+                return Err(e);
+            }
+            Err(_) => {
+                reap(child).await;
+                return Err(Error::Timeout);
+            }
+        };
+        let ready: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|_| Error::NotReady("its ready line is not JSON".into()))?;
+        if ready["ready"] != serde_json::Value::Bool(true) {
+            reap(child).await;
+            return Err(Error::NotReady("no ready line".into()));
+        }
+        let (stop, stop_rx) = oneshot::channel();
+        let (stopped_tx, stopped) = oneshot::channel();
+        tokio::spawn(async move {
+            tokio::select! {
+                status = child.wait() => {
+                    tracing::info!(user.id = %user, status = ?status.ok(), "sandbox exited");
+                }
+                _ = stop_rx => reap(child).await,
+            }
+            let _ = stopped_tx.send(());
+        });
+        self.lock().insert(user, Running { stop, stopped });
+        Ok(Endpoint::Unix(jail::host_socket(&spec.run)))
+    }
+
+    async fn stop(&self, user: Uuid) {
+        let running = self.lock().remove(&user);
+        if let Some(Running { stop, stopped }) = running {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Backend for LocalBackend {
+    fn wake<'a>(&'a self, user: Uuid, token: &'a str) -> BoxFuture<'a, Result<Endpoint>> {
+        Box::pin(self.start(user, token))
+    }
+
+    fn sleep(&self, user: Uuid) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.stop(user).await;
+            Ok(())
+        })
+    }
+
+    fn host_dirs(&self, user: Uuid) -> Option<HostDirs> {
+        let (workspace, state, _) = self.user_dirs(user);
+        Some(HostDirs { workspace, state })
+    }
+
+    fn status(&self, user: Uuid) -> BackendStatus {
+        match self.lock().get_mut(&user) {
+            Some(r) => match r.stopped.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => BackendStatus::Running,
+                _ => BackendStatus::Asleep,
+            },
+            None => BackendStatus::Asleep,
+        }
+    }
+}
+
+/// Kills the child (the whole jail dies with it: `--die-with-parent`) and awaits it.
+async fn reap(mut child: Child) {
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}
+
+async fn log_lines(user: Uuid, stderr: tokio::process::ChildStderr) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(user.id = %user, "sandbox: {line}");
+    }
+}
+
+/// Creates `dir` (mode 0700) owned by the sandbox user.
+fn owned_dir(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |source| Error::Prepare {
+        what: "a workspace directory",
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(fail)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
+}
+
+/// Gives everything under `dir` not yet owned by the sandbox user to it (files the
+/// router restored from storage). Symlinks are changed, never followed.
+fn hand_over(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let fail = |path: &Path, source| Error::Prepare {
+        what: "a restored file",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| fail(&dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| fail(&dir, e))?;
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| fail(&path, e))?;
+            if meta.uid() != uid || meta.gid() != gid {
+                std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+                    .map_err(|e| fail(&path, e))?;
+            }
+            if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The one place that decides when a workspace wakes and sleeps.
+//!
+//! The registry keeps a [`Hub`] per user seen since start-up (state: asleep,
+//! waking or ready; browser connections; running turns; last activity). A wake
+//! issues a fresh workspace token, asks the backend to start the sandbox and
+//! connects to it; a sleep closes the link, stops the sandbox and revokes the
+//! token. Wake and sleep of one user are serialised by the hub's link lock. A
+//! reaper puts to sleep every ready workspace with no connection and no running
+//! turn that has been idle for `idle_timeout`. Files stay on disk across sleeps
+//! and router restarts.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use uuid::Uuid;
+
+use super::{Backend, Error, Result, tokens};
+use crate::proxy::{Context, Hub, Status, link};
+
+/// Awake (and once-awake) workspaces, by user.
+#[derive(Clone)]
+pub struct Registry {
+    ctx: Arc<Context>,
+    hubs: Arc<Mutex<HashMap<Uuid, Arc<Hub>>>>,
+    idle_timeout: Duration,
+    wake_timeout: Duration,
+}
+
+impl Registry {
+    /// A registry over `backend`; call [`Registry::spawn_reaper`] to sleep idle ones.
+    pub fn new(
+        db: sqlx::PgPool,
+        storage: crate::storage::Storage,
+        backend: Arc<dyn Backend>,
+        idle_timeout: Duration,
+        wake_timeout: Duration,
+    ) -> Self {
+        Self {
+            ctx: Arc::new(Context {
+                db,
+                storage,
+                backend,
+            }),
+            hubs: Arc::default(),
+            idle_timeout,
+            wake_timeout,
+        }
+    }
+
+    /// The hub of `user` (made on first use, asleep).
+    pub fn hub(&self, user: Uuid) -> Arc<Hub> {
+        self.hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(user)
+            .or_insert_with(|| Arc::new(Hub::new(user, self.ctx.clone())))
+            .clone()
+    }
+
+    /// Makes sure `hub`'s sandbox is connected, waking it if needed, and returns the link.
+    #[tracing::instrument(skip_all, fields(user.id = %hub.user))]
+    pub async fn ready(&self, hub: &Arc<Hub>) -> Result<link::Link> {
+        let mut guard = hub.link.lock().await;
+        if let Some(link) = guard.as_ref().filter(|l| l.is_alive()) {
+            return Ok(link.clone());
+        }
+        hub.status.send_replace(Status::Waking);
+        let started = std::time::Instant::now();
+        let woken = tokio::time::timeout(self.wake_timeout, self.wake(hub)).await;
+        match woken {
+            Ok(Ok(link)) => {
+                *guard = Some(link.clone());
+                hub.touch();
+                hub.status.send_replace(Status::Ready);
+                tracing::info!(
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "workspace awake"
+                );
+                Ok(link)
+            }
+            failed => {
+                *guard = None;
+                hub.status.send_replace(Status::Asleep);
+                let _ = self.ctx.backend.sleep(hub.user).await;
+                let error = match failed {
+                    Ok(Err(e)) => e,
+                    _ => Error::Timeout,
+                };
+                tracing::error!(error = ?error, "wake failed");
+                Err(error)
+            }
+        }
+    }
+
+    async fn wake(&self, hub: &Arc<Hub>) -> Result<link::Link> {
+        self.restore(hub.user).await?;
+        let token = tokens::issue(&self.ctx.db, hub.user).await?;
+        let endpoint = self.ctx.backend.wake(hub.user, &token).await?;
+        link::connect(hub.clone(), &endpoint, &token).await
+    }
+
+    /// Puts `hub`'s workspace to sleep: closes the link, stops the sandbox,
+    /// revokes the token. Files stay.
+    #[tracing::instrument(skip_all, fields(user.id = %hub.user))]
+    pub async fn sleep(&self, hub: &Arc<Hub>) -> Result<()> {
+        let mut guard = hub.link.lock().await;
+        if let Some(link) = guard.take() {
+            link.close();
+        }
+        hub.status.send_replace(Status::Asleep);
+        let stopped = self.ctx.backend.sleep(hub.user).await;
+        hub.end_turns().await;
+        tokens::revoke(&self.ctx.db, hub.user).await?;
+        self.save(hub.user).await;
+        tracing::info!("workspace asleep");
+        stopped
+    }
+
+    /// A fresh sandbox (no local files: a new machine, a wiped disk) gets the
+    /// user's stored workspace files and agent state back before it starts. A
+    /// failed restore fails the wake: a sandbox started empty would later store
+    /// its empty workspace over the user's files.
+    async fn restore(&self, user: Uuid) -> Result<()> {
+        let Some(dirs) = self.ctx.backend.host_dirs(user) else {
+            return Ok(());
+        };
+        if !is_empty_dir(&dirs.workspace) || !is_empty_dir(&dirs.state) {
+            return Ok(());
+        }
+        let report = crate::sync::restore(
+            &self.ctx.storage,
+            &self.ctx.db,
+            user,
+            &dirs.workspace,
+            &dirs.state,
+        )
+        .await
+        .map_err(|e| Error::Restore(Box::new(e)))?;
+        tracing::info!(user.id = %user, ?report, "workspace restored from storage");
+        Ok(())
+    }
+
+    /// Stores the sleeping workspace's files and agent state (best effort: what
+    /// is not stored now stays on disk and is stored at the next sleep).
+    async fn save(&self, user: Uuid) {
+        let Some(dirs) = self.ctx.backend.host_dirs(user) else {
+            return;
+        };
+        let (storage, db) = (&self.ctx.storage, &self.ctx.db);
+        if dirs.workspace.is_dir() {
+            match crate::sync::save_workspace(storage, db, user, &dirs.workspace).await {
+                Ok(report) => tracing::debug!(user.id = %user, ?report, "workspace stored"),
+                Err(error) => tracing::warn!(user.id = %user, %error, "storing the workspace failed"),
+            }
+        }
+        if dirs.state.is_dir() {
+            match crate::sync::save_state(storage, user, &dirs.state).await {
+                Ok(report) => tracing::debug!(user.id = %user, ?report, "agent state stored"),
+                Err(error) => tracing::warn!(user.id = %user, %error, "storing the agent state failed"),
+            }
+        }
+    }
+
+    /// Whether `hub` should sleep now.
+    fn is_idle(&self, hub: &Hub) -> bool {
+        hub.status() == Status::Ready
+            && hub.connections() == 0
+            && !hub.turn_running()
+            && hub.last_activity().elapsed() >= self.idle_timeout
+    }
+
+    /// Sleeps every idle workspace once.
+    pub async fn sleep_idle(&self) {
+        let idle: Vec<Arc<Hub>> = self
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|h| self.is_idle(h))
+            .cloned()
+            .collect();
+        for hub in idle {
+            if let Err(error) = self.sleep(&hub).await {
+                tracing::warn!(user.id = %hub.user, error = ?error, "idle sleep failed");
+            }
+        }
+    }
+
+    /// Starts the task that sleeps idle workspaces (checks a few times per timeout).
+    pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
+        let registry = self.clone();
+        let every =
+            (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                registry.sleep_idle().await;
+            }
+        })
+    }
+
+    /// Sleeps every awake workspace (router shutdown).
+    pub async fn sleep_all(&self) {
+        let hubs: Vec<Arc<Hub>> = self
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for hub in hubs {
+            if hub.status() != Status::Asleep {
+                let _ = self.sleep(&hub).await;
+            }
+        }
+    }
+}
+
+/// Whether `dir` is missing or has no entries.
+fn is_empty_dir(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+}

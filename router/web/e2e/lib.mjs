@@ -1,0 +1,102 @@
+// Shared e2e support: a real router on a fresh database and a free port, and
+// Debian's Chromium driven by playwright-core.
+import { spawn, execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+export const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export const ROOT = path.resolve(WEB, "../..");
+const PG = process.env.E2E_PG ?? "postgres://postgres@127.0.0.1:5432";
+
+export const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-background-networking",
+  "--disable-gpu",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+];
+
+export function launchBrowser() {
+  const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+  if (!fs.existsSync(executablePath)) {
+    throw new Error(`${executablePath} is missing: install Debian's chromium (apt-get install chromium, or ./scripts/setup.sh)`);
+  }
+  return chromium.launch({ executablePath, headless: true, args: CHROMIUM_ARGS });
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function psql(dbUrl, sql) {
+  return execFileSync("psql", [dbUrl, "-v", "ON_ERROR_STOP=1", "-tAq", "-c", sql], { encoding: "utf8" }).trim();
+}
+
+/** Builds (unless E2E_NO_BUILD) and starts the router; resolves when /healthz answers. */
+export async function startRouter({ log = false } = {}) {
+  if (!fs.existsSync(path.join(WEB, "dist/index.html"))) throw new Error("router/web/dist is missing: run `npm run build` first");
+  if (!process.env.E2E_NO_BUILD) {
+    execFileSync("cargo", ["build", "--quiet", "--bin", "router"], { cwd: ROOT, stdio: "inherit" });
+  }
+  const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(ROOT, "target");
+  const bin = path.join(targetDir, "debug/router");
+  const port = await freePort();
+  const dbName = `jarvis_e2e_${randomBytes(5).toString("hex")}`;
+  const dbUrl = `${PG}/${dbName}`;
+  const storage = fs.mkdtempSync(path.join(os.tmpdir(), "jarvis-e2e-"));
+  const child = spawn(bin, [], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      DATABASE_URL: dbUrl,
+      JARVIS_LISTEN: `127.0.0.1:${port}`,
+      JARVIS_WEB_DIR: path.join(WEB, "dist"),
+      JARVIS_STORAGE: `file:${storage}`,
+      RUST_LOG: process.env.RUST_LOG ?? "warn",
+    },
+    stdio: ["ignore", log ? "inherit" : "ignore", log ? "inherit" : "pipe"],
+  });
+  let stderr = "";
+  child.stderr?.on("data", (d) => (stderr += d));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`router exited (${child.exitCode}):\n${stderr}`);
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok) break;
+    } catch {
+      /* not yet */
+    }
+    if (Date.now() > deadline) throw new Error(`router did not answer /healthz in 60 s:\n${stderr}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    url,
+    dbUrl,
+    async stop() {
+      child.kill("SIGTERM");
+      await new Promise((r) => (child.exitCode !== null ? r() : child.once("exit", r)));
+      try {
+        execFileSync("psql", [`${PG}/postgres`, "-qc", `drop database if exists ${dbName} with (force)`], { stdio: "ignore" });
+      } catch {
+        /* best effort */
+      }
+      fs.rmSync(storage, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,192 @@
+// End-to-end: the built app served by the real router, driven in headless Chromium.
+// Sign up, empty chat, documents (inserted with SQL: the agent path is not merged
+// yet), view, search, edit + save, download; a second user sees none of it;
+// account page; sign out. Screenshots of chat, documents and account at desktop
+// and phone widths go to e2e/screenshots/.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { launchBrowser, psql, startRouter, WEB } from "./lib.mjs";
+
+const SHOTS = path.join(WEB, "e2e/screenshots");
+fs.mkdirSync(SHOTS, { recursive: true });
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+const PASSWORD = "correct-horse-battery";
+const started = Date.now();
+const step = (s) => console.log(`e2e: ${((Date.now() - started) / 1000).toFixed(1)}s ${s}`);
+
+const router = await startRouter({ log: !!process.env.E2E_LOG });
+step(`router at ${router.url}`);
+const browser = await launchBrowser();
+let failed = false;
+try {
+  const a = await browser.newContext({ viewport: DESKTOP, acceptDownloads: true });
+  const page = await a.newPage();
+  const consoleErrors = [];
+  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  const shot = (p, name) => p.screenshot({ path: path.join(SHOTS, `${name}.png`) });
+
+  // --- sign up -------------------------------------------------------------
+  const emailA = `alice-${Date.now()}@example.com`;
+  await page.goto(router.url + "/");
+  await page.waitForURL("**/signin");
+  await page.getByRole("link", { name: "Create an account" }).click();
+  await page.getByLabel("Email").fill(emailA);
+  await page.getByLabel("Password").fill("short");
+  await page.getByLabel("Password").press("Enter");
+  // The browser's own minlength check stops a too-short password before the server.
+  assert.equal(await page.getByLabel("Password").evaluate((el) => el.validity.valid), false);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign up" }).click();
+  await page.waitForURL("**/chat");
+  await page.getByTestId("empty-chat").waitFor();
+  await page.getByText("No conversations yet.").waitFor();
+  assert.ok(await page.getByTestId("chat-input").isEnabled());
+  step("signed up, empty chat shown");
+  await shot(page, "chat-desktop");
+
+  // --- a wrong password gets a clear message (second context, same account) --
+  {
+    const c = await browser.newContext({ viewport: DESKTOP });
+    const p = await c.newPage();
+    await p.goto(router.url + "/signin");
+    await p.getByLabel("Email").fill(emailA);
+    await p.getByLabel("Password").fill("wrong-password-123");
+    await p.getByRole("button", { name: "Sign in" }).click();
+    await p.getByRole("alert").filter({ hasText: "Wrong email or password." }).waitFor();
+    await p.getByLabel("Email").fill(emailA);
+    await c.close();
+  }
+  step("wrong password message shown");
+
+  // --- documents -----------------------------------------------------------
+  await page.getByRole("link", { name: "Documents", exact: true }).click();
+  await page.waitForURL("**/documents");
+  await page.getByTestId("no-documents").waitFor();
+  const content = "# Launch plan\n\nShip the **web app**.\n\n```rust\nfn main() { println!(\"hi\"); }\n```\n";
+  const docId = psql(
+    router.dbUrl,
+    `insert into documents (owner_id, filename, doc_type, content)
+     select id, 'launch-plan.md', 'markdown', $$${content}$$ from users where email = '${emailA}' returning id`,
+  );
+  psql(
+    router.dbUrl,
+    `insert into documents (owner_id, filename, doc_type, content)
+     select id, 'other-notes.txt', 'text', 'groceries and errands' from users where email = '${emailA}'`,
+  );
+  await page.reload();
+  await page.getByRole("link", { name: /launch-plan\.md/ }).waitFor();
+  await page.getByRole("link", { name: /other-notes\.txt/ }).waitFor();
+  // Search narrows the list.
+  await page.getByLabel("Search documents").fill("launch");
+  await page.getByRole("link", { name: /other-notes\.txt/ }).waitFor({ state: "detached" });
+  await page.getByRole("link", { name: /launch-plan\.md/ }).click();
+  await page.waitForURL(`**/documents/${docId}`);
+  const viewer = page.getByTestId("document-content");
+  await viewer.getByRole("heading", { name: "Launch plan" }).waitFor();
+  await viewer.locator("code.hljs .hljs-keyword").first().waitFor();
+  step("document listed, searched, rendered with highlighting");
+  await shot(page, "documents-desktop");
+
+  // Edit and save.
+  await page.getByRole("button", { name: "Edit" }).click();
+  await page.getByLabel("Content").fill("# Launch plan v2\n\nEdited in the browser.");
+  await page.getByRole("button", { name: "Save" }).click();
+  await viewer.getByRole("heading", { name: "Launch plan v2" }).waitFor();
+  assert.equal(
+    psql(router.dbUrl, `select content from documents where id = '${docId}'`),
+    "# Launch plan v2\n\nEdited in the browser.",
+  );
+  step("edited and saved (PUT), stored in the database");
+
+  // Download (fetch with the bearer token → blob).
+  const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download" }).click()]);
+  assert.equal(download.suggestedFilename(), "launch-plan.md");
+  const dlPath = await download.path();
+  assert.equal(fs.readFileSync(dlPath, "utf8"), "# Launch plan v2\n\nEdited in the browser.");
+  step("downloaded");
+
+  // --- files and account ---------------------------------------------------
+  await page.getByRole("link", { name: "Files", exact: true }).click();
+  await page.getByText("No files yet.").waitFor();
+  await page.getByRole("link", { name: "Account", exact: true }).click();
+  await page.getByTestId("account-email").filter({ hasText: emailA }).waitFor();
+  assert.equal(await page.getByTestId("account-tier").textContent(), "free");
+  await page.getByRole("button", { name: "Upgrade plan" }).click();
+  await page.getByTestId("billing-off").waitFor();
+  step("account page: plan shown, billing off");
+  await shot(page, "account-desktop");
+
+  // Dark theme toggle.
+  await page.getByRole("button", { name: "Switch to dark theme" }).click();
+  assert.ok(await page.evaluate(() => document.documentElement.classList.contains("dark")));
+  await page.goto(router.url + `/documents/${docId}`);
+  await viewer.getByRole("heading", { name: "Launch plan v2" }).waitFor();
+  await shot(page, "documents-desktop-dark");
+  await page.getByRole("button", { name: "Switch to light theme" }).click();
+
+  // --- the same user on a phone ---------------------------------------------
+  const phone = await browser.newContext({ viewport: PHONE, isMobile: true, hasTouch: true });
+  const pp = await phone.newPage();
+  await pp.goto(router.url + "/chat");
+  await pp.waitForURL("**/signin");
+  await pp.getByLabel("Email").fill(emailA);
+  await pp.getByLabel("Password").fill(PASSWORD);
+  await pp.getByRole("button", { name: "Sign in" }).click();
+  await pp.waitForURL("**/chat");
+  await pp.getByTestId("empty-chat").waitFor();
+  await shot(pp, "chat-phone");
+  await pp.goto(router.url + "/documents");
+  await pp.getByRole("link", { name: /launch-plan\.md/ }).waitFor();
+  await shot(pp, "documents-list-phone");
+  await pp.getByRole("link", { name: /launch-plan\.md/ }).click();
+  await pp.getByTestId("document-content").getByRole("heading", { name: "Launch plan v2" }).waitFor();
+  await shot(pp, "documents-phone");
+  await pp.goto(router.url + "/account");
+  await pp.getByTestId("account-email").waitFor();
+  await shot(pp, "account-phone");
+  // No horizontal scrolling at phone width.
+  assert.ok(await pp.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1));
+  await phone.close();
+  step("phone screenshots");
+
+  // --- a second user sees none of it ---------------------------------------
+  const b = await browser.newContext({ viewport: DESKTOP });
+  const pb = await b.newPage();
+  await pb.goto(router.url + "/signup");
+  await pb.getByLabel("Email").fill(`bob-${Date.now()}@example.com`);
+  await pb.getByLabel("Password").fill(PASSWORD);
+  await pb.getByRole("button", { name: "Sign up" }).click();
+  await pb.waitForURL("**/chat");
+  await pb.getByText("No conversations yet.").waitFor();
+  await pb.getByRole("link", { name: "Documents", exact: true }).click();
+  await pb.getByTestId("no-documents").waitFor();
+  await pb.getByLabel("Search documents").fill("launch");
+  await pb.getByTestId("no-documents").filter({ hasText: "No document matches." }).waitFor();
+  await pb.goto(router.url + `/documents/${docId}`);
+  await pb.getByRole("alert").filter({ hasText: "Not found" }).waitFor();
+  assert.equal(await pb.getByText("Edited in the browser.").count(), 0);
+  await b.close();
+  step("second user sees no documents, and alice's document id answers not found");
+
+  // --- sign out --------------------------------------------------------------
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.waitForURL("**/signin");
+  await page.getByText("You are signed out.").waitFor();
+  assert.equal(await page.evaluate(() => localStorage.getItem("jarvis.refresh_token")), null);
+  await page.goto(router.url + "/documents");
+  await page.waitForURL("**/signin");
+  step("signed out; protected pages go to sign-in");
+
+  assert.deepEqual(consoleErrors, [], "no uncaught page errors");
+  await a.close();
+  console.log(`e2e: passed in ${((Date.now() - started) / 1000).toFixed(1)}s; screenshots in ${SHOTS}`);
+} catch (e) {
+  failed = true;
+  console.error("e2e: FAILED:", e);
+} finally {
+  await browser.close();
+  await router.stop();
+}
+process.exit(failed ? 1 : 0);
