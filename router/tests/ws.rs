@@ -251,6 +251,8 @@ async fn killing_the_sandbox_mid_turn_gives_an_error_and_the_next_message_works(
         .last()
         .map(|f| f["conversation_id"].clone())
         .expect("turn");
+    // Mid-turn: the agent's model call is in flight (and stalls).
+    wait_for(|| !live.api.message_requests().is_empty()).await;
     kill_sandbox_of(alice.id);
     let end = a.until(|f| f["type"] == "error").await;
     let error = end.last().expect("error");
@@ -298,18 +300,21 @@ async fn documents_files_and_the_conversation_are_stored_under_their_owner_only(
 
     // The document: Alice's, not Bob's.
     let docs = live.app.get("/api/documents", &alice.access).await;
-    let list = docs.body.as_array().cloned().unwrap_or_default();
+    let list = docs.body["documents"].as_array().cloned().unwrap_or_default();
     assert_eq!(list.len(), 1, "{:?}", docs.body);
     assert_eq!(list[0]["filename"], "plan.md");
     let doc_id = list[0]["id"].as_str().expect("doc id").to_string();
-    assert_eq!(live.app.get("/api/documents", &bob.access).await.body, json!([]));
+    assert_eq!(
+        live.app.get("/api/documents", &bob.access).await.body["documents"],
+        json!([])
+    );
     let doc_uri = format!("/api/documents/{doc_id}");
     assert_eq!(live.app.get(&doc_uri, &bob.access).await.status, 404);
 
     // The workspace file: a `files` row and an object, once the turn's sync ran.
     let files = tokio::time::timeout(WAIT, async {
         loop {
-            let files = live.app.get("/api/files", &alice.access).await.body;
+            let files = live.app.get("/api/files", &alice.access).await.body["files"].clone();
             if files
                 .as_array()
                 .is_some_and(|l| l.iter().any(|f| f["path"] == "out/report.txt"))
@@ -332,7 +337,10 @@ async fn documents_files_and_the_conversation_are_stored_under_their_owner_only(
     assert_eq!(got.status, 200);
     assert_eq!(got.bytes, b"quarterly numbers");
     assert_eq!(live.app.get(&download, &bob.access).await.status, 404);
-    assert_eq!(live.app.get("/api/files", &bob.access).await.body, json!([]));
+    assert_eq!(
+        live.app.get("/api/files", &bob.access).await.body["files"],
+        json!([])
+    );
 
     // The conversation, stored as it streamed and complete.
     let uri = format!("/api/conversations/{conversation}");
