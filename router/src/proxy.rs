@@ -271,12 +271,22 @@ impl Hub {
                     .or_insert(None);
             }
             SandboxFrame::Done { .. } | SandboxFrame::Error { .. } => {
-                // Dropping the recorder lets its writer store the end of the turn.
-                shared.running.remove(conversation);
-                if matches!(frame, SandboxFrame::Done { .. }) {
-                    let hub = self.clone();
-                    tokio::spawn(async move { hooks::sync_after_turn(&hub.ctx, hub.user).await });
-                }
+                // The end of a turn reaches the browsers once it is stored: what a
+                // user saw finish survives a router crash.
+                let recorder = shared.running.remove(conversation).flatten();
+                drop(shared);
+                let done = matches!(frame, SandboxFrame::Done { .. });
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    if let Some(recorder) = recorder {
+                        recorder.finish().await;
+                    }
+                    deliver(&mut hub.shared(), None, &text);
+                    if done {
+                        hooks::sync_after_turn(&hub.ctx, hub.user).await;
+                    }
+                });
+                return;
             }
             _ => {}
         }

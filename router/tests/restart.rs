@@ -164,6 +164,14 @@ async fn a_router_killed_mid_turn_loses_no_stored_message(db: PgPool) {
     )
     .await;
     until(&mut ws, |f| f["type"] == "turn").await;
+    // Mid-turn: the second model call is in flight (and stalls).
+    tokio::time::timeout(WAIT, async {
+        while api.message_requests().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the second model call in time");
     router.child.start_kill().expect("kill");
     let _ = router.child.wait().await;
     drop(ws);

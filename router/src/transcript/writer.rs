@@ -50,8 +50,20 @@ pub(super) async fn run(target: Target, shared: Arc<Shared>) -> Outcome {
             .unwrap_or_else(|e| e.into_inner())
             .closed;
         if !closing {
-            // Let deltas gather so a long answer is a write per interval, not per token.
-            tokio::time::sleep(FLUSH_INTERVAL).await;
+            // Let deltas gather so a long answer is a write per interval, not per
+            // token; the end of the turn is written at once.
+            let gather = tokio::time::sleep(FLUSH_INTERVAL);
+            tokio::pin!(gather);
+            loop {
+                tokio::select! {
+                    () = &mut gather => break,
+                    () = shared.wake.notified() => {
+                        if shared.pending.lock().unwrap_or_else(|e| e.into_inner()).closed {
+                            break;
+                        }
+                    }
+                }
+            }
         }
         let closed = {
             let mut p = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
