@@ -57,3 +57,17 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "setup: chromium is missing; install it with: sudo apt-get install chromium" >&2
   fi
 fi
+
+# helm-python-sdk embeds Helm 4 (no helm binary, no cluster): the chart tests
+# (charts/test_chart.py) lint and render charts/jarvis with it.
+helm_sdk_version=0.2.2
+if ! python3 -c "import helm_python, sys; sys.exit(helm_python.__version__ != '$helm_sdk_version')" 2>/dev/null; then
+  echo "setup: installing the Python helm-python-sdk $helm_sdk_version"
+  python3 -m pip install --quiet "helm-python-sdk==$helm_sdk_version" 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages "helm-python-sdk==$helm_sdk_version"
+fi
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  echo "setup: installing the Python PyYAML package"
+  python3 -m pip install --quiet PyYAML 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages PyYAML
+fi
