@@ -435,6 +435,16 @@ class ChartTest(unittest.TestCase):
         objects, _ = render({"database": {"existingSecret": "db"}, "router": {"storage": "s3://b"}})
         self.assertTrue(any(o["kind"] == "Deployment" for o in objects))
 
+    def test_readme_install_example_renders(self):
+        readme = (REPO / "README.md").read_text()
+        example = re.search(r"cat > values.yaml <<'YAML'\n(.*?)\nYAML", readme, re.S)
+        self.assertIsNotNone(example, "README.md lost its values.yaml example")
+        install = Install(yaml.safe_load(example.group(1)))
+        env = install.env("router")
+        self.assertEqual(env["DATABASE_URL"]["valueFrom"]["secretKeyRef"], {"name": "jarvis-db", "key": "database-url"})
+        self.assertEqual(install.all("Secret"), [])
+        self.assertEqual(len(install.all("Ingress")), 1)
+
 
 if __name__ == "__main__":
     unittest.main()
