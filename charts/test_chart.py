@@ -5,7 +5,8 @@ rendered with the values of three installs (the minimum, every secret given as a
 value, and `jarvis/ci/production-values.yaml`), and every rendered object is checked
 against what the chart promises: restricted pods, least-privilege RBAC, secrets only
 through `secretKeyRef`, the operator's view of the router matching the router, and
-clear failures when required values are missing.
+clear failures when required values are missing. `kubernetes-validate` checks every
+object against the Kubernetes API schemas (strict: unknown fields fail), like kubeconform.
 
 Run: python3 -m unittest discover -s charts -p 'test_*.py'
 """
@@ -17,6 +18,7 @@ import unittest
 from pathlib import Path
 
 import helm_python as helm
+import kubernetes_validate
 import yaml
 
 CHARTS = Path(__file__).resolve().parent
@@ -203,6 +205,17 @@ class ChartTest(unittest.TestCase):
             (REPO / "crds" / "jarvisworkspace.yaml").read_text(),
             "charts/jarvis/crds/ is stale: cp crds/jarvisworkspace.yaml charts/jarvis/crds/",
         )
+
+    def test_objects_match_the_kubernetes_schemas(self):
+        # The chart's lowest kubeVersion and the newest schemas the package ships.
+        versions = ("1.27", kubernetes_validate.latest_version())
+        with helm.Chart.load(CHART) as chart:
+            crds = [yaml.safe_load(c["data"]) for c in chart.crds]
+        for label, install in self.installs.items():
+            for obj in install.objects + crds:
+                for version in versions:
+                    with self.subTest(install=label, kind=obj["kind"], name=obj["metadata"]["name"], version=version):
+                        kubernetes_validate.validate(obj, version, strict=True)
 
     def test_pods_run_restricted(self):
         for label, install in self.installs.items():
