@@ -24,7 +24,9 @@ import yaml
 CHARTS = Path(__file__).resolve().parent
 CHART = CHARTS / "jarvis"
 REPO = CHARTS.parent
-RELEASE = "jarvis"
+RELEASE = "prod"
+# Resource names start with `<release>-jarvis` (just `jarvis` for a release named so).
+PREFIX = "prod-jarvis"
 NAMESPACE = "jarvis-prod"
 
 MINIMAL = {
@@ -137,7 +139,7 @@ class Install:
         return found[0]
 
     def deployment(self, component: str) -> dict:
-        return self.one("Deployment", f"{RELEASE}-{component}")
+        return self.one("Deployment", f"{PREFIX}-{component}")
 
     def container(self, component: str) -> dict:
         containers = self.deployment(component)["spec"]["template"]["spec"]["containers"]
@@ -240,16 +242,16 @@ class ChartTest(unittest.TestCase):
         install = self.minimal
         for component in ("router", "operator"):
             pod = install.deployment(component)["spec"]["template"]["spec"]
-            self.assertEqual(pod["serviceAccountName"], f"{RELEASE}-{component}")
+            self.assertEqual(pod["serviceAccountName"], f"{PREFIX}-{component}")
             self.assertIs(pod["automountServiceAccountToken"], True)
-            account = install.one("ServiceAccount", f"{RELEASE}-{component}")
+            account = install.one("ServiceAccount", f"{PREFIX}-{component}")
             self.assertIs(account["automountServiceAccountToken"], False)
 
     def test_rbac_is_exactly_least_privilege(self):
         for label, install in self.installs.items():
             with self.subTest(install=label):
-                operator = install.rules_of(f"{RELEASE}-operator")
-                router = install.rules_of(f"{RELEASE}-router")
+                operator = install.rules_of(f"{PREFIX}-operator")
+                router = install.rules_of(f"{PREFIX}-router")
                 self.assertEqual(operator, OPERATOR_RULES, sorted(operator ^ OPERATOR_RULES, key=str))
                 self.assertEqual(router, ROUTER_RULES, sorted(router ^ ROUTER_RULES, key=str))
                 self.assertFalse(
@@ -266,7 +268,7 @@ class ChartTest(unittest.TestCase):
             with self.subTest(install=label):
                 env = install.env("operator")
                 router = install.deployment("router")
-                service = install.one("Service", f"{RELEASE}-router")
+                service = install.one("Service", f"{PREFIX}-router")
                 selector = router["spec"]["selector"]["matchLabels"]
                 pod_labels = router["spec"]["template"]["metadata"]["labels"]
                 labels = dict(
@@ -289,7 +291,7 @@ class ChartTest(unittest.TestCase):
 
     def test_router_service_selects_the_router_pods_only(self):
         install = self.minimal
-        selector = install.one("Service", f"{RELEASE}-router")["spec"]["selector"]
+        selector = install.one("Service", f"{PREFIX}-router")["spec"]["selector"]
         router_labels = install.deployment("router")["spec"]["template"]["metadata"]["labels"]
         operator_labels = install.deployment("operator")["spec"]["template"]["metadata"]["labels"]
         self.assertLessEqual(selector.items(), router_labels.items())
@@ -330,7 +332,7 @@ class ChartTest(unittest.TestCase):
     def test_secrets_reach_pods_only_through_secret_key_refs(self):
         install = self.inline
         env = install.env("router")
-        secret = install.one("Secret", f"{RELEASE}-router")
+        secret = install.one("Secret", f"{PREFIX}-router")
         self.assertEqual(set(SECRET_ENV) & set(env), SECRET_ENV)
         for name in SECRET_ENV:
             ref = env[name]["valueFrom"]["secretKeyRef"]
@@ -368,10 +370,10 @@ class ChartTest(unittest.TestCase):
 
     def test_optional_settings_stay_unset_by_default(self):
         env = self.minimal.env("router")
-        self.assertEqual(env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"], f"{RELEASE}-router")
+        self.assertEqual(env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"], f"{PREFIX}-router")
         for name in SECRET_ENV - {"DATABASE_URL"} | {"SUPABASE_URL", "JARVIS_ALLOWED_ORIGINS", "AWS_ENDPOINT_URL"}:
             self.assertNotIn(name, env)
-        self.assertEqual(self.minimal.one("Secret", f"{RELEASE}-router")["data"].keys(), {"database-url"})
+        self.assertEqual(self.minimal.one("Secret", f"{PREFIX}-router")["data"].keys(), {"database-url"})
 
     def test_probes_resources_and_metrics_annotations(self):
         router = self.production.container("router")
@@ -389,7 +391,7 @@ class ChartTest(unittest.TestCase):
 
     def test_ingress_with_tls_sends_everything_to_the_router(self):
         self.assertEqual(self.minimal.all("Ingress"), [])
-        ingress = self.production.one("Ingress", f"{RELEASE}-router")
+        ingress = self.production.one("Ingress", f"{PREFIX}-router")
         spec = ingress["spec"]
         self.assertEqual(spec["ingressClassName"], "nginx")
         self.assertEqual(spec["tls"], [{"hosts": ["jarvis.example.org"], "secretName": "jarvis-example-org-tls"}])
@@ -399,7 +401,7 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(rule["http"]["paths"], [{
             "path": "/",
             "pathType": "Prefix",
-            "backend": {"service": {"name": f"{RELEASE}-router", "port": {"name": "http"}}},
+            "backend": {"service": {"name": f"{PREFIX}-router", "port": {"name": "http"}}},
         }])
         self.assertEqual(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"], "3600")
         env = self.production.env("router")
@@ -408,26 +410,26 @@ class ChartTest(unittest.TestCase):
     def test_network_policies(self):
         sandbox = {"app.kubernetes.io/name": "jarvis-sandbox", "app.kubernetes.io/managed-by": "jarvis-operator"}
         # Default: router reachable by anyone on 8080, egress open; operator to DNS + API only.
-        router = self.minimal.one("NetworkPolicy", f"{RELEASE}-router")["spec"]
+        router = self.minimal.one("NetworkPolicy", f"{PREFIX}-router")["spec"]
         self.assertEqual(router["podSelector"]["matchLabels"],
                          self.minimal.deployment("router")["spec"]["selector"]["matchLabels"])
         self.assertEqual(router["ingress"], [{"ports": [{"protocol": "TCP", "port": 8080}]}])
         self.assertEqual(router["egress"], [{}])
-        operator = self.minimal.one("NetworkPolicy", f"{RELEASE}-operator")["spec"]
+        operator = self.minimal.one("NetworkPolicy", f"{PREFIX}-operator")["spec"]
         self.assertEqual(sorted(operator["policyTypes"]), ["Egress", "Ingress"])
         dns, api = operator["egress"]
         self.assertEqual({p["port"] for p in dns["ports"]}, {53})
         self.assertEqual({p["port"] for p in api["ports"]}, {443, 6443})
         self.assertEqual(operator["ingress"], [{"ports": [{"protocol": "TCP", "port": 9090}]}])
         # Locked down: the ingress controller and sandboxes in, listed egress out.
-        router = self.production.one("NetworkPolicy", f"{RELEASE}-router")["spec"]
+        router = self.production.one("NetworkPolicy", f"{PREFIX}-router")["spec"]
         froms = [peer for rule in router["ingress"] for peer in rule["from"]]
         self.assertIn({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}, froms)
         self.assertIn({"namespaceSelector": {}, "podSelector": {"matchLabels": sandbox}}, froms)
         self.assertNotIn({}, router["egress"])
         ports = {p["port"] for rule in router["egress"] for p in rule.get("ports", [])}
         self.assertLessEqual({53, 443, 5432, 6379, 7070}, ports)
-        api = self.production.one("NetworkPolicy", f"{RELEASE}-operator")["spec"]["egress"][1]
+        api = self.production.one("NetworkPolicy", f"{PREFIX}-operator")["spec"]["egress"][1]
         self.assertEqual(api, {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}], "ports": [{"protocol": "TCP", "port": 443}]})
         no_policies = Install({**MINIMAL, "networkPolicy": {"enabled": False}})
         self.assertEqual(no_policies.all("NetworkPolicy"), [])
