@@ -409,6 +409,10 @@ class ChartTest(unittest.TestCase):
 
     def test_network_policies(self):
         sandbox = {"app.kubernetes.io/name": "jarvis-sandbox", "app.kubernetes.io/managed-by": "jarvis-operator"}
+        # The labels the operator puts on sandbox pods (operator/src/controller/build.rs).
+        build = (REPO / "operator/src/controller/build.rs").read_text()
+        self.assertIn('pub const MANAGED_BY: &str = "jarvis-operator";', build)
+        self.assertIn('pub const SANDBOX_APP: &str = "jarvis-sandbox";', build)
         # Default: router reachable by anyone on 8080, egress open; operator to DNS + API only.
         router = self.minimal.one("NetworkPolicy", f"{PREFIX}-router")["spec"]
         self.assertEqual(router["podSelector"]["matchLabels"],
