@@ -71,3 +71,19 @@ if ! python3 -c 'import websockets' 2>/dev/null; then
   python3 -m pip install --quiet websockets 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages websockets
 fi
+
+# The chart tests (charts/test_chart.py): helm-python-sdk embeds Helm 4 (no helm
+# binary, no cluster) to lint and render charts/jarvis; kubernetes-validate checks
+# the rendered objects against the Kubernetes API schemas it ships (offline).
+helm_sdk_version=0.2.2
+kubernetes_validate_version=1.37.0
+if ! python3 -c "import helm_python, sys; sys.exit(helm_python.__version__ != '$helm_sdk_version')" 2>/dev/null; then
+  echo "setup: installing the Python helm-python-sdk $helm_sdk_version"
+  python3 -m pip install --quiet "helm-python-sdk==$helm_sdk_version" 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages "helm-python-sdk==$helm_sdk_version"
+fi
+if ! python3 -c "import importlib.metadata as m, sys, yaml; sys.exit(m.version('kubernetes-validate') != '$kubernetes_validate_version')" 2>/dev/null; then
+  echo "setup: installing the Python kubernetes-validate $kubernetes_validate_version and PyYAML"
+  python3 -m pip install --quiet "kubernetes-validate==$kubernetes_validate_version" PyYAML 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages "kubernetes-validate==$kubernetes_validate_version" PyYAML
+fi

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Runs every test of Jarvis: installs what the tests need, then formatting, lints
-# and the whole test suite (unit, integration against the local PostgreSQL, the
-# shared contract check). Exits non-zero on any failure.
+# Runs every test of Jarvis: installs what the tests need, then the Helm chart and
+# Dockerfile checks, formatting, lints and the whole test suite (unit, integration
+# against the local PostgreSQL, the shared contract check). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+
+# The Helm chart (linted and rendered offline by Helm 4's engine) and the Dockerfiles.
+python3 -m unittest discover -s charts -p 'test_*.py'
+python3 -m unittest discover -s docker -p 'test_*.py'
+
 # Each test gets a fresh database created on this server (sqlx::test).
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 cargo fmt --all -- --check
