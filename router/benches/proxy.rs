@@ -80,12 +80,16 @@ async fn serve_stub(listener: TcpListener) {
                 out.push(json!({"type": "turn", "seq": seq, "conversation_id": conversation}));
                 for i in 0..DELTAS {
                     seq += 1;
-                    out.push(json!({"type": "text", "seq": seq, "conversation_id": conversation,
-                                    "delta": format!("word{i} ")}));
+                    out.push(
+                        json!({"type": "text", "seq": seq, "conversation_id": conversation,
+                                    "delta": format!("word{i} ")}),
+                    );
                 }
                 seq += 1;
-                out.push(json!({"type": "done", "seq": seq, "conversation_id": conversation,
-                                "usage": {"input_tokens": 10, "output_tokens": DELTAS}}));
+                out.push(
+                    json!({"type": "done", "seq": seq, "conversation_id": conversation,
+                                "usage": {"input_tokens": 10, "output_tokens": DELTAS}}),
+                );
                 for frame in out {
                     if ws.send(Message::text(frame.to_string())).await.is_err() {
                         return;
@@ -239,7 +243,8 @@ async fn run_browsers(
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             let conversation = Uuid::new_v4().to_string();
-            let message = json!({"type": "message", "content": "hello", "conversation_id": conversation});
+            let message =
+                json!({"type": "message", "content": "hello", "conversation_id": conversation});
             barrier.wait().await;
             let started = Instant::now();
             ws.send(Message::text(message.to_string())).await?;

@@ -44,10 +44,10 @@ pub mod health;
 pub mod middleware;
 /// The signed-in user's account (`/api/me`).
 pub mod users;
-/// The browser WebSocket (`/ws`): auth, Origin, relay to the user's sandbox.
-pub mod ws;
 /// The browser app (static files with the single-page-app fallback).
 pub mod web;
+/// The browser WebSocket (`/ws`): auth, Origin, relay to the user's sandbox.
+pub mod ws;
 
 pub use error::{Error, Result};
 

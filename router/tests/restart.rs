@@ -30,7 +30,10 @@ async fn start_router(db_url: &str, dir: &Path, upstream: &str) -> RouterProcess
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", db_url)
         .env("JARVIS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("JARVIS_STORAGE", format!("file:{}", dir.join("storage").display()))
+        .env(
+            "JARVIS_STORAGE",
+            format!("file:{}", dir.join("storage").display()),
+        )
         .env("JARVIS_WORKSPACES_DIR", dir.join("workspaces"))
         .env("JARVIS_RUN_DIR", dir.join("run"))
         .env("JARVIS_SANDBOX_BIN", sandbox_bin())
@@ -62,9 +65,8 @@ async fn start_router(db_url: &str, dir: &Path, upstream: &str) -> RouterProcess
     RouterProcess { child, url }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(url: &str, token: &str) -> Ws {
     let mut request = format!("{}/ws", url.replacen("http", "ws", 1))
@@ -151,7 +153,11 @@ async fn a_router_killed_mid_turn_loses_no_stored_message(db: PgPool) {
     api.push(Reply::Stall(Duration::from_secs(600)));
     let mut ws = open(&router.url, &token).await;
     until(&mut ws, |f| f["type"] == "status" && f["state"] == "ready").await;
-    send(&mut ws, json!({"type": "message", "content": "first question"})).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "content": "first question"}),
+    )
+    .await;
     let first = until(&mut ws, |f| f["type"] == "done" || f["type"] == "error").await;
     assert_eq!(text(&first), "first answer", "{first:?}");
     let conversation = first[0]["conversation_id"]

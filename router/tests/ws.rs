@@ -292,15 +292,25 @@ async fn documents_files_and_the_conversation_are_stored_under_their_owner_only(
     a.until(|f| status(f) == Some("ready")).await;
     a.message("write a plan and a report", None).await;
     let frames = a.turn().await;
-    assert_eq!(frames.last().map(|f| f["type"].clone()), Some(json!("done")), "{frames:?}");
+    assert_eq!(
+        frames.last().map(|f| f["type"].clone()),
+        Some(json!("done")),
+        "{frames:?}"
+    );
     let document = of_type(&frames, "document");
     assert_eq!(document.len(), 1, "{frames:?}");
     assert_eq!(document[0]["filename"], "plan.md");
-    let conversation = frames[0]["conversation_id"].as_str().expect("id").to_string();
+    let conversation = frames[0]["conversation_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
 
     // The document: Alice's, not Bob's.
     let docs = live.app.get("/api/documents", &alice.access).await;
-    let list = docs.body["documents"].as_array().cloned().unwrap_or_default();
+    let list = docs.body["documents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(list.len(), 1, "{:?}", docs.body);
     assert_eq!(list[0]["filename"], "plan.md");
     let doc_id = list[0]["id"].as_str().expect("doc id").to_string();
@@ -332,7 +342,10 @@ async fn documents_files_and_the_conversation_are_stored_under_their_owner_only(
         .cloned()
         .expect("file row");
     assert_eq!(file["kind"], "workspace", "{file}");
-    let download = format!("/api/files/{}/download", file["id"].as_str().expect("file id"));
+    let download = format!(
+        "/api/files/{}/download",
+        file["id"].as_str().expect("file id")
+    );
     let got = live.app.get(&download, &alice.access).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.bytes, b"quarterly numbers");
@@ -346,23 +359,31 @@ async fn documents_files_and_the_conversation_are_stored_under_their_owner_only(
     let uri = format!("/api/conversations/{conversation}");
     let stored = live.app.get(&uri, &alice.access).await;
     assert_eq!(stored.status, 200, "{:?}", stored.body);
-    let messages = stored.body["messages"].as_array().cloned().unwrap_or_default();
+    let messages = stored.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(messages.len(), 2, "{:?}", stored.body);
     assert_eq!(messages[0]["role"], "user");
     assert_eq!(messages[0]["content"], "write a plan and a report");
     assert_eq!(messages[1]["role"], "assistant");
-    assert!(messages[1]["content"].as_str().unwrap_or("").contains("All saved."), "{messages:?}");
+    assert!(
+        messages[1]["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("All saved."),
+        "{messages:?}"
+    );
     assert_eq!(messages[1]["complete"], true);
     assert_eq!(live.app.get(&uri, &bob.access).await.status, 404);
 
     // The gateway metered the turn for Alice, per turn.
-    let (calls, with_turn): (i64, i64) = sqlx::query_as(
-        "select count(*), count(turn_id) from usage where owner_id = $1",
-    )
-    .bind(alice.id)
-    .fetch_one(&live.app.db)
-    .await
-    .expect("usage");
+    let (calls, with_turn): (i64, i64) =
+        sqlx::query_as("select count(*), count(turn_id) from usage where owner_id = $1")
+            .bind(alice.id)
+            .fetch_one(&live.app.db)
+            .await
+            .expect("usage");
     assert!(calls >= 3, "one row per model call: {calls}");
     assert_eq!(calls, with_turn, "every call names its turn");
 }
@@ -381,7 +402,10 @@ async fn a_wiped_machine_gets_files_and_the_agent_session_back_from_storage(db: 
     a.until(|f| status(f) == Some("ready")).await;
     a.message("take a note about milk", None).await;
     let frames = a.turn().await;
-    let conversation = frames[0]["conversation_id"].as_str().expect("id").to_string();
+    let conversation = frames[0]["conversation_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     drop(a);
     let hub = live.app.state.workspaces.hub(alice.id);
     wait_for(|| hub.status() == Status::Asleep).await;
@@ -407,7 +431,10 @@ async fn a_wiped_machine_gets_files_and_the_agent_session_back_from_storage(db: 
         .map(str::to_owned)
         .unwrap_or_default();
     assert!(output.contains("remember the milk"), "{frames:?}");
-    assert!(!output.contains("Permission denied"), "restored files are the sandbox's: {output}");
+    assert!(
+        !output.contains("Permission denied"),
+        "restored files are the sandbox's: {output}"
+    );
     // The agent's session came back: the model saw the earlier exchange.
     let last = live.api.message_requests();
     let prompt = last
@@ -440,7 +467,10 @@ async fn an_exhausted_quota_and_the_rate_limit_reach_the_browser(db: PgPool) {
     assert_eq!(error["type"], "error", "{frames:?}");
     assert_eq!(error["code"], "rate_limited", "{error}");
     assert!(
-        error["message"].as_str().unwrap_or("").contains("monthly token quota"),
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("monthly token quota"),
         "{error}"
     );
     sqlx::query("delete from usage where owner_id = $1")
@@ -452,7 +482,10 @@ async fn an_exhausted_quota_and_the_rate_limit_reach_the_browser(db: PgPool) {
     // Twenty requests this minute already (in-process limiter, shared by the gateway).
     use time::OffsetDateTime;
     if OffsetDateTime::now_utc().second() > 40 {
-        tokio::time::sleep(Duration::from_secs(u64::from(61 - OffsetDateTime::now_utc().second()))).await;
+        tokio::time::sleep(Duration::from_secs(u64::from(
+            61 - OffsetDateTime::now_utc().second(),
+        )))
+        .await;
     }
     for _ in 0..20 {
         let _ = live
@@ -468,7 +501,10 @@ async fn an_exhausted_quota_and_the_rate_limit_reach_the_browser(db: PgPool) {
     let error = frames.last().expect("end");
     assert_eq!(error["code"], "rate_limited", "{frames:?}");
     assert!(
-        error["message"].as_str().unwrap_or("").contains("requests per minute"),
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("requests per minute"),
         "{error}"
     );
 }

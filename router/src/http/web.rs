@@ -51,7 +51,10 @@ pub async fn fallback(State(state): State<AppState>, req: Request) -> Response {
     // not the app. Anything else is a client route.
     let names_a_file = path.rsplit('/').next().is_some_and(|s| s.contains('.'));
     let mut res = if names_a_file {
-        ServeDir::new(&dir).oneshot(req).await.map(|r| r.map(Body::new))
+        ServeDir::new(&dir)
+            .oneshot(req)
+            .await
+            .map(|r| r.map(Body::new))
     } else {
         ServeDir::new(&dir)
             .fallback(ServeFile::new(&index))

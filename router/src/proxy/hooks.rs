@@ -34,17 +34,13 @@ pub(super) async fn start_turn(
     content: &str,
 ) -> Result<Option<Recorder>, ErrorBody> {
     let Ok(conversation) = conversation_id.parse::<Uuid>() else {
-        return Err(body(
-            "bad_conversation_id",
-            "conversation_id is not a UUID",
-        ));
+        return Err(body("bad_conversation_id", "conversation_id is not a UUID"));
     };
     match transcript::Turn::start(&ctx.db, user, conversation, content).await {
         Ok(turn) => Ok(Some(turn)),
-        Err(transcript::TranscriptError::NotYours(_)) => Err(body(
-            "not_found",
-            "no such conversation; start a new one",
-        )),
+        Err(transcript::TranscriptError::NotYours(_)) => {
+            Err(body("not_found", "no such conversation; start a new one"))
+        }
         Err(transcript::TranscriptError::Db(error)) => {
             tracing::error!(user.id = %user, %error, "storing the message failed");
             Err(body(

@@ -153,13 +153,17 @@ impl Registry {
         if dirs.workspace.is_dir() {
             match crate::sync::save_workspace(storage, db, user, &dirs.workspace).await {
                 Ok(report) => tracing::debug!(user.id = %user, ?report, "workspace stored"),
-                Err(error) => tracing::warn!(user.id = %user, %error, "storing the workspace failed"),
+                Err(error) => {
+                    tracing::warn!(user.id = %user, %error, "storing the workspace failed")
+                }
             }
         }
         if dirs.state.is_dir() {
             match crate::sync::save_state(storage, user, &dirs.state).await {
                 Ok(report) => tracing::debug!(user.id = %user, ?report, "agent state stored"),
-                Err(error) => tracing::warn!(user.id = %user, %error, "storing the agent state failed"),
+                Err(error) => {
+                    tracing::warn!(user.id = %user, %error, "storing the agent state failed")
+                }
             }
         }
     }
