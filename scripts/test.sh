@@ -18,5 +18,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build -p sandbox --bin sandbox --locked
 cargo test --workspace --locked
 
-# The browser app: type check, then component and unit tests (Vitest, jsdom).
-(cd router/web && npx tsc --noEmit && npm test --silent)
+# The browser app: type check, then component and unit tests (Vitest, jsdom), then
+# end to end in headless Chromium against the real router, real local sandboxes and
+# the fake model API (screenshots in router/web/e2e/screenshots/).
+(cd router/web && npx tsc --noEmit && npm test --silent && npm run build --silent && npm run e2e --silent)

@@ -7,7 +7,9 @@
 //! tool use), `message_delta`, `message_stop` — or, for `"stream": false`, one JSON
 //! message; `POST /v1/messages/count_tokens` answers `{"input_tokens": N}`. Each
 //! test scripts the answers as a queue of [`Reply`]s (an empty queue answers
-//! "ok"), and every request is recorded for assertions.
+//! "ok"), and every request is recorded for assertions. Tests in other languages
+//! (the browser app's end-to-end run) start the `fake-anthropic` binary and queue
+//! answers with `POST /_fake/replies` (see [`Reply::from_json`]).
 
 use std::{
     collections::VecDeque,
@@ -59,6 +61,28 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// A reply described in JSON: `{"text": ["deltas", …]}`,
+    /// `{"tool_use": {"id", "name", "input"}}`, `{"stall_ms": N}` or
+    /// `{"status": N}`. `None` for anything else.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        if let Some(deltas) = value["text"].as_array() {
+            let deltas: Vec<&str> = deltas.iter().filter_map(Value::as_str).collect();
+            return Some(Self::text(&deltas));
+        }
+        if let Some(call) = value.get("tool_use") {
+            return Some(Self::tool_use(
+                call["id"].as_str()?,
+                call["name"].as_str()?,
+                call.get("input")?.clone(),
+            ));
+        }
+        if let Some(ms) = value["stall_ms"].as_u64() {
+            return Some(Self::Stall(Duration::from_millis(ms)));
+        }
+        let status = u16::try_from(value["status"].as_u64()?).ok()?;
+        Some(Self::Status(status))
+    }
+
     /// A text answer streamed as these deltas.
     pub fn text(deltas: &[&str]) -> Self {
         Self::Blocks(vec![Block::Text(
@@ -116,6 +140,7 @@ impl FakeApi {
         let app = Router::new()
             .route("/v1/messages", post(messages))
             .route("/v1/messages/count_tokens", post(count_tokens))
+            .route("/_fake/replies", post(push_replies))
             .fallback(not_found)
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -202,6 +227,30 @@ async fn count_tokens(
 ) -> Response {
     record(&shared, &uri, &headers, &body);
     Json(json!({"input_tokens": 12})).into_response()
+}
+
+/// Queues the replies of a JSON array (or one reply); 400 names the bad one.
+async fn push_replies(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
+    let items = match body {
+        Value::Array(items) => items,
+        one => vec![one],
+    };
+    let mut replies = Vec::with_capacity(items.len());
+    for item in &items {
+        match Reply::from_json(item) {
+            Some(reply) => replies.push(reply),
+            None => {
+                return error_response(
+                    400,
+                    "invalid_request_error",
+                    &format!("not a reply: {item}"),
+                );
+            }
+        }
+    }
+    let queued = replies.len();
+    lock(&shared.replies).extend(replies);
+    Json(json!({"queued": queued})).into_response()
 }
 
 async fn not_found(

@@ -46,18 +46,47 @@ export function psql(dbUrl, sql) {
   return execFileSync("psql", [dbUrl, "-v", "ON_ERROR_STOP=1", "-tAq", "-c", sql], { encoding: "utf8" }).trim();
 }
 
-/** Builds (unless E2E_NO_BUILD) and starts the router; resolves when /healthz answers. */
-export async function startRouter({ log = false } = {}) {
+/** The fake Anthropic API (sandbox::testing as a process): `push(reply…)` queues answers. */
+export async function startFakeModel() {
+  const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(ROOT, "target");
+  const child = spawn(path.join(targetDir, "debug/fake-anthropic"), [], { stdio: ["ignore", "pipe", "inherit"] });
+  const url = await new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      if (out.includes("\n")) resolve(out.trim().split("\n")[0]);
+    });
+    child.once("exit", (code) => reject(new Error(`fake-anthropic exited (${code})`)));
+  });
+  return {
+    url,
+    async push(...replies) {
+      const r = await fetch(`${url}/_fake/replies`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(replies),
+      });
+      if (!r.ok) throw new Error(`queuing replies: ${r.status} ${await r.text()}`);
+    },
+    stop() {
+      child.kill("SIGKILL");
+    },
+  };
+}
+
+/** Builds (unless E2E_NO_BUILD) the router, the sandbox and the fake model API, and
+ * starts the router with real local sandboxes (the real CLI) whose model upstream
+ * is `modelUrl`; resolves when /healthz answers. */
+export async function startRouter({ log = false, modelUrl } = {}) {
   if (!fs.existsSync(path.join(WEB, "dist/index.html"))) throw new Error("router/web/dist is missing: run `npm run build` first");
-  if (!process.env.E2E_NO_BUILD) {
-    execFileSync("cargo", ["build", "--quiet", "--bin", "router"], { cwd: ROOT, stdio: "inherit" });
-  }
   const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(ROOT, "target");
   const bin = path.join(targetDir, "debug/router");
   const port = await freePort();
   const dbName = `jarvis_e2e_${randomBytes(5).toString("hex")}`;
   const dbUrl = `${PG}/${dbName}`;
-  const storage = fs.mkdtempSync(path.join(os.tmpdir(), "jarvis-e2e-"));
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), "jarvis-e2e-"));
+  // The sandbox user must reach the workspace directories bound into its jail.
+  fs.chmodSync(data, 0o755);
   const child = spawn(bin, [], {
     cwd: ROOT,
     env: {
@@ -65,7 +94,13 @@ export async function startRouter({ log = false } = {}) {
       DATABASE_URL: dbUrl,
       JARVIS_LISTEN: `127.0.0.1:${port}`,
       JARVIS_WEB_DIR: path.join(WEB, "dist"),
-      JARVIS_STORAGE: `file:${storage}`,
+      JARVIS_STORAGE: `file:${path.join(data, "storage")}`,
+      JARVIS_WORKSPACES_DIR: path.join(data, "workspaces"),
+      JARVIS_RUN_DIR: path.join(data, "run"),
+      JARVIS_SANDBOX_BIN: path.join(targetDir, "debug/sandbox"),
+      JARVIS_CLAUDE_BIN: path.join(ROOT, ".tools/claude/node_modules/@anthropic-ai/claude-code/bin/claude.exe"),
+      JARVIS_MODEL_UPSTREAM: modelUrl ?? "http://127.0.0.1:9",
+      ANTHROPIC_API_KEY: "sk-ant-e2e-key",
       RUST_LOG: process.env.RUST_LOG ?? "warn",
     },
     stdio: ["ignore", log ? "inherit" : "ignore", log ? "inherit" : "pipe"],
@@ -96,7 +131,15 @@ export async function startRouter({ log = false } = {}) {
       } catch {
         /* best effort */
       }
-      fs.rmSync(storage, { recursive: true, force: true });
+      fs.rmSync(data, { recursive: true, force: true });
     },
   };
+}
+
+/** Builds the binaries the run needs (unless E2E_NO_BUILD). */
+export function buildBinaries() {
+  if (process.env.E2E_NO_BUILD) return;
+  execFileSync("cargo", ["build", "--quiet", "-p", "router", "--bin", "router"], { cwd: ROOT, stdio: "inherit" });
+  execFileSync("cargo", ["build", "--quiet", "-p", "sandbox", "--bin", "sandbox"], { cwd: ROOT, stdio: "inherit" });
+  execFileSync("cargo", ["build", "--quiet", "-p", "sandbox", "--features", "test-support", "--bin", "fake-anthropic"], { cwd: ROOT, stdio: "inherit" });
 }

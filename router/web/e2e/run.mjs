@@ -1,12 +1,15 @@
-// End-to-end: the built app served by the real router, driven in headless Chromium.
-// Sign up, empty chat, documents (inserted with SQL: the agent path is not merged
-// yet), view, search, edit + save, download; a second user sees none of it;
-// account page; sign out. Screenshots of chat, documents and account at desktop
-// and phone widths go to e2e/screenshots/.
+// End-to-end: the built app served by the real router, real local sandboxes (the
+// real Claude Code CLI under bubblewrap) and the fake model API, driven in headless
+// Chromium. Sign up; chat: the workspace wakes, an answer streams, a tool runs in
+// the sandbox, the agent saves a document that shows up in another tab without a
+// reload; a connection dropped mid-answer resumes without duplicates; documents:
+// view, search, edit + save, download; a second user sees none of it; account page;
+// sign out. Screenshots of chat, documents and account at desktop and phone widths
+// go to e2e/screenshots/.
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { launchBrowser, psql, startRouter, WEB } from "./lib.mjs";
+import { buildBinaries, launchBrowser, psql, startFakeModel, startRouter, WEB } from "./lib.mjs";
 
 const SHOTS = path.join(WEB, "e2e/screenshots");
 fs.mkdirSync(SHOTS, { recursive: true });
@@ -16,12 +19,25 @@ const PASSWORD = "correct-horse-battery";
 const started = Date.now();
 const step = (s) => console.log(`e2e: ${((Date.now() - started) / 1000).toFixed(1)}s ${s}`);
 
-const router = await startRouter({ log: !!process.env.E2E_LOG });
+buildBinaries();
+const model = await startFakeModel();
+const router = await startRouter({ log: !!process.env.E2E_LOG, modelUrl: model.url });
 step(`router at ${router.url}`);
 const browser = await launchBrowser();
 let failed = false;
 try {
   const a = await browser.newContext({ viewport: DESKTOP, acceptDownloads: true });
+  // Lets the run cut the page's WebSocket the way a network drop would.
+  await a.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.__sockets = [];
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        window.__sockets.push(this);
+      }
+    };
+  });
   const page = await a.newPage();
   const consoleErrors = [];
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
@@ -44,7 +60,51 @@ try {
   await page.getByText("No conversations yet.").waitFor();
   assert.ok(await page.getByTestId("chat-input").isEnabled());
   step("signed up, empty chat shown");
+
+  // --- chat with the agent --------------------------------------------------
+  await page.getByTestId("connection-status").filter({ hasText: "Workspace ready" }).waitFor({ timeout: 90_000 });
+  step("workspace awake");
+  // A second tab on the documents page: the agent's document appears there live.
+  const docsTab = await a.newPage();
+  await docsTab.goto(router.url + "/documents");
+  await docsTab.getByTestId("no-documents").waitFor();
+  await model.push(
+    { tool_use: { id: "toolu_e2e_bash", name: "Bash", input: { command: "echo sandbox-says-$((6*7)) | tee result.txt", description: "say hello" } } },
+    {
+      tool_use: {
+        id: "toolu_e2e_doc",
+        name: "mcp__jarvis__save_document",
+        input: { filename: "agent-plan.md", content: "# Agent plan\n\nWritten by **Jarvis**.", type: "markdown" },
+      },
+    },
+    { text: ["I ran it and ", "saved **agent-plan.md**."] },
+  );
+  await page.getByTestId("chat-input").fill("Run a command and save a plan");
+  await page.getByTestId("chat-input").press("Enter");
+  const answer = page.getByTestId("assistant-message").last();
+  await answer.getByText("saved agent-plan.md.").waitFor({ timeout: 90_000 });
+  await answer.getByRole("strong").filter({ hasText: "agent-plan.md" }).waitFor();
+  // The tool activity: compact, expandable, with what ran and its result.
+  const bash = answer.getByTestId("tool").filter({ hasText: "Bash" });
+  await bash.getByRole("button").click();
+  await bash.getByText("sandbox-says-42").first().waitFor();
+  step("answer streamed; Bash ran in the sandbox and its result is shown");
+  await docsTab.getByRole("link", { name: /agent-plan\.md/ }).waitFor({ timeout: 30_000 });
+  await docsTab.close();
+  step("the agent's document appeared in the other tab without a reload");
   await shot(page, "chat-desktop");
+
+  // A connection dropped mid-answer resumes, without duplicates.
+  await model.push({ stall_ms: 4000 });
+  await page.getByTestId("chat-input").fill("Take your time");
+  await page.getByTestId("chat-input").press("Enter");
+  await page.getByRole("button", { name: "Stop" }).waitFor();
+  await page.evaluate(() => window.__sockets.at(-1).close());
+  await page.getByTestId("assistant-message").last().getByText("late").waitFor({ timeout: 60_000 });
+  await page.getByRole("button", { name: "Send" }).waitFor();
+  assert.equal(await page.getByTestId("assistant-message").last().innerText(), "late");
+  assert.ok((await page.evaluate(() => window.__sockets.length)) >= 2, "the app reconnected");
+  step("dropped connection resumed; the answer arrived once");
 
   // --- a wrong password gets a clear message (second context, same account) --
   {
@@ -63,7 +123,7 @@ try {
   // --- documents -----------------------------------------------------------
   await page.getByRole("link", { name: "Documents", exact: true }).click();
   await page.waitForURL("**/documents");
-  await page.getByTestId("no-documents").waitFor();
+  await page.getByRole("link", { name: /agent-plan\.md/ }).waitFor();
   const content = "# Launch plan\n\nShip the **web app**.\n\n```rust\nfn main() { println!(\"hi\"); }\n```\n";
   const docId = psql(
     router.dbUrl,
@@ -109,7 +169,9 @@ try {
 
   // --- files and account ---------------------------------------------------
   await page.getByRole("link", { name: "Files", exact: true }).click();
-  await page.getByText("No files yet.").waitFor();
+  // The file the agent's command wrote in its workspace, stored after the turn.
+  await page.getByText("result.txt").first().waitFor();
+  step("the workspace file is listed");
   await page.getByRole("link", { name: "Account", exact: true }).click();
   await page.getByTestId("account-email").filter({ hasText: emailA }).waitFor();
   assert.equal(await page.getByTestId("account-tier").textContent(), "free");
@@ -188,5 +250,6 @@ try {
 } finally {
   await browser.close();
   await router.stop();
+  model.stop();
 }
 process.exit(failed ? 1 : 0);

@@ -1,5 +1,5 @@
 import { useEffect, useState, type ReactNode } from "react";
-import { BrowserRouter, Navigate, NavLink, Outlet, Route, Routes, useLocation, useNavigate } from "react-router";
+import { BrowserRouter, Navigate, NavLink, Outlet, Route, Routes, useLocation } from "react-router";
 import { Button } from "./components/ui";
 import { ServicesContext, useServices, useUser, type AppServices } from "./context";
 import { getTheme, setTheme } from "./lib/settings";
@@ -31,7 +31,6 @@ const navClass = ({ isActive }: { isActive: boolean }) =>
 
 function Shell({ children }: { children: ReactNode }) {
   const { api, chat } = useServices();
-  const navigate = useNavigate();
   // The chat connection lives as long as the signed-in app, across pages.
   useEffect(() => {
     chat.conn.start();
@@ -54,9 +53,9 @@ function Shell({ children }: { children: ReactNode }) {
         <Button
           variant="ghost"
           onClick={() => {
-            // logout() forgets the session at once, then tells the server.
+            // logout() forgets the session at once (RequireUser then shows the
+            // sign-in page with "You are signed out."), then tells the server.
             void api.logout();
-            navigate("/signin", { replace: true, state: { notice: "You are signed out." } });
           }}
         >
           Sign out
@@ -70,9 +69,14 @@ function Shell({ children }: { children: ReactNode }) {
 /** The signed-in part of the app: one shell (and one chat connection) for all its pages. */
 function RequireUser() {
   const user = useUser();
+  const { api } = useServices();
   const location = useLocation();
   if (!user)
-    return <Navigate to="/signin" replace state={{ from: location.pathname, notice: "Please sign in." }} />;
+    return api.signedOut ? (
+      <Navigate to="/signin" replace state={{ notice: "You are signed out." }} />
+    ) : (
+      <Navigate to="/signin" replace state={{ from: location.pathname, notice: "Please sign in." }} />
+    );
   return (
     <Shell>
       <Outlet />

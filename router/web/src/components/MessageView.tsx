@@ -44,7 +44,10 @@ export function MessageView({ message, live }: { message: ChatMessage; live?: bo
             <ToolActivity key={p.id + i} part={p} />
           ) : (
             <div key={p.id + i} className="my-1 text-sm">
-              📄 Saved{" "}
+              <svg aria-hidden viewBox="0 0 16 16" className="mr-1 inline h-3.5 w-3.5 fill-none stroke-current align-[-2px]">
+                <path d="M4 1.5h5l3 3v10H4z M9 1.5v3h3" strokeWidth="1.2" strokeLinejoin="round" />
+              </svg>
+              Saved{" "}
               <Link className="font-medium underline" to={`/documents/${p.id}`}>
                 {p.filename}
               </Link>

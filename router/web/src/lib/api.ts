@@ -61,6 +61,8 @@ export class Api {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private listeners = new Set<(u: User | null) => void>();
   user: User | null = null;
+  /** True once the user signed out (until the next sign-in): the sign-in page says so. */
+  signedOut = false;
 
   constructor(opts: ApiOptions = {}) {
     this.base = opts.base ?? "";
@@ -125,18 +127,21 @@ export class Api {
 
   async register(email: string, password: string): Promise<User> {
     const s = await this.authPost("/api/auth/register", { email, password });
+    this.signedOut = false;
     this.adopt(s);
     return s.user;
   }
 
   async login(email: string, password: string): Promise<User> {
     const s = await this.authPost("/api/auth/login", { email, password });
+    this.signedOut = false;
     this.adopt(s);
     return s.user;
   }
 
   async logout(): Promise<void> {
     const rt = this.storage.getItem(REFRESH_KEY);
+    this.signedOut = true;
     this.clear();
     if (rt) {
       try {
