@@ -406,3 +406,57 @@ fn conversation_and_seq(frame: &SandboxFrame) -> Option<(&str, u64)> {
 pub fn frame_text(frame: &RouterFrame) -> String {
     serde_json::to_string(frame).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(shared: &mut Shared, id: u64) -> (mpsc::Receiver<Arc<str>>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(BROWSER_QUEUE);
+        let dropped = CancellationToken::new();
+        shared.browsers.insert(
+            id,
+            Slot {
+                tx,
+                dropped: dropped.clone(),
+            },
+        );
+        (rx, dropped)
+    }
+
+    #[test]
+    fn a_browser_that_stops_reading_is_dropped_and_the_others_keep_their_stream() {
+        let mut shared = Shared::default();
+        let (_stuck_rx, stuck) = slot(&mut shared, 1);
+        let (mut reader_rx, reader) = slot(&mut shared, 2);
+        let mut read = 0;
+        for i in 0..BROWSER_QUEUE + 10 {
+            deliver(&mut shared, None, &Arc::from(format!("event {i}")));
+            while reader_rx.try_recv().is_ok() {
+                read += 1;
+            }
+        }
+        assert!(stuck.is_cancelled(), "the stuck browser is told to go");
+        assert!(
+            !shared.browsers.contains_key(&1),
+            "and holds no queue any more"
+        );
+        assert!(!reader.is_cancelled());
+        assert_eq!(
+            read,
+            BROWSER_QUEUE + 10,
+            "the reading browser got every event"
+        );
+    }
+
+    #[test]
+    fn a_replay_goes_only_to_the_browser_that_asked() {
+        let mut shared = Shared::default();
+        let (mut asker, _) = slot(&mut shared, 1);
+        let (mut other, _) = slot(&mut shared, 2);
+        let to: HashSet<u64> = [1].into_iter().collect();
+        deliver(&mut shared, Some(&to), &Arc::from("replayed"));
+        assert_eq!(asker.try_recv().ok().as_deref(), Some("replayed"));
+        assert!(other.try_recv().is_err());
+    }
+}
