@@ -40,6 +40,8 @@ pub enum Status {
     Waking,
     /// The sandbox is connected.
     Ready,
+    /// The sandbox is being stopped and its files stored.
+    Sleeping,
 }
 
 /// One browser connection's side of the hub.
@@ -80,6 +82,8 @@ pub struct Hub {
     /// The sandbox link; its lock also serialises wake and sleep of this user.
     pub(crate) link: tokio::sync::Mutex<Option<Link>>,
     pub(crate) status: watch::Sender<Status>,
+    /// Held while the workspace's files are stored: one sync at a time per user.
+    pub(crate) sync: tokio::sync::Mutex<()>,
     shared: Mutex<Shared>,
     last_activity: Mutex<Instant>,
 }
@@ -92,6 +96,7 @@ impl Hub {
             ctx,
             link: tokio::sync::Mutex::new(None),
             status: watch::channel(Status::Asleep).0,
+            sync: tokio::sync::Mutex::new(()),
             shared: Mutex::default(),
             last_activity: Mutex::new(Instant::now()),
         }
@@ -190,6 +195,12 @@ impl Hub {
         self.shared().running.remove(conversation_id);
     }
 
+    /// Forgets which `seq` each conversation reached: a new sandbox link numbers
+    /// its events itself (what a browser already has it drops by `seq`).
+    pub(crate) fn reset_seqs(&self) {
+        self.shared().last_seq.clear();
+    }
+
     /// Notes that browser `id` resumes `conversation_id`: replayed events go to it.
     pub fn want_replay(&self, id: u64, conversation_id: &str) {
         self.shared()
@@ -283,7 +294,7 @@ impl Hub {
                     }
                     deliver(&mut hub.shared(), None, &text);
                     if done {
-                        hooks::sync_after_turn(&hub.ctx, hub.user).await;
+                        hooks::sync_after_turn(&hub).await;
                     }
                 });
                 return;

@@ -70,7 +70,7 @@ async fn a_frame_over_one_mebibyte_gets_an_error_and_changes_nothing(db: PgPool)
     let live = Live::start(db).await;
     let alice = live.app.register("alice@example.com").await;
     let mut browser = live.browser(&alice.access).await;
-    browser.until(|f| status(f) == Some("ready")).await;
+    browser.ready().await;
     browser.message(&"x".repeat(1024 * 1024 + 1), None).await;
     let error = browser.until(|f| f["type"] == "error").await;
     assert_eq!(
@@ -97,9 +97,9 @@ async fn two_users_chat_at_once_and_each_sees_only_their_own_stream(db: PgPool) 
     let mut a = live.browser(&alice.access).await;
     let mut a2 = live.browser(&alice.access).await;
     let mut b = live.browser(&bob.access).await;
-    a.until(|f| status(f) == Some("ready")).await;
-    a2.until(|f| status(f) == Some("ready")).await;
-    b.until(|f| status(f) == Some("ready")).await;
+    a.ready().await;
+    a2.ready().await;
+    b.ready().await;
     // The fake answers in request order; each answer names itself.
     live.api.push(Reply::text(&["answer ", "one"]));
     live.api.push(Reply::text(&["answer ", "two"]));
@@ -125,7 +125,7 @@ async fn an_agent_cannot_see_another_workspace_the_environment_or_the_database(d
     let bob = live.app.register("bob@example.com").await;
     // Bob's workspace exists with a secret in it.
     let mut b = live.browser(&bob.access).await;
-    b.until(|f| status(f) == Some("ready")).await;
+    b.ready().await;
     let bob_dir = live.workspace(&bob);
     std::fs::write(bob_dir.join("secret.txt"), "bob-secret-42").expect("write");
 
@@ -142,7 +142,7 @@ async fn an_agent_cannot_see_another_workspace_the_environment_or_the_database(d
     ));
     live.api.push(Reply::text(&["nothing found"]));
     let mut a = live.browser(&alice.access).await;
-    a.until(|f| status(f) == Some("ready")).await;
+    a.ready().await;
     a.message("look around", None).await;
     let frames = a.turn().await;
     let results = of_type(&frames, "tool_result");
@@ -179,7 +179,7 @@ async fn a_workspace_sleeps_when_idle_and_wakes_with_its_files(db: PgPool) {
     ));
     live.api.push(Reply::text(&["written"]));
     let mut a = live.browser(&alice.access).await;
-    a.until(|f| status(f) == Some("ready")).await;
+    a.ready().await;
     a.message("write notes", None).await;
     let frames = a.turn().await;
     assert_eq!(
@@ -206,7 +206,7 @@ async fn a_workspace_sleeps_when_idle_and_wakes_with_its_files(db: PgPool) {
     ));
     live.api.push(Reply::text(&["read"]));
     let mut a = live.browser(&alice.access).await;
-    let woke = a.until(|f| status(f) == Some("ready")).await;
+    let woke = a.ready().await;
     assert_eq!(status(&woke[0]), Some("waking"));
     a.message("read notes", None).await;
     let frames = a.turn().await;
@@ -244,7 +244,7 @@ async fn killing_the_sandbox_mid_turn_gives_an_error_and_the_next_message_works(
     let alice = live.app.register("alice@example.com").await;
     live.api.push(Reply::Stall(Duration::from_secs(600)));
     let mut a = live.browser(&alice.access).await;
-    a.until(|f| status(f) == Some("ready")).await;
+    a.ready().await;
     a.message("take your time", None).await;
     let started = a.until(|f| f["type"] == "turn").await;
     let conversation = started
@@ -289,7 +289,7 @@ async fn documents_files_and_the_conversation_are_stored_under_their_owner_only(
     ));
     live.api.push(Reply::text(&["All ", "saved."]));
     let mut a = live.browser(&alice.access).await;
-    a.until(|f| status(f) == Some("ready")).await;
+    a.ready().await;
     a.message("write a plan and a report", None).await;
     let frames = a.turn().await;
     assert_eq!(
@@ -399,7 +399,7 @@ async fn a_wiped_machine_gets_files_and_the_agent_session_back_from_storage(db: 
     ));
     live.api.push(Reply::text(&["noted"]));
     let mut a = live.browser(&alice.access).await;
-    a.until(|f| status(f) == Some("ready")).await;
+    a.ready().await;
     a.message("take a note about milk", None).await;
     let frames = a.turn().await;
     let conversation = frames[0]["conversation_id"]
@@ -422,7 +422,7 @@ async fn a_wiped_machine_gets_files_and_the_agent_session_back_from_storage(db: 
     ));
     live.api.push(Reply::text(&["it says milk"]));
     let mut a = live.browser(&alice.access).await;
-    a.until(|f| status(f) == Some("ready")).await;
+    a.ready().await;
     a.message("what did I note?", Some(&conversation)).await;
     let frames = a.turn().await;
     let output = of_type(&frames, "tool_result")
@@ -451,7 +451,7 @@ async fn an_exhausted_quota_and_the_rate_limit_reach_the_browser(db: PgPool) {
     let live = Live::start(db).await;
     let alice = live.app.register("alice@example.com").await;
     let mut a = live.browser(&alice.access).await;
-    a.until(|f| status(f) == Some("ready")).await;
+    a.ready().await;
 
     // The free plan's monthly tokens are used up.
     sqlx::query(

@@ -269,7 +269,7 @@ async fn write_loop(
     let status_text = |s: Status| match s {
         Status::Waking => Some(json!({"type": "status", "state": "waking"}).to_string()),
         Status::Ready => Some(json!({"type": "status", "state": "ready"}).to_string()),
-        Status::Asleep => None,
+        Status::Asleep | Status::Sleeping => None,
     };
     // A connection always shows `waking` before `ready` unless the workspace is
     // already up; later changes (a crash and a re-wake) are shown as they come.

@@ -58,10 +58,12 @@ pub(super) fn record(recorder: &Recorder, frame: &SandboxFrame) {
 
 /// After a turn: stores what the agent wrote in the workspace (new and changed
 /// files become `files` rows and objects), when the backend's files are local.
-pub(super) async fn sync_after_turn(ctx: &Context, user: Uuid) {
+pub(super) async fn sync_after_turn(hub: &super::Hub) {
+    let (ctx, user) = (&hub.ctx, hub.user);
     let Some(dirs) = ctx.backend.host_dirs(user) else {
         return;
     };
+    let _one_at_a_time = hub.sync.lock().await;
     match crate::sync::save_workspace(&ctx.storage, &ctx.db, user, &dirs.workspace).await {
         Ok(report) => tracing::debug!(user.id = %user, ?report, "workspace synced"),
         Err(error) => tracing::warn!(user.id = %user, %error, "workspace sync failed"),

@@ -72,6 +72,7 @@ impl Registry {
         let woken = tokio::time::timeout(self.wake_timeout, self.wake(hub)).await;
         match woken {
             Ok(Ok(link)) => {
+                hub.reset_seqs();
                 *guard = Some(link.clone());
                 hub.touch();
                 hub.status.send_replace(Status::Ready);
@@ -110,12 +111,17 @@ impl Registry {
         if let Some(link) = guard.take() {
             link.close();
         }
-        hub.status.send_replace(Status::Asleep);
+        hub.status.send_replace(Status::Sleeping);
         let stopped = self.ctx.backend.sleep(hub.user).await;
         hub.end_turns().await;
-        tokens::revoke(&self.ctx.db, hub.user).await?;
-        self.save(hub.user).await;
+        let revoked = tokens::revoke(&self.ctx.db, hub.user).await;
+        {
+            let _one_at_a_time = hub.sync.lock().await;
+            self.save(hub.user).await;
+        }
+        hub.status.send_replace(Status::Asleep);
         tracing::info!("workspace asleep");
+        revoked?;
         stopped
     }
 

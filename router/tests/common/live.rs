@@ -214,13 +214,15 @@ impl Browser {
         }
     }
 
-    /// Frames up to and including the first that `stop` accepts.
+    /// Frames up to and including the first that `stop` accepts, within [`WAIT`]
+    /// in all (pings do not extend it).
     pub async fn until(&mut self, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
         let mut frames = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let frame = self
-                .next()
+            let frame = tokio::time::timeout_at(deadline, self.next())
                 .await
+                .unwrap_or_else(|_| panic!("no matching frame in time; so far: {frames:?}"))
                 .unwrap_or_else(|| panic!("connection closed; so far: {frames:?}"));
             let last = stop(&frame);
             frames.push(frame);
@@ -228,6 +230,19 @@ impl Browser {
                 return frames;
             }
         }
+    }
+
+    /// Waits for `status: ready`; an error frame first fails the test.
+    pub async fn ready(&mut self) -> Vec<Value> {
+        let frames = self
+            .until(|f| (f["type"] == "status" && f["state"] == "ready") || f["type"] == "error")
+            .await;
+        assert_eq!(
+            frames.last().map(|f| f["type"].clone()),
+            Some(Value::from("status")),
+            "the workspace did not wake: {frames:?}"
+        );
+        frames
     }
 
     /// Frames until the end of a turn (`done` or an `error`).
