@@ -290,14 +290,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Raises the open-file limit of this process (each browser holds several
-/// sockets) with util-linux's `prlimit`; the child router inherits it.
-fn raise_nofile() -> anyhow::Result<()> {
-    let status = std::process::Command::new("prlimit")
-        .arg(format!("--pid={}", std::process::id()))
-        .arg("--nofile=65536:65536")
-        .status()?;
-    anyhow::ensure!(status.success(), "prlimit failed: {status}");
+/// Checks the open-file limit covers the sockets of the run (each browser holds
+/// a client socket, the router's two and the stub's, in this process or the child).
+fn check_nofile() -> anyhow::Result<()> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .context("reading the open-file limit")?;
+    let need = (4 * BROWSERS + 200) as u64;
+    anyhow::ensure!(soft >= need, "the open-file limit is {soft}; raise it to {need} (ulimit -n {need})");
     Ok(())
 }
 
@@ -312,7 +316,7 @@ fn nginx_worker(master: u32) -> anyhow::Result<u32> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    raise_nofile()?;
+    check_nofile()?;
     let server = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/postgres".into());
     let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);

@@ -36,6 +36,8 @@ mod origin;
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Frames past this size close the connection outright (memory bound).
 const HARD_FRAME_BYTES: usize = 4 * MAX_FRAME_BYTES;
+/// Read buffer of each browser connection (grows for larger frames).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// How often the router pings the browser.
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -86,6 +88,9 @@ async fn open_socket(
     let user = extractor::authenticate(&state, &token).await?;
     Ok(upgrade
         .protocols(["jarvis"])
+        // Browsers send small frames: a small read buffer keeps an idle
+        // connection cheap (tungstenite's default is 128 KiB each).
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(HARD_FRAME_BYTES)
         .max_frame_size(HARD_FRAME_BYTES)
         .on_upgrade(move |socket| {

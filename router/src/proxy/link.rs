@@ -55,6 +55,7 @@ pub async fn connect(hub: Arc<Hub>, endpoint: &Endpoint, token: &str) -> Result<
         .map_err(|e| Error::NotReady(format!("token is not a header value: {e}")))?;
     request.headers_mut().insert("authorization", bearer);
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
     let io_error = |e: std::io::Error| Error::Connect(Box::new(e.into()));
