@@ -13,6 +13,21 @@ async fn main() -> anyhow::Result<()> {
     {
         return Err(e).context("reading .env");
     }
+    // `router admin …`: the operators' commands, then exit.
+    if std::env::args().nth(1).as_deref() == Some("admin") {
+        let admin = router::admin::Admin::parse_from(std::env::args().skip(1));
+        let db = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&admin.database_url)
+            .await
+            .context("connecting to the database")?;
+        router::MIGRATOR
+            .run(&db)
+            .await
+            .context("running database migrations")?;
+        print!("{}", router::admin::run(&db, &admin.command).await?);
+        return Ok(());
+    }
     let config = Config::parse();
     telemetry::init(&config.log_format);
 
