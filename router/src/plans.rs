@@ -5,7 +5,7 @@
 //!
 //! | tier         | requests / minute | tokens / calendar month (UTC) | concurrent turns | voice |
 //! |--------------|-------------------|-------------------------------|------------------|-------|
-//! | `free`       | 20                | 1,000,000                     | 1                | off   |
+//! | `free`       | 20                | 1,000,000                     | 1                | on    |
 //! | `pro`        | 60                | 20,000,000                    | 2                | on    |
 //! | `enterprise` | 600               | unlimited                     | 8                | on    |
 //!
@@ -75,9 +75,11 @@ pub struct Plan {
     pub requests_per_minute: u32,
     /// Tokens per user per calendar month (UTC); `None` is unlimited.
     pub monthly_tokens: Option<u64>,
-    /// Turns a user may have running at once.
+    /// Turns a user may have running at once (configuration and `/api/usage`
+    /// only so far: the browser proxy does not enforce it yet).
     pub max_concurrent_turns: u32,
-    /// Whether spoken answers (the `speak` tool) are on.
+    /// Whether spoken answers (the `speak` tool) are on (configuration and
+    /// `/api/usage` only so far: the `speak` tool does not check it yet).
     pub voice: bool,
 }
 
@@ -134,7 +136,7 @@ impl Default for Plans {
                 requests_per_minute: 20,
                 monthly_tokens: Some(1_000_000),
                 max_concurrent_turns: 1,
-                voice: false,
+                voice: true,
             },
             pro: Plan {
                 stripe_price: None,
@@ -265,7 +267,7 @@ mod tests {
         assert!(pro.requests_per_minute < ent.requests_per_minute);
         assert!(free.monthly_tokens < pro.monthly_tokens);
         assert_eq!(ent.monthly_tokens, None);
-        assert!(!free.voice && pro.voice);
+        assert!(free.max_concurrent_turns <= pro.max_concurrent_turns);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! {"month": "2026-11", "input_tokens": 1200, "output_tokens": 300,
 //!  "cost_micros": 8100, "quota": 1000000, "limit_tokens": 1000000,
 //!  "plan": "free", "limits": {"requests_per_minute": 20, "monthly_tokens": 1000000,
-//!  "max_concurrent_turns": 1, "voice": false},
+//!  "max_concurrent_turns": 1, "voice": true},
 //!  "subscription_active": true, "subscription_status": null, "billing": false}
 //! ```
 //!
