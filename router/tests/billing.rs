@@ -252,6 +252,33 @@ async fn checkout_makes_one_customer_and_a_subscription_session_like_stripe_want
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn concurrent_checkouts_of_one_user_make_one_customer(db: PgPool) {
+    let stripe = FakeStripe::start(&[PRICE_PRO]).await;
+    let app = billing_app(db, &stripe, None).await;
+    let user = app.register("a@example.com").await;
+    let checkout = || {
+        app.send(
+            Method::POST,
+            "/api/billing/checkout",
+            Some(&user.access),
+            Some(json!({})),
+        )
+    };
+    let (a, b) = tokio::join!(checkout(), checkout());
+    assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(stripe.customer_count(), 1);
+    let linked: Option<String> =
+        sqlx::query_scalar("select stripe_customer_id from users where id = $1")
+            .bind(user.id)
+            .fetch_one(&app.db)
+            .await
+            .expect("row");
+    for session in stripe.requests_to("/v1/checkout/sessions") {
+        assert_eq!(session.field("customer"), linked.as_deref());
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn the_same_idempotency_key_gets_the_same_object(db: PgPool) {
     let _ = db;
     let fake = FakeStripe::start(&[PRICE_PRO]).await;
@@ -507,7 +534,7 @@ async fn replayed_and_out_of_order_events_end_in_the_right_state(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
-async fn subscription_state_follows_the_newest_event_in_order_too(db: PgPool) {
+async fn an_incomplete_state_never_overrides_another_of_the_same_second(db: PgPool) {
     let stripe = FakeStripe::start(&[PRICE_PRO]).await;
     let app = billing_app(db, &stripe, None).await;
     let user = app.register("a@example.com").await;
