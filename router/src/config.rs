@@ -95,6 +95,24 @@ pub struct Config {
     )]
     pub stripe_api_base: String,
 
+    /// Stripe price of the `pro` plan (wins over the plans table).
+    #[arg(long, env = "STRIPE_PRICE_PRO")]
+    pub stripe_price_pro: Option<String>,
+
+    /// Stripe price of the `enterprise` plan (wins over the plans table).
+    #[arg(long, env = "STRIPE_PRICE_ENTERPRISE")]
+    pub stripe_price_enterprise: Option<String>,
+
+    /// The plans table (see `plans`): inline JSON or the path of a JSON file;
+    /// unset, the built-in defaults.
+    #[arg(long, env = "JARVIS_PLANS")]
+    pub plans: Option<String>,
+
+    /// Where Stripe Checkout and the Customer Portal send the browser back to;
+    /// unset, the Account page on the request's own host.
+    #[arg(long, env = "JARVIS_BILLING_RETURN_URL")]
+    pub billing_return_url: Option<String>,
+
     /// Take the client address from the last `X-Forwarded-For` entry (set only
     /// behind a reverse proxy that sets it), for per-address login throttling.
     #[arg(long, env = "JARVIS_TRUST_FORWARDED_FOR", default_value_t = false)]
@@ -209,6 +227,10 @@ impl Config {
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: "https://api.stripe.com".into(),
+            stripe_price_pro: None,
+            stripe_price_enterprise: None,
+            plans: None,
+            billing_return_url: None,
             trust_forwarded_for: false,
             log_format: "text".into(),
             redis_url: None,

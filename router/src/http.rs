@@ -26,6 +26,8 @@ use crate::{
 
 /// Sign-up, sign-in, refresh and sign-out of built-in accounts.
 pub mod auth;
+/// Stripe Checkout, Customer Portal and the Stripe webhook.
+pub mod billing;
 /// Conversations and their messages.
 pub mod conversations;
 /// Documents the agent saved.
@@ -42,6 +44,8 @@ pub mod gateway;
 pub mod health;
 /// Layers applied to every request.
 pub mod middleware;
+/// This month's usage and the plan's limits (`/api/usage`).
+pub mod usage;
 /// The signed-in user's account (`/api/me`).
 pub mod users;
 /// The browser app (static files with the single-page-app fallback).
@@ -71,6 +75,10 @@ pub struct AppState {
     pub gateway: Arc<gateway::Gateway>,
     /// Workspaces: which sandbox is awake, waking and sleeping them.
     pub workspaces: Registry,
+    /// The plans and their limits (`JARVIS_PLANS`, `STRIPE_PRICE_*`).
+    pub plans: Arc<crate::plans::Plans>,
+    /// The Stripe API; `None` while billing is off.
+    pub stripe: Option<crate::billing::client::Stripe>,
     /// Supabase users known to have a `users` row in this process.
     known_users: Arc<Mutex<HashSet<Uuid>>>,
 }
@@ -109,6 +117,14 @@ impl AppState {
             config.wake_timeout,
         );
         workspaces.spawn_reaper();
+        let plans = gateway::plans_of(&config).context("reading the plans")?;
+        let stripe = match &config.stripe_secret_key {
+            Some(key) => Some(
+                crate::billing::client::Stripe::new(&config.stripe_api_base, key)
+                    .context("building the Stripe client")?,
+            ),
+            None => None,
+        };
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -117,6 +133,8 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             gateway: Arc::new(gateway),
             workspaces,
+            plans: Arc::new(plans),
+            stripe,
             known_users: Arc::default(),
         })
     }
@@ -149,6 +167,8 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(auth::router())
         .merge(users::router())
+        .merge(billing::router())
+        .merge(usage::router())
         .merge(documents::router())
         .merge(conversations::router())
         .merge(files::router())

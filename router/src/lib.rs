@@ -2,8 +2,12 @@
 //!
 //! `main.rs` only wires these together; everything a test needs is reachable from here.
 
+/// The operators' command line (`router admin …`).
+pub mod admin;
 /// Who is calling: access tokens (built-in and Supabase), refresh tokens, passwords.
 pub mod auth;
+/// Stripe: API client, webhook signatures, events → plans.
+pub mod billing;
 /// Configuration from the environment (the table in DESIGN.md).
 pub mod config;
 /// Database access helpers shared by every module: the per-user (RLS) transaction.

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use time::{Date, Month, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::plans::Tier;
+use crate::plans::{Plans, Tier};
 
 /// Why a user may not call the model now. The messages are shown to people.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +35,12 @@ pub enum Refusal {
     /// An administrator disabled the account.
     #[error("your account is disabled")]
     Disabled,
-    /// Billing is on and the subscription lapsed.
-    #[error("your subscription is not active")]
-    SubscriptionInactive,
+    /// Billing is on and there is no paid subscription.
+    #[error("your subscription is not active{}", lapse_advice(status.as_deref()))]
+    SubscriptionInactive {
+        /// Stripe's status of the subscription (`past_due`, `canceled`, …), if any.
+        status: Option<String>,
+    },
     /// Too many requests this minute.
     #[error(
         "Rate limit reached: your {tier} plan allows {limit} model requests per minute; retry in {retry_after} s"
@@ -73,7 +76,7 @@ pub enum Refusal {
 pub struct ConnectError(#[from] redis::RedisError);
 
 /// What the gateway needs to know about a user.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Account {
     /// Their plan tier.
     pub tier: Tier,
@@ -81,6 +84,8 @@ pub struct Account {
     pub disabled: bool,
     /// Whether their subscription is paid up.
     pub subscription_active: bool,
+    /// Stripe's status of their subscription, if they have one.
+    pub subscription_status: Option<String>,
     /// Tokens recorded this calendar month (UTC).
     pub tokens_this_month: u64,
 }
@@ -88,8 +93,8 @@ pub struct Account {
 /// Reads `user_id`'s account and this month's token total in one query.
 pub async fn account(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<Account>> {
     // language=PostgreSQL
-    let row: Option<(String, bool, bool, i64)> = sqlx::query_as(
-        "select u.tier, u.disabled_at is not null, u.subscription_active,
+    let row: Option<(String, bool, bool, Option<String>, i64)> = sqlx::query_as(
+        "select u.tier, u.disabled_at is not null, u.subscription_active, u.subscription_status,
                 coalesce((select sum(input_tokens + output_tokens) from usage
                           where owner_id = u.id
                             and created_at >= date_trunc('month', now(), 'UTC')), 0)::bigint
@@ -98,14 +103,15 @@ pub async fn account(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<Account>
     .bind(user_id)
     .fetch_optional(db)
     .await?;
-    Ok(
-        row.map(|(tier, disabled, subscription_active, used)| Account {
+    Ok(row.map(
+        |(tier, disabled, subscription_active, subscription_status, used)| Account {
             tier: Tier::parse(&tier),
             disabled,
             subscription_active,
+            subscription_status,
             tokens_this_month: u64::try_from(used).unwrap_or(0),
-        }),
-    )
+        },
+    ))
 }
 
 impl Account {
@@ -115,14 +121,16 @@ impl Account {
             return Err(Refusal::Disabled);
         }
         if billing_enabled && !self.subscription_active {
-            return Err(Refusal::SubscriptionInactive);
+            return Err(Refusal::SubscriptionInactive {
+                status: self.subscription_status.clone(),
+            });
         }
         Ok(())
     }
 
-    /// Refuses once this month's tokens reached the plan's quota.
-    pub fn check_quota(&self, now: OffsetDateTime) -> Result<(), Refusal> {
-        match self.tier.plan().monthly_tokens {
+    /// Refuses once this month's tokens reached the quota of the user's plan.
+    pub fn check_quota(&self, plans: &Plans, now: OffsetDateTime) -> Result<(), Refusal> {
+        match plans.get(self.tier).monthly_tokens {
             Some(quota) if self.tokens_this_month >= quota => Err(Refusal::QuotaExhausted {
                 tier: self.tier,
                 quota: thousands(quota),
@@ -130,6 +138,18 @@ impl Account {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+/// What to do about a subscription in `status`, for people.
+fn lapse_advice(status: Option<&str>) -> String {
+    match status {
+        None => String::new(),
+        Some(s @ ("past_due" | "unpaid" | "incomplete")) => format!(
+            " (payment {}): update your payment method under Account → Manage billing",
+            s.replace('_', " ")
+        ),
+        Some(s) => format!(" ({s}): subscribe again under Account → Upgrade plan"),
     }
 }
 
@@ -158,22 +178,25 @@ fn thousands(n: u64) -> String {
 /// The per-user request rate limiter, shared across router processes via Redis
 /// when configured.
 pub struct RateLimiter {
+    plans: Plans,
     redis: Option<(ConnectionManager, String)>,
     /// (user, window) → requests; the fallback and the no-Redis store.
     local: Mutex<HashMap<Uuid, (u64, u32)>>,
 }
 
 impl RateLimiter {
-    /// A limiter counting in this process only.
-    pub fn in_process() -> Self {
+    /// A limiter counting in this process only, by `plans`' rates.
+    pub fn in_process(plans: Plans) -> Self {
         Self {
+            plans,
             redis: None,
             local: Mutex::default(),
         }
     }
 
-    /// A limiter counting in Redis at `url` under keys starting with `prefix`.
-    pub async fn redis(url: &str, prefix: &str) -> Result<Self, ConnectError> {
+    /// A limiter counting in Redis at `url` under keys starting with `prefix`,
+    /// by `plans`' rates.
+    pub async fn redis(url: &str, prefix: &str, plans: Plans) -> Result<Self, ConnectError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -181,6 +204,7 @@ impl RateLimiter {
             .set_number_of_retries(2);
         let manager = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
+            plans,
             redis: Some((manager, prefix.to_string())),
             local: Mutex::default(),
         })
@@ -197,7 +221,7 @@ impl RateLimiter {
 
     /// [`Self::hit`] at `now` (seconds since the epoch).
     async fn hit_at(&self, user_id: Uuid, tier: Tier, now: u64) -> Result<(), Refusal> {
-        let limit = tier.plan().requests_per_minute;
+        let limit = self.plans.get(tier).requests_per_minute;
         let window = now / 60;
         let count = match &self.redis {
             Some((manager, prefix)) => {
@@ -255,6 +279,7 @@ mod tests {
             tier,
             disabled: false,
             subscription_active: false,
+            subscription_status: None,
             tokens_this_month: used,
         }
     }
@@ -265,25 +290,45 @@ mod tests {
             .expect("date")
             .midnight()
             .assume_utc();
-        assert!(account(Tier::Free, 999_999).check_quota(now).is_ok());
+        let plans = Plans::default();
+        assert!(
+            account(Tier::Free, 999_999)
+                .check_quota(&plans, now)
+                .is_ok()
+        );
         let refusal = account(Tier::Free, 1_000_000)
-            .check_quota(now)
+            .check_quota(&plans, now)
             .expect_err("over quota");
         assert_eq!(
             refusal.to_string(),
             "Your free plan's monthly token quota (1,000,000) is used up; upgrade or wait until 2027-01-01"
         );
-        assert!(account(Tier::Enterprise, u64::MAX).check_quota(now).is_ok());
+        assert!(
+            account(Tier::Enterprise, u64::MAX)
+                .check_quota(&plans, now)
+                .is_ok()
+        );
     }
 
     #[test]
     fn inactive_subscriptions_are_refused_only_with_billing_on() {
         let a = account(Tier::Pro, 0);
         assert!(a.check_standing(false).is_ok());
-        assert!(matches!(
-            a.check_standing(true),
-            Err(Refusal::SubscriptionInactive)
-        ));
+        assert_eq!(
+            a.check_standing(true).expect_err("lapsed").to_string(),
+            "your subscription is not active"
+        );
+        let past_due = Account {
+            subscription_status: Some("past_due".into()),
+            ..a.clone()
+        };
+        assert_eq!(
+            past_due
+                .check_standing(true)
+                .expect_err("lapsed")
+                .to_string(),
+            "your subscription is not active (payment past due): update your payment method under Account → Manage billing"
+        );
         let disabled = Account {
             disabled: true,
             ..a
@@ -296,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_process_limit_refuses_past_the_plan_rate() {
-        let limiter = RateLimiter::in_process();
+        let limiter = RateLimiter::in_process(Plans::default());
         let user = Uuid::new_v4();
         let now = 1_800_000_020; // 20 s into a minute
         for _ in 0..20 {

@@ -13,6 +13,13 @@ async fn main() -> anyhow::Result<()> {
     {
         return Err(e).context("reading .env");
     }
+    // `router admin …`: the operators' commands, then exit.
+    if std::env::args().nth(1).as_deref() == Some("admin") {
+        let admin = router::admin::Admin::parse_from(std::env::args().skip(1));
+        let db = open_database(&admin.database_url, 2).await?;
+        print!("{}", router::admin::run(&db, &admin.command).await?);
+        return Ok(());
+    }
     let config = Config::parse();
     telemetry::init(&config.log_format);
 
@@ -25,17 +32,23 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("creating the database")?;
     }
+    let db = open_database(&config.database_url, config.db_max_connections).await?;
+
+    let state = http::AppState::new(config, db).await?;
+    http::serve(state).await
+}
+
+/// Connects a pool of at most `max` connections and brings the schema up to date.
+async fn open_database(url: &str, max: u32) -> anyhow::Result<sqlx::PgPool> {
     let db = PgPoolOptions::new()
-        .max_connections(config.db_max_connections)
+        .max_connections(max)
         .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect(&config.database_url)
+        .connect(url)
         .await
         .context("connecting to the database")?;
     router::MIGRATOR
         .run(&db)
         .await
         .context("running database migrations")?;
-
-    let state = http::AppState::new(config, db).await?;
-    http::serve(state).await
+    Ok(db)
 }

@@ -1,21 +1,31 @@
-//! The plans users are on (`users.tier`) and what each allows at the model gateway.
+//! The plans users are on (`users.tier`) and what each allows, read from
+//! configuration once at start-up.
 //!
-//! This is the one place the limits are written down; issue 7 will make them
-//! configurable. The table (also in the gateway's docs):
+//! Defaults (used for every plan or field the configuration leaves out):
 //!
-//! | tier         | requests / minute | tokens / calendar month (UTC) |
-//! |--------------|-------------------|-------------------------------|
-//! | `free`       | 20                | 1,000,000                     |
-//! | `pro`        | 60                | 20,000,000                    |
-//! | `enterprise` | 600               | unlimited                     |
+//! | tier         | requests / minute | tokens / calendar month (UTC) | concurrent turns | voice |
+//! |--------------|-------------------|-------------------------------|------------------|-------|
+//! | `free`       | 20                | 1,000,000                     | 1                | on    |
+//! | `pro`        | 60                | 20,000,000                    | 2                | on    |
+//! | `enterprise` | 600               | unlimited                     | 8                | on    |
+//!
+//! `JARVIS_PLANS` overrides them: inline JSON, or the path of a JSON file, e.g.
+//! `{"pro": {"monthly_tokens": 5000000, "stripe_price": "price_123"}}`
+//! (`monthly_tokens: null` is unlimited). The Stripe price of the paid plans can
+//! also come from `STRIPE_PRICE_PRO` and `STRIPE_PRICE_ENTERPRISE`, which win over
+//! the file. A price maps back to its tier when a subscription changes; `free`
+//! has no price and works with no Stripe at all.
 //!
 //! Tokens are input (cache reads and writes included) plus output, as recorded in
 //! the `usage` table. Enforcing them is `limits`' job, not this module's.
 
-use std::fmt;
+use std::{fmt, path::Path};
+
+use serde::{Deserialize, Serialize};
 
 /// A plan tier, as stored in `users.tier`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// The default plan.
     Free,
@@ -26,14 +36,18 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// Every tier, cheapest first.
+    pub const ALL: [Self; 3] = [Self::Free, Self::Pro, Self::Enterprise];
+
     /// The tier named `name` (`free`, `pro`, `enterprise`); unknown names are `free`,
     /// so a bad row never grants more than the least.
     pub fn parse(name: &str) -> Self {
-        match name {
-            "pro" => Self::Pro,
-            "enterprise" => Self::Enterprise,
-            _ => Self::Free,
-        }
+        Self::from_name(name).unwrap_or(Self::Free)
+    }
+
+    /// The tier named exactly `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
     }
 
     /// The name stored in the database.
@@ -42,24 +56,6 @@ impl Tier {
             Self::Free => "free",
             Self::Pro => "pro",
             Self::Enterprise => "enterprise",
-        }
-    }
-
-    /// What this tier allows.
-    pub fn plan(self) -> Plan {
-        match self {
-            Self::Free => Plan {
-                requests_per_minute: 20,
-                monthly_tokens: Some(1_000_000),
-            },
-            Self::Pro => Plan {
-                requests_per_minute: 60,
-                monthly_tokens: Some(20_000_000),
-            },
-            Self::Enterprise => Plan {
-                requests_per_minute: 600,
-                monthly_tokens: None,
-            },
         }
     }
 }
@@ -71,12 +67,192 @@ impl fmt::Display for Tier {
 }
 
 /// The limits of one plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Plan {
+    /// The Stripe price that subscribes to it; `None` cannot be bought.
+    pub stripe_price: Option<String>,
     /// Model requests (`POST /v1/messages`) per user per minute.
     pub requests_per_minute: u32,
     /// Tokens per user per calendar month (UTC); `None` is unlimited.
     pub monthly_tokens: Option<u64>,
+    /// Turns a user may have running at once (configuration and `/api/usage`
+    /// only so far: the browser proxy does not enforce it yet).
+    pub max_concurrent_turns: u32,
+    /// Whether spoken answers (the `speak` tool) are on (configuration and
+    /// `/api/usage` only so far: the `speak` tool does not check it yet).
+    pub voice: bool,
+}
+
+/// A plan as the configuration writes it: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanOverride {
+    stripe_price: Option<String>,
+    requests_per_minute: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    monthly_tokens: Option<Option<u64>>,
+    max_concurrent_turns: Option<u32>,
+    voice: Option<bool>,
+}
+
+/// Tells `"monthly_tokens": null` (unlimited) from a missing field (the default).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+/// Could not read the plans.
+#[derive(Debug, thiserror::Error)]
+pub enum PlansError {
+    /// The file named by `JARVIS_PLANS` could not be read.
+    #[error("cannot read the plans file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The JSON is not a plans table.
+    #[error("JARVIS_PLANS is not a valid plans table: {0}")]
+    Parse(#[from] serde_json::Error),
+    /// Two plans share a Stripe price, so a subscription could not be mapped back.
+    #[error("the plans {0} and {1} have the same Stripe price")]
+    DuplicatePrice(Tier, Tier),
+}
+
+/// Every plan, by tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plans {
+    free: Plan,
+    pro: Plan,
+    enterprise: Plan,
+}
+
+impl Default for Plans {
+    fn default() -> Self {
+        Self {
+            free: Plan {
+                stripe_price: None,
+                requests_per_minute: 20,
+                monthly_tokens: Some(1_000_000),
+                max_concurrent_turns: 1,
+                voice: true,
+            },
+            pro: Plan {
+                stripe_price: None,
+                requests_per_minute: 60,
+                monthly_tokens: Some(20_000_000),
+                max_concurrent_turns: 2,
+                voice: true,
+            },
+            enterprise: Plan {
+                stripe_price: None,
+                requests_per_minute: 600,
+                monthly_tokens: None,
+                max_concurrent_turns: 8,
+                voice: true,
+            },
+        }
+    }
+}
+
+impl Plans {
+    /// The plans of `JARVIS_PLANS` (inline JSON, or a file path) over the
+    /// defaults, with the prices of `STRIPE_PRICE_PRO` / `STRIPE_PRICE_ENTERPRISE`.
+    pub fn load(
+        source: Option<&str>,
+        price_pro: Option<&str>,
+        price_enterprise: Option<&str>,
+    ) -> Result<Self, PlansError> {
+        let mut plans = match source.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Self::default(),
+            Some(json) if json.starts_with('{') => Self::from_json(json)?,
+            Some(path) => {
+                let text = std::fs::read_to_string(Path::new(path)).map_err(|source| {
+                    PlansError::Read {
+                        path: path.to_string(),
+                        source,
+                    }
+                })?;
+                Self::from_json(&text)?
+            }
+        };
+        if let Some(price) = price_pro {
+            plans.pro.stripe_price = Some(price.to_string());
+        }
+        if let Some(price) = price_enterprise {
+            plans.enterprise.stripe_price = Some(price.to_string());
+        }
+        plans.check()?;
+        Ok(plans)
+    }
+
+    /// The defaults with the overrides of a JSON table (`{"pro": {…}, …}`).
+    pub fn from_json(json: &str) -> Result<Self, PlansError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            #[serde(default)]
+            free: PlanOverride,
+            #[serde(default)]
+            pro: PlanOverride,
+            #[serde(default)]
+            enterprise: PlanOverride,
+        }
+        let table: Table = serde_json::from_str(json)?;
+        let mut plans = Self::default();
+        for (tier, o) in [
+            (Tier::Free, table.free),
+            (Tier::Pro, table.pro),
+            (Tier::Enterprise, table.enterprise),
+        ] {
+            let plan = plans.get_mut(tier);
+            plan.stripe_price = o.stripe_price.or(plan.stripe_price.take());
+            plan.requests_per_minute = o.requests_per_minute.unwrap_or(plan.requests_per_minute);
+            plan.monthly_tokens = o.monthly_tokens.unwrap_or(plan.monthly_tokens);
+            plan.max_concurrent_turns = o.max_concurrent_turns.unwrap_or(plan.max_concurrent_turns);
+            plan.voice = o.voice.unwrap_or(plan.voice);
+        }
+        plans.check()?;
+        Ok(plans)
+    }
+
+    fn check(&self) -> Result<(), PlansError> {
+        for (i, a) in Tier::ALL.into_iter().enumerate() {
+            for b in Tier::ALL.into_iter().skip(i + 1) {
+                if let (Some(x), Some(y)) = (&self.get(a).stripe_price, &self.get(b).stripe_price)
+                    && x == y
+                {
+                    return Err(PlansError::DuplicatePrice(a, b));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What `tier` allows.
+    pub fn get(&self, tier: Tier) -> &Plan {
+        match tier {
+            Tier::Free => &self.free,
+            Tier::Pro => &self.pro,
+            Tier::Enterprise => &self.enterprise,
+        }
+    }
+
+    fn get_mut(&mut self, tier: Tier) -> &mut Plan {
+        match tier {
+            Tier::Free => &mut self.free,
+            Tier::Pro => &mut self.pro,
+            Tier::Enterprise => &mut self.enterprise,
+        }
+    }
+
+    /// The tier a Stripe price subscribes to.
+    pub fn tier_of_price(&self, price: &str) -> Option<Tier> {
+        Tier::ALL
+            .into_iter()
+            .find(|t| self.get(*t).stripe_price.as_deref() == Some(price))
+    }
 }
 
 #[cfg(test)]
@@ -84,18 +260,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn higher_tiers_allow_more() {
-        let [free, pro, ent] = [Tier::Free, Tier::Pro, Tier::Enterprise].map(Tier::plan);
+    fn higher_tiers_allow_more_by_default() {
+        let plans = Plans::default();
+        let [free, pro, ent] = Tier::ALL.map(|t| plans.get(t).clone());
         assert!(free.requests_per_minute < pro.requests_per_minute);
         assert!(pro.requests_per_minute < ent.requests_per_minute);
         assert!(free.monthly_tokens < pro.monthly_tokens);
         assert_eq!(ent.monthly_tokens, None);
+        assert!(free.max_concurrent_turns <= pro.max_concurrent_turns);
     }
 
     #[test]
     fn unknown_tier_names_get_the_free_plan() {
         assert_eq!(Tier::parse("pro"), Tier::Pro);
         assert_eq!(Tier::parse("platinum"), Tier::Free);
+        assert_eq!(Tier::from_name("platinum"), None);
         assert_eq!(Tier::parse("enterprise").to_string(), "enterprise");
+    }
+
+    #[test]
+    fn configuration_overrides_only_what_it_names() {
+        let plans = Plans::load(
+            Some(
+                r#"{"pro": {"monthly_tokens": 500, "stripe_price": "price_file"},
+                     "enterprise": {"monthly_tokens": 9}, "free": {"monthly_tokens": null}}"#,
+            ),
+            None,
+            Some("price_ent"),
+        )
+        .expect("valid");
+        assert_eq!(plans.get(Tier::Pro).monthly_tokens, Some(500));
+        assert_eq!(plans.get(Tier::Pro).requests_per_minute, 60);
+        assert_eq!(plans.get(Tier::Free).monthly_tokens, None);
+        assert_eq!(plans.get(Tier::Enterprise).monthly_tokens, Some(9));
+        assert_eq!(plans.tier_of_price("price_file"), Some(Tier::Pro));
+        assert_eq!(plans.tier_of_price("price_ent"), Some(Tier::Enterprise));
+        assert_eq!(plans.tier_of_price("price_other"), None);
+
+        let env_wins = Plans::load(
+            Some(r#"{"pro": {"stripe_price": "price_file"}}"#),
+            Some("price_env"),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(env_wins.tier_of_price("price_env"), Some(Tier::Pro));
+    }
+
+    #[test]
+    fn bad_tables_are_refused() {
+        assert!(Plans::from_json(r#"{"gold": {}}"#).is_err());
+        assert!(Plans::from_json(r#"{"pro": {"tokens": 1}}"#).is_err());
+        assert!(matches!(
+            Plans::load(None, Some("price_x"), Some("price_x")),
+            Err(PlansError::DuplicatePrice(Tier::Pro, Tier::Enterprise))
+        ));
+        assert!(matches!(
+            Plans::load(Some("/nonexistent/plans.json"), None, None),
+            Err(PlansError::Read { .. })
+        ));
     }
 }

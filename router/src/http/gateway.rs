@@ -86,12 +86,22 @@ impl Gateway {
             .read_timeout(Duration::from_secs(600))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let plans = plans_of(config)?;
         let limiter = match &config.redis_url {
-            Some(url) => RateLimiter::redis(url, &config.redis_key_prefix).await?,
-            None => RateLimiter::in_process(),
+            Some(url) => RateLimiter::redis(url, &config.redis_key_prefix, plans).await?,
+            None => RateLimiter::in_process(plans),
         };
         Ok(Self { client, limiter })
     }
+}
+
+/// The plans of the configuration (`JARVIS_PLANS`, `STRIPE_PRICE_*`).
+pub fn plans_of(config: &Config) -> Result<crate::plans::Plans, crate::plans::PlansError> {
+    crate::plans::Plans::load(
+        config.plans.as_deref(),
+        config.stripe_price_pro.as_deref(),
+        config.stripe_price_enterprise.as_deref(),
+    )
 }
 
 /// The gateway's routes, with their own (large) body limit.
@@ -141,7 +151,7 @@ async fn forward(
         .ok_or(crate::limits::Refusal::NoAccount)?;
     account.check_standing(state.config.billing_enabled())?;
     if metered {
-        account.check_quota(time::OffsetDateTime::now_utc())?;
+        account.check_quota(&state.plans, time::OffsetDateTime::now_utc())?;
         state.gateway.limiter.hit(owner_id, account.tier).await?;
     }
     let body = body.map_err(|rejection| match rejection.status() {

@@ -236,3 +236,6 @@ pub fn jwt_payload(token: &str) -> Value {
 
 /// A real router on a socket with real local sandboxes and a fake model upstream.
 pub mod live;
+
+/// A fake Stripe API that checks requests like Stripe.
+pub mod stripe;

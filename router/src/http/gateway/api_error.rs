@@ -89,7 +89,7 @@ impl From<Refusal> for ApiError {
         let message = refusal.to_string();
         match refusal {
             Refusal::NoAccount => Self::unauthenticated(message),
-            Refusal::Disabled | Refusal::SubscriptionInactive => Self {
+            Refusal::Disabled | Refusal::SubscriptionInactive { .. } => Self {
                 final_: true,
                 ..Self::new(StatusCode::FORBIDDEN, "permission_error", message)
             },
