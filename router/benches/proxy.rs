@@ -301,7 +301,10 @@ fn check_nofile() -> anyhow::Result<()> {
         .and_then(|n| n.parse().ok())
         .context("reading the open-file limit")?;
     let need = (4 * BROWSERS + 200) as u64;
-    anyhow::ensure!(soft >= need, "the open-file limit is {soft}; raise it to {need} (ulimit -n {need})");
+    anyhow::ensure!(
+        soft >= need,
+        "the open-file limit is {soft}; raise it to {need} (ulimit -n {need})"
+    );
     Ok(())
 }
 

@@ -115,12 +115,14 @@ pub async fn account(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<Account>
 }
 
 impl Account {
-    /// Refuses a disabled account, or a lapsed subscription when billing is on.
+    /// Refuses a disabled account, or, when billing is on, a paid plan without an
+    /// active subscription (a lapsed payment ends paid access at once). The free
+    /// plan needs no subscription; a canceled one drops the user to it.
     pub fn check_standing(&self, billing_enabled: bool) -> Result<(), Refusal> {
         if self.disabled {
             return Err(Refusal::Disabled);
         }
-        if billing_enabled && !self.subscription_active {
+        if billing_enabled && self.tier != Tier::Free && !self.subscription_active {
             return Err(Refusal::SubscriptionInactive {
                 status: self.subscription_status.clone(),
             });

@@ -376,6 +376,14 @@ async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
     })
     .await;
     let (id, token) = sandbox_user(&billing, "a@example.com").await;
+    // The free plan needs no subscription, billing or not.
+    assert_eq!(call(&billing, &token, true).await.status, StatusCode::OK);
+    // A paid plan whose subscription is not active is refused.
+    sqlx::query("update users set tier = 'pro', subscription_active = false where id = $1")
+        .bind(id)
+        .execute(&billing.db)
+        .await
+        .expect("pro, lapsed");
     let lapsed = call(&billing, &token, true).await;
     assert_anthropic_error(&lapsed, StatusCode::FORBIDDEN, "permission_error");
     assert_eq!(
@@ -396,7 +404,7 @@ async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
         .expect("disabled");
     let disabled = call(&free, &token, true).await;
     assert_anthropic_error(&disabled, StatusCode::FORBIDDEN, "permission_error");
-    assert_eq!(fake.message_requests().len(), 1);
+    assert_eq!(fake.message_requests().len(), 2);
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
