@@ -25,6 +25,10 @@ pub mod server;
 #[cfg(test)]
 mod fixtures;
 
+/// Test support for this and other crates: the fake Kubernetes API server.
+#[cfg(feature = "test-support")]
+pub mod testing;
+
 pub use crd::{JarvisWorkspace, JarvisWorkspaceSpec, JarvisWorkspaceStatus, WorkspacePhase};
 
 /// Everything that can go wrong while reconciling a workspace.
