@@ -2,7 +2,7 @@
 //!
 //! Reconcile goes dereference → validate → (reap) → build → apply → status. Only
 //! `apply.rs` and this driver touch the apiserver; `build` and `status` are pure.
-//! Leader election and serving `/metrics` are not here yet.
+//! Leader election (`crate::leader`) and `/metrics` (`crate::server`) wrap `run` in `main`.
 
 /// Writes built objects and status with server-side apply.
 pub mod apply;

@@ -13,6 +13,9 @@ pub mod crd_yaml;
 /// The reconciler and its pure building blocks.
 pub mod controller;
 
+/// Leader election over a Lease: only the holder runs the controller.
+pub mod leader;
+
 /// Command-line and environment configuration of the operator binary.
 pub mod config;
 
