@@ -164,6 +164,10 @@ pub struct Config {
     #[arg(long, env = "JARVIS_SANDBOX_CPU_SECONDS", default_value_t = 4 * 3600)]
     pub sandbox_cpu_seconds: u64,
 
+    /// Namespace of the users' `JarvisWorkspace`s (kubernetes backend).
+    #[arg(long, env = "JARVIS_KUBE_NAMESPACE", default_value = "jarvis")]
+    pub kube_namespace: String,
+
     /// Longest a wake may take before the browser gets an error.
     #[arg(long, env = "JARVIS_WAKE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub wake_timeout: Duration,
@@ -224,6 +228,7 @@ impl Config {
             sandbox_memory_bytes: DEFAULT_SANDBOX_MEMORY,
             sandbox_max_procs: 4096,
             sandbox_cpu_seconds: 4 * 3600,
+            kube_namespace: "jarvis".into(),
             wake_timeout: Duration::from_secs(60),
             web_dir: None,
         }
