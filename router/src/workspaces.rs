@@ -168,10 +168,16 @@ pub fn backend(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Back
             )))
         }
         Kind::Kubernetes => {
-            // In-cluster credentials (the router's service account); there is no
-            // kubeconfig fallback here because building one is async.
-            let client = match kube::Config::incluster()
-                .map_err(|e| e.to_string())
+            // In-cluster credentials (the router's service account), or an
+            // unauthenticated URL; no kubeconfig (building a client from one is async).
+            let kube_config = match &config.kube_api_url {
+                Some(url) => url
+                    .parse()
+                    .map(kube::Config::new)
+                    .map_err(|e| format!("JARVIS_KUBE_API_URL: {e}")),
+                None => kube::Config::incluster().map_err(|e| e.to_string()),
+            };
+            let client = match kube_config
                 .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
             {
                 Ok(client) => client,
@@ -186,6 +192,7 @@ pub fn backend(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Back
                     namespace: config.kube_namespace.clone(),
                     wake_timeout: config.wake_timeout,
                     activity_every: std::time::Duration::from_secs(30),
+                    pod_ip: config.kube_endpoint == crate::config::KubeEndpoint::PodIp,
                 },
             )))
         }

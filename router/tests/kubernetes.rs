@@ -45,6 +45,7 @@ async fn wake_touch_and_sleep_a_workspace_through_the_operator() {
             namespace: NS.to_owned(),
             wake_timeout: WAIT,
             activity_every: Duration::from_secs(3600),
+            pod_ip: false,
         },
     );
     let workspaces = Api::<JarvisWorkspace>::namespaced(client.clone(), NS);

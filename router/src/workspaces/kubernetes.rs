@@ -12,7 +12,8 @@
 //!   so the operator's idle reaper sees it.
 //!
 //! The endpoint returned is the operator's `status.endpoint` (`jw-<name>.<ns>.svc:<port>`),
-//! resolved by cluster DNS. Files are not synced by the router for pods
+//! resolved by cluster DNS, or with [`KubernetesConfig::pod_ip`] the pod's IP and that
+//! port. Files are not synced by the router for pods
 //! ([`Backend::host_dirs`] stays `None`).
 
 use std::{
@@ -22,7 +23,11 @@ use std::{
 };
 
 use futures::future::BoxFuture;
-use k8s_openapi::{ByteString, api::core::v1::Secret, jiff::Timestamp};
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Pod, Secret},
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -52,6 +57,9 @@ pub struct KubernetesConfig {
     pub wake_timeout: Duration,
     /// Least time between two `lastActivity` writes for one user.
     pub activity_every: Duration,
+    /// Connect to the pod's IP (with the endpoint's port) instead of the Service
+    /// name in `status.endpoint`: for a router without cluster DNS.
+    pub pod_ip: bool,
 }
 
 /// Workspaces as `JarvisWorkspace` objects.
@@ -205,7 +213,20 @@ impl KubernetesBackend {
             })
             .await?;
         let endpoint = endpoint(&ready).ok_or(Error::Timeout)?;
-        Ok(Endpoint::Tcp(endpoint))
+        if !self.config.pod_ip {
+            return Ok(Endpoint::Tcp(endpoint));
+        }
+        let port = endpoint.rsplit_once(':').map(|(_, port)| port.to_owned());
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &self.config.namespace);
+        let pod = pods
+            .get(&operator::controller::build::child_name(&name))
+            .await
+            .map_err(kube_error)?;
+        let ip = pod.status.and_then(|s| s.pod_ip);
+        match (ip, port) {
+            (Some(ip), Some(port)) => Ok(Endpoint::Tcp(format!("{ip}:{port}"))),
+            _ => Err(Error::NotReady("the Ready pod has no IP".to_owned())),
+        }
     }
 
     async fn sleep_workspace(&self, user: Uuid) -> Result<()> {
