@@ -6,7 +6,10 @@
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::{
+    api::events::v1::Event,
+    jiff::{SignedDuration, Timestamp},
+};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
@@ -129,6 +132,20 @@ async fn wait_sleeping(fake: &FakeApiServer, api: &Api<JarvisWorkspace>, name: &
     .await;
 }
 
+/// Reasons of the Events published about workspace alice.
+async fn event_reasons(client: &Client) -> Vec<String> {
+    let events = Api::<Event>::namespaced(client.clone(), NS);
+    events
+        .list(&Default::default())
+        .await
+        .expect("events list")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("alice"))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
 fn alice() -> JarvisWorkspace {
     serde_json::from_value(json!({
         "apiVersion": "jarvis.dev/v1alpha1",
@@ -166,6 +183,10 @@ async fn workspace_lifecycle_through_kubectl() {
             "{plural}/jw-alice is owned by alice"
         );
     }
+    assert!(
+        event_reasons(&client).await.contains(&"Ready".to_owned()),
+        "a Ready event is published"
+    );
     let listed = kubectl.run(&["get", "jw"]).await;
     assert!(
         listed.contains("alice"),
@@ -189,6 +210,9 @@ async fn workspace_lifecycle_through_kubectl() {
     .await
     .expect("router-style activity patch");
     wait_sleeping(&fake, &api, "alice").await;
+    let reasons = event_reasons(&client).await;
+    assert!(reasons.contains(&"IdleReaped".to_owned()), "{reasons:?}");
+    assert!(reasons.contains(&"Sleeping".to_owned()), "{reasons:?}");
     let reaped = api.get("alice").await.expect("workspace");
     assert_eq!(reaped.spec.replicas, 0, "the reaper set replicas to 0");
 
