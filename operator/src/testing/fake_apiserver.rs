@@ -1279,16 +1279,21 @@ async fn kubelet(inner: Arc<Inner>, runner: Arc<dyn PodRunner>) {
     let pods = KINDS[1];
     let mut changes = inner.changes.subscribe();
     let mut started: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
+    // The pods to look at: every pod at first and after falling behind, then each
+    // changed pod as it changes.
+    let mut pending: Option<Vec<Value>> = None;
     loop {
-        // Look at every pod after each change (cheap at test sizes).
-        let snapshot: Vec<Value> = {
-            let store = inner.lock();
-            store
-                .objects
-                .iter()
-                .filter(|((resource, _, _), _)| *resource == pods.resource())
-                .map(|(_, pod)| pod.clone())
-                .collect()
+        let snapshot: Vec<Value> = match pending.take() {
+            Some(changed) => changed,
+            None => {
+                let store = inner.lock();
+                store
+                    .objects
+                    .iter()
+                    .filter(|((resource, _, _), _)| *resource == pods.resource())
+                    .map(|(_, pod)| pod.clone())
+                    .collect()
+            }
         };
         for pod in snapshot {
             let namespace = meta(&pod)["namespace"]
@@ -1349,15 +1354,18 @@ async fn kubelet(inner: Arc<Inner>, runner: Arc<dyn PodRunner>) {
                 }),
             );
         }
-        started.retain(|(ns, name), _| {
-            inner
-                .lock()
-                .objects
-                .contains_key(&Store::key(&pods, ns, name))
-        });
         loop {
             match changes.recv().await {
-                Ok(change) if change.kind == pods => break,
+                Ok(change) if change.kind == pods && change.event == "DELETED" => {
+                    let key = (change.namespace.clone(), name_of(&change.object));
+                    if let Some(task) = started.remove(&key) {
+                        task.abort();
+                    }
+                }
+                Ok(change) if change.kind == pods => {
+                    pending = Some(vec![change.object.clone()]);
+                    break;
+                }
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(_)) => break,
                 Err(broadcast::error::RecvError::Closed) => return,
