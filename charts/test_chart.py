@@ -301,7 +301,8 @@ class ChartTest(unittest.TestCase):
     def test_operator_env_sets_every_setting_it_reads(self):
         read = env_names_read_by("operator")
         env = self.production.env("operator")
-        self.assertEqual(set(env) - {"POD_NAME", "POD_NAMESPACE", "RUST_LOG"}, read)
+        self.assertEqual(set(env) - {"RUST_LOG"}, read)
+        self.assertEqual(env["JARVIS_OPERATOR_LEADER_ELECT"]["value"], "true")
         self.assertEqual(env["POD_NAME"]["valueFrom"], {"fieldRef": {"fieldPath": "metadata.name"}})
         self.assertEqual(env["POD_NAMESPACE"]["valueFrom"], {"fieldRef": {"fieldPath": "metadata.namespace"}})
         self.assertEqual(env["JARVIS_SANDBOX_RUNTIME_CLASS"]["value"], "gvisor")
@@ -326,6 +327,7 @@ class ChartTest(unittest.TestCase):
                 env = install.env("router")
                 self.assertLessEqual(set(env), known)
                 self.assertEqual(env["JARVIS_BACKEND"]["value"], "kubernetes")
+                self.assertEqual(env["JARVIS_KUBE_NAMESPACE"]["value"], NAMESPACE)
                 self.assertEqual(env["JARVIS_LISTEN"]["value"], "0.0.0.0:8080")
                 self.assertEqual(env["JARVIS_STORAGE"]["value"], "s3://jarvis-files")
 

@@ -20,6 +20,21 @@ pub struct Config {
     /// Address of the operator's `/healthz` and `/metrics` endpoints.
     #[arg(long, env = "JARVIS_OPERATOR_LISTEN", default_value = "0.0.0.0:9090")]
     pub listen: String,
+    /// Run the controller only while holding the `jarvis-operator` Lease, so several
+    /// replicas are safe. `false` runs it unconditionally (one replica only).
+    #[arg(
+        long,
+        env = "JARVIS_OPERATOR_LEADER_ELECT",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub leader_elect: bool,
+    /// Namespace of the operator's Lease: its own namespace (the chart sets it).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "jarvis")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease: its pod name (the chart sets it).
+    #[arg(long, env = "POD_NAME", default_value = "jarvis-operator")]
+    pub identity: String,
     /// Sandbox image for workspaces whose spec names none.
     #[arg(
         long,

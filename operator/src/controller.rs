@@ -2,7 +2,7 @@
 //!
 //! Reconcile goes dereference → validate → (reap) → build → apply → status. Only
 //! `apply.rs` and this driver touch the apiserver; `build` and `status` are pure.
-//! Leader election and serving `/metrics` are not here yet.
+//! Leader election (`crate::leader`) and `/metrics` (`crate::server`) wrap `run` in `main`.
 
 /// Writes built objects and status with server-side apply.
 pub mod apply;
@@ -26,6 +26,7 @@ use kube::{
     api::ListParams,
     runtime::{
         controller::{Action, Controller},
+        events::{Event, EventType, Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
         watcher,
     },
@@ -59,6 +60,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per workspace (`namespace/name`), for the back-off.
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Publishes Kubernetes Events on phase changes; `None` publishes nothing.
+    recorder: Option<Recorder>,
 }
 
 impl Context {
@@ -69,6 +72,41 @@ impl Context {
             settings,
             metrics,
             failures: std::sync::Mutex::default(),
+            recorder: None,
+        }
+    }
+
+    /// The same context, publishing Events about each workspace's phase changes
+    /// (woken, asleep, idle-reaped, failed) through `recorder`.
+    pub fn with_recorder(mut self, recorder: Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    /// Publish an Event about `ws`; a failure is logged, never fails the reconcile.
+    async fn publish(
+        &self,
+        ws: &JarvisWorkspace,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = recorder
+            .publish(&event, &kube::Resource::object_ref(ws, &()))
+            .await
+        {
+            warn!(workspace.name = %ws.name_any(), %error, "publishing an event failed");
         }
     }
 
@@ -136,9 +174,11 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
     let mut valid = match build::validate(ws) {
         Ok(valid) => valid,
         Err(invalid) => {
-            let status = desired_status(ws, &Outcome::Invalid(invalid.to_string()), now);
+            let outcome = Outcome::Invalid(invalid.to_string());
+            let status = desired_status(ws, &outcome, now);
             if status_changed(ws, &status) {
                 apply::patch_status(ctx, &namespace, &name, &status).await?;
+                announce(ctx, ws, &outcome).await;
             }
             return Err(Error::InvalidSpec(invalid));
         }
@@ -149,6 +189,14 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
             info!(workspace.name = %name, "workspace idle past its timeout; scaling to 0");
             apply::scale_to_zero(ctx, &namespace, &name).await?;
             ctx.metrics.reaped.inc();
+            ctx.publish(
+                ws,
+                EventType::Normal,
+                "IdleReaped",
+                "Sleep",
+                format!("no activity for {}; scaled to 0", ws.spec.idle_timeout),
+            )
+            .await;
             valid.replicas = 0;
         }
         Some(left) => requeue = requeue.min(left + Duration::from_secs(1)),
@@ -178,8 +226,44 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
     let status = desired_status(ws, &outcome, now);
     if status_changed(ws, &status) {
         apply::patch_status(ctx, &namespace, &name, &status).await?;
+        let before = ws.status.as_ref().and_then(|s| s.phase);
+        if before != status.phase {
+            announce(ctx, ws, &outcome).await;
+        }
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Publish the Event for a workspace that just entered the phase of `outcome`.
+async fn announce(ctx: &Context, ws: &JarvisWorkspace, outcome: &Outcome) {
+    let (type_, reason, action, note) = match outcome {
+        Outcome::Ready { endpoint } => (
+            EventType::Normal,
+            "Ready",
+            "Wake",
+            format!("sandbox accepts connections at {endpoint}"),
+        ),
+        Outcome::Waking => (
+            EventType::Normal,
+            "Waking",
+            "Wake",
+            "sandbox pod is starting".to_owned(),
+        ),
+        Outcome::Sleeping => (
+            EventType::Normal,
+            "Sleeping",
+            "Sleep",
+            "sandbox pod removed".to_owned(),
+        ),
+        Outcome::Failed(message) => (EventType::Warning, "Failed", "Reconcile", message.clone()),
+        Outcome::Invalid(message) => (
+            EventType::Warning,
+            "InvalidSpec",
+            "Reconcile",
+            message.clone(),
+        ),
+    };
+    ctx.publish(ws, type_, reason, action, note).await;
 }
 
 /// Deletion: stop the sandbox first (it syncs its files to the router on SIGTERM) and
@@ -209,7 +293,12 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
             build::MANAGED_BY
         ))
     };
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics));
+    let reporter = Reporter {
+        controller: apply::FIELD_MANAGER.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics).with_recorder(recorder));
     Controller::new(workspaces, watcher::Config::default().any_semantic())
         .owns(Api::<Pod>::all(client.clone()), owned())
         .owns(Api::<Service>::all(client.clone()), owned())

@@ -13,6 +13,9 @@ pub mod crd_yaml;
 /// The reconciler and its pure building blocks.
 pub mod controller;
 
+/// Leader election over a Lease: only the holder runs the controller.
+pub mod leader;
+
 /// Command-line and environment configuration of the operator binary.
 pub mod config;
 
@@ -24,6 +27,10 @@ pub mod server;
 
 #[cfg(test)]
 mod fixtures;
+
+/// Test support for this and other crates: the fake Kubernetes API server.
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use crd::{JarvisWorkspace, JarvisWorkspaceSpec, JarvisWorkspaceStatus, WorkspacePhase};
 

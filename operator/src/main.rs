@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use operator::{config::Config, controller, metrics::Metrics, server};
+use operator::{config::Config, controller, leader, metrics::Metrics, server};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
@@ -23,9 +23,29 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     let client = kube::Client::try_default().await?;
     tracing::info!(listen = %config.listen, sandbox.image = %config.sandbox_image, "operator starting");
+    let controller = controller::run(client.clone(), config.settings(), metrics);
+    let elector = leader::Elector::new(
+        client,
+        leader::Settings {
+            name: leader::LEASE_NAME.to_owned(),
+            namespace: config.lease_namespace.clone(),
+            identity: config.identity.clone(),
+            lease_duration: std::time::Duration::from_secs(15),
+            renew_every: std::time::Duration::from_secs(5),
+        },
+    );
+    let controller = async {
+        if config.leader_elect {
+            leader::run(&elector, controller).await??;
+        } else {
+            controller.await?;
+        }
+        anyhow::Ok(())
+    };
+    let server = server::serve(listener, Arc::new(registry));
     tokio::select! {
-        result = controller::run(client, config.settings(), metrics) => result?,
-        result = server::serve(listener, Arc::new(registry)) => result?,
+        result = controller => result?,
+        result = server => result?,
     }
     Ok(())
 }

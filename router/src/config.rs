@@ -14,6 +14,16 @@ pub enum Backend {
     Kubernetes,
 }
 
+/// How the kubernetes backend reaches a Ready workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeEndpoint {
+    /// The operator's `status.endpoint`: the workspace Service by cluster DNS.
+    Service,
+    /// The pod's IP with the same port: for a router on the pod network without
+    /// cluster DNS.
+    PodIp,
+}
+
 /// Everything the router can be told.
 #[derive(Clone, Debug, clap::Parser)]
 #[command(name = "router", about = "The Jarvis router", version)]
@@ -182,6 +192,24 @@ pub struct Config {
     #[arg(long, env = "JARVIS_SANDBOX_CPU_SECONDS", default_value_t = 4 * 3600)]
     pub sandbox_cpu_seconds: u64,
 
+    /// Namespace of the users' `JarvisWorkspace`s (kubernetes backend).
+    #[arg(long, env = "JARVIS_KUBE_NAMESPACE", default_value = "jarvis")]
+    pub kube_namespace: String,
+
+    /// A Kubernetes API URL used without credentials, such as `kubectl proxy`'s
+    /// `http://127.0.0.1:8001`. Unset: the in-cluster service account.
+    #[arg(long, env = "JARVIS_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
+
+    /// How the kubernetes backend reaches a Ready workspace: `service` or `pod-ip`.
+    #[arg(
+        long,
+        env = "JARVIS_KUBE_ENDPOINT",
+        value_enum,
+        default_value = "service"
+    )]
+    pub kube_endpoint: KubeEndpoint,
+
     /// Longest a wake may take before the browser gets an error.
     #[arg(long, env = "JARVIS_WAKE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub wake_timeout: Duration,
@@ -246,6 +274,9 @@ impl Config {
             sandbox_memory_bytes: DEFAULT_SANDBOX_MEMORY,
             sandbox_max_procs: 4096,
             sandbox_cpu_seconds: 4 * 3600,
+            kube_namespace: "jarvis".into(),
+            kube_api_url: None,
+            kube_endpoint: KubeEndpoint::Service,
             wake_timeout: Duration::from_secs(60),
             web_dir: None,
         }

@@ -109,6 +109,7 @@ impl Hub {
     /// Notes activity now (idle sleep counts from the last one).
     pub fn touch(&self) {
         *self.last_activity.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.ctx.backend.touch(self.user);
     }
 
     /// When the workspace was last active.

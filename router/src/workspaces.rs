@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 /// Bubblewrap: the exact jail a local sandbox runs in (pure argument building).
 pub mod jail;
+/// The `kubernetes` backend: one `JarvisWorkspace` per user, run by the operator.
+pub mod kubernetes;
 /// The `local` backend: one confined `sandbox` process per awake user.
 pub mod local;
 /// Awake workspaces: who is waking, ready, connected, busy, idle; wake and sleep.
@@ -61,6 +63,9 @@ pub enum Error {
     /// The database failed (issuing or revoking the token).
     #[error("database error")]
     Db(#[from] sqlx::Error),
+    /// The Kubernetes API refused or failed a request (kubernetes backend).
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] Box<kube::Error>),
 }
 
 /// Where the router reaches an awake sandbox's WebSocket (`GET /ws`).
@@ -96,6 +101,10 @@ pub trait Backend: Send + Sync + 'static {
     fn host_dirs(&self, _user: Uuid) -> Option<HostDirs> {
         None
     }
+    /// Notes that `user`'s workspace is in use (a frame passed either way). Backends
+    /// that keep their own idle clock record it; the default does nothing. Must not
+    /// block: called on every frame.
+    fn touch(&self, _user: Uuid) {}
 }
 
 /// Where a sandbox's files live on the router's machine.
@@ -158,11 +167,39 @@ pub fn backend(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Back
                 },
             )))
         }
-        Kind::Kubernetes => Ok(std::sync::Arc::new(Unavailable)),
+        Kind::Kubernetes => {
+            // In-cluster credentials (the router's service account), or an
+            // unauthenticated URL; no kubeconfig (building a client from one is async).
+            let kube_config = match &config.kube_api_url {
+                Some(url) => url
+                    .parse()
+                    .map(kube::Config::new)
+                    .map_err(|e| format!("JARVIS_KUBE_API_URL: {e}")),
+                None => kube::Config::incluster().map_err(|e| e.to_string()),
+            };
+            let client = match kube_config
+                .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
+            {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::warn!(%error, "kubernetes workspaces are unavailable");
+                    return Ok(std::sync::Arc::new(Unavailable));
+                }
+            };
+            Ok(std::sync::Arc::new(kubernetes::KubernetesBackend::new(
+                client,
+                kubernetes::KubernetesConfig {
+                    namespace: config.kube_namespace.clone(),
+                    wake_timeout: config.wake_timeout,
+                    activity_every: std::time::Duration::from_secs(30),
+                    pod_ip: config.kube_endpoint == crate::config::KubeEndpoint::PodIp,
+                },
+            )))
+        }
     }
 }
 
-/// A backend that cannot wake anything (the kubernetes backend is not built yet).
+/// A backend that cannot wake anything (its prerequisites are missing).
 pub struct Unavailable;
 
 impl Backend for Unavailable {

@@ -106,8 +106,11 @@ impl Live {
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(router::http::serve_on(listener, app.state.clone()));
-        let socket = router::workspaces::gateway_socket(&app.state.config);
-        wait_for(|| socket.exists()).await;
+        // Only local sandboxes reach the gateway through its unix socket.
+        if app.state.config.backend == router::config::Backend::Local {
+            let socket = router::workspaces::gateway_socket(&app.state.config);
+            wait_for(|| socket.exists()).await;
+        }
         Self {
             app,
             api,
