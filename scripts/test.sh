@@ -14,11 +14,13 @@ python3 -m unittest discover -s docker -p 'test_*.py'
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The router's end-to-end tests start the real sandbox binary from target/.
+# The router's end-to-end tests start the real sandbox binary from target/; the
+# browser app's end-to-end run also needs the fake model API as a process.
 cargo build -p sandbox --bin sandbox --locked
+cargo build -p sandbox --features test-support --bin fake-anthropic --locked
 cargo test --workspace --locked
 
 # The browser app: type check, then component and unit tests (Vitest, jsdom), then
 # end to end in headless Chromium against the real router, real local sandboxes and
 # the fake model API (screenshots in router/web/e2e/screenshots/).
-(cd router/web && npx tsc --noEmit && npm test --silent && npm run build --silent && npm run e2e --silent)
+(cd router/web && npx tsc --noEmit && npm test --silent && npm run build --silent && E2E_NO_BUILD=1 npm run e2e --silent)

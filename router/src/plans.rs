@@ -75,8 +75,8 @@ pub struct Plan {
     pub requests_per_minute: u32,
     /// Tokens per user per calendar month (UTC); `None` is unlimited.
     pub monthly_tokens: Option<u64>,
-    /// Turns a user may have running at once (configuration and `/api/usage`
-    /// only so far: the browser proxy does not enforce it yet).
+    /// Turns a user may have running at once (the browser WebSocket refuses
+    /// more with `too_many_turns`).
     pub max_concurrent_turns: u32,
     /// Whether spoken answers (the `speak` tool) are on (configuration and
     /// `/api/usage` only so far: the `speak` tool does not check it yet).

@@ -127,6 +127,11 @@ impl Hub {
         !self.shared().running.is_empty()
     }
 
+    /// How many turns are running.
+    pub fn running_turns(&self) -> usize {
+        self.shared().running.len()
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
         *self.status.borrow()

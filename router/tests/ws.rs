@@ -508,3 +508,43 @@ async fn an_exhausted_quota_and_the_rate_limit_reach_the_browser(db: PgPool) {
         "{error}"
     );
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn the_plan_caps_turns_running_at_once(db: PgPool) {
+    let live = Live::start(db).await;
+    let alice = live.app.register("alice@example.com").await;
+    live.api.push(Reply::Stall(Duration::from_secs(3)));
+    let mut a = live.browser(&alice.access).await;
+    a.ready().await;
+    a.message("a long one", None).await;
+    let first = a.until(|f| f["type"] == "turn").await;
+    let running = first
+        .last()
+        .map(|f| f["conversation_id"].clone())
+        .expect("turn");
+
+    // The free plan runs one answer at a time: another conversation must wait.
+    a.message("meanwhile, another", None).await;
+    let refused = a
+        .until(|f| f["type"] == "error" && f.get("conversation_id").is_none())
+        .await;
+    let error = refused.last().expect("error");
+    assert_eq!(error["code"], "too_many_turns", "{refused:?}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("free plan"),
+        "{error}"
+    );
+
+    // Once the first ends, the next is accepted.
+    let done = a.until(|f| f["type"] == "done").await;
+    assert_eq!(
+        done.last().map(|f| f["conversation_id"].clone()),
+        Some(running)
+    );
+    live.api.push(Reply::text(&["now it works"]));
+    a.message("and now?", None).await;
+    assert_eq!(text(&a.turn().await), "now it works");
+}

@@ -204,6 +204,10 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     }
                 },
             };
+            if let Err(message) = turn_slot(state, hub).await {
+                hub.send_to(id, error_frame("too_many_turns", &message));
+                return;
+            }
             let link = match registry.ready(hub).await {
                 Ok(link) => link,
                 Err(error) => {
@@ -264,6 +268,27 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
             }
         }
     }
+}
+
+/// Whether the user's plan allows one more turn now (its `max_concurrent_turns`);
+/// the message to show when it does not.
+async fn turn_slot(state: &AppState, hub: &Hub) -> Result<(), String> {
+    let running = hub.running_turns();
+    if running == 0 {
+        return Ok(());
+    }
+    let tier = match crate::limits::account(&state.db, hub.user).await {
+        Ok(Some(account)) => account.tier,
+        _ => crate::plans::Tier::Free,
+    };
+    let max = state.plans.get(tier).max_concurrent_turns as usize;
+    if running < max {
+        return Ok(());
+    }
+    Err(format!(
+        "your {tier} plan runs {max} answer{s} at a time; wait for the running one to finish or stop it",
+        s = if max == 1 { "" } else { "s" }
+    ))
 }
 
 async fn write_loop(
