@@ -167,6 +167,20 @@ try {
   assert.equal(fs.readFileSync(dlPath, "utf8"), "# Launch plan v2\n\nEdited in the browser.");
   step("downloaded");
 
+  // The document the agent saved: opened, edited, saved and downloaded too.
+  await page.goto(router.url + "/documents");
+  await page.getByRole("link", { name: /agent-plan\.md/ }).click();
+  await page.waitForURL("**/documents/*");
+  await viewer.getByRole("heading", { name: "Agent plan" }).waitFor();
+  await page.getByRole("button", { name: "Edit" }).click();
+  await page.getByLabel("Content").fill("# Agent plan\n\nApproved by Alice.");
+  await page.getByRole("button", { name: "Save" }).click();
+  await viewer.getByText("Approved by Alice.").waitFor();
+  const [agentDl] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download" }).click()]);
+  assert.equal(agentDl.suggestedFilename(), "agent-plan.md");
+  assert.equal(fs.readFileSync(await agentDl.path(), "utf8"), "# Agent plan\n\nApproved by Alice.");
+  step("the agent's document opened, edited, saved and downloaded");
+
   // --- files and account ---------------------------------------------------
   await page.getByRole("link", { name: "Files", exact: true }).click();
   // The file the agent's command wrote in its workspace, stored after the turn.
