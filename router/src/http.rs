@@ -44,6 +44,8 @@ pub mod gateway;
 pub mod health;
 /// Layers applied to every request.
 pub mod middleware;
+/// Which browser `Origin`s the router trusts (the WebSocket, billing redirects).
+pub mod origin;
 /// This month's usage and the plan's limits (`/api/usage`).
 pub mod usage;
 /// The signed-in user's account (`/api/me`).

@@ -252,6 +252,37 @@ async fn checkout_makes_one_customer_and_a_subscription_session_like_stripe_want
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn stripe_sends_the_browser_back_only_to_a_trusted_origin(db: PgPool) {
+    let stripe = FakeStripe::start(&[PRICE_PRO, PRICE_ENTERPRISE]).await;
+    let app = billing_app(db, &stripe, None).await;
+    let user = app.register("a@example.com").await;
+    for (origin, plan) in [
+        ("https://evil.example", "pro"),
+        ("http://localhost:8080", "enterprise"),
+    ] {
+        let request = Request::post("/api/billing/checkout")
+            .header("authorization", format!("Bearer {}", user.access))
+            .header("content-type", "application/json")
+            .header("origin", origin)
+            .body(Body::from(json!({"plan": plan}).to_string()))
+            .expect("request");
+        let reply = app.call(request).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let sessions = stripe.requests_to("/v1/checkout/sessions");
+    let returns: Vec<&str> = sessions
+        .iter()
+        .filter_map(|s| s.field("success_url"))
+        .collect();
+    assert_eq!(returns.len(), 2, "{returns:?}");
+    assert!(!returns[0].contains("evil.example"), "{returns:?}");
+    assert!(
+        returns[1].starts_with("http://localhost:8080/account"),
+        "{returns:?}"
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn concurrent_checkouts_of_one_user_make_one_customer(db: PgPool) {
     let stripe = FakeStripe::start(&[PRICE_PRO]).await;
     let app = billing_app(db, &stripe, None).await;

@@ -79,8 +79,10 @@ fn return_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.config.billing_return_url {
         return url.clone();
     }
+    // Only a trusted Origin is echoed into the Stripe page's return link.
     let origin = headers
         .get(header::ORIGIN)
+        .filter(|_| super::origin::allowed(&state.config, headers))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| {

@@ -27,10 +27,8 @@ use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{AppState, Error, extractor};
+use super::{AppState, Error, extractor, origin};
 use crate::proxy::{Browser, Hub, Status, frame_text};
-
-mod origin;
 
 /// Largest frame a browser may send; larger ones get `frame_too_large`.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;

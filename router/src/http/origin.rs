@@ -1,4 +1,5 @@
-//! Which `Origin`s may open the browser WebSocket.
+//! Which `Origin`s the router trusts: who may open the browser WebSocket, and
+//! where billing may send the browser back to.
 //!
 //! Allowed: no `Origin` at all (not a browser: the token alone decides), an origin
 //! equal to the request's own `Host` (the router's own pages), the configured
