@@ -101,6 +101,11 @@ pub trait Backend: Send + Sync + 'static {
     fn host_dirs(&self, _user: Uuid) -> Option<HostDirs> {
         None
     }
+    /// Makes files the router just restored into [`Backend::host_dirs`] the
+    /// sandbox's own (the router writes them as itself).
+    fn adopt_restored(&self, _user: Uuid) -> Result<()> {
+        Ok(())
+    }
     /// Notes that `user`'s workspace is in use (a frame passed either way). Backends
     /// that keep their own idle clock record it; the default does nothing. Must not
     /// block: called on every frame.

@@ -418,7 +418,7 @@ async fn a_wiped_machine_gets_files_and_the_agent_session_back_from_storage(db: 
     live.api.push(Reply::tool_use(
         "toolu_r",
         "Bash",
-        json!({"command": "cat /workspace/notes.txt; touch /workspace/still-writable", "description": "read"}),
+        json!({"command": "cat /workspace/notes.txt; echo appended >> /workspace/notes.txt && echo APPENDED", "description": "read"}),
     ));
     live.api.push(Reply::text(&["it says milk"]));
     let mut a = live.browser(&alice.access).await;
@@ -434,6 +434,10 @@ async fn a_wiped_machine_gets_files_and_the_agent_session_back_from_storage(db: 
     assert!(
         !output.contains("Permission denied"),
         "restored files are the sandbox's: {output}"
+    );
+    assert!(
+        output.contains("APPENDED"),
+        "a restored file is writable: {output}"
     );
     // The agent's session came back: the model saw the earlier exchange.
     let last = live.api.message_requests();

@@ -112,10 +112,6 @@ impl LocalBackend {
         for dir in [&home, &workspace, &state, &run] {
             owned_dir(dir, self.config.uid, self.config.gid)?;
         }
-        // Files the router restored from storage are the sandbox user's too.
-        for dir in [&workspace, &state] {
-            hand_over(dir, self.config.uid, self.config.gid)?;
-        }
         let socket = jail::host_socket(&run);
         match std::fs::remove_file(&socket) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -237,6 +233,16 @@ impl Backend for LocalBackend {
             self.stop(user).await;
             Ok(())
         })
+    }
+
+    fn adopt_restored(&self, user: Uuid) -> Result<()> {
+        let (workspace, state, _) = self.user_dirs(user);
+        for dir in [&workspace, &state] {
+            if dir.is_dir() {
+                hand_over(dir, self.config.uid, self.config.gid)?;
+            }
+        }
+        Ok(())
     }
 
     fn host_dirs(&self, user: Uuid) -> Option<HostDirs> {

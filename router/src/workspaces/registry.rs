@@ -145,6 +145,9 @@ impl Registry {
         )
         .await
         .map_err(|e| Error::Restore(Box::new(e)))?;
+        if report.files > 0 || report.state_files > 0 {
+            self.ctx.backend.adopt_restored(user)?;
+        }
         tracing::info!(user.id = %user, ?report, "workspace restored from storage");
         Ok(())
     }
