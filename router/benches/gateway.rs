@@ -28,7 +28,9 @@ use anyhow::Context;
 use futures::StreamExt;
 use router::{config::Config, http::AppState, workspaces::tokens};
 use sandbox::testing::FakeApi;
-use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+use support::{BenchDb, ms, pct};
+
+mod support;
 
 const REQUESTS: usize = 200;
 const DB: &str = "jarvis_bench_gateway";
@@ -62,29 +64,10 @@ async fn first_byte(client: &reqwest::Client, url: &str, key: &str) -> anyhow::R
     Ok(elapsed)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/postgres".into());
-    let mut admin = PgConnection::connect(&server)
-        .await
-        .context("connecting to Postgres")?;
-    sqlx::query(&format!("drop database if exists {DB} with (force)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("create database {DB}"))
-        .execute(&mut admin)
-        .await?;
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    let db = PgPoolOptions::new()
-        .max_connections(10)
-        .connect(&format!("{base}/{DB}"))
-        .await?;
-    router::MIGRATOR.run(&db).await?;
+    let bench_db = BenchDb::fresh(DB, 10).await?;
+    let db = bench_db.pool.clone();
 
     let fake = FakeApi::start().await?;
     let storage = tempfile::tempdir()?;
@@ -118,7 +101,6 @@ async fn main() -> anyhow::Result<()> {
     }
     through.sort();
     direct.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("time to first byte of a streamed answer, {REQUESTS} requests each:");
     for (name, run) in [
         ("through the gateway", &through),
@@ -136,9 +118,5 @@ async fn main() -> anyhow::Result<()> {
         ms(pct(&through, 0.99)) / ms(pct(&direct, 0.99)),
         ms(pct(&through, 0.5)) - ms(pct(&direct, 0.5)),
     );
-    db.close().await;
-    sqlx::query(&format!("drop database if exists {DB} with (force)"))
-        .execute(&mut admin)
-        .await?;
-    Ok(())
+    bench_db.drop().await
 }

@@ -49,7 +49,8 @@ use router::{
     workspaces::{Backend, BackendStatus, Endpoint, Registry},
 };
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
+use support::{BenchDb, ms, pct};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     net::{TcpListener, TcpStream},
@@ -60,6 +61,8 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 use uuid::Uuid;
+
+mod support;
 
 const BROWSERS: usize = 500;
 const DELTAS: usize = 40;
@@ -294,15 +297,6 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS")
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// Checks the open-file limit covers the sockets of the run (each browser holds
 /// a client socket, the router's two and the stub's, in this process or the child).
 fn check_nofile() -> anyhow::Result<()> {
@@ -342,20 +336,8 @@ async fn main() -> anyhow::Result<()> {
         return run_router(&db_url, &stub).await;
     }
 
-    let mut admin = PgConnection::connect(&server)
-        .await
-        .context("connecting to Postgres")?;
-    sqlx::query(&format!("drop database if exists {DB} with (force)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("create database {DB}"))
-        .execute(&mut admin)
-        .await?;
-    let db = PgPoolOptions::new()
-        .max_connections(5)
-        .connect(&db_url)
-        .await?;
-    router::MIGRATOR.run(&db).await?;
+    let bench_db = BenchDb::fresh(DB, 5).await?;
+    let db = bench_db.pool.clone();
     let users: Vec<(Uuid, String)> = sqlx::query_as(
         "insert into users (email, password_hash)
          select 'browser' || g || '@example.com', 'x' from generate_series(1, $1) g

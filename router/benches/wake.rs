@@ -26,8 +26,10 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use router::{config::Config, http::AppState};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+use support::{BenchDb, ms, pct};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+
+mod support;
 
 const WAKES: usize = 50;
 const DB: &str = "jarvis_bench_wake";
@@ -63,15 +65,6 @@ async fn until_ready(url: &str, origin: &str, token: &str) -> anyhow::Result<Dur
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -87,24 +80,8 @@ async fn main() -> anyhow::Result<()> {
         sandbox_bin.display()
     );
 
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/postgres".into());
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    let db_url = format!("{base}/{DB}");
-    let mut admin = PgConnection::connect(&server)
-        .await
-        .context("connecting to Postgres")?;
-    sqlx::query(&format!("drop database if exists {DB} with (force)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("create database {DB}"))
-        .execute(&mut admin)
-        .await?;
-    let db = PgPoolOptions::new()
-        .max_connections(10)
-        .connect(&db_url)
-        .await?;
-    router::MIGRATOR.run(&db).await?;
+    let bench_db = BenchDb::fresh(DB, 10).await?;
+    let (db, db_url) = (bench_db.pool.clone(), bench_db.url.clone());
 
     let dir = tempfile::tempdir()?;
     {

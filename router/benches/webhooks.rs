@@ -34,9 +34,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use router::{billing::signature, config::Config, http::AppState};
-use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+use support::{BenchDb, ms, pct};
+
+mod support;
 
 const EVENTS: usize = 10_000;
 const CUSTOMERS: usize = 100;
@@ -104,10 +105,6 @@ async fn run(client: &reqwest::Client, base: &str, jobs: Vec<Job>) -> anyhow::Re
     })
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// The signed events: `n` distinct ones, newer and newer.
 fn events(n: usize, t0: i64) -> Vec<(String, i64)> {
     (0..n)
@@ -139,23 +136,8 @@ fn signed(events: &[(String, i64)]) -> Vec<Job> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/postgres".into());
-    let mut admin = PgConnection::connect(&server)
-        .await
-        .context("connecting to Postgres")?;
-    sqlx::query(&format!("drop database if exists {DB} with (force)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("create database {DB}"))
-        .execute(&mut admin)
-        .await?;
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    let db = PgPoolOptions::new()
-        .max_connections(10)
-        .connect(&format!("{base}/{DB}"))
-        .await?;
-    router::MIGRATOR.run(&db).await?;
+    let bench_db = BenchDb::fresh(DB, 10).await?;
+    let db = bench_db.pool.clone();
     for c in 0..CUSTOMERS {
         sqlx::query(
             "insert into users (email, password_hash, stripe_customer_id) values ($1, 'x', $2)",
@@ -207,7 +189,6 @@ async fn main() -> anyhow::Result<()> {
         "{active} users active after the run"
     );
 
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("{EVENTS} requests each, {SENDERS} concurrent senders:");
     for (name, r) in [
         ("GET /healthz", &baseline),
@@ -227,9 +208,5 @@ async fn main() -> anyhow::Result<()> {
         replays.per_second / distinct.per_second,
         ms(pct(&replays.latencies, 0.5)) / ms(pct(&distinct.latencies, 0.5)),
     );
-    db.close().await;
-    sqlx::query(&format!("drop database if exists {DB} with (force)"))
-        .execute(&mut admin)
-        .await?;
-    Ok(())
+    bench_db.drop().await
 }

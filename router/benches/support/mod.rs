@@ -1,0 +1,72 @@
+//! What the router's benchmarks share: a fresh database on `DATABASE_URL`'s server
+//! and the percentile arithmetic. Each bench uses part of it.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
+
+/// A database (re)created for one benchmark run; [`BenchDb::drop`] removes it.
+pub struct BenchDb {
+    /// A pool on it.
+    pub pool: PgPool,
+    /// Its URL (for a child process).
+    pub url: String,
+    name: String,
+    admin: PgConnection,
+}
+
+impl BenchDb {
+    /// Drops and creates `name` on `DATABASE_URL`'s server (default
+    /// `postgres://postgres@127.0.0.1/postgres`) and runs the migrations.
+    pub async fn fresh(name: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let server = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/postgres".into());
+        let mut admin = PgConnection::connect(&server)
+            .await
+            .context("connecting to Postgres")?;
+        sqlx::query(&format!("drop database if exists {name} with (force)"))
+            .execute(&mut admin)
+            .await?;
+        sqlx::query(&format!("create database {name}"))
+            .execute(&mut admin)
+            .await?;
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(&url)
+            .await?;
+        router::MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            url,
+            name: name.to_string(),
+            admin,
+        })
+    }
+
+    /// Closes the pool and drops the database.
+    pub async fn drop(mut self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        sqlx::query(&format!(
+            "drop database if exists {} with (force)",
+            self.name
+        ))
+        .execute(&mut self.admin)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The `p` quantile (0..=1) of sorted durations.
+pub fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len().saturating_sub(1))]
+}
+
+/// Milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
