@@ -13,6 +13,7 @@ Run: python3 -m unittest discover -s charts -p 'test_*.py'
 
 from __future__ import annotations
 
+import json
 import re
 import unittest
 from pathlib import Path
@@ -370,10 +371,26 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(env["SUPABASE_URL"]["value"], "https://abcdefgh.supabase.co")
         self.assertEqual(env["AWS_ENDPOINT_URL"]["value"], "https://abcdefgh.supabase.co/storage/v1/s3")
 
+    def test_plans_and_prices_reach_the_router(self):
+        env = self.production.env("router")
+        self.assertEqual(
+            json.loads(env["JARVIS_PLANS"]["value"]),
+            {"pro": {"monthly_tokens": 5000000}, "enterprise": {"monthly_tokens": None, "max_concurrent_turns": 16}},
+        )
+        self.assertEqual(env["STRIPE_PRICE_PRO"]["value"], "price_1ProMonthly")
+        self.assertEqual(env["STRIPE_PRICE_ENTERPRISE"]["value"], "price_1EnterpriseMonthly")
+
     def test_optional_settings_stay_unset_by_default(self):
         env = self.minimal.env("router")
         self.assertEqual(env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"], f"{PREFIX}-router")
-        for name in SECRET_ENV - {"DATABASE_URL"} | {"SUPABASE_URL", "JARVIS_ALLOWED_ORIGINS", "AWS_ENDPOINT_URL"}:
+        for name in SECRET_ENV - {"DATABASE_URL"} | {
+            "SUPABASE_URL",
+            "JARVIS_ALLOWED_ORIGINS",
+            "AWS_ENDPOINT_URL",
+            "JARVIS_PLANS",
+            "STRIPE_PRICE_PRO",
+            "STRIPE_PRICE_ENTERPRISE",
+        }:
             self.assertNotIn(name, env)
         self.assertEqual(self.minimal.one("Secret", f"{PREFIX}-router")["data"].keys(), {"database-url"})
 
