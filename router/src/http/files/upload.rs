@@ -1,0 +1,164 @@
+//! `POST /api/files`: multipart upload, field `file`, repeatable.
+//!
+//! The body is read in a task of its own (`receive`), so a client that drops the
+//! connection halfway cancels only the waiting handler: the task sees the cut-off
+//! body, deletes what it stored and writes no row. A refused upload is answered
+//! at once; the task then reads (and discards) a bounded rest of the body so the
+//! client, still sending, gets to read the answer.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::{Multipart, State, multipart::MultipartRejection},
+    http::StatusCode,
+};
+use futures::TryStreamExt;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::super::{AppState, Error, Result, extractor::AuthUser};
+use crate::uploads::{self, Batch, UploadError, Uploaded};
+
+/// What the rest of a refused body may cost at most before the connection is dropped.
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// The answer to an upload.
+#[derive(Serialize)]
+pub(super) struct UploadList {
+    files: Vec<Uploaded>,
+}
+
+impl From<UploadError> for Error {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Name(_) | UploadError::TooMany => Self::Invalid(e.to_string()),
+            UploadError::TooLarge { .. } => Self::PayloadTooLarge(e.to_string()),
+            UploadError::Quota { .. } => Self::QuotaExceeded(e.to_string()),
+            UploadError::Cut(_) => Self::BadRequest(e.to_string()),
+            UploadError::NoFreeName(_) => Self::Conflict(e.to_string()),
+            UploadError::Db(e) => Self::Sqlx(e),
+            UploadError::Storage(e) => Self::Storage(e),
+        }
+    }
+}
+
+/// Stores the request's files as the caller's uploads.
+pub(super) async fn upload_files(
+    user: AuthUser,
+    State(state): State<AppState>,
+    multipart: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<UploadList>)> {
+    let multipart = multipart.map_err(|_| {
+        Error::UnsupportedMediaType(
+            "send multipart/form-data with one `file` field per file".into(),
+        )
+    })?;
+    let tier = crate::limits::account(&state.db, user.id)
+        .await?
+        .map_or(crate::plans::Tier::Free, |a| a.tier);
+    let quota = state.plans.get(tier).storage_bytes;
+    let (reply, answer) = oneshot::channel();
+    tokio::spawn(receive(state, user.id, quota, multipart, reply));
+    let files = answer.await.map_err(|_| {
+        Error::Internal(anyhow::anyhow!("the upload task ended without an answer"))
+    })??;
+    tracing::info!(
+        user.id = %user.id,
+        files = files.len(),
+        bytes = files.iter().map(|f| f.size).sum::<u64>(),
+        "files uploaded"
+    );
+    Ok((StatusCode::CREATED, Json(UploadList { files })))
+}
+
+type Reply = oneshot::Sender<Result<Vec<Uploaded>>>;
+
+async fn receive(
+    state: AppState,
+    user: Uuid,
+    quota: Option<u64>,
+    mut multipart: Multipart,
+    reply: Reply,
+) {
+    let batch = Batch::begin(
+        state.storage.clone(),
+        state.db.clone(),
+        user,
+        state.config.max_upload_bytes,
+        quota,
+    )
+    .await;
+    let mut batch = match batch {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = reply.send(Err(e.into()));
+            return;
+        }
+    };
+    let received: Result<()> = async {
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| Error::BadRequest(format!("the upload could not be read: {e}")))?
+        {
+            if field.name() != Some("file") {
+                return Err(Error::Invalid(
+                    "only `file` fields are accepted (one per file)".into(),
+                ));
+            }
+            let Some(name) = field.file_name().map(str::to_owned) else {
+                return Err(Error::Invalid("each `file` field needs a filename".into()));
+            };
+            batch
+                .add(&name, field.map_err(std::io::Error::other))
+                .await?;
+        }
+        if batch.is_empty() {
+            return Err(Error::Invalid(
+                "send at least one file in a `file` field".into(),
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = received {
+        batch.discard().await;
+        let _ = reply.send(Err(e));
+        drain(multipart).await;
+        return;
+    }
+    let workspace = state.workspaces.host_workspace(user);
+    let taken = |path: &str| {
+        workspace
+            .as_deref()
+            .is_some_and(|root| uploads::workspace::exists(root, path))
+    };
+    match batch.commit(taken).await {
+        Ok(files) => {
+            uploads::copy_to_workspace(&state.workspaces, &state.storage, user, &files).await;
+            let _ = reply.send(Ok(files));
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e.into()));
+        }
+    }
+}
+
+/// Reads and discards what is left of a refused body, within bounds.
+async fn drain(mut multipart: Multipart) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut read = 0u64;
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                read += chunk.len() as u64;
+                if read > DRAIN_BYTES {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
