@@ -10,7 +10,7 @@ mod upload;
 use axum::{
     Json, Router,
     body::Body,
-    extract::{DefaultBodyLimit, Query, State},
+    extract::{Query, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -30,13 +30,9 @@ use crate::db;
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/files",
-            get(list_files)
-                .post(upload::upload_files)
-                // Uploads are streamed and limited per file (`JARVIS_MAX_UPLOAD_BYTES`).
-                .layer(DefaultBodyLimit::disable()),
-        )
+        // The upload body is streamed and limited per file (`JARVIS_MAX_UPLOAD_BYTES`),
+        // not by the 1 MiB default, which applies to buffering extractors only.
+        .route("/api/files", get(list_files).post(upload::upload_files))
         .route("/api/files/{id}", get(get_file).delete(delete_file))
         .route("/api/files/{id}/download", get(download_file))
 }

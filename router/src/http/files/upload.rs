@@ -5,15 +5,25 @@
 //! body, deletes what it stored and writes no row. A refused upload is answered
 //! at once; the task then reads (and discards) a bounded rest of the body so the
 //! client, still sending, gets to read the answer.
+//!
+//! The parser is `multer` on a [`Paced`] body: multer reads its input until the
+//! input has nothing ready, which on a fast connection buffers without bound; one
+//! body chunk per poll keeps the memory of an upload flat whatever its size.
 
-use std::time::Duration;
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{
     Json,
-    extract::{Multipart, State, multipart::MultipartRejection},
-    http::StatusCode,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
 };
-use futures::TryStreamExt;
+use futures::{Stream, TryStreamExt};
+use multer::Multipart;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -49,13 +59,19 @@ impl From<UploadError> for Error {
 pub(super) async fn upload_files(
     user: AuthUser,
     State(state): State<AppState>,
-    multipart: std::result::Result<Multipart, MultipartRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<(StatusCode, Json<UploadList>)> {
-    let multipart = multipart.map_err(|_| {
-        Error::UnsupportedMediaType(
-            "send multipart/form-data with one `file` field per file".into(),
-        )
-    })?;
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok())
+        .ok_or_else(|| {
+            Error::UnsupportedMediaType(
+                "send multipart/form-data with one `file` field per file".into(),
+            )
+        })?;
+    let multipart = Multipart::new(Paced::new(body.into_data_stream()), boundary);
     let tier = crate::limits::account(&state.db, user.id)
         .await?
         .map_or(crate::plans::Tier::Free, |a| a.tier);
@@ -80,7 +96,7 @@ async fn receive(
     state: AppState,
     user: Uuid,
     quota: Option<u64>,
-    mut multipart: Multipart,
+    mut multipart: Multipart<'static>,
     reply: Reply,
 ) {
     let batch = Batch::begin(
@@ -148,7 +164,7 @@ async fn receive(
 }
 
 /// Reads and discards what is left of a refused body, within bounds.
-async fn drain(mut multipart: Multipart) {
+async fn drain(mut multipart: Multipart<'static>) {
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         let mut read = 0u64;
         while let Ok(Some(mut field)) = multipart.next_field().await {
@@ -161,4 +177,70 @@ async fn drain(mut multipart: Multipart) {
         }
     })
     .await;
+}
+
+/// Bytes a [`Paced`] stream hands out before it answers `Pending` once.
+const PACE_BYTES: usize = 1024 * 1024;
+
+/// A body stream that hands out about [`PACE_BYTES`] per poll cycle: past that
+/// it answers `Pending` once (waking itself at once), so a consumer that reads
+/// "until nothing is ready" buffers at most that much.
+struct Paced<S> {
+    inner: S,
+    since_pending: usize,
+}
+
+impl<S> Paced<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            since_pending: 0,
+        }
+    }
+}
+
+impl<S, E> Stream for Paced<S>
+where
+    S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
+{
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self.since_pending >= PACE_BYTES {
+            self.since_pending = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let next = Pin::new(&mut self.inner).poll_next(cx);
+        match &next {
+            Poll::Ready(Some(Ok(chunk))) => self.since_pending += chunk.len(),
+            Poll::Pending => self.since_pending = 0,
+            _ => {}
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::{StreamExt, stream};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn paced_streams_pause_after_the_byte_budget_and_lose_nothing() {
+        let chunk = || Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; PACE_BYTES / 2]));
+        let mut paced = Paced::new(stream::iter([chunk(), chunk(), chunk()]));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..2 {
+            assert!(matches!(
+                Pin::new(&mut paced).poll_next(&mut cx),
+                Poll::Ready(Some(Ok(_)))
+            ));
+        }
+        assert!(Pin::new(&mut paced).poll_next(&mut cx).is_pending());
+        let rest: Vec<_> = paced.collect().await;
+        assert_eq!(rest.len(), 1);
+    }
 }
