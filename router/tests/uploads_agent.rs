@@ -256,3 +256,43 @@ async fn a_connection_dropped_halfway_stores_nothing(db: PgPool) {
     let files = upload(&live, &alice, &[("small.txt", b"fine")]).await;
     assert_eq!(files[0]["filename"], "small.txt");
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_client_still_sending_an_oversize_file_reads_the_413_and_nothing_is_stored(db: PgPool) {
+    let live = Live::with_config(db, |c| c.max_upload_bytes = 64 * 1024).await;
+    let alice = live.app.register("alice@example.com").await;
+    let body = multipart(&[("huge.bin", &vec![1u8; 8 * 1024 * 1024])]);
+    let response = tokio::time::timeout(
+        WAIT,
+        reqwest::Client::new()
+            .post(format!("{}/api/files", live.url))
+            .bearer_auth(&alice.access)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body)
+            .send(),
+    )
+    .await
+    .expect("answered in time")
+    .expect("the answer is readable, not a reset connection");
+    assert_eq!(response.status().as_u16(), 413);
+    let error: Value = response.json().await.expect("JSON error");
+    assert_eq!(error["error"]["code"], "payload_too_large");
+    let message = error["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("65536"), "{message}");
+    let rows: i64 = sqlx::query_scalar("select count(*) from files where owner_id = $1")
+        .bind(alice.id)
+        .fetch_one(&live.app.db)
+        .await
+        .expect("count");
+    assert_eq!(rows, 0);
+    let uploads = live
+        .app
+        .storage_dir
+        .path()
+        .join(format!("users/{}/uploads", alice.id));
+    let left = std::fs::read_dir(&uploads).map_or(0, |d| d.flatten().count());
+    assert_eq!(left, 0);
+}
