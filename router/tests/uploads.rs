@@ -233,6 +233,58 @@ async fn the_plans_storage_quota_refuses_what_does_not_fit(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn two_uploads_at_once_cannot_both_squeeze_under_the_quota(db: PgPool) {
+    use tower::ServiceExt;
+    let app = TestApp::with_config(db, |c| {
+        c.plans = Some(r#"{"free": {"storage_bytes": 3000}}"#.into());
+    })
+    .await;
+    let alice = app.register("alice@example.com").await;
+    // Each fits alone; together they do not. Both bodies are sent but for their
+    // closing `--`, so both files are stored before either request can commit.
+    let mut tails = Vec::new();
+    let mut calls = Vec::new();
+    for (name, byte) in [("a.bin", 1u8), ("b.bin", 2u8)] {
+        let body = multipart(&[(name.as_bytes(), &[byte; 2000])]);
+        let (held, tail) = body.split_at(body.len() - 4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+        tx.send(Ok(Bytes::copy_from_slice(held)))
+            .await
+            .expect("queued");
+        tails.push((tx, Bytes::copy_from_slice(tail)));
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/api/files")
+            .header(header::AUTHORIZATION, format!("Bearer {}", alice.access))
+            .header(header::CONTENT_TYPE, content_type())
+            .body(Body::from_stream(stream))
+            .expect("request");
+        let router = app.router.clone();
+        calls.push(tokio::spawn(async move {
+            router.oneshot(req).await.expect("infallible").status()
+        }));
+    }
+    // Give both requests time to stream their file (an ordering aid, not an assertion).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for (tx, tail) in tails {
+        tx.send(Ok(tail)).await.expect("sent");
+    }
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.expect("joined"));
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::CREATED, StatusCode::PAYLOAD_TOO_LARGE]
+    );
+    assert_eq!(upload_rows(&app, &alice).await, 1);
+    assert_eq!(stored_objects(&app, &alice).len(), 1);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn hostile_names_store_nothing(db: PgPool) {
     let app = TestApp::new(db).await;
     let alice = app.register("alice@example.com").await;
