@@ -22,7 +22,9 @@ const step = (s) => console.log(`e2e: ${((Date.now() - started) / 1000).toFixed(
 
 buildBinaries();
 const model = await startFakeModel();
-const router = await startRouter({ log: !!process.env.E2E_LOG, modelUrl: model.url });
+// A small upload limit, so the run can show what an oversize file gets.
+const MAX_UPLOAD = 4 * 1024 * 1024;
+const router = await startRouter({ log: !!process.env.E2E_LOG, modelUrl: model.url, env: { JARVIS_MAX_UPLOAD_BYTES: String(MAX_UPLOAD) } });
 step(`router at ${router.url}`);
 const browser = await launchBrowser();
 let failed = false;
@@ -145,6 +147,13 @@ try {
   await uploadRow.waitFor({ state: "detached" });
   await page.getByRole("link", { name: "Chat", exact: true }).click();
   step("the upload is listed in Files and deleted there");
+  // A file over the limit (picked with the paperclip) gets the server's reason.
+  await page.getByTestId("file-input").setInputFiles({ name: "huge.bin", mimeType: "application/octet-stream", buffer: Buffer.alloc(MAX_UPLOAD + 8 * 1024 * 1024, 7) });
+  const huge = page.getByTestId("pending-attachments").getByTestId("attachment").filter({ hasText: "huge.bin" });
+  await huge.getByRole("alert").filter({ hasText: `Files may be at most ${MAX_UPLOAD} bytes` }).waitFor({ timeout: 30_000 });
+  await huge.getByRole("button", { name: "Remove huge.bin" }).click();
+  assert.equal(psql(router.dbUrl, "select count(*) from files where path like 'uploads/huge%'"), "0");
+  step("an oversize file shows the server's 413 message and stores nothing");
 
   // --- a wrong password gets a clear message (second context, same account) --
   {
