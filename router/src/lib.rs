@@ -34,6 +34,8 @@ pub mod telemetry;
 pub mod tools;
 /// Conversations and messages stored as a turn streams.
 pub mod transcript;
+/// Uploads: users' files streamed to storage, named safely, copied into the workspace.
+pub mod uploads;
 /// Workspaces (sandboxes): tokens, the backend trait and its implementations.
 pub mod workspaces;
 

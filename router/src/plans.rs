@@ -3,17 +3,17 @@
 //!
 //! Defaults (used for every plan or field the configuration leaves out):
 //!
-//! | tier         | requests / minute | tokens / calendar month (UTC) | concurrent turns | voice |
-//! |--------------|-------------------|-------------------------------|------------------|-------|
-//! | `free`       | 20                | 1,000,000                     | 1                | on    |
-//! | `pro`        | 60                | 20,000,000                    | 2                | on    |
-//! | `enterprise` | 600               | unlimited                     | 8                | on    |
+//! | tier         | requests / minute | tokens / calendar month (UTC) | concurrent turns | voice | storage   |
+//! |--------------|-------------------|-------------------------------|------------------|-------|-----------|
+//! | `free`       | 20                | 1,000,000                     | 1                | on    | 1 GiB     |
+//! | `pro`        | 60                | 20,000,000                    | 2                | on    | 50 GiB    |
+//! | `enterprise` | 600               | unlimited                     | 8                | on    | unlimited |
 //!
 //! `JARVIS_PLANS` overrides them: inline JSON, or the path of a JSON file, e.g.
 //! `{"pro": {"monthly_tokens": 5000000, "stripe_price": "price_123"}}`
-//! (`monthly_tokens: null` is unlimited). The Stripe price of the paid plans can
-//! also come from `STRIPE_PRICE_PRO` and `STRIPE_PRICE_ENTERPRISE`, which win over
-//! the file. A price maps back to its tier when a subscription changes; `free`
+//! (`monthly_tokens: null` and `storage_bytes: null` are unlimited). The Stripe
+//! price of the paid plans can also come from `STRIPE_PRICE_PRO` and
+//! `STRIPE_PRICE_ENTERPRISE`, which win over the file. A price maps back to its tier when a subscription changes; `free`
 //! has no price and works with no Stripe at all.
 //!
 //! Tokens are input (cache reads and writes included) plus output, as recorded in
@@ -22,6 +22,8 @@
 use std::{fmt, path::Path};
 
 use serde::{Deserialize, Serialize};
+
+const GIB: u64 = 1024 * 1024 * 1024;
 
 /// A plan tier, as stored in `users.tier`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,6 +83,9 @@ pub struct Plan {
     /// Whether spoken answers (the `speak` tool) are on (configuration and
     /// `/api/usage` only so far: the `speak` tool does not check it yet).
     pub voice: bool,
+    /// Bytes of files (uploads, workspace files, audio) a user may keep; an upload
+    /// past it is refused. `None` is unlimited.
+    pub storage_bytes: Option<u64>,
 }
 
 /// A plan as the configuration writes it: every field optional.
@@ -93,9 +98,12 @@ struct PlanOverride {
     monthly_tokens: Option<Option<u64>>,
     max_concurrent_turns: Option<u32>,
     voice: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    storage_bytes: Option<Option<u64>>,
 }
 
-/// Tells `"monthly_tokens": null` (unlimited) from a missing field (the default).
+/// Tells `"monthly_tokens": null` (unlimited) from a missing field (the default);
+/// the same for `storage_bytes`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
     Option::<u64>::deserialize(d).map(Some)
 }
@@ -137,6 +145,7 @@ impl Default for Plans {
                 monthly_tokens: Some(1_000_000),
                 max_concurrent_turns: 1,
                 voice: true,
+                storage_bytes: Some(GIB),
             },
             pro: Plan {
                 stripe_price: None,
@@ -144,6 +153,7 @@ impl Default for Plans {
                 monthly_tokens: Some(20_000_000),
                 max_concurrent_turns: 2,
                 voice: true,
+                storage_bytes: Some(50 * GIB),
             },
             enterprise: Plan {
                 stripe_price: None,
@@ -151,6 +161,7 @@ impl Default for Plans {
                 monthly_tokens: None,
                 max_concurrent_turns: 8,
                 voice: true,
+                storage_bytes: None,
             },
         }
     }
@@ -212,6 +223,7 @@ impl Plans {
             plan.monthly_tokens = o.monthly_tokens.unwrap_or(plan.monthly_tokens);
             plan.max_concurrent_turns = o.max_concurrent_turns.unwrap_or(plan.max_concurrent_turns);
             plan.voice = o.voice.unwrap_or(plan.voice);
+            plan.storage_bytes = o.storage_bytes.unwrap_or(plan.storage_bytes);
         }
         plans.check()?;
         Ok(plans)
@@ -268,6 +280,8 @@ mod tests {
         assert!(free.monthly_tokens < pro.monthly_tokens);
         assert_eq!(ent.monthly_tokens, None);
         assert!(free.max_concurrent_turns <= pro.max_concurrent_turns);
+        assert!(free.storage_bytes < pro.storage_bytes);
+        assert_eq!(ent.storage_bytes, None);
     }
 
     #[test]
@@ -283,7 +297,8 @@ mod tests {
         let plans = Plans::load(
             Some(
                 r#"{"pro": {"monthly_tokens": 500, "stripe_price": "price_file"},
-                     "enterprise": {"monthly_tokens": 9}, "free": {"monthly_tokens": null}}"#,
+                     "enterprise": {"monthly_tokens": 9, "storage_bytes": 7},
+                     "free": {"monthly_tokens": null}}"#,
             ),
             None,
             Some("price_ent"),
@@ -293,6 +308,8 @@ mod tests {
         assert_eq!(plans.get(Tier::Pro).requests_per_minute, 60);
         assert_eq!(plans.get(Tier::Free).monthly_tokens, None);
         assert_eq!(plans.get(Tier::Enterprise).monthly_tokens, Some(9));
+        assert_eq!(plans.get(Tier::Enterprise).storage_bytes, Some(7));
+        assert_eq!(plans.get(Tier::Free).storage_bytes, Some(GIB));
         assert_eq!(plans.tier_of_price("price_file"), Some(Tier::Pro));
         assert_eq!(plans.tier_of_price("price_ent"), Some(Tier::Enterprise));
         assert_eq!(plans.tier_of_price("price_other"), None);

@@ -181,9 +181,19 @@ impl Hub {
         content: String,
         conversation_id: String,
         voice: Option<bool>,
-        attachments: Option<Vec<String>>,
+        attachments: Vec<crate::uploads::Attachment>,
     ) -> Result<String, sandbox::protocol::ErrorBody> {
-        let recorder = hooks::start_turn(&self.ctx, self.user, &conversation_id, &content).await?;
+        let recorder = hooks::start_turn(
+            &self.ctx,
+            self.user,
+            &conversation_id,
+            &content,
+            &attachments,
+        )
+        .await?;
+        // The sandbox gets the files' workspace paths, which its agent can open.
+        let attachments =
+            (!attachments.is_empty()).then(|| attachments.into_iter().map(|a| a.path).collect());
         self.shared()
             .running
             .insert(conversation_id.clone(), recorder);

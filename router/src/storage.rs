@@ -18,6 +18,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Bytes kept from the start of a streamed object for content sniffing.
 pub const HEAD_BYTES: usize = 8192;
 
+/// Part size of streamed (multipart) uploads: S3's smallest allowed part.
+const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Parts of one streamed upload in flight at once. With [`PART_BYTES`] this
+/// bounds the memory one stream holds at about 15 MiB whatever the object's size
+/// (object_store's defaults, 10 MiB × 8, let one upload hold about 90 MiB).
+const PARTS_IN_FLIGHT: usize = 2;
+
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -171,7 +178,8 @@ impl Storage {
     }
 
     /// Streams `reader` to `key`, replacing what was there: small objects in one
-    /// request, large ones as a multipart upload, never the whole object in memory.
+    /// request, large ones as a multipart upload, never the whole object in memory
+    /// (at most about [`PART_BYTES`] × ([`PARTS_IN_FLIGHT`] + 1) at a time).
     /// With `limit`, a source longer than `limit` bytes stores nothing and fails
     /// with [`StorageError::TooLarge`]; so does any read error.
     pub async fn put_reader<R: AsyncRead + Unpin + Send>(
@@ -180,7 +188,8 @@ impl Storage {
         mut reader: R,
         limit: Option<u64>,
     ) -> Result<PutInfo, StorageError> {
-        let mut writer = BufWriter::new(self.store.clone(), Path::from(key));
+        let mut writer = BufWriter::with_capacity(self.store.clone(), Path::from(key), PART_BYTES)
+            .with_max_concurrency(PARTS_IN_FLIGHT);
         let mut hasher = Sha256::new();
         let mut head = Vec::new();
         let mut size = 0u64;

@@ -23,7 +23,7 @@
 //! while they are read. This module does not decide when to sync.
 
 mod content_type;
-mod paths;
+pub(crate) mod paths;
 mod state;
 mod walk;
 mod workspace;

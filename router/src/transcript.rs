@@ -90,6 +90,25 @@ impl Turn {
         conversation_id: Uuid,
         content: &str,
     ) -> Result<Self, TranscriptError> {
+        Self::start_with(
+            db,
+            user_id,
+            conversation_id,
+            content,
+            Value::Array(Vec::new()),
+        )
+        .await
+    }
+
+    /// [`Turn::start`], with `events` stored on the user's message (the uploads
+    /// it names: `{"type":"attachment","id","filename","path"}`).
+    pub async fn start_with(
+        db: &PgPool,
+        user_id: Uuid,
+        conversation_id: Uuid,
+        content: &str,
+        events: Value,
+    ) -> Result<Self, TranscriptError> {
         let mut tx = db::user_tx(db, user_id).await?;
         // Under RLS another user's row is invisible, but the primary key still
         // conflicts: the insert does nothing and the select below finds nothing.
@@ -116,11 +135,13 @@ impl Turn {
         };
         // language=PostgreSQL
         sqlx::query(
-            "insert into messages (owner_id, conversation_id, role, content) values ($1, $2, 'user', $3)",
+            "insert into messages (owner_id, conversation_id, role, content, events)
+             values ($1, $2, 'user', $3, $4)",
         )
         .bind(user_id)
         .bind(conversation_id)
         .bind(content)
+        .bind(&events)
         .execute(&mut *tx)
         .await?;
         // language=PostgreSQL

@@ -106,6 +106,12 @@ pub trait Backend: Send + Sync + 'static {
     fn adopt_restored(&self, _user: Uuid) -> Result<()> {
         Ok(())
     }
+    /// The host (uid, gid) that must own files the router writes into
+    /// [`Backend::host_dirs`] while the sandbox may run (uploads); `None` leaves
+    /// them the router's.
+    fn file_owner(&self) -> Option<(u32, u32)> {
+        None
+    }
     /// Notes that `user`'s workspace is in use (a frame passed either way). Backends
     /// that keep their own idle clock record it; the default does nothing. Must not
     /// block: called on every frame.

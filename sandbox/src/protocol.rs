@@ -21,7 +21,8 @@ pub enum RouterFrame {
         /// The user wants a spoken answer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         voice: Option<bool>,
-        /// Ids of uploaded files the message refers to (they are under `uploads/`).
+        /// Workspace paths (`uploads/…`) of the uploaded files the message names;
+        /// the router resolved the browser's file ids to the user's own files.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attachments: Option<Vec<String>>,
     },

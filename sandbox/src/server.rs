@@ -223,7 +223,7 @@ fn prompt(content: String, voice: bool, attachments: Vec<String>) -> String {
     let mut prompt = content;
     if !attachments.is_empty() {
         prompt.push_str(&format!(
-            "\n\n[The user attached uploaded files (ids: {}); uploads are in the uploads/ directory.]",
+            "\n\n[The user attached these files, in your working directory: {}. Open them with the Read tool (it reads text, images and PDFs).]",
             attachments.join(", ")
         ));
     }
@@ -258,9 +258,9 @@ mod tests {
 
     #[test]
     fn voice_and_attachments_are_told_to_the_agent() {
-        let text = prompt("hi".into(), true, vec!["f1".into()]);
+        let text = prompt("hi".into(), true, vec!["uploads/a.csv".into()]);
         assert!(text.starts_with("hi"));
-        assert!(text.contains("f1") && text.contains("speak"));
+        assert!(text.contains("uploads/a.csv") && text.contains("speak"));
         assert_eq!(prompt("hi".into(), false, vec![]), "hi");
     }
 }

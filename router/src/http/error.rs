@@ -47,6 +47,9 @@ pub enum Error {
     /// 413: the body is too large.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 413: the plan's storage quota would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// 415: the body is not of a type this route takes.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -86,6 +89,7 @@ impl Error {
             }
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::QuotaExceeded(_) => (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded"),
             Self::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }

@@ -1,8 +1,11 @@
 //! Files: what users uploaded and what the agent wrote in its workspace. Rows
 //! live in `files`; bytes in object storage under `users/{id}/…`.
 //!
-//! Uploads (`POST /api/files`) and the workspace sync that fills this table are
-//! later parts; this module lists, describes, downloads and deletes.
+//! This module lists, describes, downloads and deletes (object, row and the copy
+//! in the workspace); uploads (`POST /api/files`) are [`upload`], on top of
+//! `crate::uploads`. The workspace sync fills the `workspace` rows.
+
+mod upload;
 
 use axum::{
     Json, Router,
@@ -27,7 +30,9 @@ use crate::db;
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/files", get(list_files))
+        // The upload body is streamed and limited per file (`JARVIS_MAX_UPLOAD_BYTES`),
+        // not by the 1 MiB default, which applies to buffering extractors only.
+        .route("/api/files", get(list_files).post(upload::upload_files))
         .route("/api/files/{id}", get(get_file).delete(delete_file))
         .route("/api/files/{id}/download", get(download_file))
 }
@@ -147,19 +152,50 @@ async fn delete_file(
     State(state): State<AppState>,
     Id(id): Id,
 ) -> Result<StatusCode> {
+    // With the workspace's files on this machine, the copy there goes in the same
+    // step, while no sync of the user runs (it would store the copy again).
+    let registry = state.workspaces.clone();
+    let (st, u) = (&state, &user);
+    let removed = registry
+        .with_workspace_dir(user.id, move |root, _| async move {
+            let path = delete_row_and_object(st, u, id).await?;
+            let remove = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || crate::uploads::workspace::remove(&root, &path))
+            };
+            match remove.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(user.id = %u.id, %error, "a workspace copy could not be removed")
+                }
+                Err(error) => tracing::warn!(user.id = %u.id, %error, "removal task failed"),
+            }
+            Ok::<_, Error>(path)
+        })
+        .await;
+    match removed {
+        Some(result) => result?,
+        None => delete_row_and_object(&state, &user, id).await?,
+    };
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the row and its object; returns the file's workspace path.
+async fn delete_row_and_object(state: &AppState, user: &AuthUser, id: Uuid) -> Result<String> {
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let key: (String,) =
-        sqlx::query_as("delete from files where id = $1 and owner_id = $2 returning storage_key")
-            .bind(id)
-            .bind(user.id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(Error::NotFound("file"))?;
+    let (key, path): (String, String) = sqlx::query_as(
+        "delete from files where id = $1 and owner_id = $2 returning storage_key, path",
+    )
+    .bind(id)
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("file"))?;
     // The row goes only if the object went: never a row pointing at nothing.
-    state.storage.delete(&key.0).await?;
+    state.storage.delete(&key).await?;
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(path)
 }
 
 /// Characters kept as they are in RFC 5987 `filename*` values.

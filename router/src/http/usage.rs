@@ -35,6 +35,8 @@ pub struct LimitsView {
     pub max_concurrent_turns: u32,
     /// Whether spoken answers are on.
     pub voice: bool,
+    /// Bytes of files the user may keep; `null` is unlimited.
+    pub storage_bytes: Option<u64>,
 }
 
 /// This month's usage.
@@ -111,6 +113,7 @@ async fn get_usage(user: AuthUser, State(state): State<AppState>) -> Result<Json
             monthly_tokens: plan.monthly_tokens,
             max_concurrent_turns: plan.max_concurrent_turns,
             voice: plan.voice,
+            storage_bytes: plan.storage_bytes,
         },
         subscription_active: row.subscription_active || !billing,
         subscription_status: row.subscription_status,

@@ -202,6 +202,13 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     }
                 },
             };
+            let attachments = match attached(state, hub.user, attachments).await {
+                Ok(a) => a,
+                Err((code, message)) => {
+                    hub.send_to(id, error_frame(code, &message));
+                    return;
+                }
+            };
             if let Err(message) = turn_slot(state, hub).await {
                 hub.send_to(id, error_frame("too_many_turns", &message));
                 return;
@@ -266,6 +273,37 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
             }
         }
     }
+}
+
+/// The uploads a message names (file ids), as the user's own files; an id that
+/// is not one of their uploads refuses the message (`attachment_not_found`).
+async fn attached(
+    state: &AppState,
+    user: Uuid,
+    ids: Option<Vec<String>>,
+) -> Result<Vec<crate::uploads::Attachment>, (&'static str, String)> {
+    let ids = ids.unwrap_or_default();
+    if ids.len() > crate::uploads::MAX_FILES_PER_REQUEST {
+        return Err((
+            "bad_frame",
+            format!(
+                "a message may name at most {} files",
+                crate::uploads::MAX_FILES_PER_REQUEST
+            ),
+        ));
+    }
+    crate::uploads::attachments(&state.db, user, &ids)
+        .await
+        .map_err(|e| match e {
+            crate::uploads::AttachmentError::NotFound(_) => ("attachment_not_found", e.to_string()),
+            crate::uploads::AttachmentError::Db(error) => {
+                tracing::error!(user.id = %user, %error, "reading attachments failed");
+                (
+                    "internal",
+                    "your message could not be sent; try again".to_string(),
+                )
+            }
+        })
 }
 
 /// Whether the user's plan allows one more turn now (its `max_concurrent_turns`);

@@ -32,11 +32,18 @@ pub(super) async fn start_turn(
     user: Uuid,
     conversation_id: &str,
     content: &str,
+    attachments: &[crate::uploads::Attachment],
 ) -> Result<Option<Recorder>, ErrorBody> {
     let Ok(conversation) = conversation_id.parse::<Uuid>() else {
         return Err(body("bad_conversation_id", "conversation_id is not a UUID"));
     };
-    match transcript::Turn::start(&ctx.db, user, conversation, content).await {
+    let events: Vec<Value> = attachments
+        .iter()
+        .map(|a| serde_json::json!({"type": "attachment", "id": a.id, "filename": a.filename, "path": a.path}))
+        .collect();
+    match transcript::Turn::start_with(&ctx.db, user, conversation, content, Value::Array(events))
+        .await
+    {
         Ok(turn) => Ok(Some(turn)),
         Err(transcript::TranscriptError::NotYours(_)) => {
             Err(body("not_found", "no such conversation; start a new one"))

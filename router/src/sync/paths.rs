@@ -148,6 +148,19 @@ impl Pending {
         fs::rename(&self.temp, &self.dest)
     }
 
+    /// Links the written file into place only if nothing is at its path yet;
+    /// `false` when something is (that is left alone). The temporary name goes
+    /// either way.
+    pub fn commit_new(self) -> io::Result<bool> {
+        let linked = fs::hard_link(&self.temp, &self.dest);
+        let _ = fs::remove_file(&self.temp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes the temporary file.
     pub fn discard(self) {
         let _ = fs::remove_file(&self.temp);

@@ -245,6 +245,10 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
+    fn file_owner(&self) -> Option<(u32, u32)> {
+        Some((self.config.uid, self.config.gid))
+    }
+
     fn host_dirs(&self, user: Uuid) -> Option<HostDirs> {
         let (workspace, state, _) = self.user_dirs(user);
         Some(HostDirs { workspace, state })

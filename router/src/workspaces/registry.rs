@@ -177,6 +177,38 @@ impl Registry {
         }
     }
 
+    /// `user`'s workspace directory on this machine, if the backend keeps one.
+    pub fn host_workspace(&self, user: Uuid) -> Option<std::path::PathBuf> {
+        self.ctx.backend.host_dirs(user).map(|d| d.workspace)
+    }
+
+    /// Runs `f` on `user`'s workspace directory on this machine (with the
+    /// (uid, gid) new files must belong to) while no wake, sleep or file sync of
+    /// theirs runs, so what `f` writes is neither half-restored over nor missed
+    /// by a sync. `None`, without running `f`, when the backend keeps no files
+    /// here, or when the workspace is asleep and has never been on this machine:
+    /// its next wake restores every stored file, including new uploads.
+    pub async fn with_workspace_dir<F, Fut, T>(&self, user: Uuid, f: F) -> Option<T>
+    where
+        F: FnOnce(std::path::PathBuf, Option<(u32, u32)>) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let dirs = self.ctx.backend.host_dirs(user)?;
+        let hub = self.hub(user);
+        let link = hub.link.lock().await;
+        let awake = link.as_ref().is_some_and(|l| l.is_alive());
+        if !awake && is_empty_dir(&dirs.workspace) && is_empty_dir(&dirs.state) {
+            return None;
+        }
+        if !dirs.workspace.is_dir() {
+            return None;
+        }
+        let _sync = hub.sync.lock().await;
+        let out = f(dirs.workspace, self.ctx.backend.file_owner()).await;
+        drop(link);
+        Some(out)
+    }
+
     /// Whether `hub` should sleep now.
     fn is_idle(&self, hub: &Hub) -> bool {
         hub.status() == Status::Ready

@@ -77,7 +77,7 @@ export async function startFakeModel() {
 /** Builds (unless E2E_NO_BUILD) the router, the sandbox and the fake model API, and
  * starts the router with real local sandboxes (the real CLI) whose model upstream
  * is `modelUrl`; resolves when /healthz answers. */
-export async function startRouter({ log = false, modelUrl } = {}) {
+export async function startRouter({ log = false, modelUrl, env = {} } = {}) {
   if (!fs.existsSync(path.join(WEB, "dist/index.html"))) throw new Error("router/web/dist is missing: run `npm run build` first");
   const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(ROOT, "target");
   const bin = path.join(targetDir, "debug/router");
@@ -102,6 +102,7 @@ export async function startRouter({ log = false, modelUrl } = {}) {
       JARVIS_MODEL_UPSTREAM: modelUrl ?? "http://127.0.0.1:9",
       ANTHROPIC_API_KEY: "sk-ant-e2e-key",
       RUST_LOG: process.env.RUST_LOG ?? "warn",
+      ...env,
     },
     stdio: ["ignore", log ? "inherit" : "ignore", log ? "inherit" : "pipe"],
   });

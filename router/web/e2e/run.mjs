@@ -2,7 +2,8 @@
 // real Claude Code CLI under bubblewrap) and the fake model API, driven in headless
 // Chromium. Sign up; chat: the workspace wakes, an answer streams, a tool runs in
 // the sandbox, the agent saves a document that shows up in another tab without a
-// reload; a connection dropped mid-answer resumes without duplicates; documents:
+// reload; a connection dropped mid-answer resumes without duplicates; a file
+// dropped on the chat is uploaded, attached and read by the agent; documents:
 // view, search, edit + save, download; a second user sees none of it; account page;
 // sign out. Screenshots of chat, documents and account at desktop and phone widths
 // go to e2e/screenshots/.
@@ -21,7 +22,9 @@ const step = (s) => console.log(`e2e: ${((Date.now() - started) / 1000).toFixed(
 
 buildBinaries();
 const model = await startFakeModel();
-const router = await startRouter({ log: !!process.env.E2E_LOG, modelUrl: model.url });
+// A small upload limit, so the run can show what an oversize file gets.
+const MAX_UPLOAD = 4 * 1024 * 1024;
+const router = await startRouter({ log: !!process.env.E2E_LOG, modelUrl: model.url, env: { JARVIS_MAX_UPLOAD_BYTES: String(MAX_UPLOAD) } });
 step(`router at ${router.url}`);
 const browser = await launchBrowser();
 let failed = false;
@@ -105,6 +108,52 @@ try {
   assert.equal(await page.getByTestId("assistant-message").last().innerText(), "late");
   assert.ok((await page.evaluate(() => window.__sockets.length)) >= 2, "the app reconnected");
   step("dropped connection resumed; the answer arrived once");
+
+  // --- a file dropped on the chat is attached, uploaded and read by the agent --
+  const dataTransfer = await page.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(["region,total\nnorth,4242\nsouth,17\n"], "sales.csv", { type: "text/csv" }));
+    return dt;
+  });
+  const dropZone = page.getByTestId("chat-drop-zone");
+  await dropZone.dispatchEvent("dragenter", { dataTransfer });
+  await dropZone.dispatchEvent("dragover", { dataTransfer });
+  await dropZone.dispatchEvent("drop", { dataTransfer });
+  const pending = page.getByTestId("pending-attachments");
+  await pending.getByTestId("attachment").filter({ hasText: "sales.csv" }).waitFor();
+  await pending.getByLabel("Uploading sales.csv").waitFor({ state: "detached", timeout: 30_000 });
+  step("a file dropped on the chat is attached and uploaded");
+  await model.push(
+    { tool_use: { id: "toolu_e2e_read", name: "Read", input: { file_path: "/workspace/uploads/sales.csv" } } },
+    { text: ["North sold the most."] },
+  );
+  await page.getByTestId("chat-input").fill("Which region sold most?");
+  await page.getByTestId("chat-input").press("Enter");
+  await page.getByTestId("user-message").last().getByTestId("attachment").filter({ hasText: "sales.csv" }).waitFor();
+  assert.equal(await pending.count(), 0, "the draft's attachments went with the message");
+  const readAnswer = page.getByTestId("assistant-message").last();
+  await readAnswer.getByText("North sold the most.").waitFor({ timeout: 90_000 });
+  const read = readAnswer.getByTestId("tool").filter({ hasText: "Read" });
+  await read.getByRole("button").click();
+  await read.getByText("north,4242", { exact: false }).first().waitFor();
+  step("the message shows its attachment; the agent's Read tool got the file");
+  await shot(page, "chat-attachment-desktop");
+  // The upload is in the files view, and can be deleted there.
+  await page.getByRole("link", { name: "Files", exact: true }).click();
+  const uploadRow = page.getByRole("row").filter({ hasText: "uploads/sales.csv" });
+  await uploadRow.getByText("(upload)").waitFor();
+  page.once("dialog", (d) => void d.accept());
+  await uploadRow.getByRole("button", { name: "Delete sales.csv" }).click();
+  await uploadRow.waitFor({ state: "detached" });
+  await page.getByRole("link", { name: "Chat", exact: true }).click();
+  step("the upload is listed in Files and deleted there");
+  // A file over the limit (picked with the paperclip) gets the server's reason.
+  await page.getByTestId("file-input").setInputFiles({ name: "huge.bin", mimeType: "application/octet-stream", buffer: Buffer.alloc(MAX_UPLOAD + 8 * 1024 * 1024, 7) });
+  const huge = page.getByTestId("pending-attachments").getByTestId("attachment").filter({ hasText: "huge.bin" });
+  await huge.getByRole("alert").filter({ hasText: `Files may be at most ${MAX_UPLOAD} bytes` }).waitFor({ timeout: 30_000 });
+  await huge.getByRole("button", { name: "Remove huge.bin" }).click();
+  assert.equal(psql(router.dbUrl, "select count(*) from files where path like 'uploads/huge%'"), "0");
+  step("an oversize file shows the server's 413 message and stores nothing");
 
   // --- a wrong password gets a clear message (second context, same account) --
   {

@@ -2,7 +2,7 @@ import { render, screen } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { MemoryRouter } from "react-router";
 import { beforeAll, describe, expect, it } from "vitest";
-import { applyFrame, emptyChat } from "../lib/stream";
+import { addUserMessage, applyFrame, emptyChat } from "../lib/stream";
 import type { ServerFrame } from "../lib/types";
 import { MessageView } from "./MessageView";
 
@@ -66,5 +66,19 @@ describe("MessageView (stream renderer)", () => {
     ]);
     expect(screen.getByRole("alert")).toHaveTextContent(/allowance/);
     expect(screen.getByRole("link", { name: /Account/ })).toHaveAttribute("href", "/account");
+  });
+
+  it("shows the files a message names", () => {
+    const s = addUserMessage(emptyChat(), "look", [
+      { id: "f1", filename: "sales.csv" },
+      { id: "f2", filename: "photo.png" },
+    ]);
+    render(
+      <MemoryRouter>
+        <MessageView message={s.messages[0]} />
+      </MemoryRouter>,
+    );
+    const chips = screen.getAllByTestId("attachment");
+    expect(chips.map((c) => c.textContent)).toEqual(["sales.csv", "photo.png"]);
   });
 });

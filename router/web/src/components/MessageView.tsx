@@ -20,6 +20,29 @@ export function ChatErrorView({ code, message }: { code: string; message: string
   );
 }
 
+/** A paperclip and a file name: an upload a message names. */
+export function AttachmentChip({ filename, children }: { filename: string; children?: React.ReactNode }) {
+  return (
+    <span
+      className="my-1 mr-1 inline-flex max-w-full items-center gap-1 rounded-md bg-black/10 px-2 py-0.5 text-sm dark:bg-white/10"
+      data-testid="attachment"
+      title={filename}
+    >
+      <PaperclipIcon />
+      <span className="truncate">{filename}</span>
+      {children}
+    </span>
+  );
+}
+
+export function PaperclipIcon() {
+  return (
+    <svg aria-hidden viewBox="0 0 16 16" className="h-3.5 w-3.5 shrink-0 fill-none stroke-current">
+      <path d="M10.5 4.5 5.4 9.6a1.5 1.5 0 0 0 2.1 2.1l5.3-5.3a3 3 0 0 0-4.2-4.2L3.3 7.5a4.5 4.5 0 0 0 6.4 6.4l4-4" strokeWidth="1.3" strokeLinecap="round" />
+    </svg>
+  );
+}
+
 export function MessageView({ message, live }: { message: ChatMessage; live?: boolean }) {
   const user = message.role === "user";
   return (
@@ -42,6 +65,8 @@ export function MessageView({ message, live }: { message: ChatMessage; live?: bo
             )
           ) : p.kind === "tool" ? (
             <ToolActivity key={p.id + i} part={p} />
+          ) : p.kind === "attachment" ? (
+            <AttachmentChip key={p.id + i} filename={p.filename} />
           ) : (
             <div key={p.id + i} className="my-1 text-sm">
               <svg aria-hidden viewBox="0 0 16 16" className="mr-1 inline h-3.5 w-3.5 fill-none stroke-current align-[-2px]">

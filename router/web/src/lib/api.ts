@@ -2,7 +2,7 @@
 // The access token lives only in memory; the refresh token in localStorage.
 
 import { apiErrorText } from "./messages";
-import type { Session, User } from "./types";
+import type { Session, UploadedFile, User } from "./types";
 
 export const REFRESH_KEY = "jarvis.refresh_token";
 
@@ -227,6 +227,48 @@ export class Api {
   async blob(path: string): Promise<Blob> {
     const res = await this.fetchAuthed(path);
     return res.blob();
+  }
+
+  /**
+   * Uploads `files` (`POST /api/files`, one `file` field each) and reports the
+   * fraction sent so far. XMLHttpRequest, not fetch: fetch cannot report upload
+   * progress. Retries once after refreshing an expired token.
+   */
+  async upload(files: File[], onProgress?: (fraction: number) => void): Promise<UploadedFile[]> {
+    const form = new FormData();
+    for (const f of files) form.append("file", f, f.name);
+    for (let attempt = 0; ; attempt++) {
+      const token = await this.token();
+      if (!token) throw new ApiError(401, "unauthorized", "sign in first");
+      const res = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const xhr = new XMLHttpRequest();
+        xhr.open("POST", this.base + "/api/files");
+        xhr.setRequestHeader("authorization", `Bearer ${token}`);
+        xhr.upload.onprogress = (e) => {
+          if (e.lengthComputable && onProgress) onProgress(e.total ? e.loaded / e.total : 1);
+        };
+        xhr.onload = () => resolve({ status: xhr.status, text: xhr.responseText });
+        xhr.onerror = () => reject(new ApiError(0, "network", "network error"));
+        xhr.onabort = () => reject(new ApiError(0, "network", "upload cancelled"));
+        xhr.send(form);
+      });
+      let body: { files?: UploadedFile[]; error?: { code?: string; message?: string } } = {};
+      try {
+        body = JSON.parse(res.text);
+      } catch {
+        /* not JSON */
+      }
+      if (res.status >= 200 && res.status < 300 && body.files) {
+        onProgress?.(1);
+        return body.files;
+      }
+      const code = body.error?.code ?? `http_${res.status}`;
+      if (res.status === 401 && attempt === 0 && (code === "token_expired" || code === "invalid_token")) {
+        this.access = null;
+        if (await this.refresh()) continue;
+      }
+      throw new ApiError(res.status, code, body.error?.message ?? "upload failed");
+    }
   }
 
   /** Downloads `path` with the bearer token and saves it as `filename`. */

@@ -3,7 +3,7 @@
 
 import type { Api } from "./api";
 import { ChatConnection, type ConnectionState } from "./connection";
-import { addUserMessage, applyFrame, emptyChat, fromHistory, type ChatState } from "./stream";
+import { addUserMessage, applyFrame, emptyChat, fromHistory, type Attachment, type ChatState } from "./stream";
 import type { Conversation, ServerFrame } from "./types";
 
 export interface ChatSnapshot {
@@ -84,9 +84,11 @@ export class ChatStore {
     this.set({ chat: emptyChat(), loading: false, loadError: null });
   }
 
-  send(content: string, voice = false) {
-    this.set({ chat: addUserMessage(this.snap.chat, content) });
-    this.conn.sendMessage(content, voice ? { voice: true } : {});
+  send(content: string, voice = false, attachments: Attachment[] = []) {
+    this.set({ chat: addUserMessage(this.snap.chat, content, attachments) });
+    const extra: { voice?: boolean; attachments?: string[] } = voice ? { voice: true } : {};
+    if (attachments.length > 0) extra.attachments = attachments.map((a) => a.id);
+    this.conn.sendMessage(content, extra);
   }
 
   stop() {

@@ -17,6 +17,7 @@ const API_MESSAGES: Record<string, string> = {
   internal: "Something went wrong on our side. Please try again.",
   bad_request: "The request was malformed. Reload the page and try again.",
   payload_too_large: "That is too large to send.",
+  quota_exceeded: "Your plan's file storage is full. Delete some files, or change plan on the Account page.",
   unsupported_media_type: "The server did not accept that request format.",
   not_found: "Not found (it may have been deleted).",
   network: "Can't reach the server. Check your connection and try again.",
@@ -27,7 +28,8 @@ const API_MESSAGES: Record<string, string> = {
  * precise thing to say (validation, rate limits) the server's message is used.
  */
 export function apiErrorText(code: string, serverMessage?: string): string {
-  if ((code === "invalid_request" || code === "too_many_requests") && serverMessage) {
+  const precise = ["invalid_request", "too_many_requests", "payload_too_large", "quota_exceeded"];
+  if (precise.includes(code) && serverMessage) {
     const m = serverMessage.charAt(0).toUpperCase() + serverMessage.slice(1);
     return m.endsWith(".") ? m : m + ".";
   }
@@ -87,6 +89,10 @@ const CHAT_ERRORS: Record<string, { title: string; action: string }> = {
   too_large: {
     title: "That message is too long.",
     action: "Shorten it, or save the text as a file and attach it.",
+  },
+  attachment_not_found: {
+    title: "An attached file no longer exists.",
+    action: "Remove it from the message (or upload it again) and send again.",
   },
   not_found: {
     title: "This conversation no longer exists.",

@@ -92,4 +92,29 @@ describe("stream reducer", () => {
     expect(s.messages[1].parts[1]).toMatchObject({ kind: "tool", name: "Bash", result: { isError: true } });
     expect(s.messages[1].error?.code).toBe("incomplete");
   });
+
+  it("keeps a message's attachments, live and from history", () => {
+    const live = addUserMessage(emptyChat(), "sum it", [{ id: "f1", filename: "sales.csv" }]);
+    expect(live.messages[0].parts).toEqual([
+      { kind: "text", text: "sum it" },
+      { kind: "attachment", id: "f1", filename: "sales.csv" },
+    ]);
+    const stored = fromHistory({
+      id: "c1",
+      title: "t",
+      created_at: "",
+      updated_at: "",
+      messages: [
+        {
+          id: "m1",
+          role: "user",
+          content: "sum it",
+          events: [{ type: "attachment", id: "f1", filename: "sales.csv", path: "uploads/sales.csv" }],
+          complete: true,
+          created_at: "",
+        },
+      ],
+    });
+    expect(stored.messages[0].parts).toEqual(live.messages[0].parts);
+  });
 });

@@ -12,7 +12,14 @@ export type Part =
       input: unknown;
       result?: { content: unknown; isError: boolean };
     }
-  | { kind: "document"; id: string; filename: string };
+  | { kind: "document"; id: string; filename: string }
+  | { kind: "attachment"; id: string; filename: string };
+
+/** An uploaded file a message names. */
+export interface Attachment {
+  id: string;
+  filename: string;
+}
 
 export interface ChatMessage {
   key: string;
@@ -47,15 +54,16 @@ export const emptyChat = (conversationId: string | null = null): ChatState => ({
 let keyCounter = 0;
 const nextKey = (p: string) => `${p}${++keyCounter}`;
 
-export function addUserMessage(state: ChatState, content: string): ChatState {
+export function addUserMessage(state: ChatState, content: string, attachments: Attachment[] = []): ChatState {
+  const parts: Part[] = [
+    { kind: "text", text: content },
+    ...attachments.map((a): Part => ({ kind: "attachment", id: a.id, filename: a.filename })),
+  ];
   return {
     ...state,
     error: null,
     streaming: true,
-    messages: [
-      ...state.messages,
-      { key: nextKey("u"), role: "user", parts: [{ kind: "text", text: content }], complete: true },
-    ],
+    messages: [...state.messages, { key: nextKey("u"), role: "user", parts, complete: true }],
   };
 }
 
@@ -152,6 +160,8 @@ export function fromHistory(conv: Conversation): ChatState {
       else if (e.type === "tool_result") m = setToolResult(m, String(e.id), e.content, !!e.is_error);
       else if (e.type === "document")
         m.parts.push({ kind: "document", id: String(e.id), filename: String(e.filename ?? "document") });
+      else if (e.type === "attachment")
+        m.parts.push({ kind: "attachment", id: String(e.id), filename: String(e.filename ?? "file") });
       else if (e.type === "voice" && typeof e.url === "string")
         m.voice = { url: e.url, transcript: typeof e.transcript === "string" ? e.transcript : undefined };
     }

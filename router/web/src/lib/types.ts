@@ -62,6 +62,16 @@ export interface FileView {
   updated_at: string;
 }
 
+/** One file of a `POST /api/files` answer. */
+export interface UploadedFile {
+  id: string;
+  filename: string;
+  path: string;
+  size: number;
+  content_type: string;
+  kind: "upload";
+}
+
 // --- WebSocket frames -------------------------------------------------------
 
 export type ClientFrame =

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useId, useRef, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
-import { ChatErrorView, MessageView } from "../components/MessageView";
+import { PendingAttachments, useUploads } from "../components/Attachments";
+import { ChatErrorView, MessageView, PaperclipIcon } from "../components/MessageView";
 import { Button, ErrorBox, errorText, inputClass } from "../components/ui";
 import { useChat, useServices } from "../context";
 import { getAutoplay } from "../lib/settings";
@@ -95,6 +96,9 @@ export function ChatPage() {
   const [showList, setShowList] = useState(false);
   const bottom = useRef<HTMLDivElement>(null);
   const inputId = useId();
+  const attach = useUploads(api);
+  const fileInput = useRef<HTMLInputElement>(null);
+  const [dragging, setDragging] = useState(false);
 
   const loadList = useCallback(async () => {
     try {
@@ -128,13 +132,19 @@ export function ChatPage() {
     bottom.current?.scrollIntoView?.({ block: "end" });
   }, [chat.messages]);
 
+  const canSend = (draft.trim() !== "" || attach.ready.length > 0) && !attach.busy;
+
   function send(e?: React.FormEvent) {
     e?.preventDefault();
-    const text = draft.trim();
-    if (!text || chat.streaming) return;
-    store.send(text, getAutoplay());
+    const files = attach.ready;
+    const text = draft.trim() || (files.length > 0 ? `Please look at the attached file${files.length > 1 ? "s" : ""}.` : "");
+    if (!text || chat.streaming || attach.busy) return;
+    store.send(text, getAutoplay(), files);
     setDraft("");
+    attach.clear();
   }
+
+  const hasFiles = (e: React.DragEvent) => Array.from(e.dataTransfer?.types ?? []).includes("Files");
 
   return (
     <div className="flex h-full min-h-0">
@@ -174,7 +184,30 @@ export function ChatPage() {
           ))}
         </ul>
       </aside>
-      <section className="flex min-w-0 flex-1 flex-col" aria-label="Chat">
+      <section
+        className="relative flex min-w-0 flex-1 flex-col"
+        aria-label="Chat"
+        data-testid="chat-drop-zone"
+        onDragOver={(e) => {
+          if (!hasFiles(e)) return;
+          e.preventDefault();
+          setDragging(true);
+        }}
+        onDragLeave={(e) => {
+          if (!e.currentTarget.contains(e.relatedTarget as Node | null)) setDragging(false);
+        }}
+        onDrop={(e) => {
+          if (!hasFiles(e)) return;
+          e.preventDefault();
+          setDragging(false);
+          void attach.add(e.dataTransfer.files);
+        }}
+      >
+        {dragging ? (
+          <div className="pointer-events-none absolute inset-0 z-10 flex items-center justify-center border-2 border-dashed border-blue-500 bg-blue-50/80 text-blue-800 dark:bg-blue-950/80 dark:text-blue-200">
+            Drop files to attach them
+          </div>
+        ) : null}
         <div className="flex items-center gap-2 border-b border-slate-200 px-3 py-2 dark:border-slate-800">
           <Button variant="ghost" className="md:hidden" aria-expanded={showList} onClick={() => setShowList(!showList)}>
             ☰ <span className="sr-only">Conversations</span>
@@ -202,7 +235,22 @@ export function ChatPage() {
           </div>
         </div>
         <form onSubmit={send} className="border-t border-slate-200 p-3 dark:border-slate-800">
+          <PendingAttachments uploads={attach.uploads} onRemove={attach.remove} />
           <div className="mx-auto flex max-w-3xl items-end gap-2">
+            <input
+              ref={fileInput}
+              type="file"
+              multiple
+              hidden
+              data-testid="file-input"
+              onChange={(e) => {
+                void attach.add(e.target.files);
+                e.target.value = "";
+              }}
+            />
+            <Button variant="ghost" aria-label="Attach files" title="Attach files" onClick={() => fileInput.current?.click()}>
+              <PaperclipIcon />
+            </Button>
             <label htmlFor={inputId} className="sr-only">Message</label>
             <textarea
               id={inputId}
@@ -224,7 +272,7 @@ export function ChatPage() {
                 Stop
               </Button>
             ) : (
-              <Button type="submit" variant="primary" disabled={!draft.trim()}>
+              <Button type="submit" variant="primary" disabled={!canSend}>
                 Send
               </Button>
             )}

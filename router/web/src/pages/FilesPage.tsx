@@ -1,4 +1,4 @@
-import { useEffect, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { Button, ErrorBox, errorText, PageTitle } from "../components/ui";
 import { useServices } from "../context";
 import { formatBytes, formatDate } from "../lib/settings";
@@ -53,12 +53,47 @@ export function FilesPage() {
   const [error, setError] = useState<string | null>(null);
   const [preview, setPreview] = useState<FileView | null>(null);
 
+  const [progress, setProgress] = useState<number | null>(null);
+  const input = useRef<HTMLInputElement>(null);
+
+  const load = useCallback(
+    () =>
+      api
+        .get<{ files: FileView[] }>("/api/files?limit=200")
+        .then((r) => setFiles(r.files))
+        .catch((e) => setError(errorText(e))),
+    [api],
+  );
+
   useEffect(() => {
-    api
-      .get<{ files: FileView[] }>("/api/files?limit=200")
-      .then((r) => setFiles(r.files))
-      .catch((e) => setError(errorText(e)));
-  }, [api]);
+    void load();
+  }, [load]);
+
+  async function upload(list: FileList | null) {
+    const picked = Array.from(list ?? []);
+    if (picked.length === 0) return;
+    setError(null);
+    setProgress(0);
+    try {
+      await api.upload(picked, setProgress);
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setProgress(null);
+      await load();
+    }
+  }
+
+  async function remove(f: FileView) {
+    if (!window.confirm(`Delete ${f.path}? It is removed from your workspace too.`)) return;
+    try {
+      await api.json("DELETE", `/api/files/${f.id}`);
+      if (preview?.id === f.id) setPreview(null);
+    } catch (e) {
+      setError(errorText(e));
+    }
+    await load();
+  }
 
   const canPreview = (f: FileView) => f.content_type.startsWith("image/") || TEXTY.test(f.content_type);
 
@@ -66,6 +101,13 @@ export function FilesPage() {
     <main className="mx-auto max-w-4xl overflow-y-auto p-4">
       <PageTitle>Workspace files</PageTitle>
       <p className="mb-3 text-sm text-slate-500">Files you uploaded and files Jarvis wrote in your workspace.</p>
+      <div className="mb-3 flex items-center gap-2">
+        <input ref={input} type="file" multiple hidden data-testid="files-upload-input" onChange={(e) => { void upload(e.target.files); e.target.value = ""; }} />
+        <Button variant="primary" onClick={() => input.current?.click()} disabled={progress !== null}>
+          Upload files
+        </Button>
+        {progress !== null ? <progress max={1} value={progress} aria-label="Uploading" className="h-2 w-40" /> : null}
+      </div>
       {error ? <ErrorBox>{error}</ErrorBox> : null}
       {files && files.length === 0 ? <p className="text-sm text-slate-500">No files yet.</p> : null}
       {preview ? <Preview key={preview.id} file={preview} onClose={() => setPreview(null)} /> : null}
@@ -91,6 +133,9 @@ export function FilesPage() {
                   {canPreview(f) ? <Button variant="ghost" onClick={() => setPreview(f)} aria-label={`Preview ${f.filename}`}>Preview</Button> : null}
                   <Button variant="ghost" onClick={() => api.download(`/api/files/${f.id}/download`, f.filename).catch((e) => setError(errorText(e)))} aria-label={`Download ${f.filename}`}>
                     Download
+                  </Button>
+                  <Button variant="ghost" className="text-red-700 dark:text-red-300" onClick={() => void remove(f)} aria-label={`Delete ${f.filename}`}>
+                    Delete
                   </Button>
                 </td>
               </tr>
