@@ -66,6 +66,15 @@ if ! command -v bwrap >/dev/null 2>&1; then
   apt-get install -y -qq bubblewrap >/dev/null 2>&1 ||
     { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
 fi
+# Text to speech (issue 8): espeak-ng speaks offline, opus-tools' opusenc encodes
+# to Ogg Opus (opusdec decodes it in the voice tests).
+if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v opusenc >/dev/null 2>&1 ||
+   ! command -v opusdec >/dev/null 2>&1; then
+  echo "setup: installing espeak-ng and opus-tools"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq espeak-ng opus-tools >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq espeak-ng opus-tools >/dev/null; }
+fi
 if ! python3 -c 'import websockets' 2>/dev/null; then
   echo "setup: installing the Python websockets package"
   python3 -m pip install --quiet websockets 2>/dev/null ||

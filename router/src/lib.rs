@@ -34,6 +34,8 @@ pub mod telemetry;
 pub mod tools;
 /// Conversations and messages stored as a turn streams.
 pub mod transcript;
+/// Text to speech: engines, the `speak` service, signed audio URLs.
+pub mod voice;
 /// Workspaces (sandboxes): tokens, the backend trait and its implementations.
 pub mod workspaces;
 
