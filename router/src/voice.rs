@@ -150,11 +150,13 @@ pub fn engine(config: &crate::config::Config) -> anyhow::Result<Option<Arc<dyn E
     })
 }
 
-/// An HTTP client for a cloud engine, bounded by the synthesis timeout.
+/// An HTTP client for a cloud engine. The service's own timeout ends a slow
+/// synthesis (with one clear message); the client's, later, is a backstop.
 fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     use anyhow::Context;
     reqwest::Client::builder()
-        .timeout(timeout)
+        .connect_timeout(timeout)
+        .timeout(timeout * 2 + Duration::from_secs(1))
         .build()
         .context("building the text-to-speech HTTP client")
 }
