@@ -106,6 +106,36 @@ try {
   assert.ok((await page.evaluate(() => window.__sockets.length)) >= 2, "the app reconnected");
   step("dropped connection resumed; the answer arrived once");
 
+  // --- voice: a spoken answer plays, the first sentence while the rest streams --
+  await model.push({ text: ["Hello from Jarvis. ", "This answer is spoken aloud."] });
+  const toggle = page.getByTestId("voice-toggle");
+  assert.equal(await toggle.getAttribute("aria-pressed"), "false");
+  await toggle.click();
+  assert.equal(await toggle.getAttribute("aria-pressed"), "true");
+  await page.getByTestId("chat-input").fill("Say hello");
+  await page.getByTestId("chat-input").press("Enter");
+  const spoken = page.getByTestId("assistant-message").last();
+  await spoken.getByText("This answer is spoken aloud.").waitFor({ timeout: 90_000 });
+  const player = spoken.getByLabel("Spoken answer");
+  await player.waitFor({ timeout: 60_000 });
+  // Both sentences play to their end, one after the other, in the page's <audio>.
+  await spoken.getByText("Played").waitFor({ timeout: 60_000 });
+  const heard = await player.evaluate(async (el) => {
+    // The signed URL decodes as real audio of a plausible length.
+    const bytes = await (await fetch(el.src)).arrayBuffer();
+    const audio = await new AudioContext().decodeAudioData(bytes);
+    return { src: el.src, currentTime: el.currentTime, ended: el.ended, decoded: audio.duration };
+  });
+  assert.ok(heard.src.includes("/api/voice/") && heard.src.includes("sig="), heard.src);
+  assert.ok(heard.ended && heard.currentTime > 0.5, JSON.stringify(heard));
+  // "This answer is spoken aloud." is five words: between 0.75 and 5 seconds.
+  assert.ok(heard.decoded > 0.75 && heard.decoded < 5, JSON.stringify(heard));
+  // Another user's session cannot download it; the signed URL without its signature is refused.
+  const fileId = new URL(heard.src).pathname.split("/").pop();
+  assert.equal((await fetch(`${router.url}/api/voice/${fileId}`)).status, 403);
+  await toggle.click();
+  step("spoken answer played in Chromium (both sentences, in order), audio decodes");
+
   // --- a wrong password gets a clear message (second context, same account) --
   {
     const c = await browser.newContext({ viewport: DESKTOP });

@@ -86,7 +86,8 @@ export class ChatStore {
 
   send(content: string, voice = false) {
     this.set({ chat: addUserMessage(this.snap.chat, content) });
-    this.conn.sendMessage(content, voice ? { voice: true } : {});
+    // Always explicit: the toggle may turn voice off although the saved setting is on.
+    this.conn.sendMessage(content, { voice });
   }
 
   stop() {

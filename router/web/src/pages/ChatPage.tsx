@@ -3,8 +3,7 @@ import { Link, useNavigate, useParams } from "react-router";
 import { ChatErrorView, MessageView } from "../components/MessageView";
 import { Button, ErrorBox, errorText, inputClass } from "../components/ui";
 import { useChat, useServices } from "../context";
-import { getAutoplay } from "../lib/settings";
-import type { ConversationSummary } from "../lib/types";
+import type { ConversationSummary, User } from "../lib/types";
 
 function ConnectionBadge() {
   const { connection, chat } = useChat();
@@ -93,6 +92,9 @@ export function ChatPage() {
   const [listError, setListError] = useState<string | null>(null);
   const [draft, setDraft] = useState("");
   const [showList, setShowList] = useState(false);
+  // Speak the next answer: starts from the saved setting, changed per message here.
+  const [voice, setVoice] = useState(false);
+  const [voiceAvailable, setVoiceAvailable] = useState(true);
   const bottom = useRef<HTMLDivElement>(null);
   const inputId = useId();
 
@@ -109,6 +111,16 @@ export function ChatPage() {
   useEffect(() => {
     void loadList();
   }, [loadList]);
+
+  useEffect(() => {
+    api
+      .get<User>("/api/me")
+      .then((me) => {
+        setVoice(!!me.voice_answers);
+        setVoiceAvailable(me.voice_available !== false);
+      })
+      .catch(() => {});
+  }, [api]);
 
   useEffect(() => {
     void store.open(id ?? null);
@@ -132,7 +144,7 @@ export function ChatPage() {
     e?.preventDefault();
     const text = draft.trim();
     if (!text || chat.streaming) return;
-    store.send(text, getAutoplay());
+    store.send(text, voice);
     setDraft("");
   }
 
@@ -219,6 +231,18 @@ export function ChatPage() {
               }}
               data-testid="chat-input"
             />
+            {voiceAvailable ? (
+              <Button
+                variant="ghost"
+                aria-pressed={voice}
+                title={voice ? "Answers are spoken (click for text only)" : "Click to hear the answer spoken"}
+                onClick={() => setVoice(!voice)}
+                data-testid="voice-toggle"
+              >
+                <span aria-hidden>{voice ? "🔊" : "🔈"}</span>
+                <span className="sr-only">Speak the answer</span>
+              </Button>
+            ) : null}
             {chat.streaming ? (
               <Button variant="danger" onClick={() => store.stop()}>
                 Stop
