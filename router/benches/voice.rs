@@ -26,7 +26,7 @@ use futures::{SinkExt, StreamExt};
 use router::{
     config::Config,
     http::AppState,
-    voice::{Engine, audio, espeak::Espeak},
+    voice::{Engine, audio, espeak::Espeak, piper::Piper},
 };
 use sandbox::testing::{FakeApi, Reply};
 use serde_json::{Value, json};
@@ -64,35 +64,73 @@ const TEXTS: [(&str, &str); 3] = [
     ),
 ];
 
+/// A local engine: its WAV step alone, and the whole engine.
+enum Local {
+    Espeak(Espeak),
+    Piper(Piper),
+}
+
+impl Local {
+    async fn wav(&self, text: &str) -> anyhow::Result<Vec<u8>> {
+        Ok(match self {
+            Self::Espeak(e) => e.wav(text).await?,
+            Self::Piper(p) => p.wav(text).await?,
+        })
+    }
+
+    fn engine(&self) -> &dyn Engine {
+        match self {
+            Self::Espeak(e) => e,
+            Self::Piper(p) => p,
+        }
+    }
+}
+
 async fn real_time_factors() -> anyhow::Result<()> {
-    let engine = Espeak::new("en-us".into());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var_os("JARVIS_PIPER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".tools/piper/bin/python"));
+    let model = std::env::var_os("JARVIS_PIPER_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".tools/piper/voices/en_US-joe-medium.onnx"));
+    anyhow::ensure!(
+        python.is_file() && model.is_file(),
+        "Piper is missing: run scripts/setup.sh (or set JARVIS_PIPER_BIN and JARVIS_PIPER_MODEL)"
+    );
+    let engines = [
+        ("espeak", Local::Espeak(Espeak::new("en-us".into()))),
+        ("piper", Local::Piper(Piper::new(python, model))),
+    ];
     println!("\nReal-time factor (synthesis wall time ÷ audio duration), {RUNS} runs, median\n");
     println!(
-        "| engine | text | audio | espeak-ng alone | + opusenc (the engine) | RTF | encoding share |"
+        "| engine | text | audio | WAV alone | + opusenc (the engine) | RTF | encoding share |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (name, text) in TEXTS {
-        let (mut wav_times, mut full_times) = (Vec::new(), Vec::new());
-        let mut audio_ms = 0;
-        for _ in 0..RUNS {
-            let started = Instant::now();
-            let wav = engine.wav(text).await?;
-            wav_times.push(started.elapsed());
-            audio_ms = audio::wav_duration_ms(&wav).context("wav")?;
-            let started = Instant::now();
-            let speech = engine.synthesize(text).await?;
-            full_times.push(started.elapsed());
-            anyhow::ensure!(speech.bytes.starts_with(b"OggS"), "not Ogg");
+    for (engine_name, engine) in &engines {
+        for (name, text) in TEXTS {
+            let (mut wav_times, mut full_times) = (Vec::new(), Vec::new());
+            let mut audio_ms = 0;
+            for _ in 0..RUNS {
+                let started = Instant::now();
+                let wav = engine.wav(text).await?;
+                wav_times.push(started.elapsed());
+                audio_ms = audio::wav_duration_ms(&wav).context("wav")?;
+                let started = Instant::now();
+                let speech = engine.engine().synthesize(text).await?;
+                full_times.push(started.elapsed());
+                anyhow::ensure!(speech.bytes.starts_with(b"OggS"), "not Ogg");
+            }
+            wav_times.sort();
+            full_times.sort();
+            let (wav, full) = (ms(pct(&wav_times, 0.5)), ms(pct(&full_times, 0.5)));
+            println!(
+                "| {engine_name} | {name} | {:.2} s | {wav:.1} ms | {full:.1} ms | {:.4} | {:.0} % |",
+                audio_ms as f64 / 1000.0,
+                full / audio_ms as f64,
+                100.0 * (full - wav) / full
+            );
         }
-        wav_times.sort();
-        full_times.sort();
-        let (wav, full) = (ms(pct(&wav_times, 0.5)), ms(pct(&full_times, 0.5)));
-        println!(
-            "| espeak | {name} | {:.2} s | {wav:.1} ms | {full:.1} ms | {:.4} | {:.0} % |",
-            audio_ms as f64 / 1000.0,
-            full / audio_ms as f64,
-            100.0 * (full - wav) / full
-        );
     }
     Ok(())
 }

@@ -219,7 +219,8 @@ pub struct Config {
     #[arg(long, env = "JARVIS_WEB_DIR")]
     pub web_dir: Option<std::path::PathBuf>,
 
-    /// Text-to-speech engine: `espeak` (offline), `openai`, `elevenlabs` or `off`.
+    /// Text-to-speech engine: `espeak` (offline), `piper` (offline, neural), `openai`,
+    /// `elevenlabs` or `off`.
     #[arg(long, env = "JARVIS_TTS_ENGINE", value_enum, default_value = "espeak")]
     pub tts_engine: crate::voice::EngineKind,
 
@@ -242,6 +243,22 @@ pub struct Config {
     /// Longest one synthesis may take before it counts as failed.
     #[arg(long, env = "JARVIS_TTS_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub tts_timeout: Duration,
+
+    /// The Python that has `piper-tts` (the `piper` engine).
+    #[arg(
+        long,
+        env = "JARVIS_PIPER_BIN",
+        default_value = ".tools/piper/bin/python"
+    )]
+    pub piper_bin: PathBuf,
+
+    /// The Piper voice model (`.onnx`, with its `.onnx.json` beside it).
+    #[arg(
+        long,
+        env = "JARVIS_PIPER_MODEL",
+        default_value = ".tools/piper/voices/en_US-joe-medium.onnx"
+    )]
+    pub piper_model: PathBuf,
 
     /// Characters of one answer that are spoken at most (the rest is only text).
     #[arg(long, env = "JARVIS_VOICE_MAX_CHARS", default_value_t = 2000)]
@@ -317,6 +334,8 @@ impl Config {
             tts_model: None,
             tts_voice: None,
             tts_timeout: Duration::from_secs(20),
+            piper_bin: ".tools/piper/bin/python".into(),
+            piper_model: ".tools/piper/voices/en_US-joe-medium.onnx".into(),
             voice_max_chars: 2000,
             voice_url_ttl: Duration::from_secs(3600),
         }

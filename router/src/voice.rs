@@ -20,6 +20,8 @@ pub mod elevenlabs;
 pub mod espeak;
 /// OpenAI-compatible `POST /v1/audio/speech`.
 pub mod openai;
+/// The neural local engine: Piper with a voice from a registry package.
+pub mod piper;
 /// The service: validation, plan check, synthesis with a timeout, storage.
 mod service;
 /// Signed, expiring audio URLs (`/api/voice/{id}?expires=…&sig=…`).
@@ -94,6 +96,8 @@ pub trait Engine: Send + Sync + 'static {
 pub enum EngineKind {
     /// `espeak-ng` + `opusenc`, offline.
     Espeak,
+    /// Piper (neural, offline) + `opusenc`.
+    Piper,
     /// An OpenAI-compatible `/v1/audio/speech`.
     Openai,
     /// ElevenLabs.
@@ -117,6 +121,10 @@ pub fn engine(config: &crate::config::Config) -> anyhow::Result<Option<Arc<dyn E
         EngineKind::Off => None,
         EngineKind::Espeak => Some(Arc::new(espeak::Espeak::new(
             config.tts_voice.clone().unwrap_or_else(|| "en-us".into()),
+        ))),
+        EngineKind::Piper => Some(Arc::new(piper::Piper::new(
+            config.piper_bin.clone(),
+            config.piper_model.clone(),
         ))),
         EngineKind::Openai => Some(Arc::new(openai::OpenAi::new(
             config

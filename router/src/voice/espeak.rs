@@ -46,10 +46,7 @@ impl Engine for Espeak {
         Box::pin(async move {
             let wav = self.wav(text).await?;
             let duration_ms = audio::wav_duration_ms(&wav);
-            let mut command = Command::new(OPUSENC);
-            // Speech at a voice bitrate; `-` `-`: WAV in, Ogg out.
-            command.args(["--quiet", "--speech", "--bitrate", "32", "-", "-"]);
-            let ogg = run(OPUSENC, command, wav).await?;
+            let ogg = encode(wav).await?;
             Ok(Speech {
                 bytes: Bytes::from(ogg),
                 content_type: "audio/ogg",
@@ -59,8 +56,15 @@ impl Engine for Espeak {
     }
 }
 
+/// Encodes WAV to Ogg Opus with `opusenc` (speech at a voice bitrate).
+pub(super) async fn encode(wav: Vec<u8>) -> Result<Vec<u8>, EngineError> {
+    let mut command = Command::new(OPUSENC);
+    command.args(["--quiet", "--speech", "--bitrate", "32", "-", "-"]);
+    run(OPUSENC, command, wav).await
+}
+
 /// Runs `command` with `input` on stdin and returns its stdout.
-async fn run(
+pub(super) async fn run(
     program: &'static str,
     mut command: Command,
     input: Vec<u8>,

@@ -4,7 +4,7 @@
 // the sandbox, the agent saves a document that shows up in another tab without a
 // reload; a connection dropped mid-answer resumes without duplicates; documents:
 // view, search, edit + save, download; a second user sees none of it; account page;
-// sign out. Screenshots of chat, documents and account at desktop and phone widths
+// spoken answer plays and its audio decodes; sign out. Screenshots of chat, documents and account at desktop and phone widths
 // go to e2e/screenshots/.
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -130,11 +130,11 @@ try {
   assert.ok(heard.ended && heard.currentTime > 0.5, JSON.stringify(heard));
   // "This answer is spoken aloud." is five words: between 0.75 and 5 seconds.
   assert.ok(heard.decoded > 0.75 && heard.decoded < 5, JSON.stringify(heard));
-  // Another user's session cannot download it; the signed URL without its signature is refused.
+  // The same URL without its signature is refused.
   const fileId = new URL(heard.src).pathname.split("/").pop();
   assert.equal((await fetch(`${router.url}/api/voice/${fileId}`)).status, 403);
   await toggle.click();
-  step("spoken answer played in Chromium (both sentences, in order), audio decodes");
+  step("spoken answer played in Chromium (both sentences to their end), audio decodes");
 
   // --- a wrong password gets a clear message (second context, same account) --
   {
