@@ -19,7 +19,7 @@ use common::{
     live::{Live, of_type, text},
 };
 use router::voice::{self, EngineKind};
-use sandbox::testing::Reply;
+use sandbox::testing::{Block, Reply};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::Mutex;
@@ -529,6 +529,20 @@ async fn a_voice_turn_speaks_each_sentence_in_order_before_done(db: PgPool) {
         );
     }
     assert_eq!(voice_files(&live.app.db, alice.id).await.len(), 4);
+    // The stored conversation gives the voice events fresh URLs that play.
+    let conversation = frames[0]["conversation_id"].as_str().expect("id");
+    let stored = live
+        .app
+        .get(&format!("/api/conversations/{conversation}"), &alice.access)
+        .await;
+    let events = stored.body["messages"][1]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let stored_voices: Vec<&Value> = events.iter().filter(|e| e["type"] == "voice").collect();
+    assert_eq!(stored_voices.len(), 4, "{}", stored.body);
+    let (status, _) = fetch(&live, stored_voices[0]["url"].as_str().expect("url")).await;
+    assert_eq!(status, 200);
     // Nothing of the audio is under the workspace (the agent cannot touch it).
     assert!(!Path::new(&live.workspace(&alice)).join("voice").exists());
 }
@@ -640,4 +654,68 @@ async fn the_users_setting_speaks_answers_unless_a_message_says_no(db: PgPool) {
     let frames = browser.turn().await;
     assert_eq!(frames.last().expect("frames")["type"], "done");
     assert!(of_type(&frames, "voice").is_empty(), "{frames:?}");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn the_first_sentence_is_spoken_while_the_answer_is_still_being_written(db: PgPool) {
+    let live = Live::start(db).await;
+    let alice = live.app.register("alice@example.com").await;
+    // The answer's first sentence, then a tool that waits for this test's signal,
+    // then the rest: the first voice event must arrive while the tool waits.
+    live.api.push(Reply::Blocks(vec![
+        Block::Text(vec!["Let me check that for you. ".into()]),
+        Block::ToolUse {
+            id: "toolu_wait".into(),
+            name: "Bash".into(),
+            input: json!({"command": "while [ ! -f go ]; do sleep 0.05; done; echo went", "description": "wait"}),
+        },
+    ]));
+    live.api.push(Reply::text(&["All done."]));
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+    browser
+        .send(json!({"type": "message", "content": "check", "voice": true}))
+        .await;
+    let before = browser
+        .until(|f| ["voice", "done", "error"].contains(&f["type"].as_str().unwrap_or("")))
+        .await;
+    let first = before.last().expect("frames");
+    assert_eq!(first["type"], "voice", "{before:?}");
+    assert_eq!(first["transcript"], "Let me check that for you.");
+    assert!(of_type(&before, "tool_result").is_empty(), "{before:?}");
+    std::fs::write(live.workspace(&alice).join("go"), "").expect("signal");
+    let rest = browser.turn().await;
+    assert_eq!(rest.last().expect("frames")["type"], "done", "{rest:?}");
+    let voices = of_type(&rest, "voice");
+    assert_eq!(voices.len(), 1, "{rest:?}");
+    assert_eq!(voices[0]["transcript"], "All done.");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn the_agents_own_speak_tool_makes_a_voice_event(db: PgPool) {
+    let live = Live::start(db).await;
+    let alice = live.app.register("alice@example.com").await;
+    live.api.push(Reply::tool_use(
+        "toolu_speak",
+        "mcp__jarvis__speak",
+        json!({"text": "Spoken by the agent itself."}),
+    ));
+    live.api.push(Reply::text(&["I said it."]));
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+    browser.message("say something", None).await;
+    let frames = browser.turn().await;
+    assert_eq!(frames.last().expect("frames")["type"], "done", "{frames:?}");
+    let voices = of_type(&frames, "voice");
+    assert_eq!(
+        voices.len(),
+        1,
+        "a text-only turn speaks only what the agent asked: {frames:?}"
+    );
+    assert_eq!(voices[0]["transcript"], "Spoken by the agent itself.");
+    let (status, audio) = fetch(&live, voices[0]["url"].as_str().expect("url")).await;
+    assert_eq!(status, 200);
+    assert_plausible("Spoken by the agent itself.", decoded_ms(&audio));
+    let result = of_type(&frames, "tool_result");
+    assert_eq!(result[0]["is_error"], false, "{result:?}");
 }
