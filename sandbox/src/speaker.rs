@@ -286,6 +286,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn after_a_stop_nothing_more_is_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = Hub::new(dir.path().into(), Duration::from_secs(5));
+        let rx = hub.attach();
+        let router = router(hub.clone(), rx, |_| 1);
+        let mut speaker = Speaker::start(hub.clone(), "c".into(), 1000);
+        speaker.text("Before the stop. ");
+        speaker.stop();
+        speaker.text("After the stop. And more.");
+        tokio::time::timeout(Duration::from_secs(10), speaker.finish())
+            .await
+            .expect("the voice finishes");
+        hub.emit(
+            "c",
+            EventKind::Done {
+                usage: Default::default(),
+            },
+        );
+        let events = tokio::time::timeout(Duration::from_secs(10), router)
+            .await
+            .expect("router ends")
+            .expect("join");
+        let spoken = transcripts(&events);
+        assert!(
+            spoken.iter().all(|(t, _)| t == "Before the stop."),
+            "{spoken:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn the_budget_cuts_the_answer_and_says_the_rest_is_in_the_text() {
         let events = turn(
             &["Short one. This sentence is too long to fit. Never."],

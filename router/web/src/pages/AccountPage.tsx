@@ -26,7 +26,7 @@ export function AccountPage() {
   const [theme, setThemeState] = useState<Theme>(getTheme());
   const [voiceError, setVoiceError] = useState<string | null>(null);
   const themeId = useId();
-  const autoplayId = useId();
+  const voiceId = useId();
 
   useEffect(() => {
     api.get<User>("/api/me").then(setMe).catch((e) => setError(errorText(e)));
@@ -114,7 +114,7 @@ export function AccountPage() {
         </div>
         <div className="flex items-center gap-3 text-sm">
           <input
-            id={autoplayId}
+            id={voiceId}
             type="checkbox"
             className="h-4 w-4"
             checked={!!me?.voice_answers}
@@ -128,7 +128,7 @@ export function AccountPage() {
               }
             }}
           />
-          <label htmlFor={autoplayId}>Speak answers aloud (saved to your account; the chat's voice button changes it per message)</label>
+          <label htmlFor={voiceId}>Speak answers aloud (saved to your account; the chat's voice button changes it per message)</label>
         </div>
         {me && me.voice_available === false ? (
           <p className="text-xs text-slate-500">Spoken answers are not part of your plan.</p>
