@@ -116,6 +116,7 @@ impl AppState {
             .await
             .context("setting up the model gateway")?;
         let plans = Arc::new(gateway::plans_of(&config).context("reading the plans")?);
+        let metrics = Arc::new(Metrics::default());
         let voice = crate::voice::Voice::new(
             crate::voice::engine(&config).context("setting up text to speech")?,
             db.clone(),
@@ -132,6 +133,7 @@ impl AppState {
                 timeout: config.tts_timeout,
                 max_chars: config.voice_max_chars as usize,
             },
+            metrics.clone(),
         );
         let workspaces = Registry::new(
             db.clone(),
@@ -154,7 +156,7 @@ impl AppState {
             db,
             auth: Arc::new(auth),
             storage,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             gateway: Arc::new(gateway),
             workspaces,
             plans,

@@ -291,6 +291,12 @@ async fn the_piper_engine_speaks_with_the_voice_from_its_registry_package(db: Pg
     let played = anonymous(&app, &spoken.url).await;
     assert_eq!(played.status, StatusCode::OK);
     assert_plausible(said, decoded_ms(&played.bytes));
+    let metrics = anonymous(&app, "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.bytes);
+    assert!(
+        text.contains(r#"jarvis_voice_syntheses_total{engine="piper",outcome="ok"} 1"#),
+        "{text}"
+    );
 }
 
 /// What a fake TTS provider saw and how it answers.
@@ -469,6 +475,12 @@ async fn a_failing_or_hanging_engine_is_a_clear_voice_failed_and_stores_nothing(
             );
         }
         assert!(!message.contains("sk"), "no key in messages: {message}");
+        let outcome = if status == 0 { "timeout" } else { "failed" };
+        let metrics = anonymous(&app, "/metrics").await;
+        let text = String::from_utf8_lossy(&metrics.bytes);
+        let line =
+            format!(r#"jarvis_voice_syntheses_total{{engine="openai",outcome="{outcome}"}} 1"#);
+        assert!(text.contains(&line), "{line} in {text}");
         assert!(voice_files(&app.db, user.id).await.is_empty());
     }
 }

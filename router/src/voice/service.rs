@@ -13,7 +13,12 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{Engine, Signer};
-use crate::{db, plans::Plans, storage::Storage};
+use crate::{
+    db,
+    metrics::{Metrics, VoiceLabels},
+    plans::Plans,
+    storage::Storage,
+};
 
 /// Longest text `speak` takes at all; longer is refused (shorter but over
 /// [`VoiceSettings::max_chars`] is cut).
@@ -98,6 +103,7 @@ pub struct Voice {
     signer: Signer,
     settings: VoiceSettings,
     permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl Voice {
@@ -109,6 +115,7 @@ impl Voice {
         plans: Arc<Plans>,
         signer: Signer,
         settings: VoiceSettings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             engine,
@@ -118,6 +125,7 @@ impl Voice {
             signer,
             settings,
             permits: Arc::new(Semaphore::new(PARALLEL_SYNTHESES)),
+            metrics,
         }
     }
 
@@ -178,7 +186,23 @@ impl Voice {
             let _permit = self.permits.acquire().await;
             engine.synthesize(&spoken_text).await
         };
-        let speech = match tokio::time::timeout(timeout, synthesis).await {
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(timeout, synthesis).await;
+        let labels = VoiceLabels {
+            engine: engine.name().into(),
+            outcome: match &outcome {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(_)) => "failed",
+                Err(_) => "timeout",
+            }
+            .into(),
+        };
+        self.metrics.voice_syntheses.get_or_create(&labels).inc();
+        self.metrics
+            .voice_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        let speech = match outcome {
             Ok(Ok(speech)) => speech,
             Ok(Err(error)) => {
                 tracing::warn!(engine = engine.name(), %error, "synthesis failed");
