@@ -202,6 +202,7 @@ pub fn app(state: AppState) -> Router {
         .merge(files::router())
         .merge(health::router())
         .merge(ws::router())
+        .merge(voice::sandbox_router())
         .fallback(web::fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // After the layer above: the gateway keeps its own, larger body limit.
@@ -214,6 +215,7 @@ pub fn app(state: AppState) -> Router {
 pub fn sandbox_app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(gateway::router())
+        .merge(voice::sandbox_router().layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
         .fallback(error::not_found);
     middleware::apply(routes, state.clone()).with_state(state)
 }

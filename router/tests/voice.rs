@@ -731,3 +731,63 @@ async fn the_agents_own_speak_tool_makes_a_voice_event(db: PgPool) {
     let result = of_type(&frames, "tool_result");
     assert_eq!(result[0]["is_error"], false, "{result:?}");
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn the_sandbox_endpoint_speaks_for_the_workspace_tokens_user_only(db: PgPool) {
+    use tower::ServiceExt;
+    let app = TestApp::new(db).await;
+    let alice = app.register("alice@example.com").await;
+    let token = router::workspaces::tokens::issue(&app.db, alice.id)
+        .await
+        .expect("workspace token");
+    let speak = |token: Option<&str>, body: Value| {
+        let mut request =
+            axum::http::Request::post("/v1/voice/speak").header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("x-api-key", token);
+        }
+        request
+            .body(axum::body::Body::from(body.to_string()))
+            .expect("request")
+    };
+    // On the sandbox socket's routes, like the model gateway.
+    let sandbox = router::http::sandbox_app(app.state.clone());
+    let response = sandbox
+        .clone()
+        .oneshot(speak(
+            Some(&token),
+            json!({"text": "Hello from the workspace."}),
+        ))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let files = voice_files(&app.db, alice.id).await;
+    assert_eq!(files.len(), 1, "the audio is the token's user's");
+    // A user's access token, no token, a revoked token: refused; bad text: 422.
+    for (token, status) in [
+        (Some(alice.access.as_str()), StatusCode::UNAUTHORIZED),
+        (None, StatusCode::UNAUTHORIZED),
+    ] {
+        let response = sandbox
+            .clone()
+            .oneshot(speak(token, json!({"text": "Hello."})))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), status);
+    }
+    let empty = app.call(speak(Some(&token), json!({"text": "   "}))).await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        empty.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("empty"))
+    );
+    router::workspaces::tokens::revoke(&app.db, alice.id)
+        .await
+        .expect("revoke");
+    let revoked = app
+        .call(speak(Some(&token), json!({"text": "Hello."})))
+        .await;
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(voice_files(&app.db, alice.id).await.len(), 1);
+}

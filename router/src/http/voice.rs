@@ -4,24 +4,71 @@
 //! tampered one, or another file's id, answers 403 `invalid_signature`, an
 //! expired one 403 `url_expired`. The owner's bearer token also reaches the same
 //! audio through `GET /api/files/{id}/download`.
+//!
+//! `POST /v1/voice/speak {"text"}`: the speech service for sandboxes, beside the
+//! model gateway and authenticated the same way (the workspace token as
+//! `x-api-key` or bearer); the audio is the token's user's. The sandbox itself
+//! speaks answers through `speak` calls on its link; this is the same service for
+//! anything else in the workspace. Engine keys stay here either way.
 
 use axum::{
-    Router,
+    Json, Router,
     body::Body,
     extract::{Query, State},
-    http::{HeaderValue, header},
+    http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{AppState, Error, Result, extractor::Id};
-use crate::voice::signing::SignatureError;
+use super::{
+    AppState, Error, Result,
+    extractor::{AppJson, Id},
+};
+use crate::voice::{Spoken, VoiceError, signing::SignatureError};
 
-/// The routes of this module.
+/// The browser's route (signed audio URLs).
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/voice/{id}", get(get_voice))
+}
+
+/// The sandboxes' route (workspace token), served beside the model gateway.
+pub fn sandbox_router() -> Router<AppState> {
+    Router::new().route("/v1/voice/speak", post(speak))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpeakBody {
+    text: String,
+}
+
+async fn speak(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<SpeakBody>,
+) -> Result<Json<Spoken>> {
+    let token = super::gateway::credential(&headers)
+        .ok_or_else(|| Error::unauthorized("send the workspace token as `x-api-key`"))?;
+    let owner = crate::workspaces::tokens::verify(&state.db, token)
+        .await?
+        .ok_or_else(|| Error::unauthorized("invalid or revoked workspace token"))?;
+    state
+        .voice
+        .speak(owner, &body.text)
+        .await
+        .map(Json)
+        .map_err(|error| match error {
+            VoiceError::InvalidParams(m) => Error::Invalid(m),
+            VoiceError::Unavailable(m) => Error::Forbidden {
+                code: "voice_unavailable",
+                message: m,
+            },
+            VoiceError::Failed(m) => Error::Unavailable(m),
+            VoiceError::Db(e) => Error::Sqlx(e),
+            VoiceError::Storage(e) => Error::Storage(e),
+        })
 }
 
 #[derive(Deserialize)]
