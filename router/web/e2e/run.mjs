@@ -133,6 +133,7 @@ try {
   // The same URL without its signature is refused.
   const fileId = new URL(heard.src).pathname.split("/").pop();
   assert.equal((await fetch(`${router.url}/api/voice/${fileId}`)).status, 403);
+  await shot(page, "chat-voice-desktop");
   await toggle.click();
   step("spoken answer played in Chromium (both sentences to their end), audio decodes");
 

@@ -239,7 +239,10 @@ export function ChatPage() {
                 onClick={() => setVoice(!voice)}
                 data-testid="voice-toggle"
               >
-                <span aria-hidden>{voice ? "🔊" : "🔈"}</span>
+                <svg aria-hidden viewBox="0 0 16 16" className="h-4 w-4 fill-none stroke-current" strokeWidth="1.3" strokeLinejoin="round">
+                  <path d="M2 6h3l4-3v10l-4-3H2z" className={voice ? "fill-current" : ""} />
+                  {voice ? <path d="M11 5.5c1 1.3 1 3.7 0 5M13 3.5c2 2.5 2 6.5 0 9" strokeLinecap="round" /> : <path d="M11.5 6l3 4m0-4l-3 4" strokeLinecap="round" />}
+                </svg>
                 <span className="sr-only">Speak the answer</span>
               </Button>
             ) : null}
