@@ -50,6 +50,18 @@ impl Speech {
             _ => "ogg",
         }
     }
+
+    /// The audio as its bytes say it is (a provider may answer in another format
+    /// than asked for); the engine's claim when the bytes are not recognised.
+    pub fn sniffed(mut self) -> Self {
+        self.content_type = match infer::get(&self.bytes).map(|t| t.mime_type()) {
+            Some("audio/ogg" | "audio/opus") => "audio/ogg",
+            Some("audio/mpeg") => "audio/mpeg",
+            Some("audio/x-wav" | "audio/wav") => "audio/wav",
+            _ => self.content_type,
+        };
+        self
+    }
 }
 
 /// Why an engine made no audio.
@@ -167,4 +179,31 @@ fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
         .timeout(timeout * 2 + Duration::from_secs(1))
         .build()
         .context("building the text-to-speech HTTP client")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn speech(bytes: &'static [u8], content_type: &'static str) -> Speech {
+        Speech {
+            bytes: Bytes::from_static(bytes),
+            content_type,
+            duration_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_bytes_decide_the_content_type_when_they_are_recognised() {
+        let mp3 = speech(b"ID3\x04\x00\x00\x00\x00\x00\x00rest", "audio/ogg").sniffed();
+        assert_eq!((mp3.content_type, mp3.extension()), ("audio/mpeg", "mp3"));
+        let ogg = speech(
+            b"OggS\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00",
+            "audio/mpeg",
+        )
+        .sniffed();
+        assert_eq!((ogg.content_type, ogg.extension()), ("audio/ogg", "ogg"));
+        let unknown = speech(b"\x00\x01\x02\x03 not audio", "audio/mpeg").sniffed();
+        assert_eq!(unknown.content_type, "audio/mpeg");
+    }
 }

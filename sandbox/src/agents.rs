@@ -250,7 +250,10 @@ async fn drive(
                         }
                         Output::Event(event) if event.ends_turn() => return (Some(agent), event),
                         Output::Event(event) => {
-                            if let (EventKind::Text { delta }, Some(speaker)) = (&event, speaker.as_deref_mut()) {
+                            // Spoken as it streams: each finished sentence goes out now.
+                            if let EventKind::Text { delta } = &event
+                                && let Some(speaker) = speaker.as_deref_mut()
+                            {
                                 speaker.text(delta);
                             }
                             hub.emit(conversation_id, event);

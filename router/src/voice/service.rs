@@ -203,7 +203,7 @@ impl Voice {
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
         let speech = match outcome {
-            Ok(Ok(speech)) => speech,
+            Ok(Ok(speech)) => speech.sniffed(),
             Ok(Err(error)) => {
                 tracing::warn!(engine = engine.name(), %error, "synthesis failed");
                 return Err(VoiceError::Failed(format!(
