@@ -235,7 +235,7 @@ fn prompt(content: String, voice: bool, attachments: Vec<String>) -> String {
     }
     if voice {
         // The sandbox speaks the answer itself, sentence by sentence.
-        prompt.push_str("\n\n[Your answer will also be read aloud to the user: prefer short sentences, and keep code and tables to a minimum.]");
+        prompt.push_str("\n\n[Your answer will also be read aloud to the user (no need to call the speak tool): prefer short sentences, and keep code and tables to a minimum.]");
     }
     prompt
 }
@@ -269,7 +269,7 @@ mod tests {
         assert!(text.starts_with("hi"));
         assert!(text.contains("f1") && text.contains("read aloud"));
         assert!(
-            !text.contains("speak tool"),
+            text.contains("no need to call the speak tool"),
             "the sandbox speaks, not the agent"
         );
         assert_eq!(prompt("hi".into(), false, vec![]), "hi");

@@ -24,6 +24,10 @@ describe("VoicePlayer", () => {
     expect(audio().getAttribute("src")).toBe(clip(2).url);
     act(() => void fireEvent.ended(audio()));
     expect(screen.getByText("Played")).toBeInTheDocument();
+    act(() => void fireEvent.click(screen.getByRole("button", { name: "Replay all" })));
+    expect(audio().getAttribute("src")).toBe(clip(1).url);
+    act(() => void fireEvent.ended(audio()));
+    act(() => void fireEvent.ended(audio()));
     // A sentence that arrives after the others ended is next in the player.
     rerender(ui([clip(1), clip(2), clip(3)]));
     expect(audio().getAttribute("src")).toBe(clip(3).url);

@@ -77,6 +77,11 @@ export function VoicePlayer({ clips, autoPlay }: { clips: VoiceClip[]; autoPlay?
             <span className="shrink-0 text-xs text-slate-500" aria-live="polite">
               {done ? "Played" : `${Math.min(queue.index + 1, audible.length)}/${audible.length}`}
             </span>
+            {done && audible.length > 1 ? (
+              <button type="button" className="shrink-0 text-xs underline" onClick={() => dispatch({ type: "replay" })}>
+                Replay all
+              </button>
+            ) : null}
           </div>
         ) : (
           <p className="text-xs text-slate-500">Loading audio…</p>

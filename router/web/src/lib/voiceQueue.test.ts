@@ -28,6 +28,12 @@ describe("voice queue", () => {
     expect(s.index).toBe(0);
   });
 
+  it("replays from the first sentence", () => {
+    const s = run(initialQueue(true), { type: "arrived", count: 2 }, { type: "ended", count: 2 }, { type: "ended", count: 2 });
+    expect(s.index).toBe(2);
+    expect(queueReducer(s, { type: "replay" })).toEqual({ index: 0, playing: true, waiting: false });
+  });
+
   it("skips clips that carry an error", () => {
     const clips = [
       { url: "/a", transcript: "A." },

@@ -27,7 +27,8 @@ export type QueueEvent =
   | { type: "arrived"; count: number }
   | { type: "ended"; count: number }
   | { type: "play" }
-  | { type: "pause" };
+  | { type: "pause" }
+  | { type: "replay" };
 
 export function queueReducer(state: QueueState, event: QueueEvent): QueueState {
   switch (event.type) {
@@ -44,5 +45,7 @@ export function queueReducer(state: QueueState, event: QueueEvent): QueueState {
       return { ...state, playing: true, waiting: false };
     case "pause":
       return { ...state, playing: false, waiting: false };
+    case "replay":
+      return { index: 0, playing: true, waiting: false };
   }
 }
