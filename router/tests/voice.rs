@@ -140,6 +140,8 @@ async fn speech_is_stored_as_the_users_file_and_plays_only_by_a_valid_signed_url
         format!("/api/voice/{id}?expires={}&sig={sig}", expires + 3600),
         format!("/api/voice/{}?expires={expires}&sig={sig}", Uuid::new_v4()),
         format!("/api/voice/{id}"),
+        format!("/api/voice/{id}?expires=soon&sig={sig}"),
+        format!("/api/voice/{id}?expires=-1&sig={sig}"),
     ] {
         let refused = anonymous(&app, &uri).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{uri}");

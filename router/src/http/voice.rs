@@ -71,9 +71,11 @@ async fn speak(
         })
 }
 
+/// The signature's query parameters, as text: a malformed one is a bad link
+/// (403 with the usual error body), not a query rejection.
 #[derive(Deserialize)]
 struct Signed {
-    expires: Option<u64>,
+    expires: Option<String>,
     sig: Option<String>,
 }
 
@@ -82,7 +84,8 @@ async fn get_voice(
     Id(id): Id,
     Query(signed): Query<Signed>,
 ) -> Result<Response> {
-    let (Some(expires), Some(sig)) = (signed.expires, signed.sig) else {
+    let expires = signed.expires.and_then(|e| e.parse::<u64>().ok());
+    let (Some(expires), Some(sig)) = (expires, signed.sig) else {
         return Err(refused(SignatureError::Invalid));
     };
     // No user is signed in here: the row is looked up by id alone, and only a
