@@ -44,6 +44,7 @@ SECRET_VALUES = {
     "stripe": {"secretKey": "sk_live_secret_0005", "webhookSecret": "whsec_secret_0006"},
     "s3": {"accessKeyId": "AKIASECRET0007", "secretAccessKey": "aws-secret-key-0008"},
     "redis": {"url": "redis://:redis-password-0009@redis:6379"},
+    "tts": {"engine": "openai", "apiKey": "tts-api-key-0010"},
     "router": {"storage": "s3://jarvis-files"},
 }
 SECRET_STRINGS = [
@@ -56,6 +57,7 @@ SECRET_STRINGS = [
     "AKIASECRET0007",
     "aws-secret-key-0008",
     "redis-password-0009",
+    "tts-api-key-0010",
 ]
 # The router variables that hold secrets.
 SECRET_ENV = {
@@ -68,6 +70,7 @@ SECRET_ENV = {
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "JARVIS_REDIS_URL",
+    "JARVIS_TTS_API_KEY",
 }
 
 # Least privilege, as (scope, apiGroup, resource, verb, resourceName or None).
@@ -368,6 +371,8 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(refs["AWS_ACCESS_KEY_ID"], {"name": "jarvis-s3", "key": "aws-access-key-id"})
         self.assertEqual(refs["AWS_SECRET_ACCESS_KEY"], {"name": "jarvis-s3", "key": "aws-secret-access-key"})
         self.assertEqual(refs["JARVIS_REDIS_URL"], {"name": "jarvis-redis", "key": "url"})
+        self.assertEqual(refs["JARVIS_TTS_API_KEY"], {"name": "jarvis-tts", "key": "tts-api-key"})
+        self.assertEqual(env["JARVIS_TTS_ENGINE"]["value"], "elevenlabs")
         self.assertEqual(env["SUPABASE_URL"]["value"], "https://abcdefgh.supabase.co")
         self.assertEqual(env["AWS_ENDPOINT_URL"]["value"], "https://abcdefgh.supabase.co/storage/v1/s3")
 

@@ -22,7 +22,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates espeak-ng opus-tools \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/router /usr/local/bin/router
 COPY --from=web /src/router/web/dist /usr/share/jarvis/web

@@ -194,6 +194,9 @@ class DockerfileTest(unittest.TestCase):
         self.assertIn(({"from": "web"}, ["/src/router/web/dist"], "/usr/share/jarvis/web"), copies)
         self.assertIn("JARVIS_WEB_DIR=/usr/share/jarvis/web", " ".join(final.all("ENV")))
         self.assertIn("ca-certificates", " ".join(final.all("RUN")))
+        # The default text-to-speech engine (JARVIS_TTS_ENGINE=espeak) runs these.
+        for package in ("espeak-ng", "opus-tools"):
+            self.assertIn(package, " ".join(final.all("RUN")))
 
     def test_sandbox_image_matches_the_operator_and_the_pinned_cli(self):
         stages = parse(DOCKER / "sandbox.Dockerfile")

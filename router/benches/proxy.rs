@@ -154,6 +154,7 @@ async fn run_router(db_url: &str, stub: &str) -> anyhow::Result<()> {
     state.workspaces = Registry::new(
         db,
         state.storage.clone(),
+        state.voice.clone(),
         Arc::new(StubBackend(stub.to_string())),
         Duration::from_secs(3600),
         Duration::from_secs(60),

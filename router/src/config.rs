@@ -218,6 +218,55 @@ pub struct Config {
     /// under the working directory, else `web/dist` in the router crate's directory.
     #[arg(long, env = "JARVIS_WEB_DIR")]
     pub web_dir: Option<std::path::PathBuf>,
+
+    /// Text-to-speech engine: `espeak` (offline), `piper` (offline, neural), `openai`,
+    /// `elevenlabs` or `off`.
+    #[arg(long, env = "JARVIS_TTS_ENGINE", value_enum, default_value = "espeak")]
+    pub tts_engine: crate::voice::EngineKind,
+
+    /// Base URL of a cloud TTS engine (default: the provider's own API).
+    #[arg(long, env = "JARVIS_TTS_URL")]
+    pub tts_url: Option<String>,
+
+    /// API key of a cloud TTS engine; read by the router only.
+    #[arg(long, env = "JARVIS_TTS_API_KEY", hide_env_values = true)]
+    pub tts_api_key: Option<String>,
+
+    /// The engine's model (`gpt-4o-mini-tts`, `eleven_flash_v2_5`, …).
+    #[arg(long, env = "JARVIS_TTS_MODEL")]
+    pub tts_model: Option<String>,
+
+    /// The engine's voice (`en-us` for espeak, `alloy`, an ElevenLabs voice id).
+    #[arg(long, env = "JARVIS_TTS_VOICE")]
+    pub tts_voice: Option<String>,
+
+    /// Longest one synthesis may take before it counts as failed.
+    #[arg(long, env = "JARVIS_TTS_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub tts_timeout: Duration,
+
+    /// The Python that has `piper-tts` (the `piper` engine).
+    #[arg(
+        long,
+        env = "JARVIS_PIPER_BIN",
+        default_value = ".tools/piper/bin/python"
+    )]
+    pub piper_bin: PathBuf,
+
+    /// The Piper voice model (`.onnx`, with its `.onnx.json` beside it).
+    #[arg(
+        long,
+        env = "JARVIS_PIPER_MODEL",
+        default_value = ".tools/piper/voices/en_US-joe-medium.onnx"
+    )]
+    pub piper_model: PathBuf,
+
+    /// Characters of one answer that are spoken at most (the rest is only text).
+    #[arg(long, env = "JARVIS_VOICE_MAX_CHARS", default_value_t = 2000)]
+    pub voice_max_chars: u32,
+
+    /// How long a signed voice URL stays valid.
+    #[arg(long, env = "JARVIS_VOICE_URL_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub voice_url_ttl: Duration,
 }
 
 /// Default address-space limit of a sandbox process (the CLI reserves much more
@@ -279,6 +328,16 @@ impl Config {
             kube_endpoint: KubeEndpoint::Service,
             wake_timeout: Duration::from_secs(60),
             web_dir: None,
+            tts_engine: crate::voice::EngineKind::Espeak,
+            tts_url: None,
+            tts_api_key: None,
+            tts_model: None,
+            tts_voice: None,
+            tts_timeout: Duration::from_secs(20),
+            piper_bin: ".tools/piper/bin/python".into(),
+            piper_model: ".tools/piper/voices/en_US-joe-medium.onnx".into(),
+            voice_max_chars: 2000,
+            voice_url_ttl: Duration::from_secs(3600),
         }
     }
 }

@@ -50,6 +50,8 @@ pub mod origin;
 pub mod usage;
 /// The signed-in user's account (`/api/me`).
 pub mod users;
+/// Voice audio by signed URL (`/api/voice/{id}`).
+pub mod voice;
 /// The browser app (static files with the single-page-app fallback).
 pub mod web;
 /// The browser WebSocket (`/ws`): auth, Origin, relay to the user's sandbox.
@@ -79,6 +81,8 @@ pub struct AppState {
     pub workspaces: Registry,
     /// The plans and their limits (`JARVIS_PLANS`, `STRIPE_PRICE_*`).
     pub plans: Arc<crate::plans::Plans>,
+    /// Text to speech (`speak`) and its signed audio URLs.
+    pub voice: crate::voice::Voice,
     /// The Stripe API; `None` while billing is off.
     pub stripe: Option<crate::billing::client::Stripe>,
     /// Supabase users known to have a `users` row in this process.
@@ -101,7 +105,7 @@ impl AppState {
         } else {
             let secret = match &config.jwt_secret {
                 Some(s) => s.clone(),
-                None => shared_signing_secret(&db)
+                None => stored_secret(&db, "jwt_secret")
                     .await
                     .context("loading the token signing secret")?,
             };
@@ -111,15 +115,35 @@ impl AppState {
         let gateway = gateway::Gateway::new(&config)
             .await
             .context("setting up the model gateway")?;
+        let plans = Arc::new(gateway::plans_of(&config).context("reading the plans")?);
+        let metrics = Arc::new(Metrics::default());
+        let voice = crate::voice::Voice::new(
+            crate::voice::engine(&config).context("setting up text to speech")?,
+            db.clone(),
+            storage.clone(),
+            plans.clone(),
+            crate::voice::Signer::new(
+                stored_secret(&db, "voice_url_secret")
+                    .await
+                    .context("loading the voice URL secret")?
+                    .as_bytes(),
+                config.voice_url_ttl,
+            ),
+            crate::voice::VoiceSettings {
+                timeout: config.tts_timeout,
+                max_chars: config.voice_max_chars as usize,
+            },
+            metrics.clone(),
+        );
         let workspaces = Registry::new(
             db.clone(),
             storage.clone(),
+            voice.clone(),
             workspaces::backend(&config).context("setting up the workspace backend")?,
             config.idle_timeout,
             config.wake_timeout,
         );
         workspaces.spawn_reaper();
-        let plans = gateway::plans_of(&config).context("reading the plans")?;
         let stripe = match &config.stripe_secret_key {
             Some(key) => Some(
                 crate::billing::client::Stripe::new(&config.stripe_api_base, key)
@@ -132,35 +156,36 @@ impl AppState {
             db,
             auth: Arc::new(auth),
             storage,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             gateway: Arc::new(gateway),
             workspaces,
-            plans: Arc::new(plans),
+            plans,
+            voice,
             stripe,
             known_users: Arc::default(),
         })
     }
 }
 
-/// The secret that signs built-in tokens when none is configured: made once and
-/// kept in the database, so restarts and other router processes share it.
-async fn shared_signing_secret(db: &PgPool) -> sqlx::Result<String> {
+/// A router secret (`jwt_secret` signs built-in tokens when none is configured,
+/// `voice_url_secret` signs audio URLs): made once and kept in the database, so
+/// restarts and other router processes share it.
+async fn stored_secret(db: &PgPool, name: &str) -> sqlx::Result<String> {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
     use rand::RngCore;
     let mut bytes = [0u8; 48];
     rand::rng().fill_bytes(&mut bytes);
     // language=PostgreSQL
-    sqlx::query(
-        "insert into router_settings (key, value) values ('jwt_secret', $1) on conflict do nothing",
-    )
-    .bind(URL_SAFE_NO_PAD.encode(bytes))
-    .execute(db)
-    .await?;
+    sqlx::query("insert into router_settings (key, value) values ($1, $2) on conflict do nothing")
+        .bind(name)
+        .bind(URL_SAFE_NO_PAD.encode(bytes))
+        .execute(db)
+        .await?;
     // language=PostgreSQL
-    let (secret,): (String,) =
-        sqlx::query_as("select value from router_settings where key = 'jwt_secret'")
-            .fetch_one(db)
-            .await?;
+    let (secret,): (String,) = sqlx::query_as("select value from router_settings where key = $1")
+        .bind(name)
+        .fetch_one(db)
+        .await?;
     Ok(secret)
 }
 
@@ -171,11 +196,13 @@ pub fn app(state: AppState) -> Router {
         .merge(users::router())
         .merge(billing::router())
         .merge(usage::router())
+        .merge(voice::router())
         .merge(documents::router())
         .merge(conversations::router())
         .merge(files::router())
         .merge(health::router())
         .merge(ws::router())
+        .merge(voice::sandbox_router())
         .fallback(web::fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // After the layer above: the gateway keeps its own, larger body limit.
@@ -188,6 +215,7 @@ pub fn app(state: AppState) -> Router {
 pub fn sandbox_app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(gateway::router())
+        .merge(voice::sandbox_router().layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
         .fallback(error::not_found);
     middleware::apply(routes, state.clone()).with_state(state)
 }

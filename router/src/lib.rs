@@ -36,6 +36,8 @@ pub mod tools;
 pub mod transcript;
 /// Uploads: users' files streamed to storage, named safely, copied into the workspace.
 pub mod uploads;
+/// Text to speech: engines, the `speak` service, signed audio URLs.
+pub mod voice;
 /// Workspaces (sandboxes): tokens, the backend trait and its implementations.
 pub mod workspaces;
 

@@ -28,6 +28,15 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// Labels of a text-to-speech synthesis.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VoiceLabels {
+    /// The engine (`espeak`, `piper`, `openai`, `elevenlabs`).
+    pub engine: String,
+    /// `ok`, `failed` or `timeout`.
+    pub outcome: String,
+}
+
 /// The router's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -37,6 +46,10 @@ pub struct Metrics {
     pub durations: Family<RouteLabels, Histogram>,
     /// Failed logins (wrong password, unknown account, locked).
     pub login_failures: Counter,
+    /// Syntheses of spoken answers, by engine and outcome.
+    pub voice_syntheses: Family<VoiceLabels, Counter>,
+    /// Synthesis wall time in seconds, by engine and outcome.
+    pub voice_seconds: Family<VoiceLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -48,6 +61,10 @@ impl Default for Metrics {
             ])
         });
         let login_failures = Counter::default();
+        let voice_syntheses = Family::<VoiceLabels, Counter>::default();
+        let voice_seconds = Family::<VoiceLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
         let mut registry = Registry::with_prefix("jarvis");
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register(
@@ -60,11 +77,23 @@ impl Default for Metrics {
             "Failed login attempts",
             login_failures.clone(),
         );
+        registry.register(
+            "voice_syntheses",
+            "Text-to-speech syntheses",
+            voice_syntheses.clone(),
+        );
+        registry.register(
+            "voice_synthesis_seconds",
+            "Text-to-speech synthesis wall time",
+            voice_seconds.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
             durations,
             login_failures,
+            voice_syntheses,
+            voice_seconds,
         }
     }
 }

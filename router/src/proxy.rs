@@ -198,10 +198,13 @@ impl Hub {
             .running
             .insert(conversation_id.clone(), recorder);
         self.touch();
+        let voice_max_chars = (voice == Some(true))
+            .then(|| u32::try_from(self.ctx.voice.settings().max_chars).unwrap_or(u32::MAX));
         Ok(frame_text(&RouterFrame::Message {
             content,
             conversation_id,
             voice,
+            voice_max_chars,
             attachments,
         }))
     }

@@ -39,8 +39,8 @@ pub enum ToolError {
     /// No such document for this user (another user's counts as none).
     #[error("no document with id {0}")]
     NotFound(Uuid),
-    /// Text to speech is not available yet.
-    #[error("speaking is not available on this server yet")]
+    /// Text to speech is not available to this caller.
+    #[error("speaking is not available here")]
     VoiceUnavailable,
     /// The database failed; the cause is logged, not told to the agent.
     #[error("the document store failed; try again")]
@@ -90,11 +90,13 @@ pub async fn handle(
         "search_documents" => search_documents(db, user_id, parse(params)?).await,
         "read_document" => read_document(db, user_id, parse(params)?).await,
         "update_document" => update_document(db, user_id, parse(params)?).await,
+        // The proxy answers `speak` with `crate::voice` before it gets here; a
+        // caller without a voice service has no speech.
         "speak" => {
             let SpeakParams { text } = parse(params)?;
             tracing::debug!(
                 chars = text.chars().count(),
-                "speak asked for; voice is issue 8"
+                "speak without a voice service"
             );
             Err(ToolError::VoiceUnavailable)
         }

@@ -18,6 +18,7 @@ use crate::{
     process::{Agent, AgentSpec},
     protocol::error_code,
     session::{Hub, conversation_entry},
+    speaker::Speaker,
     translate::{EventKind, Output, Translator},
 };
 
@@ -53,20 +54,24 @@ impl Slot {
 
 /// Starts a turn of `conversation_id` in the background, or answers with an error
 /// (and changes nothing) when its turn is still running or every agent is busy.
+/// With `voice` (the characters to speak at most), the answer is also spoken.
 pub fn start_turn(
     hub: Arc<Hub>,
     settings: Arc<AgentSettings>,
     conversation_id: String,
     content: String,
+    voice: Option<usize>,
 ) {
     match claim(&hub, &settings, &conversation_id) {
         Ok((agent, interrupt)) => {
+            let speaker = voice
+                .map(|max_chars| Speaker::start(hub.clone(), conversation_id.clone(), max_chars));
             tokio::spawn(run_turn(
                 hub,
                 settings,
                 conversation_id,
                 content,
-                agent,
+                (agent, speaker),
                 interrupt,
             ));
         }
@@ -157,7 +162,7 @@ async fn run_turn(
     settings: Arc<AgentSettings>,
     conversation_id: String,
     content: String,
-    agent: Option<Agent>,
+    (agent, mut speaker): (Option<Agent>, Option<Speaker>),
     interrupt: Arc<Notify>,
 ) {
     hub.emit(&conversation_id, EventKind::Turn);
@@ -178,7 +183,7 @@ async fn run_turn(
                 &conversation_id,
                 &content,
                 agent,
-                &interrupt,
+                (&interrupt, speaker.as_mut()),
             )
             .await
         }
@@ -188,6 +193,11 @@ async fn run_turn(
             (None, end)
         }
     };
+    // The answer's audio comes before its end: `done` tells the browser the
+    // voice is complete too. Each call is bounded by the router's TTS timeout.
+    if let Some(speaker) = speaker {
+        speaker.finish().await;
+    }
     // Free the slot and send the turn's last event under one lock, so a message
     // sent in answer to that event finds the conversation idle.
     let mut state = hub.lock();
@@ -206,7 +216,7 @@ async fn drive(
     conversation_id: &str,
     content: &str,
     mut agent: Agent,
-    interrupt: &Notify,
+    (interrupt, mut speaker): (&Notify, Option<&mut Speaker>),
 ) -> (Option<Agent>, EventKind) {
     let stdin = agent.stdin();
     let message =
@@ -239,7 +249,15 @@ async fn drive(
                             let _ = stdin.send(response).await;
                         }
                         Output::Event(event) if event.ends_turn() => return (Some(agent), event),
-                        Output::Event(event) => hub.emit(conversation_id, event),
+                        Output::Event(event) => {
+                            // Spoken as it streams: each finished sentence goes out now.
+                            if let EventKind::Text { delta } = &event
+                                && let Some(speaker) = speaker.as_deref_mut()
+                            {
+                                speaker.text(delta);
+                            }
+                            hub.emit(conversation_id, event);
+                        }
                     }
                 }
             }
@@ -249,6 +267,9 @@ async fn drive(
             }
             () = interrupt.notified(), if interrupt_deadline.is_none() => {
                 translator.interrupted();
+                if let Some(speaker) = speaker.as_deref() {
+                    speaker.stop();
+                }
                 interrupt_deadline = Some(Instant::now() + INTERRUPT_GRACE);
                 let request = serde_json::json!({
                     "type": "control_request",

@@ -15,10 +15,14 @@ pub mod process;
 pub mod protocol;
 /// Startup: wires the pieces together and serves.
 pub mod run;
+/// Sentences of a streaming answer, cleaned for speaking.
+pub mod sentences;
 /// The WebSocket endpoint for the router.
 pub mod server;
 /// Conversations, numbered events, replay and pending calls.
 pub mod session;
+/// Speaks an answer sentence by sentence while it streams.
+pub mod speaker;
 /// A fake Anthropic Messages API for tests.
 #[cfg(feature = "test-support")]
 pub mod testing;

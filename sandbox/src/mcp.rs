@@ -165,15 +165,23 @@ impl JarvisTools {
         Parameters(args): Parameters<SpeakArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         let conversation = conversation(&parts);
-        let transcript = args.text.clone();
+        let text = args.text.clone();
         let result = self
             .hub
             .call(conversation.clone(), ToolCall::Speak { text: args.text })
             .await;
         if let (Ok(reply), Some(conversation)) = (&result, &conversation) {
             let url = reply["url"].as_str().unwrap_or_default().to_string();
-            self.hub
-                .emit(conversation, EventKind::Voice { url, transcript });
+            // The router's transcript says when a long text was cut.
+            let transcript = reply["transcript"].as_str().map_or(text, str::to_string);
+            self.hub.emit(
+                conversation,
+                EventKind::Voice {
+                    url,
+                    transcript,
+                    error: None,
+                },
+            );
         }
         Ok(tool_result(result))
     }

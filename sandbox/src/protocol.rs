@@ -18,9 +18,14 @@ pub enum RouterFrame {
         content: String,
         /// The conversation; also the CLI's session id.
         conversation_id: String,
-        /// The user wants a spoken answer.
+        /// The user wants a spoken answer: the sandbox speaks the answer's text
+        /// sentence by sentence (`speak` calls) as it streams.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         voice: Option<bool>,
+        /// Characters of the answer spoken at most (the router's
+        /// `JARVIS_VOICE_MAX_CHARS`); the sandbox's default when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        voice_max_chars: Option<u32>,
         /// Workspace paths (`uploads/…`) of the uploaded files the message names;
         /// the router resolved the browser's file ids to the user's own files.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,16 +132,21 @@ pub enum SandboxFrame {
         /// The document's file name.
         filename: String,
     },
-    /// The agent spoke: an audio file made by the router.
+    /// The agent spoke: an audio file made by the router. A spoken answer's
+    /// sentences come as several, in order, before the turn's `done`.
     Voice {
         /// Sequence number.
         seq: u64,
         /// The conversation.
         conversation_id: String,
-        /// Where the audio is.
+        /// Where the audio is (empty when `error` is set).
         url: String,
-        /// What was said.
+        /// What was said (or, with `error`, what could not be said).
         transcript: String,
+        /// Why this part was not spoken (`voice_unavailable`, `voice_failed`,
+        /// …); the turn goes on, and the rest of the answer is not spoken.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
     },
     /// The turn ended normally (also after an interrupt).
     Done {

@@ -155,6 +155,7 @@ pub fn handle_text(state: &AppState, text: &str) {
             content,
             conversation_id,
             voice,
+            voice_max_chars,
             attachments,
         } => {
             if !is_canonical_uuid(&conversation_id) {
@@ -171,12 +172,17 @@ pub fn handle_text(state: &AppState, text: &str) {
                     "content is empty",
                 );
             }
-            let prompt = prompt(
-                content,
-                voice.unwrap_or(false),
-                attachments.unwrap_or_default(),
+            let voice = voice.unwrap_or(false).then(|| {
+                voice_max_chars.map_or(crate::speaker::DEFAULT_MAX_CHARS, |max| max as usize)
+            });
+            let prompt = prompt(content, voice.is_some(), attachments.unwrap_or_default());
+            agents::start_turn(
+                hub.clone(),
+                state.settings.clone(),
+                conversation_id,
+                prompt,
+                voice,
             );
-            agents::start_turn(hub.clone(), state.settings.clone(), conversation_id, prompt);
         }
         RouterFrame::Interrupt { conversation_id } => {
             agents::interrupt(hub, conversation_id.as_deref())
@@ -228,7 +234,8 @@ fn prompt(content: String, voice: bool, attachments: Vec<String>) -> String {
         ));
     }
     if voice {
-        prompt.push_str("\n\n[The user wants a spoken answer: also call the speak tool with a short spoken version.]");
+        // The sandbox speaks the answer itself, sentence by sentence.
+        prompt.push_str("\n\n[Your answer will also be read aloud to the user (no need to call the speak tool): prefer short sentences, and keep code and tables to a minimum.]");
     }
     prompt
 }
@@ -260,7 +267,11 @@ mod tests {
     fn voice_and_attachments_are_told_to_the_agent() {
         let text = prompt("hi".into(), true, vec!["uploads/a.csv".into()]);
         assert!(text.starts_with("hi"));
-        assert!(text.contains("uploads/a.csv") && text.contains("speak"));
+        assert!(text.contains("uploads/a.csv") && text.contains("read aloud"));
+        assert!(
+            text.contains("no need to call the speak tool"),
+            "the sandbox speaks, not the agent"
+        );
         assert_eq!(prompt("hi".into(), false, vec![]), "hi");
     }
 }

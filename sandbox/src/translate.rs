@@ -35,7 +35,11 @@ pub enum EventKind {
     /// See [`SandboxFrame::Document`].
     Document { id: String, filename: String },
     /// See [`SandboxFrame::Voice`].
-    Voice { url: String, transcript: String },
+    Voice {
+        url: String,
+        transcript: String,
+        error: Option<crate::protocol::ErrorBody>,
+    },
     /// See [`SandboxFrame::Done`].
     Done { usage: Usage },
     /// See [`SandboxFrame::Error`].
@@ -92,11 +96,16 @@ impl EventKind {
                 id,
                 filename,
             },
-            Self::Voice { url, transcript } => SandboxFrame::Voice {
+            Self::Voice {
+                url,
+                transcript,
+                error,
+            } => SandboxFrame::Voice {
                 seq,
                 conversation_id,
                 url,
                 transcript,
+                error,
             },
             Self::Done { usage } => SandboxFrame::Done {
                 seq,

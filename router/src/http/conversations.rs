@@ -134,7 +134,14 @@ async fn get_conversation(
     State(state): State<AppState>,
     Id(id): Id,
 ) -> Result<Json<Conversation>> {
-    Ok(Json(fetch(&state, &user, id).await?))
+    let mut conversation = fetch(&state, &user, id).await?;
+    for message in &mut conversation.messages {
+        state
+            .voice
+            .signer()
+            .refresh_events(user.id, &mut message.events);
+    }
+    Ok(Json(conversation))
 }
 
 #[derive(Deserialize)]

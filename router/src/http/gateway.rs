@@ -250,7 +250,7 @@ async fn upstream_error(
 }
 
 /// The workspace token: `x-api-key`, or the bearer token of `Authorization`.
-fn credential(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn credential(headers: &HeaderMap) -> Option<&str> {
     let api_key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())

@@ -1,15 +1,39 @@
-//! The signed-in user's own account: `GET /api/me`.
+//! The signed-in user's own account: `GET /api/me`, and `PATCH /api/me` for the
+//! settings a user changes themselves (`{"voice_answers": bool}`).
 
 use axum::{Json, Router, extract::State, routing::get};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{AppState, Error, Result, extractor::AuthUser};
+use super::{
+    AppState, Error, Result,
+    extractor::{AppJson, AuthUser},
+};
 use crate::db;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/me", get(get_current_user))
+    Router::new().route("/api/me", get(get_current_user).patch(update_current_user))
+}
+
+/// `GET /api/me`: the account plus the user's settings.
+#[derive(Debug, Serialize)]
+pub struct MeView {
+    /// DESIGN.md's fields.
+    #[serde(flatten)]
+    pub user: UserView,
+    /// Whether answers are spoken unless a message says otherwise.
+    pub voice_answers: bool,
+    /// Whether spoken answers are possible at all (the plan has voice and the
+    /// server has an engine).
+    pub voice_available: bool,
+}
+
+/// The settings `PATCH /api/me` changes; absent fields stay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MePatch {
+    voice_answers: Option<bool>,
 }
 
 /// A user as the API shows it.
@@ -33,15 +57,51 @@ impl UserView {
     }
 }
 
-async fn get_current_user(user: AuthUser, State(state): State<AppState>) -> Result<Json<UserView>> {
-    let mut tx = db::user_tx(&state.db, user.id).await?;
-    // language=PostgreSQL
-    let view: UserView =
-        sqlx::query_as("select id, email, tier, subscription_active from users where id = $1")
-            .bind(user.id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(Error::NotFound("user"))?;
+async fn get_current_user(user: AuthUser, State(state): State<AppState>) -> Result<Json<MeView>> {
+    me(&state, user.id, None).await.map(Json)
+}
+
+async fn update_current_user(
+    user: AuthUser,
+    State(state): State<AppState>,
+    AppJson(patch): AppJson<MePatch>,
+) -> Result<Json<MeView>> {
+    me(&state, user.id, patch.voice_answers).await.map(Json)
+}
+
+/// Reads the user (after setting `voice_answers` when given), in one transaction.
+async fn me(state: &AppState, id: Uuid, voice_answers: Option<bool>) -> Result<MeView> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        user: UserView,
+        voice_answers: bool,
+    }
+    let mut tx = db::user_tx(&state.db, id).await?;
+    // A read stays a read (no `updated_at` bump); a change returns the new row.
+    let sql = match voice_answers {
+        // language=PostgreSQL
+        None => {
+            "select id, email, tier, subscription_active, voice_answers from users where id = $1"
+        }
+        // language=PostgreSQL
+        Some(_) => {
+            "update users set voice_answers = $2 where id = $1
+             returning id, email, tier, subscription_active, voice_answers"
+        }
+    };
+    let mut query = sqlx::query_as(sql).bind(id);
+    if let Some(voice_answers) = voice_answers {
+        query = query.bind(voice_answers);
+    }
+    let row: Row = query
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
     tx.commit().await?;
-    Ok(Json(view.for_billing(state.config.billing_enabled())))
+    Ok(MeView {
+        user: row.user.for_billing(state.config.billing_enabled()),
+        voice_answers: row.voice_answers,
+        voice_available: state.voice.available_to(id).await?,
+    })
 }

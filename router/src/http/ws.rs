@@ -221,6 +221,7 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                 }
             };
             let conversation = conversation.to_string();
+            let voice = turn_voice(state, hub.user, voice).await;
             let text = match hub
                 .begin_turn(content, conversation.clone(), voice, attachments)
                 .await
@@ -304,6 +305,24 @@ async fn attached(
                 )
             }
         })
+}
+
+/// Whether this turn's answer is spoken: the message's own `voice`, else the
+/// user's `voice_answers` setting when their plan has voice. An explicit
+/// `voice: true` goes to the sandbox even without it, so the browser gets the
+/// clear `voice_unavailable` (as a `voice` event) beside the text answer.
+async fn turn_voice(state: &AppState, user: Uuid, asked: Option<bool>) -> Option<bool> {
+    if asked.is_some() {
+        return asked;
+    }
+    // language=PostgreSQL
+    let setting: sqlx::Result<Option<(bool,)>> =
+        sqlx::query_as("select voice_answers from users where id = $1")
+            .bind(user)
+            .fetch_optional(&state.db)
+            .await;
+    let wanted = matches!(setting, Ok(Some((true,))));
+    (wanted && state.voice.available_to(user).await.unwrap_or(false)).then_some(true)
 }
 
 /// Whether the user's plan allows one more turn now (its `max_concurrent_turns`);

@@ -18,6 +18,8 @@ pub struct Context {
     pub db: PgPool,
     /// Object storage (workspace files, agent state).
     pub storage: Storage,
+    /// Text to speech, for `speak` calls.
+    pub voice: crate::voice::Voice,
     /// Where sandboxes run.
     pub backend: Arc<dyn Backend>,
 }
@@ -84,6 +86,13 @@ pub(super) async fn answer_call(
     conversation_id: Option<String>,
     call: ToolCall,
 ) -> Result<Value, ErrorBody> {
+    if let ToolCall::Speak { text } = &call {
+        return match ctx.voice.speak(user, text).await {
+            Ok(spoken) => serde_json::to_value(spoken)
+                .map_err(|_| body("internal", "the voice answer could not be encoded")),
+            Err(error) => Err(error.body()),
+        };
+    }
     let (method, params) = match serde_json::to_value(&call) {
         Ok(Value::Object(mut map)) => (
             map.remove("method")

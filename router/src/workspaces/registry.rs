@@ -34,6 +34,7 @@ impl Registry {
     pub fn new(
         db: sqlx::PgPool,
         storage: crate::storage::Storage,
+        voice: crate::voice::Voice,
         backend: Arc<dyn Backend>,
         idle_timeout: Duration,
         wake_timeout: Duration,
@@ -42,6 +43,7 @@ impl Registry {
             ctx: Arc::new(Context {
                 db,
                 storage,
+                voice,
                 backend,
             }),
             hubs: Arc::default(),

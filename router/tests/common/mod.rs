@@ -239,3 +239,6 @@ pub mod live;
 
 /// A fake Stripe API that checks requests like Stripe.
 pub mod stripe;
+
+/// Voice: audio checks and fake TTS providers.
+pub mod voice;

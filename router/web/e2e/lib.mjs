@@ -21,6 +21,8 @@ export const CHROMIUM_ARGS = [
   "--disable-sync",
   "--no-first-run",
   "--disable-quic",
+  // Spoken answers start by themselves, as after a user's click in a real session.
+  "--autoplay-policy=no-user-gesture-required",
 ];
 
 export function launchBrowser() {

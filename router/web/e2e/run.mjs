@@ -3,9 +3,9 @@
 // Chromium. Sign up; chat: the workspace wakes, an answer streams, a tool runs in
 // the sandbox, the agent saves a document that shows up in another tab without a
 // reload; a connection dropped mid-answer resumes without duplicates; a file
-// dropped on the chat is uploaded, attached and read by the agent; documents:
-// view, search, edit + save, download; a second user sees none of it; account page;
-// sign out. Screenshots of chat, documents and account at desktop and phone widths
+// dropped on the chat is uploaded, attached and read by the agent; a spoken answer
+// plays and its audio decodes; documents: view, search, edit + save, download; a
+// second user sees none of it; account page; sign out. Screenshots of chat, documents and account at desktop and phone widths
 // go to e2e/screenshots/.
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -154,6 +154,37 @@ try {
   await huge.getByRole("button", { name: "Remove huge.bin" }).click();
   assert.equal(psql(router.dbUrl, "select count(*) from files where path like 'uploads/huge%'"), "0");
   step("an oversize file shows the server's 413 message and stores nothing");
+
+  // --- voice: a spoken answer plays, the first sentence while the rest streams --
+  await model.push({ text: ["Hello from Jarvis. ", "This answer is spoken aloud."] });
+  const toggle = page.getByTestId("voice-toggle");
+  assert.equal(await toggle.getAttribute("aria-pressed"), "false");
+  await toggle.click();
+  assert.equal(await toggle.getAttribute("aria-pressed"), "true");
+  await page.getByTestId("chat-input").fill("Say hello");
+  await page.getByTestId("chat-input").press("Enter");
+  const spoken = page.getByTestId("assistant-message").last();
+  await spoken.getByText("This answer is spoken aloud.").waitFor({ timeout: 90_000 });
+  const player = spoken.getByLabel("Spoken answer");
+  await player.waitFor({ timeout: 60_000 });
+  // Both sentences play to their end, one after the other, in the page's <audio>.
+  await spoken.getByText("Played").waitFor({ timeout: 60_000 });
+  const heard = await player.evaluate(async (el) => {
+    // The signed URL decodes as real audio of a plausible length.
+    const bytes = await (await fetch(el.src)).arrayBuffer();
+    const audio = await new AudioContext().decodeAudioData(bytes);
+    return { src: el.src, currentTime: el.currentTime, ended: el.ended, decoded: audio.duration };
+  });
+  assert.ok(heard.src.includes("/api/voice/") && heard.src.includes("sig="), heard.src);
+  assert.ok(heard.ended && heard.currentTime > 0.5, JSON.stringify(heard));
+  // "This answer is spoken aloud." is five words: between 0.75 and 5 seconds.
+  assert.ok(heard.decoded > 0.75 && heard.decoded < 5, JSON.stringify(heard));
+  // The same URL without its signature is refused.
+  const fileId = new URL(heard.src).pathname.split("/").pop();
+  assert.equal((await fetch(`${router.url}/api/voice/${fileId}`)).status, 403);
+  await shot(page, "chat-voice-desktop");
+  await toggle.click();
+  step("spoken answer played in Chromium (both sentences to their end), audio decodes");
 
   // --- a wrong password gets a clear message (second context, same account) --
   {

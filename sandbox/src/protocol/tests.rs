@@ -34,9 +34,10 @@ fn router_frames_round_trip() {
             content: "hi".into(),
             conversation_id: "c".into(),
             voice: Some(true),
+            voice_max_chars: Some(500),
             attachments: Some(vec!["f1".into()]),
         },
-        json!({"type":"message","content":"hi","conversation_id":"c","voice":true,"attachments":["f1"]}),
+        json!({"type":"message","content":"hi","conversation_id":"c","voice":true,"voice_max_chars":500,"attachments":["f1"]}),
     );
     round_trip_router(
         RouterFrame::Interrupt {
@@ -117,8 +118,22 @@ fn sandbox_events_round_trip() {
             conversation_id: c(),
             url: "/a".into(),
             transcript: "hi".into(),
+            error: None,
         },
         json!({"type":"voice","seq":6,"conversation_id":"c","url":"/a","transcript":"hi"}),
+    );
+    round_trip_sandbox(
+        SandboxFrame::Voice {
+            seq: 6,
+            conversation_id: c(),
+            url: String::new(),
+            transcript: "hi".into(),
+            error: Some(ErrorBody {
+                code: "voice_failed".into(),
+                message: "m".into(),
+            }),
+        },
+        json!({"type":"voice","seq":6,"conversation_id":"c","url":"","transcript":"hi","error":{"code":"voice_failed","message":"m"}}),
     );
     round_trip_sandbox(
         SandboxFrame::Done {

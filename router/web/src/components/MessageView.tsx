@@ -84,7 +84,7 @@ export function MessageView({ message, live }: { message: ChatMessage; live?: bo
             ▍
           </span>
         ) : null}
-        {message.voice ? <VoicePlayer url={message.voice.url} transcript={message.voice.transcript} autoPlay={live ? undefined : false} /> : null}
+        {message.voice?.length ? <VoicePlayer clips={message.voice} autoPlay={!!live} /> : null}
         {message.error ? <ChatErrorView code={message.error.code} message={message.error.message} /> : null}
       </div>
     </article>

@@ -86,7 +86,8 @@ export class ChatStore {
 
   send(content: string, voice = false, attachments: Attachment[] = []) {
     this.set({ chat: addUserMessage(this.snap.chat, content, attachments) });
-    const extra: { voice?: boolean; attachments?: string[] } = voice ? { voice: true } : {};
+    // Voice always explicit: the toggle may turn voice off although the saved setting is on.
+    const extra: { voice?: boolean; attachments?: string[] } = { voice };
     if (attachments.length > 0) extra.attachments = attachments.map((a) => a.id);
     this.conn.sendMessage(content, extra);
   }

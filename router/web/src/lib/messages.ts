@@ -102,6 +102,14 @@ const CHAT_ERRORS: Record<string, { title: string; action: string }> = {
     title: "Your session is not valid any more.",
     action: "Sign in again.",
   },
+  voice_unavailable: {
+    title: "Spoken answers are not part of your plan.",
+    action: "The text answer is complete; upgrade on the Account page to hear answers.",
+  },
+  voice_failed: {
+    title: "The answer could not be spoken.",
+    action: "The text answer is complete; try voice again later.",
+  },
 };
 
 export function chatErrorText(code: string, message?: string): { title: string; action: string } {

@@ -1,8 +1,8 @@
-// Small preferences kept in localStorage: theme and voice auto-play.
+// Small preferences kept in localStorage: the theme. (Spoken answers are an account
+// setting, `voice_answers` of /api/me.)
 
 export type Theme = "light" | "dark" | "system";
 const THEME_KEY = "jarvis.theme";
-const AUTOPLAY_KEY = "jarvis.voice_autoplay";
 
 export function getTheme(): Theme {
   const t = localStorage.getItem(THEME_KEY);
@@ -20,14 +20,6 @@ export function setTheme(t: Theme) {
   if (t === "system") localStorage.removeItem(THEME_KEY);
   else localStorage.setItem(THEME_KEY, t);
   applyTheme(t);
-}
-
-export function getAutoplay(): boolean {
-  return localStorage.getItem(AUTOPLAY_KEY) === "1";
-}
-
-export function setAutoplay(on: boolean) {
-  localStorage.setItem(AUTOPLAY_KEY, on ? "1" : "0");
 }
 
 export function formatBytes(n: number): string {

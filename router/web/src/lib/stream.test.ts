@@ -39,7 +39,25 @@ describe("stream reducer", () => {
     const parts = s.messages[0].parts;
     expect(parts.map((p) => p.kind)).toEqual(["text", "tool", "document", "text"]);
     expect(parts[1]).toMatchObject({ name: "Write", result: { content: "ok", isError: false } });
-    expect(s.messages[0].voice?.url).toBe("/api/files/v1/download");
+    expect(s.messages[0].voice?.map((v) => v.url)).toEqual(["/api/files/v1/download"]);
+  });
+
+  it("keeps every spoken sentence in order, and a voice error does not end the answer", () => {
+    const s = fold([
+      { type: "turn", seq: 1, conversation_id: "c1" },
+      { type: "text", seq: 2, delta: "One. Two. " },
+      { type: "voice", seq: 3, url: "/api/voice/a?sig=1", transcript: "One." },
+      { type: "voice", seq: 4, url: "", transcript: "Two.", error: { code: "voice_failed", message: "down" } },
+      { type: "text", seq: 5, delta: "Three." },
+    ]);
+    const m = s.messages[0];
+    expect(m.voice?.map((v) => [v.transcript, v.error?.code])).toEqual([
+      ["One.", undefined],
+      ["Two.", "voice_failed"],
+    ]);
+    expect(m.complete).toBe(false);
+    expect(s.streaming).toBe(true);
+    expect(m.parts).toEqual([{ kind: "text", text: "One. Two. Three." }]);
   });
 
   it("ignores frames whose seq was already applied", () => {

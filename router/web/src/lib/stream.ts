@@ -2,6 +2,7 @@
 // messages. Pure functions only, so it is easy to test and to replay.
 
 import { hasSeq, type Conversation, type ServerFrame } from "./types";
+import type { VoiceClip } from "./voiceQueue";
 
 export type Part =
   | { kind: "text"; text: string }
@@ -25,7 +26,8 @@ export interface ChatMessage {
   key: string;
   role: "user" | "assistant";
   parts: Part[];
-  voice?: { url: string; transcript?: string };
+  /** The answer's spoken sentences, in order (and any voice error). */
+  voice?: VoiceClip[];
   complete: boolean;
   usage?: { input_tokens: number; output_tokens: number };
   error?: { code: string; message: string };
@@ -136,7 +138,10 @@ export function applyFrame(state: ChatState, frame: ServerFrame): ChatState {
         parts: [...m.parts, { kind: "document", id: frame.id, filename: frame.filename }],
       }));
     case "voice":
-      return withAnswer(state, (m) => ({ ...m, voice: { url: frame.url, transcript: frame.transcript } }));
+      return withAnswer(state, (m) => ({
+        ...m,
+        voice: [...(m.voice ?? []), { url: frame.url, transcript: frame.transcript, error: frame.error }],
+      }));
     case "done": {
       const s = withAnswer(state, (m) => ({ ...m, complete: true, usage: frame.usage }));
       return { ...s, streaming: false, conversationId: frame.conversation_id ?? s.conversationId };
@@ -162,8 +167,11 @@ export function fromHistory(conv: Conversation): ChatState {
         m.parts.push({ kind: "document", id: String(e.id), filename: String(e.filename ?? "document") });
       else if (e.type === "attachment")
         m.parts.push({ kind: "attachment", id: String(e.id), filename: String(e.filename ?? "file") });
-      else if (e.type === "voice" && typeof e.url === "string")
-        m.voice = { url: e.url, transcript: typeof e.transcript === "string" ? e.transcript : undefined };
+      else if (e.type === "voice" && typeof e.url === "string") {
+        const error = e.error && typeof e.error === "object" ? (e.error as VoiceClip["error"]) : undefined;
+        const transcript = typeof e.transcript === "string" ? e.transcript : undefined;
+        m.voice = [...(m.voice ?? []), { url: e.url, transcript, error }];
+      }
     }
     if (!h.complete && role === "assistant") m.error = { code: "incomplete", message: "This answer was cut off." };
     state.messages.push(m);

@@ -5,6 +5,10 @@ export interface User {
   email: string;
   tier: string;
   subscription_active: boolean;
+  /** `GET /api/me` only: answers are spoken unless a message says otherwise. */
+  voice_answers?: boolean;
+  /** `GET /api/me` only: the plan and server can speak answers. */
+  voice_available?: boolean;
 }
 
 export interface Session {
@@ -92,7 +96,14 @@ export type ServerFrame =
   | { type: "tool_use"; seq: number; id: string; name: string; input: unknown }
   | { type: "tool_result"; seq: number; id: string; is_error: boolean; content: unknown }
   | { type: "document"; seq: number; id: string; filename: string }
-  | { type: "voice"; seq: number; url: string; transcript?: string }
+  | {
+      type: "voice";
+      seq: number;
+      url: string;
+      transcript?: string;
+      /** This part could not be spoken (the text answer goes on). */
+      error?: { code: string; message: string };
+    }
   | {
       type: "done";
       seq: number;

@@ -2,7 +2,7 @@ import { useEffect, useId, useState } from "react";
 import { Button, ErrorBox, errorText, PageTitle } from "../components/ui";
 import { useServices } from "../context";
 import { ApiError } from "../lib/api";
-import { getAutoplay, getTheme, setAutoplay, setTheme, type Theme } from "../lib/settings";
+import { getTheme, setTheme, type Theme } from "../lib/settings";
 import type { User } from "../lib/types";
 
 interface Usage {
@@ -24,9 +24,9 @@ export function AccountPage() {
   const [billingError, setBillingError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [theme, setThemeState] = useState<Theme>(getTheme());
-  const [autoplay, setAutoplayState] = useState(getAutoplay());
+  const [voiceError, setVoiceError] = useState<string | null>(null);
   const themeId = useId();
-  const autoplayId = useId();
+  const voiceId = useId();
 
   useEffect(() => {
     api.get<User>("/api/me").then(setMe).catch((e) => setError(errorText(e)));
@@ -113,9 +113,27 @@ export function AccountPage() {
           </select>
         </div>
         <div className="flex items-center gap-3 text-sm">
-          <input id={autoplayId} type="checkbox" className="h-4 w-4" checked={autoplay} onChange={(e) => { setAutoplay(e.target.checked); setAutoplayState(e.target.checked); }} />
-          <label htmlFor={autoplayId}>Play spoken answers automatically (and ask for voice)</label>
+          <input
+            id={voiceId}
+            type="checkbox"
+            className="h-4 w-4"
+            checked={!!me?.voice_answers}
+            disabled={!me || me.voice_available === false}
+            onChange={async (e) => {
+              setVoiceError(null);
+              try {
+                setMe(await api.json<User>("PATCH", "/api/me", { voice_answers: e.target.checked }));
+              } catch (err) {
+                setVoiceError(errorText(err));
+              }
+            }}
+          />
+          <label htmlFor={voiceId}>Speak answers aloud (saved to your account; the chat's voice button changes it per message)</label>
         </div>
+        {me && me.voice_available === false ? (
+          <p className="text-xs text-slate-500">Spoken answers are not part of your plan.</p>
+        ) : null}
+        {voiceError ? <ErrorBox>{voiceError}</ErrorBox> : null}
       </section>
     </main>
   );

@@ -4,8 +4,7 @@ import { PendingAttachments, useUploads } from "../components/Attachments";
 import { ChatErrorView, MessageView, PaperclipIcon } from "../components/MessageView";
 import { Button, ErrorBox, errorText, inputClass } from "../components/ui";
 import { useChat, useServices } from "../context";
-import { getAutoplay } from "../lib/settings";
-import type { ConversationSummary } from "../lib/types";
+import type { ConversationSummary, User } from "../lib/types";
 
 function ConnectionBadge() {
   const { connection, chat } = useChat();
@@ -94,6 +93,9 @@ export function ChatPage() {
   const [listError, setListError] = useState<string | null>(null);
   const [draft, setDraft] = useState("");
   const [showList, setShowList] = useState(false);
+  // Speak the next answer: starts from the saved setting, changed per message here.
+  const [voice, setVoice] = useState(false);
+  const [voiceAvailable, setVoiceAvailable] = useState(true);
   const bottom = useRef<HTMLDivElement>(null);
   const inputId = useId();
   const attach = useUploads(api);
@@ -113,6 +115,16 @@ export function ChatPage() {
   useEffect(() => {
     void loadList();
   }, [loadList]);
+
+  useEffect(() => {
+    api
+      .get<User>("/api/me")
+      .then((me) => {
+        setVoice(!!me.voice_answers);
+        setVoiceAvailable(me.voice_available !== false);
+      })
+      .catch(() => {});
+  }, [api]);
 
   useEffect(() => {
     void store.open(id ?? null);
@@ -139,7 +151,7 @@ export function ChatPage() {
     const files = attach.ready;
     const text = draft.trim() || (files.length > 0 ? `Please look at the attached file${files.length > 1 ? "s" : ""}.` : "");
     if (!text || chat.streaming || attach.busy) return;
-    store.send(text, getAutoplay(), files);
+    store.send(text, voice, files);
     setDraft("");
     attach.clear();
   }
@@ -267,6 +279,21 @@ export function ChatPage() {
               }}
               data-testid="chat-input"
             />
+            {voiceAvailable ? (
+              <Button
+                variant="ghost"
+                aria-pressed={voice}
+                title={voice ? "Answers are spoken (click for text only)" : "Click to hear the answer spoken"}
+                onClick={() => setVoice(!voice)}
+                data-testid="voice-toggle"
+              >
+                <svg aria-hidden viewBox="0 0 16 16" className="h-4 w-4 fill-none stroke-current" strokeWidth="1.3" strokeLinejoin="round">
+                  <path d="M2 6h3l4-3v10l-4-3H2z" className={voice ? "fill-current" : ""} />
+                  {voice ? <path d="M11 5.5c1 1.3 1 3.7 0 5M13 3.5c2 2.5 2 6.5 0 9" strokeLinecap="round" /> : <path d="M11.5 6l3 4m0-4l-3 4" strokeLinecap="round" />}
+                </svg>
+                <span className="sr-only">Speak the answer</span>
+              </Button>
+            ) : null}
             {chat.streaming ? (
               <Button variant="danger" onClick={() => store.stop()}>
                 Stop
