@@ -1,5 +1,6 @@
 //! Conversations and their messages: list, read, rename, delete, download as
-//! Markdown. Messages are written by the proxy as turns stream (a later part).
+//! Markdown. Messages are written by `crate::transcript` as turns stream through
+//! the proxy.
 
 use axum::{
     Json, Router,
