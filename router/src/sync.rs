@@ -49,16 +49,8 @@ use uuid::Uuid;
 use crate::storage::{Storage, StorageError};
 
 /// Directory and file names never synced (caches and dependency trees the agent
-/// can rebuild).
-pub const IGNORED: &[&str] = &[
-    ".cache",
-    ".npm",
-    ".venv",
-    "node_modules",
-    "__pycache__",
-    ".pytest_cache",
-    ".mypy_cache",
-];
+/// can rebuild); one list for the router's sync and the sandbox's own.
+pub use sandbox::sync::IGNORED;
 
 /// Caps on what one sync stores.
 #[derive(Clone, Debug)]
