@@ -40,7 +40,7 @@ pub use content_type::content_type;
 pub use state::{restore_state, save_state, save_state_archive};
 pub use workspace::{
     FileSaved, StoredFile, delete_workspace_file, restore_workspace, save_workspace,
-    save_workspace_file, save_workspace_with, storable_path, stored_files,
+    save_workspace_file, save_workspace_with, storable_path, stored_file, stored_files,
 };
 
 use sqlx::PgPool;

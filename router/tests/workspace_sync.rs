@@ -13,6 +13,7 @@ use axum::{
     http::{Method, Request, StatusCode, header},
 };
 use common::{Reply, TestApp, User};
+use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -457,4 +458,45 @@ async fn a_revoked_or_wrong_token_reaches_nothing(db: PgPool) {
         .await
         .expect("response");
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_file_over_the_cap_is_refused_and_stores_nothing(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let alice = app.register("alice@example.com").await;
+    let a = workspace_token(&app, &alice).await;
+    put(&app, &a, "big.bin", b"small").await;
+    let before = (rows(&app, alice.id).await, objects(&app, alice.id).await);
+    // One byte over the sync's per-file cap, streamed (never whole in memory).
+    let cap = router::sync::Limits::default().max_file_bytes;
+    let chunk = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    let chunks = cap / chunk.len() as u64;
+    let body = futures::stream::iter(
+        (0..chunks)
+            .map(move |_| chunk.clone())
+            .chain(std::iter::once(bytes::Bytes::from_static(b"!"))),
+    )
+    .map(Ok::<_, std::io::Error>);
+    let r = call(
+        &app,
+        Method::PUT,
+        "/v1/workspace/files/big.bin",
+        &a,
+        Body::from_stream(body),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert_eq!(
+        (rows(&app, alice.id).await, objects(&app, alice.id).await),
+        before
+    );
+    let r = call(
+        &app,
+        Method::GET,
+        "/v1/workspace/files/big.bin",
+        &a,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(r.bytes, b"small", "the stored file is untouched");
 }

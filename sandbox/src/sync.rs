@@ -191,9 +191,12 @@ pub fn scan(root: &Path) -> io::Result<Manifest> {
     Ok(out)
 }
 
-/// Whether `dir` is missing or has no entries.
+/// Whether `dir` is missing or has no entries (but a fresh filesystem's
+/// `lost+found`, as on a new persistent volume).
 fn is_empty(dir: &Path) -> bool {
-    fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+    fs::read_dir(dir).map_or(true, |entries| {
+        entries.flatten().all(|e| e.file_name() == "lost+found")
+    })
 }
 
 /// Makes the parent directories of `rel` under `root`, refusing any existing

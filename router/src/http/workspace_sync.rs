@@ -105,12 +105,9 @@ async fn download(
 ) -> Result<Response> {
     let owner = owner(&state, &headers).await?;
     let path = checked(&path)?;
-    let files = sync::stored_files(&state.db, owner)
+    let file = sync::stored_file(&state.db, owner, path)
         .await
-        .map_err(sync_error)?;
-    let file = files
-        .into_iter()
-        .find(|f| f.path == path)
+        .map_err(sync_error)?
         .ok_or(Error::NotFound("file"))?;
     let stream = state.storage.get(&file.storage_key).await?;
     let mut response = Body::from_stream(stream).into_response();

@@ -309,8 +309,18 @@ pub async fn save_workspace_file<R: tokio::io::AsyncRead + Unpin + Send>(
     }
     let key = workspace_key(user_id, path);
     let info = storage.put_reader(&key, reader, Some(max_bytes)).await?;
-    let (_, uploads) = stored_rows(db, user_id).await?;
-    if same(uploads.get(path), info.size, &info.sha256) {
+    let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let upload: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+        "select size, sha256 from files where owner_id = $1 and kind = 'upload' and path = $2",
+    )
+    .bind(user_id)
+    .bind(path)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let upload = upload.map(|(size, sha256)| Stored { size, sha256 });
+    if same(upload.as_ref(), info.size, &info.sha256) {
         delete_workspace_file(storage, db, user_id, path).await?;
         // The object may have been written without a row: it goes too.
         storage.delete(&key).await?;
@@ -378,17 +388,32 @@ pub async fn stored_files(db: &PgPool, user_id: Uuid) -> Result<Vec<StoredFile>>
     Ok(files)
 }
 
+/// The stored file a restore brings back at `path` (see [`stored_files`]).
+pub async fn stored_file(db: &PgPool, user_id: Uuid, path: &str) -> Result<Option<StoredFile>> {
+    if paths::relative(path).is_none() {
+        return Ok(None);
+    }
+    Ok(newest_rows_at(db, user_id, Some(path)).await?.pop())
+}
+
 /// The newest `workspace` or `upload` row of each path, unsafe paths included.
 async fn newest_rows(db: &PgPool, user_id: Uuid) -> Result<Vec<StoredFile>> {
+    newest_rows_at(db, user_id, None).await
+}
+
+/// [`newest_rows`], of one path only when `path` is given.
+async fn newest_rows_at(db: &PgPool, user_id: Uuid, path: Option<&str>) -> Result<Vec<StoredFile>> {
     let mut tx = db::user_tx(db, user_id).await?;
-    // language=PostgreSQL
     type Row = (String, i64, Option<Vec<u8>>, String, String);
+    // language=PostgreSQL
     let rows: Vec<Row> = sqlx::query_as(
         "select distinct on (path) path, size, sha256, kind, storage_key from files
          where owner_id = $1 and kind in ('workspace', 'upload')
+             and ($2::text is null or path = $2)
          order by path, updated_at desc, kind desc",
     )
     .bind(user_id)
+    .bind(path)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -319,3 +319,14 @@ async fn a_fresh_sandbox_restores_pushes_only_changes_and_fetches_new_uploads() 
     let wrong = RouterSync::new(&url, "nope", &ws3, &state3, None).expect("sync");
     assert!(wrong.restore().await.is_err());
 }
+
+#[test]
+fn a_fresh_volumes_lost_and_found_does_not_count_as_content() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(is_empty(dir.path()));
+    assert!(is_empty(&dir.path().join("missing")));
+    fs::create_dir(dir.path().join("lost+found")).expect("mkdir");
+    assert!(is_empty(dir.path()), "a new persistent volume is empty");
+    fs::write(dir.path().join("a.txt"), b"a").expect("write");
+    assert!(!is_empty(dir.path()));
+}
