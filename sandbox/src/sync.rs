@@ -155,18 +155,28 @@ pub fn syncable(path: &str) -> bool {
 
 /// The regular files under `root` (symlinks not followed, ignored names and this
 /// module's temporary files skipped, at most [`MAX_FILES`], [`MAX_DEPTH`] deep,
-/// none over [`MAX_FILE_BYTES`]). Blocking. A missing `root` has no files.
+/// none over [`MAX_FILE_BYTES`]), in name order. Blocking. A missing `root` has
+/// no files.
 pub fn scan(root: &Path) -> io::Result<Manifest> {
+    scan_capped(root, MAX_FILES).map(|(files, _)| files)
+}
+
+/// [`scan`] with at most `max_files`; `true` when files were left out past it.
+fn scan_capped(root: &Path, max_files: usize) -> io::Result<(Manifest, bool)> {
     let mut out = Manifest::new();
     let mut stack = vec![(root.to_path_buf(), String::new(), 0usize)];
     while let Some((dir, prefix, depth)) = stack.pop() {
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if dir == root && e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        let mut entries: Vec<_> = match fs::read_dir(&dir) {
+            Ok(entries) => entries.flatten().collect(),
+            Err(e) if dir == root && e.kind() == io::ErrorKind::NotFound => {
+                return Ok((out, false));
+            }
             Err(e) if dir == root => return Err(e),
             Err(_) => continue,
         };
-        for entry in entries.flatten() {
+        entries.sort_by_key(|e| e.file_name());
+        let mut subdirs = Vec::new();
+        for entry in entries {
             let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                 continue;
             };
@@ -179,16 +189,18 @@ pub fn scan(root: &Path) -> io::Result<Manifest> {
                 continue;
             };
             if meta.is_dir() && depth + 1 < MAX_DEPTH {
-                stack.push((entry.path(), format!("{path}/"), depth + 1));
+                subdirs.push((entry.path(), format!("{path}/"), depth + 1));
             } else if meta.is_file() && meta.len() <= MAX_FILE_BYTES {
-                if out.len() >= MAX_FILES {
-                    return Ok(out);
+                if out.len() >= max_files {
+                    return Ok((out, true));
                 }
                 out.insert(path, Seen::of(&meta));
             }
         }
+        // Reversed, so the stack pops them in name order.
+        stack.extend(subdirs.into_iter().rev());
     }
-    Ok(out)
+    Ok((out, false))
 }
 
 /// Whether `dir` is missing or has no entries (but a fresh filesystem's
@@ -463,10 +475,15 @@ impl RouterSync {
     pub async fn push(&self) -> Result<Pushed> {
         let mut synced = self.synced.lock().await;
         let root = self.workspace.clone();
-        let now = tokio::task::spawn_blocking(move || scan(&root))
+        let (now, truncated) = tokio::task::spawn_blocking(move || scan_capped(&root, MAX_FILES))
             .await?
             .map_err(|source| self.io(&self.workspace, source))?;
-        let todo = changes(&synced, &now);
+        let mut todo = changes(&synced, &now);
+        // Past the cap, files not seen may still be there: only what is gone goes.
+        if truncated {
+            todo.removed
+                .retain(|path| fs::symlink_metadata(self.workspace.join(path)).is_err());
+        }
         let mut report = Pushed::default();
         for path in todo.changed {
             let Some(seen) = now.get(&path).copied() else {

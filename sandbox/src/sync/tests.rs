@@ -330,3 +330,56 @@ fn a_fresh_volumes_lost_and_found_does_not_count_as_content() {
     fs::write(dir.path().join("a.txt"), b"a").expect("write");
     assert!(!is_empty(dir.path()));
 }
+
+#[test]
+fn past_the_file_cap_the_same_files_are_seen_and_unseen_ones_are_not_gone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = dir.path();
+    fs::create_dir_all(root.join("b")).expect("mkdir");
+    for name in ["c.txt", "a.txt", "b/z.txt", "b/y.txt"] {
+        fs::write(root.join(name), b"x").expect("write");
+    }
+    let (seen, truncated) = scan_capped(root, 3).expect("scan");
+    assert!(truncated);
+    assert_eq!(
+        seen.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["a.txt", "b/y.txt", "c.txt"],
+        "a directory's files before its subdirectories, in name order, whatever order it lists"
+    );
+    let (all, truncated) = scan_capped(root, 10).expect("scan");
+    assert!(!truncated);
+    assert_eq!(all.len(), 4);
+}
+
+#[tokio::test]
+async fn a_push_past_the_cap_deletes_only_what_is_gone() {
+    let fake = FakeRouter::default();
+    let url = serve_fake(fake.clone()).await;
+    let dirs = tempfile::tempdir().expect("dir");
+    let (ws, state) = (dirs.path().join("ws"), dirs.path().join("state"));
+    fs::create_dir_all(&ws).expect("mkdir");
+    fs::create_dir_all(&state).expect("mkdir");
+    let sync = RouterSync::new(&url, TOKEN, &ws, &state, None).expect("sync");
+    sync.restore().await.expect("restore");
+    // Synced earlier: a file now past the cap, and one that is really gone.
+    let kept = ws.join("zz-kept.txt");
+    fs::write(&kept, b"k").expect("write");
+    let meta = fs::metadata(&kept).expect("meta");
+    {
+        let mut synced = sync.synced.lock().await;
+        synced.insert("zz-kept.txt".into(), Seen::of(&meta));
+        synced.insert("zz-gone.txt".into(), seen(1, 1));
+    }
+    for i in 0..MAX_FILES {
+        fs::write(ws.join(format!("f{i:05}")), b"").expect("write");
+    }
+    fake.requests.lock().expect("lock").clear();
+    let pushed = sync.push().await.expect("push");
+    assert_eq!(pushed.deleted, 1);
+    let requests = fake.requests.lock().expect("lock").clone();
+    assert!(requests.contains(&"DELETE zz-gone.txt".to_string()));
+    assert!(
+        !requests.iter().any(|r| r.contains("zz-kept.txt")),
+        "{requests:?}"
+    );
+}
