@@ -388,3 +388,32 @@ async fn files_and_the_session_survive_scale_to_zero_on_a_fresh_pod(db: PgPool) 
         b"south,17\n"
     );
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_restarted_router_lets_the_running_pod_push_before_its_token_changes(db: PgPool) {
+    let c = cluster(db.clone()).await;
+    let live = &c.live;
+    let alice = live.app.register("alice@example.com").await;
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+    let pod1 = c.pod_dir();
+    // Written after the last turn (a background job, say): only the final push,
+    // on SIGTERM, stores it.
+    std::fs::write(pod1.join("workspace/late.txt"), b"written late").expect("write");
+    drop(browser);
+
+    // Another router (this one restarted) wakes the workspace that still runs.
+    let restarted = router::http::AppState::new((*live.app.state.config).clone(), db)
+        .await
+        .expect("state");
+    let hub = restarted.workspaces.hub(alice.id);
+    restarted.workspaces.ready(&hub).await.expect("awake");
+    let pod2 = c.pod_dir();
+    assert_ne!(pod1, pod2, "a fresh pod");
+    assert!(!pod1.exists());
+    assert_eq!(
+        std::fs::read(pod2.join("workspace/late.txt")).expect("restored"),
+        b"written late"
+    );
+    restarted.workspaces.sleep(&hub).await.expect("asleep");
+}

@@ -2,8 +2,9 @@
 //! operator turns into a pod. This module speaks the router's half of the contract in
 //! operator/README.md ("Contract with the router"):
 //!
-//! - wake: create the workspace if missing (`spec.user` = user id, asleep), write the
-//!   token Secret `jw-<name>-token` (key `token`, owned by the workspace), set
+//! - wake: stop a pod still running with the previous token first (it pushes its
+//!   last changes with it); create the workspace if missing (`spec.user` = user id,
+//!   asleep), write the token Secret `jw-<name>-token` (key `token`, owned by the workspace), set
 //!   `replicas: 1` through the scale subresource, then watch, bounded by the wake
 //!   timeout, until `status.phase` is `Ready` with an `endpoint`;
 //! - sleep: set `replicas: 0`, wait for `Sleeping` and for the pod to be gone (its
@@ -290,6 +291,24 @@ impl Backend for KubernetesBackend {
         Box::pin(async move {
             self.set_awake(user, false);
             self.sleep_workspace(user).await
+        })
+    }
+
+    /// A running pod of `user`'s holds the previous token: it is stopped (and
+    /// pushes its last changes with that token) before a new one is issued.
+    fn before_wake(&self, user: Uuid) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let name = workspace_name(user);
+            let running = self
+                .workspaces()
+                .get_opt(&name)
+                .await
+                .map_err(kube_error)?
+                .is_some_and(|ws| ws.spec.replicas != 0);
+            if running {
+                self.sleep_and_wait(&name).await?;
+            }
+            Ok(())
         })
     }
 
