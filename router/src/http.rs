@@ -54,6 +54,8 @@ pub mod users;
 pub mod voice;
 /// The browser app (static files with the single-page-app fallback).
 pub mod web;
+/// Workspace files and agent state for sandboxes that sync through the router.
+pub mod workspace_sync;
 /// The browser WebSocket (`/ws`): auth, Origin, relay to the user's sandbox.
 pub mod ws;
 
@@ -205,8 +207,10 @@ pub fn app(state: AppState) -> Router {
         .merge(voice::sandbox_router())
         .fallback(web::fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // After the layer above: the gateway keeps its own, larger body limit.
-        .merge(gateway::router());
+        // After the layer above: the gateway keeps its own, larger body limit,
+        // and workspace sync streams its bodies under the sync's caps.
+        .merge(gateway::router())
+        .merge(workspace_sync::sandbox_router());
     middleware::apply(routes, state.clone()).with_state(state)
 }
 
@@ -216,6 +220,7 @@ pub fn sandbox_app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(gateway::router())
         .merge(voice::sandbox_router().layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
+        .merge(workspace_sync::sandbox_router())
         .fallback(error::not_found);
     middleware::apply(routes, state.clone()).with_state(state)
 }

@@ -13,6 +13,12 @@
 //!   `upload` row to its path (older first, so the newest version of a path wins),
 //!   then the state archive. Files already there are overwritten, others left.
 //!
+//! - One file at a time, for sandboxes that do their own I/O through the router
+//!   (pods): [`stored_files`] (what a restore brings), [`save_workspace_file`] and
+//!   [`delete_workspace_file`] (one changed or removed file, stored exactly as
+//!   [`save_workspace`] would), [`save_state_archive`] (a state archive the
+//!   sandbox packed, checked before it replaces the stored one).
+//!
 //! What is synced: regular files only; symlinks are neither followed nor stored,
 //! names in [`IGNORED`] (caches, dependency trees) are skipped, and
 //! [`Limits`] caps file size, file count, total size and depth (see its defaults).
@@ -31,8 +37,11 @@ mod workspace;
 use std::path::PathBuf;
 
 pub use content_type::content_type;
-pub use state::{restore_state, save_state};
-pub use workspace::{restore_workspace, save_workspace, save_workspace_with};
+pub use state::{restore_state, save_state, save_state_archive};
+pub use workspace::{
+    FileSaved, StoredFile, delete_workspace_file, restore_workspace, save_workspace,
+    save_workspace_file, save_workspace_with, storable_path, stored_file, stored_files,
+};
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -40,16 +49,8 @@ use uuid::Uuid;
 use crate::storage::{Storage, StorageError};
 
 /// Directory and file names never synced (caches and dependency trees the agent
-/// can rebuild).
-pub const IGNORED: &[&str] = &[
-    ".cache",
-    ".npm",
-    ".venv",
-    "node_modules",
-    "__pycache__",
-    ".pytest_cache",
-    ".mypy_cache",
-];
+/// can rebuild); one list for the router's sync and the sandbox's own.
+pub use sandbox::sync::IGNORED;
 
 /// Caps on what one sync stores.
 #[derive(Clone, Debug)]
@@ -97,6 +98,14 @@ pub enum SyncError {
     /// A blocking task panicked or was cancelled.
     #[error("a sync task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A path that may not be stored (see [`storable_path`]).
+    #[error(
+        "{0:?} is not a storable workspace path: it must be relative, `/`-separated, without `.` or `..` components, control characters, backslashes or ignored names ({IGNORED:?})"
+    )]
+    BadPath(String),
+    /// A state archive that is not a gzipped tar of files and directories.
+    #[error("the state archive is not a gzipped tar: {0}")]
+    BadArchive(String),
 }
 
 /// `Result` with [`SyncError`].

@@ -94,6 +94,13 @@ pub trait Backend: Send + Sync + 'static {
     fn wake<'a>(&'a self, user: Uuid, token: &'a str) -> BoxFuture<'a, Result<Endpoint>>;
     /// Stops `user`'s sandbox, if any, and waits until it is gone. Files stay.
     fn sleep(&self, user: Uuid) -> BoxFuture<'_, Result<()>>;
+    /// Called before a wake issues a new token: stops a sandbox of `user`'s that
+    /// still runs with the previous one (this router did not start it: it
+    /// restarted, say), so the sandbox can push its last changes with the token it
+    /// holds (pods sync through the router). The default does nothing.
+    fn before_wake(&self, _user: Uuid) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Whether `user`'s sandbox runs.
     fn status(&self, user: Uuid) -> BackendStatus;
     /// The host directories of `user`'s workspace and agent state, when the

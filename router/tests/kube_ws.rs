@@ -1,8 +1,11 @@
 //! The browser WebSocket with the kubernetes backend: the router (JARVIS_BACKEND
 //! kubernetes, JARVIS_KUBE_API_URL at the fake API server, JARVIS_KUBE_ENDPOINT
 //! pod-ip), the operator's real controller, and a fake kubelet that runs each pod as
-//! a real `sandbox` process on its own loopback "pod IP". A browser connecting to a
-//! sleeping workspace sees `waking`, then `ready`, and a turn streams.
+//! a real `sandbox` process on its own loopback "pod IP" (with the pod's plain
+//! environment, as a kubelet does; stopped with SIGTERM, its volumes then wiped). A
+//! browser connecting to a sleeping workspace sees `waking`, then `ready`, and a turn
+//! streams; what the agent wrote, its session and an upload made while asleep are
+//! there again after the workspace was scaled to zero and woken on a fresh pod.
 
 mod common;
 
@@ -31,6 +34,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const NS: &str = "jarvis";
 
+/// The kubelet's default termination grace period.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs each pod as a `sandbox` process listening on `127.77.<n>.1:<port>`.
 #[derive(Default)]
 struct SandboxPods {
@@ -38,7 +44,8 @@ struct SandboxPods {
     gateway: OnceLock<String>,
     dir: OnceLock<PathBuf>,
     next: AtomicU8,
-    children: Mutex<HashMap<String, tokio::process::Child>>,
+    /// Running pods: the process and its volumes' directory.
+    children: Mutex<HashMap<String, (tokio::process::Child, PathBuf)>>,
 }
 
 impl SandboxPods {
@@ -76,7 +83,14 @@ impl SandboxPods {
         for sub in ["workspace", "state"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
         }
-        let mut child = tokio::process::Command::new(sandbox_bin())
+        let mut command = tokio::process::Command::new(sandbox_bin());
+        // The pod's plain variables (`JARVIS_SYNC`), as the kubelet sets them.
+        for var in &env {
+            if let (Some(name), Some(value)) = (var["name"].as_str(), var["value"].as_str()) {
+                command.env(name, value);
+            }
+        }
+        let mut child = command
             .arg("--listen")
             .arg(format!("{ip}:{port}"))
             .arg("--workspace-token")
@@ -107,7 +121,7 @@ impl SandboxPods {
         self.children
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name, child);
+            .insert(name, (child, dir));
         Ok(PodAddress { ip })
     }
 }
@@ -126,9 +140,19 @@ impl PodRunner for Runner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&name);
+        // As the kubelet: SIGTERM, a grace period, then SIGKILL; the pod's
+        // emptyDir volumes go with it.
         Box::pin(async move {
-            if let Some(mut child) = child {
-                let _ = child.kill().await;
+            if let Some((mut child, dir)) = child {
+                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok())
+                    && let Some(pid) = rustix::process::Pid::from_raw(pid)
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+                if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+                let _ = std::fs::remove_dir_all(dir);
             }
         })
     }
@@ -138,8 +162,23 @@ fn status(frame: &Value) -> Option<&str> {
     (frame["type"] == "status").then(|| frame["state"].as_str().unwrap_or(""))
 }
 
-#[sqlx::test(migrator = "router::MIGRATOR")]
-async fn a_browser_wakes_a_sleeping_kubernetes_workspace(db: PgPool) {
+/// The router with the kubernetes backend, the operator's controller and the fake
+/// kubelet, against the fake API server.
+struct Cluster {
+    live: Live,
+    pods: Arc<SandboxPods>,
+    client: kube::Client,
+    operator: tokio::task::JoinHandle<Result<(), operator::Error>>,
+    _fake: FakeApiServer,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.operator.abort();
+    }
+}
+
+async fn cluster(db: PgPool) -> Cluster {
     let pods = Arc::new(SandboxPods::default());
     let fake = FakeApiServer::with_runner(Arc::new(Runner(pods.clone())))
         .await
@@ -162,7 +201,32 @@ async fn a_browser_wakes_a_sleeping_kubernetes_workspace(db: PgPool) {
     .await;
     let _ = pods.gateway.set(live.url.clone());
     let _ = pods.dir.set(live.tmp.path().join("pods"));
+    Cluster {
+        live,
+        pods,
+        client,
+        operator,
+        _fake: fake,
+    }
+}
 
+impl Cluster {
+    /// The volumes' directory (`workspace/`, `state/`) of the one running pod.
+    fn pod_dir(&self) -> PathBuf {
+        let children = self.pods.children.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(children.len(), 1, "one pod runs");
+        children
+            .values()
+            .map(|(_, dir)| dir.clone())
+            .next()
+            .expect("a pod")
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_browser_wakes_a_sleeping_kubernetes_workspace(db: PgPool) {
+    let c = cluster(db).await;
+    let live = &c.live;
     let alice = live.app.register("alice@example.com").await;
     live.api.push(Reply::text(&["Hello ", "from ", "a pod"]));
     let mut browser = live.browser(&alice.access).await;
@@ -176,7 +240,7 @@ async fn a_browser_wakes_a_sleeping_kubernetes_workspace(db: PgPool) {
     );
 
     // The router made alice's workspace, and the operator runs it.
-    let workspaces = Api::<JarvisWorkspace>::namespaced(client, NS);
+    let workspaces = Api::<JarvisWorkspace>::namespaced(c.client.clone(), NS);
     let listed = workspaces.list(&Default::default()).await.expect("list");
     assert_eq!(listed.items.len(), 1);
     assert_eq!(listed.items[0].spec.user, alice.id.to_string());
@@ -184,5 +248,172 @@ async fn a_browser_wakes_a_sleeping_kubernetes_workspace(db: PgPool) {
     browser.message("hi", None).await;
     let frames = browser.turn().await;
     assert_eq!(text(&frames), "Hello from a pod", "{frames:?}");
-    operator.abort();
+}
+
+/// Uploads `(name, bytes)` as `user`; the new file's id.
+async fn upload(live: &Live, user: &common::User, name: &str, bytes: &[u8]) -> String {
+    const BOUNDARY: &str = "kube-ws-boundary-1234";
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/plain\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{}/api/files", live.url))
+        .bearer_auth(&user.access)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("sent")
+        .error_for_status()
+        .expect("uploaded")
+        .json()
+        .await
+        .expect("JSON");
+    reply["files"][0]["id"].as_str().expect("id").to_owned()
+}
+
+/// The first tool result of a turn.
+fn first_result(frames: &[Value]) -> String {
+    common::live::of_type(frames, "tool_result")
+        .first()
+        .and_then(|r| r["content"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no tool result: {frames:?}"))
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn files_and_the_session_survive_scale_to_zero_on_a_fresh_pod(db: PgPool) {
+    let c = cluster(db).await;
+    let live = &c.live;
+    let alice = live.app.register("alice@example.com").await;
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+
+    // The agent writes a file in its pod.
+    let pod1 = c.pod_dir();
+    let written = pod1.join("workspace/notes/plan.md");
+    live.api.push(Reply::tool_use(
+        "toolu_write",
+        "Write",
+        serde_json::json!({"file_path": written, "content": "step one: sync pods"}),
+    ));
+    live.api.push(Reply::text(&["Written."]));
+    browser.message("write the plan", None).await;
+    let frames = browser.turn().await;
+    assert_eq!(
+        frames.last().map(|f| &f["type"]),
+        Some(&Value::from("done"))
+    );
+    let conversation = frames[0]["conversation_id"]
+        .as_str()
+        .expect("conversation")
+        .to_owned();
+    assert!(
+        written.is_file(),
+        "the agent wrote {}: {frames:?}",
+        written.display()
+    );
+
+    // Scaled to zero by the router: the pod gets SIGTERM and its volumes go.
+    drop(browser);
+    let hub = live.app.state.workspaces.hub(alice.id);
+    live.app.state.workspaces.sleep(&hub).await.expect("asleep");
+    assert!(!pod1.exists(), "the pod's volumes are gone");
+    let files = live.app.get("/api/files", &alice.access).await;
+    assert!(
+        files.body["files"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["path"] == "notes/plan.md")),
+        "{}",
+        files.body
+    );
+
+    // An upload while asleep: the router cannot place it on any disk.
+    upload(live, &alice, "data.csv", b"region,total\nnorth,42\n").await;
+
+    // The next connection wakes a fresh pod with everything back.
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+    let pod2 = c.pod_dir();
+    assert_ne!(pod1, pod2, "a fresh pod");
+    assert_eq!(
+        std::fs::read_to_string(pod2.join("workspace/notes/plan.md")).expect("restored"),
+        "step one: sync pods"
+    );
+    assert_eq!(
+        std::fs::read(pod2.join("workspace/uploads/data.csv")).expect("restored"),
+        b"region,total\nnorth,42\n"
+    );
+    assert!(
+        sandbox::agents::transcript_exists(&pod2.join("state"), &conversation),
+        "the agent's session came back"
+    );
+
+    // The agent reads its file in the resumed conversation.
+    live.api.push(Reply::tool_use(
+        "toolu_read",
+        "Read",
+        serde_json::json!({"file_path": pod2.join("workspace/notes/plan.md")}),
+    ));
+    live.api.push(Reply::text(&["It says step one."]));
+    browser
+        .message("what is the plan?", Some(&conversation))
+        .await;
+    let frames = browser.turn().await;
+    assert!(
+        first_result(&frames).contains("step one: sync pods"),
+        "{frames:?}"
+    );
+
+    // An upload made while the pod is awake is fetched when a message names it.
+    let id = upload(live, &alice, "more.csv", b"south,17\n").await;
+    assert!(!pod2.join("workspace/uploads/more.csv").exists());
+    live.api.push(Reply::text(&["Got it."]));
+    browser
+        .send(serde_json::json!({"type": "message", "content": "and this?", "attachments": [id]}))
+        .await;
+    let frames = browser.turn().await;
+    assert_eq!(
+        frames.last().map(|f| &f["type"]),
+        Some(&Value::from("done"))
+    );
+    assert_eq!(
+        std::fs::read(pod2.join("workspace/uploads/more.csv")).expect("fetched"),
+        b"south,17\n"
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_restarted_router_lets_the_running_pod_push_before_its_token_changes(db: PgPool) {
+    let c = cluster(db.clone()).await;
+    let live = &c.live;
+    let alice = live.app.register("alice@example.com").await;
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+    let pod1 = c.pod_dir();
+    // Written after the last turn (a background job, say): only the final push,
+    // on SIGTERM, stores it.
+    std::fs::write(pod1.join("workspace/late.txt"), b"written late").expect("write");
+    drop(browser);
+
+    // Another router (this one restarted) wakes the workspace that still runs.
+    let restarted = router::http::AppState::new((*live.app.state.config).clone(), db)
+        .await
+        .expect("state");
+    let hub = restarted.workspaces.hub(alice.id);
+    restarted.workspaces.ready(&hub).await.expect("awake");
+    let pod2 = c.pod_dir();
+    assert_ne!(pod1, pod2, "a fresh pod");
+    assert!(!pod1.exists());
+    assert_eq!(
+        std::fs::read(pod2.join("workspace/late.txt")).expect("restored"),
+        b"written late"
+    );
+    restarted.workspaces.sleep(&hub).await.expect("asleep");
 }

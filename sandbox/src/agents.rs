@@ -19,6 +19,7 @@ use crate::{
     protocol::error_code,
     session::{Hub, conversation_entry},
     speaker::Speaker,
+    sync::RouterSync,
     translate::{EventKind, Output, Translator},
 };
 
@@ -37,6 +38,9 @@ pub struct AgentSettings {
     pub max_agents: usize,
     /// A running turn fails after this long without a line from the CLI.
     pub idle_timeout: Duration,
+    /// The sandbox's own sync through the router (`--sync router`): attachments
+    /// missing from the workspace are fetched before a turn, changes pushed after.
+    pub sync: Option<Arc<RouterSync>>,
 }
 
 /// A conversation's CLI and running turn.
@@ -55,11 +59,12 @@ impl Slot {
 /// Starts a turn of `conversation_id` in the background, or answers with an error
 /// (and changes nothing) when its turn is still running or every agent is busy.
 /// With `voice` (the characters to speak at most), the answer is also spoken.
+/// `attachments` are the workspace paths of the uploads the message names.
 pub fn start_turn(
     hub: Arc<Hub>,
     settings: Arc<AgentSettings>,
     conversation_id: String,
-    content: String,
+    (content, attachments): (String, Vec<String>),
     voice: Option<usize>,
 ) {
     match claim(&hub, &settings, &conversation_id) {
@@ -70,7 +75,7 @@ pub fn start_turn(
                 hub,
                 settings,
                 conversation_id,
-                content,
+                (content, attachments),
                 (agent, speaker),
                 interrupt,
             ));
@@ -161,11 +166,19 @@ async fn run_turn(
     hub: Arc<Hub>,
     settings: Arc<AgentSettings>,
     conversation_id: String,
-    content: String,
+    (content, attachments): (String, Vec<String>),
     (agent, mut speaker): (Option<Agent>, Option<Speaker>),
     interrupt: Arc<Notify>,
 ) {
     hub.emit(&conversation_id, EventKind::Turn);
+    // Uploads made while this sandbox was awake are not on its disk yet.
+    if let Some(sync) = &settings.sync {
+        for path in &attachments {
+            if let Err(error) = sync.fetch(path).await {
+                tracing::warn!(%error, "an attachment could not be fetched from the router");
+            }
+        }
+    }
     let agent = match agent {
         Some(agent) => Ok(agent),
         None => {
@@ -206,6 +219,14 @@ async fn run_turn(
         conversation.slot.agent = kept;
     }
     hub.emit_locked(&mut state, &conversation_id, end);
+    drop(state);
+    if let Some(sync) = settings.sync.clone() {
+        tokio::spawn(async move {
+            if let Err(error) = sync.push().await {
+                tracing::warn!(%error, "the workspace could not be pushed to the router");
+            }
+        });
+    }
 }
 
 /// Feeds one message and relays the CLI's output until the turn ends; returns the

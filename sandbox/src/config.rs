@@ -73,6 +73,13 @@ pub struct Config {
     #[arg(long, env = "JARVIS_MODEL")]
     pub model: Option<String>,
 
+    /// Who syncs the workspace and state directories with storage: `off` (the
+    /// router does it from the host: the local backend) or `router` (the sandbox
+    /// pulls them from the router before it is ready and pushes changes after each
+    /// turn and on SIGTERM: pods, whose disks the router cannot reach).
+    #[arg(long = "sync", env = "JARVIS_SYNC", value_enum, default_value_t = SyncMode::Off)]
+    pub sync: SyncMode,
+
     /// PATH given to the CLI and the agent's shell.
     #[arg(
         long,
@@ -80,6 +87,15 @@ pub struct Config {
         default_value = "/usr/local/bin:/usr/bin:/bin"
     )]
     pub cli_path: String,
+}
+
+/// Who syncs the sandbox's directories (see [`Config::sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    /// Not the sandbox (the router syncs from the host).
+    Off,
+    /// The sandbox, through the router's `/v1/workspace/…` routes.
+    Router,
 }
 
 /// Parses `300`, `300s`, `5m`, `250ms` or `1h`.
@@ -104,6 +120,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_is_off_unless_asked_for() {
+        let base = [
+            "sandbox",
+            "--workspace-token",
+            "t",
+            "--claude-bin",
+            "c",
+            "--state-dir",
+            "s",
+        ];
+        let config = Config::try_parse_from(base).expect("parses");
+        assert_eq!(config.sync, SyncMode::Off);
+        let config =
+            Config::try_parse_from(base.iter().chain(&["--sync", "router"])).expect("parses");
+        assert_eq!(config.sync, SyncMode::Router);
+        assert!(Config::try_parse_from(base.iter().chain(&["--sync", "s3"])).is_err());
+    }
 
     #[test]
     fn durations_parse() {

@@ -23,6 +23,9 @@ pub mod server;
 pub mod session;
 /// Speaks an answer sentence by sentence while it streams.
 pub mod speaker;
+/// Workspace files and agent state ⇄ the router, for sandboxes whose disks the
+/// router cannot reach (pods).
+pub mod sync;
 /// A fake Anthropic Messages API for tests.
 #[cfg(feature = "test-support")]
 pub mod testing;

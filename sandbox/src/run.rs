@@ -1,5 +1,7 @@
-//! Startup: checks the configuration, prepares the directories, starts the gateway
-//! forwarder and the MCP server, then serves the router's endpoint until shutdown.
+//! Startup: checks the configuration, prepares the directories (with `--sync
+//! router`, restores them from the router), starts the gateway forwarder and the
+//! MCP server, then serves the router's endpoint until shutdown (with `--sync
+//! router`, pushing the last changes before it exits).
 //!
 //! When ready it prints one JSON line to stdout, `{"ready":true,"listen":"…"}`,
 //! with the bound address (`127.0.0.1:PORT` or `unix:/path`), so whoever started
@@ -11,6 +13,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use tokio::net::{TcpListener, UnixListener};
@@ -19,12 +22,42 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Error, Result,
     agents::AgentSettings,
-    config::Config,
+    config::{Config, SyncMode},
     gateway_forward, mcp,
     process::AgentSpec,
     server::{self, AppState},
     session::Hub,
+    sync::RouterSync,
 };
+
+/// How long the push on shutdown may take (the kubelet's default grace is 30 s).
+pub const FINAL_PUSH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Tries reaching the router this many times, doubling a 1 s pause, before the
+/// start fails (a pod's network may lag its start a little).
+const RESTORE_ATTEMPTS: u32 = 5;
+
+/// Restores from the router, retrying; a sandbox that cannot restore does not start
+/// (starting empty would show the user a workspace without their files).
+async fn restore(sync: &RouterSync) -> Result<()> {
+    let mut pause = Duration::from_secs(1);
+    for attempt in 1..=RESTORE_ATTEMPTS {
+        match sync.restore().await {
+            Ok(_) => return Ok(()),
+            Err(error) if attempt < RESTORE_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "restoring from the router failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(error) => {
+                return Err(Error::Config(format!(
+                    "could not restore the workspace from the router: {error}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Runs the sandbox until `shutdown` completes.
 pub async fn run(
@@ -53,6 +86,25 @@ pub async fn run(
     if config.workspace_token.is_empty() {
         return Err(Error::Config("the workspace token is empty".into()));
     }
+    let sync = match config.sync {
+        SyncMode::Off => None,
+        SyncMode::Router => {
+            let sync = RouterSync::new(
+                &gateway_url,
+                &config.workspace_token,
+                &config.workspace_dir,
+                &config.state_dir,
+                uid_gid,
+            )
+            .map_err(|e| Error::Config(e.to_string()))?;
+            restore(&sync).await?;
+            // What was restored belongs to the CLI's user too.
+            for dir in [&config.state_dir, &config.workspace_dir] {
+                prepare_dir(dir, uid_gid)?;
+            }
+            Some(Arc::new(sync))
+        }
+    };
 
     let hub = Hub::new(config.state_dir.clone(), config.call_timeout);
     let mcp_listener = TcpListener::bind("127.0.0.1:0")
@@ -88,6 +140,7 @@ pub async fn run(
         },
         max_agents: config.max_agents,
         idle_timeout: config.turn_idle_timeout,
+        sync: sync.clone(),
     });
     let app = server::app(AppState {
         hub,
@@ -96,6 +149,14 @@ pub async fn run(
     });
     let stop = async move {
         shutdown.await;
+        // Scaled to zero (SIGTERM): what the agent left goes to the router first.
+        if let Some(sync) = sync {
+            match tokio::time::timeout(FINAL_PUSH_TIMEOUT, sync.push()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::error!(%error, "the final push to the router failed"),
+                Err(_) => tracing::error!("the final push to the router timed out"),
+            }
+        }
         cancel.cancel();
     };
     if let Some(path) = config.listen.strip_prefix("unix:") {

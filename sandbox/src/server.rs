@@ -175,12 +175,13 @@ pub fn handle_text(state: &AppState, text: &str) {
             let voice = voice.unwrap_or(false).then(|| {
                 voice_max_chars.map_or(crate::speaker::DEFAULT_MAX_CHARS, |max| max as usize)
             });
-            let prompt = prompt(content, voice.is_some(), attachments.unwrap_or_default());
+            let attachments = attachments.unwrap_or_default();
+            let prompt = prompt(content, voice.is_some(), attachments.clone());
             agents::start_turn(
                 hub.clone(),
                 state.settings.clone(),
                 conversation_id,
-                prompt,
+                (prompt, attachments),
                 voice,
             );
         }

@@ -82,7 +82,14 @@ pub fn make_dirs_inside(root: &Path, rel: &Path) -> io::Result<PathBuf> {
                     "a path component is not a directory",
                 ));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&dir)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
+                Ok(()) => {}
+                // Made meanwhile by a concurrent restore: fine if it is a real directory.
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists
+                        && fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) => {}
+                Err(e) => return Err(e),
+            },
             Err(e) => return Err(e),
         }
     }

@@ -72,6 +72,81 @@ pub async fn save_state(storage: &Storage, user_id: Uuid, state_dir: &Path) -> R
     Ok(report)
 }
 
+/// Stores a state archive a sandbox packed itself (a gzipped tar, as
+/// [`save_state`] makes) from `reader`, at most `max_bytes`: it is received into a
+/// temporary file and checked (a readable gzipped tar whose entries are files and
+/// directories at safe paths) before it replaces the stored one, so a bad or cut
+/// off archive changes nothing. Returns the number of files in it.
+#[tracing::instrument(skip(storage, reader), fields(user.id = %user_id))]
+pub async fn save_state_archive<R: tokio::io::AsyncRead + Unpin + Send>(
+    storage: &Storage,
+    user_id: Uuid,
+    mut reader: R,
+    max_bytes: u64,
+) -> Result<u64> {
+    use tokio::io::AsyncReadExt;
+    let temp = TempFile::new();
+    let io = |source| SyncError::Io {
+        path: temp.0.clone(),
+        source,
+    };
+    let mut file = tokio::fs::File::create(&temp.0).await.map_err(io)?;
+    let copied = tokio::io::copy(&mut (&mut reader).take(max_bytes + 1), &mut file)
+        .await
+        .map_err(|source| {
+            SyncError::Storage(crate::storage::StorageError::Io {
+                key: state_key(user_id),
+                source,
+            })
+        })?;
+    if copied > max_bytes {
+        return Err(SyncError::Storage(crate::storage::StorageError::TooLarge {
+            key: state_key(user_id),
+            limit: max_bytes,
+        }));
+    }
+    drop(file);
+    let path = temp.0.clone();
+    let files = tokio::task::spawn_blocking(move || check_archive(&path, &Limits::default()))
+        .await?
+        .map_err(|e| SyncError::BadArchive(e.to_string()))?;
+    let archive = tokio::fs::File::open(&temp.0).await.map_err(io)?;
+    storage
+        .put_reader(&state_key(user_id), archive, None)
+        .await?;
+    tracing::info!(files, bytes = copied, "state archive stored");
+    Ok(files)
+}
+
+/// Reads every entry of a gzipped tar; the number of regular files, or why it is
+/// not an archive [`unpack`] takes whole.
+fn check_archive(archive: &Path, limits: &Limits) -> io::Result<u64> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+    let mut tar = tar::Archive::new(GzDecoder::new(File::open(archive)?));
+    let (mut files, mut total) = (0u64, 0u64);
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw);
+        if paths::relative(name.trim_end_matches('/')).is_none() {
+            return Err(bad("an entry has an unsafe path"));
+        }
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => {}
+            tar::EntryType::Regular => {
+                files += 1;
+                total = total.saturating_add(entry.header().size()?);
+                if files > limits.max_files || total > limits.max_total_bytes {
+                    return Err(bad("over the state caps"));
+                }
+                io::copy(&mut entry, &mut io::sink())?;
+            }
+            _ => return Err(bad("an entry is neither a file nor a directory")),
+        }
+    }
+    Ok(files)
+}
+
 /// Writes the archive of `root` to `out`; returns it reopened for reading.
 fn pack(root: &Path, out: &Path, limits: &Limits) -> io::Result<(File, SyncReport)> {
     let found = walk::walk(root, limits)?;

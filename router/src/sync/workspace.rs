@@ -130,7 +130,7 @@ pub async fn save_workspace_with(
         if walk.truncated && std::fs::symlink_metadata(root.join(path)).is_ok() {
             continue;
         }
-        delete_one(storage, db, user_id, path).await?;
+        delete_workspace_file(storage, db, user_id, path).await?;
         report.deleted += 1;
     }
     tracing::info!(
@@ -238,8 +238,21 @@ async fn sync_one(ctx: &Ctx, found: Found) -> Result<Outcome> {
         }
         Err(e) => return Err(e.into()),
     };
-    let content_type = content_type(&info.head, &found.path);
-    let mut tx = db::user_tx(&ctx.db, ctx.user_id).await?;
+    upsert_row(&ctx.db, ctx.user_id, &found.path, &key, &info).await?;
+    Ok(Outcome::Uploaded(info.size))
+}
+
+/// Writes (or replaces) the `workspace` row of `path` for an object just stored
+/// at `key`: the one place that decides a workspace file's row and content type.
+async fn upsert_row(
+    db: &PgPool,
+    user_id: Uuid,
+    path: &str,
+    key: &str,
+    info: &crate::storage::PutInfo,
+) -> Result<()> {
+    let content_type = content_type(&info.head, path);
+    let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
     sqlx::query(
         "insert into files (owner_id, kind, path, storage_key, size, content_type, sha256)
@@ -247,19 +260,84 @@ async fn sync_one(ctx: &Ctx, found: Found) -> Result<Outcome> {
          on conflict (owner_id, kind, path) do update set storage_key = excluded.storage_key,
              size = excluded.size, content_type = excluded.content_type, sha256 = excluded.sha256",
     )
-    .bind(ctx.user_id)
-    .bind(&found.path)
-    .bind(&key)
+    .bind(user_id)
+    .bind(path)
+    .bind(key)
     .bind(i64::try_from(info.size).unwrap_or(i64::MAX))
     .bind(&content_type)
     .bind(info.sha256.as_slice())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Outcome::Uploaded(info.size))
+    Ok(())
 }
 
-async fn delete_one(storage: &Storage, db: &PgPool, user_id: Uuid, path: &str) -> Result<()> {
+/// Whether `path` may be stored as a workspace file: a safe relative path
+/// ([`paths::relative`]) with no component that is never synced ([`super::IGNORED`]).
+pub fn storable_path(path: &str) -> bool {
+    paths::relative(path).is_some()
+        && path
+            .split('/')
+            .all(|part| !walk::ignored(part) && !part.starts_with(".jarvis-restore-"))
+}
+
+/// What [`save_workspace_file`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileSaved {
+    /// Stored as the `workspace` file at its path (this many bytes).
+    Stored(u64),
+    /// Identical to the user's upload at the same path: that upload's row covers
+    /// it, and a `workspace` row of the path is removed (as [`save_workspace`] does).
+    SameAsUpload,
+}
+
+/// Stores one workspace file of `user_id` at `path` from `reader` (at most
+/// `max_bytes`, else [`StorageError::TooLarge`] and nothing changes), exactly as
+/// [`save_workspace`] stores a changed file. `path` must pass [`storable_path`]
+/// (else [`SyncError::BadPath`]).
+#[tracing::instrument(skip(storage, db, reader), fields(user.id = %user_id))]
+pub async fn save_workspace_file<R: tokio::io::AsyncRead + Unpin + Send>(
+    storage: &Storage,
+    db: &PgPool,
+    user_id: Uuid,
+    path: &str,
+    reader: R,
+    max_bytes: u64,
+) -> Result<FileSaved> {
+    if !storable_path(path) {
+        return Err(SyncError::BadPath(path.chars().take(200).collect()));
+    }
+    let key = workspace_key(user_id, path);
+    let info = storage.put_reader(&key, reader, Some(max_bytes)).await?;
+    let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let upload: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+        "select size, sha256 from files where owner_id = $1 and kind = 'upload' and path = $2",
+    )
+    .bind(user_id)
+    .bind(path)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let upload = upload.map(|(size, sha256)| Stored { size, sha256 });
+    if same(upload.as_ref(), info.size, &info.sha256) {
+        delete_workspace_file(storage, db, user_id, path).await?;
+        // The object may have been written without a row: it goes too.
+        storage.delete(&key).await?;
+        return Ok(FileSaved::SameAsUpload);
+    }
+    upsert_row(db, user_id, path, &key, &info).await?;
+    Ok(FileSaved::Stored(info.size))
+}
+
+/// Removes `user_id`'s `workspace` file at `path` (row and object); `false` when
+/// there was none. Uploads are never touched.
+pub async fn delete_workspace_file(
+    storage: &Storage,
+    db: &PgPool,
+    user_id: Uuid,
+    path: &str,
+) -> Result<bool> {
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
     let key: Option<String> = sqlx::query_scalar(
@@ -270,12 +348,85 @@ async fn delete_one(storage: &Storage, db: &PgPool, user_id: Uuid, path: &str) -
     .bind(path)
     .fetch_optional(&mut *tx)
     .await?;
+    let found = key.is_some();
     if let Some(key) = key {
         // The row goes only if the object went: never a row pointing at nothing.
         storage.delete(&key).await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(found)
+}
+
+/// One file a restore brings back (see [`stored_files`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StoredFile {
+    /// Its workspace path.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The hex SHA-256 of its bytes, when known.
+    pub sha256: Option<String>,
+    /// `workspace` or `upload`.
+    pub kind: String,
+    /// Its object key (never shown to a sandbox).
+    #[serde(skip)]
+    pub storage_key: String,
+}
+
+/// What a restore brings back for `user_id`: every `workspace` and `upload` file,
+/// one per path (the newer row wins), in path order. Rows with unsafe paths are
+/// left out.
+pub async fn stored_files(db: &PgPool, user_id: Uuid) -> Result<Vec<StoredFile>> {
+    let mut files = newest_rows(db, user_id).await?;
+    files.retain(|f| {
+        let ok = paths::relative(&f.path).is_some();
+        if !ok {
+            tracing::warn!("stored workspace path refused");
+        }
+        ok
+    });
+    Ok(files)
+}
+
+/// The stored file a restore brings back at `path` (see [`stored_files`]).
+pub async fn stored_file(db: &PgPool, user_id: Uuid, path: &str) -> Result<Option<StoredFile>> {
+    if paths::relative(path).is_none() {
+        return Ok(None);
+    }
+    Ok(newest_rows_at(db, user_id, Some(path)).await?.pop())
+}
+
+/// The newest `workspace` or `upload` row of each path, unsafe paths included.
+async fn newest_rows(db: &PgPool, user_id: Uuid) -> Result<Vec<StoredFile>> {
+    newest_rows_at(db, user_id, None).await
+}
+
+/// [`newest_rows`], of one path only when `path` is given.
+async fn newest_rows_at(db: &PgPool, user_id: Uuid, path: Option<&str>) -> Result<Vec<StoredFile>> {
+    let mut tx = db::user_tx(db, user_id).await?;
+    type Row = (String, i64, Option<Vec<u8>>, String, String);
+    // language=PostgreSQL
+    let rows: Vec<Row> = sqlx::query_as(
+        "select distinct on (path) path, size, sha256, kind, storage_key from files
+         where owner_id = $1 and kind in ('workspace', 'upload')
+             and ($2::text is null or path = $2)
+         order by path, updated_at desc, kind desc",
+    )
+    .bind(user_id)
+    .bind(path)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(path, size, sha256, kind, storage_key)| StoredFile {
+            path,
+            size: u64::try_from(size).unwrap_or(0),
+            sha256: sha256.map(hex::encode),
+            kind,
+            storage_key,
+        })
+        .collect())
 }
 
 /// Writes every stored `workspace` and `upload` file of `user_id` into
@@ -289,21 +440,11 @@ pub async fn restore_workspace(
     workspace_dir: &Path,
 ) -> Result<RestoreReport> {
     let root = canonical_dir(workspace_dir)?;
-    let mut tx = db::user_tx(db, user_id).await?;
-    // language=PostgreSQL
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "select distinct on (path) path, storage_key from files
-         where owner_id = $1 and kind in ('workspace', 'upload')
-         order by path, updated_at desc, kind desc",
-    )
-    .bind(user_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    let rows = newest_rows(db, user_id).await?;
     let results: Vec<bool> = stream::iter(rows)
-        .map(|(path, key)| {
+        .map(|file| {
             let root = root.clone();
-            async move { restore_one(storage, &root, &path, &key).await }
+            async move { restore_one(storage, &root, &file.path, &file.storage_key).await }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()

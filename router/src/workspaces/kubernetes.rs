@@ -2,19 +2,26 @@
 //! operator turns into a pod. This module speaks the router's half of the contract in
 //! operator/README.md ("Contract with the router"):
 //!
-//! - wake: create the workspace if missing (`spec.user` = user id, asleep), write the
-//!   token Secret `jw-<name>-token` (key `token`, owned by the workspace), set
+//! - wake: stop a pod still running with the previous token first (it pushes its
+//!   last changes with it); create the workspace if missing (`spec.user` = user id,
+//!   asleep), write the token Secret `jw-<name>-token` (key `token`, owned by the workspace), set
 //!   `replicas: 1` through the scale subresource, then watch, bounded by the wake
 //!   timeout, until `status.phase` is `Ready` with an `endpoint`;
-//! - sleep: set `replicas: 0`, delete the token Secret and wait for `Sleeping`;
+//! - sleep: set `replicas: 0`, wait for `Sleeping` and for the pod to be gone (its
+//!   sandbox pushes its last changes on SIGTERM), delete the token Secret;
 //! - activity: merge-patch `status.lastActivity` under the field manager
 //!   [`FIELD_MANAGER`], at most once per [`KubernetesConfig::activity_every`] per user,
 //!   so the operator's idle reaper sees it.
 //!
 //! The endpoint returned is the operator's `status.endpoint` (`jw-<name>.<ns>.svc:<port>`),
 //! resolved by cluster DNS, or with [`KubernetesConfig::pod_ip`] the pod's IP and that
-//! port. Files are not synced by the router for pods
-//! ([`Backend::host_dirs`] stays `None`).
+//! port.
+//!
+//! Files: the router cannot reach a pod's volumes ([`Backend::host_dirs`] stays
+//! `None`), so the sandbox syncs them itself through the router (`JARVIS_SYNC=router`,
+//! set by the operator; routes in `http::workspace_sync`): it restores the stored
+//! workspace files and agent state before it is ready, pushes changes after each turn
+//! and on SIGTERM, and fetches uploads a message names that arrived while it was awake.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -194,7 +201,17 @@ impl KubernetesBackend {
         self.scale(name, 0).await?;
         self.wait_until(name, |ws| phase(ws) == Some(WorkspacePhase::Sleeping))
             .await?;
-        Ok(())
+        // The operator is done once it deleted the pod; the sandbox is done when the
+        // pod is gone: on SIGTERM it pushes its last changes with the token that is
+        // revoked after this returns.
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &self.config.namespace);
+        let pod = operator::controller::build::child_name(name);
+        let gone = await_condition(pods, &pod, |p: Option<&Pod>| p.is_none());
+        match tokio::time::timeout(self.config.wake_timeout, gone).await {
+            Ok(Ok(_)) => Ok(()),
+            Err(_) => Err(Error::Timeout),
+            Ok(Err(e)) => Err(Error::NotReady(format!("watching the pod: {e}"))),
+        }
     }
 
     async fn wake_workspace(&self, user: Uuid, token: &str) -> Result<Endpoint> {
@@ -274,6 +291,24 @@ impl Backend for KubernetesBackend {
         Box::pin(async move {
             self.set_awake(user, false);
             self.sleep_workspace(user).await
+        })
+    }
+
+    /// A running pod of `user`'s holds the previous token: it is stopped (and
+    /// pushes its last changes with that token) before a new one is issued.
+    fn before_wake(&self, user: Uuid) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let name = workspace_name(user);
+            let running = self
+                .workspaces()
+                .get_opt(&name)
+                .await
+                .map_err(kube_error)?
+                .is_some_and(|ws| ws.spec.replicas != 0);
+            if running {
+                self.sleep_and_wait(&name).await?;
+            }
+            Ok(())
         })
     }
 

@@ -100,6 +100,8 @@ impl Registry {
 
     async fn wake(&self, hub: &Arc<Hub>) -> Result<link::Link> {
         self.restore(hub.user).await?;
+        // A sandbox still running with the old token stops (and syncs) first.
+        self.ctx.backend.before_wake(hub.user).await?;
         let token = tokens::issue(&self.ctx.db, hub.user).await?;
         let endpoint = self.ctx.backend.wake(hub.user, &token).await?;
         link::connect(hub.clone(), &endpoint, &token).await

@@ -4,7 +4,8 @@
 //! writable volumes only at `/workspace`, `/tmp` and `/state`, no privilege
 //! escalation, every capability dropped, seccomp `RuntimeDefault`, no service-account
 //! token, no service-link environment, and the workspace token as the only secret,
-//! read from a Secret by the kubelet.
+//! read from a Secret by the kubelet. The sandbox syncs its volumes through the
+//! router itself (`JARVIS_SYNC=router`), so a pod scaled to zero loses nothing.
 
 use k8s_openapi::{
     api::core::v1::{
@@ -25,6 +26,8 @@ use crate::crd::ResourceAmounts;
 /// The sandbox's state directory: the CLI's HOME (transcripts) and per-conversation
 /// state, synced by the router like `/workspace`.
 const STATE_DIR: &str = "/state";
+/// Who syncs the sandbox's volumes (`router`: the sandbox itself, through the router).
+const SYNC_ENV: &str = "JARVIS_SYNC";
 /// Size limit of the `/tmp` and state volumes.
 const SCRATCH_SIZE: &str = "1Gi";
 
@@ -78,18 +81,29 @@ fn sandbox_container(ws: &ValidWorkspace, settings: &Settings) -> Container {
             settings.claude_bin.clone(),
         ]),
         working_dir: Some(WORKSPACE_DIR.to_owned()),
-        env: Some(vec![EnvVar {
-            name: TOKEN_ENV.to_owned(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: token_secret_name(&ws.name),
-                    key: settings.token_secret_key.clone(),
-                    optional: Some(false),
+        env: Some(vec![
+            EnvVar {
+                name: TOKEN_ENV.to_owned(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: token_secret_name(&ws.name),
+                        key: settings.token_secret_key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
                 }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+                ..EnvVar::default()
+            },
+            // The router cannot reach a pod's volumes: the sandbox restores them
+            // through it on start and pushes changes after turns and on SIGTERM.
+            // Also with a persistent workspace: `/state` (transcripts) is always
+            // an emptyDir, and a filled workspace is not overwritten on wake.
+            EnvVar {
+                name: SYNC_ENV.to_owned(),
+                value: Some("router".to_owned()),
+                ..EnvVar::default()
+            },
+        ]),
         ports: Some(vec![ContainerPort {
             name: Some(SANDBOX_PORT_NAME.to_owned()),
             container_port: port,
@@ -270,6 +284,7 @@ mod tests {
                 - name: JARVIS_WORKSPACE_TOKEN
                   valueFrom:
                     secretKeyRef: { name: jw-alice-token, key: token, optional: false }
+                - { name: JARVIS_SYNC, value: router }
                 "#
             )
         );
