@@ -214,9 +214,18 @@ fn is_empty(dir: &Path) -> bool {
 /// Makes the parent directories of `rel` under `root`, refusing any existing
 /// component that is not a real directory (a symlink, say).
 fn make_parents(root: &Path, rel: &str) -> io::Result<PathBuf> {
+    match Path::new(rel).parent() {
+        Some(parent) => make_dirs_inside(root, parent),
+        None => Ok(root.to_path_buf()),
+    }
+}
+
+/// Makes the directories of `rel` under `root` (canonical), refusing any existing
+/// component that is not a real directory (a planted symlink, say). The one
+/// implementation: the router's host-side sync and uploads call it too.
+pub fn make_dirs_inside(root: &Path, rel: &Path) -> io::Result<PathBuf> {
     let mut dir = root.to_path_buf();
-    let parts: Vec<&str> = rel.split('/').collect();
-    for part in &parts[..parts.len().saturating_sub(1)] {
+    for part in rel.components() {
         dir.push(part);
         match fs::symlink_metadata(&dir) {
             Ok(meta) if meta.is_dir() => {}
@@ -228,7 +237,10 @@ fn make_parents(root: &Path, rel: &str) -> io::Result<PathBuf> {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                // Made meanwhile by a concurrent restore: fine if it is a real directory.
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists
+                        && fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) => {}
                 Err(e) => return Err(e),
             },
             Err(e) => return Err(e),

@@ -68,33 +68,7 @@ pub fn open_inside(root: &Path, rel: &Path) -> io::Result<(File, u64)> {
     Ok((file, meta.len()))
 }
 
-/// Makes the directories of `rel` under `root` (canonical), refusing any existing
-/// component that is not a real directory (a planted symlink, say).
-pub fn make_dirs_inside(root: &Path, rel: &Path) -> io::Result<PathBuf> {
-    let mut dir = root.to_path_buf();
-    for part in rel.components() {
-        dir.push(part);
-        match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "a path component is not a directory",
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
-                Ok(()) => {}
-                // Made meanwhile by a concurrent restore: fine if it is a real directory.
-                Err(e)
-                    if e.kind() == io::ErrorKind::AlreadyExists
-                        && fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) => {}
-                Err(e) => return Err(e),
-            },
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(dir)
-}
+pub use sandbox::sync::make_dirs_inside;
 
 /// A new file that will become `root/rel` when [`Pending::commit`]ted: written
 /// under a temporary name in the (checked) parent, then renamed over whatever was
