@@ -279,6 +279,14 @@ impl Config {
         self.supabase_jwt_secret.is_some() || self.supabase_url.is_some()
     }
 
+    /// The model key, if one is set (an empty `ANTHROPIC_API_KEY` is none).
+    pub fn model_key(&self) -> Option<&str> {
+        self.anthropic_api_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+    }
+
     /// Whether Stripe billing is on; with it off every account is active.
     pub fn billing_enabled(&self) -> bool {
         self.stripe_secret_key.is_some()

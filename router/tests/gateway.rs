@@ -159,6 +159,7 @@ async fn streamed_answers_pass_through_unchanged_and_as_they_arrive(db: PgPool) 
     fake.push(Answer::Stall(Duration::from_millis(10)));
     let direct = reqwest::Client::new()
         .post(format!("{}/v1/messages?beta=true", fake.url()))
+        .header("x-api-key", REAL_KEY)
         .json(&request_body(true))
         .send()
         .await
@@ -427,6 +428,48 @@ async fn upstream_errors_reach_the_sandbox_with_their_status(db: PgPool) {
         TestApp::with_config(db, |c| c.model_upstream = "http://127.0.0.1:1".into()).await;
     let reply = call(&unreachable, &token, true).await;
     assert_anthropic_error(&reply, StatusCode::BAD_GATEWAY, "api_error");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn without_a_model_key_calls_are_refused_naming_it_and_never_forwarded(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let url = fake.url();
+    for key in [None, Some("  ")] {
+        let app = TestApp::with_config(db.clone(), |c| {
+            c.model_upstream = url.clone();
+            c.anthropic_api_key = key.map(str::to_string);
+        })
+        .await;
+        let email = format!("{}@example.com", Uuid::new_v4().simple());
+        let (_, token) = sandbox_user(&app, &email).await;
+        let reply = call(&app, &token, true).await;
+        assert_anthropic_error(&reply, StatusCode::UNAUTHORIZED, "authentication_error");
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("ANTHROPIC_API_KEY"), "{message}");
+        // Final: the CLI must not retry what cannot succeed.
+        assert_eq!(reply.headers["x-should-retry"], "false");
+        // A bad workspace token is still told so first.
+        let forged = call(&app, "jw_forged", true).await;
+        assert_anthropic_error(&forged, StatusCode::UNAUTHORIZED, "authentication_error");
+        assert!(!forged.body.to_string().contains("ANTHROPIC_API_KEY"));
+    }
+    assert!(fake.requests().is_empty(), "nothing reached the model");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_key_the_upstream_refuses_is_named_as_the_routers(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (_, token) = sandbox_user(&app, "a@example.com").await;
+    fake.push(Answer::Status(401));
+    let reply = call(&app, &token, true).await;
+    assert_anthropic_error(&reply, StatusCode::UNAUTHORIZED, "authentication_error");
+    let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused the router's ANTHROPIC_API_KEY")
+            && message.contains("fake upstream answered 401"),
+        "{message}"
+    );
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]

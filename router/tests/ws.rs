@@ -451,6 +451,22 @@ async fn a_wiped_machine_gets_files_and_the_agent_session_back_from_storage(db: 
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn without_a_model_key_a_turn_ends_with_an_error_naming_it(db: PgPool) {
+    let live = Live::with_config(db, |c| c.anthropic_api_key = None).await;
+    let alice = live.app.register("alice@example.com").await;
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+    browser.message("hello?", None).await;
+    let frames = browser.turn().await;
+    let end = frames.last().expect("the turn ends");
+    assert_eq!(end["type"], "error", "{frames:?}");
+    let message = end["message"].as_str().unwrap_or_default();
+    assert!(message.contains("ANTHROPIC_API_KEY"), "{message}");
+    assert_eq!(text(&frames), "", "no answer text: {frames:?}");
+    assert!(live.api.requests().is_empty(), "the model was never called");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn an_exhausted_quota_and_the_rate_limit_reach_the_browser(db: PgPool) {
     let live = Live::start(db).await;
     let alice = live.app.register("alice@example.com").await;

@@ -7,7 +7,9 @@
 //! tool use), `message_delta`, `message_stop` — or, for `"stream": false`, one JSON
 //! message; `POST /v1/messages/count_tokens` answers `{"input_tokens": N}`. Each
 //! test scripts the answers as a queue of [`Reply`]s (an empty queue answers
-//! "ok"), and every request is recorded for assertions. Tests in other languages
+//! "ok"), and every request is recorded for assertions. Like the real API, a call
+//! without a key (`x-api-key`, or a bearer token) is refused with 401
+//! `authentication_error` (and recorded). Tests in other languages
 //! (the browser app's end-to-end run) start the `fake-anthropic` binary and queue
 //! answers with `POST /_fake/replies` (see [`Reply::from_json`]).
 
@@ -195,7 +197,17 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn record(shared: &Shared, uri: &OriginalUri, headers: &HeaderMap, body: &Bytes) -> Value {
+/// The real API's answer to a call that carries no key.
+fn missing_key() -> Response {
+    error_response(401, "authentication_error", "x-api-key header is required")
+}
+
+fn record(
+    shared: &Shared,
+    uri: &OriginalUri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> RecordedRequest {
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let header = |name: &str| {
         headers
@@ -211,12 +223,13 @@ fn record(shared: &Shared, uri: &OriginalUri, headers: &HeaderMap, body: &Bytes)
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
-    lock(&shared.requests).push(RecordedRequest {
+    let request = RecordedRequest {
         path,
-        api_key,
-        body: body.clone(),
-    });
-    body
+        api_key: api_key.filter(|k| !k.trim().is_empty()),
+        body,
+    };
+    lock(&shared.requests).push(request.clone());
+    request
 }
 
 async fn count_tokens(
@@ -225,7 +238,9 @@ async fn count_tokens(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    record(&shared, &uri, &headers, &body);
+    if record(&shared, &uri, &headers, &body).api_key.is_none() {
+        return missing_key();
+    }
     Json(json!({"input_tokens": 12})).into_response()
 }
 
@@ -269,7 +284,11 @@ async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request = record(&shared, &uri, &headers, &body);
+    let recorded = record(&shared, &uri, &headers, &body);
+    if recorded.api_key.is_none() {
+        return missing_key();
+    }
+    let request = recorded.body;
     if std::mem::take(&mut *lock(&shared.fail_fallback)) {
         return error_response(529, "overloaded_error", "Overloaded");
     }
@@ -290,6 +309,7 @@ async fn messages(
                 429 => "rate_limit_error",
                 529 => "overloaded_error",
                 400 => "invalid_request_error",
+                401 => "authentication_error",
                 _ => "api_error",
             };
             error_response(status, kind, &format!("fake upstream answered {status}"))

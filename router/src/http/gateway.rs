@@ -9,7 +9,9 @@
 //! the way (`meter`). The request body goes upstream untouched; of the request
 //! headers only [`FORWARDED_REQUEST_HEADERS`] do, so the workspace token never
 //! leaves the router. Errors are Anthropic-shaped (`api_error`), never the
-//! browser API's.
+//! browser API's. Without `ANTHROPIC_API_KEY` no call is forwarded: every one is
+//! answered 401 with a message naming the variable (and the router warns at
+//! start), so a turn ends with an error that says what is missing.
 //!
 //! The sandbox names the conversation in `X-Jarvis-Conversation` (the CLI's
 //! `ANTHROPIC_CUSTOM_HEADERS`); the usage row keeps it only if it is the user's.
@@ -86,6 +88,12 @@ impl Gateway {
             .read_timeout(Duration::from_secs(600))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        if config.model_key().is_none() {
+            tracing::warn!(
+                "ANTHROPIC_API_KEY is not set: every chat turn will end with an error \
+                 until it is set (in the environment or .env) and the router restarted"
+            );
+        }
         let plans = plans_of(config)?;
         let limiter = match &config.redis_url {
             Some(url) => RateLimiter::redis(url, &config.redis_key_prefix, plans).await?,
@@ -145,6 +153,9 @@ async fn forward(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::unauthenticated("invalid or revoked workspace token"))?;
+    let Some(model_key) = state.config.model_key() else {
+        return Err(ApiError::no_model_key());
+    };
     let account = crate::limits::account(&state.db, owner_id)
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -174,9 +185,7 @@ async fn forward(
             request = request.header(*name, value);
         }
     }
-    if let Some(key) = &state.config.anthropic_api_key {
-        request = request.header("x-api-key", key);
-    }
+    request = request.header("x-api-key", model_key);
     let upstream = request.send().await.map_err(|error| {
         tracing::warn!(%error, "model upstream unreachable");
         ApiError::unreachable()
@@ -236,7 +245,18 @@ async fn upstream_error(
         anthropic_shaped,
         "model upstream refused"
     );
-    if anthropic_shaped {
+    if status == StatusCode::UNAUTHORIZED {
+        // The router's key, not the sandbox's token: say which key was refused.
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v["error"]["message"]
+                    .as_str()
+                    .map(|m| m.chars().take(200).collect())
+            })
+            .unwrap_or_else(|| "401".to_string());
+        ApiError::key_refused(&detail).into_response()
+    } else if anthropic_shaped {
         (status, headers, body).into_response()
     } else {
         let mut response = ApiError::from_upstream_status(status).into_response();

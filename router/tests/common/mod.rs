@@ -71,6 +71,7 @@ impl TestApp {
         let storage_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::defaults();
         config.storage = format!("file:{}", storage_dir.path().display());
+        config.anthropic_api_key = Some("sk-ant-test-key".into());
         tweak(&mut config);
         let state = AppState::new(config, db.clone())
             .await
@@ -236,6 +237,9 @@ pub fn jwt_payload(token: &str) -> Value {
 
 /// A real router on a socket with real local sandboxes and a fake model upstream.
 pub mod live;
+
+/// The real router binary as a process, and a plain WebSocket client.
+pub mod process;
 
 /// A fake Stripe API that checks requests like Stripe.
 pub mod stripe;

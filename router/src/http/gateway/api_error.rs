@@ -13,6 +13,10 @@ use serde_json::json;
 
 use crate::limits::Refusal;
 
+/// What a turn ends with while the router has no model key.
+pub const NO_MODEL_KEY: &str = "this Jarvis has no model key: its operator must set \
+     ANTHROPIC_API_KEY for the router (in its environment or .env) and restart it";
+
 /// An error answered by the gateway itself.
 #[derive(Debug)]
 pub struct ApiError {
@@ -62,6 +66,27 @@ impl ApiError {
             "api_error",
             "the model service could not be reached; please try again",
         )
+    }
+
+    /// 401: the router has no model key, so no call can succeed; said without
+    /// calling the upstream. The CLI shows it as "Failed to authenticate. API
+    /// Error: 401 <message>", and the sandbox passes that on as the turn's error.
+    pub fn no_model_key() -> Self {
+        Self {
+            final_: true,
+            ..Self::unauthenticated(NO_MODEL_KEY)
+        }
+    }
+
+    /// 401: the upstream refused the router's key; `detail` is what it said.
+    pub fn key_refused(detail: &str) -> Self {
+        Self {
+            final_: true,
+            ..Self::unauthenticated(format!(
+                "the model service refused the router's ANTHROPIC_API_KEY ({detail}); \
+                 its operator must set a valid key and restart it"
+            ))
+        }
     }
 
     /// The body for `status` when the upstream sent no Anthropic error body.
