@@ -22,6 +22,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config::parse();
     telemetry::init(&config.log_format);
+    // Held until the process ends: a second router on these directories stops here.
+    let _data_lock = router::workspaces::lock_data_dirs(&config)?;
 
     if !Postgres::database_exists(&config.database_url)
         .await

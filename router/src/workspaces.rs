@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
+/// One router per data directory (the local backend's run and workspaces directories).
+pub mod dir_lock;
 /// Bubblewrap: the exact jail a local sandbox runs in (pure argument building).
 pub mod jail;
 /// The `kubernetes` backend: one `JarvisWorkspace` per user, run by the operator.
@@ -139,6 +141,24 @@ pub fn gateway_socket(config: &crate::config::Config) -> PathBuf {
     absolute(&config.run_dir).join("gateway.sock")
 }
 
+/// Locks the local backend's run and workspaces directories for this process
+/// (see [`dir_lock`]); `None` for the kubernetes backend, which keeps nothing on
+/// this machine's disk.
+pub fn lock_data_dirs(
+    config: &crate::config::Config,
+) -> Result<Option<dir_lock::DirLock>, dir_lock::LockError> {
+    if config.backend != crate::config::Backend::Local {
+        return Ok(None);
+    }
+    let who = format!(
+        "pid {}, serving http://{}",
+        std::process::id(),
+        config.listen
+    );
+    let (run, work) = (absolute(&config.run_dir), absolute(&config.workspaces_dir));
+    dir_lock::lock(&[&run, &work], &who).map(Some)
+}
+
 fn absolute(path: &std::path::Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
@@ -164,6 +184,32 @@ pub fn backend(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Back
             };
             let claude_bin = std::fs::canonicalize(&config.claude_bin)
                 .unwrap_or_else(|_| absolute(&config.claude_bin));
+            // Said at start, not at the first wake: a chat would only learn that
+            // its workspace "could not be started".
+            for (program, path, fix) in [
+                (
+                    "the sandbox",
+                    &sandbox_bin,
+                    "build it: cargo build --release -p sandbox (scripts/run.sh does)",
+                ),
+                (
+                    "the Claude Code CLI",
+                    &claude_bin,
+                    "install it: scripts/install-claude.sh",
+                ),
+                (
+                    "bubblewrap",
+                    &config.bwrap,
+                    "install it: apt-get install bubblewrap",
+                ),
+            ] {
+                if !path.is_file() {
+                    tracing::error!(
+                        path = %path.display(),
+                        "{program} is missing, so no workspace can start; {fix}"
+                    );
+                }
+            }
             Ok(std::sync::Arc::new(local::LocalBackend::new(
                 local::LocalConfig {
                     prlimit: "/usr/bin/prlimit".into(),
