@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test of Jarvis: installs what the tests need, then the Helm chart and
-# Dockerfile checks, formatting, lints and the whole test suite (unit, integration
-# against the local PostgreSQL, the shared contract check). Exits non-zero on any failure.
+# Runs every test of Jarvis: installs what Jarvis and its tests need, then the Helm
+# chart and Dockerfile checks, formatting, lints and the whole test suite (unit,
+# integration against the local PostgreSQL, the shared contract check, the browser
+# app), and last the README's first command (scripts/run.sh) from a clean state.
+# Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/setup-tests.sh
 
 # The Helm chart (linted and rendered offline by Helm 4's engine) and the Dockerfiles.
 python3 -m unittest discover -s charts -p 'test_*.py'
@@ -27,3 +30,9 @@ cargo test --workspace --locked
 # end to end in headless Chromium against the real router, real local sandboxes and
 # the fake model API (screenshots in router/web/e2e/screenshots/).
 (cd router/web && npx tsc --noEmit && npm test --silent && npm run build --silent && E2E_NO_BUILD=1 npm run e2e --silent)
+
+# The README's first command, as a newcomer runs it: scripts/run.sh from a fresh
+# database and data directory (its release build included), a chat answered over
+# /ws, the contract check against it, then once more without a model key
+# (scripts/test_run.py).
+python3 -m unittest discover -s scripts -p 'test_*.py'
