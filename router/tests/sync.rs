@@ -444,7 +444,9 @@ async fn uploads_copied_while_the_agent_swaps_uploads_for_a_symlink_never_land_o
     let watch = Watch::start(&victim);
     let swapper = Swapper::start(&ws, "uploads", "uploads.link");
     let (started, mut iterations, mut written, mut refused) = (Instant::now(), 0u64, 0u64, 0u64);
-    while iterations < 3000 && started.elapsed() < RACE {
+    // Until a few thousand copies ran and hundreds landed (most are refused
+    // while `uploads` is the symlink), or the time is up.
+    while (iterations < 3000 || written < 500) && started.elapsed() < RACE {
         let rel = format!("uploads/planted-{iterations}.sh");
         let copied = tokio::time::timeout(
             ONE_STEP,
