@@ -38,14 +38,14 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> SyncError + '_ {
     }
 }
 
-/// Whether something (a file, a directory, a symlink) is at `rel` under `root`.
-/// A symlink on the way counts as something: the path is not free.
+/// Whether something (a file, a directory, a symlink) is at `rel` under `root`
+/// (a missing `root` has nothing; a directory that cannot be read counts as taken).
 pub fn exists(root: &Path, rel: &str) -> bool {
     paths::relative(rel).is_some_and(|rel| {
-        !matches!(
-            paths::Beneath::open(root).and_then(|dir| dir.stat(&rel)),
-            Ok(None)
-        )
+        match paths::Beneath::open(root).and_then(|dir| dir.stat(&rel)) {
+            Ok(found) => found.is_some(),
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        }
     })
 }
 
