@@ -1,23 +1,32 @@
 //! Workspace files and agent state ⇄ storage (`router::sync`), on a local
 //! directory and on a real S3 server (`s3s-fs`): what is saved comes back
 //! identical into fresh directories, changes and deletions are followed, users
-//! never see each other's files, and stored paths never escape their directory.
+//! never see each other's files, and stored paths never escape their directory —
+//! also while a hostile agent swaps directories for symlinks and files for FIFOs
+//! under the router's feet (`renameat2(RENAME_EXCHANGE)` in a loop), as it can in
+//! its own live workspace.
 
+#[path = "common/hostile.rs"]
+mod hostile;
 #[path = "common/s3.rs"]
 mod s3;
 
 use std::{
     collections::BTreeMap,
     fs,
-    os::unix::fs::{PermissionsExt, symlink},
+    os::unix::fs::{MetadataExt, PermissionsExt, symlink},
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
+
+use hostile::{Swapper, Watch, mkfifo, names, release_fifo};
 
 use router::{
     storage::Storage,
     sync::{self, Limits},
+    uploads::workspace::{Placed, place},
 };
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -369,4 +378,243 @@ async fn files_over_the_caps_are_skipped_and_reported(db: PgPool) {
     assert!(report.truncated);
     // Stored files not seen past the cap but still present are kept.
     assert_eq!(report.deleted, 0);
+}
+
+/// How long a race runs at most, and how long one sync or copy may take in it.
+const RACE: Duration = Duration::from_secs(25);
+const ONE_STEP: Duration = Duration::from_secs(10);
+/// The uid the copies are handed to (as the local backend hands them to
+/// `jarvis-sandbox`).
+const SANDBOX_UID: u32 = 65534;
+
+/// `dir/ws/<swapped>` is a real directory, `dir/ws/<swapped>.link` a symlink to
+/// `dir/victim` (empty, or holding `victim_files`), `dir/store` local storage.
+fn race_dirs(
+    swapped: &str,
+    victim_files: &[(&str, &[u8])],
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("dir");
+    let (ws, victim) = (dir.path().join("ws"), dir.path().join("victim"));
+    fs::create_dir_all(ws.join(swapped)).expect("mkdir");
+    fs::create_dir(&victim).expect("mkdir");
+    for (name, bytes) in victim_files {
+        fs::write(victim.join(name), bytes).expect("write");
+    }
+    symlink(&victim, ws.join(format!("{swapped}.link"))).expect("symlink");
+    (dir, ws, victim)
+}
+
+/// What was done outside the workspace: the victim's entries (beyond those
+/// expected) and the inotify events on it.
+fn assert_untouched(dir: &Path, victim: &Path, expected: &[&str], watch: &Watch, what: &str) {
+    let events = watch.events();
+    let entries = names(victim);
+    eprintln!(
+        "{what}: {} entries in the victim directory beyond those expected, {} inotify events on it",
+        entries.len() - expected.len().min(entries.len()),
+        events.len()
+    );
+    assert_eq!(
+        entries, expected,
+        "{what}: files appeared outside the workspace"
+    );
+    assert!(
+        events.is_empty(),
+        "{what}: the directory outside was touched: {:?}",
+        &events[..events.len().min(20)]
+    );
+    assert_eq!(
+        names(dir),
+        ["store", "victim", "ws"],
+        "{what}: nothing else made"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_copied_while_the_agent_swaps_uploads_for_a_symlink_never_land_outside() {
+    let (dir, ws, victim) = race_dirs("uploads", &[]);
+    let storage = local_storage(&dir.path().join("store"));
+    storage
+        .put(
+            "users/u/uploads/1",
+            b"#!/bin/sh\necho planted\n".to_vec().into(),
+        )
+        .await
+        .expect("put");
+    let watch = Watch::start(&victim);
+    let swapper = Swapper::start(&ws, "uploads", "uploads.link");
+    let (started, mut iterations, mut written, mut refused) = (Instant::now(), 0u64, 0u64, 0u64);
+    // Until a few thousand copies ran and hundreds landed (most are refused
+    // while `uploads` is the symlink), or the time is up.
+    while (iterations < 3000 || written < 500) && started.elapsed() < RACE {
+        let rel = format!("uploads/planted-{iterations}.sh");
+        let copied = tokio::time::timeout(
+            ONE_STEP,
+            place(
+                &storage,
+                &ws,
+                &rel,
+                "users/u/uploads/1",
+                Some((SANDBOX_UID, SANDBOX_UID)),
+            ),
+        )
+        .await
+        .expect("a copy never stalls");
+        match copied {
+            Ok(Placed::Written) => written += 1,
+            Ok(Placed::Taken) => {}
+            Err(_) => refused += 1,
+        }
+        iterations += 1;
+    }
+    let swaps = swapper.stop();
+    eprintln!(
+        "upload race: {iterations} copies in {:?}, {swaps} swaps, {written} written, {refused} refused",
+        started.elapsed()
+    );
+    assert!(swaps > 1000, "the race ran ({swaps} swaps)");
+    assert!(
+        written > 0 && refused > 0,
+        "both sides of the swap were hit"
+    );
+    assert_untouched(dir.path(), &victim, &[], &watch, "upload race");
+    // What was written is in the real directory, whole, the sandbox's, under its name.
+    let placed = names(&ws.join("uploads"));
+    assert_eq!(placed.len() as u64, written, "{placed:?}");
+    for name in placed {
+        assert!(name.starts_with("planted-"), "{name}");
+        let path = ws.join("uploads").join(&name);
+        assert_eq!(fs::metadata(&path).expect("meta").uid(), SANDBOX_UID);
+        assert_eq!(fs::read(&path).expect("read"), b"#!/bin/sh\necho planted\n");
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_restore_while_the_agent_swaps_a_directory_for_a_symlink_never_writes_outside(
+    db: PgPool,
+) {
+    let (dir, ws, victim) = race_dirs("uploads", &[]);
+    let storage = local_storage(&dir.path().join("store"));
+    let u = user(&db, "a@example.com").await;
+    const FILES: usize = 50;
+    for i in 0..FILES {
+        let key = format!("users/{u}/workspace/k{i}");
+        storage
+            .put(&key, b"restored".to_vec().into())
+            .await
+            .expect("put");
+        sqlx::query(
+            "insert into files (owner_id, kind, path, storage_key, size, content_type) values ($1, 'workspace', $2, $3, 8, 'text/plain')",
+        )
+        .bind(u)
+        .bind(format!("uploads/r{i}.txt"))
+        .bind(&key)
+        .execute(&db)
+        .await
+        .expect("row");
+    }
+    let watch = Watch::start(&victim);
+    let swapper = Swapper::start(&ws, "uploads", "uploads.link");
+    let (started, mut rounds, mut files, mut skipped) = (Instant::now(), 0u64, 0u64, 0u64);
+    while rounds < 60 && started.elapsed() < RACE {
+        let report = tokio::time::timeout(ONE_STEP, sync::restore_workspace(&storage, &db, u, &ws))
+            .await
+            .expect("a restore never stalls");
+        if let Ok(report) = report {
+            files += report.files;
+            skipped += report.skipped;
+        }
+        rounds += 1;
+    }
+    let swaps = swapper.stop();
+    eprintln!(
+        "restore race: {rounds} restores of {FILES} files ({} file writes) in {:?}, {swaps} swaps, {files} written, {skipped} skipped",
+        rounds * FILES as u64,
+        started.elapsed()
+    );
+    assert!(swaps > 1000, "the race ran ({swaps} swaps)");
+    assert!(files > 0 && skipped > 0, "both sides of the swap were hit");
+    assert_untouched(dir.path(), &victim, &[], &watch, "restore race");
+    for name in names(&ws.join("uploads")) {
+        assert!(name.starts_with('r'), "{name}");
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_fifo_or_a_symlink_swapped_in_during_a_sync_is_skipped_never_blocking_or_read(
+    db: PgPool,
+) {
+    let secret: &[u8] = b"host secret";
+    let (dir, ws, victim) = race_dirs("docs", &[("readme.md", secret)]);
+    let storage = local_storage(&dir.path().join("store"));
+    let u = user(&db, "a@example.com").await;
+    write(&ws.join("ok.txt"), b"fine");
+    write(&ws.join("docs/readme.md"), b"the agent's readme");
+    write(&ws.join("data.txt"), b"data");
+    mkfifo(&ws.join("data.fifo"));
+    mkfifo(&ws.join("pipe"));
+    symlink("/etc/passwd", ws.join("passwd")).expect("symlink");
+
+    // Standing still: the FIFO and the link are skipped at once.
+    let report = tokio::time::timeout(ONE_STEP, sync::save_workspace(&storage, &db, u, &ws))
+        .await
+        .unwrap_or_else(|_| {
+            release_fifo(&ws.join("pipe"));
+            panic!("the sync blocked on a FIFO")
+        })
+        .expect("saved");
+    assert_eq!((report.uploaded, report.skipped), (3, 4), "{report:?}");
+
+    // Swapped in while syncs run: a FIFO where a file was, a symlink out where a
+    // directory was.
+    let watch = Watch::start(&victim);
+    let fifo_swap = Swapper::start(&ws, "data.txt", "data.fifo");
+    let dir_swap = Swapper::start(&ws, "docs", "docs.link");
+    let (started, mut rounds, mut skipped) = (Instant::now(), 0u64, 0u64);
+    let mut stalled = false;
+    while rounds < 300 && started.elapsed() < RACE {
+        match tokio::time::timeout(ONE_STEP, sync::save_workspace(&storage, &db, u, &ws)).await {
+            Ok(report) => skipped += report.expect("saved").skipped,
+            Err(_) => {
+                stalled = true;
+                break;
+            }
+        }
+        rounds += 1;
+    }
+    let swaps = (fifo_swap.stop(), dir_swap.stop());
+    for fifo in ["data.txt", "data.fifo", "pipe"] {
+        release_fifo(&ws.join(fifo));
+    }
+    eprintln!(
+        "sync race: {rounds} syncs in {:?}, {swaps:?} swaps (FIFO, directory), {skipped} skipped, stalled: {stalled}",
+        started.elapsed()
+    );
+    assert!(!stalled, "a sync blocked on a FIFO swapped in");
+    assert!(
+        swaps.0 > 1000 && swaps.1 > 1000,
+        "the race ran ({swaps:?} swaps)"
+    );
+    assert_untouched(dir.path(), &victim, &["readme.md"], &watch, "sync race");
+    // Neither the host's file nor /etc/passwd was stored under any name.
+    let forbidden = [
+        Sha256::digest(secret).to_vec(),
+        Sha256::digest(fs::read("/etc/passwd").expect("passwd")).to_vec(),
+    ];
+    let rows: Vec<(String, Option<Vec<u8>>)> =
+        sqlx::query_as("select path, sha256 from files where owner_id = $1")
+            .bind(u)
+            .fetch_all(&db)
+            .await
+            .expect("rows");
+    for (path, sha) in rows {
+        assert!(
+            !["pipe", "passwd", "docs.link"].contains(&path.as_str()),
+            "{path} stored"
+        );
+        assert!(
+            !forbidden.contains(&sha.unwrap_or_default()),
+            "{path}: outside bytes stored"
+        );
+    }
 }

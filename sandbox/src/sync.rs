@@ -30,6 +30,10 @@ use futures::TryStreamExt;
 use reqwest::{StatusCode, Url};
 use tokio::{io::AsyncWriteExt, sync::Mutex};
 
+pub mod beneath;
+
+use beneath::Beneath;
+
 /// Directory and file names never synced (caches and dependency trees the agent
 /// can rebuild). The router's sync uses the same list.
 pub const IGNORED: &[&str] = &[
@@ -211,42 +215,11 @@ fn is_empty(dir: &Path) -> bool {
     })
 }
 
-/// Makes the parent directories of `rel` under `root`, refusing any existing
-/// component that is not a real directory (a symlink, say).
-fn make_parents(root: &Path, rel: &str) -> io::Result<PathBuf> {
-    match Path::new(rel).parent() {
-        Some(parent) => make_dirs_inside(root, parent),
-        None => Ok(root.to_path_buf()),
-    }
-}
-
-/// Makes the directories of `rel` under `root` (canonical), refusing any existing
-/// component that is not a real directory (a planted symlink, say). The one
-/// implementation: the router's host-side sync and uploads call it too.
-pub fn make_dirs_inside(root: &Path, rel: &Path) -> io::Result<PathBuf> {
-    let mut dir = root.to_path_buf();
-    for part in rel.components() {
-        dir.push(part);
-        match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "a path component is not a directory",
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
-                Ok(()) => {}
-                // Made meanwhile by a concurrent restore: fine if it is a real directory.
-                Err(e)
-                    if e.kind() == io::ErrorKind::AlreadyExists
-                        && fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) => {}
-                Err(e) => return Err(e),
-            },
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(dir)
+/// The parent directory of `rel` under `root`, made where missing, refusing any
+/// existing component that is not a real directory (a planted symlink, say).
+fn make_parents(root: &Path, rel: &str, owner: Option<(u32, u32)>) -> io::Result<Beneath> {
+    let parent = Path::new(rel).parent().unwrap_or(Path::new(""));
+    Beneath::open(root)?.make_dirs(parent, owner)
 }
 
 /// What a restore brought back.
@@ -415,56 +388,44 @@ impl RouterSync {
             return Ok(false);
         }
         let response = response.error_for_status()?;
-        let parent = {
-            let (root, rel) = (self.workspace.clone(), path.to_string());
+        let pending = {
+            let (root, rel, owner) = (self.workspace.clone(), path.to_string(), self.owner);
             tokio::task::spawn_blocking(move || {
                 fs::create_dir_all(&root)?;
-                make_parents(&root, &rel)
+                Beneath::open(&root)?.create(Path::new(&rel), owner)
             })
             .await?
         };
-        let parent = match parent {
+        let pending = match pending {
             Ok(p) => p,
             Err(error) => {
                 tracing::warn!(%error, "a stored file could not be placed; skipped");
                 return Ok(false);
             }
         };
-        let name = path.rsplit('/').next().unwrap_or(path);
-        let temp = parent.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4()));
+        let dest = self.workspace.join(path);
         let written: Result<()> = async {
-            let mut file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)
-                .await
-                .map_err(|e| self.io(&temp, e))?;
+            let file = pending.file.try_clone().map_err(|e| self.io(&dest, e))?;
+            let mut file = tokio::fs::File::from_std(file);
             let mut body = response.bytes_stream();
             while let Some(chunk) = body.try_next().await? {
                 file.write_all(&chunk)
                     .await
-                    .map_err(|e| self.io(&temp, e))?;
+                    .map_err(|e| self.io(&dest, e))?;
             }
-            file.flush().await.map_err(|e| self.io(&temp, e))?;
+            file.flush().await.map_err(|e| self.io(&dest, e))?;
             Ok(())
         }
         .await;
         if let Err(e) = written {
-            let _ = tokio::fs::remove_file(&temp).await;
+            pending.discard();
             return Err(e);
         }
-        let dest = parent.join(name);
-        if dest.is_dir() {
-            let _ = tokio::fs::remove_file(&temp).await;
-            return Ok(false);
+        match tokio::task::spawn_blocking(move || pending.commit()).await? {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => Ok(false),
+            Err(e) => Err(self.io(&dest, e)),
         }
-        if let Some((uid, gid)) = self.owner {
-            let _ = std::os::unix::fs::lchown(&temp, Some(uid), Some(gid));
-        }
-        tokio::fs::rename(&temp, &dest)
-            .await
-            .map_err(|e| self.io(&dest, e))?;
-        Ok(true)
     }
 
     /// Fetches the stored file at `path` when the workspace has nothing there yet
@@ -698,7 +659,7 @@ fn unpack(archive: &Path, root: &Path, owner: Option<(u32, u32)>) -> io::Result<
             continue;
         }
         if kind.is_file() {
-            make_parents(root, name)?;
+            make_parents(root, name, None)?;
         }
         // `unpack_in` refuses paths that leave `root`.
         if entry.unpack_in(root)? && kind.is_file() {

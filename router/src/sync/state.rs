@@ -149,7 +149,8 @@ fn check_archive(archive: &Path, limits: &Limits) -> io::Result<u64> {
 
 /// Writes the archive of `root` to `out`; returns it reopened for reading.
 fn pack(root: &Path, out: &Path, limits: &Limits) -> io::Result<(File, SyncReport)> {
-    let found = walk::walk(root, limits)?;
+    let root = paths::Beneath::open(root)?;
+    let found = walk::walk(&root, limits)?;
     let mut report = SyncReport {
         skipped: found.skipped,
         truncated: found.truncated,
@@ -165,11 +166,15 @@ fn pack(root: &Path, out: &Path, limits: &Limits) -> io::Result<(File, SyncRepor
             report.skipped += 1;
             continue;
         };
-        let Ok((file, size)) = paths::open_inside(root, &rel) else {
-            report.skipped += 1;
-            continue;
+        let (file, meta) = match root.open_file(&rel) {
+            Ok(opened) => opened,
+            Err(error) => {
+                tracing::warn!(%error, "a state file could not be read; skipped");
+                report.skipped += 1;
+                continue;
+            }
         };
-        let meta = file.metadata()?;
+        let size = meta.len();
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(size);
@@ -219,6 +224,7 @@ pub async fn restore_state(storage: &Storage, user_id: Uuid, state_dir: &Path) -
 }
 
 fn unpack(archive: &Path, root: &Path, limits: &Limits) -> io::Result<u64> {
+    let root = paths::Beneath::open(root)?;
     let mut tar = tar::Archive::new(GzDecoder::new(File::open(archive)?));
     let (mut files, mut total) = (0u64, 0u64);
     for entry in tar.entries()? {
@@ -232,7 +238,7 @@ fn unpack(archive: &Path, root: &Path, limits: &Limits) -> io::Result<u64> {
         };
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
-                if let Err(e) = paths::make_dirs_inside(root, &rel) {
+                if let Err(e) = root.make_dirs(&rel, None) {
                     tracing::warn!(error = %e, "a state directory could not be made; skipped");
                 }
             }
@@ -247,7 +253,7 @@ fn unpack(archive: &Path, root: &Path, limits: &Limits) -> io::Result<u64> {
                     break;
                 }
                 let mode = entry.header().mode().unwrap_or(0o644);
-                let mut pending = match paths::create_inside(root, &rel) {
+                let mut pending = match root.create(&rel, None) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!(error = %e, "a state file could not be placed; skipped");

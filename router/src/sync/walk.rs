@@ -1,10 +1,17 @@
 //! Finding the files of a directory to sync: regular files only, symlinks never
-//! followed, ignored directories skipped, and the caps of [`super::Limits`] applied.
+//! followed (also one swapped in while the walk runs), FIFOs and devices skipped,
+//! ignored directories skipped, and the caps of [`super::Limits`] applied.
 //! Blocking; run it in `spawn_blocking`.
 
-use std::{fs, path::Path};
+use std::path::Path;
 
-use super::{Limits, paths};
+use rustix::fs::FileType;
+use sandbox::sync::beneath::kind;
+
+use super::{
+    Limits,
+    paths::{self, Beneath},
+};
 
 /// A file to sync.
 #[derive(Debug, Clone)]
@@ -32,47 +39,53 @@ pub fn ignored(name: &str) -> bool {
     super::IGNORED.contains(&name)
 }
 
-/// Walks `root` (canonical) depth-first in name order.
-pub fn walk(root: &Path, limits: &Limits) -> std::io::Result<Walk> {
+/// Walks `root` depth-first in name order. Each directory is opened below `root`
+/// refusing symlinks on the way ([`Beneath::dir`]) and its entries are described
+/// by `lstat` relative to that descriptor, so a directory swapped for a symlink
+/// meanwhile is skipped, never followed.
+pub fn walk(root: &Beneath, limits: &Limits) -> std::io::Result<Walk> {
     let mut out = Walk::default();
     let mut total = 0u64;
-    // (directory relative to root, its stored prefix)
-    let mut stack = vec![(root.to_path_buf(), String::new(), 0usize)];
-    while let Some((dir, prefix, depth)) = stack.pop() {
-        let mut entries: Vec<_> = match fs::read_dir(&dir) {
-            Ok(rd) => rd.filter_map(Result::ok).collect(),
-            Err(e) if dir == root => return Err(e),
+    // (its stored prefix, its depth)
+    let mut stack = vec![(String::new(), 0usize)];
+    while let Some((prefix, depth)) = stack.pop() {
+        let listed = root
+            .dir(Path::new(prefix.trim_end_matches('/')))
+            .and_then(|dir| dir.entries());
+        let mut entries = match listed {
+            Ok(entries) => entries,
+            Err(e) if prefix.is_empty() => return Err(e),
             Err(_) => {
                 out.skipped += 1;
                 continue;
             }
         };
-        entries.sort_by_key(|e| e.file_name());
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
         let mut subdirs = Vec::new();
-        for entry in entries {
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+        for (name, stat) in entries {
+            let Some(name) = name.to_str().map(str::to_string) else {
                 out.skipped += 1;
                 continue;
             };
-            if ignored(&name) || name.starts_with(".jarvis-restore-") {
+            if ignored(&name) || name.starts_with(paths::TEMP_PREFIX) {
                 continue;
             }
             let path = format!("{prefix}{name}");
-            // `DirEntry::file_type` does not follow symlinks.
-            let Ok(kind) = entry.file_type() else {
+            let Some(stat) = stat else {
                 out.skipped += 1;
                 continue;
             };
-            if paths::relative(&path).is_none() || kind.is_symlink() {
+            let kind = kind(&stat);
+            if paths::relative(&path).is_none() {
                 out.skipped += 1;
-            } else if kind.is_dir() {
+            } else if kind == FileType::Directory {
                 if depth + 1 >= limits.max_depth {
                     out.skipped += 1;
                 } else {
-                    subdirs.push((entry.path(), format!("{path}/"), depth + 1));
+                    subdirs.push((format!("{path}/"), depth + 1));
                 }
-            } else if kind.is_file() {
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+            } else if kind == FileType::RegularFile {
+                let size = u64::try_from(stat.st_size).unwrap_or(u64::MAX);
                 if size > limits.max_file_bytes {
                     out.skipped += 1;
                 } else if out.files.len() as u64 >= limits.max_files
@@ -85,6 +98,7 @@ pub fn walk(root: &Path, limits: &Limits) -> std::io::Result<Walk> {
                     out.files.push(Found { path, size });
                 }
             } else {
+                // Symlinks, FIFOs, sockets, devices.
                 out.skipped += 1;
             }
         }
@@ -97,11 +111,12 @@ pub fn walk(root: &Path, limits: &Limits) -> std::io::Result<Walk> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn walks_regular_files_and_skips_links_ignored_dirs_and_big_files() {
         let dir = tempfile::tempdir().expect("dir");
-        let root = dir.path().canonicalize().expect("canonical");
+        let root = dir.path();
         fs::create_dir_all(root.join("src/node_modules/x")).expect("mkdir");
         fs::create_dir_all(root.join("__pycache__")).expect("mkdir");
         fs::write(root.join("src/main.py"), b"print(1)").expect("write");
@@ -115,7 +130,7 @@ mod tests {
             max_file_bytes: 1024,
             ..Limits::default()
         };
-        let w = walk(&root, &limits).expect("walk");
+        let w = walk(&Beneath::open(root).expect("open"), &limits).expect("walk");
         let found: Vec<_> = w.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(found, ["a.txt", "src/main.py"]);
         assert_eq!(w.skipped, 3, "big.bin and two symlinks");
@@ -125,7 +140,7 @@ mod tests {
             max_files: 1,
             ..Limits::default()
         };
-        let w = walk(&root, &limits).expect("walk");
+        let w = walk(&Beneath::open(root).expect("open"), &limits).expect("walk");
         assert_eq!(w.files.len(), 1);
         assert!(w.truncated);
     }

@@ -60,20 +60,16 @@ pub async fn save_workspace_with(
     workspace_dir: &Path,
     limits: &Limits,
 ) -> Result<SyncReport> {
-    let root = workspace_dir
-        .canonicalize()
-        .map_err(|source| SyncError::Io {
-            path: workspace_dir.to_path_buf(),
-            source,
-        })?;
+    let io = |source| SyncError::Io {
+        path: workspace_dir.to_path_buf(),
+        source,
+    };
+    let root = Arc::new(paths::Beneath::open(workspace_dir).map_err(io)?);
     let walk = {
         let (root, limits) = (root.clone(), limits.clone());
         tokio::task::spawn_blocking(move || walk::walk(&root, &limits))
             .await?
-            .map_err(|source| SyncError::Io {
-                path: workspace_dir.to_path_buf(),
-                source,
-            })?
+            .map_err(io)?
     };
     let (stored, uploads) = stored_rows(db, user_id).await?;
     let ctx = Arc::new(Ctx {
@@ -127,7 +123,7 @@ pub async fn save_workspace_with(
             continue;
         }
         // Past a cap, files not seen may still exist: only delete what is gone.
-        if walk.truncated && std::fs::symlink_metadata(root.join(path)).is_ok() {
+        if walk.truncated && !gone(&root, path) {
             continue;
         }
         delete_workspace_file(storage, db, user_id, path).await?;
@@ -145,11 +141,16 @@ pub async fn save_workspace_with(
     Ok(report)
 }
 
+/// Whether nothing is at `path` under `root` any more (an error is not "gone").
+fn gone(root: &paths::Beneath, path: &str) -> bool {
+    paths::relative(path).is_some_and(|rel| matches!(root.stat(&rel), Ok(None)))
+}
+
 struct Ctx {
     storage: Storage,
     db: PgPool,
     user_id: Uuid,
-    root: PathBuf,
+    root: Arc<paths::Beneath>,
     max_file_bytes: u64,
     stored: HashMap<String, Stored>,
     uploads: HashMap<String, Stored>,
@@ -194,7 +195,10 @@ async fn sync_one(ctx: &Ctx, found: Found) -> Result<Outcome> {
     let need_hash = size_matches(stored) || size_matches(upload);
     let root = ctx.root.clone();
     let opened = tokio::task::spawn_blocking(move || {
-        let (mut file, size) = paths::open_inside(&root, &rel)?;
+        // Non-blocking and regular files only: a FIFO swapped in is refused at
+        // once instead of holding this thread (and the user's sync lock).
+        let (mut file, meta) = root.open_file(&rel)?;
+        let size = meta.len();
         let sha = if need_hash {
             let mut hasher = Sha256::new();
             std::io::copy(&mut (&mut file).take(size), &mut hasher)?;
@@ -209,7 +213,7 @@ async fn sync_one(ctx: &Ctx, found: Found) -> Result<Outcome> {
     let (file, size, sha) = match opened {
         Ok(o) => o,
         Err(e) => {
-            tracing::debug!(error = %e, "workspace file not readable; skipped");
+            tracing::warn!(error = %e, "workspace file not readable; skipped");
             return Ok(Outcome::Skipped);
         }
     };
@@ -278,7 +282,7 @@ pub fn storable_path(path: &str) -> bool {
     paths::relative(path).is_some()
         && path
             .split('/')
-            .all(|part| !walk::ignored(part) && !part.starts_with(".jarvis-restore-"))
+            .all(|part| !walk::ignored(part) && !part.starts_with(paths::TEMP_PREFIX))
 }
 
 /// What [`save_workspace_file`] did.
@@ -440,11 +444,14 @@ pub async fn restore_workspace(
     workspace_dir: &Path,
 ) -> Result<RestoreReport> {
     let root = canonical_dir(workspace_dir)?;
+    let root = Arc::new(
+        paths::Beneath::open(&root).map_err(|source| SyncError::Io { path: root, source })?,
+    );
     let rows = newest_rows(db, user_id).await?;
     let results: Vec<bool> = stream::iter(rows)
         .map(|file| {
             let root = root.clone();
-            async move { restore_one(storage, &root, &file.path, &file.storage_key).await }
+            async move { restore_one(storage, root, &file.path, &file.storage_key).await }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
@@ -464,22 +471,25 @@ pub async fn restore_workspace(
 }
 
 /// Restores one file; `false` when it was skipped.
-async fn restore_one(storage: &Storage, root: &Path, path: &str, key: &str) -> Result<bool> {
+async fn restore_one(
+    storage: &Storage,
+    root: Arc<paths::Beneath>,
+    path: &str,
+    key: &str,
+) -> Result<bool> {
     let Some(rel) = paths::relative(path) else {
         tracing::warn!("stored workspace path refused");
         return Ok(false);
     };
-    let root = root.to_path_buf();
-    let pending =
-        match tokio::task::spawn_blocking(move || paths::create_inside(&root, &rel)).await? {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "a workspace file could not be placed; skipped");
-                return Ok(false);
-            }
-        };
+    let pending = match tokio::task::spawn_blocking(move || root.create(&rel, None)).await? {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "a workspace file could not be placed; skipped");
+            return Ok(false);
+        }
+    };
     let file = pending.file.try_clone().map_err(|source| SyncError::Io {
-        path: pending.temp_path().to_path_buf(),
+        path: PathBuf::from(path),
         source,
     });
     let copied = match file {

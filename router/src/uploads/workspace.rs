@@ -1,21 +1,21 @@
 //! The copy of an upload in a workspace directory on this machine (the local
 //! backend's `workspace/uploads/…`).
 //!
-//! The router writes there with more rights than the sandbox that owns the
-//! directory, while the agent may be running: the copy is written under a
-//! temporary name in a parent checked to be a real directory, handed to the
-//! sandbox's user by its open descriptor, and linked into place only if nothing is
-//! there yet (never over a file). Removal walks the path with `openat`
-//! refusing symlinks and unlinks the last component (a symlink planted there is
-//! removed, not followed). When to do either is the caller's business.
+//! The router writes there as root while the agent may be running and changing
+//! the directory under it (swapping `uploads` for a symlink in a loop, say). So
+//! nothing here is done by path: the workspace is opened once and every step works
+//! from directory descriptors resolved below it with symlinks refused
+//! ([`paths::Beneath`]). The copy is written under a temporary name in the held
+//! parent directory, handed to the sandbox's user by its descriptor, and renamed
+//! into place only if nothing is there yet (never over a file). Removal unlinks
+//! the last component in its held parent (a symlink planted there is removed, not
+//! followed). When to do either is the caller's business.
 
 use std::{
     io,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
-
-use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::{
     storage::Storage,
@@ -38,13 +38,20 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> SyncError + '_ {
     }
 }
 
-/// Whether something (a file, a directory, a symlink) is at `rel` under `root`.
+/// Whether something (a file, a directory, a symlink) is at `rel` under `root`
+/// (a missing `root` has nothing; a directory that cannot be read counts as taken).
 pub fn exists(root: &Path, rel: &str) -> bool {
-    paths::relative(rel).is_some_and(|rel| std::fs::symlink_metadata(root.join(rel)).is_ok())
+    paths::relative(rel).is_some_and(|rel| {
+        match paths::Beneath::open(root).and_then(|dir| dir.stat(&rel)) {
+            Ok(found) => found.is_some(),
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        }
+    })
 }
 
 /// Copies the object at `key` to `rel` under the workspace `root`, owned by
-/// `owner` (uid, gid) when given. Refuses unsafe paths.
+/// `owner` (uid, gid) when given (the file and any directory made for it).
+/// Refuses unsafe paths.
 pub async fn place(
     storage: &Storage,
     root: &Path,
@@ -56,41 +63,15 @@ pub async fn place(
         path: PathBuf::from(rel),
         source: io::Error::new(io::ErrorKind::InvalidInput, "not a safe workspace path"),
     })?;
-    let root = root.canonicalize().map_err(io_error(root))?;
-    let pending = {
-        let (base, rel_path) = (root.clone(), rel_path.clone());
-        tokio::task::spawn_blocking(move || {
-            let root = base;
-            if let Some(parent) = rel_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                let dir = paths::make_dirs_inside(&root, parent)?;
-                // Directories the router made belong to the sandbox too.
-                if let Some((uid, gid)) = owner {
-                    let mut made = dir.as_path();
-                    while made != root {
-                        let meta = std::fs::symlink_metadata(made)?;
-                        if meta.uid() != uid {
-                            std::os::unix::fs::lchown(made, Some(uid), Some(gid))?;
-                        }
-                        made = match made.parent() {
-                            Some(p) => p,
-                            None => break,
-                        };
-                    }
-                }
-            }
-            paths::create_inside(&root, &rel_path)
-        })
+    let dir = Arc::new(paths::Beneath::open(root).map_err(io_error(root))?);
+    let pending = tokio::task::spawn_blocking(move || dir.create(&rel_path, owner))
         .await?
-        .map_err(io_error(&root))?
-    };
+        .map_err(io_error(root))?;
     let copied = async {
-        let file = pending.file.try_clone().map_err(io_error(&root))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(io_error(&root))?;
-        }
+        let file = pending.file.try_clone().map_err(io_error(root))?;
         let mut file = tokio::fs::File::from_std(file);
         storage.copy_to(key, &mut file).await?;
-        file.sync_all().await.map_err(io_error(&root))?;
+        file.sync_all().await.map_err(io_error(root))?;
         Ok::<_, SyncError>(())
     }
     .await;
@@ -100,7 +81,7 @@ pub async fn place(
     }
     let linked = tokio::task::spawn_blocking(move || pending.commit_new())
         .await?
-        .map_err(io_error(&root))?;
+        .map_err(io_error(root))?;
     Ok(if linked {
         Placed::Written
     } else {
@@ -115,34 +96,11 @@ pub fn remove(root: &Path, rel: &str) -> io::Result<bool> {
     let Some(rel_path) = paths::relative(rel) else {
         return Ok(false);
     };
-    let parts: Vec<&str> = rel.split('/').collect();
-    let Some((last, dirs)) = parts.split_last() else {
-        return Ok(false);
-    };
-    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
-    let mut dir = rustix::fs::open(root, flags, Mode::empty())?;
-    for part in dirs {
-        dir = match rustix::fs::openat(&dir, *part, flags | OFlags::NOFOLLOW, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(e) if gone(e) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-    }
-    match rustix::fs::unlinkat(&dir, *last, AtFlags::empty()) {
-        Ok(()) => Ok(true),
-        Err(e) if gone(e) || e == rustix::io::Errno::ISDIR => Ok(false),
-        Err(e) => {
+    paths::Beneath::open(root)?
+        .remove_file(&rel_path)
+        .inspect_err(|e| {
             tracing::warn!(error = %e, path = %rel_path.display(), "removing a workspace copy failed");
-            Err(e.into())
-        }
-    }
-}
-
-/// Errors that mean "nothing there to remove": missing, or a symlink or file
-/// where a directory was expected.
-fn gone(e: rustix::io::Errno) -> bool {
-    use rustix::io::Errno;
-    e == Errno::NOENT || e == Errno::NOTDIR || e == Errno::LOOP
+        })
 }
 
 #[cfg(test)]
