@@ -8,7 +8,10 @@ use std::{process::Stdio, time::Duration};
 
 use common::{
     live::text,
-    process::{database_url, free_port, open, register, router_command, send, start_router, until},
+    process::{
+        data_dir, database_url, free_port, open, register, router_command, send, start_router,
+        until,
+    },
 };
 use sandbox::testing::{FakeApi, Reply};
 use serde_json::json;
@@ -16,9 +19,7 @@ use sqlx::PgPool;
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
 async fn a_second_router_on_the_same_data_directory_exits_and_the_first_keeps_serving(db: PgPool) {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = data_dir();
     let api = FakeApi::start().await.expect("fake api");
     let db_url = database_url(&db).await;
     let first = start_router(&db_url, dir.path(), &api.url()).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     live::{WAIT, text},
-    process::{database_url, open, register, send, start_router, until},
+    process::{data_dir, database_url, open, register, send, start_router, until},
 };
 use sandbox::testing::{FakeApi, Reply};
 use serde_json::json;
@@ -16,9 +16,7 @@ use sqlx::PgPool;
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
 async fn a_router_killed_mid_turn_loses_no_stored_message(db: PgPool) {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = data_dir();
     let api = FakeApi::start().await.expect("fake api");
     let db_url = database_url(&db).await;
     let mut router = start_router(&db_url, dir.path(), &api.url()).await;

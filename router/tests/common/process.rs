@@ -18,6 +18,14 @@ pub struct RouterProcess {
     pub url: String,
 }
 
+/// A temporary data directory the sandbox user can reach (mode 0755).
+pub fn data_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
