@@ -292,29 +292,14 @@ fn owned_dir(dir: &Path, uid: u32, gid: u32) -> Result<()> {
 }
 
 /// Gives everything under `dir` not yet owned by the sandbox user to it (files the
-/// router restored from storage). Symlinks are changed, never followed.
+/// router restored from storage), from directory descriptors (see
+/// [`crate::sync::paths::Beneath::hand_over_all`]).
 fn hand_over(dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let fail = |path: &Path, source| Error::Prepare {
-        what: "a restored file",
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| fail(&dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| fail(&dir, e))?;
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).map_err(|e| fail(&path, e))?;
-            if meta.uid() != uid || meta.gid() != gid {
-                std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
-                    .map_err(|e| fail(&path, e))?;
-            }
-            if meta.is_dir() {
-                stack.push(path);
-            }
-        }
-    }
-    Ok(())
+    crate::sync::paths::Beneath::open(dir)
+        .and_then(|root| root.hand_over_all((uid, gid)))
+        .map_err(|source| Error::Prepare {
+            what: "a restored file",
+            path: dir.to_path_buf(),
+            source,
+        })
 }

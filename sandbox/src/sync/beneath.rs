@@ -22,7 +22,7 @@ use std::{
         fd::{AsFd, OwnedFd},
         unix::ffi::OsStrExt,
     },
-    path::{Component, Path},
+    path::{Component, Path, PathBuf},
 };
 
 use rustix::fs::{AtFlags, Dir, FileType, Gid, Mode, OFlags, RenameFlags, ResolveFlags, Stat, Uid};
@@ -175,6 +175,44 @@ impl Beneath {
             out.push((OsStr::from_bytes(name).to_os_string(), stat));
         }
         Ok(out)
+    }
+
+    /// Gives everything below this directory that is not yet `owner`'s (uid, gid)
+    /// to it (files restored from storage before the sandbox starts). Each entry
+    /// is changed by name in its held directory, a symlink itself and never what
+    /// it points at; directories are entered below this one, refusing symlinks.
+    /// Entries that vanish meanwhile are skipped.
+    pub fn hand_over_all(&self, owner: (u32, u32)) -> io::Result<()> {
+        let (uid, gid) = owner;
+        // Relative paths, not open directories: a wide tree must not hold a
+        // descriptor per pending directory.
+        let mut pending = vec![PathBuf::new()];
+        while let Some(rel) = pending.pop() {
+            let dir = match self.dir(&rel) {
+                Ok(dir) => dir,
+                Err(e) if gone(&e) && !rel.as_os_str().is_empty() => continue,
+                Err(e) => return Err(e),
+            };
+            for (name, stat) in dir.entries()? {
+                let Some(stat) = stat else { continue };
+                if stat.st_uid != uid || stat.st_gid != gid {
+                    match rustix::fs::chownat(
+                        &dir.fd,
+                        name.as_os_str(),
+                        Some(Uid::from_raw(uid)),
+                        Some(Gid::from_raw(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    ) {
+                        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if kind(&stat) == FileType::Directory {
+                    pending.push(rel.join(&name));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes the file or symlink at `rel` (never a directory, never through a
@@ -357,6 +395,28 @@ mod tests {
         assert!(outside.path().join("secret").exists());
         assert!(!outside.path().join("new").exists());
         assert!(!outside.path().join("sub").exists());
+    }
+
+    #[test]
+    fn handing_over_changes_the_tree_and_symlinks_but_never_their_targets() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, root) = root();
+        let outside = tempfile::tempdir().expect("dir");
+        let target = outside.path().join("target");
+        fs::write(&target, b"t").expect("write");
+        fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        fs::write(dir.path().join("a/b/file"), b"f").expect("write");
+        symlink(&target, dir.path().join("a/link")).expect("symlink");
+        symlink(outside.path(), dir.path().join("dirlink")).expect("symlink");
+        let before = fs::metadata(&target).expect("target").uid();
+        let owner = (65_534, 65_534);
+        root.hand_over_all(owner).expect("handed over");
+        for rel in ["a", "a/b", "a/b/file", "a/link", "dirlink"] {
+            let meta = fs::symlink_metadata(dir.path().join(rel)).expect("meta");
+            assert_eq!((meta.uid(), meta.gid()), owner, "{rel}");
+        }
+        assert_eq!(fs::metadata(&target).expect("target").uid(), before);
+        assert_eq!(fs::metadata(outside.path()).expect("outside").uid(), before);
     }
 
     #[test]
