@@ -9,8 +9,7 @@ use std::{process::Stdio, time::Duration};
 use common::{
     live::text,
     process::{
-        data_dir, database_url, free_port, open, register, router_command, send, start_router,
-        until,
+        data_dir, database_url, free_port, open, register, router_command, start_router, turn,
     },
 };
 use sandbox::testing::{FakeApi, Reply};
@@ -62,11 +61,10 @@ async fn a_second_router_on_the_same_data_directory_exits_and_the_first_keeps_se
     let token = register(&first.url, "alice@example.com").await;
     api.push(Reply::text(&["still ", "here"]));
     let mut ws = open(&first.url, &token).await;
-    send(
+    let frames = turn(
         &mut ws,
         json!({"type": "message", "content": "are you there?"}),
     )
     .await;
-    let frames = until(&mut ws, |f| f["type"] == "done" || f["type"] == "error").await;
     assert_eq!(text(&frames), "still here", "{frames:?}");
 }

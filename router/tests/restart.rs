@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     live::{WAIT, text},
-    process::{data_dir, database_url, open, register, send, start_router, until},
+    process::{data_dir, database_url, open, register, send, start_router, turn, until},
 };
 use sandbox::testing::{FakeApi, Reply};
 use serde_json::json;
@@ -28,12 +28,11 @@ async fn a_router_killed_mid_turn_loses_no_stored_message(db: PgPool) {
     api.push(Reply::Stall(Duration::from_secs(600)));
     let mut ws = open(&router.url, &token).await;
     until(&mut ws, |f| f["type"] == "status" && f["state"] == "ready").await;
-    send(
+    let first = turn(
         &mut ws,
         json!({"type": "message", "content": "first question"}),
     )
     .await;
-    let first = until(&mut ws, |f| f["type"] == "done" || f["type"] == "error").await;
     assert_eq!(text(&first), "first answer", "{first:?}");
     let conversation = first[0]["conversation_id"]
         .as_str()
@@ -80,12 +79,11 @@ async fn a_router_killed_mid_turn_loses_no_stored_message(db: PgPool) {
     api.push(Reply::text(&["back ", "again"]));
     let mut ws = open(&router.url, &token).await;
     until(&mut ws, |f| f["type"] == "status" && f["state"] == "ready").await;
-    send(
+    let third = turn(
         &mut ws,
         json!({"type": "message", "content": "third question", "conversation_id": conversation}),
     )
     .await;
-    let third = until(&mut ws, |f| f["type"] == "done" || f["type"] == "error").await;
     assert_eq!(text(&third), "back again", "{third:?}");
     let count: i64 =
         sqlx::query_scalar("select count(*) from messages where conversation_id = $1::uuid")

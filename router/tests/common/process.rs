@@ -122,13 +122,15 @@ pub async fn open(url: &str, token: &str) -> Ws {
     ws
 }
 
-/// The frames up to and including the first that `stop` accepts.
+/// The frames up to and including the first that `stop` accepts, within [`WAIT`]
+/// in all (pings do not extend it, so a turn that never ends fails the test).
 pub async fn until(ws: &mut Ws, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
     let mut frames = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let message = tokio::time::timeout(WAIT, ws.next())
+        let message = tokio::time::timeout_at(deadline, ws.next())
             .await
-            .expect("a frame in time");
+            .unwrap_or_else(|_| panic!("no matching frame in time; so far {frames:?}"));
         match message {
             Some(Ok(Message::Text(t))) => {
                 let frame: Value = serde_json::from_str(&t).expect("JSON");
@@ -149,6 +151,13 @@ pub async fn send(ws: &mut Ws, frame: Value) {
     ws.send(Message::text(frame.to_string()))
         .await
         .expect("send");
+}
+
+/// Sends `frame` (a message) and returns the frames up to the turn's end
+/// (`done` or `error`).
+pub async fn turn(ws: &mut Ws, frame: Value) -> Vec<Value> {
+    send(ws, frame).await;
+    until(ws, |f| f["type"] == "done" || f["type"] == "error").await
 }
 
 /// The URL of the test's own database (same server as `DATABASE_URL`).
