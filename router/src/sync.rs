@@ -52,14 +52,16 @@ use crate::storage::{Storage, StorageError};
 /// can rebuild); one list for the router's sync and the sandbox's own.
 pub use sandbox::sync::IGNORED;
 
-/// Caps on what one sync stores.
+/// Caps on what one sync stores: the workspace quota (`JARVIS_WORKSPACE_MAX_FILES`,
+/// `JARVIS_WORKSPACE_MAX_BYTES`).
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Larger files are skipped (default 100 MiB).
     pub max_file_bytes: u64,
-    /// At most this many files (default 10 000).
+    /// At most this many names in the workspace: files, directories, links
+    /// (default 10 000).
     pub max_files: u64,
-    /// At most this many bytes in all (default 1 GiB).
+    /// At most this many bytes of files in all (default 1 GiB).
     pub max_total_bytes: u64,
     /// Directories nested deeper are skipped (default 32).
     pub max_depth: usize,
@@ -73,6 +75,30 @@ impl Default for Limits {
             max_total_bytes: 1024 * 1024 * 1024,
             max_depth: 32,
         }
+    }
+}
+
+/// Which workspace quota a sync ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    /// More names (files, directories, links) than [`Limits::max_files`].
+    Files,
+    /// More bytes of files than [`Limits::max_total_bytes`].
+    Bytes,
+}
+
+impl QuotaExceeded {
+    /// What the user is told: which quota, its size, and what it means for their files.
+    pub fn message(self, limits: &Limits) -> String {
+        let quota = match self {
+            Self::Files => format!("{} files and folders", limits.max_files),
+            Self::Bytes => format!("{} bytes", limits.max_total_bytes),
+        };
+        format!(
+            "your workspace is over its quota of {quota}: files past it are not saved \
+             (a workspace restored from storage will not have them); delete some files \
+             to bring it under the quota"
+        )
     }
 }
 
@@ -126,6 +152,8 @@ pub struct SyncReport {
     /// A count or total-size cap was hit; files past it were not stored (and
     /// stored ones not seen were kept).
     pub truncated: bool,
+    /// The quota that was hit, when [`SyncReport::truncated`].
+    pub over_quota: Option<QuotaExceeded>,
     /// Bytes uploaded.
     pub bytes: u64,
 }

@@ -153,7 +153,8 @@ fn pack(root: &Path, out: &Path, limits: &Limits) -> io::Result<(File, SyncRepor
     let found = walk::walk(&root, limits)?;
     let mut report = SyncReport {
         skipped: found.skipped,
-        truncated: found.truncated,
+        truncated: found.truncated(),
+        over_quota: found.over_quota,
         ..SyncReport::default()
     };
     let file = fs::OpenOptions::new()

@@ -95,9 +95,11 @@ pub async fn save_workspace_with(
 
     let mut report = SyncReport {
         skipped: walk.skipped,
-        truncated: walk.truncated,
+        truncated: walk.over_quota.is_some(),
+        over_quota: walk.over_quota,
         ..SyncReport::default()
     };
+    let truncated = walk.over_quota.is_some();
     let mut kept = std::collections::HashSet::new();
     for (path, outcome) in outcomes {
         match outcome {
@@ -123,7 +125,7 @@ pub async fn save_workspace_with(
             continue;
         }
         // Past a cap, files not seen may still exist: only delete what is gone.
-        if walk.truncated && !gone(&root, path) {
+        if truncated && !gone(&root, path) {
             continue;
         }
         delete_workspace_file(storage, db, user_id, path).await?;

@@ -161,20 +161,20 @@ impl Beneath {
     }
 
     /// The entries of this directory (not `.` and `..`), each with what `lstat`
-    /// says of it (`None` when it vanished meanwhile).
+    /// says of it (`None` when it vanished meanwhile). Collects them all: for a
+    /// directory the agent filled, use [`Beneath::each_entry`].
     pub fn entries(&self) -> io::Result<Vec<(OsString, Option<Stat>)>> {
-        let mut out = Vec::new();
-        for entry in Dir::read_from(&self.fd)? {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let stat =
-                rustix::fs::statat(&self.fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW).ok();
-            out.push((OsStr::from_bytes(name).to_os_string(), stat));
-        }
-        Ok(out)
+        self.each_entry()?.collect()
+    }
+
+    /// The entries of this directory one at a time, in the order the filesystem
+    /// lists them, as [`Beneath::entries`] describes them: memory stays the same
+    /// however many entries the directory holds (an agent can make millions).
+    pub fn each_entry(&self) -> io::Result<Entries<'_>> {
+        Ok(Entries {
+            dir: Dir::read_from(&self.fd)?,
+            parent: self,
+        })
     }
 
     /// Gives everything below this directory that is not yet `owner`'s (uid, gid)
@@ -193,7 +193,8 @@ impl Beneath {
                 Err(e) if gone(&e) && !rel.as_os_str().is_empty() => continue,
                 Err(e) => return Err(e),
             };
-            for (name, stat) in dir.entries()? {
+            for entry in dir.each_entry()? {
+                let (name, stat) = entry?;
                 let Some(stat) = stat else { continue };
                 if stat.st_uid != uid || stat.st_gid != gid {
                     match rustix::fs::chownat(
@@ -265,6 +266,37 @@ impl Beneath {
             return Err(e);
         }
         Ok(pending)
+    }
+}
+
+/// The entries of a directory, read as they are asked for (see [`Beneath::each_entry`]).
+#[derive(Debug)]
+pub struct Entries<'a> {
+    dir: Dir,
+    parent: &'a Beneath,
+}
+
+impl Iterator for Entries<'_> {
+    type Item = io::Result<(OsString, Option<Stat>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let entry = match self.dir.next()? {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let stat = rustix::fs::statat(
+                &self.parent.fd,
+                entry.file_name(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .ok();
+            return Some(Ok((OsStr::from_bytes(name).to_os_string(), stat)));
+        }
     }
 }
 
