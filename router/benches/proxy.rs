@@ -156,8 +156,11 @@ async fn run_router(db_url: &str, stub: &str) -> anyhow::Result<()> {
         state.storage.clone(),
         state.voice.clone(),
         Arc::new(StubBackend(stub.to_string())),
-        Duration::from_secs(3600),
-        Duration::from_secs(60),
+        router::workspaces::registry::Settings {
+            idle_timeout: Duration::from_secs(3600),
+            wake_timeout: Duration::from_secs(60),
+            ..router::workspaces::registry::Settings::from_config(&state.config)
+        },
     );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?);

@@ -175,17 +175,44 @@ pub struct Config {
     #[arg(long, env = "JARVIS_BWRAP", default_value = "/usr/bin/bwrap")]
     pub bwrap: PathBuf,
 
-    /// The unprivileged host user local sandboxes run as (never root).
+    /// The host user `scripts/setup.sh` makes to own the CLI install. Sandboxes
+    /// no longer run as it (each workspace has a uid of its own from
+    /// `JARVIS_SANDBOX_UIDS`); workspaces it still owns are handed over on wake.
     #[arg(long, env = "JARVIS_SANDBOX_USER", default_value = "jarvis-sandbox")]
     pub sandbox_user: String,
+
+    /// Host uids (and gids, the same numbers) of local sandboxes, `FIRST-LAST`:
+    /// each workspace gets one for good, so process limits, file ownership and
+    /// signals separate tenants. No passwd entries are needed; the range must hold
+    /// no real user (checked at start against `/etc/passwd`).
+    #[arg(long, env = "JARVIS_SANDBOX_UIDS", default_value = DEFAULT_SANDBOX_UIDS, value_parser = UidRange::parse)]
+    pub sandbox_uids: UidRange,
+
+    /// Size of each local sandbox's private `/tmp` (a tmpfs), in bytes.
+    #[arg(long, env = "JARVIS_SANDBOX_TMP_BYTES", default_value_t = DEFAULT_SANDBOX_TMP)]
+    pub sandbox_tmp_bytes: u64,
+
+    /// Workspace quota: bytes of files a workspace may hold; the sync stores up
+    /// to it and tells the user what is past it.
+    #[arg(long, env = "JARVIS_WORKSPACE_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub workspace_max_bytes: u64,
+
+    /// Workspace quota: files, directories and links a workspace may hold.
+    #[arg(long, env = "JARVIS_WORKSPACE_MAX_FILES", default_value_t = 10_000)]
+    pub workspace_max_files: u64,
+
+    /// Longest putting one workspace to sleep (or one after-turn sync) may take
+    /// before it is cancelled and reported; other workspaces never wait on it.
+    #[arg(long, env = "JARVIS_SLEEP_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub sleep_timeout: Duration,
 
     /// Address-space limit of each sandbox process, in bytes (RLIMIT_AS).
     #[arg(long, env = "JARVIS_SANDBOX_MEMORY_BYTES", default_value_t = DEFAULT_SANDBOX_MEMORY)]
     pub sandbox_memory_bytes: u64,
 
-    /// Process limit of local sandboxes (RLIMIT_NPROC; the kernel counts it per
-    /// host uid, so it bounds all local sandboxes together).
-    #[arg(long, env = "JARVIS_SANDBOX_MAX_PROCS", default_value_t = 4096)]
+    /// Process (and thread) limit of each local sandbox (RLIMIT_NPROC, counted
+    /// per host uid: each workspace has its own).
+    #[arg(long, env = "JARVIS_SANDBOX_MAX_PROCS", default_value_t = 1024)]
     pub sandbox_max_procs: u64,
 
     /// CPU time limit of each sandbox process, in seconds (RLIMIT_CPU).
@@ -269,6 +296,46 @@ pub struct Config {
     pub voice_url_ttl: Duration,
 }
 
+/// Default host uids of local sandboxes: above the ranges systemd gives to users,
+/// dynamic users and containers (`/etc/subuid` ranges start at 100000), below 2^31.
+pub const DEFAULT_SANDBOX_UIDS: &str = "1900000000-1900999999";
+
+/// Default size of a local sandbox's `/tmp`.
+pub const DEFAULT_SANDBOX_TMP: u64 = 512 * 1024 * 1024;
+
+/// An inclusive range of host uids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UidRange {
+    /// The first uid.
+    pub first: u32,
+    /// The last uid (included).
+    pub last: u32,
+}
+
+impl UidRange {
+    /// Parses `FIRST-LAST`: both numbers, `1000 <= FIRST <= LAST < 2^32 - 1`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a uid range FIRST-LAST, e.g. {DEFAULT_SANDBOX_UIDS}");
+        let (first, last) = text.trim().split_once('-').ok_or_else(bad)?;
+        let first: u32 = first.trim().parse().map_err(|_| bad())?;
+        let last: u32 = last.trim().parse().map_err(|_| bad())?;
+        if first < 1000 {
+            return Err(format!(
+                "{text:?}: sandbox uids start at 1000 or above (system users live below)"
+            ));
+        }
+        if last < first || last == u32::MAX {
+            return Err(bad());
+        }
+        Ok(Self { first, last })
+    }
+
+    /// Whether `uid` is in the range.
+    pub fn contains(&self, uid: u32) -> bool {
+        (self.first..=self.last).contains(&uid)
+    }
+}
+
 /// Default address-space limit of a sandbox process (the CLI reserves much more
 /// virtual memory than it uses).
 pub const DEFAULT_SANDBOX_MEMORY: u64 = 8 * 1024 * 1024 * 1024;
@@ -328,8 +395,16 @@ impl Config {
                 .into(),
             bwrap: "/usr/bin/bwrap".into(),
             sandbox_user: "jarvis-sandbox".into(),
+            sandbox_uids: UidRange {
+                first: 1_900_000_000,
+                last: 1_900_999_999,
+            },
+            sandbox_tmp_bytes: DEFAULT_SANDBOX_TMP,
+            workspace_max_bytes: 1024 * 1024 * 1024,
+            workspace_max_files: 10_000,
+            sleep_timeout: Duration::from_secs(600),
             sandbox_memory_bytes: DEFAULT_SANDBOX_MEMORY,
-            sandbox_max_procs: 4096,
+            sandbox_max_procs: 1024,
             sandbox_cpu_seconds: 4 * 3600,
             kube_namespace: "jarvis".into(),
             kube_api_url: None,
@@ -365,6 +440,30 @@ mod tests {
         assert_eq!(parsed.max_upload_bytes, defaults.max_upload_bytes);
         assert_eq!(parsed.max_agents, defaults.max_agents);
         assert_eq!(parsed.backend, Backend::Local);
+    }
+
+    #[test]
+    fn uid_ranges_parse_and_refuse_system_uids() {
+        let c = Config::try_parse_from(["router"]).expect("defaults parse");
+        assert_eq!(c.sandbox_uids, Config::defaults().sandbox_uids);
+        assert_eq!(
+            UidRange::parse("200000-200009"),
+            Ok(UidRange {
+                first: 200_000,
+                last: 200_009
+            })
+        );
+        for bad in [
+            "",
+            "5",
+            "0-100",
+            "999-2000",
+            "3000-2000",
+            "a-b",
+            "1000-4294967295",
+        ] {
+            assert!(UidRange::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

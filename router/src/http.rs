@@ -141,9 +141,8 @@ impl AppState {
             db.clone(),
             storage.clone(),
             voice.clone(),
-            workspaces::backend(&config).context("setting up the workspace backend")?,
-            config.idle_timeout,
-            config.wake_timeout,
+            workspaces::backend(&config, &db).context("setting up the workspace backend")?,
+            workspaces::registry::Settings::from_config(&config),
         );
         workspaces.spawn_reaper();
         let stripe = match &config.stripe_secret_key {

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
+/// What the host allows for per-sandbox cgroups (detection only; the limits are rlimits).
+pub mod cgroups;
 /// One router per data directory (the local backend's run and workspaces directories).
 pub mod dir_lock;
 /// Bubblewrap: the exact jail a local sandbox runs in (pure argument building).
@@ -24,6 +26,8 @@ pub mod local;
 pub mod registry;
 /// Workspace tokens: issue on wake, verify at the gateway, revoke on sleep.
 pub mod tokens;
+/// Host uids of local sandboxes: one per workspace, kept in Postgres.
+pub mod uids;
 
 pub use registry::Registry;
 
@@ -53,9 +57,12 @@ pub enum Error {
     /// The sandbox did not become ready in time.
     #[error("the sandbox did not become ready in time")]
     Timeout,
-    /// The unprivileged host user for sandboxes is missing.
-    #[error("host user {0:?} not found (run scripts/install-claude.sh as root)")]
-    NoSandboxUser(String),
+    /// `JARVIS_SANDBOX_UIDS` holds uids of this machine's users.
+    #[error("JARVIS_SANDBOX_UIDS holds users of this machine: {0}; pick a range no user has")]
+    UidRangeHoldsUsers(String),
+    /// The workspace's host uid could not be had.
+    #[error("allocating the workspace's host uid")]
+    Uid(#[source] Box<uids::UidError>),
     /// The router could not open its WebSocket to the sandbox.
     #[error("connecting to the sandbox")]
     Connect(#[source] Box<tokio_tungstenite::tungstenite::Error>),
@@ -112,14 +119,14 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Makes files the router just restored into [`Backend::host_dirs`] the
     /// sandbox's own (the router writes them as itself).
-    fn adopt_restored(&self, _user: Uuid) -> Result<()> {
-        Ok(())
+    fn adopt_restored(&self, _user: Uuid) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
     }
-    /// The host (uid, gid) that must own files the router writes into
+    /// The host (uid, gid) that must own files the router writes into `user`'s
     /// [`Backend::host_dirs`] while the sandbox may run (uploads); `None` leaves
     /// them the router's.
-    fn file_owner(&self) -> Option<(u32, u32)> {
-        None
+    fn file_owner(&self, _user: Uuid) -> BoxFuture<'_, Result<Option<(u32, u32)>>> {
+        Box::pin(async { Ok(None) })
     }
     /// Notes that `user`'s workspace is in use (a frame passed either way). Backends
     /// that keep their own idle clock record it; the default does nothing. Must not
@@ -163,8 +170,12 @@ fn absolute(path: &std::path::Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// The backend the configuration names.
-pub fn backend(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Backend>> {
+/// The backend the configuration names (the local one keeps workspaces' host
+/// uids in `db`).
+pub fn backend(
+    config: &crate::config::Config,
+    db: &sqlx::PgPool,
+) -> Result<std::sync::Arc<dyn Backend>> {
     use crate::config::Backend as Kind;
     match config.backend {
         Kind::Local => {
@@ -175,13 +186,10 @@ pub fn backend(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Back
                     .and_then(|exe| Some(exe.parent()?.join("sandbox")))
                     .unwrap_or_else(|| PathBuf::from("sandbox")),
             };
-            let (uid, gid) = match local::host_user(&config.sandbox_user) {
-                Ok(ids) => ids,
-                Err(error) => {
-                    tracing::warn!(%error, "local sandboxes are unavailable");
-                    return Ok(std::sync::Arc::new(Unavailable));
-                }
-            };
+            if let Err(error) = local::check_uid_range(config.sandbox_uids) {
+                tracing::error!(%error, "local sandboxes are unavailable");
+                return Ok(std::sync::Arc::new(Unavailable));
+            }
             let claude_bin = std::fs::canonicalize(&config.claude_bin)
                 .unwrap_or_else(|_| absolute(&config.claude_bin));
             // Said at start, not at the first wake: a chat would only learn that
@@ -210,6 +218,7 @@ pub fn backend(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Back
                     );
                 }
             }
+            cgroups::log_support();
             Ok(std::sync::Arc::new(local::LocalBackend::new(
                 local::LocalConfig {
                     prlimit: "/usr/bin/prlimit".into(),
@@ -219,16 +228,17 @@ pub fn backend(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Back
                     workspaces_dir: absolute(&config.workspaces_dir),
                     run_dir: absolute(&config.run_dir),
                     gateway_socket: gateway_socket(config),
-                    uid,
-                    gid,
+                    uids: config.sandbox_uids,
                     max_agents: config.max_agents,
                     limits: jail::Limits {
                         memory_bytes: config.sandbox_memory_bytes,
                         max_procs: config.sandbox_max_procs,
                         cpu_seconds: config.sandbox_cpu_seconds,
+                        tmp_bytes: config.sandbox_tmp_bytes,
                     },
                     ready_timeout: config.wake_timeout,
                 },
+                db.clone(),
             )))
         }
         Kind::Kubernetes => {

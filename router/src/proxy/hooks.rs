@@ -22,7 +22,14 @@ pub struct Context {
     pub voice: crate::voice::Voice,
     /// Where sandboxes run.
     pub backend: Arc<dyn Backend>,
+    /// The workspace quota a sync applies.
+    pub sync_limits: crate::sync::Limits,
+    /// Longest one sync may take (or wait for its lock) before it is cancelled.
+    pub sync_timeout: std::time::Duration,
 }
+
+/// The `code` of the `error` frame that tells a user their workspace is over its quota.
+pub const WORKSPACE_OVER_QUOTA: &str = "workspace_over_quota";
 
 /// Stores one turn as it streams.
 pub type Recorder = transcript::Turn;
@@ -67,15 +74,43 @@ pub(super) fn record(recorder: &Recorder, frame: &SandboxFrame) {
 
 /// After a turn: stores what the agent wrote in the workspace (new and changed
 /// files become `files` rows and objects), when the backend's files are local.
+/// Past the workspace quota, the user's browsers get an `error` frame
+/// ([`WORKSPACE_OVER_QUOTA`]) saying so. A sync (or its wait for the lock) that
+/// takes longer than `sync_timeout` is cancelled and logged: what it had not
+/// stored yet is stored by the next one.
 pub(super) async fn sync_after_turn(hub: &super::Hub) {
     let (ctx, user) = (&hub.ctx, hub.user);
     let Some(dirs) = ctx.backend.host_dirs(user) else {
         return;
     };
-    let _one_at_a_time = hub.sync.lock().await;
-    match crate::sync::save_workspace(&ctx.storage, &ctx.db, user, &dirs.workspace).await {
-        Ok(report) => tracing::debug!(user.id = %user, ?report, "workspace synced"),
-        Err(error) => tracing::warn!(user.id = %user, %error, "workspace sync failed"),
+    let limits = &ctx.sync_limits;
+    let sync = async {
+        let _one_at_a_time = hub.sync.lock().await;
+        crate::sync::save_workspace_with(&ctx.storage, &ctx.db, user, &dirs.workspace, limits).await
+    };
+    match tokio::time::timeout(ctx.sync_timeout, sync).await {
+        Ok(Ok(report)) => {
+            tracing::debug!(user.id = %user, ?report, "workspace synced");
+            if let Some(over) = report.over_quota {
+                let message = over.message(limits);
+                tracing::warn!(user.id = %user, ?report, "workspace over its quota");
+                let text: Arc<str> = serde_json::json!({
+                    "type": "error",
+                    "code": WORKSPACE_OVER_QUOTA,
+                    "message": message,
+                })
+                .to_string()
+                .into();
+                super::deliver(&mut hub.shared(), None, &text);
+            }
+        }
+        Ok(Err(error)) => tracing::warn!(user.id = %user, %error, "workspace sync failed"),
+        Err(_) => tracing::error!(
+            user.id = %user,
+            timeout_ms = ctx.sync_timeout.as_millis() as u64,
+            "the workspace sync took longer than JARVIS_SLEEP_TIMEOUT: cancelled; \
+             what it had not stored is stored by the next sync"
+        ),
     }
 }
 

@@ -4,7 +4,8 @@
 //! The flags are the ones measured to work here (shared FACTS.md): every namespace
 //! unshared (mount, pid, net, ipc, uts, user, cgroup), no capabilities, a new
 //! session, the environment cleared, `/usr` read-only with the `/bin`, `/lib`,
-//! `/lib64`, `/sbin` symlinks, a private `/proc`, `/dev` and `/tmp`, and only this
+//! `/lib64`, `/sbin` symlinks, a private `/proc`, `/dev` and `/tmp` (a tmpfs of
+//! [`Limits::tmp_bytes`]), and only this
 //! user's workspace and state directories writable. The host sees none of it but
 //! the user's run directory (the sandbox's socket) and the gateway socket.
 //! Spawning, uids and reaping are `local.rs`'s business.
@@ -41,6 +42,8 @@ pub struct Limits {
     pub max_procs: u64,
     /// RLIMIT_CPU, seconds.
     pub cpu_seconds: u64,
+    /// Size of the private `/tmp` (tmpfs), bytes.
+    pub tmp_bytes: u64,
 }
 
 /// Everything the jail is made of, as host paths.
@@ -123,6 +126,9 @@ impl Spec {
                 "/proc",
                 "--dev",
                 "/dev",
+                // Sized: unsized, a tmpfs may take half the host's memory.
+                "--size",
+                &self.limits.tmp_bytes.to_string(),
                 "--tmpfs",
                 "/tmp",
             ],
@@ -218,6 +224,7 @@ mod tests {
                 memory_bytes: 1 << 30,
                 max_procs: 64,
                 cpu_seconds: 60,
+                tmp_bytes: 64 << 20,
             },
         }
     }
@@ -240,6 +247,7 @@ mod tests {
             "--new-session",
             "--clearenv",
             "--cap-drop ALL",
+            "--size 67108864 --tmpfs /tmp",
         ] {
             assert!(line.contains(flag), "{flag} missing: {line}");
         }

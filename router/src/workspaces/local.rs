@@ -2,12 +2,16 @@
 //! confined by bubblewrap (see `jail.rs` for the exact flags).
 //!
 //! The router (often root) never runs a sandbox as itself: the child drops to the
-//! unprivileged host user `jarvis-sandbox` (`Command::uid/gid`, which also clears
-//! supplementary groups) before `prlimit` sets its limits and bubblewrap builds
-//! the jail, so neither the jail's uid nor anything that escaped it is host root.
-//! That user owns the workspace, state and run directories. The sandbox listens on
-//! a unix socket in the user's run directory; it reaches the gateway only through
-//! the router's gateway socket bound into the jail.
+//! workspace's own unprivileged host uid (`uids.rs`: one per workspace from
+//! `JARVIS_SANDBOX_UIDS`, no passwd entry needed; `Command::uid/gid`, which also
+//! clears supplementary groups) before `prlimit` sets its limits and bubblewrap
+//! builds the jail, so neither the jail's uid nor anything that escaped it is host
+//! root, and no two tenants share a uid: RLIMIT_NPROC, file ownership and signals
+//! are per workspace. That uid owns the workspace, state and run directories; a
+//! workspace still owned by another uid (the former shared `jarvis-sandbox` user)
+//! is handed over on wake. The sandbox listens on a unix socket in the user's run
+//! directory; it reaches the gateway only through the router's gateway socket
+//! bound into the jail.
 //!
 //! Every child is owned by a reaper task (kill on sleep or drop, always awaited).
 
@@ -30,7 +34,9 @@ use uuid::Uuid;
 use super::{
     Backend, BackendStatus, Endpoint, Error, HostDirs, Result,
     jail::{self, Limits, Spec},
+    uids,
 };
+use crate::config::UidRange;
 
 /// What the local backend needs to know, resolved once at start-up.
 #[derive(Debug, Clone)]
@@ -49,10 +55,8 @@ pub struct LocalConfig {
     pub run_dir: PathBuf,
     /// The router's gateway socket.
     pub gateway_socket: PathBuf,
-    /// The host uid and gid sandboxes run as.
-    pub uid: u32,
-    /// See `uid`.
-    pub gid: u32,
+    /// The host uids (and gids) of sandboxes: one per workspace from this range.
+    pub uids: UidRange,
     /// CLI processes per sandbox.
     pub max_agents: u32,
     /// Resource limits per sandbox.
@@ -61,19 +65,20 @@ pub struct LocalConfig {
     pub ready_timeout: Duration,
 }
 
-/// The uid and gid of host user `name`, from `/etc/passwd`.
-pub fn host_user(name: &str) -> Result<(u32, u32)> {
+/// Refuses a uid range that holds a user of this machine (`/etc/passwd`): a
+/// sandbox must never run as a real user.
+pub fn check_uid_range(range: UidRange) -> Result<()> {
     let passwd = std::fs::read_to_string("/etc/passwd").map_err(|source| Error::Prepare {
         what: "the user database",
         path: "/etc/passwd".into(),
         source,
     })?;
-    passwd
-        .lines()
-        .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 3 && f[0] == name)
-        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-        .ok_or_else(|| Error::NoSandboxUser(name.to_string()))
+    let users = uids::users_in_range(&passwd, range);
+    if users.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::UidRangeHoldsUsers(users.join(", ")))
+    }
 }
 
 /// A running sandbox: asking its reaper to stop it, and its socket.
@@ -85,16 +90,45 @@ struct Running {
 /// Sandboxes as local processes under bubblewrap.
 pub struct LocalBackend {
     config: LocalConfig,
+    db: sqlx::PgPool,
     running: Mutex<HashMap<Uuid, Running>>,
+    /// The host uid of each workspace seen (they never change while the router runs).
+    uids: Mutex<HashMap<Uuid, u32>>,
 }
 
 impl LocalBackend {
-    /// A backend with no sandbox running yet. Creates the run directory.
-    pub fn new(config: LocalConfig) -> Self {
+    /// A backend with no sandbox running yet; workspaces' uids are kept in `db`.
+    pub fn new(config: LocalConfig, db: sqlx::PgPool) -> Self {
         Self {
             config,
+            db,
             running: Mutex::default(),
+            uids: Mutex::default(),
         }
+    }
+
+    /// The host (uid, gid) of `user`'s workspace, allocated on first use.
+    async fn owner(&self, user: Uuid) -> Result<(u32, u32)> {
+        let known = self
+            .uids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user)
+            .copied();
+        let uid = match known {
+            Some(uid) => uid,
+            None => {
+                let uid = uids::of_workspace(&self.db, user, self.config.uids)
+                    .await
+                    .map_err(|e| Error::Uid(Box::new(e)))?;
+                self.uids
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(user, uid);
+                uid
+            }
+        };
+        Ok((uid, uid))
     }
 
     fn user_dirs(&self, user: Uuid) -> (PathBuf, PathBuf, PathBuf) {
@@ -106,11 +140,25 @@ impl LocalBackend {
         )
     }
 
-    fn prepare(&self, user: Uuid) -> Result<Spec> {
+    fn prepare(&self, user: Uuid, (uid, gid): (u32, u32)) -> Result<Spec> {
+        use std::os::unix::fs::MetadataExt;
         let (workspace, state, run) = self.user_dirs(user);
         let home = self.config.workspaces_dir.join(user.to_string());
+        // A workspace another uid owns (the shared user of old, a uid outside a
+        // moved range) becomes this one's: its contents first, the directories
+        // themselves last, so an interrupted hand-over is done again next time.
+        let owned_by_other = std::fs::symlink_metadata(&home)
+            .is_ok_and(|meta| meta.uid() != uid || meta.gid() != gid);
+        if owned_by_other {
+            for dir in [&workspace, &state] {
+                if dir.is_dir() {
+                    hand_over(dir, uid, gid)?;
+                }
+            }
+            tracing::info!(user.id = %user, uid, "workspace handed to its own host uid");
+        }
         for dir in [&home, &workspace, &state, &run] {
-            owned_dir(dir, self.config.uid, self.config.gid)?;
+            owned_dir(dir, uid, gid)?;
         }
         let socket = jail::host_socket(&run);
         match std::fs::remove_file(&socket) {
@@ -140,13 +188,14 @@ impl LocalBackend {
 
     async fn start(&self, user: Uuid, token: &str) -> Result<Endpoint> {
         self.stop(user).await;
-        let spec = self.prepare(user)?;
+        let (uid, gid) = self.owner(user).await?;
+        let spec = self.prepare(user, (uid, gid))?;
         let (program, args) = spec.command();
         let mut child = Command::new(program)
             .args(args)
             .env_clear()
-            .uid(self.config.uid)
-            .gid(self.config.gid)
+            .uid(uid)
+            .gid(gid)
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -235,18 +284,21 @@ impl Backend for LocalBackend {
         })
     }
 
-    fn adopt_restored(&self, user: Uuid) -> Result<()> {
-        let (workspace, state, _) = self.user_dirs(user);
-        for dir in [&workspace, &state] {
-            if dir.is_dir() {
-                hand_over(dir, self.config.uid, self.config.gid)?;
+    fn adopt_restored(&self, user: Uuid) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let (uid, gid) = self.owner(user).await?;
+            let (workspace, state, _) = self.user_dirs(user);
+            for dir in [&workspace, &state] {
+                if dir.is_dir() {
+                    hand_over(dir, uid, gid)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
-    fn file_owner(&self) -> Option<(u32, u32)> {
-        Some((self.config.uid, self.config.gid))
+    fn file_owner(&self, user: Uuid) -> BoxFuture<'_, Result<Option<(u32, u32)>>> {
+        Box::pin(async move { self.owner(user).await.map(Some) })
     }
 
     fn host_dirs(&self, user: Uuid) -> Option<HostDirs> {
@@ -278,7 +330,7 @@ async fn log_lines(user: Uuid, stderr: tokio::process::ChildStderr) {
     }
 }
 
-/// Creates `dir` (mode 0700) owned by the sandbox user.
+/// Creates `dir` (mode 0700) owned by the workspace's uid.
 fn owned_dir(dir: &Path, uid: u32, gid: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let fail = |source| Error::Prepare {
@@ -291,8 +343,9 @@ fn owned_dir(dir: &Path, uid: u32, gid: u32) -> Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
 }
 
-/// Gives everything under `dir` not yet owned by the sandbox user to it (files the
-/// router restored from storage), from directory descriptors (see
+/// Gives everything under `dir` not yet owned by the workspace's uid to it (files
+/// the router restored from storage, a workspace of the former shared user), from
+/// directory descriptors (see
 /// [`crate::sync::paths::Beneath::hand_over_all`]).
 fn hand_over(dir: &Path, uid: u32, gid: u32) -> Result<()> {
     crate::sync::paths::Beneath::open(dir)

@@ -8,9 +8,15 @@
 //! reaper puts to sleep every ready workspace with no connection and no running
 //! turn that has been idle for `idle_timeout`. Files stay on disk across sleeps
 //! and router restarts.
+//!
+//! The reaper never waits on one user: each idle workspace is put to sleep by a
+//! task of its own, bounded by `sleep_timeout`. A sleep still running then (its
+//! sync stuck on storage, a lock held by a stuck upload) is cancelled, reported
+//! (an error log and [`Registry::cancelled_sleeps`]) and tried again at a later
+//! check; every other workspace sleeps on time meanwhile.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -27,6 +33,40 @@ pub struct Registry {
     hubs: Arc<Mutex<HashMap<Uuid, Arc<Hub>>>>,
     idle_timeout: Duration,
     wake_timeout: Duration,
+    sleep_timeout: Duration,
+    /// Users whose idle sleep runs now (the reaper starts one at a time per user).
+    reaping: Arc<Mutex<HashSet<Uuid>>>,
+    /// Sleeps cancelled for taking longer than `sleep_timeout`, by user.
+    cancelled: Arc<Mutex<HashMap<Uuid, u64>>>,
+}
+
+/// How long the registry lets things take, and what a sync may store.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Idle time before a workspace sleeps.
+    pub idle_timeout: Duration,
+    /// Longest a wake may take.
+    pub wake_timeout: Duration,
+    /// Longest one workspace's sleep (or sync) may take before it is cancelled.
+    pub sleep_timeout: Duration,
+    /// The workspace quota the syncs apply.
+    pub sync_limits: crate::sync::Limits,
+}
+
+impl Settings {
+    /// The settings `config` names.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            idle_timeout: config.idle_timeout,
+            wake_timeout: config.wake_timeout,
+            sleep_timeout: config.sleep_timeout,
+            sync_limits: crate::sync::Limits {
+                max_files: config.workspace_max_files,
+                max_total_bytes: config.workspace_max_bytes,
+                ..crate::sync::Limits::default()
+            },
+        }
+    }
 }
 
 impl Registry {
@@ -36,8 +76,7 @@ impl Registry {
         storage: crate::storage::Storage,
         voice: crate::voice::Voice,
         backend: Arc<dyn Backend>,
-        idle_timeout: Duration,
-        wake_timeout: Duration,
+        settings: Settings,
     ) -> Self {
         Self {
             ctx: Arc::new(Context {
@@ -45,10 +84,15 @@ impl Registry {
                 storage,
                 voice,
                 backend,
+                sync_limits: settings.sync_limits,
+                sync_timeout: settings.sleep_timeout,
             }),
             hubs: Arc::default(),
-            idle_timeout,
-            wake_timeout,
+            idle_timeout: settings.idle_timeout,
+            wake_timeout: settings.wake_timeout,
+            sleep_timeout: settings.sleep_timeout,
+            reaping: Arc::default(),
+            cancelled: Arc::default(),
         }
     }
 
@@ -150,7 +194,7 @@ impl Registry {
         .await
         .map_err(|e| Error::Restore(Box::new(e)))?;
         if report.files > 0 || report.state_files > 0 {
-            self.ctx.backend.adopt_restored(user)?;
+            self.ctx.backend.adopt_restored(user).await?;
         }
         tracing::info!(user.id = %user, ?report, "workspace restored from storage");
         Ok(())
@@ -164,8 +208,16 @@ impl Registry {
         };
         let (storage, db) = (&self.ctx.storage, &self.ctx.db);
         if dirs.workspace.is_dir() {
-            match crate::sync::save_workspace(storage, db, user, &dirs.workspace).await {
-                Ok(report) => tracing::debug!(user.id = %user, ?report, "workspace stored"),
+            let limits = &self.ctx.sync_limits;
+            match crate::sync::save_workspace_with(storage, db, user, &dirs.workspace, limits).await
+            {
+                Ok(report) => match report.over_quota {
+                    Some(over) => tracing::warn!(
+                        user.id = %user, ?report, "workspace stored up to its quota: {}",
+                        over.message(limits)
+                    ),
+                    None => tracing::debug!(user.id = %user, ?report, "workspace stored"),
+                },
                 Err(error) => {
                     tracing::warn!(user.id = %user, %error, "storing the workspace failed")
                 }
@@ -207,8 +259,16 @@ impl Registry {
         if !dirs.workspace.is_dir() {
             return None;
         }
+        let owner = match self.ctx.backend.file_owner(user).await {
+            Ok(owner) => owner,
+            Err(error) => {
+                // The files stay the router's: readable in the workspace, not writable.
+                tracing::warn!(user.id = %user, %error, "the workspace's host uid is unknown");
+                None
+            }
+        };
         let _sync = hub.sync.lock().await;
-        let out = f(dirs.workspace, self.ctx.backend.file_owner()).await;
+        let out = f(dirs.workspace, owner).await;
         drop(link);
         Some(out)
     }
@@ -221,8 +281,11 @@ impl Registry {
             && hub.last_activity().elapsed() >= self.idle_timeout
     }
 
-    /// Sleeps every idle workspace once.
-    pub async fn sleep_idle(&self) {
+    /// Starts putting every idle workspace to sleep, each in a task of its own
+    /// bounded by `sleep_timeout`, and returns at once: one user's stuck sleep
+    /// never holds up another's. A user whose previous sleep still runs is left
+    /// to it.
+    pub fn sleep_idle(&self) {
         let idle: Vec<Arc<Hub>> = self
             .hubs
             .lock()
@@ -232,10 +295,63 @@ impl Registry {
             .cloned()
             .collect();
         for hub in idle {
-            if let Err(error) = self.sleep(&hub).await {
+            if !self.lock_reaping().insert(hub.user) {
+                continue;
+            }
+            let registry = self.clone();
+            tokio::spawn(async move {
+                registry.sleep_bounded(&hub).await;
+                registry.lock_reaping().remove(&hub.user);
+            });
+        }
+    }
+
+    /// [`Registry::sleep`] within `sleep_timeout`; past it, cancelled and reported.
+    async fn sleep_bounded(&self, hub: &Arc<Hub>) {
+        match tokio::time::timeout(self.sleep_timeout, self.sleep(hub)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
                 tracing::warn!(user.id = %hub.user, error = ?error, "idle sleep failed");
             }
+            Err(_) => {
+                // Cancelled past the point where the sandbox was stopped (its
+                // files are stored at the next sleep): it is asleep. Cancelled
+                // before (waiting for the workspace's lock): it is as it was, and
+                // a later check tries again.
+                if hub.status() == Status::Sleeping {
+                    hub.status.send_replace(Status::Asleep);
+                }
+                *self
+                    .cancelled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(hub.user)
+                    .or_default() += 1;
+                tracing::error!(
+                    user.id = %hub.user,
+                    timeout_ms = self.sleep_timeout.as_millis() as u64,
+                    status = ?hub.status(),
+                    "putting the workspace to sleep took longer than JARVIS_SLEEP_TIMEOUT: \
+                     cancelled (a sync or lock of this workspace is stuck); other workspaces \
+                     are not held up, and this one is tried again"
+                );
+            }
         }
+    }
+
+    /// How many times putting `user`'s workspace to sleep was cancelled for
+    /// taking longer than `sleep_timeout` since start-up.
+    pub fn cancelled_sleeps(&self, user: Uuid) -> u64 {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn lock_reaping(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.reaping.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts the task that sleeps idle workspaces (checks a few times per timeout).
@@ -247,25 +363,23 @@ impl Registry {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                registry.sleep_idle().await;
+                registry.sleep_idle();
             }
         })
     }
 
-    /// Sleeps every awake workspace (router shutdown).
+    /// Sleeps every awake workspace (router shutdown), all at once, each bounded
+    /// by `sleep_timeout`.
     pub async fn sleep_all(&self) {
         let hubs: Vec<Arc<Hub>> = self
             .hubs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .filter(|hub| hub.status() != Status::Asleep)
             .cloned()
             .collect();
-        for hub in hubs {
-            if hub.status() != Status::Asleep {
-                let _ = self.sleep(&hub).await;
-            }
-        }
+        futures::future::join_all(hubs.iter().map(|hub| self.sleep_bounded(hub))).await;
     }
 }
 

@@ -1,0 +1,134 @@
+//! Host uids of local sandboxes: one per workspace, for good.
+//!
+//! The uid is kept in `workspaces.host_uid` (Postgres, not this machine's disk:
+//! the row already exists per workspace, the unique constraint makes two routers
+//! allocating at once safe, and it survives a router restart or a rebuilt data
+//! directory). It is allocated on first use from the range `JARVIS_SANDBOX_UIDS`
+//! names: the next uid above the highest one given, else the lowest free one. A
+//! stored uid outside the range (the operator moved it) is replaced; the local
+//! backend hands the workspace's files to the new one on wake.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::UidRange;
+
+/// Why no uid could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum UidError {
+    /// The database failed.
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    /// Every uid of the range is taken.
+    #[error("every host uid of JARVIS_SANDBOX_UIDS ({}-{}) is taken; widen the range", .0.first, .0.last)]
+    Full(UidRange),
+}
+
+/// Attempts at a fresh uid before giving up (each fails only when another router
+/// took the same uid for another workspace at the same moment).
+const ATTEMPTS: usize = 8;
+
+/// The host uid of `user`'s workspace, allocated from `range` on first use.
+pub async fn of_workspace(db: &PgPool, user: Uuid, range: UidRange) -> Result<u32, UidError> {
+    let (first, last) = (i64::from(range.first), i64::from(range.last));
+    for _ in 0..ATTEMPTS {
+        // language=PostgreSQL
+        let stored: Option<Option<i64>> =
+            sqlx::query_scalar("select host_uid from workspaces where owner_id = $1")
+                .bind(user)
+                .fetch_optional(db)
+                .await?;
+        if let Some(Some(uid)) = stored
+            && let Ok(uid) = u32::try_from(uid)
+            && range.contains(uid)
+        {
+            return Ok(uid);
+        }
+        let Some(candidate) = free_uid(db, first, last).await? else {
+            return Err(UidError::Full(range));
+        };
+        // language=PostgreSQL
+        let taken = sqlx::query(
+            "insert into workspaces (owner_id, host_uid) values ($1, $2)
+             on conflict (owner_id) do update set host_uid = excluded.host_uid
+                 where workspaces.host_uid is null
+                    or workspaces.host_uid not between $3 and $4",
+        )
+        .bind(user)
+        .bind(candidate)
+        .bind(first)
+        .bind(last)
+        .execute(db)
+        .await;
+        match taken {
+            // Given, or another router gave this workspace one meanwhile: read it.
+            Ok(_) => {}
+            // Another workspace took `candidate` meanwhile: try the next.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(UidError::Db(sqlx::Error::Protocol(
+        "no host uid could be allocated after several attempts".into(),
+    )))
+}
+
+/// A uid of `first..=last` no workspace has: above the highest given, else the lowest gap.
+async fn free_uid(db: &PgPool, first: i64, last: i64) -> sqlx::Result<Option<i64>> {
+    // language=PostgreSQL
+    let next: Option<i64> = sqlx::query_scalar(
+        "select coalesce(max(host_uid) + 1, $1) from workspaces
+         where host_uid between $1 and $2",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_one(db)
+    .await?;
+    if let Some(next) = next.filter(|n| *n <= last) {
+        return Ok(Some(next));
+    }
+    // language=PostgreSQL
+    sqlx::query_scalar(
+        "select g from generate_series($1::bigint, $2::bigint) g
+         where not exists (select 1 from workspaces where host_uid = g)
+         limit 1",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_optional(db)
+    .await
+}
+
+/// The uids of `range` that `passwd` (the text of `/etc/passwd`) gives to a user:
+/// a sandbox must never run as one of them.
+pub fn users_in_range(passwd: &str, range: UidRange) -> Vec<String> {
+    passwd
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let uid: u32 = fields.nth(1)?.parse().ok()?;
+            range.contains(uid).then(|| format!("{name} ({uid})"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_users_in_the_range_are_found() {
+        let passwd = "root:x:0:0::/root:/bin/bash\njarvis-sandbox:x:999:995::/home/j:/bin/sh\nalice:x:1500:1500::/home/a:/bin/sh\nbroken line\n";
+        let range = UidRange {
+            first: 1000,
+            last: 2000,
+        };
+        assert_eq!(users_in_range(passwd, range), ["alice (1500)"]);
+        let range = UidRange {
+            first: 1_900_000_000,
+            last: 1_900_999_999,
+        };
+        assert!(users_in_range(passwd, range).is_empty());
+    }
+}
