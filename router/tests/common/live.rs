@@ -98,6 +98,7 @@ impl Live {
             c.model_upstream = upstream;
             c.anthropic_api_key = Some("sk-ant-test-key".into());
             c.wake_timeout = WAIT;
+            c.sandbox_uids = test_uids(&root);
             tweak(c);
         })
         .await;
@@ -164,6 +165,22 @@ impl Live {
             Some("jarvis")
         );
         Ok(Browser { ws })
+    }
+}
+
+/// Host uids of one test router's sandboxes, its own: tests run at once, each on
+/// a database of its own that would otherwise hand out the same first uid, and a
+/// uid's process limit is the kernel's, shared by every sandbox that has it.
+/// Derived from the test's data directory, so a restarted router gets the same.
+pub fn test_uids(data_dir: &Path) -> router::config::UidRange {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let slot = (hasher.finish() % 800_000) as u32;
+    let first = 1_000_000_000 + slot * 1_000;
+    router::config::UidRange {
+        first,
+        last: first + 999,
     }
 }
 

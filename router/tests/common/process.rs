@@ -52,6 +52,10 @@ pub fn router_command(db_url: &str, dir: &Path, upstream: &str, port: u16) -> Co
         .env("JARVIS_MODEL_UPSTREAM", upstream)
         .env("ANTHROPIC_API_KEY", "sk-ant-test-key")
         .env("JARVIS_WAKE_TIMEOUT", "90s")
+        .env("JARVIS_SANDBOX_UIDS", {
+            let uids = super::live::test_uids(dir);
+            format!("{}-{}", uids.first, uids.last)
+        })
         .env("RUST_LOG", "warn")
         .current_dir(dir)
         .stdout(Stdio::null())
