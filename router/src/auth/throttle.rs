@@ -115,3 +115,24 @@ pub async fn clear(db: &PgPool, key: &Key) -> sqlx::Result<()> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_the_normalised_account_and_the_network() {
+        let v4: IpAddr = "203.0.113.9".parse().expect("ip");
+        assert_eq!(
+            account_key("ada@example.com", v4).name,
+            "account:ada@example.com|203.0.113.9"
+        );
+        // An IPv6 client is its /64: rotating addresses inside it gains nothing.
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        assert_eq!(address_key(a), address_key(b));
+        assert_eq!(address_key(a).name, "ip:2001:db8:1:2::/64");
+        let mapped: IpAddr = "::ffff:203.0.113.9".parse().expect("ip");
+        assert_eq!(address_key(mapped), address_key(v4));
+    }
+}
