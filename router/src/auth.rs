@@ -30,6 +30,28 @@ pub mod throttle;
 /// Email verification links of built-in accounts.
 pub mod verification;
 
+/// How often [`spawn_pruner`] clears expired throttle rows.
+const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// Clears expired sign-up and login throttle rows every [`PRUNE_EVERY`] (each
+/// replica does; the deletes are idempotent).
+pub fn spawn_pruner(db: sqlx::PgPool) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            every.tick().await;
+            let pruned = async {
+                Ok::<_, sqlx::Error>(throttle::prune(&db).await? + signups::prune(&db).await?)
+            };
+            match pruned.await {
+                Ok(0) => {}
+                Ok(rows) => tracing::debug!(rows, "expired throttle rows pruned"),
+                Err(error) => tracing::warn!(%error, "pruning throttle rows failed"),
+            }
+        }
+    });
+}
+
 /// The audience every accepted access token must name (Supabase's value).
 pub const AUDIENCE: &str = "authenticated";
 /// How long a built-in access token lives.

@@ -169,6 +169,7 @@ impl AppState {
         if normalised > 0 {
             tracing::info!(users = normalised, "stored email addresses normalised");
         }
+        crate::auth::spawn_pruner(db.clone());
         Ok(Self {
             config: Arc::new(config),
             db,

@@ -816,3 +816,32 @@ async fn workspace_tokens_name_their_user_until_replaced_or_revoked(db: PgPool) 
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn expired_throttle_rows_are_pruned_and_live_ones_kept(db: PgPool) {
+    sqlx::query(
+        "insert into login_throttle (key, failures, window_start, locked_until) values
+             ('ip:old', 3, now() - interval '1 hour', null),
+             ('ip:waiting', 30, now() - interval '1 hour', now() + interval '5 minutes'),
+             ('ip:recent', 3, now(), null)",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into signup_throttle (key, count, window_start) values
+             ('signup:net:old', 5, now() - interval '2 days'), ('signup:net:now', 5, now())",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    assert_eq!(router::auth::throttle::prune(&db).await.unwrap(), 1);
+    assert_eq!(router::auth::signups::prune(&db).await.unwrap(), 1);
+    let left: Vec<String> = sqlx::query_scalar(
+        "select key from login_throttle union all select key from signup_throttle order by 1",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(left, ["ip:recent", "ip:waiting", "signup:net:now"]);
+}

@@ -154,6 +154,17 @@ pub async fn count(
     Ok(Ok(()))
 }
 
+/// Deletes counters whose window ended over a day ago (the longest window any
+/// caller uses is [`WINDOW`]). Returns how many went.
+pub async fn prune(db: &PgPool) -> sqlx::Result<u64> {
+    // language=PostgreSQL
+    let done =
+        sqlx::query("delete from signup_throttle where window_start < now() - interval '1 day'")
+            .execute(db)
+            .await?;
+    Ok(done.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,6 +106,21 @@ pub async fn record_failure(db: &PgPool, keys: &[Key]) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Deletes keys whose failures are forgotten anyway (quiet past [`WINDOW`], no
+/// wait pending), so keys made up by the million (IPv6 networks, guessed
+/// addresses) do not pile up. Returns how many went.
+pub async fn prune(db: &PgPool) -> sqlx::Result<u64> {
+    // language=PostgreSQL
+    let done = sqlx::query(
+        "delete from login_throttle where window_start < now() - $1
+         and (locked_until is null or locked_until < now())",
+    )
+    .bind(WINDOW)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Forgets a key's failures after a successful login.
 pub async fn clear(db: &PgPool, key: &Key) -> sqlx::Result<()> {
     // language=PostgreSQL
