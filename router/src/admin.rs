@@ -135,7 +135,7 @@ pub async fn run(db: &PgPool, command: &Command) -> anyhow::Result<String> {
     }
 }
 
-/// The id of the user named by email (any case) or id.
+/// The id of the user named by email (in its normalised form, like sign-in) or id.
 async fn find_user(db: &PgPool, user: &str) -> anyhow::Result<Uuid> {
     // language=PostgreSQL
     let found: Option<Uuid> = match user.parse::<Uuid>() {
@@ -146,8 +146,10 @@ async fn find_user(db: &PgPool, user: &str) -> anyhow::Result<Uuid> {
                 .await?
         }
         Err(_) => {
-            sqlx::query_scalar("select id from users where lower(email) = lower($1)")
-                .bind(user)
+            // Supabase users' rows are written without the form; give them one.
+            crate::auth::email::backfill(db).await?;
+            sqlx::query_scalar("select id from users where email_normalized = $1")
+                .bind(crate::auth::email::normalize(user))
                 .fetch_optional(db)
                 .await?
         }

@@ -128,6 +128,42 @@ pub struct Config {
     #[arg(long, env = "JARVIS_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
 
+    /// Accounts one client address may create per hour (built-in accounts); more
+    /// are refused with 429.
+    #[arg(
+        long,
+        env = "JARVIS_SIGNUPS_PER_ADDRESS_PER_HOUR",
+        default_value_t = 10
+    )]
+    pub signups_per_address_per_hour: u32,
+
+    /// Accounts one client network (IPv4 /24, IPv6 /64) may create per hour.
+    #[arg(
+        long,
+        env = "JARVIS_SIGNUPS_PER_NETWORK_PER_HOUR",
+        default_value_t = 50
+    )]
+    pub signups_per_network_per_hour: u32,
+
+    /// SMTP server for verification mail: `smtp://host:port` (plain, e.g. a local
+    /// relay), `smtp://user:pass@host?tls=required` (STARTTLS, port 587),
+    /// `smtps://user:pass@host` (TLS, port 465). Unset, no
+    /// mail is sent, and with billing on nobody can verify (the model is refused
+    /// with a message naming this variable).
+    #[arg(long, env = "JARVIS_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// The `From` of the router's mail (`Jarvis <noreply@example.com>`); default:
+    /// `noreply@` the public URL's host.
+    #[arg(long, env = "JARVIS_MAIL_FROM")]
+    pub mail_from: Option<String>,
+
+    /// The address people reach the router at (`https://jarvis.example.com`), for
+    /// links in mail; never taken from a request's Host. Default: the first of
+    /// `JARVIS_ALLOWED_ORIGINS`, else `http://` the listen address.
+    #[arg(long, env = "JARVIS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Redis URL (e.g. `redis://127.0.0.1:6379`): rate limits shared by every router
     /// process. Without it each process limits on its own.
     #[arg(long, env = "JARVIS_REDIS_URL")]
@@ -292,6 +328,21 @@ impl Config {
         self.stripe_secret_key.is_some()
     }
 
+    /// The base URL of links the router sends out (see `JARVIS_PUBLIC_URL`),
+    /// without a trailing slash.
+    pub fn public_url(&self) -> String {
+        let configured = self
+            .public_url
+            .iter()
+            .chain(&self.allowed_origins)
+            .map(|u| u.trim().trim_end_matches('/'))
+            .find(|u| !u.is_empty());
+        match configured {
+            Some(url) => url.to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
     /// The configuration with every default and nothing read from the environment
     /// (for tests and tools that build a router in-process).
     pub fn defaults() -> Self {
@@ -317,6 +368,11 @@ impl Config {
             plans: None,
             billing_return_url: None,
             trust_forwarded_for: false,
+            signups_per_address_per_hour: 10,
+            signups_per_network_per_hour: 50,
+            smtp_url: None,
+            mail_from: None,
+            public_url: None,
             log_format: "text".into(),
             redis_url: None,
             redis_key_prefix: "jarvis:".into(),
@@ -365,6 +421,24 @@ mod tests {
         assert_eq!(parsed.max_upload_bytes, defaults.max_upload_bytes);
         assert_eq!(parsed.max_agents, defaults.max_agents);
         assert_eq!(parsed.backend, Backend::Local);
+        assert_eq!(
+            parsed.signups_per_address_per_hour,
+            defaults.signups_per_address_per_hour
+        );
+        assert_eq!(
+            parsed.signups_per_network_per_hour,
+            defaults.signups_per_network_per_hour
+        );
+    }
+
+    #[test]
+    fn the_public_url_comes_from_configuration_only() {
+        let mut c = Config::defaults();
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+        c.allowed_origins = vec!["https://app.example.com/".into()];
+        assert_eq!(c.public_url(), "https://app.example.com");
+        c.public_url = Some("https://jarvis.example.com".into());
+        assert_eq!(c.public_url(), "https://jarvis.example.com");
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct AppState {
     pub voice: crate::voice::Voice,
     /// The Stripe API; `None` while billing is off.
     pub stripe: Option<crate::billing::client::Stripe>,
+    /// Outgoing mail (verification links); `None` without `JARVIS_SMTP_URL`.
+    pub mailer: Option<Arc<crate::mail::Mailer>>,
     /// Supabase users known to have a `users` row in this process.
     known_users: Arc<Mutex<HashSet<Uuid>>>,
 }
@@ -153,6 +155,21 @@ impl AppState {
             ),
             None => None,
         };
+        let mailer = crate::mail::Mailer::from_config(&config)
+            .context("setting up mail")?
+            .map(Arc::new);
+        if mailer.is_none() && config.billing_enabled() && !config.supabase_auth() {
+            tracing::warn!(
+                "billing is on but JARVIS_SMTP_URL is not set: no email address can be verified, so built-in accounts cannot call the model"
+            );
+        }
+        let normalised = crate::auth::email::backfill(&db)
+            .await
+            .context("normalising stored email addresses")?;
+        if normalised > 0 {
+            tracing::info!(users = normalised, "stored email addresses normalised");
+        }
+        crate::auth::spawn_pruner(db.clone());
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -164,6 +181,7 @@ impl AppState {
             plans,
             voice,
             stripe,
+            mailer,
             known_users: Arc::default(),
         })
     }

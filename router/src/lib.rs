@@ -16,6 +16,8 @@ pub mod db;
 pub mod http;
 /// Admission to the model gateway: account standing, token quota, rate limit.
 pub mod limits;
+/// Outgoing mail over SMTP (verification links).
+pub mod mail;
 /// Prometheus metrics of the router.
 pub mod metrics;
 /// Plan tiers and what each allows.

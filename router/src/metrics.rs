@@ -46,6 +46,8 @@ pub struct Metrics {
     pub durations: Family<RouteLabels, Histogram>,
     /// Failed logins (wrong password, unknown account, locked).
     pub login_failures: Counter,
+    /// argon2 password verifications run by sign-ins (unknown accounts too).
+    pub password_verifications: Counter,
     /// Syntheses of spoken answers, by engine and outcome.
     pub voice_syntheses: Family<VoiceLabels, Counter>,
     /// Synthesis wall time in seconds, by engine and outcome.
@@ -61,6 +63,7 @@ impl Default for Metrics {
             ])
         });
         let login_failures = Counter::default();
+        let password_verifications = Counter::default();
         let voice_syntheses = Family::<VoiceLabels, Counter>::default();
         let voice_seconds = Family::<VoiceLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -78,6 +81,11 @@ impl Default for Metrics {
             login_failures.clone(),
         );
         registry.register(
+            "password_verifications",
+            "argon2 password verifications run by sign-ins",
+            password_verifications.clone(),
+        );
+        registry.register(
             "voice_syntheses",
             "Text-to-speech syntheses",
             voice_syntheses.clone(),
@@ -92,6 +100,7 @@ impl Default for Metrics {
             requests,
             durations,
             login_failures,
+            password_verifications,
             voice_syntheses,
             voice_seconds,
         }

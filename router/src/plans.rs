@@ -3,11 +3,15 @@
 //!
 //! Defaults (used for every plan or field the configuration leaves out):
 //!
-//! | tier         | requests / minute | tokens / calendar month (UTC) | concurrent turns | voice | storage   |
-//! |--------------|-------------------|-------------------------------|------------------|-------|-----------|
-//! | `free`       | 20                | 1,000,000                     | 1                | on    | 1 GiB     |
-//! | `pro`        | 60                | 20,000,000                    | 2                | on    | 50 GiB    |
-//! | `enterprise` | 600               | unlimited                     | 8                | on    | unlimited |
+//! | tier         | model (billing on) | requests / minute | tokens / calendar month (UTC) | concurrent turns | voice | storage   |
+//! |--------------|--------------------|-------------------|-------------------------------|------------------|-------|-----------|
+//! | `free`       | no                 | 20                | 1,000,000                     | 1                | on    | 1 GiB     |
+//! | `pro`        | yes                | 60                | 20,000,000                    | 2                | on    | 50 GiB    |
+//! | `enterprise` | yes                | 600               | unlimited                     | 8                | on    | unlimited |
+//!
+//! `model` says whether the plan may call the model while billing is on (with
+//! billing off every account may, within its quota and rate); a paid plan also
+//! needs its subscription active.
 //!
 //! `JARVIS_PLANS` overrides them: inline JSON, or the path of a JSON file, e.g.
 //! `{"pro": {"monthly_tokens": 5000000, "stripe_price": "price_123"}}`
@@ -73,6 +77,10 @@ impl fmt::Display for Tier {
 pub struct Plan {
     /// The Stripe price that subscribes to it; `None` cannot be bought.
     pub stripe_price: Option<String>,
+    /// Whether the plan's users may call the model while billing is on (with
+    /// billing off everyone may). Off for `free` by default: with billing on,
+    /// calling the model takes a paid plan unless the operator opens it.
+    pub model: bool,
     /// Model requests (`POST /v1/messages`) per user per minute.
     pub requests_per_minute: u32,
     /// Tokens per user per calendar month (UTC); `None` is unlimited.
@@ -93,6 +101,7 @@ pub struct Plan {
 #[serde(deny_unknown_fields)]
 struct PlanOverride {
     stripe_price: Option<String>,
+    model: Option<bool>,
     requests_per_minute: Option<u32>,
     #[serde(default, deserialize_with = "present")]
     monthly_tokens: Option<Option<u64>>,
@@ -141,6 +150,7 @@ impl Default for Plans {
         Self {
             free: Plan {
                 stripe_price: None,
+                model: false,
                 requests_per_minute: 20,
                 monthly_tokens: Some(1_000_000),
                 max_concurrent_turns: 1,
@@ -149,6 +159,7 @@ impl Default for Plans {
             },
             pro: Plan {
                 stripe_price: None,
+                model: true,
                 requests_per_minute: 60,
                 monthly_tokens: Some(20_000_000),
                 max_concurrent_turns: 2,
@@ -157,6 +168,7 @@ impl Default for Plans {
             },
             enterprise: Plan {
                 stripe_price: None,
+                model: true,
                 requests_per_minute: 600,
                 monthly_tokens: None,
                 max_concurrent_turns: 8,
@@ -219,6 +231,7 @@ impl Plans {
         ] {
             let plan = plans.get_mut(tier);
             plan.stripe_price = o.stripe_price.or(plan.stripe_price.take());
+            plan.model = o.model.unwrap_or(plan.model);
             plan.requests_per_minute = o.requests_per_minute.unwrap_or(plan.requests_per_minute);
             plan.monthly_tokens = o.monthly_tokens.unwrap_or(plan.monthly_tokens);
             plan.max_concurrent_turns = o.max_concurrent_turns.unwrap_or(plan.max_concurrent_turns);
@@ -282,6 +295,17 @@ mod tests {
         assert!(free.max_concurrent_turns <= pro.max_concurrent_turns);
         assert!(free.storage_bytes < pro.storage_bytes);
         assert_eq!(ent.storage_bytes, None);
+    }
+
+    #[test]
+    fn the_free_plan_calls_the_model_only_when_the_table_opens_it() {
+        let plans = Plans::default();
+        assert!(!plans.get(Tier::Free).model);
+        assert!(plans.get(Tier::Pro).model && plans.get(Tier::Enterprise).model);
+        let open = Plans::from_json(r#"{"free": {"model": true}}"#).expect("valid");
+        assert!(open.get(Tier::Free).model);
+        assert_eq!(open.get(Tier::Free).monthly_tokens, Some(1_000_000));
+        assert!(Plans::from_json(r#"{"free": {"model": "yes"}}"#).is_err());
     }
 
     #[test]

@@ -374,10 +374,13 @@ async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
     let billing = TestApp::with_config(db.clone(), |c| {
         c.model_upstream = url;
         c.stripe_secret_key = Some("sk_test_x".into());
+        // A free plan that includes the model (the default does not: billing.rs).
+        c.plans = Some(r#"{"free": {"model": true}}"#.into());
     })
     .await;
     let (id, token) = sandbox_user(&billing, "a@example.com").await;
-    // The free plan needs no subscription, billing or not.
+    billing.verify_email(id).await;
+    // Such a free plan needs no subscription, billing or not.
     assert_eq!(call(&billing, &token, true).await.status, StatusCode::OK);
     // A paid plan whose subscription is not active is refused.
     sqlx::query("update users set tier = 'pro', subscription_active = false where id = $1")

@@ -160,7 +160,11 @@ async fn forward(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .ok_or(crate::limits::Refusal::NoAccount)?;
-    account.check_standing(state.config.billing_enabled())?;
+    account.check_standing(
+        state.config.billing_enabled(),
+        &state.plans,
+        state.mailer.is_some(),
+    )?;
     if metered {
         account.check_quota(&state.plans, time::OffsetDateTime::now_utc())?;
         state.gateway.limiter.hit(owner_id, account.tier).await?;

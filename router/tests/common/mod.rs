@@ -72,6 +72,10 @@ impl TestApp {
         let mut config = Config::defaults();
         config.storage = format!("file:{}", storage_dir.path().display());
         config.anthropic_api_key = Some("sk-ant-test-key".into());
+        // Every test's requests come from one address (no socket): sign-up limits
+        // are for the tests that are about them to set.
+        config.signups_per_address_per_hour = 10_000;
+        config.signups_per_network_per_hour = 10_000;
         tweak(&mut config);
         let state = AppState::new(config, db.clone())
             .await
@@ -135,6 +139,35 @@ impl TestApp {
 
     pub async fn post(&self, uri: &str, body: Value) -> Reply {
         self.send(Method::POST, uri, None, Some(body)).await
+    }
+
+    /// POSTs `body` as JSON from the client address `ip` (the peer address the
+    /// router would see on a socket).
+    pub async fn post_from(&self, ip: &str, uri: &str, body: Value) -> Reply {
+        let peer: std::net::SocketAddr = (
+            ip.parse::<std::net::IpAddr>().expect("an IP address"),
+            40000,
+        )
+            .into();
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request builds");
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        self.call(req).await
+    }
+
+    /// Marks `user`'s address verified, as its mailed link would (a fixture for
+    /// tests about something else; `auth.rs` follows the real link).
+    pub async fn verify_email(&self, user: Uuid) {
+        sqlx::query("update users set email_verified_at = now() where id = $1")
+            .bind(user)
+            .execute(&self.db)
+            .await
+            .expect("verified");
     }
 
     /// Registers `email` with [`PASSWORD`].
@@ -243,6 +276,9 @@ pub mod process;
 
 /// A fake Stripe API that checks requests like Stripe.
 pub mod stripe;
+
+/// A fake SMTP server speaking the real protocol.
+pub mod smtp;
 
 /// Voice: audio checks and fake TTS providers.
 pub mod voice;
