@@ -3,9 +3,11 @@
 //! `multer` buffers a part's headers (and the preamble before the first part)
 //! until it finds the blank line that ends them, with no limit of its own: an
 //! endless header line would grow the router without bound. [`Framing`] hands
-//! the parser at most [`MAX_FRAMING_BYTES`] between the end of one part's data
-//! and the start of the next part's (`Budget::headers` before each
-//! `next_field`, `Budget::data` once a part began), and fails the body past it;
+//! the parser at most [`MAX_FRAMING_BYTES`] while it looks for the next part
+//! (`Budget::headers` before each `next_field`, `Budget::data` once a part
+//! began). Past that it pauses once — multer reads greedily, so the budget may
+//! be spent on the part's data while its headers are long complete, and a pause
+//! lets multer parse what it has — and fails the body when multer asks for more;
 //! [`Budget::exceeded`] then tells the handler to answer 413.
 //!
 //! [`Paced`] hands out about [`PACE_BYTES`] per poll cycle: multer reads its
@@ -80,6 +82,8 @@ pub struct Framing<S> {
     inner: S,
     rest: Option<Bytes>,
     budget: Budget,
+    /// The budget ran out and the parser was paused once.
+    paused: bool,
 }
 
 impl<S> Framing<S> {
@@ -89,6 +93,7 @@ impl<S> Framing<S> {
             inner,
             rest: None,
             budget,
+            paused: false,
         }
     }
 }
@@ -101,7 +106,22 @@ where
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let chunk = match self.rest.take() {
+        let left = self.budget.left.load(Ordering::SeqCst);
+        if left == 0 {
+            if !self.paused {
+                // Let the parser look at what it has: its headers may be there.
+                self.paused = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.budget.tripped.store(true, Ordering::SeqCst);
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a part's headers are longer than {MAX_FRAMING_BYTES} bytes"),
+            ))));
+        }
+        self.paused = false;
+        let mut chunk = match self.rest.take() {
             Some(chunk) => chunk,
             None => match Pin::new(&mut self.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => chunk,
@@ -112,18 +132,9 @@ where
                 Poll::Pending => return Poll::Pending,
             },
         };
-        let left = self.budget.left.load(Ordering::SeqCst);
         if left == usize::MAX {
             return Poll::Ready(Some(Ok(chunk)));
         }
-        if left == 0 {
-            self.budget.tripped.store(true, Ordering::SeqCst);
-            return Poll::Ready(Some(Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("a part's headers are longer than {MAX_FRAMING_BYTES} bytes"),
-            ))));
-        }
-        let mut chunk = chunk;
         if chunk.len() > FRAMING_SLICE {
             self.rest = Some(chunk.split_off(FRAMING_SLICE));
         }
@@ -214,11 +225,39 @@ mod tests {
         assert!(!budget.exceeded());
 
         budget.headers();
-        let framing = Framing::new(stream::iter([big(), big()]), budget.clone());
-        let read: Vec<_> = framing.collect().await;
-        let passed: usize = read.iter().flatten().map(Bytes::len).sum();
+        let mut framing = Framing::new(stream::iter([big(), big()]), budget.clone());
+        let mut passed = 0;
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            match Pin::new(&mut framing).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(chunk))) => passed += chunk.len(),
+                Poll::Pending => break,
+                other => panic!("{other:?}"),
+            }
+        }
         assert!(passed <= MAX_FRAMING_BYTES + FRAMING_SLICE, "{passed}");
-        assert!(read.last().is_some_and(Result::is_err));
+        assert!(!budget.exceeded(), "a pause comes first");
+        // The parser found its headers in what it has: the data flows again.
+        budget.data();
+        assert!(matches!(
+            Pin::new(&mut framing).poll_next(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        // It asks for more while still looking: the body fails.
+        budget.headers();
+        let budget_left = || budget.left.load(Ordering::SeqCst);
+        while budget_left() > 0 {
+            assert!(matches!(
+                Pin::new(&mut framing).poll_next(&mut cx),
+                Poll::Ready(Some(Ok(_)))
+            ));
+        }
+        assert!(Pin::new(&mut framing).poll_next(&mut cx).is_pending());
+        assert!(matches!(
+            Pin::new(&mut framing).poll_next(&mut cx),
+            Poll::Ready(Some(Err(_)))
+        ));
         assert!(budget.exceeded());
     }
 }
