@@ -138,17 +138,18 @@ async fn an_endless_part_header_is_refused_and_the_routers_memory_stays_bounded(
     let mut buf = [0u8; 4096];
     tokio::time::timeout(common::live::WAIT, async {
         while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = read.read(&mut buf).await.expect("read the answer");
-            assert!(n > 0, "the router closed without answering");
-            answer.extend_from_slice(&buf[..n]);
+            match read.read(&mut buf).await {
+                Ok(n) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
         }
     })
     .await
-    .expect("an answer in time");
+    .expect("an answer or a close in time");
     let status_line = String::from_utf8_lossy(&answer)
         .lines()
         .next()
-        .unwrap_or_default()
+        .unwrap_or("(closed without an answer)")
         .to_string();
     // The client may keep sending; the router's memory is what counts.
     let sent = tokio::time::timeout(common::live::WAIT, sender)
@@ -412,7 +413,9 @@ async fn one_user_holding_speech_slots_does_not_keep_others_from_voice(db: PgPoo
             tokio::spawn(async move { voice.speak(id, &format!("Hang on forever {i}.")).await })
         })
         .collect();
-    // Mallory's calls are in flight before Alice asks.
+    // Mallory's calls are in flight before Alice asks: one reaches the engine,
+    // and the others get every slot they can (all of them, without a per-user
+    // limit; the wait ends early then).
     tokio::time::timeout(common::live::WAIT, async {
         while fake.requests.lock().await.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -420,7 +423,12 @@ async fn one_user_holding_speech_slots_does_not_keep_others_from_voice(db: PgPoo
     })
     .await
     .expect("mallory's calls reach the engine");
-    tokio::task::yield_now().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while fake.requests.lock().await.len() < stuck.len() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 
     let spoken = app.state.voice.speak(alice.id, "Hello Alice.").await;
     assert!(spoken.is_ok(), "alice gets her voice: {:?}", spoken.err());
