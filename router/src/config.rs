@@ -371,6 +371,7 @@ mod tests {
         assert_eq!(parsed.idle_timeout, defaults.idle_timeout);
         assert_eq!(parsed.max_upload_bytes, defaults.max_upload_bytes);
         assert_eq!(parsed.max_agents, defaults.max_agents);
+        assert_eq!(parsed.max_sockets_per_user, defaults.max_sockets_per_user);
         assert_eq!(parsed.backend, Backend::Local);
     }
 

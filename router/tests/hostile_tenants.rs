@@ -346,6 +346,52 @@ async fn the_host_side_sync_stores_only_what_fits_and_reports_the_rest(db: PgPoo
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn files_the_agent_writes_past_the_quota_are_not_stored(db: PgPool) {
+    let live = Live::with_config(db, |c| {
+        c.plans = Some(SMALL_PLAN.into());
+        c.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mallory = live.app.register("mallory@example.com").await;
+    let mut browser = live.browser(&mallory.access).await;
+    browser.ready().await;
+    live.api.push(sandbox::testing::Reply::tool_use(
+        "toolu_fill",
+        "Bash",
+        json!({"command": "head -c 2000 /dev/zero > /workspace/a.bin && head -c 2000 /dev/zero > /workspace/b.bin && echo WROTE", "description": "fill"}),
+    ));
+    live.api.push(sandbox::testing::Reply::text(&["done"]));
+    browser.message("write two files", None).await;
+    let frames = browser.turn().await;
+    assert_eq!(
+        frames.last().map(|f| f["type"].clone()),
+        Some(json!("done")),
+        "{frames:?}"
+    );
+    // Saved after the turn and again when the workspace sleeps: both under the quota.
+    drop(browser);
+    let hub = live.app.state.workspaces.hub(mallory.id);
+    wait_for(|| hub.status() == router::proxy::Status::Asleep).await;
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("select kind, path, size from files where owner_id = $1 order by path")
+            .bind(mallory.id)
+            .fetch_all(&live.app.db)
+            .await
+            .expect("rows");
+    assert_eq!(rows.len(), 1, "one of the two files fits: {rows:?}");
+    assert_eq!(rows[0].2, 2000);
+    let room = router::quota::room(
+        &live.app.db,
+        &live.app.state.storage,
+        &live.app.state.plans,
+        mallory.id,
+    )
+    .await
+    .expect("room");
+    assert!(room.used <= 3000, "{room:?}");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn spoken_answers_count_and_a_full_plan_stores_no_more_audio(db: PgPool) {
     let app = TestApp::with_config(db, |c| {
         c.plans = Some(r#"{"free": {"storage_bytes": 1000000}}"#.into());
