@@ -392,6 +392,38 @@ async fn files_the_agent_writes_past_the_quota_are_not_stored(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_document_the_agent_saves_past_the_quota_is_refused(db: PgPool) {
+    let live = Live::with_config(db, |c| c.plans = Some(SMALL_PLAN.into())).await;
+    let mallory = live.app.register("mallory@example.com").await;
+    live.api.push(sandbox::testing::Reply::tool_use(
+        "toolu_doc",
+        "mcp__jarvis__save_document",
+        json!({"filename": "big.md", "content": "x".repeat(4000), "type": "markdown"}),
+    ));
+    live.api.push(sandbox::testing::Reply::text(&["tried"]));
+    let mut browser = live.browser(&mallory.access).await;
+    browser.ready().await;
+    browser.message("save a big document", None).await;
+    let frames = browser.turn().await;
+    let results: Vec<_> = frames
+        .iter()
+        .filter(|f| f["type"] == "tool_result")
+        .collect();
+    assert_eq!(results.len(), 1, "{frames:?}");
+    assert_eq!(results[0]["is_error"], true, "{frames:?}");
+    assert!(
+        results[0]["content"].to_string().contains("3000"),
+        "the quota is named: {frames:?}"
+    );
+    let documents: i64 = sqlx::query_scalar("select count(*) from documents where owner_id = $1")
+        .bind(mallory.id)
+        .fetch_one(&live.app.db)
+        .await
+        .expect("count");
+    assert_eq!(documents, 0);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn spoken_answers_count_and_a_full_plan_stores_no_more_audio(db: PgPool) {
     let app = TestApp::with_config(db, |c| {
         c.plans = Some(r#"{"free": {"storage_bytes": 1000000}}"#.into());

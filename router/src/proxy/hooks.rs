@@ -118,6 +118,19 @@ pub(super) async fn answer_call(
             Err(error) => Err(error.body()),
         };
     }
+    // A new document is stored for the user too: one that does not fit in their
+    // plan's storage is refused (an edit of an existing one is not).
+    if let ToolCall::SaveDocument { content, .. } = &call {
+        let room = crate::quota::room(&ctx.db, &ctx.storage, ctx.voice.plans(), user)
+            .await
+            .map_err(|error| {
+                tracing::error!(user.id = %user, %error, "reading the storage quota failed");
+                body("internal", "the document could not be saved; try again")
+            })?;
+        if !room.fits(content.len() as u64, 0) {
+            return Err(body("quota_exceeded", &room.full_message()));
+        }
+    }
     let (method, params) = match serde_json::to_value(&call) {
         Ok(Value::Object(mut map)) => (
             map.remove("method")
