@@ -7,7 +7,7 @@
 //! router admin usage [USER]            # tokens and cost this month, per user
 //! router admin grant USER TIER         # put USER on TIER, active, without Stripe
 //! router admin revoke USER             # back to free, not active
-//! router admin disable USER            # refuse USER's model calls and sign-ins
+//! router admin disable USER            # cut USER off at once: API, sockets, model calls, sign-ins
 //! router admin enable USER
 //! ```
 //!
@@ -60,7 +60,8 @@ pub enum Command {
         /// An email address or user id.
         user: String,
     },
-    /// Disable an account: its model calls are refused; its documents stay.
+    /// Disable an account at once: its API calls, open sockets and model calls
+    /// are refused or closed; its documents stay.
     Disable {
         /// An email address or user id.
         user: String,
@@ -121,6 +122,9 @@ pub async fn run(db: &PgPool, command: &Command) -> anyhow::Result<String> {
             .bind(id)
             .execute(db)
             .await?;
+            // Every router closes the user's open sockets now; their API calls
+            // are refused from the next request on (`http::extractor`).
+            crate::http::sockets::notify_disabled(db, id).await?;
             Ok(format!("{user}: disabled\n"))
         }
         Command::Enable { user } => {

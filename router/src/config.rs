@@ -72,6 +72,11 @@ pub struct Config {
     #[arg(long, env = "JARVIS_MAX_UPLOAD_BYTES", default_value_t = 104_857_600)]
     pub max_upload_bytes: u64,
 
+    /// Browser WebSockets one user may have open on one router; more are refused
+    /// with 429.
+    #[arg(long, env = "JARVIS_MAX_SOCKETS_PER_USER", default_value_t = 16)]
+    pub max_sockets_per_user: usize,
+
     /// Live agent (CLI) processes per workspace.
     #[arg(long, env = "JARVIS_MAX_AGENTS", default_value_t = 1)]
     pub max_agents: u32,
@@ -119,7 +124,8 @@ pub struct Config {
     pub plans: Option<String>,
 
     /// Where Stripe Checkout and the Customer Portal send the browser back to;
-    /// unset, the Account page on the request's own host.
+    /// unset, the Account page of the request's `Origin` when it is a configured one
+    /// (`JARVIS_ALLOWED_ORIGINS`), else of the first configured origin (never `Host`).
     #[arg(long, env = "JARVIS_BILLING_RETURN_URL")]
     pub billing_return_url: Option<String>,
 
@@ -356,6 +362,7 @@ impl Config {
             model_upstream: "https://api.anthropic.com".into(),
             idle_timeout: Duration::from_secs(15 * 60),
             max_upload_bytes: 104_857_600,
+            max_sockets_per_user: 16,
             max_agents: 1,
             supabase_jwt_secret: None,
             supabase_url: None,
@@ -420,6 +427,7 @@ mod tests {
         assert_eq!(parsed.idle_timeout, defaults.idle_timeout);
         assert_eq!(parsed.max_upload_bytes, defaults.max_upload_bytes);
         assert_eq!(parsed.max_agents, defaults.max_agents);
+        assert_eq!(parsed.max_sockets_per_user, defaults.max_sockets_per_user);
         assert_eq!(parsed.backend, Backend::Local);
         assert_eq!(
             parsed.signups_per_address_per_hour,

@@ -46,6 +46,8 @@ pub mod health;
 pub mod middleware;
 /// Which browser `Origin`s the router trusts (the WebSocket, billing redirects).
 pub mod origin;
+/// Browser sockets per user: the cap, and closing a disabled user's at once.
+pub mod sockets;
 /// This month's usage and the plan's limits (`/api/usage`).
 pub mod usage;
 /// The signed-in user's account (`/api/me`).
@@ -91,6 +93,8 @@ pub struct AppState {
     pub mailer: Option<Arc<crate::mail::Mailer>>,
     /// Supabase users known to have a `users` row in this process.
     known_users: Arc<Mutex<HashSet<Uuid>>>,
+    /// Browser sockets open on this router, per user.
+    pub sockets: Arc<sockets::Sockets>,
 }
 
 impl AppState {
@@ -170,7 +174,10 @@ impl AppState {
             tracing::info!(users = normalised, "stored email addresses normalised");
         }
         crate::auth::spawn_pruner(db.clone());
+        let sockets = Arc::new(sockets::Sockets::default());
+        sockets.spawn_watch(db.clone());
         Ok(Self {
+            sockets,
             config: Arc::new(config),
             db,
             auth: Arc::new(auth),

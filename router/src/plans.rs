@@ -91,8 +91,9 @@ pub struct Plan {
     /// Whether spoken answers (the `speak` tool) are on (configuration and
     /// `/api/usage` only so far: the `speak` tool does not check it yet).
     pub voice: bool,
-    /// Bytes of files (uploads, workspace files, audio) a user may keep; an upload
-    /// past it is refused. `None` is unlimited.
+    /// Bytes a user may keep stored — uploads, the agent's files, audio, its state
+    /// archive and documents (`crate::quota`); what does not fit is refused or not
+    /// stored. `None` is unlimited.
     pub storage_bytes: Option<u64>,
 }
 

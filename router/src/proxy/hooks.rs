@@ -24,6 +24,21 @@ pub struct Context {
     pub backend: Arc<dyn Backend>,
 }
 
+impl Context {
+    /// The sync's caps with `user`'s storage quota as it is now (`crate::quota`):
+    /// what the agent wrote counts like everything else the user stores.
+    pub async fn sync_limits(
+        &self,
+        user: Uuid,
+    ) -> Result<crate::sync::Limits, crate::quota::QuotaError> {
+        let room = crate::quota::room(&self.db, &self.storage, self.voice.plans(), user).await?;
+        Ok(crate::sync::Limits {
+            room: Some(room),
+            ..crate::sync::Limits::default()
+        })
+    }
+}
+
 /// Stores one turn as it streams.
 pub type Recorder = transcript::Turn;
 
@@ -73,7 +88,17 @@ pub(super) async fn sync_after_turn(hub: &super::Hub) {
         return;
     };
     let _one_at_a_time = hub.sync.lock().await;
-    match crate::sync::save_workspace(&ctx.storage, &ctx.db, user, &dirs.workspace).await {
+    let limits = match ctx.sync_limits(user).await {
+        Ok(limits) => limits,
+        Err(error) => {
+            // Nothing is lost: the files stay in the workspace for the next sync.
+            tracing::warn!(user.id = %user, %error, "workspace sync skipped: the storage quota could not be read");
+            return;
+        }
+    };
+    match crate::sync::save_workspace_with(&ctx.storage, &ctx.db, user, &dirs.workspace, &limits)
+        .await
+    {
         Ok(report) => tracing::debug!(user.id = %user, ?report, "workspace synced"),
         Err(error) => tracing::warn!(user.id = %user, %error, "workspace sync failed"),
     }
@@ -92,6 +117,19 @@ pub(super) async fn answer_call(
                 .map_err(|_| body("internal", "the voice answer could not be encoded")),
             Err(error) => Err(error.body()),
         };
+    }
+    // A new document is stored for the user too: one that does not fit in their
+    // plan's storage is refused (an edit of an existing one is not).
+    if let ToolCall::SaveDocument { content, .. } = &call {
+        let room = crate::quota::room(&ctx.db, &ctx.storage, ctx.voice.plans(), user)
+            .await
+            .map_err(|error| {
+                tracing::error!(user.id = %user, %error, "reading the storage quota failed");
+                body("internal", "the document could not be saved; try again")
+            })?;
+        if !room.fits(content.len() as u64, 0) {
+            return Err(body("quota_exceeded", &room.full_message()));
+        }
     }
     let (method, params) = match serde_json::to_value(&call) {
         Ok(Value::Object(mut map)) => (

@@ -164,7 +164,14 @@ impl Registry {
         };
         let (storage, db) = (&self.ctx.storage, &self.ctx.db);
         if dirs.workspace.is_dir() {
-            match crate::sync::save_workspace(storage, db, user, &dirs.workspace).await {
+            let saved = match self.ctx.sync_limits(user).await {
+                Ok(limits) => {
+                    crate::sync::save_workspace_with(storage, db, user, &dirs.workspace, &limits)
+                        .await
+                }
+                Err(e) => Err(crate::sync::SyncError::Quota(e)),
+            };
+            match saved {
                 Ok(report) => tracing::debug!(user.id = %user, ?report, "workspace stored"),
                 Err(error) => {
                     tracing::warn!(user.id = %user, %error, "storing the workspace failed")
@@ -172,7 +179,13 @@ impl Registry {
             }
         }
         if dirs.state.is_dir() {
-            match crate::sync::save_state(storage, user, &dirs.state).await {
+            let saved = match self.ctx.sync_limits(user).await {
+                Ok(limits) => {
+                    crate::sync::save_state_with(storage, user, &dirs.state, &limits).await
+                }
+                Err(e) => Err(crate::sync::SyncError::Quota(e)),
+            };
+            match saved {
                 Ok(report) => tracing::debug!(user.id = %user, ?report, "agent state stored"),
                 Err(error) => {
                     tracing::warn!(user.id = %user, %error, "storing the agent state failed")
