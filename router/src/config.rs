@@ -44,6 +44,18 @@ pub struct Config {
     #[arg(long, env = "JARVIS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// A second address that serves only the sandboxes' routes (`/v1/messages`,
+    /// `/v1/workspace/…`, `/v1/voice/speak`), e.g. `0.0.0.0:8081` for pods. Unset:
+    /// none (local sandboxes reach them through a unix socket). The public listener
+    /// never serves them.
+    #[arg(long, env = "JARVIS_SANDBOX_LISTEN")]
+    pub sandbox_listen: Option<SocketAddr>,
+
+    /// Bearer token `/metrics` requires. Unset: `/metrics` answers only peers on
+    /// loopback that came through no proxy.
+    #[arg(long, env = "JARVIS_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Where sandboxes run: `local` or `kubernetes`.
     #[arg(long, env = "JARVIS_BACKEND", value_enum, default_value = "local")]
     pub backend: Backend,
@@ -329,6 +341,14 @@ impl Config {
             .filter(|k| !k.is_empty())
     }
 
+    /// The `/metrics` token, if one is set (an empty `JARVIS_METRICS_TOKEN` is none).
+    pub fn metrics_token(&self) -> Option<&str> {
+        self.metrics_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+
     /// Whether Stripe billing is on; with it off every account is active.
     pub fn billing_enabled(&self) -> bool {
         self.stripe_secret_key.is_some()
@@ -356,6 +376,8 @@ impl Config {
             database_url: "postgres://localhost/jarvis".into(),
             db_max_connections: 20,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            sandbox_listen: None,
+            metrics_token: None,
             backend: Backend::Local,
             storage: "file:./data/storage".into(),
             anthropic_api_key: None,

@@ -229,18 +229,15 @@ pub fn app(state: AppState) -> Router {
         .merge(files::router())
         .merge(health::router())
         .merge(ws::router())
-        .merge(voice::sandbox_router())
+        // The sandboxes' `/v1/…` routes are not here: they answer the fallback's 404.
         .fallback(web::fallback)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // After the layer above: the gateway keeps its own, larger body limit,
-        // and workspace sync streams its bodies under the sync's caps.
-        .merge(gateway::router())
-        .merge(workspace_sync::sandbox_router());
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     middleware::apply(routes, state.clone()).with_state(state)
 }
 
-/// The routes sandboxes call (the model gateway), served on the unix socket
-/// bound into local sandboxes' jails.
+/// The routes sandboxes call (the model gateway, workspace sync, `speak`), served
+/// on the unix socket bound into local sandboxes' jails and on
+/// `JARVIS_SANDBOX_LISTEN`; never on the public listener, and without `/metrics`.
 pub fn sandbox_app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(gateway::router())
@@ -267,9 +264,31 @@ pub async fn serve_sandbox_socket(path: &std::path::Path, state: AppState) -> an
         .context("serving the sandbox socket")
 }
 
-/// Serves the application on `listener` (and, with the local backend, the
-/// sandbox socket) until SIGTERM or ctrl-c; then puts every workspace to sleep.
+/// Serves [`sandbox_app`] on `listener` (`JARVIS_SANDBOX_LISTEN`).
+pub async fn serve_sandbox_tcp(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    let service = sandbox_app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the sandbox listener")
+}
+
+/// Serves the application on `listener` (and the sandboxes' routes on the sandbox
+/// socket with the local backend, on `JARVIS_SANDBOX_LISTEN` when set) until
+/// SIGTERM or ctrl-c; then puts every workspace to sleep.
 pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    if let Some(addr) = state.config.sandbox_listen {
+        let sandbox_listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding JARVIS_SANDBOX_LISTEN {addr}"))?;
+        tracing::info!(addr = %sandbox_listener.local_addr()?, "the sandboxes' routes are listening");
+        let sandbox_state = state.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_sandbox_tcp(sandbox_listener, sandbox_state).await {
+                tracing::error!(error = ?error, "the sandbox listener failed");
+            }
+        });
+    }
     if state.config.backend == crate::config::Backend::Local {
         let path = workspaces::gateway_socket(&state.config);
         let sandbox_state = state.clone();

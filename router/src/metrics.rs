@@ -37,6 +37,16 @@ pub struct VoiceLabels {
     pub outcome: String,
 }
 
+/// Labels of a model gateway call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayLabels {
+    /// `messages` or `count_tokens`.
+    pub endpoint: String,
+    /// `forwarded`, `refused` (the plan's request policy), `rate_limited` (rate
+    /// limit or quota), `denied` (token, account) or `failed`.
+    pub outcome: String,
+}
+
 /// The router's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -52,6 +62,8 @@ pub struct Metrics {
     pub voice_syntheses: Family<VoiceLabels, Counter>,
     /// Synthesis wall time in seconds, by engine and outcome.
     pub voice_seconds: Family<VoiceLabels, Histogram>,
+    /// Model gateway calls, by endpoint and outcome.
+    pub gateway_calls: Family<GatewayLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -68,6 +80,7 @@ impl Default for Metrics {
         let voice_seconds = Family::<VoiceLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
         });
+        let gateway_calls = Family::<GatewayLabels, Counter>::default();
         let mut registry = Registry::with_prefix("jarvis");
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register(
@@ -95,6 +108,11 @@ impl Default for Metrics {
             "Text-to-speech synthesis wall time",
             voice_seconds.clone(),
         );
+        registry.register(
+            "gateway_calls",
+            "Model gateway calls by endpoint and outcome",
+            gateway_calls.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -103,6 +121,7 @@ impl Default for Metrics {
             password_verifications,
             voice_syntheses,
             voice_seconds,
+            gateway_calls,
         }
     }
 }

@@ -13,6 +13,15 @@
 //! billing off every account may, within its quota and rate); a paid plan also
 //! needs its subscription active.
 //!
+//! Every plan also bounds what one model call may ask for (the gateway's request
+//! policy, `http::gateway::policy`): `models`, the model ids it may name (an entry
+//! ending in `*` is a prefix; default [`DEFAULT_MODELS`], the models the pinned Claude
+//! Code CLI asks for); `max_tokens`, the largest `max_tokens` of one call (default
+//! [`DEFAULT_MAX_TOKENS`], what the CLI sends); `server_tools`, whether calls may
+//! carry server tools (`web_search_*`, `web_fetch_*`, `code_execution_*`, …) and
+//! `mcp_servers`, which make the model provider reach the network for the user and
+//! bill per use (default off on every plan).
+//!
 //! `JARVIS_PLANS` overrides them: inline JSON, or the path of a JSON file, e.g.
 //! `{"pro": {"monthly_tokens": 5000000, "stripe_price": "price_123"}}`
 //! (`monthly_tokens: null` and `storage_bytes: null` are unlimited). The Stripe
@@ -28,6 +37,21 @@ use std::{fmt, path::Path};
 use serde::{Deserialize, Serialize};
 
 const GIB: u64 = 1024 * 1024 * 1024;
+
+/// The models every plan may call unless configured otherwise: what the pinned
+/// Claude Code CLI asks for (its default, and the `opus`, `sonnet` and `haiku`
+/// aliases of `JARVIS_MODEL`) and the current 4.x ids.
+pub const DEFAULT_MODELS: &[&str] = &[
+    "claude-opus-5-5",
+    "claude-sonnet-5-5",
+    "claude-haiku-5-5",
+    "claude-opus-4-5",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+];
+
+/// The default cap on one call's `max_tokens`: what the pinned CLI sends.
+pub const DEFAULT_MAX_TOKENS: u32 = 128_000;
 
 /// A plan tier, as stored in `users.tier`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,6 +119,25 @@ pub struct Plan {
     /// archive and documents (`crate::quota`); what does not fit is refused or not
     /// stored. `None` is unlimited.
     pub storage_bytes: Option<u64>,
+    /// Model ids a call may name; an entry ending in `*` matches by prefix.
+    pub models: Vec<String>,
+    /// Largest `max_tokens` of one call.
+    pub max_tokens: u32,
+    /// Whether calls may carry server tools and `mcp_servers` (network egress by
+    /// the model provider, billed per use).
+    pub server_tools: bool,
+}
+
+impl Plan {
+    /// Whether this plan may call `model`.
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models
+            .iter()
+            .any(|entry| match entry.strip_suffix('*') {
+                Some(prefix) => model.starts_with(prefix),
+                None => model == entry,
+            })
+    }
 }
 
 /// A plan as the configuration writes it: every field optional.
@@ -110,6 +153,9 @@ struct PlanOverride {
     voice: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     storage_bytes: Option<Option<u64>>,
+    models: Option<Vec<String>>,
+    max_tokens: Option<u32>,
+    server_tools: Option<bool>,
 }
 
 /// Tells `"monthly_tokens": null` (unlimited) from a missing field (the default);
@@ -157,6 +203,9 @@ impl Default for Plans {
                 max_concurrent_turns: 1,
                 voice: true,
                 storage_bytes: Some(GIB),
+                models: default_models(),
+                max_tokens: DEFAULT_MAX_TOKENS,
+                server_tools: false,
             },
             pro: Plan {
                 stripe_price: None,
@@ -166,6 +215,9 @@ impl Default for Plans {
                 max_concurrent_turns: 2,
                 voice: true,
                 storage_bytes: Some(50 * GIB),
+                models: default_models(),
+                max_tokens: DEFAULT_MAX_TOKENS,
+                server_tools: false,
             },
             enterprise: Plan {
                 stripe_price: None,
@@ -175,9 +227,16 @@ impl Default for Plans {
                 max_concurrent_turns: 8,
                 voice: true,
                 storage_bytes: None,
+                models: default_models(),
+                max_tokens: DEFAULT_MAX_TOKENS,
+                server_tools: false,
             },
         }
     }
+}
+
+fn default_models() -> Vec<String> {
+    DEFAULT_MODELS.iter().map(|m| (*m).to_string()).collect()
 }
 
 impl Plans {
@@ -238,6 +297,11 @@ impl Plans {
             plan.max_concurrent_turns = o.max_concurrent_turns.unwrap_or(plan.max_concurrent_turns);
             plan.voice = o.voice.unwrap_or(plan.voice);
             plan.storage_bytes = o.storage_bytes.unwrap_or(plan.storage_bytes);
+            if let Some(models) = o.models {
+                plan.models = models;
+            }
+            plan.max_tokens = o.max_tokens.unwrap_or(plan.max_tokens);
+            plan.server_tools = o.server_tools.unwrap_or(plan.server_tools);
         }
         plans.check()?;
         Ok(plans)
@@ -346,6 +410,29 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(env_wins.tier_of_price("price_env"), Some(Tier::Pro));
+    }
+
+    #[test]
+    fn model_lists_match_exactly_or_by_prefix() {
+        let plans = Plans::from_json(
+            r#"{"pro": {"models": ["claude-haiku-*", "claude-sonnet-5-5"], "max_tokens": 8000,
+                        "server_tools": true}}"#,
+        )
+        .expect("valid");
+        let pro = plans.get(Tier::Pro);
+        assert!(pro.allows_model("claude-haiku-5-5"));
+        assert!(pro.allows_model("claude-sonnet-5-5"));
+        assert!(!pro.allows_model("claude-sonnet-5-5-20270101"));
+        assert!(!pro.allows_model("claude-opus-5-5"));
+        assert_eq!((pro.max_tokens, pro.server_tools), (8000, true));
+        let free = plans.get(Tier::Free);
+        assert!(
+            free.allows_model("claude-opus-5-5"),
+            "the CLI's default model"
+        );
+        assert!(!free.allows_model("claude-opus-5-5x"));
+        assert_eq!(free.max_tokens, DEFAULT_MAX_TOKENS);
+        assert!(!free.server_tools, "server tools are off by default");
     }
 
     #[test]

@@ -122,7 +122,7 @@ async fn model_call(app: &TestApp, token: &str) -> Reply {
         .header("x-api-key", token)
         .body(Body::from(body.to_string()))
         .expect("request");
-    app.call(req).await
+    app.call_sandbox(req).await
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]

@@ -10,7 +10,7 @@ use axum::{
 use http_body_util::BodyExt;
 use router::{
     config::Config,
-    http::{AppState, app},
+    http::{AppState, app, sandbox_app},
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -23,7 +23,10 @@ pub const PASSWORD: &str = "correct-horse-battery";
 /// The router under test, with its state and database.
 pub struct TestApp {
     pub state: AppState,
+    /// The public app (`JARVIS_LISTEN`).
     pub router: Router,
+    /// The sandboxes' app (the unix socket, `JARVIS_SANDBOX_LISTEN`): `/v1/…`.
+    pub sandbox: Router,
     pub db: PgPool,
     /// Keeps the storage directory alive for the test.
     pub storage_dir: tempfile::TempDir,
@@ -81,9 +84,11 @@ impl TestApp {
             .await
             .expect("state builds");
         let router = app(state.clone());
+        let sandbox = sandbox_app(state.clone());
         Self {
             state,
             router,
+            sandbox,
             db,
             storage_dir,
         }
@@ -111,26 +116,27 @@ impl TestApp {
         self.call(req).await
     }
 
-    /// Sends a prepared request.
+    /// Sends a prepared request to the public app.
     pub async fn call(&self, req: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body reads")
-            .to_bytes()
-            .to_vec();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Reply {
-            status,
-            headers,
-            body,
-            bytes,
-        }
+        reply_of(&self.router, req).await
+    }
+
+    /// Sends a prepared request to the sandboxes' app.
+    pub async fn call_sandbox(&self, req: Request<Body>) -> Reply {
+        reply_of(&self.sandbox, req).await
+    }
+
+    /// `GET /metrics` from a peer on loopback (as a scraper on the same machine).
+    pub async fn metrics(&self) -> Reply {
+        let mut req = Request::get("/metrics")
+            .body(Body::empty())
+            .expect("request builds");
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                40000,
+            ))));
+        self.call(req).await
     }
 
     pub async fn get(&self, uri: &str, token: &str) -> Reply {
@@ -239,6 +245,28 @@ impl TestApp {
         .fetch_one(&self.db)
         .await
         .expect("file row inserted")
+    }
+}
+
+/// Sends `req` to `router` and reads the whole answer.
+async fn reply_of(router: &Router, req: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(req).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body reads")
+        .to_bytes()
+        .to_vec();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Reply {
+        status,
+        headers,
+        body,
+        bytes,
     }
 }
 
