@@ -245,7 +245,7 @@ async fn push(app: &TestApp, token: &str, path: &str, bytes: &[u8]) -> Reply {
         .header("x-api-key", token)
         .body(Body::from(bytes.to_vec()))
         .expect("request");
-    app.call(req).await
+    app.call_sandbox(req).await
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
@@ -308,7 +308,7 @@ async fn a_sync_push_over_the_quota_is_refused_and_agent_files_count_against_upl
         .header("x-api-key", &token)
         .body(Body::from(archive))
         .expect("request");
-    let state = app.call(req).await;
+    let state = app.call_sandbox(req).await;
     assert_eq!(
         state.status,
         StatusCode::PAYLOAD_TOO_LARGE,
