@@ -45,6 +45,7 @@ SECRET_VALUES = {
     "s3": {"accessKeyId": "AKIASECRET0007", "secretAccessKey": "aws-secret-key-0008"},
     "redis": {"url": "redis://:redis-password-0009@redis:6379"},
     "tts": {"engine": "openai", "apiKey": "tts-api-key-0010"},
+    "metrics": {"token": "metrics-token-0011"},
     "router": {"storage": "s3://jarvis-files"},
 }
 SECRET_STRINGS = [
@@ -58,6 +59,7 @@ SECRET_STRINGS = [
     "aws-secret-key-0008",
     "redis-password-0009",
     "tts-api-key-0010",
+    "metrics-token-0011",
 ]
 # The router variables that hold secrets.
 SECRET_ENV = {
@@ -71,6 +73,7 @@ SECRET_ENV = {
     "AWS_SECRET_ACCESS_KEY",
     "JARVIS_REDIS_URL",
     "JARVIS_TTS_API_KEY",
+    "JARVIS_METRICS_TOKEN",
 }
 
 # Least privilege, as (scope, apiGroup, resource, verb, resourceName or None).
@@ -282,16 +285,25 @@ class ChartTest(unittest.TestCase):
                 self.assertLessEqual(labels.items(), pod_labels.items())
                 self.assertEqual(env["JARVIS_ROUTER_SERVICE"]["value"], service["metadata"]["name"])
                 self.assertEqual(env["JARVIS_ROUTER_NAMESPACE"]["value"], NAMESPACE)
-                # Sandbox policies allow egress to router pods on this port: the
-                # Service port and the container port must both be it.
+                # Sandbox policies allow egress to router pods on this port, the
+                # pods' gateway URL: the Service port, the container port and the
+                # router's sandbox listener must all be it, and not the public port.
                 port = int(env["JARVIS_ROUTER_PORT"]["value"])
+                self.assertEqual(port, 8081)
                 self.assertEqual(service["spec"]["ports"], [
-                    {"name": "http", "port": port, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+                    {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
+                    {"name": "sandbox", "port": port, "targetPort": "sandbox", "protocol": "TCP", "appProtocol": "http"},
                 ])
                 self.assertEqual(
                     install.container("router")["ports"],
-                    [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+                    [
+                        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                        {"name": "sandbox", "containerPort": port, "protocol": "TCP"},
+                    ],
                 )
+                router_env = install.env("router")
+                self.assertEqual(router_env["JARVIS_SANDBOX_LISTEN"]["value"], f"0.0.0.0:{port}")
+                self.assertEqual(router_env["JARVIS_LISTEN"]["value"], "0.0.0.0:8080")
 
     def test_router_service_selects_the_router_pods_only(self):
         install = self.minimal
@@ -372,6 +384,7 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(refs["AWS_SECRET_ACCESS_KEY"], {"name": "jarvis-s3", "key": "aws-secret-access-key"})
         self.assertEqual(refs["JARVIS_REDIS_URL"], {"name": "jarvis-redis", "key": "url"})
         self.assertEqual(refs["JARVIS_TTS_API_KEY"], {"name": "jarvis-tts", "key": "tts-api-key"})
+        self.assertEqual(refs["JARVIS_METRICS_TOKEN"], {"name": "jarvis-metrics", "key": "token"})
         self.assertEqual(env["JARVIS_TTS_ENGINE"]["value"], "elevenlabs")
         self.assertEqual(env["SUPABASE_URL"]["value"], "https://abcdefgh.supabase.co")
         self.assertEqual(env["AWS_ENDPOINT_URL"]["value"], "https://abcdefgh.supabase.co/storage/v1/s3")
@@ -437,11 +450,16 @@ class ChartTest(unittest.TestCase):
         build = (REPO / "operator/src/controller/build.rs").read_text()
         self.assertIn('pub const MANAGED_BY: &str = "jarvis-operator";', build)
         self.assertIn('pub const SANDBOX_APP: &str = "jarvis-sandbox";', build)
-        # Default: router reachable by anyone on 8080, egress open; operator to DNS + API only.
+        # Default: router reachable by anyone on 8080 and by sandbox pods only on 8081,
+        # egress open; operator to DNS + API only.
+        sandbox_rule = {
+            "ports": [{"protocol": "TCP", "port": 8081}],
+            "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": sandbox}}],
+        }
         router = self.minimal.one("NetworkPolicy", f"{PREFIX}-router")["spec"]
         self.assertEqual(router["podSelector"]["matchLabels"],
                          self.minimal.deployment("router")["spec"]["selector"]["matchLabels"])
-        self.assertEqual(router["ingress"], [{"ports": [{"protocol": "TCP", "port": 8080}]}])
+        self.assertEqual(router["ingress"], [{"ports": [{"protocol": "TCP", "port": 8080}]}, sandbox_rule])
         self.assertEqual(router["egress"], [{}])
         operator = self.minimal.one("NetworkPolicy", f"{PREFIX}-operator")["spec"]
         self.assertEqual(sorted(operator["policyTypes"]), ["Egress", "Ingress"])
@@ -449,11 +467,15 @@ class ChartTest(unittest.TestCase):
         self.assertEqual({p["port"] for p in dns["ports"]}, {53})
         self.assertEqual({p["port"] for p in api["ports"]}, {443, 6443})
         self.assertEqual(operator["ingress"], [{"ports": [{"protocol": "TCP", "port": 9090}]}])
-        # Locked down: the ingress controller and sandboxes in, listed egress out.
+        # Locked down: the ingress controller on 8080 and sandboxes on 8081 in, listed egress out.
         router = self.production.one("NetworkPolicy", f"{PREFIX}-router")["spec"]
-        froms = [peer for rule in router["ingress"] for peer in rule["from"]]
-        self.assertIn({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}, froms)
-        self.assertIn({"namespaceSelector": {}, "podSelector": {"matchLabels": sandbox}}, froms)
+        self.assertEqual(router["ingress"], [
+            {
+                "ports": [{"protocol": "TCP", "port": 8080}],
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+            },
+            sandbox_rule,
+        ])
         self.assertNotIn({}, router["egress"])
         ports = {p["port"] for rule in router["egress"] for p in rule.get("ports", [])}
         self.assertLessEqual({53, 443, 5432, 6379, 7070}, ports)

@@ -58,8 +58,9 @@ pub struct Config {
     /// Name of the router's Service.
     #[arg(long, env = "JARVIS_ROUTER_SERVICE", default_value = "jarvis-router")]
     pub router_service: String,
-    /// Port of the router's Service (the model gateway).
-    #[arg(long, env = "JARVIS_ROUTER_PORT", default_value_t = 8080)]
+    /// Port of the router's Service that serves the sandboxes' routes (the model
+    /// gateway, workspace sync): the router's `JARVIS_SANDBOX_LISTEN`, not its public port.
+    #[arg(long, env = "JARVIS_ROUTER_PORT", default_value_t = 8081)]
     pub router_port: u16,
     /// Labels of the router pods, `key=value,key=value` (network policies use them).
     #[arg(

@@ -78,7 +78,8 @@ async fn main() -> anyhow::Result<()> {
     let state = AppState::new(config, db.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gateway_url = format!("http://{}/v1/messages?beta=true", listener.local_addr()?);
-    tokio::spawn(router::http::serve_on(listener, state));
+    // The sandboxes' listener (`JARVIS_SANDBOX_LISTEN`): the public one has no `/v1`.
+    tokio::spawn(router::http::serve_sandbox_tcp(listener, state));
 
     // An enterprise user: its rate limit (600/min) leaves the run unthrottled.
     let user: uuid::Uuid = sqlx::query_scalar(

@@ -7,7 +7,7 @@
 //! router admin usage [USER]            # tokens and cost this month, per user
 //! router admin grant USER TIER         # put USER on TIER, active, without Stripe
 //! router admin revoke USER             # back to free, not active
-//! router admin disable USER            # refuse USER's model calls and sign-ins
+//! router admin disable USER            # cut USER off at once: API, sockets, model calls, sign-ins
 //! router admin enable USER
 //! ```
 //!
@@ -60,7 +60,8 @@ pub enum Command {
         /// An email address or user id.
         user: String,
     },
-    /// Disable an account: its model calls are refused; its documents stay.
+    /// Disable an account at once: its API calls, open sockets and model calls
+    /// are refused or closed; its documents stay.
     Disable {
         /// An email address or user id.
         user: String,
@@ -121,6 +122,9 @@ pub async fn run(db: &PgPool, command: &Command) -> anyhow::Result<String> {
             .bind(id)
             .execute(db)
             .await?;
+            // Every router closes the user's open sockets now; their API calls
+            // are refused from the next request on (`http::extractor`).
+            crate::http::sockets::notify_disabled(db, id).await?;
             Ok(format!("{user}: disabled\n"))
         }
         Command::Enable { user } => {
@@ -135,7 +139,7 @@ pub async fn run(db: &PgPool, command: &Command) -> anyhow::Result<String> {
     }
 }
 
-/// The id of the user named by email (any case) or id.
+/// The id of the user named by email (in its normalised form, like sign-in) or id.
 async fn find_user(db: &PgPool, user: &str) -> anyhow::Result<Uuid> {
     // language=PostgreSQL
     let found: Option<Uuid> = match user.parse::<Uuid>() {
@@ -146,8 +150,10 @@ async fn find_user(db: &PgPool, user: &str) -> anyhow::Result<Uuid> {
                 .await?
         }
         Err(_) => {
-            sqlx::query_scalar("select id from users where lower(email) = lower($1)")
-                .bind(user)
+            // Supabase users' rows are written without the form; give them one.
+            crate::auth::email::backfill(db).await?;
+            sqlx::query_scalar("select id from users where email_normalized = $1")
+                .bind(crate::auth::email::normalize(user))
                 .fetch_optional(db)
                 .await?
         }

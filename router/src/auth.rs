@@ -2,14 +2,17 @@
 //!
 //! Access tokens are JWTs of one shape whoever issued them: Supabase Auth (when
 //! configured) or the router's built-in accounts. [`Authenticator`] verifies them;
-//! the built-in side also issues them. Refresh tokens, passwords and the login
-//! throttle are the built-in accounts' other parts.
+//! the built-in side also issues them. Refresh tokens, passwords, email
+//! normalisation and verification, and the sign-up and login throttles are the
+//! built-in accounts' other parts.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use uuid::Uuid;
 
+/// The one normalised form of email addresses.
+pub mod email;
 /// Verifies Supabase keys fetched from the project's JWKS endpoint.
 pub mod jwks;
 /// Built-in accounts' access tokens (HS256, signed by the router).
@@ -18,10 +21,36 @@ pub mod local;
 pub mod password;
 /// Opaque refresh tokens with rotation and reuse detection.
 pub mod refresh;
+/// Sign-up throttling per client address and network.
+pub mod signups;
 /// Supabase Auth token verification (HS256 secret and JWKS).
 pub mod supabase;
-/// Login throttling per account and per client address.
+/// Login throttling per account and client network, and per network.
 pub mod throttle;
+/// Email verification links of built-in accounts.
+pub mod verification;
+
+/// How often [`spawn_pruner`] clears expired throttle rows.
+const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// Clears expired sign-up and login throttle rows every [`PRUNE_EVERY`] (each
+/// replica does; the deletes are idempotent).
+pub fn spawn_pruner(db: sqlx::PgPool) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            every.tick().await;
+            let pruned = async {
+                Ok::<_, sqlx::Error>(throttle::prune(&db).await? + signups::prune(&db).await?)
+            };
+            match pruned.await {
+                Ok(0) => {}
+                Ok(rows) => tracing::debug!(rows, "expired throttle rows pruned"),
+                Err(error) => tracing::warn!(%error, "pruning throttle rows failed"),
+            }
+        }
+    });
+}
 
 /// The audience every accepted access token must name (Supabase's value).
 pub const AUDIENCE: &str = "authenticated";

@@ -44,6 +44,18 @@ pub struct Config {
     #[arg(long, env = "JARVIS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// A second address that serves only the sandboxes' routes (`/v1/messages`,
+    /// `/v1/workspace/…`, `/v1/voice/speak`), e.g. `0.0.0.0:8081` for pods. Unset:
+    /// none (local sandboxes reach them through a unix socket). The public listener
+    /// never serves them.
+    #[arg(long, env = "JARVIS_SANDBOX_LISTEN")]
+    pub sandbox_listen: Option<SocketAddr>,
+
+    /// Bearer token `/metrics` requires. Unset: `/metrics` answers only peers on
+    /// loopback that came through no proxy.
+    #[arg(long, env = "JARVIS_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Where sandboxes run: `local` or `kubernetes`.
     #[arg(long, env = "JARVIS_BACKEND", value_enum, default_value = "local")]
     pub backend: Backend,
@@ -71,6 +83,11 @@ pub struct Config {
     /// Largest file a user may upload, in bytes.
     #[arg(long, env = "JARVIS_MAX_UPLOAD_BYTES", default_value_t = 104_857_600)]
     pub max_upload_bytes: u64,
+
+    /// Browser WebSockets one user may have open on one router; more are refused
+    /// with 429.
+    #[arg(long, env = "JARVIS_MAX_SOCKETS_PER_USER", default_value_t = 16)]
+    pub max_sockets_per_user: usize,
 
     /// Live agent (CLI) processes per workspace.
     #[arg(long, env = "JARVIS_MAX_AGENTS", default_value_t = 1)]
@@ -119,7 +136,8 @@ pub struct Config {
     pub plans: Option<String>,
 
     /// Where Stripe Checkout and the Customer Portal send the browser back to;
-    /// unset, the Account page on the request's own host.
+    /// unset, the Account page of the request's `Origin` when it is a configured one
+    /// (`JARVIS_ALLOWED_ORIGINS`), else of the first configured origin (never `Host`).
     #[arg(long, env = "JARVIS_BILLING_RETURN_URL")]
     pub billing_return_url: Option<String>,
 
@@ -127,6 +145,42 @@ pub struct Config {
     /// behind a reverse proxy that sets it), for per-address login throttling.
     #[arg(long, env = "JARVIS_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+
+    /// Accounts one client address may create per hour (built-in accounts); more
+    /// are refused with 429.
+    #[arg(
+        long,
+        env = "JARVIS_SIGNUPS_PER_ADDRESS_PER_HOUR",
+        default_value_t = 10
+    )]
+    pub signups_per_address_per_hour: u32,
+
+    /// Accounts one client network (IPv4 /24, IPv6 /64) may create per hour.
+    #[arg(
+        long,
+        env = "JARVIS_SIGNUPS_PER_NETWORK_PER_HOUR",
+        default_value_t = 50
+    )]
+    pub signups_per_network_per_hour: u32,
+
+    /// SMTP server for verification mail: `smtp://host:port` (plain, e.g. a local
+    /// relay), `smtp://user:pass@host?tls=required` (STARTTLS, port 587),
+    /// `smtps://user:pass@host` (TLS, port 465). Unset, no
+    /// mail is sent, and with billing on nobody can verify (the model is refused
+    /// with a message naming this variable).
+    #[arg(long, env = "JARVIS_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// The `From` of the router's mail (`Jarvis <noreply@example.com>`); default:
+    /// `noreply@` the public URL's host.
+    #[arg(long, env = "JARVIS_MAIL_FROM")]
+    pub mail_from: Option<String>,
+
+    /// The address people reach the router at (`https://jarvis.example.com`), for
+    /// links in mail; never taken from a request's Host. Default: the first of
+    /// `JARVIS_ALLOWED_ORIGINS`, else `http://` the listen address.
+    #[arg(long, env = "JARVIS_PUBLIC_URL")]
+    pub public_url: Option<String>,
 
     /// Redis URL (e.g. `redis://127.0.0.1:6379`): rate limits shared by every router
     /// process. Without it each process limits on its own.
@@ -354,9 +408,32 @@ impl Config {
             .filter(|k| !k.is_empty())
     }
 
+    /// The `/metrics` token, if one is set (an empty `JARVIS_METRICS_TOKEN` is none).
+    pub fn metrics_token(&self) -> Option<&str> {
+        self.metrics_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+
     /// Whether Stripe billing is on; with it off every account is active.
     pub fn billing_enabled(&self) -> bool {
         self.stripe_secret_key.is_some()
+    }
+
+    /// The base URL of links the router sends out (see `JARVIS_PUBLIC_URL`),
+    /// without a trailing slash.
+    pub fn public_url(&self) -> String {
+        let configured = self
+            .public_url
+            .iter()
+            .chain(&self.allowed_origins)
+            .map(|u| u.trim().trim_end_matches('/'))
+            .find(|u| !u.is_empty());
+        match configured {
+            Some(url) => url.to_string(),
+            None => format!("http://{}", self.listen),
+        }
     }
 
     /// The configuration with every default and nothing read from the environment
@@ -366,12 +443,15 @@ impl Config {
             database_url: "postgres://localhost/jarvis".into(),
             db_max_connections: 20,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            sandbox_listen: None,
+            metrics_token: None,
             backend: Backend::Local,
             storage: "file:./data/storage".into(),
             anthropic_api_key: None,
             model_upstream: "https://api.anthropic.com".into(),
             idle_timeout: Duration::from_secs(15 * 60),
             max_upload_bytes: 104_857_600,
+            max_sockets_per_user: 16,
             max_agents: 1,
             supabase_jwt_secret: None,
             supabase_url: None,
@@ -384,6 +464,11 @@ impl Config {
             plans: None,
             billing_return_url: None,
             trust_forwarded_for: false,
+            signups_per_address_per_hour: 10,
+            signups_per_network_per_hour: 50,
+            smtp_url: None,
+            mail_from: None,
+            public_url: None,
             log_format: "text".into(),
             redis_url: None,
             redis_key_prefix: "jarvis:".into(),
@@ -439,7 +524,26 @@ mod tests {
         assert_eq!(parsed.idle_timeout, defaults.idle_timeout);
         assert_eq!(parsed.max_upload_bytes, defaults.max_upload_bytes);
         assert_eq!(parsed.max_agents, defaults.max_agents);
+        assert_eq!(parsed.max_sockets_per_user, defaults.max_sockets_per_user);
         assert_eq!(parsed.backend, Backend::Local);
+        assert_eq!(
+            parsed.signups_per_address_per_hour,
+            defaults.signups_per_address_per_hour
+        );
+        assert_eq!(
+            parsed.signups_per_network_per_hour,
+            defaults.signups_per_network_per_hour
+        );
+    }
+
+    #[test]
+    fn the_public_url_comes_from_configuration_only() {
+        let mut c = Config::defaults();
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+        c.allowed_origins = vec!["https://app.example.com/".into()];
+        assert_eq!(c.public_url(), "https://app.example.com");
+        c.public_url = Some("https://jarvis.example.com".into());
+        assert_eq!(c.public_url(), "https://jarvis.example.com");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub mod health;
 pub mod middleware;
 /// Which browser `Origin`s the router trusts (the WebSocket, billing redirects).
 pub mod origin;
+/// Browser sockets per user: the cap, and closing a disabled user's at once.
+pub mod sockets;
 /// This month's usage and the plan's limits (`/api/usage`).
 pub mod usage;
 /// The signed-in user's account (`/api/me`).
@@ -87,8 +89,12 @@ pub struct AppState {
     pub voice: crate::voice::Voice,
     /// The Stripe API; `None` while billing is off.
     pub stripe: Option<crate::billing::client::Stripe>,
+    /// Outgoing mail (verification links); `None` without `JARVIS_SMTP_URL`.
+    pub mailer: Option<Arc<crate::mail::Mailer>>,
     /// Supabase users known to have a `users` row in this process.
     known_users: Arc<Mutex<HashSet<Uuid>>>,
+    /// Browser sockets open on this router, per user.
+    pub sockets: Arc<sockets::Sockets>,
 }
 
 impl AppState {
@@ -152,7 +158,25 @@ impl AppState {
             ),
             None => None,
         };
+        let mailer = crate::mail::Mailer::from_config(&config)
+            .context("setting up mail")?
+            .map(Arc::new);
+        if mailer.is_none() && config.billing_enabled() && !config.supabase_auth() {
+            tracing::warn!(
+                "billing is on but JARVIS_SMTP_URL is not set: no email address can be verified, so built-in accounts cannot call the model"
+            );
+        }
+        let normalised = crate::auth::email::backfill(&db)
+            .await
+            .context("normalising stored email addresses")?;
+        if normalised > 0 {
+            tracing::info!(users = normalised, "stored email addresses normalised");
+        }
+        crate::auth::spawn_pruner(db.clone());
+        let sockets = Arc::new(sockets::Sockets::default());
+        sockets.spawn_watch(db.clone());
         Ok(Self {
+            sockets,
             config: Arc::new(config),
             db,
             auth: Arc::new(auth),
@@ -163,6 +187,7 @@ impl AppState {
             plans,
             voice,
             stripe,
+            mailer,
             known_users: Arc::default(),
         })
     }
@@ -203,18 +228,15 @@ pub fn app(state: AppState) -> Router {
         .merge(files::router())
         .merge(health::router())
         .merge(ws::router())
-        .merge(voice::sandbox_router())
+        // The sandboxes' `/v1/…` routes are not here: they answer the fallback's 404.
         .fallback(web::fallback)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // After the layer above: the gateway keeps its own, larger body limit,
-        // and workspace sync streams its bodies under the sync's caps.
-        .merge(gateway::router())
-        .merge(workspace_sync::sandbox_router());
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     middleware::apply(routes, state.clone()).with_state(state)
 }
 
-/// The routes sandboxes call (the model gateway), served on the unix socket
-/// bound into local sandboxes' jails.
+/// The routes sandboxes call (the model gateway, workspace sync, `speak`), served
+/// on the unix socket bound into local sandboxes' jails and on
+/// `JARVIS_SANDBOX_LISTEN`; never on the public listener, and without `/metrics`.
 pub fn sandbox_app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(gateway::router())
@@ -241,9 +263,31 @@ pub async fn serve_sandbox_socket(path: &std::path::Path, state: AppState) -> an
         .context("serving the sandbox socket")
 }
 
-/// Serves the application on `listener` (and, with the local backend, the
-/// sandbox socket) until SIGTERM or ctrl-c; then puts every workspace to sleep.
+/// Serves [`sandbox_app`] on `listener` (`JARVIS_SANDBOX_LISTEN`).
+pub async fn serve_sandbox_tcp(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    let service = sandbox_app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the sandbox listener")
+}
+
+/// Serves the application on `listener` (and the sandboxes' routes on the sandbox
+/// socket with the local backend, on `JARVIS_SANDBOX_LISTEN` when set) until
+/// SIGTERM or ctrl-c; then puts every workspace to sleep.
 pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    if let Some(addr) = state.config.sandbox_listen {
+        let sandbox_listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding JARVIS_SANDBOX_LISTEN {addr}"))?;
+        tracing::info!(addr = %sandbox_listener.local_addr()?, "the sandboxes' routes are listening");
+        let sandbox_state = state.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_sandbox_tcp(sandbox_listener, sandbox_state).await {
+                tracing::error!(error = ?error, "the sandbox listener failed");
+            }
+        });
+    }
     if state.config.backend == crate::config::Backend::Local {
         let path = workspaces::gateway_socket(&state.config);
         let sandbox_state = state.clone();

@@ -16,6 +16,8 @@ pub mod db;
 pub mod http;
 /// Admission to the model gateway: account standing, token quota, rate limit.
 pub mod limits;
+/// Outgoing mail over SMTP (verification links).
+pub mod mail;
 /// Prometheus metrics of the router.
 pub mod metrics;
 /// Plan tiers and what each allows.
@@ -24,6 +26,8 @@ pub mod plans;
 pub mod pricing;
 /// The relay between a user's browser connections and their sandbox.
 pub mod proxy;
+/// The plan's storage quota: every stored byte of a user.
+pub mod quota;
 /// Object storage for files (a local directory or S3).
 pub mod storage;
 /// Workspace files and agent state ⇄ storage (save on sleep, restore on wake).

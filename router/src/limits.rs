@@ -41,6 +41,24 @@ pub enum Refusal {
         /// Stripe's status of the subscription (`past_due`, `canceled`, …), if any.
         status: Option<String>,
     },
+    /// Billing is on and the user's plan does not include the model (`model`
+    /// in the plans table; off for `free` by default).
+    #[error("your {tier} plan does not include the model: upgrade under Account → Upgrade plan")]
+    PlanWithoutModel {
+        /// The user's tier.
+        tier: Tier,
+    },
+    /// Billing is on and the account's email address is not verified yet.
+    #[error(
+        "verify your email address first: open the link we emailed you, or ask for a new one under Account"
+    )]
+    EmailUnverified,
+    /// Billing is on, the address is not verified, and this server cannot send
+    /// the verification mail.
+    #[error(
+        "your email address must be verified before the model can be used, but this server cannot send mail: its operator must set JARVIS_SMTP_URL"
+    )]
+    VerificationUnavailable,
     /// Too many requests this minute.
     #[error(
         "Rate limit reached: your {tier} plan allows {limit} model requests per minute; retry in {retry_after} s"
@@ -88,43 +106,70 @@ pub struct Account {
     pub subscription_status: Option<String>,
     /// Tokens recorded this calendar month (UTC).
     pub tokens_this_month: u64,
+    /// Whether the address is verified (Supabase accounts: by Supabase).
+    pub email_verified: bool,
 }
 
 /// Reads `user_id`'s account and this month's token total in one query.
 pub async fn account(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<Account>> {
     // language=PostgreSQL
-    let row: Option<(String, bool, bool, Option<String>, i64)> = sqlx::query_as(
+    let row: Option<(String, bool, bool, Option<String>, i64, bool)> = sqlx::query_as(
         "select u.tier, u.disabled_at is not null, u.subscription_active, u.subscription_status,
                 coalesce((select sum(input_tokens + output_tokens) from usage
                           where owner_id = u.id
-                            and created_at >= date_trunc('month', now(), 'UTC')), 0)::bigint
+                            and created_at >= date_trunc('month', now(), 'UTC')), 0)::bigint,
+                u.email_verified_at is not null or u.external_auth_id is not null
          from users u where u.id = $1",
     )
     .bind(user_id)
     .fetch_optional(db)
     .await?;
     Ok(row.map(
-        |(tier, disabled, subscription_active, subscription_status, used)| Account {
-            tier: Tier::parse(&tier),
-            disabled,
-            subscription_active,
-            subscription_status,
-            tokens_this_month: u64::try_from(used).unwrap_or(0),
+        |(tier, disabled, subscription_active, subscription_status, used, email_verified)| {
+            Account {
+                tier: Tier::parse(&tier),
+                disabled,
+                subscription_active,
+                subscription_status,
+                tokens_this_month: u64::try_from(used).unwrap_or(0),
+                email_verified,
+            }
         },
     ))
 }
 
 impl Account {
-    /// Refuses a disabled account, or, when billing is on, a paid plan without an
-    /// active subscription (a lapsed payment ends paid access at once). The free
-    /// plan needs no subscription; a canceled one drops the user to it.
-    pub fn check_standing(&self, billing_enabled: bool) -> Result<(), Refusal> {
+    /// Refuses a disabled account; with billing on, also a plan without the
+    /// model (`plans`), a paid plan without an active subscription (a lapsed
+    /// payment ends paid access at once; a canceled one drops the user to
+    /// `free`), and an unverified email address (`can_send_mail` false: the
+    /// server cannot send the link, and the refusal says so). With billing off
+    /// every account may call the model.
+    pub fn check_standing(
+        &self,
+        billing_enabled: bool,
+        plans: &Plans,
+        can_send_mail: bool,
+    ) -> Result<(), Refusal> {
         if self.disabled {
             return Err(Refusal::Disabled);
         }
-        if billing_enabled && self.tier != Tier::Free && !self.subscription_active {
+        if !billing_enabled {
+            return Ok(());
+        }
+        if !plans.get(self.tier).model {
+            return Err(Refusal::PlanWithoutModel { tier: self.tier });
+        }
+        if self.tier != Tier::Free && !self.subscription_active {
             return Err(Refusal::SubscriptionInactive {
                 status: self.subscription_status.clone(),
+            });
+        }
+        if !self.email_verified {
+            return Err(if can_send_mail {
+                Refusal::EmailUnverified
+            } else {
+                Refusal::VerificationUnavailable
             });
         }
         Ok(())
@@ -283,6 +328,7 @@ mod tests {
             subscription_active: false,
             subscription_status: None,
             tokens_this_month: used,
+            email_verified: true,
         }
     }
 
@@ -313,11 +359,42 @@ mod tests {
     }
 
     #[test]
-    fn inactive_subscriptions_are_refused_only_with_billing_on() {
-        let a = account(Tier::Pro, 0);
-        assert!(a.check_standing(false).is_ok());
+    fn with_billing_on_the_plan_flag_and_a_verified_address_decide() {
+        let plans = Plans::default();
+        let free = account(Tier::Free, 0);
+        assert!(free.check_standing(false, &plans, false).is_ok());
         assert_eq!(
-            a.check_standing(true).expect_err("lapsed").to_string(),
+            free.check_standing(true, &plans, true)
+                .expect_err("free has no model")
+                .to_string(),
+            "your free plan does not include the model: upgrade under Account → Upgrade plan"
+        );
+        let open = Plans::from_json(r#"{"free": {"model": true}}"#).expect("valid");
+        assert!(free.check_standing(true, &open, true).is_ok());
+        let unverified = Account {
+            email_verified: false,
+            ..free
+        };
+        assert!(unverified.check_standing(false, &open, false).is_ok());
+        assert!(matches!(
+            unverified.check_standing(true, &open, true),
+            Err(Refusal::EmailUnverified)
+        ));
+        let no_mail = unverified
+            .check_standing(true, &open, false)
+            .expect_err("cannot verify");
+        assert!(no_mail.to_string().contains("JARVIS_SMTP_URL"), "{no_mail}");
+    }
+
+    #[test]
+    fn inactive_subscriptions_are_refused_only_with_billing_on() {
+        let plans = Plans::default();
+        let a = account(Tier::Pro, 0);
+        assert!(a.check_standing(false, &plans, true).is_ok());
+        assert_eq!(
+            a.check_standing(true, &plans, true)
+                .expect_err("lapsed")
+                .to_string(),
             "your subscription is not active"
         );
         let past_due = Account {
@@ -326,7 +403,7 @@ mod tests {
         };
         assert_eq!(
             past_due
-                .check_standing(true)
+                .check_standing(true, &plans, true)
                 .expect_err("lapsed")
                 .to_string(),
             "your subscription is not active (payment past due): update your payment method under Account → Manage billing"
@@ -336,7 +413,7 @@ mod tests {
             ..a
         };
         assert!(matches!(
-            disabled.check_standing(false),
+            disabled.check_standing(false, &plans, true),
             Err(Refusal::Disabled)
         ));
     }

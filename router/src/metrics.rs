@@ -37,6 +37,16 @@ pub struct VoiceLabels {
     pub outcome: String,
 }
 
+/// Labels of a model gateway call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayLabels {
+    /// `messages` or `count_tokens`.
+    pub endpoint: String,
+    /// `forwarded`, `refused` (the plan's request policy), `rate_limited` (rate
+    /// limit or quota), `denied` (token, account) or `failed`.
+    pub outcome: String,
+}
+
 /// The router's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -46,10 +56,14 @@ pub struct Metrics {
     pub durations: Family<RouteLabels, Histogram>,
     /// Failed logins (wrong password, unknown account, locked).
     pub login_failures: Counter,
+    /// argon2 password verifications run by sign-ins (unknown accounts too).
+    pub password_verifications: Counter,
     /// Syntheses of spoken answers, by engine and outcome.
     pub voice_syntheses: Family<VoiceLabels, Counter>,
     /// Synthesis wall time in seconds, by engine and outcome.
     pub voice_seconds: Family<VoiceLabels, Histogram>,
+    /// Model gateway calls, by endpoint and outcome.
+    pub gateway_calls: Family<GatewayLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -61,10 +75,12 @@ impl Default for Metrics {
             ])
         });
         let login_failures = Counter::default();
+        let password_verifications = Counter::default();
         let voice_syntheses = Family::<VoiceLabels, Counter>::default();
         let voice_seconds = Family::<VoiceLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
         });
+        let gateway_calls = Family::<GatewayLabels, Counter>::default();
         let mut registry = Registry::with_prefix("jarvis");
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register(
@@ -78,6 +94,11 @@ impl Default for Metrics {
             login_failures.clone(),
         );
         registry.register(
+            "password_verifications",
+            "argon2 password verifications run by sign-ins",
+            password_verifications.clone(),
+        );
+        registry.register(
             "voice_syntheses",
             "Text-to-speech syntheses",
             voice_syntheses.clone(),
@@ -87,13 +108,20 @@ impl Default for Metrics {
             "Text-to-speech synthesis wall time",
             voice_seconds.clone(),
         );
+        registry.register(
+            "gateway_calls",
+            "Model gateway calls by endpoint and outcome",
+            gateway_calls.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
             durations,
             login_failures,
+            password_verifications,
             voice_syntheses,
             voice_seconds,
+            gateway_calls,
         }
     }
 }

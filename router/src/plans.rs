@@ -3,11 +3,24 @@
 //!
 //! Defaults (used for every plan or field the configuration leaves out):
 //!
-//! | tier         | requests / minute | tokens / calendar month (UTC) | concurrent turns | voice | storage   |
-//! |--------------|-------------------|-------------------------------|------------------|-------|-----------|
-//! | `free`       | 20                | 1,000,000                     | 1                | on    | 1 GiB     |
-//! | `pro`        | 60                | 20,000,000                    | 2                | on    | 50 GiB    |
-//! | `enterprise` | 600               | unlimited                     | 8                | on    | unlimited |
+//! | tier         | model (billing on) | requests / minute | tokens / calendar month (UTC) | concurrent turns | voice | storage   |
+//! |--------------|--------------------|-------------------|-------------------------------|------------------|-------|-----------|
+//! | `free`       | no                 | 20                | 1,000,000                     | 1                | on    | 1 GiB     |
+//! | `pro`        | yes                | 60                | 20,000,000                    | 2                | on    | 50 GiB    |
+//! | `enterprise` | yes                | 600               | unlimited                     | 8                | on    | unlimited |
+//!
+//! `model` says whether the plan may call the model while billing is on (with
+//! billing off every account may, within its quota and rate); a paid plan also
+//! needs its subscription active.
+//!
+//! Every plan also bounds what one model call may ask for (the gateway's request
+//! policy, `http::gateway::policy`): `models`, the model ids it may name (an entry
+//! ending in `*` is a prefix; default [`DEFAULT_MODELS`], the models the pinned Claude
+//! Code CLI asks for); `max_tokens`, the largest `max_tokens` of one call (default
+//! [`DEFAULT_MAX_TOKENS`], what the CLI sends); `server_tools`, whether calls may
+//! carry server tools (`web_search_*`, `web_fetch_*`, `code_execution_*`, …) and
+//! `mcp_servers`, which make the model provider reach the network for the user and
+//! bill per use (default off on every plan).
 //!
 //! `JARVIS_PLANS` overrides them: inline JSON, or the path of a JSON file, e.g.
 //! `{"pro": {"monthly_tokens": 5000000, "stripe_price": "price_123"}}`
@@ -24,6 +37,21 @@ use std::{fmt, path::Path};
 use serde::{Deserialize, Serialize};
 
 const GIB: u64 = 1024 * 1024 * 1024;
+
+/// The models every plan may call unless configured otherwise: what the pinned
+/// Claude Code CLI asks for (its default, and the `opus`, `sonnet` and `haiku`
+/// aliases of `JARVIS_MODEL`) and the current 4.x ids.
+pub const DEFAULT_MODELS: &[&str] = &[
+    "claude-opus-5-5",
+    "claude-sonnet-5-5",
+    "claude-haiku-5-5",
+    "claude-opus-4-5",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+];
+
+/// The default cap on one call's `max_tokens`: what the pinned CLI sends.
+pub const DEFAULT_MAX_TOKENS: u32 = 128_000;
 
 /// A plan tier, as stored in `users.tier`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,6 +101,10 @@ impl fmt::Display for Tier {
 pub struct Plan {
     /// The Stripe price that subscribes to it; `None` cannot be bought.
     pub stripe_price: Option<String>,
+    /// Whether the plan's users may call the model while billing is on (with
+    /// billing off everyone may). Off for `free` by default: with billing on,
+    /// calling the model takes a paid plan unless the operator opens it.
+    pub model: bool,
     /// Model requests (`POST /v1/messages`) per user per minute.
     pub requests_per_minute: u32,
     /// Tokens per user per calendar month (UTC); `None` is unlimited.
@@ -83,9 +115,29 @@ pub struct Plan {
     /// Whether spoken answers (the `speak` tool) are on (configuration and
     /// `/api/usage` only so far: the `speak` tool does not check it yet).
     pub voice: bool,
-    /// Bytes of files (uploads, workspace files, audio) a user may keep; an upload
-    /// past it is refused. `None` is unlimited.
+    /// Bytes a user may keep stored — uploads, the agent's files, audio, its state
+    /// archive and documents (`crate::quota`); what does not fit is refused or not
+    /// stored. `None` is unlimited.
     pub storage_bytes: Option<u64>,
+    /// Model ids a call may name; an entry ending in `*` matches by prefix.
+    pub models: Vec<String>,
+    /// Largest `max_tokens` of one call.
+    pub max_tokens: u32,
+    /// Whether calls may carry server tools and `mcp_servers` (network egress by
+    /// the model provider, billed per use).
+    pub server_tools: bool,
+}
+
+impl Plan {
+    /// Whether this plan may call `model`.
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models
+            .iter()
+            .any(|entry| match entry.strip_suffix('*') {
+                Some(prefix) => model.starts_with(prefix),
+                None => model == entry,
+            })
+    }
 }
 
 /// A plan as the configuration writes it: every field optional.
@@ -93,6 +145,7 @@ pub struct Plan {
 #[serde(deny_unknown_fields)]
 struct PlanOverride {
     stripe_price: Option<String>,
+    model: Option<bool>,
     requests_per_minute: Option<u32>,
     #[serde(default, deserialize_with = "present")]
     monthly_tokens: Option<Option<u64>>,
@@ -100,6 +153,9 @@ struct PlanOverride {
     voice: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     storage_bytes: Option<Option<u64>>,
+    models: Option<Vec<String>>,
+    max_tokens: Option<u32>,
+    server_tools: Option<bool>,
 }
 
 /// Tells `"monthly_tokens": null` (unlimited) from a missing field (the default);
@@ -141,30 +197,46 @@ impl Default for Plans {
         Self {
             free: Plan {
                 stripe_price: None,
+                model: false,
                 requests_per_minute: 20,
                 monthly_tokens: Some(1_000_000),
                 max_concurrent_turns: 1,
                 voice: true,
                 storage_bytes: Some(GIB),
+                models: default_models(),
+                max_tokens: DEFAULT_MAX_TOKENS,
+                server_tools: false,
             },
             pro: Plan {
                 stripe_price: None,
+                model: true,
                 requests_per_minute: 60,
                 monthly_tokens: Some(20_000_000),
                 max_concurrent_turns: 2,
                 voice: true,
                 storage_bytes: Some(50 * GIB),
+                models: default_models(),
+                max_tokens: DEFAULT_MAX_TOKENS,
+                server_tools: false,
             },
             enterprise: Plan {
                 stripe_price: None,
+                model: true,
                 requests_per_minute: 600,
                 monthly_tokens: None,
                 max_concurrent_turns: 8,
                 voice: true,
                 storage_bytes: None,
+                models: default_models(),
+                max_tokens: DEFAULT_MAX_TOKENS,
+                server_tools: false,
             },
         }
     }
+}
+
+fn default_models() -> Vec<String> {
+    DEFAULT_MODELS.iter().map(|m| (*m).to_string()).collect()
 }
 
 impl Plans {
@@ -219,11 +291,17 @@ impl Plans {
         ] {
             let plan = plans.get_mut(tier);
             plan.stripe_price = o.stripe_price.or(plan.stripe_price.take());
+            plan.model = o.model.unwrap_or(plan.model);
             plan.requests_per_minute = o.requests_per_minute.unwrap_or(plan.requests_per_minute);
             plan.monthly_tokens = o.monthly_tokens.unwrap_or(plan.monthly_tokens);
             plan.max_concurrent_turns = o.max_concurrent_turns.unwrap_or(plan.max_concurrent_turns);
             plan.voice = o.voice.unwrap_or(plan.voice);
             plan.storage_bytes = o.storage_bytes.unwrap_or(plan.storage_bytes);
+            if let Some(models) = o.models {
+                plan.models = models;
+            }
+            plan.max_tokens = o.max_tokens.unwrap_or(plan.max_tokens);
+            plan.server_tools = o.server_tools.unwrap_or(plan.server_tools);
         }
         plans.check()?;
         Ok(plans)
@@ -285,6 +363,17 @@ mod tests {
     }
 
     #[test]
+    fn the_free_plan_calls_the_model_only_when_the_table_opens_it() {
+        let plans = Plans::default();
+        assert!(!plans.get(Tier::Free).model);
+        assert!(plans.get(Tier::Pro).model && plans.get(Tier::Enterprise).model);
+        let open = Plans::from_json(r#"{"free": {"model": true}}"#).expect("valid");
+        assert!(open.get(Tier::Free).model);
+        assert_eq!(open.get(Tier::Free).monthly_tokens, Some(1_000_000));
+        assert!(Plans::from_json(r#"{"free": {"model": "yes"}}"#).is_err());
+    }
+
+    #[test]
     fn unknown_tier_names_get_the_free_plan() {
         assert_eq!(Tier::parse("pro"), Tier::Pro);
         assert_eq!(Tier::parse("platinum"), Tier::Free);
@@ -321,6 +410,29 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(env_wins.tier_of_price("price_env"), Some(Tier::Pro));
+    }
+
+    #[test]
+    fn model_lists_match_exactly_or_by_prefix() {
+        let plans = Plans::from_json(
+            r#"{"pro": {"models": ["claude-haiku-*", "claude-sonnet-5-5"], "max_tokens": 8000,
+                        "server_tools": true}}"#,
+        )
+        .expect("valid");
+        let pro = plans.get(Tier::Pro);
+        assert!(pro.allows_model("claude-haiku-5-5"));
+        assert!(pro.allows_model("claude-sonnet-5-5"));
+        assert!(!pro.allows_model("claude-sonnet-5-5-20270101"));
+        assert!(!pro.allows_model("claude-opus-5-5"));
+        assert_eq!((pro.max_tokens, pro.server_tools), (8000, true));
+        let free = plans.get(Tier::Free);
+        assert!(
+            free.allows_model("claude-opus-5-5"),
+            "the CLI's default model"
+        );
+        assert!(!free.allows_model("claude-opus-5-5x"));
+        assert_eq!(free.max_tokens, DEFAULT_MAX_TOKENS);
+        assert!(!free.server_tools, "server tools are off by default");
     }
 
     #[test]

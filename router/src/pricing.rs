@@ -12,6 +12,11 @@
 //!
 //! Cache writes cost 1.25× and cache reads 0.1× the input price. Older
 //! generations with other prices are not told apart. Costs round up to a micro-dollar.
+//! A web search (a server tool, only on plans with `server_tools`) costs
+//! [`WEB_SEARCH_MICROS`] on top of its tokens.
+
+/// The fee of one web search: US$10 per thousand.
+pub const WEB_SEARCH_MICROS: u64 = 10_000;
 
 /// Token counts of one model call, as the API reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -21,7 +21,9 @@
 //!
 //! What is synced: regular files only; symlinks are neither followed nor stored,
 //! names in [`IGNORED`] (caches, dependency trees) are skipped, and
-//! [`Limits`] caps file size, file count, total size and depth (see its defaults).
+//! [`Limits`] caps file size, file count, total size and depth (see its defaults),
+//! and, given the user's [`crate::quota::Room`], what the plan's storage holds:
+//! a file that does not fit is not stored and is counted in `over_quota`.
 //! A stored path never escapes its directory: `..`, absolute paths, NUL and control
 //! characters are refused both ways, and files are opened without following
 //! symlinks. Run [`restore`] before the sandbox starts and [`save_workspace`] /
@@ -37,7 +39,7 @@ mod workspace;
 use std::path::PathBuf;
 
 pub use content_type::content_type;
-pub use state::{restore_state, save_state, save_state_archive};
+pub use state::{restore_state, save_state, save_state_archive, save_state_with};
 pub use workspace::{
     FileSaved, StoredFile, delete_workspace_file, restore_workspace, save_workspace,
     save_workspace_file, save_workspace_with, storable_path, stored_file, stored_files,
@@ -65,6 +67,10 @@ pub struct Limits {
     pub max_total_bytes: u64,
     /// Directories nested deeper are skipped (default 32).
     pub max_depth: usize,
+    /// The user's storage when the sync began (`crate::quota`): a new or changed
+    /// file that does not fit in the plan is not stored (`over_quota`). `None`
+    /// (the default) stores whatever the other caps allow.
+    pub room: Option<crate::quota::Room>,
 }
 
 impl Default for Limits {
@@ -74,6 +80,7 @@ impl Default for Limits {
             max_files: 10_000,
             max_total_bytes: 1024 * 1024 * 1024,
             max_depth: 32,
+            room: None,
         }
     }
 }
@@ -132,6 +139,12 @@ pub enum SyncError {
     /// A state archive that is not a gzipped tar of files and directories.
     #[error("the state archive is not a gzipped tar: {0}")]
     BadArchive(String),
+    /// The storage quota could not be read; nothing was stored.
+    #[error("the storage quota could not be read: {0}")]
+    Quota(#[from] crate::quota::QuotaError),
+    /// The plan's storage quota has no room for it; nothing was stored.
+    #[error("{}", .0.full_message())]
+    OverQuota(crate::quota::Room),
 }
 
 /// `Result` with [`SyncError`].
@@ -152,10 +165,13 @@ pub struct SyncReport {
     /// A count or total-size cap was hit; files past it were not stored (and
     /// stored ones not seen were kept).
     pub truncated: bool,
-    /// The quota that was hit, when [`SyncReport::truncated`].
-    pub over_quota: Option<QuotaExceeded>,
+    /// The workspace quota that was hit, when [`SyncReport::truncated`].
+    pub workspace_quota: Option<QuotaExceeded>,
     /// Bytes uploaded.
     pub bytes: u64,
+    /// New or changed files not stored because the plan's storage is full (the
+    /// stored version, if any, is kept).
+    pub over_quota: u64,
 }
 
 /// What [`restore`] did.

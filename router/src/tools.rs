@@ -206,7 +206,8 @@ async fn save_document(
     conversation_id: Option<Uuid>,
     p: SaveParams,
 ) -> Result<Value, ToolError> {
-    validate_filename(&p.filename).map_err(|e| ToolError::InvalidParams(e.to_string()))?;
+    let name =
+        validate_filename(&p.filename).map_err(|e| ToolError::InvalidParams(e.to_string()))?;
     check_content(&p.content)?;
     let mut tx = db::user_tx(db, user_id).await?;
     // The conversation is linked only if it is this user's (else null), so a
@@ -219,7 +220,7 @@ async fn save_document(
     )
     .bind(user_id)
     .bind(conversation_id)
-    .bind(&p.filename)
+    .bind(&name)
     .bind(p.doc_type.as_str())
     .bind(&p.content)
     .fetch_one(&mut *tx)

@@ -2,7 +2,8 @@
 //!
 //! A [`Batch`] is one `POST /api/files`: each file is streamed to storage at
 //! `users/{id}/uploads/{file id}` (never whole in memory) while its size is
-//! checked against the per-file limit and the plan's storage quota; only when
+//! checked against the per-file limit and the plan's storage quota (`crate::quota`:
+//! every stored byte of the user counts); only when
 //! every file of the request arrived are the `files` rows written (`kind =
 //! 'upload'`, `path = uploads/<safe name>`, a taken name numbered, the content
 //! type sniffed from the bytes), in one transaction that re-checks the quota
@@ -84,6 +85,15 @@ pub enum UploadError {
     Storage(#[source] StorageError),
 }
 
+impl From<crate::quota::QuotaError> for UploadError {
+    fn from(e: crate::quota::QuotaError) -> Self {
+        match e {
+            crate::quota::QuotaError::Db(e) => Self::Db(e),
+            crate::quota::QuotaError::Storage(e) => Self::Storage(e),
+        }
+    }
+}
+
 /// An upload as the API shows it right after the request.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Uploaded {
@@ -136,7 +146,7 @@ impl Batch {
         quota: Option<u64>,
     ) -> Result<Self, UploadError> {
         let used = if quota.is_some() {
-            used_bytes(&db, user).await?
+            crate::quota::used(&db, &storage, user).await?.1
         } else {
             0
         };
@@ -237,14 +247,10 @@ impl Batch {
             .execute(&mut *tx)
             .await?;
         if let Some(quota) = self.quota {
-            // language=PostgreSQL
-            let used: i64 = sqlx::query_scalar(
-                "select coalesce(sum(size), 0)::bigint from files where owner_id = $1",
-            )
-            .bind(self.user)
-            .fetch_one(&mut *tx)
-            .await?;
-            if u64::try_from(used).unwrap_or(u64::MAX) + self.pending_bytes() > quota {
+            // Read after the lock: an earlier batch committed its rows before
+            // releasing it, so they count.
+            let (_, used) = crate::quota::used(&self.db, &self.storage, self.user).await?;
+            if used + self.pending_bytes() > quota {
                 return Err(UploadError::Quota { quota });
             }
         }
@@ -306,19 +312,6 @@ impl Batch {
             }
         }
     }
-}
-
-/// Bytes of every file `user` keeps (uploads, workspace files, audio).
-pub async fn used_bytes(db: &PgPool, user: Uuid) -> sqlx::Result<u64> {
-    let mut tx = db::user_tx(db, user).await?;
-    // language=PostgreSQL
-    let used: i64 =
-        sqlx::query_scalar("select coalesce(sum(size), 0)::bigint from files where owner_id = $1")
-            .bind(user)
-            .fetch_one(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    Ok(u64::try_from(used).unwrap_or(0))
 }
 
 /// Copies fresh uploads into `user`'s workspace when its files are on this

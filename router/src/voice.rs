@@ -26,8 +26,10 @@ pub mod piper;
 mod service;
 /// Signed, expiring audio URLs (`/api/voice/{id}?expires=…&sig=…`).
 pub mod signing;
+/// Speech slots: a few syntheses at once, one per user.
+mod slots;
 
-pub use service::{Spoken, Voice, VoiceError, VoiceSettings};
+pub use service::{PARALLEL_SYNTHESES, Spoken, Voice, VoiceError, VoiceSettings};
 pub use signing::Signer;
 
 /// Synthesised audio.

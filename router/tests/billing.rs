@@ -122,7 +122,7 @@ async fn model_call(app: &TestApp, token: &str) -> Reply {
         .header("x-api-key", token)
         .body(Body::from(body.to_string()))
         .expect("request");
-    app.call(req).await
+    app.call_sandbox(req).await
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
@@ -346,11 +346,19 @@ async fn checkout_then_webhook_activates_the_plan_and_its_quota_applies(db: PgPo
     let model = FakeApi::start().await.expect("fake model");
     let app = billing_app(db, &stripe, Some(&model)).await;
     let user = app.register("a@example.com").await;
+    app.verify_email(user.id).await;
     let token = tokens::issue(&app.db, user.id).await.expect("token");
 
-    // On the free plan before paying: it works, within the free plan's limits.
+    // On the free plan before paying: the default plans table leaves the model
+    // to paid plans while billing is on (finding 4: it used to answer).
     let before = model_call(&app, &token).await;
-    assert_eq!(before.status, StatusCode::OK, "{}", before.body);
+    assert_eq!(before.status, StatusCode::FORBIDDEN, "{}", before.body);
+    assert_eq!(
+        before.body["error"]["message"],
+        "your free plan does not include the model: upgrade under Account → Upgrade plan"
+    );
+    let usage = app.get("/api/usage", &user.access).await;
+    assert_eq!(usage.body["limits"]["model"], false);
 
     let checkout = app
         .send(
@@ -399,6 +407,7 @@ async fn checkout_then_webhook_activates_the_plan_and_its_quota_applies(db: PgPo
     .expect("usage");
     let usage = app.get("/api/usage", &user.access).await;
     assert_eq!(usage.body["plan"], "pro");
+    assert_eq!(usage.body["limits"]["model"], true);
     assert_eq!(usage.body["quota"], 1000);
     assert_eq!(usage.body["limits"]["requests_per_minute"], 100);
     let over = model_call(&app, &token).await;
@@ -419,6 +428,7 @@ async fn payment_failure_revokes_access_mid_session_and_documents_stay_readable(
     let model = FakeApi::start().await.expect("fake model");
     let app = billing_app(db, &stripe, Some(&model)).await;
     let user = app.register("a@example.com").await;
+    app.verify_email(user.id).await;
     let token = tokens::issue(&app.db, user.id).await.expect("token");
     link_customer(&app.db, user.id, "cus_a").await;
     let doc = app.insert_document(user.id, "notes.md", "# mine").await;
@@ -777,4 +787,91 @@ async fn usage_is_the_callers_own_this_month(db: PgPool) {
         app.send(Method::GET, "/api/usage", None, None).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// A router with billing on, the model at `model`, a free plan that includes the
+/// model (so only verification is in the way), and mail through `smtp` if given.
+async fn open_free_plan_app(
+    db: PgPool,
+    model: &FakeApi,
+    smtp: Option<&common::smtp::FakeSmtp>,
+) -> TestApp {
+    let (model_url, smtp_url) = (model.url(), smtp.map(common::smtp::FakeSmtp::url));
+    TestApp::with_config(db, |c| {
+        c.stripe_secret_key = Some(SECRET_KEY.into());
+        c.stripe_webhook_secret = Some(WEBHOOK_SECRET.into());
+        c.plans = Some(r#"{"free": {"model": true}}"#.into());
+        c.model_upstream = model_url;
+        c.anthropic_api_key = Some("sk-ant-test".into());
+        c.smtp_url = smtp_url;
+        c.public_url = Some("https://jarvis.example.com".into());
+    })
+    .await
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn an_unverified_account_is_refused_by_the_gateway_until_its_link_is_opened(db: PgPool) {
+    let model = FakeApi::start().await.expect("fake model");
+    let smtp = common::smtp::FakeSmtp::start().await;
+    let app = open_free_plan_app(db, &model, Some(&smtp)).await;
+    let user = app.register("new@example.com").await;
+    let token = tokens::issue(&app.db, user.id).await.expect("token");
+    let refused = model_call(&app, &token).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert_eq!(refused.body["error"]["type"], "permission_error");
+    assert_eq!(
+        refused.body["error"]["message"],
+        "verify your email address first: open the link we emailed you, or ask for a new one under Account"
+    );
+    assert_eq!(refused.headers["x-should-retry"], "false");
+    assert!(
+        model.message_requests().is_empty(),
+        "nothing reached the model"
+    );
+
+    let body = smtp.wait_for(1).await[0].body();
+    let link = body
+        .split_whitespace()
+        .find(|w| w.starts_with("https://jarvis.example.com/api/auth/verify?token="))
+        .expect("a link")
+        .trim_start_matches("https://jarvis.example.com")
+        .to_string();
+    let opened = app.send(Method::GET, &link, None, None).await;
+    assert_eq!(opened.status, StatusCode::OK);
+    let after = model_call(&app, &token).await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.body);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn billing_without_smtp_refuses_the_model_naming_the_missing_variable(db: PgPool) {
+    let model = FakeApi::start().await.expect("fake model");
+    let app = open_free_plan_app(db, &model, None).await;
+    let user = app.register("new@example.com").await;
+    let token = tokens::issue(&app.db, user.id).await.expect("token");
+    let refused = model_call(&app, &token).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("JARVIS_SMTP_URL"),
+        "{}",
+        refused.body
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn with_billing_off_verification_is_optional(db: PgPool) {
+    let model = FakeApi::start().await.expect("fake model");
+    let model_url = model.url();
+    let app = TestApp::with_config(db, |c| {
+        c.model_upstream = model_url;
+        c.anthropic_api_key = Some("sk-ant-test".into());
+    })
+    .await;
+    let user = app.register("new@example.com").await;
+    let token = tokens::issue(&app.db, user.id).await.expect("token");
+    assert_eq!(model_call(&app, &token).await.status, StatusCode::OK);
+    let usage = app.get("/api/usage", &user.access).await;
+    assert_eq!(usage.body["limits"]["model"], true);
 }

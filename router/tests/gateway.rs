@@ -72,7 +72,7 @@ fn messages_request(
 }
 
 async fn call(app: &TestApp, token: &str, stream: bool) -> Reply {
-    app.call(messages_request(Some(token), None, &request_body(stream)))
+    app.call_sandbox(messages_request(Some(token), None, &request_body(stream)))
         .await
 }
 
@@ -127,7 +127,7 @@ async fn streamed_answers_pass_through_unchanged_and_as_they_arrive(db: PgPool) 
     fake.push(Answer::Stall(Duration::from_millis(1500)));
     let started = Instant::now();
     let response = app
-        .router
+        .sandbox
         .clone()
         .oneshot(messages_request(Some(&token), None, &request_body(true)))
         .await
@@ -188,7 +188,7 @@ async fn the_real_key_reaches_upstream_and_the_workspace_token_does_not(db: PgPo
         .header("content-type", "application/json")
         .body(Body::from(request_body(false).to_string()))
         .expect("request");
-    let counted = app.call(bearer).await;
+    let counted = app.call_sandbox(bearer).await;
     assert_eq!(counted.status, StatusCode::OK);
     assert_eq!(counted.body, json!({"input_tokens": 12}));
 
@@ -223,7 +223,7 @@ async fn forged_revoked_and_browser_tokens_are_refused_and_never_forwarded(db: P
         assert_anthropic_error(&reply, StatusCode::UNAUTHORIZED, "authentication_error");
     }
     let anonymous = app
-        .call(messages_request(None, None, &request_body(true)))
+        .call_sandbox(messages_request(None, None, &request_body(true)))
         .await;
     assert_anthropic_error(&anonymous, StatusCode::UNAUTHORIZED, "authentication_error");
     assert!(fake.requests().is_empty(), "nothing reached the upstream");
@@ -240,7 +240,7 @@ async fn usage_is_recorded_for_the_tokens_owner_and_only_their_conversations(db:
 
     for conversation in [alices, bobs] {
         let req = messages_request(Some(&alice_token), Some(conversation), &request_body(true));
-        assert_eq!(app.call(req).await.status, StatusCode::OK);
+        assert_eq!(app.call_sandbox(req).await.status, StatusCode::OK);
     }
     assert_eq!(call(&app, &alice_token, false).await.status, StatusCode::OK);
 
@@ -374,10 +374,13 @@ async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
     let billing = TestApp::with_config(db.clone(), |c| {
         c.model_upstream = url;
         c.stripe_secret_key = Some("sk_test_x".into());
+        // A free plan that includes the model (the default does not: billing.rs).
+        c.plans = Some(r#"{"free": {"model": true}}"#.into());
     })
     .await;
     let (id, token) = sandbox_user(&billing, "a@example.com").await;
-    // The free plan needs no subscription, billing or not.
+    billing.verify_email(id).await;
+    // Such a free plan needs no subscription, billing or not.
     assert_eq!(call(&billing, &token, true).await.status, StatusCode::OK);
     // A paid plan whose subscription is not active is refused.
     sqlx::query("update users set tier = 'pro', subscription_active = false where id = $1")
@@ -480,14 +483,316 @@ async fn large_prompts_pass_while_the_browser_api_keeps_its_limit(db: PgPool) {
     let mut big = request_body(true);
     // 1.5 MiB: over the browser API's 1 MiB, under the fake's own 2 MiB.
     big["messages"][0]["content"] = json!("x".repeat(1536 * 1024));
-    let reply = app.call(messages_request(Some(&token), None, &big)).await;
+    let reply = app
+        .call_sandbox(messages_request(Some(&token), None, &big))
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
 
     let mut huge = request_body(true);
     huge["messages"][0]["content"] = json!("x".repeat(33 * 1024 * 1024));
-    let reply = app.call(messages_request(Some(&token), None, &huge)).await;
+    let reply = app
+        .call_sandbox(messages_request(Some(&token), None, &huge))
+        .await;
     assert_anthropic_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
     assert_eq!(fake.message_requests().len(), 1);
+}
+
+/// A call to `uri` (`/v1/messages` or `/v1/messages/count_tokens`) with `body`.
+fn call_to(uri: &str, token: &str, body: &Value) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .header("x-api-key", token)
+        .body(Body::from(body.to_string()))
+        .expect("request builds")
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn the_public_listener_serves_no_sandbox_routes_even_with_a_workspace_token(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (_, token) = sandbox_user(&app, "a@example.com").await;
+    let stored = app
+        .call_sandbox(
+            Request::put("/v1/workspace/files/notes.txt")
+                .header("x-api-key", &token)
+                .body(Body::from("mine"))
+                .expect("request"),
+        )
+        .await;
+    assert!(stored.status.is_success(), "{}", stored.body);
+    let body = request_body(false);
+    for (method, uri) in [
+        (Method::POST, "/v1/messages"),
+        (Method::POST, "/v1/messages?beta=true"),
+        (Method::POST, "/v1/messages/count_tokens"),
+        (Method::GET, "/v1/workspace/files"),
+        (Method::GET, "/v1/workspace/files/notes.txt"),
+        (Method::PUT, "/v1/workspace/files/notes.txt"),
+        (Method::GET, "/v1/workspace/state"),
+        (Method::POST, "/v1/voice/speak"),
+    ] {
+        for auth in ["x-api-key", "authorization"] {
+            let value = if auth == "x-api-key" {
+                token.clone()
+            } else {
+                format!("Bearer {token}")
+            };
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .header("content-type", "application/json")
+                .header(auth, value)
+                .body(Body::from(body.to_string()))
+                .expect("request");
+            let reply = app.call(req).await;
+            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {uri}");
+            assert_eq!(reply.code(), "not_found", "{method} {uri}");
+        }
+    }
+    assert!(fake.requests().is_empty(), "nothing reached the upstream");
+    // The same token on the sandboxes' app is served.
+    assert_eq!(call(&app, &token, false).await.status, StatusCode::OK);
+    let files = app
+        .call_sandbox(
+            Request::get("/v1/workspace/files/notes.txt")
+                .header("x-api-key", &token)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(files.status, StatusCode::OK);
+    assert_eq!(files.bytes, b"mine");
+    // And the sandboxes' app has no browser API and no metrics.
+    for uri in ["/metrics", "/api/me", "/healthz"] {
+        let reply = app
+            .call_sandbox(Request::get(uri).body(Body::empty()).expect("request"))
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn calls_outside_the_plan_are_refused_naming_what_and_never_forwarded(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (_, token) = sandbox_user(&app, "a@example.com").await;
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut body = request_body(true);
+        change(&mut body);
+        body
+    };
+    let tool = |kind: &str, name: &str| json!([{"type": kind, "name": name}]);
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            with(&|b: &mut Value| b["model"] = json!("claude-3-opus-20240229")),
+            "the model claude-3-opus-20240229 is not available on the free plan",
+        ),
+        (
+            with(&|b: &mut Value| b["max_tokens"] = json!(1_000_000)),
+            "max_tokens 1000000 is more than the free plan allows (128000)",
+        ),
+        (
+            with(&|b: &mut Value| b["tools"] = tool("web_search_20250305", "web_search")),
+            "the server tool web_search_20250305 is not available on the free plan",
+        ),
+        (
+            with(&|b: &mut Value| b["tools"] = tool("web_fetch_20250910", "web_fetch")),
+            "the server tool web_fetch_20250910 is not available",
+        ),
+        (
+            with(&|b: &mut Value| b["tools"] = tool("code_execution_20250825", "code_execution")),
+            "the server tool code_execution_20250825 is not available",
+        ),
+        (
+            with(&|b: &mut Value| {
+                b["mcp_servers"] =
+                    json!([{"type": "url", "url": "https://attacker.example/mcp", "name": "x"}])
+            }),
+            "mcp_servers are not available on the free plan",
+        ),
+        (
+            with(&|b: &mut Value| {
+                if let Some(o) = b.as_object_mut() {
+                    o.remove("model");
+                }
+            }),
+            "the request names no model",
+        ),
+    ];
+    for (body, expected) in &cases {
+        for uri in ["/v1/messages?beta=true", "/v1/messages/count_tokens"] {
+            let reply = app.call_sandbox(call_to(uri, &token, body)).await;
+            assert_anthropic_error(&reply, StatusCode::BAD_REQUEST, "invalid_request_error");
+            let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.starts_with(expected), "{uri}: {message}");
+        }
+    }
+    let not_json = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/messages")
+        .header("x-api-key", &token)
+        .body(Body::from("{not json"))
+        .expect("request");
+    let reply = app.call_sandbox(not_json).await;
+    assert_anthropic_error(&reply, StatusCode::BAD_REQUEST, "invalid_request_error");
+    assert!(fake.requests().is_empty(), "nothing reached the upstream");
+    // Client tools, as the CLI sends them, pass.
+    let client_tools = with(&|b: &mut Value| {
+        b["tools"] = json!([{"name": "Bash", "input_schema": {"type": "object"}},
+                            {"name": "mcp__jarvis__speak", "type": "custom", "input_schema": {}}])
+    });
+    let reply = app
+        .call_sandbox(call_to("/v1/messages", &token, &client_tools))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(fake.message_requests().len(), 1);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn each_plan_decides_its_models_max_tokens_and_server_tools(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let url = fake.url();
+    let app = TestApp::with_config(db, |c| {
+        c.model_upstream = url;
+        c.plans = Some(
+            r#"{"free": {"models": ["claude-haiku-*"], "max_tokens": 1000},
+                "pro": {"models": ["claude-*"], "max_tokens": 200000, "server_tools": true}}"#
+                .into(),
+        );
+    })
+    .await;
+    let (id, token) = sandbox_user(&app, "a@example.com").await;
+    let body = |model: &str, max_tokens: u64, tools: Value| {
+        json!({"model": model, "max_tokens": max_tokens, "stream": false,
+               "messages": [{"role": "user", "content": "hi"}], "tools": tools})
+    };
+    let search = json!([{"type": "web_search_20250305", "name": "web_search"}]);
+    let send = |body: Value| app.call_sandbox(call_to("/v1/messages", &token, &body));
+
+    assert_eq!(
+        send(body("claude-haiku-5-5", 1000, json!([]))).await.status,
+        StatusCode::OK
+    );
+    let reply = send(body("claude-sonnet-4-5", 1000, json!([]))).await;
+    assert_anthropic_error(&reply, StatusCode::BAD_REQUEST, "invalid_request_error");
+    assert_eq!(
+        reply.body["error"]["message"],
+        "the model claude-sonnet-4-5 is not available on the free plan (available: claude-haiku-*)"
+    );
+    let reply = send(body("claude-haiku-5-5", 1001, json!([]))).await;
+    assert_anthropic_error(&reply, StatusCode::BAD_REQUEST, "invalid_request_error");
+    let reply = send(body("claude-haiku-5-5", 10, search.clone())).await;
+    assert_anthropic_error(&reply, StatusCode::BAD_REQUEST, "invalid_request_error");
+    assert_eq!(fake.message_requests().len(), 1);
+
+    sqlx::query("update users set tier = 'pro' where id = $1")
+        .bind(id)
+        .execute(&app.db)
+        .await
+        .expect("upgraded");
+    for tools in [json!([]), search] {
+        let reply = send(body("claude-sonnet-4-5", 150_000, tools)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    assert_eq!(fake.message_requests().len(), 3);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn only_known_beta_headers_reach_the_upstream(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (_, token) = sandbox_user(&app, "a@example.com").await;
+    let with_betas = |betas: &str| {
+        let mut req = messages_request(Some(&token), None, &request_body(false));
+        req.headers_mut()
+            .insert("anthropic-beta", betas.parse().expect("header"));
+        req
+    };
+    let cli = "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27";
+    assert_eq!(
+        app.call_sandbox(with_betas(cli)).await.status,
+        StatusCode::OK
+    );
+    let mixed =
+        "claude-code-20250219, files-api-2025-04-14,web-fetch-2025-09-10,mcp-client-2025-04-04";
+    assert_eq!(
+        app.call_sandbox(with_betas(mixed)).await.status,
+        StatusCode::OK
+    );
+    let unknown = "files-api-2025-04-14";
+    assert_eq!(
+        app.call_sandbox(with_betas(unknown)).await.status,
+        StatusCode::OK
+    );
+    let seen: Vec<Option<String>> = fake.requests().into_iter().map(|r| r.beta).collect();
+    assert_eq!(
+        seen,
+        vec![
+            Some(cli.to_string()),
+            Some("claude-code-20250219".to_string()),
+            None
+        ]
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn count_tokens_shares_the_rate_limit_and_is_counted_in_metrics(db: PgPool) {
+    let fake = FakeApi::start().await.expect("fake starts");
+    let app = gateway_app(db, &fake).await;
+    let (_, token) = sandbox_user(&app, "a@example.com").await;
+    let count_tokens = || {
+        app.call_sandbox(call_to(
+            "/v1/messages/count_tokens",
+            &token,
+            &request_body(false),
+        ))
+    };
+    wait_for_a_fresh_minute().await;
+
+    for i in 0..10 {
+        assert_eq!(count_tokens().await.status, StatusCode::OK, "count {i}");
+        assert_eq!(
+            call(&app, &token, false).await.status,
+            StatusCode::OK,
+            "message {i}"
+        );
+    }
+    // The free plan's 20 a minute are used up by both kinds together.
+    for _ in 0..5 {
+        let limited = count_tokens().await;
+        assert_anthropic_error(&limited, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error");
+        assert!(limited.headers.contains_key("retry-after"));
+    }
+    let limited = call(&app, &token, false).await;
+    assert_anthropic_error(&limited, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error");
+    let counted = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("count_tokens"))
+        .count();
+    assert_eq!((counted, fake.message_requests().len()), (10, 10));
+
+    let refused = app
+        .call_sandbox(call_to(
+            "/v1/messages/count_tokens",
+            &token,
+            &json!({"model": "claude-3-haiku", "messages": []}),
+        ))
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let metrics = String::from_utf8(app.metrics().await.bytes).expect("text");
+    for line in [
+        r#"jarvis_gateway_calls_total{endpoint="count_tokens",outcome="forwarded"} 10"#,
+        r#"jarvis_gateway_calls_total{endpoint="count_tokens",outcome="rate_limited"} 5"#,
+        r#"jarvis_gateway_calls_total{endpoint="count_tokens",outcome="refused"} 1"#,
+        r#"jarvis_gateway_calls_total{endpoint="messages",outcome="forwarded"} 10"#,
+        r#"jarvis_gateway_calls_total{endpoint="messages",outcome="rate_limited"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 /// Rate-limit tests count within one fixed minute window: start early in one.

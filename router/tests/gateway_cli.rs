@@ -79,7 +79,7 @@ async fn a_cli_turn_is_metered_and_an_exhausted_quota_reaches_the_sandbox_error(
         .await
         .expect("bind");
     let gateway = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(axum::serve(listener, app.router.clone()).into_future());
+    tokio::spawn(axum::serve(listener, app.sandbox.clone()).into_future());
 
     let user = app.register("a@example.com").await;
     let token = tokens::issue(&app.db, user.id).await.expect("token");
@@ -137,6 +137,17 @@ async fn a_cli_turn_is_metered_and_an_exhausted_quota_reaches_the_sandbox_error(
         .iter()
         .all(|r| r.api_key.as_deref() == Some("sk-ant-real"));
     assert!(real_key_only, "the upstream saw only the real key");
+    // The CLI's betas pass the gateway's list (unknown ones would be dropped).
+    for r in fake.message_requests() {
+        let betas = r.beta.unwrap_or_default();
+        assert!(betas.contains("claude-code-20250219"), "{betas}");
+        assert!(
+            betas
+                .split(',')
+                .all(|b| router::http::gateway::policy::KNOWN_BETAS.contains(&b)),
+            "{betas}"
+        );
+    }
 
     let metered = tokio::time::timeout(WAIT, async {
         loop {

@@ -199,7 +199,8 @@ async fn cluster(db: PgPool) -> Cluster {
         c.kube_namespace = NS.to_owned();
     })
     .await;
-    let _ = pods.gateway.set(live.url.clone());
+    // Pods reach the router's sandbox listener, never the public one.
+    let _ = pods.gateway.set(live.sandbox_url.clone());
     let _ = pods.dir.set(live.tmp.path().join("pods"));
     Cluster {
         live,

@@ -75,3 +75,72 @@ async fn every_owned_table_has_a_foreign_key_an_index_and_a_policy(db: PgPool) {
         assert!(policy, "{table} has no row-level security policy");
     }
 }
+
+#[sqlx::test(migrations = false)]
+async fn migration_0005_normalises_stored_addresses_and_keeps_paying_accounts_verified(db: PgPool) {
+    // The database as the previous release left it: migrations 0001–0004 only.
+    let earlier = tempfile::tempdir().unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0005" {
+            std::fs::copy(&path, earlier.path().join(&name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(earlier.path())
+        .await
+        .unwrap()
+        .run(&db)
+        .await
+        .unwrap();
+    for (email, paying) in [
+        ("Ada@Example.COM", false),
+        ("Payer@example.com", true),
+        ("Éva@example.com", false),
+    ] {
+        sqlx::query(
+            "insert into users (email, password_hash, subscription_active) values ($1, 'x', $2)",
+        )
+        .bind(email)
+        .bind(paying)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    sqlx::query("insert into users (email, external_auth_id) values ('', 'phone-user')")
+        .execute(&db)
+        .await
+        .unwrap();
+
+    router::MIGRATOR.run(&db).await.expect("0005 applies");
+    let rows = |db: PgPool| async move {
+        sqlx::query_as::<_, (String, Option<String>, bool)>(
+            "select email, email_normalized, email_verified_at is not null from users order by email collate \"C\"",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        rows(db.clone()).await,
+        [
+            ("".into(), None, false),
+            (
+                "Ada@Example.COM".into(),
+                Some("ada@example.com".into()),
+                false
+            ),
+            (
+                "Payer@example.com".into(),
+                Some("payer@example.com".into()),
+                true
+            ),
+            ("Éva@example.com".into(), None, false),
+        ],
+        "ASCII addresses in SQL; the paying account counts as verified"
+    );
+    // The router gives the rest their form at start.
+    assert_eq!(router::auth::email::backfill(&db).await.unwrap(), 1);
+    assert_eq!(rows(db).await[3].1.as_deref(), Some("éva@example.com"));
+}

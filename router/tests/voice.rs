@@ -205,7 +205,7 @@ async fn the_piper_engine_speaks_with_the_voice_from_its_registry_package(db: Pg
     let played = anonymous(&app, &spoken.url).await;
     assert_eq!(played.status, StatusCode::OK);
     assert_plausible(said, decoded_ms(&played.bytes));
-    let metrics = anonymous(&app, "/metrics").await;
+    let metrics = app.metrics().await;
     let text = String::from_utf8_lossy(&metrics.bytes);
     assert!(
         text.contains(r#"jarvis_voice_syntheses_total{engine="piper",outcome="ok"} 1"#),
@@ -318,7 +318,7 @@ async fn a_failing_or_hanging_engine_is_a_clear_voice_failed_and_stores_nothing(
         }
         assert!(!message.contains("sk"), "no key in messages: {message}");
         let outcome = if status == 0 { "timeout" } else { "failed" };
-        let metrics = anonymous(&app, "/metrics").await;
+        let metrics = app.metrics().await;
         let text = String::from_utf8_lossy(&metrics.bytes);
         let line =
             format!(r#"jarvis_voice_syntheses_total{{engine="openai",outcome="{outcome}"}} 1"#);
@@ -370,7 +370,9 @@ async fn the_sandbox_endpoint_speaks_for_the_workspace_tokens_user_only(db: PgPo
             .expect("response");
         assert_eq!(response.status(), status);
     }
-    let empty = app.call(speak(Some(&token), json!({"text": "   "}))).await;
+    let empty = app
+        .call_sandbox(speak(Some(&token), json!({"text": "   "})))
+        .await;
     assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         empty.body["error"]["message"]
@@ -381,7 +383,7 @@ async fn the_sandbox_endpoint_speaks_for_the_workspace_tokens_user_only(db: PgPo
         .await
         .expect("revoke");
     let revoked = app
-        .call(speak(Some(&token), json!({"text": "Hello."})))
+        .call_sandbox(speak(Some(&token), json!({"text": "Hello."})))
         .await;
     assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
     assert_eq!(voice_files(&app.db, alice.id).await.len(), 1);

@@ -39,7 +39,7 @@ async fn call(
         .header("x-api-key", token)
         .body(body.into())
         .expect("request");
-    app.call(req).await
+    app.call_sandbox(req).await
 }
 
 async fn put(app: &TestApp, token: &str, path: &str, bytes: &[u8]) -> Reply {

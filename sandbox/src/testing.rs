@@ -109,6 +109,8 @@ pub struct RecordedRequest {
     pub path: String,
     /// The `x-api-key` header, or the bearer token of `Authorization`.
     pub api_key: Option<String>,
+    /// The `anthropic-beta` header.
+    pub beta: Option<String>,
     /// The JSON body (`Null` if it was not JSON).
     pub body: Value,
 }
@@ -226,6 +228,7 @@ fn record(
     let request = RecordedRequest {
         path,
         api_key: api_key.filter(|k| !k.trim().is_empty()),
+        beta: header("anthropic-beta"),
         body,
     };
     lock(&shared.requests).push(request.clone());

@@ -155,6 +155,14 @@ Renders nothing when neither is set: the variable is optional.
 8080
 {{- end }}
 
+{{/*
+The router's sandbox port (`JARVIS_SANDBOX_LISTEN`): only the sandboxes' `/v1/…`
+routes, reached by sandbox pods only; the operator points pods' gateway URL here.
+*/}}
+{{- define "jarvis.router.sandboxPort" -}}
+8081
+{{- end }}
+
 {{/* Egress rules of router and operator: cluster DNS and the API server. */}}
 {{- define "jarvis.egressDNSandAPI" -}}
 # Cluster DNS.

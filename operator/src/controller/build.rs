@@ -56,7 +56,8 @@ pub struct Settings {
     pub router_namespace: String,
     /// Name of the router's Service (the sandbox's gateway host).
     pub router_service: String,
-    /// Port of the router's Service that serves `/v1/messages`.
+    /// Port of the router's Service that serves `/v1/…` (its sandbox listener,
+    /// `JARVIS_SANDBOX_LISTEN`; the public port answers 404 there).
     pub router_port: u16,
     /// Labels of the router pods; network policies allow traffic to and from them only.
     pub router_pod_labels: BTreeMap<String, String>,
@@ -82,7 +83,7 @@ impl Default for Settings {
             claude_bin: "/usr/local/bin/claude".to_owned(),
             router_namespace: "jarvis".to_owned(),
             router_service: "jarvis-router".to_owned(),
-            router_port: 8080,
+            router_port: 8081,
             router_pod_labels: BTreeMap::from([
                 (NAME_LABEL.to_owned(), "jarvis".to_owned()),
                 (
@@ -257,7 +258,7 @@ mod tests {
     fn gateway_url_points_at_the_router_service() {
         assert_eq!(
             Settings::default().gateway_url(),
-            "http://jarvis-router.jarvis.svc:8080"
+            "http://jarvis-router.jarvis.svc:8081"
         );
     }
 }

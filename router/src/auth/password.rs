@@ -29,23 +29,44 @@ pub async fn hash(password: String) -> Result<String, HashError> {
     .map_err(|e| HashError(e.to_string()))?
 }
 
+/// What checking a password found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The password matches the account's hash.
+    pub matches: bool,
+    /// An argon2 verification ran (for every well-formed stored hash and for
+    /// unknown accounts; only a malformed stored hash skips it).
+    pub hashed: bool,
+}
+
 /// Whether `password` matches `phc`. A malformed stored hash never matches.
 /// With `phc` of `None` (no such account) the same work is done against a
 /// dummy hash, so response time does not reveal which emails have accounts.
-pub async fn verify(password: String, phc: Option<String>) -> bool {
+pub async fn verify(password: String, phc: Option<String>) -> Verified {
     let known = phc.is_some();
     let phc = phc.unwrap_or_else(|| DUMMY_HASH.to_string());
     tokio::task::spawn_blocking(move || {
         let Ok(parsed) = PasswordHash::new(&phc) else {
-            return false;
+            return Verified {
+                matches: false,
+                hashed: false,
+            };
         };
-        known
-            && Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
+        // Always verify, then look at `known`: skipping the work for unknown
+        // accounts is what made them answer faster.
+        let ok = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        Verified {
+            matches: known && ok,
+            hashed: true,
+        }
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or(Verified {
+        matches: false,
+        hashed: false,
+    })
 }
 
 /// argon2id (default parameters) of a random password nobody knows.
@@ -59,8 +80,12 @@ mod tests {
     async fn a_hash_verifies_its_password_only() {
         let h = hash("correct horse battery".into()).await.expect("hashes");
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify("correct horse battery".into(), Some(h.clone())).await);
-        assert!(!verify("wrong horse battery".into(), Some(h)).await);
+        assert!(
+            verify("correct horse battery".into(), Some(h.clone()))
+                .await
+                .matches
+        );
+        assert!(!verify("wrong horse battery".into(), Some(h)).await.matches);
     }
 
     #[test]
@@ -71,7 +96,19 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_accounts_and_garbage_hashes_never_verify() {
-        assert!(!verify("anything at all".into(), None).await);
-        assert!(!verify("anything at all".into(), Some("not a hash".into())).await);
+        let unknown = verify("anything at all".into(), None).await;
+        assert_eq!(
+            unknown,
+            Verified {
+                matches: false,
+                hashed: true
+            },
+            "an unknown account costs a real argon2 verification"
+        );
+        assert!(
+            !verify("anything at all".into(), Some("not a hash".into()))
+                .await
+                .matches
+        );
     }
 }

@@ -1,11 +1,19 @@
-//! Built-in accounts: `POST /api/auth/{register,login,refresh,logout}`.
+//! Built-in accounts: `POST /api/auth/{register,login,refresh,logout}`, and email
+//! verification: `GET /api/auth/verify?token=…` (the link mailed at sign-up) and
+//! `POST /api/auth/verify/resend`.
 //!
-//! With Supabase Auth configured these answer 404: Supabase signs people in and
-//! the router only verifies its tokens.
+//! With Supabase Auth configured these answer 403 `builtin_accounts_off`:
+//! Supabase signs people in (and verifies their addresses) and the router only
+//! verifies its tokens.
 
 use std::time::Duration;
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    routing::{get, post},
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,7 +24,12 @@ use super::{
     extractor::{AppJson, ClientIp},
     users::UserView,
 };
-use crate::auth::{ACCESS_TOKEN_TTL, local::LocalTokens, password, refresh, throttle};
+use crate::auth::{
+    ACCESS_TOKEN_TTL, email, local::LocalTokens, password, refresh, signups, throttle,
+};
+
+/// Email verification: the mailed link and resending it.
+mod verify;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -25,6 +38,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/login", post(login))
         .route("/api/auth/refresh", post(refresh_session))
         .route("/api/auth/logout", post(logout))
+        .route("/api/auth/verify", get(verify::verify_email))
+        .route("/api/auth/verify/resend", post(verify::resend_verification))
 }
 
 /// Email and password, for sign-up and sign-in.
@@ -101,31 +116,63 @@ fn validate_password(password: &str) -> Result<()> {
 
 async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     AppJson(req): AppJson<Credentials>,
 ) -> Result<(StatusCode, Json<Session>)> {
     local_tokens(&state)?;
     let email = validate_email(&req.email)?;
     validate_password(&req.password)?;
+    let limits = signup_limits(&state);
+    // Refused before hashing, so a flood costs no argon2 work...
+    signups::check(&state.db, ip, limits)
+        .await?
+        .map_err(too_many_signups)?;
     let hash = password::hash(req.password)
         .await
         .map_err(anyhow::Error::from)?;
+    // ...and counted with the insert, so a taken address rolls its count back.
+    let mut tx = state.db.begin().await?;
+    signups::record(&mut tx, ip, limits)
+        .await?
+        .map_err(too_many_signups)?;
     // language=PostgreSQL
     let user: UserView = sqlx::query_as(
-        "insert into users (email, password_hash) values ($1, $2)
+        "insert into users (email, email_normalized, password_hash) values ($1, $2, $3)
          returning id, email, tier, subscription_active",
     )
     .bind(&email)
+    .bind(email::normalize(&email))
     .bind(hash)
-    .fetch_one(&state.db)
+    .fetch_one(&mut *tx)
     .await
-    .on_constraint("users_email_key", || {
+    .on_constraint("users_email_normalized_key", || {
         Error::Conflict("an account with this email already exists; sign in instead".into())
     })?;
+    tx.commit().await?;
     tracing::info!(user.id = %user.id, "account created");
+    verify::spawn_verification_mail(&state, user.id, user.email.clone());
     Ok((
         StatusCode::CREATED,
         Json(session(&state, user, None).await?),
     ))
+}
+
+fn signup_limits(state: &AppState) -> signups::Limits {
+    signups::Limits {
+        per_address: state.config.signups_per_address_per_hour,
+        per_network: state.config.signups_per_network_per_hour,
+    }
+}
+
+fn too_many_signups(refused: signups::Refused) -> Error {
+    tracing::info!(
+        signup.limit = refused.limit,
+        "sign-up refused: too many from one place"
+    );
+    Error::TooManyRequests {
+        message: refused.to_string(),
+        retry_after: Some(refused.retry_after),
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -144,31 +191,41 @@ async fn login(
     AppJson(req): AppJson<Credentials>,
 ) -> Result<Json<Session>> {
     local_tokens(&state)?;
+    // One form for the look-up and the throttle key, whatever the spelling.
+    let email_key = email::normalize(&req.email);
     let keys = [
-        throttle::account_key(req.email.trim()),
-        throttle::ip_key(ip),
+        throttle::account_key(&email_key, ip),
+        throttle::address_key(ip),
     ];
-    if let Some(secs) = throttle::locked_for(&state.db, &keys).await? {
+    if let Some(secs) = throttle::wait_for(&state.db, &keys).await? {
         state.metrics.login_failures.inc();
+        let wait = if secs < 60 {
+            format!("{secs} seconds")
+        } else {
+            format!("{} minutes", secs.div_ceil(60))
+        };
         return Err(Error::TooManyRequests {
-            message: format!(
-                "too many failed sign-ins; try again in {} minutes",
-                secs.div_ceil(60)
-            ),
+            message: format!("too many failed sign-ins from your network; try again in {wait}"),
             retry_after: Some(secs),
         });
     }
     // language=PostgreSQL
     let row: Option<LoginRow> = sqlx::query_as(
         "select id, email, tier, subscription_active, password_hash, disabled_at is not null as disabled
-         from users where lower(email) = lower($1) and email <> ''",
+         from users where email_normalized = $1",
     )
-    .bind(req.email.trim())
+    .bind(&email_key)
     .fetch_optional(&state.db)
     .await?;
     let plausible = req.password.len() <= password::MAX_LEN;
     let hash = row.as_ref().and_then(|r| r.password_hash.clone());
-    let ok = plausible && password::verify(req.password, hash).await;
+    let ok = plausible && {
+        let verified = password::verify(req.password, hash).await;
+        if verified.hashed {
+            state.metrics.password_verifications.inc();
+        }
+        verified.matches
+    };
     let Some(row) = row.filter(|_| ok) else {
         state.metrics.login_failures.inc();
         throttle::record_failure(&state.db, &keys).await?;

@@ -12,13 +12,7 @@
 //! (`billing::events`). A forged, stale or malformed request is a 400 and changes
 //! nothing; a repeat or an unknown type is a 200 and changes nothing.
 
-use axum::{
-    Json, Router,
-    body::Bytes,
-    extract::State,
-    http::{HeaderMap, header},
-    routing::post,
-};
+use axum::{Json, Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -74,23 +68,17 @@ fn stripe_failed(error: StripeError) -> Error {
     Error::Unavailable("the payment service is unavailable; please try again shortly".into())
 }
 
-/// The Account page the browser comes back to from Stripe.
+/// The Account page the browser comes back to from Stripe: the configured
+/// return URL, else the Account page of a configured origin (never of the
+/// request's `Host`, which the client chooses).
 fn return_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.config.billing_return_url {
         return url.clone();
     }
-    // Only a trusted Origin is echoed into the Stripe page's return link.
-    let origin = headers
-        .get(header::ORIGIN)
-        .filter(|_| super::origin::allowed(&state.config, headers))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| {
-            let host = headers.get(header::HOST)?.to_str().ok()?;
-            Some(format!("http://{host}"))
-        })
-        .unwrap_or_else(|| format!("http://{}", state.config.listen));
-    format!("{}/account", origin.trim_end_matches('/'))
+    format!(
+        "{}/account",
+        super::origin::return_base(&state.config, headers)
+    )
 }
 
 async fn create_checkout(

@@ -157,12 +157,8 @@ async fn update_conversation(
     Id(id): Id,
     AppJson(update): AppJson<ConversationUpdate>,
 ) -> Result<Json<ConversationSummary>> {
-    let title = update.title.trim();
-    if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
-        return Err(Error::Invalid(
-            "a title must be 1-200 characters without control characters".into(),
-        ));
-    }
+    let title =
+        crate::uploads::names::title(&update.title).map_err(|e| Error::Invalid(e.to_string()))?;
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
     let summary: ConversationSummary = sqlx::query_as(
@@ -171,7 +167,7 @@ async fn update_conversation(
     )
     .bind(id)
     .bind(user.id)
-    .bind(title)
+    .bind(&title)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound("conversation"))?;

@@ -111,6 +111,15 @@ impl Error {
     }
 }
 
+impl From<crate::quota::QuotaError> for Error {
+    fn from(e: crate::quota::QuotaError) -> Self {
+        match e {
+            crate::quota::QuotaError::Db(e) => Self::Sqlx(e),
+            crate::quota::QuotaError::Storage(e) => Self::Storage(e),
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();

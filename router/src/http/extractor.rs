@@ -34,13 +34,31 @@ impl FromRequestParts<AppState> for AuthUser {
 }
 
 /// The user an access token names (also used by the WebSocket, whose token may
-/// come as a subprotocol).
+/// come as a subprotocol), while their account stands: a disabled or deleted
+/// account is refused at once, not when its token expires. That costs one
+/// primary-key read per request, which the account's state is worth.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Uuid, Error> {
     let identity = state.auth.verify(token).await?;
     if state.auth.local().is_none() {
         ensure_external_user(state, &identity).await?;
     }
-    Ok(identity.user_id)
+    // language=PostgreSQL
+    let disabled: Option<bool> =
+        sqlx::query_scalar("select disabled_at is not null from users where id = $1")
+            .bind(identity.user_id)
+            .fetch_optional(&state.db)
+            .await?;
+    match disabled {
+        Some(false) => Ok(identity.user_id),
+        Some(true) => Err(Error::Forbidden {
+            code: "account_disabled",
+            message: crate::limits::Refusal::Disabled.to_string(),
+        }),
+        None => Err(Error::Unauthorized {
+            code: "invalid_token",
+            message: "this account no longer exists".into(),
+        }),
+    }
 }
 
 /// The token of an `Authorization: Bearer` header.

@@ -5,6 +5,7 @@
 //! in the workspace); uploads (`POST /api/files`) are [`upload`], on top of
 //! `crate::uploads`. The workspace sync fills the `workspace` rows.
 
+mod multipart;
 mod upload;
 
 use axum::{

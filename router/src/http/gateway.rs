@@ -6,12 +6,22 @@
 //! (`limits`: account standing, monthly token quota, rate limit by plan), then
 //! forwards it to `JARVIS_MODEL_UPSTREAM` with the real `ANTHROPIC_API_KEY` and
 //! streams the answer back chunk by chunk as it arrives, metering the tokens on
-//! the way (`meter`). The request body goes upstream untouched; of the request
-//! headers only [`FORWARDED_REQUEST_HEADERS`] do, so the workspace token never
-//! leaves the router. Errors are Anthropic-shaped (`api_error`), never the
-//! browser API's. Without `ANTHROPIC_API_KEY` no call is forwarded: every one is
-//! answered 401 with a message naming the variable (and the router warns at
-//! start), so a turn ends with an error that says what is missing.
+//! the way (`meter`). Before that the call must pass the plan's request policy
+//! (`policy`: models, `max_tokens`, no server tools or MCP servers, known betas
+//! only); a refused call is answered 400 and nothing is forwarded. The request body
+//! goes upstream untouched; of the request headers only [`FORWARDED_REQUEST_HEADERS`]
+//! and the known `anthropic-beta` values do, so the workspace token never leaves the
+//! router. `count_tokens` is admitted like a message (standing, quota, rate limit)
+//! but not metered: the provider does not bill it. Every call is counted in
+//! `jarvis_gateway_calls_total` by endpoint and outcome.
+//!
+//! Errors are Anthropic-shaped (`api_error`), never the browser API's. Without
+//! `ANTHROPIC_API_KEY` no call is forwarded: every one is answered 401 with a
+//! message naming the variable (and the router warns at start), so a turn ends
+//! with an error that says what is missing.
+//!
+//! These routes are served only to sandboxes (`http::sandbox_app`: the local
+//! sandboxes' unix socket and `JARVIS_SANDBOX_LISTEN`), never on the public listener.
 //!
 //! The sandbox names the conversation in `X-Jarvis-Conversation` (the CLI's
 //! `ANTHROPIC_CUSTOM_HEADERS`); the usage row keeps it only if it is the user's.
@@ -30,12 +40,19 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::{config::Config, limits::RateLimiter, workspaces::tokens};
+use crate::{
+    config::Config,
+    limits::RateLimiter,
+    metrics::{GatewayLabels, Metrics},
+    workspaces::tokens,
+};
 
 /// Anthropic-shaped errors.
 pub mod api_error;
 /// Token counting and the `usage` rows.
 pub mod meter;
+/// What a call may ask for, by plan.
+pub mod policy;
 
 use api_error::ApiError;
 use meter::{Call, Encoding, Meter};
@@ -51,13 +68,9 @@ pub const CONVERSATION_HEADER: &str = "x-jarvis-conversation";
 const SESSION_HEADER: &str = "x-claude-code-session-id";
 
 /// Request headers passed upstream; everything else (credentials above all) is not.
-pub const FORWARDED_REQUEST_HEADERS: &[&str] = &[
-    "content-type",
-    "accept",
-    "anthropic-version",
-    "anthropic-beta",
-    "user-agent",
-];
+/// `anthropic-beta` goes too, filtered by [`policy::forwarded_betas`].
+pub const FORWARDED_REQUEST_HEADERS: &[&str] =
+    &["content-type", "accept", "anthropic-version", "user-agent"];
 
 /// Response headers passed back to the sandbox.
 const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
@@ -126,7 +139,9 @@ async fn create_message(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    forward(&state, &uri, &headers, body, true).await
+    let forwarded = forward(&state, &uri, &headers, body, true).await;
+    count(&state.metrics, "messages", &forwarded);
+    forwarded
 }
 
 async fn count_tokens(
@@ -135,11 +150,33 @@ async fn count_tokens(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    forward(&state, &uri, &headers, body, false).await
+    let forwarded = forward(&state, &uri, &headers, body, false).await;
+    count(&state.metrics, "count_tokens", &forwarded);
+    forwarded
 }
 
-/// Authenticates, admits and forwards one call; `metered` calls count against
-/// the limits and are recorded.
+/// Counts one call of `endpoint` by its outcome.
+fn count(metrics: &Metrics, endpoint: &str, result: &Result<Response, ApiError>) {
+    let outcome = match result {
+        Ok(_) => "forwarded",
+        Err(e) => match e.kind {
+            "invalid_request_error" => "refused",
+            "rate_limit_error" => "rate_limited",
+            "authentication_error" | "permission_error" => "denied",
+            _ => "failed",
+        },
+    };
+    metrics
+        .gateway_calls
+        .get_or_create(&GatewayLabels {
+            endpoint: endpoint.to_string(),
+            outcome: outcome.to_string(),
+        })
+        .inc();
+}
+
+/// Authenticates, admits, checks and forwards one call; `metered` calls (messages)
+/// have their usage recorded. Every call counts against the quota and rate limit.
 async fn forward(
     state: &AppState,
     uri: &Uri,
@@ -160,11 +197,11 @@ async fn forward(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .ok_or(crate::limits::Refusal::NoAccount)?;
-    account.check_standing(state.config.billing_enabled())?;
-    if metered {
-        account.check_quota(&state.plans, time::OffsetDateTime::now_utc())?;
-        state.gateway.limiter.hit(owner_id, account.tier).await?;
-    }
+    account.check_standing(
+        state.config.billing_enabled(),
+        &state.plans,
+        state.mailer.is_some(),
+    )?;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -173,6 +210,17 @@ async fn forward(
         ),
         status => ApiError::new(status, "invalid_request_error", rejection.body_text()),
     })?;
+    let plan = state.plans.get(account.tier);
+    policy::check(plan, account.tier, &body).map_err(|refused| {
+        tracing::info!(user.id = %owner_id, %refused, "model call refused by the plan's policy");
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            refused.to_string(),
+        )
+    })?;
+    account.check_quota(&state.plans, time::OffsetDateTime::now_utc())?;
+    state.gateway.limiter.hit(owner_id, account.tier).await?;
 
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let url = format!(
@@ -184,6 +232,9 @@ async fn forward(
         for value in headers.get_all(*name) {
             request = request.header(*name, value);
         }
+    }
+    if let Some(betas) = policy::forwarded_betas(plan, headers) {
+        request = request.header("anthropic-beta", betas);
     }
     request = request.header("x-api-key", model_key);
     let upstream = request.send().await.map_err(|error| {

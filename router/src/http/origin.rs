@@ -5,6 +5,10 @@
 //! equal to the request's own `Host` (the router's own pages), the configured
 //! `JARVIS_ALLOWED_ORIGINS`, and by default `http://127.0.0.1:8080`,
 //! `http://localhost:8080` and `http://<JARVIS_LISTEN>`. Anything else is refused.
+//!
+//! Billing's return links never come from `Host` (a client sets it as it likes):
+//! [`return_base`] is an `Origin` from the configured list, else the first
+//! configured origin, else the listen address.
 
 use axum::http::{HeaderMap, header};
 
@@ -25,15 +29,43 @@ pub fn allowed(config: &Config, headers: &HeaderMap) -> bool {
             return true;
         }
     }
-    let defaults = [
-        "http://127.0.0.1:8080".to_string(),
-        "http://localhost:8080".to_string(),
-        format!("http://{}", config.listen),
-    ];
-    defaults
+    configured(config, &origin)
+}
+
+/// The origins of the configuration: `JARVIS_ALLOWED_ORIGINS` first, then the
+/// defaults.
+fn configured_origins(config: &Config) -> impl Iterator<Item = String> + '_ {
+    config
+        .allowed_origins
         .iter()
-        .chain(config.allowed_origins.iter())
-        .any(|o| o.trim().trim_end_matches('/').eq_ignore_ascii_case(&origin))
+        .map(|o| o.trim().trim_end_matches('/').to_string())
+        .filter(|o| !o.is_empty())
+        .chain([
+            "http://127.0.0.1:8080".to_string(),
+            "http://localhost:8080".to_string(),
+            format!("http://{}", config.listen),
+        ])
+}
+
+/// Whether `origin` is one the configuration names (never one derived from the
+/// request's own `Host`).
+fn configured(config: &Config, origin: &str) -> bool {
+    let origin = origin.trim_end_matches('/');
+    configured_origins(config).any(|o| o.eq_ignore_ascii_case(origin))
+}
+
+/// Where a page that sends the browser away (Stripe) may send it back to: the
+/// request's `Origin` when the configuration names it, else the first configured
+/// origin. The `Host` header is never used.
+pub fn return_base(config: &Config, headers: &HeaderMap) -> String {
+    let from_request = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| configured(config, o))
+        .map(|o| o.trim_end_matches('/').to_string());
+    from_request
+        .or_else(|| configured_origins(config).next())
+        .unwrap_or_else(|| format!("http://{}", config.listen))
 }
 
 #[cfg(test)]
@@ -65,6 +97,21 @@ mod tests {
             &config,
             &headers(Some("https://evil.example"), "127.0.0.1:8080")
         ));
+    }
+
+    #[test]
+    fn return_links_ignore_the_host_and_foreign_origins() {
+        let mut config = Config::defaults();
+        config.allowed_origins = vec!["https://jarvis.example.com/".into()];
+        let forged = headers(Some("https://evil.example"), "evil.example");
+        assert_eq!(return_base(&config, &forged), "https://jarvis.example.com");
+        let own = headers(Some("https://jarvis.example.com"), "internal:8080");
+        assert_eq!(return_base(&config, &own), "https://jarvis.example.com");
+        let bare = Config::defaults();
+        assert_eq!(
+            return_base(&bare, &headers(None, "evil.example")),
+            "http://127.0.0.1:8080"
+        );
     }
 
     #[test]

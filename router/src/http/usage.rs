@@ -27,6 +27,9 @@ pub fn router() -> Router<AppState> {
 /// A plan's limits as the browser sees them.
 #[derive(Debug, Serialize)]
 pub struct LimitsView {
+    /// Whether the plan may call the model (with billing on; with it off every
+    /// plan may).
+    pub model: bool,
     /// Model requests per minute.
     pub requests_per_minute: u32,
     /// Tokens per calendar month; `null` is unlimited.
@@ -109,6 +112,7 @@ async fn get_usage(user: AuthUser, State(state): State<AppState>) -> Result<Json
         limit_tokens: plan.monthly_tokens,
         plan: tier,
         limits: LimitsView {
+            model: plan.model || !state.config.billing_enabled(),
             requests_per_minute: plan.requests_per_minute,
             monthly_tokens: plan.monthly_tokens,
             max_concurrent_turns: plan.max_concurrent_turns,

@@ -24,6 +24,8 @@ pub struct MeView {
     pub user: UserView,
     /// Whether answers are spoken unless a message says otherwise.
     pub voice_answers: bool,
+    /// Whether the email address is verified (Supabase accounts: by Supabase).
+    pub email_verified: bool,
     /// Whether spoken answers are possible at all (the plan has voice and the
     /// server has an engine).
     pub voice_available: bool,
@@ -76,18 +78,22 @@ async fn me(state: &AppState, id: Uuid, voice_answers: Option<bool>) -> Result<M
         #[sqlx(flatten)]
         user: UserView,
         voice_answers: bool,
+        email_verified: bool,
     }
     let mut tx = db::user_tx(&state.db, id).await?;
     // A read stays a read (no `updated_at` bump); a change returns the new row.
     let sql = match voice_answers {
         // language=PostgreSQL
         None => {
-            "select id, email, tier, subscription_active, voice_answers from users where id = $1"
+            "select id, email, tier, subscription_active, voice_answers,
+                    email_verified_at is not null or external_auth_id is not null as email_verified
+             from users where id = $1"
         }
         // language=PostgreSQL
         Some(_) => {
             "update users set voice_answers = $2 where id = $1
-             returning id, email, tier, subscription_active, voice_answers"
+             returning id, email, tier, subscription_active, voice_answers,
+                       email_verified_at is not null or external_auth_id is not null as email_verified"
         }
     };
     let mut query = sqlx::query_as(sql).bind(id);
@@ -102,6 +108,7 @@ async fn me(state: &AppState, id: Uuid, voice_answers: Option<bool>) -> Result<M
     Ok(MeView {
         user: row.user.for_billing(state.config.billing_enabled()),
         voice_answers: row.voice_answers,
+        email_verified: row.email_verified,
         voice_available: state.voice.available_to(id).await?,
     })
 }

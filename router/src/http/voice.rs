@@ -66,6 +66,7 @@ async fn speak(
                 message: m,
             },
             VoiceError::Failed(m) => Error::Unavailable(m),
+            e @ VoiceError::QuotaExceeded(_) => Error::QuotaExceeded(e.to_string()),
             VoiceError::Db(e) => Error::Sqlx(e),
             VoiceError::Storage(e) => Error::Storage(e),
         })

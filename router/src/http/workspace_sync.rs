@@ -17,7 +17,9 @@
 //!
 //! A path that could escape the workspace (`..`, absolute, NUL, control
 //! characters, backslashes) or names an ignored directory is refused with 400 and
-//! changes nothing (`router::sync::storable_path`).
+//! changes nothing (`router::sync::storable_path`). A file or archive that does
+//! not fit in the plan's storage (`crate::quota`) is refused with 413
+//! `quota_exceeded` and changes nothing.
 
 use axum::{
     Json, Router,
@@ -73,6 +75,7 @@ fn checked(path: &str) -> Result<&str> {
 fn sync_error(error: SyncError) -> Error {
     match error {
         SyncError::BadPath(_) | SyncError::BadArchive(_) => Error::BadRequest(error.to_string()),
+        SyncError::OverQuota(_) => Error::QuotaExceeded(error.to_string()),
         SyncError::Storage(StorageError::TooLarge { limit, .. }) => {
             Error::PayloadTooLarge(format!("files are limited to {limit} bytes"))
         }
@@ -84,6 +87,16 @@ fn sync_error(error: SyncError) -> Error {
         SyncError::Db(e) => Error::Sqlx(e),
         other => Error::Internal(other.into()),
     }
+}
+
+/// The sync's caps with `owner`'s storage quota: what a sandbox pushes counts
+/// like everything else the user stores (`crate::quota`).
+async fn limits(state: &AppState, owner: Uuid) -> Result<Limits> {
+    let room = crate::quota::room(&state.db, &state.storage, &state.plans, owner).await?;
+    Ok(Limits {
+        room: Some(room),
+        ..Limits::default()
+    })
 }
 
 fn body_reader(body: Body) -> impl tokio::io::AsyncRead + Unpin + Send {
@@ -134,7 +147,7 @@ async fn upload(
         owner,
         path,
         body_reader(body),
-        Limits::default().max_file_bytes,
+        &limits(&state, owner).await?,
     )
     .await
     .map_err(sync_error)?;
@@ -188,7 +201,7 @@ async fn put_state(
         &state.storage,
         owner,
         body_reader(body),
-        Limits::default().max_total_bytes,
+        &limits(&state, owner).await?,
     )
     .await
     .map_err(sync_error)?;

@@ -7,6 +7,11 @@
 //! malformed ones. A ping every [`PING_EVERY`] keeps the connection honest: a
 //! browser silent for two pings is closed. A browser the hub dropped for being too
 //! slow is closed with 1013 (try again) and may resume.
+//!
+//! A user may hold `JARVIS_MAX_SOCKETS_PER_USER` sockets on one router; more are
+//! refused with 429 before the upgrade. A socket whose account is disabled while
+//! it is open gets an `account_disabled` error and is closed with 1008
+//! ([`super::sockets`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,7 +32,7 @@ use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{AppState, Error, extractor, origin};
+use super::{AppState, Error, extractor, origin, sockets::SocketSlot};
 use crate::proxy::{Browser, Hub, Status, frame_text};
 
 /// Largest frame a browser may send; larger ones get `frame_too_large`.
@@ -84,6 +89,16 @@ async fn open_socket(
             Error::unauthorized("send the access token as `Authorization: Bearer` or the `bearer.<token>` subprotocol")
         })?;
     let user = extractor::authenticate(&state, &token).await?;
+    let cap = state.config.max_sockets_per_user;
+    let slot = state
+        .sockets
+        .open(user, cap)
+        .ok_or_else(|| Error::TooManyRequests {
+            message: format!(
+                "you have {cap} connections open, the most one account may have; close a tab and try again"
+            ),
+            retry_after: None,
+        })?;
     Ok(upgrade
         .protocols(["jarvis"])
         // Browsers send small frames: a small read buffer keeps an idle
@@ -92,7 +107,7 @@ async fn open_socket(
         .max_message_size(HARD_FRAME_BYTES)
         .max_frame_size(HARD_FRAME_BYTES)
         .on_upgrade(move |socket| {
-            run(state, user, socket).instrument(tracing::info_span!("ws", user.id = %user))
+            run(state, user, socket, slot).instrument(tracing::info_span!("ws", user.id = %user))
         }))
 }
 
@@ -120,7 +135,7 @@ fn error_frame(code: &str, message: &str) -> Arc<str> {
         .into()
 }
 
-async fn run(state: AppState, user: Uuid, socket: WebSocket) {
+async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
     let registry = state.workspaces.clone();
     let hub = registry.hub(user);
     let browser = hub.attach();
@@ -128,7 +143,8 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket) {
     tracing::info!(connections = hub.connections(), "browser connected");
     let (sink, mut stream) = socket.split();
     let alive = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
-    let writer = tokio::spawn(write_loop(sink, browser, alive.clone()));
+    let cut_off = slot.cut_off.clone();
+    let mut writer = tokio::spawn(write_loop(sink, browser, alive.clone(), cut_off.clone()));
 
     // Wake now, not at the first message: the browser shows `waking → ready`.
     {
@@ -140,7 +156,13 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket) {
         });
     }
 
-    while let Some(Ok(message)) = stream.next().await {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = cut_off.cancelled() => break,
+            next = stream.next() => next,
+        };
+        let Some(Ok(message)) = next else { break };
         *alive.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
         let text = match message {
             Message::Text(text) => text,
@@ -167,7 +189,12 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket) {
         }
     }
     hub.detach(id);
+    if cut_off.is_cancelled() {
+        // Let the writer tell the browser why before the socket goes.
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
+    }
     writer.abort();
+    drop(slot);
     tracing::info!("browser disconnected");
 }
 
@@ -350,6 +377,7 @@ async fn write_loop(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut browser: Browser,
     alive: Arc<std::sync::Mutex<tokio::time::Instant>>,
+    cut_off: tokio_util::sync::CancellationToken,
 ) {
     let status_text = |s: Status| match s {
         Status::Waking => Some(json!({"type": "status", "state": "waking"}).to_string()),
@@ -372,6 +400,15 @@ async fn write_loop(
     loop {
         tokio::select! {
             biased;
+            () = cut_off.cancelled() => {
+                let refusal = crate::limits::Refusal::Disabled.to_string();
+                let _ = sink.send(Message::text(error_frame("account_disabled", &refusal).as_ref())).await;
+                let _ = sink.send(Message::Close(Some(CloseFrame {
+                    code: 1008,
+                    reason: "account disabled".into(),
+                }))).await;
+                return;
+            }
             () = browser.dropped.cancelled() => {
                 let _ = sink.send(Message::Close(Some(CloseFrame {
                     code: 1013,

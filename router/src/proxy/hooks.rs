@@ -22,14 +22,32 @@ pub struct Context {
     pub voice: crate::voice::Voice,
     /// Where sandboxes run.
     pub backend: Arc<dyn Backend>,
-    /// The workspace quota a sync applies.
-    pub sync_limits: crate::sync::Limits,
+    /// The workspace quota a sync applies (see [`Context::sync_limits`]).
+    pub workspace_limits: crate::sync::Limits,
     /// Longest one sync may take (or wait for its lock) before it is cancelled.
     pub sync_timeout: std::time::Duration,
 }
 
 /// The `code` of the `error` frame that tells a user their workspace is over its quota.
 pub const WORKSPACE_OVER_QUOTA: &str = "workspace_over_quota";
+/// The `code` of the `error` frame that tells a user their plan's storage is full.
+pub const STORAGE_QUOTA_EXCEEDED: &str = "quota_exceeded";
+
+impl Context {
+    /// The sync's caps: the workspace quota, with `user`'s storage quota as it is
+    /// now (`crate::quota`): what the agent wrote counts like everything else the
+    /// user stores.
+    pub async fn sync_limits(
+        &self,
+        user: Uuid,
+    ) -> Result<crate::sync::Limits, crate::quota::QuotaError> {
+        let room = crate::quota::room(&self.db, &self.storage, self.voice.plans(), user).await?;
+        Ok(crate::sync::Limits {
+            room: Some(room),
+            ..self.workspace_limits.clone()
+        })
+    }
+}
 
 /// Stores one turn as it streams.
 pub type Recorder = transcript::Turn;
@@ -83,27 +101,38 @@ pub(super) async fn sync_after_turn(hub: &super::Hub) {
     let Some(dirs) = ctx.backend.host_dirs(user) else {
         return;
     };
-    let limits = &ctx.sync_limits;
     let sync = async {
         let _one_at_a_time = hub.sync.lock().await;
-        crate::sync::save_workspace_with(&ctx.storage, &ctx.db, user, &dirs.workspace, limits).await
+        let limits = ctx
+            .sync_limits(user)
+            .await
+            .map_err(crate::sync::SyncError::Quota)?;
+        let report =
+            crate::sync::save_workspace_with(&ctx.storage, &ctx.db, user, &dirs.workspace, &limits)
+                .await?;
+        Ok::<_, crate::sync::SyncError>((report, limits))
     };
     match tokio::time::timeout(ctx.sync_timeout, sync).await {
-        Ok(Ok(report)) => {
+        Ok(Ok((report, limits))) => {
             tracing::debug!(user.id = %user, ?report, "workspace synced");
-            if let Some(over) = report.over_quota {
-                let message = over.message(limits);
+            if let Some(over) = report.workspace_quota {
                 tracing::warn!(user.id = %user, ?report, "workspace over its quota");
-                let text: Arc<str> = serde_json::json!({
-                    "type": "error",
-                    "code": WORKSPACE_OVER_QUOTA,
-                    "message": message,
-                })
-                .to_string()
-                .into();
-                super::deliver(&mut hub.shared(), None, &text);
+                tell(hub, WORKSPACE_OVER_QUOTA, &over.message(&limits));
+            }
+            if report.over_quota > 0 {
+                let files = report.over_quota;
+                tell(
+                    hub,
+                    STORAGE_QUOTA_EXCEEDED,
+                    &format!(
+                        "{files} new or changed file{} in your workspace could not be saved: \
+                         your plan's storage is full (delete files or upgrade your plan)",
+                        if files == 1 { "" } else { "s" }
+                    ),
+                );
             }
         }
+        // Nothing is lost: the files stay in the workspace for the next sync.
         Ok(Err(error)) => tracing::warn!(user.id = %user, %error, "workspace sync failed"),
         Err(_) => tracing::error!(
             user.id = %user,
@@ -112,6 +141,14 @@ pub(super) async fn sync_after_turn(hub: &super::Hub) {
              what it had not stored is stored by the next sync"
         ),
     }
+}
+
+/// Sends every browser of `hub`'s user an `error` frame outside any turn.
+fn tell(hub: &super::Hub, code: &str, message: &str) {
+    let text: Arc<str> = serde_json::json!({"type": "error", "code": code, "message": message})
+        .to_string()
+        .into();
+    super::deliver(&mut hub.shared(), None, &text);
 }
 
 /// Answers a Jarvis tool call of `user`'s sandbox.
@@ -127,6 +164,19 @@ pub(super) async fn answer_call(
                 .map_err(|_| body("internal", "the voice answer could not be encoded")),
             Err(error) => Err(error.body()),
         };
+    }
+    // A new document is stored for the user too: one that does not fit in their
+    // plan's storage is refused (an edit of an existing one is not).
+    if let ToolCall::SaveDocument { content, .. } = &call {
+        let room = crate::quota::room(&ctx.db, &ctx.storage, ctx.voice.plans(), user)
+            .await
+            .map_err(|error| {
+                tracing::error!(user.id = %user, %error, "reading the storage quota failed");
+                body("internal", "the document could not be saved; try again")
+            })?;
+        if !room.fits(content.len() as u64, 0) {
+            return Err(body("quota_exceeded", &room.full_message()));
+        }
     }
     let (method, params) = match serde_json::to_value(&call) {
         Ok(Value::Object(mut map)) => (

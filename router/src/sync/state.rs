@@ -36,8 +36,19 @@ impl Drop for TempFile {
 
 /// Stores `state_dir` as `user_id`'s state archive, replacing the previous one.
 /// A missing directory stores nothing (and keeps the previous archive).
-#[tracing::instrument(skip(storage, state_dir), fields(user.id = %user_id))]
 pub async fn save_state(storage: &Storage, user_id: Uuid, state_dir: &Path) -> Result<SyncReport> {
+    save_state_with(storage, user_id, state_dir, &Limits::default()).await
+}
+
+/// [`save_state`] under `limits`: an archive that does not fit in `limits.room`
+/// is not stored (the previous one is kept) and the report's `over_quota` is 1.
+#[tracing::instrument(skip(storage, state_dir, limits), fields(user.id = %user_id))]
+pub async fn save_state_with(
+    storage: &Storage,
+    user_id: Uuid,
+    state_dir: &Path,
+    limits: &Limits,
+) -> Result<SyncReport> {
     let Ok(root) = state_dir.canonicalize() else {
         tracing::debug!("no state directory to save");
         return Ok(SyncReport::default());
@@ -52,6 +63,26 @@ pub async fn save_state(storage: &Storage, user_id: Uuid, state_dir: &Path) -> R
                 source,
             })?
     };
+    let size = archive
+        .metadata()
+        .map_err(|source| SyncError::Io {
+            path: temp.0.clone(),
+            source,
+        })?
+        .len();
+    if let Some(room) = limits.room {
+        let replacing = storage.head(&state_key(user_id)).await?.unwrap_or(0);
+        if !room.fits(size, replacing) {
+            tracing::warn!(
+                bytes = size,
+                "agent state not stored: the plan's storage is full"
+            );
+            return Ok(SyncReport {
+                over_quota: 1,
+                ..report
+            });
+        }
+    }
     let info = storage
         .put_reader(
             &state_key(user_id),
@@ -76,15 +107,22 @@ pub async fn save_state(storage: &Storage, user_id: Uuid, state_dir: &Path) -> R
 /// [`save_state`] makes) from `reader`, at most `max_bytes`: it is received into a
 /// temporary file and checked (a readable gzipped tar whose entries are files and
 /// directories at safe paths) before it replaces the stored one, so a bad or cut
-/// off archive changes nothing. Returns the number of files in it.
-#[tracing::instrument(skip(storage, reader), fields(user.id = %user_id))]
+/// off archive changes nothing. Returns the number of files in it. At most
+/// `limits.max_total_bytes`; one that does not fit in `limits.room` is refused
+/// with [`SyncError::OverQuota`].
+#[tracing::instrument(skip(storage, reader, limits), fields(user.id = %user_id))]
 pub async fn save_state_archive<R: tokio::io::AsyncRead + Unpin + Send>(
     storage: &Storage,
     user_id: Uuid,
     mut reader: R,
-    max_bytes: u64,
+    limits: &Limits,
 ) -> Result<u64> {
     use tokio::io::AsyncReadExt;
+    let mut max_bytes = limits.max_total_bytes;
+    if let Some(left) = limits.room.and_then(|r| r.left()) {
+        let replacing = storage.head(&state_key(user_id)).await?.unwrap_or(0);
+        max_bytes = max_bytes.min(left.saturating_add(replacing));
+    }
     let temp = TempFile::new();
     let io = |source| SyncError::Io {
         path: temp.0.clone(),
@@ -100,6 +138,11 @@ pub async fn save_state_archive<R: tokio::io::AsyncRead + Unpin + Send>(
             })
         })?;
     if copied > max_bytes {
+        if let Some(room) = limits.room
+            && max_bytes < limits.max_total_bytes
+        {
+            return Err(SyncError::OverQuota(room));
+        }
         return Err(SyncError::Storage(crate::storage::StorageError::TooLarge {
             key: state_key(user_id),
             limit: max_bytes,
@@ -154,7 +197,7 @@ fn pack(root: &Path, out: &Path, limits: &Limits) -> io::Result<(File, SyncRepor
     let mut report = SyncReport {
         skipped: found.skipped,
         truncated: found.truncated(),
-        over_quota: found.over_quota,
+        workspace_quota: found.over_quota,
         ..SyncReport::default()
     };
     let file = fs::OpenOptions::new()

@@ -38,6 +38,8 @@ enum Outcome {
     /// Identical to the user's upload at the same path: that row covers it.
     SameAsUpload,
     Skipped,
+    /// Does not fit in the plan's storage.
+    OverQuota,
 }
 
 /// [`save_workspace_with`] the default [`Limits`].
@@ -78,6 +80,7 @@ pub async fn save_workspace_with(
         user_id,
         root: root.clone(),
         max_file_bytes: limits.max_file_bytes,
+        room: limits.room.map(std::sync::Mutex::new),
         stored,
         uploads,
     });
@@ -96,7 +99,7 @@ pub async fn save_workspace_with(
     let mut report = SyncReport {
         skipped: walk.skipped,
         truncated: walk.over_quota.is_some(),
-        over_quota: walk.over_quota,
+        workspace_quota: walk.over_quota,
         ..SyncReport::default()
     };
     let truncated = walk.over_quota.is_some();
@@ -116,6 +119,10 @@ pub async fn save_workspace_with(
             Outcome::Skipped => {
                 report.skipped += 1;
                 // Unreadable now is not gone: keep what was stored.
+                kept.insert(path);
+            }
+            Outcome::OverQuota => {
+                report.over_quota += 1;
                 kept.insert(path);
             }
         }
@@ -138,8 +145,15 @@ pub async fn save_workspace_with(
         skipped = report.skipped,
         truncated = report.truncated,
         bytes = report.bytes,
+        over_quota = report.over_quota,
         "workspace saved"
     );
+    if report.over_quota > 0 {
+        tracing::warn!(
+            files = report.over_quota,
+            "workspace files not stored: the plan's storage is full"
+        );
+    }
     Ok(report)
 }
 
@@ -154,8 +168,26 @@ struct Ctx {
     user_id: Uuid,
     root: Arc<paths::Beneath>,
     max_file_bytes: u64,
+    /// What the plan still holds, spent as files are stored.
+    room: Option<std::sync::Mutex<crate::quota::Room>>,
     stored: HashMap<String, Stored>,
     uploads: HashMap<String, Stored>,
+}
+
+impl Ctx {
+    /// Takes room for `size` bytes replacing `replacing`; `false` when they do
+    /// not fit (nothing taken).
+    fn reserve(&self, size: u64, replacing: u64) -> bool {
+        let Some(room) = &self.room else {
+            return true;
+        };
+        let mut room = room.lock().unwrap_or_else(|e| e.into_inner());
+        if !room.fits(size, replacing) {
+            return false;
+        }
+        room.used = room.used.saturating_sub(replacing).saturating_add(size);
+        true
+    }
 }
 
 type Rows = HashMap<String, Stored>;
@@ -230,13 +262,19 @@ async fn sync_one(ctx: &Ctx, found: Found) -> Result<Outcome> {
             return Ok(Outcome::SameAsUpload);
         }
     }
+    let replacing = stored.map_or(0, |r| u64::try_from(r.size).unwrap_or(0));
+    if !ctx.reserve(size, replacing) {
+        return Ok(Outcome::OverQuota);
+    }
+    // Under a quota the file may not grow past what was reserved for it.
+    let cap = if ctx.room.is_some() {
+        size
+    } else {
+        ctx.max_file_bytes
+    };
     let key = workspace_key(ctx.user_id, &found.path);
     let file = tokio::fs::File::from_std(file);
-    let info = match ctx
-        .storage
-        .put_reader(&key, file, Some(ctx.max_file_bytes))
-        .await
-    {
+    let info = match ctx.storage.put_reader(&key, file, Some(cap)).await {
         Ok(info) => info,
         // The file grew past the cap or could not be read while it streamed.
         Err(StorageError::TooLarge { .. } | StorageError::Io { .. }) => {
@@ -298,23 +336,48 @@ pub enum FileSaved {
 }
 
 /// Stores one workspace file of `user_id` at `path` from `reader` (at most
-/// `max_bytes`, else [`StorageError::TooLarge`] and nothing changes), exactly as
+/// `limits.max_file_bytes`, else [`StorageError::TooLarge`] and nothing changes;
+/// past `limits.room`, [`SyncError::OverQuota`] and nothing changes), exactly as
 /// [`save_workspace`] stores a changed file. `path` must pass [`storable_path`]
 /// (else [`SyncError::BadPath`]).
-#[tracing::instrument(skip(storage, db, reader), fields(user.id = %user_id))]
+#[tracing::instrument(skip(storage, db, reader, limits), fields(user.id = %user_id))]
 pub async fn save_workspace_file<R: tokio::io::AsyncRead + Unpin + Send>(
     storage: &Storage,
     db: &PgPool,
     user_id: Uuid,
     path: &str,
     reader: R,
-    max_bytes: u64,
+    limits: &Limits,
 ) -> Result<FileSaved> {
     if !storable_path(path) {
         return Err(SyncError::BadPath(path.chars().take(200).collect()));
     }
+    // The plan's room (plus what this path's stored version frees) caps the body
+    // when it is below the per-file cap.
+    let mut max_bytes = limits.max_file_bytes;
+    let mut capped_by = None;
+    if let Some(room) = limits.room
+        && let Some(left) = room.left()
+    {
+        let replacing = workspace_row_size(db, user_id, path).await?;
+        let fits = left.saturating_add(replacing);
+        if fits < max_bytes {
+            max_bytes = fits;
+            capped_by = Some(room);
+        }
+    }
     let key = workspace_key(user_id, path);
-    let info = storage.put_reader(&key, reader, Some(max_bytes)).await?;
+    // A refused body stores nothing: the stored version stays as it was.
+    let info = match (
+        storage.put_reader(&key, reader, Some(max_bytes)).await,
+        capped_by,
+    ) {
+        (Ok(info), _) => info,
+        (Err(StorageError::TooLarge { .. }), Some(room)) => {
+            return Err(SyncError::OverQuota(room));
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
     let upload: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
@@ -334,6 +397,21 @@ pub async fn save_workspace_file<R: tokio::io::AsyncRead + Unpin + Send>(
     }
     upsert_row(db, user_id, path, &key, &info).await?;
     Ok(FileSaved::Stored(info.size))
+}
+
+/// The size of `user_id`'s `workspace` file at `path`; 0 when there is none.
+async fn workspace_row_size(db: &PgPool, user_id: Uuid, path: &str) -> Result<u64> {
+    let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let size: Option<i64> = sqlx::query_scalar(
+        "select size from files where owner_id = $1 and kind = 'workspace' and path = $2",
+    )
+    .bind(user_id)
+    .bind(path)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
 }
 
 /// Removes `user_id`'s `workspace` file at `path` (row and object); `false` when

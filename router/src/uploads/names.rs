@@ -1,17 +1,23 @@
-//! Names of uploaded files: what a client sends in `filename` made into one safe
-//! path component of the workspace's `uploads/` directory, or refused.
+//! Names people give things, checked in one place: uploaded files' names and
+//! documents' names ([`safe_name`]: one safe path component, as the workspace's
+//! `uploads/` directory needs), and conversations' titles ([`title`]).
 //!
-//! Refused (nothing is stored): an empty name, a path separator (`/`, `\`), `.`
-//! or `..`, and any control character (NUL, newline, …) or bidirectional
-//! override (which can disguise an extension). Accepted names are Unicode
-//! normalised (NFC), trimmed and capped at [`MAX_NAME_BYTES`], keeping the
-//! extension. A name already taken becomes `name (1).ext`, `name (2).ext`, ….
+//! Refused everywhere (nothing is stored), with the same messages: an empty
+//! name, and any control character (NUL, newline, …) or bidirectional override
+//! (which can disguise an extension or reorder what is shown). File names also
+//! refuse a path separator (`/`, `\`), `.` and `..`. Accepted names are Unicode
+//! normalised (NFC) and trimmed; file names are capped at [`MAX_NAME_BYTES`],
+//! keeping the extension, and titles refused past [`MAX_TITLE_CHARS`]. A file
+//! name already taken becomes `name (1).ext`, `name (2).ext`, ….
 
 use unicode_normalization::UnicodeNormalization;
 
 /// Longest name kept, in bytes (room is left for a ` (NNN)` suffix within the
 /// 255 bytes a file name may have).
 pub const MAX_NAME_BYTES: usize = 200;
+
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
 
 /// Longest extension kept whole when a long name is cut.
 const MAX_EXTENSION_BYTES: usize = 16;
@@ -20,7 +26,7 @@ const MAX_EXTENSION_BYTES: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// No name, or only spaces.
-    #[error("each file needs a name")]
+    #[error("a name may not be empty")]
     Empty,
     /// `/` or `\` in the name.
     #[error("file names may not contain / or \\")]
@@ -29,27 +35,46 @@ pub enum NameError {
     #[error("`.` and `..` are not file names")]
     Dots,
     /// A control character or a bidirectional override.
-    #[error("file names may not contain control characters")]
+    #[error("names may not contain control characters or bidirectional overrides")]
     Control,
+    /// A title longer than [`MAX_TITLE_CHARS`].
+    #[error("a title may be at most {MAX_TITLE_CHARS} characters")]
+    TooLong,
 }
 
-/// The safe form of `raw`, or why there is none.
+/// The safe file name of `raw` (uploads, documents), or why there is none.
 pub fn safe_name(raw: &str) -> Result<String, NameError> {
-    let normal: String = raw.nfc().collect();
-    let name = normal.trim();
-    if name.is_empty() {
-        return Err(NameError::Empty);
-    }
+    let name = text(raw)?;
     if name.contains(['/', '\\']) {
         return Err(NameError::Separator);
     }
     if name == "." || name == ".." {
         return Err(NameError::Dots);
     }
+    Ok(cap(&name))
+}
+
+/// The title `raw` (a conversation's), or why it is refused.
+pub fn title(raw: &str) -> Result<String, NameError> {
+    let title = text(raw)?;
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(NameError::TooLong);
+    }
+    Ok(title)
+}
+
+/// `raw` normalised and trimmed; refused when empty or with a control character
+/// or bidirectional override.
+fn text(raw: &str) -> Result<String, NameError> {
+    let normal: String = raw.nfc().collect();
+    let name = normal.trim();
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
     if name.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return Err(NameError::Control);
     }
-    Ok(cap(name))
+    Ok(name.to_string())
 }
 
 /// `name` with ` (n)` before its extension; `name` itself for 0.
@@ -108,6 +133,18 @@ mod tests {
         ] {
             assert_eq!(safe_name(raw), Err(why), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn titles_refuse_what_names_refuse_but_may_hold_slashes() {
+        assert_eq!(title(" Q3 / Q4 plan ").as_deref(), Ok("Q3 / Q4 plan"));
+        assert_eq!(title("a\u{202E}b"), Err(NameError::Control));
+        assert_eq!(title("a\u{2067}b"), Err(NameError::Control));
+        assert_eq!(title("  "), Err(NameError::Empty));
+        assert_eq!(
+            title(&"x".repeat(MAX_TITLE_CHARS + 1)),
+            Err(NameError::TooLong)
+        );
     }
 
     #[test]

@@ -9,7 +9,6 @@ use sandbox::protocol::ErrorBody;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{Engine, Signer};
@@ -23,7 +22,8 @@ use crate::{
 /// Longest text `speak` takes at all; longer is refused (shorter but over
 /// [`VoiceSettings::max_chars`] is cut).
 pub const MAX_INPUT_CHARS: usize = 100_000;
-/// Syntheses running at once in this router (local engines use the CPU).
+/// Syntheses running at once in this router (local engines use the CPU); one
+/// user holds at most `slots::PER_USER` of them.
 pub const PARALLEL_SYNTHESES: usize = 4;
 /// What the transcript gets when the text was cut.
 pub const CUT_NOTE: &str = " […the rest is not spoken]";
@@ -65,6 +65,9 @@ pub enum VoiceError {
     /// The engine failed or did not answer in time.
     #[error("{0}")]
     Failed(String),
+    /// The plan's storage has no room for the audio (`crate::quota`).
+    #[error("{0}; this part is not spoken")]
+    QuotaExceeded(String),
     /// The database failed (logged, not told).
     #[error("the voice could not be stored; try again")]
     Db(#[from] sqlx::Error),
@@ -73,13 +76,24 @@ pub enum VoiceError {
     Storage(#[from] crate::storage::StorageError),
 }
 
+impl From<crate::quota::QuotaError> for VoiceError {
+    fn from(e: crate::quota::QuotaError) -> Self {
+        match e {
+            crate::quota::QuotaError::Db(e) => Self::Db(e),
+            crate::quota::QuotaError::Storage(e) => Self::Storage(e),
+        }
+    }
+}
+
 impl VoiceError {
-    /// `invalid_params`, `voice_unavailable`, `voice_failed` or `internal`.
+    /// `invalid_params`, `voice_unavailable`, `voice_failed`, `quota_exceeded`
+    /// or `internal`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidParams(_) => "invalid_params",
             Self::Unavailable(_) => "voice_unavailable",
             Self::Failed(_) => "voice_failed",
+            Self::QuotaExceeded(_) => "quota_exceeded",
             Self::Db(_) | Self::Storage(_) => "internal",
         }
     }
@@ -102,7 +116,7 @@ pub struct Voice {
     plans: Arc<Plans>,
     signer: Signer,
     settings: VoiceSettings,
-    permits: Arc<Semaphore>,
+    slots: Arc<super::slots::Slots>,
     metrics: Arc<Metrics>,
 }
 
@@ -124,7 +138,7 @@ impl Voice {
             plans,
             signer,
             settings,
-            permits: Arc::new(Semaphore::new(PARALLEL_SYNTHESES)),
+            slots: Arc::new(super::slots::Slots::new(PARALLEL_SYNTHESES)),
             metrics,
         }
     }
@@ -132,6 +146,11 @@ impl Voice {
     /// The URL signer (the audio route checks with it).
     pub fn signer(&self) -> &Signer {
         &self.signer
+    }
+
+    /// The plans (their voice and storage limits).
+    pub fn plans(&self) -> &Plans {
+        &self.plans
     }
 
     /// The settings.
@@ -181,9 +200,15 @@ impl Voice {
                 "your plan does not include spoken answers; the text answer is unaffected".into(),
             ));
         }
+        // Audio is stored for the user, so it counts against their storage.
+        let room = crate::quota::room(&self.db, &self.storage, &self.plans, user).await?;
+        if room.left() == Some(0) {
+            return Err(VoiceError::QuotaExceeded(room.full_message()));
+        }
         let timeout = self.settings.timeout;
         let synthesis = async {
-            let _permit = self.permits.acquire().await;
+            // One slot per user at most, so one user's burst cannot hold them all.
+            let _slot = self.slots.acquire(user).await;
             engine.synthesize(&spoken_text).await
         };
         let started = std::time::Instant::now();
@@ -219,6 +244,9 @@ impl Voice {
                 )));
             }
         };
+        if !room.fits(speech.bytes.len() as u64, 0) {
+            return Err(VoiceError::QuotaExceeded(room.full_message()));
+        }
         let id = Uuid::new_v4();
         let path = format!("voice/{id}.{}", speech.extension());
         let key = format!("users/{user}/{path}");

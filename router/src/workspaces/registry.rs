@@ -84,7 +84,7 @@ impl Registry {
                 storage,
                 voice,
                 backend,
-                sync_limits: settings.sync_limits,
+                workspace_limits: settings.sync_limits,
                 sync_timeout: settings.sleep_timeout,
             }),
             hubs: Arc::default(),
@@ -208,13 +208,19 @@ impl Registry {
         };
         let (storage, db) = (&self.ctx.storage, &self.ctx.db);
         if dirs.workspace.is_dir() {
-            let limits = &self.ctx.sync_limits;
-            match crate::sync::save_workspace_with(storage, db, user, &dirs.workspace, limits).await
-            {
-                Ok(report) => match report.over_quota {
+            let saved = match self.ctx.sync_limits(user).await {
+                Ok(limits) => {
+                    crate::sync::save_workspace_with(storage, db, user, &dirs.workspace, &limits)
+                        .await
+                        .map(|report| (report, limits))
+                }
+                Err(e) => Err(crate::sync::SyncError::Quota(e)),
+            };
+            match saved {
+                Ok((report, limits)) => match report.workspace_quota {
                     Some(over) => tracing::warn!(
                         user.id = %user, ?report, "workspace stored up to its quota: {}",
-                        over.message(limits)
+                        over.message(&limits)
                     ),
                     None => tracing::debug!(user.id = %user, ?report, "workspace stored"),
                 },
@@ -224,7 +230,13 @@ impl Registry {
             }
         }
         if dirs.state.is_dir() {
-            match crate::sync::save_state(storage, user, &dirs.state).await {
+            let saved = match self.ctx.sync_limits(user).await {
+                Ok(limits) => {
+                    crate::sync::save_state_with(storage, user, &dirs.state, &limits).await
+                }
+                Err(e) => Err(crate::sync::SyncError::Quota(e)),
+            };
+            match saved {
                 Ok(report) => tracing::debug!(user.id = %user, ?report, "agent state stored"),
                 Err(error) => {
                     tracing::warn!(user.id = %user, %error, "storing the agent state failed")

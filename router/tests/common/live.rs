@@ -1,5 +1,6 @@
 //! A live Jarvis: the router on a TCP socket (its model gateway on the unix
-//! socket bound into every jail), real `sandbox` processes under bubblewrap
+//! socket bound into every jail, and on a second TCP socket, `JARVIS_SANDBOX_LISTEN`,
+//! for pods), real `sandbox` processes under bubblewrap
 //! running the real Claude Code CLI, and the fake Anthropic API of
 //! `sandbox::testing` as the gateway's upstream. Plus a WebSocket browser.
 
@@ -62,7 +63,10 @@ pub fn claude_bin() -> PathBuf {
 pub struct Live {
     pub app: TestApp,
     pub api: FakeApi,
+    /// The public listener.
     pub url: String,
+    /// The sandboxes' listener (`JARVIS_SANDBOX_LISTEN`): the gateway URL of pods.
+    pub sandbox_url: String,
     pub tmp: tempfile::TempDir,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -90,7 +94,10 @@ impl Live {
         let (sandbox, claude) = (sandbox_bin(), claude_bin());
         let root = tmp.path().to_path_buf();
         let upstream = api.url();
+        let sandbox_addr =
+            std::net::SocketAddr::from(([127, 0, 0, 1], super::process::free_port()));
         let app = TestApp::with_config(db, |c| {
+            c.sandbox_listen = Some(sandbox_addr);
             c.workspaces_dir = root.join("workspaces");
             c.run_dir = root.join("run");
             c.sandbox_bin = Some(sandbox);
@@ -112,10 +119,12 @@ impl Live {
             let socket = router::workspaces::gateway_socket(&app.state.config);
             wait_for(|| socket.exists()).await;
         }
+        wait_for(|| std::net::TcpStream::connect(sandbox_addr).is_ok()).await;
         Self {
             app,
             api,
             url,
+            sandbox_url: format!("http://{sandbox_addr}"),
             tmp,
             server,
         }

@@ -10,7 +10,7 @@ use axum::{
 use http_body_util::BodyExt;
 use router::{
     config::Config,
-    http::{AppState, app},
+    http::{AppState, app, sandbox_app},
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -23,7 +23,10 @@ pub const PASSWORD: &str = "correct-horse-battery";
 /// The router under test, with its state and database.
 pub struct TestApp {
     pub state: AppState,
+    /// The public app (`JARVIS_LISTEN`).
     pub router: Router,
+    /// The sandboxes' app (the unix socket, `JARVIS_SANDBOX_LISTEN`): `/v1/…`.
+    pub sandbox: Router,
     pub db: PgPool,
     /// Keeps the storage directory alive for the test.
     pub storage_dir: tempfile::TempDir,
@@ -72,14 +75,20 @@ impl TestApp {
         let mut config = Config::defaults();
         config.storage = format!("file:{}", storage_dir.path().display());
         config.anthropic_api_key = Some("sk-ant-test-key".into());
+        // Every test's requests come from one address (no socket): sign-up limits
+        // are for the tests that are about them to set.
+        config.signups_per_address_per_hour = 10_000;
+        config.signups_per_network_per_hour = 10_000;
         tweak(&mut config);
         let state = AppState::new(config, db.clone())
             .await
             .expect("state builds");
         let router = app(state.clone());
+        let sandbox = sandbox_app(state.clone());
         Self {
             state,
             router,
+            sandbox,
             db,
             storage_dir,
         }
@@ -107,26 +116,27 @@ impl TestApp {
         self.call(req).await
     }
 
-    /// Sends a prepared request.
+    /// Sends a prepared request to the public app.
     pub async fn call(&self, req: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body reads")
-            .to_bytes()
-            .to_vec();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Reply {
-            status,
-            headers,
-            body,
-            bytes,
-        }
+        reply_of(&self.router, req).await
+    }
+
+    /// Sends a prepared request to the sandboxes' app.
+    pub async fn call_sandbox(&self, req: Request<Body>) -> Reply {
+        reply_of(&self.sandbox, req).await
+    }
+
+    /// `GET /metrics` from a peer on loopback (as a scraper on the same machine).
+    pub async fn metrics(&self) -> Reply {
+        let mut req = Request::get("/metrics")
+            .body(Body::empty())
+            .expect("request builds");
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                40000,
+            ))));
+        self.call(req).await
     }
 
     pub async fn get(&self, uri: &str, token: &str) -> Reply {
@@ -135,6 +145,35 @@ impl TestApp {
 
     pub async fn post(&self, uri: &str, body: Value) -> Reply {
         self.send(Method::POST, uri, None, Some(body)).await
+    }
+
+    /// POSTs `body` as JSON from the client address `ip` (the peer address the
+    /// router would see on a socket).
+    pub async fn post_from(&self, ip: &str, uri: &str, body: Value) -> Reply {
+        let peer: std::net::SocketAddr = (
+            ip.parse::<std::net::IpAddr>().expect("an IP address"),
+            40000,
+        )
+            .into();
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request builds");
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        self.call(req).await
+    }
+
+    /// Marks `user`'s address verified, as its mailed link would (a fixture for
+    /// tests about something else; `auth.rs` follows the real link).
+    pub async fn verify_email(&self, user: Uuid) {
+        sqlx::query("update users set email_verified_at = now() where id = $1")
+            .bind(user)
+            .execute(&self.db)
+            .await
+            .expect("verified");
     }
 
     /// Registers `email` with [`PASSWORD`].
@@ -209,6 +248,28 @@ impl TestApp {
     }
 }
 
+/// Sends `req` to `router` and reads the whole answer.
+async fn reply_of(router: &Router, req: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(req).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body reads")
+        .to_bytes()
+        .to_vec();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Reply {
+        status,
+        headers,
+        body,
+        bytes,
+    }
+}
+
 /// The user and tokens of a session body.
 pub fn user_from(body: &Value) -> User {
     User {
@@ -243,6 +304,9 @@ pub mod process;
 
 /// A fake Stripe API that checks requests like Stripe.
 pub mod stripe;
+
+/// A fake SMTP server speaking the real protocol.
+pub mod smtp;
 
 /// Voice: audio checks and fake TTS providers.
 pub mod voice;

@@ -108,6 +108,8 @@ pub struct Fake {
     pub requests: Mutex<Vec<(String, HeaderMap, Value)>>,
     /// 200 with audio, an error status, or 0: never answer.
     pub status: u16,
+    /// Never answer a text containing this (one user's stuck engine calls).
+    pub hang_on: Option<String>,
 }
 
 pub async fn start_fake(fake: Arc<Fake>) -> String {
@@ -143,6 +145,12 @@ pub async fn start_fake(fake: Arc<Fake>) -> String {
             .lock()
             .await
             .push((path, headers, json.clone()));
+        let text = json["input"].as_str().or(json["text"].as_str());
+        if let (Some(hang), Some(text)) = (&fake.hang_on, text)
+            && text.contains(hang.as_str())
+        {
+            return std::future::pending().await;
+        }
         match fake.status {
             0 => std::future::pending().await,
             200 => {

@@ -44,6 +44,10 @@ try {
   const page = await a.newPage();
   const consoleErrors = [];
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  // The router's Content-Security-Policy must not block anything the app does.
+  page.on("console", (m) => {
+    if (m.type() === "error" && m.text().includes("Content Security Policy")) consoleErrors.push(m.text());
+  });
   const shot = (p, name) => p.screenshot({ path: path.join(SHOTS, `${name}.png`) });
 
   // --- sign up -------------------------------------------------------------
@@ -335,7 +339,7 @@ try {
   await page.waitForURL("**/signin");
   step("signed out; protected pages go to sign-in");
 
-  assert.deepEqual(consoleErrors, [], "no uncaught page errors");
+  assert.deepEqual(consoleErrors, [], "no uncaught page errors or CSP violations");
   await a.close();
   console.log(`e2e: passed in ${((Date.now() - started) / 1000).toFixed(1)}s; screenshots in ${SHOTS}`);
 } catch (e) {

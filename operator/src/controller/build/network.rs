@@ -167,7 +167,7 @@ mod tests {
                           matchLabels:
                             app.kubernetes.io/component: router
                             app.kubernetes.io/name: jarvis
-                    ports: [{ port: 8080, protocol: TCP }]
+                    ports: [{ port: 8081, protocol: TCP }]
                   - to:
                       - namespaceSelector:
                           matchLabels: { kubernetes.io/metadata.name: kube-system }

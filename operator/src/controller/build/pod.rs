@@ -295,7 +295,7 @@ mod tests {
                 - --listen
                 - 0.0.0.0:7070
                 - --gateway-url
-                - http://jarvis-router.jarvis.svc:8080
+                - http://jarvis-router.jarvis.svc:8081
                 - --workspace-dir
                 - /workspace
                 - --state-dir

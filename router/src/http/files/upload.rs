@@ -6,14 +6,11 @@
 //! at once, without reading the rest of the body (clients still sending read the
 //! answer: the tests check it for a hyper client and for Chromium).
 //!
-//! The parser is `multer` on a [`Paced`] body: multer reads its input until the
-//! input has nothing ready, which on a fast connection buffers without bound; one
-//! body chunk per poll keeps the memory of an upload flat whatever its size.
-
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-};
+//! The parser is `multer` on a body bounded by [`super::multipart`]: the framing
+//! between parts (preamble, part headers) is capped at
+//! [`MAX_FRAMING_BYTES`](super::multipart::MAX_FRAMING_BYTES) and answered 413
+//! past it, the body is paced so multer never buffers more than a chunk, and a
+//! request may carry at most [`uploads::MAX_FILES_PER_REQUEST`] parts (413).
 
 use axum::{
     Json,
@@ -21,13 +18,16 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode, header},
 };
-use futures::{Stream, TryStreamExt};
+use futures::TryStreamExt;
 use multer::Multipart;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::super::{AppState, Error, Result, extractor::AuthUser};
+use super::{
+    super::{AppState, Error, Result, extractor::AuthUser},
+    multipart::{Budget, Framing, MAX_FRAMING_BYTES, Paced},
+};
 use crate::uploads::{self, Batch, UploadError, Uploaded};
 
 /// The answer to an upload.
@@ -39,8 +39,10 @@ pub(super) struct UploadList {
 impl From<UploadError> for Error {
     fn from(e: UploadError) -> Self {
         match e {
-            UploadError::Name(_) | UploadError::TooMany => Self::Invalid(e.to_string()),
-            UploadError::TooLarge { .. } => Self::PayloadTooLarge(e.to_string()),
+            UploadError::Name(_) => Self::Invalid(e.to_string()),
+            UploadError::TooLarge { .. } | UploadError::TooMany => {
+                Self::PayloadTooLarge(e.to_string())
+            }
             UploadError::Quota { .. } => Self::QuotaExceeded(e.to_string()),
             UploadError::Cut(_) => Self::BadRequest(e.to_string()),
             UploadError::NoFreeName(_) => Self::Conflict(e.to_string()),
@@ -66,13 +68,15 @@ pub(super) async fn upload_files(
                 "send multipart/form-data with one `file` field per file".into(),
             )
         })?;
-    let multipart = Multipart::new(Paced::new(body.into_data_stream()), boundary);
+    let budget = Budget::new();
+    let body = Paced::new(Framing::new(body.into_data_stream(), budget.clone()));
+    let multipart = Multipart::new(body, boundary);
     let tier = crate::limits::account(&state.db, user.id)
         .await?
         .map_or(crate::plans::Tier::Free, |a| a.tier);
     let quota = state.plans.get(tier).storage_bytes;
     let (reply, answer) = oneshot::channel();
-    tokio::spawn(receive(state, user.id, quota, multipart, reply));
+    tokio::spawn(receive(state, user.id, quota, (multipart, budget), reply));
     let files = answer.await.map_err(|_| {
         Error::Internal(anyhow::anyhow!("the upload task ended without an answer"))
     })??;
@@ -91,7 +95,7 @@ async fn receive(
     state: AppState,
     user: Uuid,
     quota: Option<u64>,
-    mut multipart: Multipart<'static>,
+    (mut multipart, budget): (Multipart<'static>, Budget),
     reply: Reply,
 ) {
     let batch = Batch::begin(
@@ -110,11 +114,29 @@ async fn receive(
         }
     };
     let received: Result<()> = async {
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| Error::BadRequest(format!("the upload could not be read: {e}")))?
-        {
+        let mut parts = 0;
+        loop {
+            budget.headers();
+            let next = multipart.next_field().await;
+            budget.data();
+            let field = match next {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(_) if budget.exceeded() => {
+                    return Err(Error::PayloadTooLarge(format!(
+                        "a part's headers may be at most {MAX_FRAMING_BYTES} bytes"
+                    )));
+                }
+                Err(e) => {
+                    return Err(Error::BadRequest(format!(
+                        "the upload could not be read: {e}"
+                    )));
+                }
+            };
+            parts += 1;
+            if parts > uploads::MAX_FILES_PER_REQUEST {
+                return Err(UploadError::TooMany.into());
+            }
             if field.name() != Some("file") {
                 return Err(Error::Invalid(
                     "only `file` fields are accepted (one per file)".into(),
@@ -154,71 +176,5 @@ async fn receive(
         Err(e) => {
             let _ = reply.send(Err(e.into()));
         }
-    }
-}
-
-/// Bytes a [`Paced`] stream hands out before it answers `Pending` once.
-const PACE_BYTES: usize = 1024 * 1024;
-
-/// A body stream that hands out about [`PACE_BYTES`] per poll cycle: past that
-/// it answers `Pending` once (waking itself at once), so a consumer that reads
-/// "until nothing is ready" buffers at most that much.
-struct Paced<S> {
-    inner: S,
-    since_pending: usize,
-}
-
-impl<S> Paced<S> {
-    fn new(inner: S) -> Self {
-        Self {
-            inner,
-            since_pending: 0,
-        }
-    }
-}
-
-impl<S, E> Stream for Paced<S>
-where
-    S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
-{
-    type Item = S::Item;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        if self.since_pending >= PACE_BYTES {
-            self.since_pending = 0;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        let next = Pin::new(&mut self.inner).poll_next(cx);
-        match &next {
-            Poll::Ready(Some(Ok(chunk))) => self.since_pending += chunk.len(),
-            Poll::Pending => self.since_pending = 0,
-            _ => {}
-        }
-        next
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use futures::{StreamExt, stream};
-
-    use super::*;
-
-    #[tokio::test]
-    async fn paced_streams_pause_after_the_byte_budget_and_lose_nothing() {
-        let chunk = || Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; PACE_BYTES / 2]));
-        let mut paced = Paced::new(stream::iter([chunk(), chunk(), chunk()]));
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        for _ in 0..2 {
-            assert!(matches!(
-                Pin::new(&mut paced).poll_next(&mut cx),
-                Poll::Ready(Some(Ok(_)))
-            ));
-        }
-        assert!(Pin::new(&mut paced).poll_next(&mut cx).is_pending());
-        let rest: Vec<_> = paced.collect().await;
-        assert_eq!(rest.len(), 1);
     }
 }

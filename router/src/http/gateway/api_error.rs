@@ -114,7 +114,11 @@ impl From<Refusal> for ApiError {
         let message = refusal.to_string();
         match refusal {
             Refusal::NoAccount => Self::unauthenticated(message),
-            Refusal::Disabled | Refusal::SubscriptionInactive { .. } => Self {
+            Refusal::Disabled
+            | Refusal::SubscriptionInactive { .. }
+            | Refusal::PlanWithoutModel { .. }
+            | Refusal::EmailUnverified
+            | Refusal::VerificationUnavailable => Self {
                 final_: true,
                 ..Self::new(StatusCode::FORBIDDEN, "permission_error", message)
             },

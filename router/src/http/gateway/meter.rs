@@ -9,7 +9,9 @@
 //!
 //! Counted: `message_start.message.usage` (input and cache tokens, the model) and
 //! the last `message_delta.usage.output_tokens`. `usage.input_tokens` records all
-//! input tokens, cached ones included; the cost (`pricing`) tells them apart.
+//! input tokens, cached ones included; the cost (`pricing`) tells them apart, and
+//! adds the fee of the web searches in `usage.server_tool_use` (server tools pass
+//! the gateway only on plans that allow them).
 
 use std::convert::Infallible;
 
@@ -78,6 +80,8 @@ pub struct Seen {
     pub model: String,
     /// Its token counts.
     pub tokens: Tokens,
+    /// Web searches the provider ran for it (`server_tool_use.web_search_requests`).
+    pub web_searches: u64,
 }
 
 async fn read_events(rx: mpsc::UnboundedReceiver<Bytes>) -> Option<Seen> {
@@ -96,11 +100,11 @@ async fn read_events(rx: mpsc::UnboundedReceiver<Bytes>) -> Option<Seen> {
                 let message = &value["message"];
                 let seen = seen.get_or_insert_with(Seen::default);
                 seen.model = message["model"].as_str().unwrap_or_default().to_string();
-                add_usage(&mut seen.tokens, &message["usage"]);
+                add_usage(seen, &message["usage"]);
             }
             Some("message_delta") => {
                 if let Some(seen) = seen.as_mut() {
-                    add_usage(&mut seen.tokens, &value["usage"]);
+                    add_usage(seen, &value["usage"]);
                 }
             }
             _ => {}
@@ -121,28 +125,37 @@ async fn read_json(mut rx: mpsc::UnboundedReceiver<Bytes>) -> Option<Seen> {
     let value: Value = serde_json::from_slice(&body).ok()?;
     let mut seen = Seen {
         model: value["model"].as_str()?.to_string(),
-        tokens: Tokens::default(),
+        ..Seen::default()
     };
-    add_usage(&mut seen.tokens, &value["usage"]);
+    add_usage(&mut seen, &value["usage"]);
     Some(seen)
 }
 
 /// Takes the counts present in a `usage` object. They are running totals (a
 /// later `message_delta` repeats and raises them), so the larger value wins.
-fn add_usage(tokens: &mut Tokens, usage: &Value) {
-    let take = |slot: &mut u64, key: &str| {
-        if let Some(n) = usage[key].as_u64() {
+fn add_usage(seen: &mut Seen, usage: &Value) {
+    let take = |slot: &mut u64, value: &Value| {
+        if let Some(n) = value.as_u64() {
             *slot = (*slot).max(n);
         }
     };
-    take(&mut tokens.input, "input_tokens");
-    take(&mut tokens.cache_write, "cache_creation_input_tokens");
-    take(&mut tokens.cache_read, "cache_read_input_tokens");
-    take(&mut tokens.output, "output_tokens");
+    let tokens = &mut seen.tokens;
+    take(&mut tokens.input, &usage["input_tokens"]);
+    take(
+        &mut tokens.cache_write,
+        &usage["cache_creation_input_tokens"],
+    );
+    take(&mut tokens.cache_read, &usage["cache_read_input_tokens"]);
+    take(&mut tokens.output, &usage["output_tokens"]);
+    take(
+        &mut seen.web_searches,
+        &usage["server_tool_use"]["web_search_requests"],
+    );
 }
 
 async fn record(db: &PgPool, call: Call, seen: &Seen) {
-    let cost = pricing::cost_micros(&seen.model, seen.tokens);
+    let cost = pricing::cost_micros(&seen.model, seen.tokens)
+        .saturating_add(seen.web_searches.saturating_mul(pricing::WEB_SEARCH_MICROS));
     let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     // The conversation is kept only if it is the token's user's own.
     // language=PostgreSQL
@@ -167,6 +180,7 @@ async fn record(db: &PgPool, call: Call, seen: &Seen) {
             model = %seen.model,
             input_tokens = seen.tokens.all_input(),
             output_tokens = seen.tokens.output,
+            web_searches = seen.web_searches,
             cost_micros = cost,
             "model call recorded"
         ),
@@ -208,6 +222,17 @@ mod tests {
                 cache_write: 0
             }
         );
+    }
+
+    #[tokio::test]
+    async fn web_searches_are_counted_from_the_server_tool_usage() {
+        let seen = events_of(&[
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":1}}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2,\"server_tool_use\":{\"web_search_requests\":3}}}\n\n",
+        ])
+        .await
+        .expect("seen");
+        assert_eq!(seen.web_searches, 3);
     }
 
     #[tokio::test]
