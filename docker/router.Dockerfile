@@ -26,8 +26,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/router /usr/local/bin/router
 COPY --from=web /src/router/web/dist /usr/share/jarvis/web
+# 8080: browsers and the API; 8081: the sandboxes' routes (the gateway, workspace
+# sync), which pods reach and the public listener does not serve.
 ENV JARVIS_WEB_DIR=/usr/share/jarvis/web \
-    JARVIS_LISTEN=0.0.0.0:8080
-EXPOSE 8080
+    JARVIS_LISTEN=0.0.0.0:8080 \
+    JARVIS_SANDBOX_LISTEN=0.0.0.0:8081
+EXPOSE 8080 8081
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/router"]
