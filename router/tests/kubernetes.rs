@@ -37,7 +37,7 @@ fn start_operator(fake: &FakeApiServer) -> tokio::task::JoinHandle<Result<(), op
 }
 
 /// The router's backend, as the chart's router service account.
-fn backend(fake: &FakeApiServer, pod_ip: bool) -> KubernetesBackend {
+fn router_backend(fake: &FakeApiServer, pod_ip: bool) -> KubernetesBackend {
     KubernetesBackend::new(
         fake.client_as(NS, NS, "jarvis-router"),
         KubernetesConfig {
@@ -63,7 +63,7 @@ async fn wake_touch_and_sleep_a_workspace_through_the_operator() {
     fake.enforce_rbac(chart_rbac(NS, RELEASE).expect("the chart's RBAC"));
     let client = fake.client(NS);
     let operator = start_operator(&fake);
-    let backend = backend(&fake, false);
+    let backend = router_backend(&fake, false);
     let workspaces = Api::<JarvisWorkspace>::namespaced(client.clone(), NS);
     let secrets = Api::<Secret>::namespaced(client, NS);
     let user = Uuid::new_v4();
@@ -133,7 +133,7 @@ async fn the_router_reads_pods_with_the_charts_rights_and_without_them_gets_403(
     let fake = FakeApiServer::start().await.expect("fake apiserver");
     fake.enforce_rbac(rbac.clone());
     let operator = start_operator(&fake);
-    let backend = backend(&fake, true);
+    let backend = router_backend(&fake, true);
     let user = Uuid::new_v4();
     let endpoint = backend.wake(user, "token-1").await.expect("woken");
     let Endpoint::Tcp(address) = endpoint else {
@@ -149,7 +149,7 @@ async fn the_router_reads_pods_with_the_charts_rights_and_without_them_gets_403(
     let fake = FakeApiServer::start().await.expect("fake apiserver");
     fake.enforce_rbac(without_rule(rbac, router, index));
     let operator = start_operator(&fake);
-    let backend = backend(&fake, true);
+    let backend = router_backend(&fake, true);
     let error = backend
         .wake(Uuid::new_v4(), "token-1")
         .await
