@@ -68,10 +68,10 @@ fn alice() -> JarvisWorkspace {
 async fn wait_ready(api: &Api<JarvisWorkspace>) -> JarvisWorkspace {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if let Ok(Some(ws)) = api.get_opt("alice").await {
-            if ws.status.as_ref().and_then(|s| s.phase) == Some(WorkspacePhase::Ready) {
-                return ws;
-            }
+        if let Ok(Some(ws)) = api.get_opt("alice").await
+            && ws.status.as_ref().and_then(|s| s.phase) == Some(WorkspacePhase::Ready)
+        {
+            return ws;
         }
         assert!(tokio::time::Instant::now() < deadline, "alice never Ready");
         tokio::time::sleep(Duration::from_millis(50)).await;

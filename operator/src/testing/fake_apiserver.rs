@@ -875,7 +875,7 @@ pub(super) async fn handle(
                 target.sub.as_deref(),
             )
         }) {
-            Err(refused) => refused,
+            Err(refused) => *refused,
             Ok(()) => match serve(&inner, method, &uri, &headers, &body, target).await {
                 Ok(response) => response,
                 Err(error) => error.into_response(),

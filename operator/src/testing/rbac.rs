@@ -291,7 +291,10 @@ fn unauthorized() -> Response {
 impl Authorizer {
     /// The user behind a request's bearer token: `Ok(None)` without a token (the
     /// admin), `Err` (401) for a token nobody was given.
-    pub(super) fn authenticate(&self, headers: &HeaderMap) -> Result<Option<String>, Response> {
+    pub(super) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, Box<Response>> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Ok(None);
         };
@@ -299,14 +302,14 @@ impl Authorizer {
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(unauthorized)?;
+            .ok_or_else(|| Box::new(unauthorized()))?;
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state
             .tokens
             .get(token.trim())
             .cloned()
             .map(Some)
-            .ok_or_else(unauthorized)
+            .ok_or_else(|| Box::new(unauthorized()))
     }
 
     /// `Ok` when the request may go on, else the 401 or 403 to answer.
@@ -314,7 +317,7 @@ impl Authorizer {
         &self,
         headers: &HeaderMap,
         request: impl FnOnce() -> Attributes,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Box<Response>> {
         let Some(user) = self.authenticate(headers)? else {
             return Ok(());
         };
@@ -324,7 +327,7 @@ impl Authorizer {
             .objects
             .as_ref()
             .is_none_or(|objects| allows(objects, &user, &request));
-        let refused = (!allowed).then(|| forbidden(&user, &request));
+        let refused = (!allowed).then(|| Box::new(forbidden(&user, &request)));
         state.audit.push(Audited {
             user,
             request,
@@ -443,10 +446,13 @@ impl FakeApiServer {
     }
 }
 
+/// Rendered RBAC objects by (namespace, release).
+type Rendered = HashMap<(String, String), Vec<Value>>;
+
 /// The chart's RBAC objects for a release `release` in `namespace`, rendered by
 /// `charts/render_rbac.py` (Helm, through `helm-python-sdk`); cached per process.
 pub fn chart_rbac(namespace: &str, release: &str) -> std::io::Result<Vec<Value>> {
-    static CACHE: Mutex<Option<HashMap<(String, String), Vec<Value>>>> = Mutex::new(None);
+    static CACHE: Mutex<Option<Rendered>> = Mutex::new(None);
     let key = (namespace.to_owned(), release.to_owned());
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(objects) = cache.get_or_insert_default().get(&key) {
