@@ -78,13 +78,16 @@ SECRET_ENV = {
 
 # Least privilege, as (scope, apiGroup, resource, verb, resourceName or None).
 WORKSPACES = "jarvisworkspaces"
-OPERATOR_RULES = (
-    {("cluster", "jarvis.dev", WORKSPACES, v, None) for v in ("get", "list", "watch", "patch", "update")}
-    | {("cluster", "jarvis.dev", f"{WORKSPACES}/status", v, None) for v in ("get", "patch", "update")}
-    | {("cluster", "jarvis.dev", f"{WORKSPACES}/scale", v, None) for v in ("get", "patch", "update")}
-    | {("cluster", "jarvis.dev", f"{WORKSPACES}/finalizers", "update", None)}
+CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+def operator_rules(scope: str) -> set[tuple]:
+    """The operator's rights on workspaces and their children in `scope`."""
+    return (
+    {(scope, "jarvis.dev", WORKSPACES, v, None) for v in ("get", "list", "watch", "patch", "update")}
+    | {(scope, "jarvis.dev", f"{WORKSPACES}/status", v, None) for v in ("get", "patch", "update")}
+    | {(scope, "jarvis.dev", f"{WORKSPACES}/scale", v, None) for v in ("get", "patch", "update")}
+    | {(scope, "jarvis.dev", f"{WORKSPACES}/finalizers", "update", None)}
     | {
-        ("cluster", group, resource, verb, None)
+        (scope, group, resource, verb, None)
         for group, resource in (
             ("", "pods"),
             ("", "services"),
@@ -93,15 +96,21 @@ OPERATOR_RULES = (
         )
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     }
-    | {("cluster", group, "events", v, None) for group in ("", "events.k8s.io") for v in ("create", "patch")}
-    | {(NAMESPACE, "coordination.k8s.io", "leases", "create", None)}
-    | {(NAMESPACE, "coordination.k8s.io", "leases", v, "jarvis-operator") for v in ("get", "update", "patch")}
-)
+    | {(scope, group, "events", v, None) for group in ("", "events.k8s.io") for v in ("create", "patch")}
+    )
+
+
+LEADER_RULES = {(NAMESPACE, "coordination.k8s.io", "leases", "create", None)} | {
+    (NAMESPACE, "coordination.k8s.io", "leases", v, "jarvis-operator") for v in ("get", "update", "patch")
+}
+# By default the operator manages its release namespace only.
+OPERATOR_RULES = operator_rules(NAMESPACE) | LEADER_RULES
 ROUTER_RULES = (
     {(NAMESPACE, "jarvis.dev", WORKSPACES, v, None) for v in ("get", "list", "watch", "create", "patch", "delete")}
     | {(NAMESPACE, "jarvis.dev", f"{WORKSPACES}/status", v, None) for v in ("get", "patch")}
     | {(NAMESPACE, "jarvis.dev", f"{WORKSPACES}/scale", v, None) for v in ("get", "patch", "update")}
     | {(NAMESPACE, "", "secrets", v, None) for v in ("create", "get", "patch", "update", "delete")}
+    | {(NAMESPACE, "", "pods", v, None) for v in ("get", "list", "watch")}
 )
 
 
@@ -172,9 +181,14 @@ class Install:
                     for s in subjects
                 ):
                     continue
-                assert binding["roleRef"]["kind"] == role_kind
-                role = self.one(role_kind, binding["roleRef"]["name"])
-                scope = "cluster" if role_kind == "ClusterRole" else role["metadata"]["namespace"]
+                ref_kind = binding["roleRef"]["kind"]
+                # A RoleBinding may bind a ClusterRole: its rules then apply in the
+                # binding's namespace only.
+                assert ref_kind == role_kind or binding_kind == "RoleBinding"
+                role = self.one(ref_kind, binding["roleRef"]["name"])
+                scope = (
+                    binding["metadata"]["namespace"] if binding_kind == "RoleBinding" else "cluster"
+                )
                 for rule in role["rules"]:
                     names = rule.get("resourceNames") or [None]
                     for group in rule["apiGroups"]:
@@ -269,6 +283,48 @@ class ChartTest(unittest.TestCase):
                         for rule in role["rules"]:
                             for field in ("apiGroups", "resources", "verbs"):
                                 self.assertNotIn("*", rule[field], role["metadata"]["name"])
+
+    def test_the_operator_manages_the_namespaces_it_is_given_only(self):
+        env = self.minimal.env("operator")
+        self.assertEqual(env["WATCH_NAMESPACE"]["value"], NAMESPACE)
+        teams = Install({**MINIMAL, "operator": {"watchNamespaces": ["team-a", "team-b"]}})
+        self.assertEqual(teams.env("operator")["WATCH_NAMESPACE"]["value"], "team-a,team-b")
+        self.assertEqual(
+            teams.rules_of(f"{PREFIX}-operator"),
+            operator_rules("team-a") | operator_rules("team-b") | LEADER_RULES,
+        )
+        self.assertEqual(teams.all("ClusterRoleBinding"), [])
+        everywhere = Install({**MINIMAL, "operator": {"watchNamespaces": ["*"]}})
+        self.assertEqual(everywhere.env("operator")["WATCH_NAMESPACE"]["value"], "*")
+        self.assertEqual(
+            everywhere.rules_of(f"{PREFIX}-operator"), operator_rules("cluster") | LEADER_RULES
+        )
+        with self.assertRaises(Exception):
+            Install({**MINIMAL, "operator": {"watchNamespaces": ["*", "team-a"]}})
+
+    def test_releases_in_two_namespaces_share_no_object(self):
+        def names(namespace: str) -> set[tuple]:
+            with helm.Chart.load(CHART) as chart:
+                manifests = chart.render(MINIMAL, name=RELEASE, namespace=namespace, is_install=True)
+            objects = [
+                doc
+                for path, text in manifests.items()
+                if not path.endswith("NOTES.txt")
+                for doc in yaml.safe_load_all(text)
+                if doc
+            ]
+            found = set()
+            for o in objects:
+                # Namespaced objects without a namespace land in the release's.
+                ns = o["metadata"].get("namespace", namespace if o["kind"] not in CLUSTER_KINDS else None)
+                found.add((o["kind"], ns, o["metadata"]["name"]))
+                if o["kind"] in CLUSTER_KINDS:
+                    self.assertIn(namespace, o["metadata"]["name"], o["kind"])
+            return found
+
+        staging, production = names("staging"), names("production")
+        self.assertTrue(staging and production)
+        self.assertEqual(staging & production, set())
 
     def test_operator_sees_the_router_as_it_is(self):
         for label, install in self.installs.items():

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::{
-    controller::build::Settings,
+    controller::{Scope, build::Settings},
     crd::{ResourceAmounts, WorkspaceResources},
 };
 
@@ -32,6 +32,10 @@ pub struct Config {
     /// Namespace of the operator's Lease: its own namespace (the chart sets it).
     #[arg(long, env = "POD_NAMESPACE", default_value = "jarvis")]
     pub lease_namespace: String,
+    /// Namespaces whose workspaces this operator manages, comma-separated; `*` for
+    /// every namespace (cluster-wide rights needed). Empty: its own namespace.
+    #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
+    pub watch_namespace: String,
     /// This replica's identity in the Lease: its pod name (the chart sets it).
     #[arg(long, env = "POD_NAME", default_value = "jarvis-operator")]
     pub identity: String,
@@ -106,6 +110,12 @@ fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 impl Config {
+    /// The namespaces to manage (`WATCH_NAMESPACE`, else the own namespace).
+    pub fn scope(&self) -> Result<Scope, String> {
+        Scope::parse(&self.watch_namespace, &self.lease_namespace)
+            .map_err(|e| format!("WATCH_NAMESPACE: {e}"))
+    }
+
     /// The controller's settings.
     pub fn settings(&self) -> Settings {
         let quantity = |text: &str| Quantity(text.to_owned());
@@ -163,6 +173,19 @@ mod tests {
             settings.router_pod_labels,
             BTreeMap::from([("app".to_owned(), "router".to_owned())])
         );
+    }
+
+    #[test]
+    fn the_own_namespace_is_watched_unless_told_otherwise() {
+        let config = Config::try_parse_from(["operator", "--lease-namespace", "team-a"])
+            .expect("flags parse");
+        assert_eq!(
+            config.scope(),
+            Ok(Scope::Namespaces(vec!["team-a".to_owned()]))
+        );
+        let config =
+            Config::try_parse_from(["operator", "--watch-namespace", "*"]).expect("flags parse");
+        assert_eq!(config.scope(), Ok(Scope::All));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 pub mod apply;
 /// Pure builders: validated workspace + settings -> Pod, Service, NetworkPolicy.
 pub mod build;
+/// Which namespaces an operator manages.
+pub mod scope;
 /// Pure status computation and the idle reaper's clock check.
 pub mod status;
 
@@ -33,6 +35,7 @@ use kube::{
 };
 use tracing::{Span, field, info, instrument, warn};
 
+pub use self::scope::Scope;
 use self::{
     build::Settings,
     status::{Outcome, desired_status, idle_remaining, pod_outcome, status_changed},
@@ -278,41 +281,90 @@ async fn cleanup(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// Run the controller until a shutdown signal. Fails early, with an install hint,
-/// when the CRD is not installed.
+/// Run the controller on the client's default namespace until a shutdown signal;
+/// see [`run_in`].
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Result<()> {
-    let workspaces = Api::<JarvisWorkspace>::all(client.clone());
-    workspaces
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(Error::CrdNotQueryable)?;
-    let owned = || {
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            build::MANAGED_BY_LABEL,
-            build::MANAGED_BY
-        ))
+    let scope = Scope::Namespaces(vec![client.default_namespace().to_owned()]);
+    run_in(client, scope, settings, metrics).await
+}
+
+/// Run the controller on the workspaces of `scope` until a shutdown signal: one
+/// controller per namespace (`Api::namespaced`, so a namespaced Role suffices), or
+/// one over every namespace for [`Scope::All`]. Fails early, with a hint, when
+/// the workspaces cannot be listed (the CRD is not installed, or RBAC forbids it).
+pub async fn run_in(
+    client: Client,
+    scope: Scope,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+) -> Result<()> {
+    let namespaces: Vec<Option<String>> = match scope {
+        Scope::All => vec![None],
+        Scope::Namespaces(names) => names.into_iter().map(Some).collect(),
     };
+    for namespace in &namespaces {
+        let listed = api::<JarvisWorkspace>(&client, namespace.as_deref())
+            .list(&ListParams::default().limit(1))
+            .await;
+        match listed {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Err(Error::ListForbidden {
+                    scope: namespace.as_deref().map_or_else(
+                        || "every namespace".to_owned(),
+                        |n| format!("namespace {n}"),
+                    ),
+                    source: kube::Error::Api(status),
+                });
+            }
+            Err(error) => return Err(Error::CrdNotQueryable(error)),
+        }
+    }
     let reporter = Reporter {
         controller: apply::FIELD_MANAGER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics).with_recorder(recorder));
-    Controller::new(workspaces, watcher::Config::default().any_semantic())
-        .owns(Api::<Pod>::all(client.clone()), owned())
-        .owns(Api::<Service>::all(client.clone()), owned())
-        .owns(Api::<NetworkPolicy>::all(client.clone()), owned())
-        .owns(Api::<PersistentVolumeClaim>::all(client), owned())
+    let controllers = namespaces.iter().map(|namespace| {
+        let namespace = namespace.as_deref();
+        let owned = || {
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                build::MANAGED_BY_LABEL,
+                build::MANAGED_BY
+            ))
+        };
+        Controller::new(
+            api::<JarvisWorkspace>(&client, namespace),
+            watcher::Config::default().any_semantic(),
+        )
+        .owns(api::<Pod>(&client, namespace), owned())
+        .owns(api::<Service>(&client, namespace), owned())
+        .owns(api::<NetworkPolicy>(&client, namespace), owned())
+        .owns(api::<PersistentVolumeClaim>(&client, namespace), owned())
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(error) = result {
                 warn!(error = %error, "controller stream error");
             }
         })
-        .await;
+    });
+    futures::future::join_all(controllers).await;
     Ok(())
+}
+
+/// `Api::namespaced`, or `Api::all` without a namespace.
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,19 @@ pub enum Error {
     )]
     CrdNotQueryable(#[source] kube::Error),
 
+    /// Listing `JarvisWorkspace`s at startup answered 403: the operator's RBAC does
+    /// not cover the namespaces it was told to watch.
+    #[error(
+        "may not list JarvisWorkspaces in {scope} ({source}); the operator's RBAC must \
+         cover every namespace of WATCH_NAMESPACE (the chart's operator.watchNamespaces)"
+    )]
+    ListForbidden {
+        /// The namespace, or `every namespace`.
+        scope: String,
+        /// The apiserver's answer.
+        source: kube::Error,
+    },
+
     /// The workspace object has no namespace.
     #[error("workspace has no namespace")]
     MissingNamespace,
@@ -117,6 +130,7 @@ impl Error {
         match self {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::CrdNotQueryable(_) => "crd_not_queryable",
+            Error::ListForbidden { .. } => "list_forbidden",
             Error::MissingNamespace => "missing_namespace",
             Error::Apply { .. } => "apply",
             Error::Delete { .. } => "delete",

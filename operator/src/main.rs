@@ -23,7 +23,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     let client = kube::Client::try_default().await?;
     tracing::info!(listen = %config.listen, sandbox.image = %config.sandbox_image, "operator starting");
-    let controller = controller::run(client.clone(), config.settings(), metrics);
+    let scope = config.scope().map_err(anyhow::Error::msg)?;
+    tracing::info!(watch.namespaces = %scope, "managing workspaces");
+    let controller = controller::run_in(client.clone(), scope, config.settings(), metrics);
     let elector = leader::Elector::new(
         client,
         leader::Settings {

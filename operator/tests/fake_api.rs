@@ -54,6 +54,13 @@ where
     }
 }
 
+/// A client acting as the chart's operator service account, the fake enforcing
+/// the chart's RBAC from now on.
+fn operator_client(fake: &FakeApiServer) -> Client {
+    fake.enforce_rbac(operator::testing::rbac::chart_rbac(NS, "jarvis").expect("the chart's RBAC"));
+    fake.client_as(NS, NS, "jarvis-operator")
+}
+
 fn start_operator(client: Client) -> JoinHandle<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
@@ -161,7 +168,7 @@ async fn workspace_lifecycle_through_kubectl() {
     trace();
     let fake = FakeApiServer::start().await.expect("fake apiserver");
     let client = fake.client(NS);
-    let operator = start_operator(client.clone());
+    let operator = start_operator(operator_client(&fake));
     let kubectl = Kubectl::new(&fake);
     let api = Api::<JarvisWorkspace>::namespaced(client.clone(), NS);
 
@@ -236,7 +243,7 @@ async fn deleting_an_awake_workspace_stops_its_pod_first() {
     trace();
     let fake = FakeApiServer::start().await.expect("fake apiserver");
     let client = fake.client(NS);
-    let operator = start_operator(client.clone());
+    let operator = start_operator(operator_client(&fake));
     let kubectl = Kubectl::new(&fake);
     let api = Api::<JarvisWorkspace>::namespaced(client, NS);
     api.create(&PostParams::default(), &alice())
@@ -264,7 +271,7 @@ async fn a_restarted_operator_converges() {
     let fake = FakeApiServer::start().await.expect("fake apiserver");
     let client = fake.client(NS);
     let api = Api::<JarvisWorkspace>::namespaced(client.clone(), NS);
-    let first = start_operator(client.clone());
+    let first = start_operator(operator_client(&fake));
     api.create(&PostParams::default(), &alice())
         .await
         .expect("workspace created");
@@ -278,7 +285,7 @@ async fn a_restarted_operator_converges() {
     let _ = first.await;
 
     // While no operator runs, a user asks for sleep; the new operator must act on it.
-    let second = start_operator(client.clone());
+    let second = start_operator(operator_client(&fake));
     wait_ready(&api, "alice").await;
     second.abort();
     let _ = second.await;
@@ -289,7 +296,7 @@ async fn a_restarted_operator_converges() {
     )
     .await
     .expect("scaled to 0");
-    let third = start_operator(client);
+    let third = start_operator(operator_client(&fake));
     wait_sleeping(&fake, &api, "alice").await;
     third.abort();
 }

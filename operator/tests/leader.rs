@@ -38,6 +38,13 @@ fn settings(identity: &str) -> leader::Settings {
 }
 
 /// One replica: the controller, run only while `identity` holds the lease.
+/// A client acting as the chart's operator service account, the fake enforcing
+/// the chart's RBAC from now on.
+fn operator_client(fake: &FakeApiServer) -> Client {
+    fake.enforce_rbac(operator::testing::rbac::chart_rbac(NS, "jarvis").expect("the chart's RBAC"));
+    fake.client_as(NS, NS, "jarvis-operator")
+}
+
 fn replica(client: Client, identity: &str) -> JoinHandle<()> {
     let elector = Elector::new(client.clone(), settings(identity));
     tokio::spawn(async move {
@@ -94,7 +101,7 @@ async fn one_replica_leads_and_the_other_takes_over() {
     let leases = Api::<Lease>::namespaced(client.clone(), NS);
     let workspaces = Api::<JarvisWorkspace>::namespaced(client.clone(), NS);
 
-    let first = replica(client.clone(), "operator-a");
+    let first = replica(operator_client(&fake), "operator-a");
     let deadline = tokio::time::Instant::now() + WAIT;
     while holder(&leases).await.as_deref() != Some("operator-a") {
         assert!(
@@ -103,7 +110,7 @@ async fn one_replica_leads_and_the_other_takes_over() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let second = replica(client.clone(), "operator-b");
+    let second = replica(operator_client(&fake), "operator-b");
     workspaces
         .create(&PostParams::default(), &workspace("alice"))
         .await
@@ -132,7 +139,7 @@ async fn a_leader_whose_lease_is_taken_stops() {
     trace();
     let fake = FakeApiServer::start().await.expect("fake apiserver");
     let client = fake.client(NS);
-    let elector = Elector::new(client.clone(), settings("operator-a"));
+    let elector = Elector::new(operator_client(&fake), settings("operator-a"));
     let leases = Api::<Lease>::namespaced(client.clone(), NS);
     let run =
         tokio::spawn(async move { leader::run(&elector, futures::future::pending::<()>()).await });

@@ -23,7 +23,10 @@ use operator::{
     controller::{self, build::Settings},
     crd::JarvisWorkspace,
     metrics::Metrics,
-    testing::{FakeApiServer, PodAddress, PodRunner},
+    testing::{
+        FakeApiServer, PodAddress, PodRunner,
+        rbac::{Proxy, chart_rbac},
+    },
 };
 use prometheus_client::registry::Registry;
 use router::config::{Backend, KubeEndpoint};
@@ -169,6 +172,7 @@ struct Cluster {
     pods: Arc<SandboxPods>,
     client: kube::Client,
     operator: tokio::task::JoinHandle<Result<(), operator::Error>>,
+    _proxy: Proxy,
     _fake: FakeApiServer,
 }
 
@@ -183,15 +187,22 @@ async fn cluster(db: PgPool) -> Cluster {
     let fake = FakeApiServer::with_runner(Arc::new(Runner(pods.clone())))
         .await
         .expect("fake apiserver");
+    // The operator and the router act as the chart's service accounts (the router
+    // through a `kubectl proxy`); the kubelet and the test as an admin.
+    fake.enforce_rbac(chart_rbac(NS, "jarvis").expect("the chart's RBAC"));
     let client = fake.client(NS);
     let _ = pods.client.set(client.clone());
     let metrics = Arc::new(Metrics::register(&mut Registry::default()));
     let operator = tokio::spawn(controller::run(
-        client.clone(),
+        fake.client_as(NS, NS, "jarvis-operator"),
         Settings::default(),
         metrics,
     ));
-    let api_url = fake.url();
+    let proxy = fake
+        .proxy_as(NS, "jarvis-router")
+        .await
+        .expect("a proxy as the router");
+    let api_url = proxy.url();
     let live = Live::with_config(db, |c| {
         c.backend = Backend::Kubernetes;
         c.kube_api_url = Some(api_url);
@@ -207,6 +218,7 @@ async fn cluster(db: PgPool) -> Cluster {
         pods,
         client,
         operator,
+        _proxy: proxy,
         _fake: fake,
     }
 }

@@ -11,7 +11,10 @@ use operator::{
     controller::{self, build::Settings},
     crd::{JarvisWorkspace, WorkspacePhase},
     metrics::Metrics,
-    testing::FakeApiServer,
+    testing::{
+        FakeApiServer,
+        rbac::{chart_rbac, rule_index, without_rule},
+    },
 };
 use prometheus_client::registry::Registry;
 use router::workspaces::{
@@ -22,6 +25,29 @@ use uuid::Uuid;
 
 const NS: &str = "jarvis";
 const WAIT: Duration = Duration::from_secs(30);
+const RELEASE: &str = "jarvis";
+
+fn start_operator(fake: &FakeApiServer) -> tokio::task::JoinHandle<Result<(), operator::Error>> {
+    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+    tokio::spawn(controller::run(
+        fake.client_as(NS, NS, "jarvis-operator"),
+        Settings::default(),
+        metrics,
+    ))
+}
+
+/// The router's backend, as the chart's router service account.
+fn router_backend(fake: &FakeApiServer, pod_ip: bool) -> KubernetesBackend {
+    KubernetesBackend::new(
+        fake.client_as(NS, NS, "jarvis-router"),
+        KubernetesConfig {
+            namespace: NS.to_owned(),
+            wake_timeout: WAIT,
+            activity_every: Duration::from_secs(3600),
+            pod_ip,
+        },
+    )
+}
 
 async fn token_of(secrets: &Api<Secret>, name: &str) -> Option<String> {
     let secret = secrets.get_opt(&format!("jw-{name}-token")).await.ok()??;
@@ -32,22 +58,12 @@ async fn token_of(secrets: &Api<Secret>, name: &str) -> Option<String> {
 #[tokio::test]
 async fn wake_touch_and_sleep_a_workspace_through_the_operator() {
     let fake = FakeApiServer::start().await.expect("fake apiserver");
+    // The operator and the router act as the chart's service accounts; the test
+    // itself looks with an admin's eyes.
+    fake.enforce_rbac(chart_rbac(NS, RELEASE).expect("the chart's RBAC"));
     let client = fake.client(NS);
-    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
-    let operator = tokio::spawn(controller::run(
-        client.clone(),
-        Settings::default(),
-        metrics,
-    ));
-    let backend = KubernetesBackend::new(
-        client.clone(),
-        KubernetesConfig {
-            namespace: NS.to_owned(),
-            wake_timeout: WAIT,
-            activity_every: Duration::from_secs(3600),
-            pod_ip: false,
-        },
-    );
+    let operator = start_operator(&fake);
+    let backend = router_backend(&fake, false);
     let workspaces = Api::<JarvisWorkspace>::namespaced(client.clone(), NS);
     let secrets = Api::<Secret>::namespaced(client, NS);
     let user = Uuid::new_v4();
@@ -103,5 +119,53 @@ async fn wake_touch_and_sleep_a_workspace_through_the_operator() {
     );
     assert!(token_of(&secrets, &name).await.is_none());
     assert!(fake.object("pods", NS, &format!("jw-{name}")).is_none());
+    operator.abort();
+}
+
+/// The router reads its workspace's pod (its IP) and watches for it to be gone:
+/// the chart's Role grants pods `get`, `list`, `watch`, and without that rule the
+/// router's call gets the real server's 403.
+#[tokio::test]
+async fn the_router_reads_pods_with_the_charts_rights_and_without_them_gets_403() {
+    let rbac = chart_rbac(NS, RELEASE).expect("the chart's RBAC");
+    let router = "jarvis-router";
+
+    let fake = FakeApiServer::start().await.expect("fake apiserver");
+    fake.enforce_rbac(rbac.clone());
+    let operator = start_operator(&fake);
+    let backend = router_backend(&fake, true);
+    let user = Uuid::new_v4();
+    let endpoint = backend.wake(user, "token-1").await.expect("woken");
+    let Endpoint::Tcp(address) = endpoint else {
+        panic!("a TCP endpoint")
+    };
+    assert!(address.ends_with(":7070"), "{address}");
+    // Waking again stops the running pod and waits until it is gone (a watch).
+    backend.wake(user, "token-2").await.expect("woken again");
+    backend.sleep(user).await.expect("asleep");
+    operator.abort();
+
+    let index = rule_index(&rbac, router, "", "pods", "get").expect("the router may get pods");
+    let fake = FakeApiServer::start().await.expect("fake apiserver");
+    fake.enforce_rbac(without_rule(rbac, router, index));
+    let operator = start_operator(&fake);
+    let backend = router_backend(&fake, true);
+    let error = backend
+        .wake(Uuid::new_v4(), "token-1")
+        .await
+        .expect_err("the router cannot read the pod");
+    let router::workspaces::Error::Kube(error) = &error else {
+        panic!("not a Kubernetes error: {error}");
+    };
+    let kube::Error::Api(status) = error.as_ref() else {
+        panic!("not an API error: {error}");
+    };
+    assert_eq!(status.code, 403, "{status:?}");
+    assert!(
+        status.message.contains(
+            "User \"system:serviceaccount:jarvis:jarvis-router\" cannot get resource \"pods\""
+        ),
+        "{status:?}"
+    );
     operator.abort();
 }

@@ -21,6 +21,20 @@
 {{- printf "%s-router" (include "jarvis.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The operator's WATCH_NAMESPACE: the values' list, or the release namespace. */}}
+{{- define "jarvis.operator.watchNamespaces" -}}
+{{- $names := .Values.operator.watchNamespaces | default (list .Release.Namespace) -}}
+{{- if and (has "*" $names) (gt (len $names) 1) -}}
+{{- fail "operator.watchNamespaces: \"*\" (every namespace) cannot be combined with names" -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end }}
+
+{{/* Cluster-scoped objects carry the release namespace: releases in two namespaces never share one. */}}
+{{- define "jarvis.operator.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "jarvis.operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "jarvis.operator.fullname" -}}
 {{- printf "%s-operator" (include "jarvis.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

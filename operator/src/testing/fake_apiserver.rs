@@ -201,10 +201,11 @@ struct Store {
 const HISTORY: usize = 50_000;
 
 /// Shared state of the fake.
-struct Inner {
+pub(super) struct Inner {
     store: Mutex<Store>,
     changes: broadcast::Sender<Arc<Change>>,
     bookmark_every: Duration,
+    pub(super) authorizer: Arc<super::rbac::Authorizer>,
 }
 
 impl Inner {
@@ -618,6 +619,7 @@ impl FakeApiServer {
             }),
             changes,
             bookmark_every: Duration::from_secs(1),
+            authorizer: Arc::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -656,6 +658,11 @@ impl FakeApiServer {
              current-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
             self.url()
         )
+    }
+
+    /// The shared state, for the RBAC module.
+    pub(super) fn inner(&self) -> Arc<Inner> {
+        self.inner.clone()
     }
 
     /// The stored object, or `None`: for assertions that bypass the API.
@@ -845,7 +852,7 @@ fn parse_target(segments: &[&str]) -> ApiResult<Option<Target>> {
     }))
 }
 
-async fn handle(
+pub(super) async fn handle(
     State(inner): State<Arc<Inner>>,
     method: Method,
     uri: Uri,
@@ -857,9 +864,22 @@ async fn handle(
         return axum::Json(discovery).into_response();
     }
     match parse_target(&segments) {
-        Ok(Some(target)) => match serve(&inner, method, &uri, &headers, &body, target).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
+        Ok(Some(target)) => match inner.authorizer.authorize(&headers, || {
+            super::rbac::Attributes::of(
+                &method,
+                &query(&uri),
+                target.kind.group,
+                target.kind.plural,
+                &target.namespace,
+                target.name.as_deref(),
+                target.sub.as_deref(),
+            )
+        }) {
+            Err(refused) => *refused,
+            Ok(()) => match serve(&inner, method, &uri, &headers, &body, target).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            },
         },
         Ok(None) if segments == ["api", "v1", "namespaces", segments.get(3).unwrap_or(&"")] => {
             // `GET /api/v1/namespaces/NS`: every namespace exists.
