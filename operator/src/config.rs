@@ -84,16 +84,16 @@ pub struct Config {
     #[arg(long, env = "JARVIS_SANDBOX_UID", default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
     pub sandbox_uid: i64,
     /// Default CPU request of a sandbox.
-    #[arg(long, env = "JARVIS_SANDBOX_CPU_REQUEST", default_value = "100m")]
+    #[arg(long, env = "JARVIS_SANDBOX_CPU_REQUEST", default_value = "100m", value_parser = crate::quantity::parse_arg)]
     pub cpu_request: String,
     /// Default memory request of a sandbox.
-    #[arg(long, env = "JARVIS_SANDBOX_MEMORY_REQUEST", default_value = "256Mi")]
+    #[arg(long, env = "JARVIS_SANDBOX_MEMORY_REQUEST", default_value = "256Mi", value_parser = crate::quantity::parse_arg)]
     pub memory_request: String,
     /// Default memory limit of a sandbox.
-    #[arg(long, env = "JARVIS_SANDBOX_MEMORY_LIMIT", default_value = "1Gi")]
+    #[arg(long, env = "JARVIS_SANDBOX_MEMORY_LIMIT", default_value = "1Gi", value_parser = crate::quantity::parse_arg)]
     pub memory_limit: String,
     /// Default size of a workspace volume.
-    #[arg(long, env = "JARVIS_WORKSPACE_SIZE", default_value = "1Gi")]
+    #[arg(long, env = "JARVIS_WORKSPACE_SIZE", default_value = "1Gi", value_parser = crate::quantity::parse_arg)]
     pub workspace_size: String,
 }
 
@@ -186,6 +186,22 @@ mod tests {
         let config =
             Config::try_parse_from(["operator", "--watch-namespace", "*"]).expect("flags parse");
         assert_eq!(config.scope(), Ok(Scope::All));
+    }
+
+    #[test]
+    fn malformed_default_quantities_are_refused_at_startup() {
+        for flag in [
+            "--cpu-request",
+            "--memory-request",
+            "--memory-limit",
+            "--workspace-size",
+        ] {
+            let error = Config::try_parse_from(["operator", flag, "lots"]).expect_err(flag);
+            assert!(
+                error.to_string().contains("is not a Kubernetes quantity"),
+                "{flag}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -24,12 +24,12 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::ListParams,
     runtime::{
         controller::{Action, Controller},
         events::{Event, EventType, Recorder, Reporter},
-        finalizer::{Event as Finalizer, finalizer},
+        finalizer::{Error as FinalizerError, Event as Finalizer, finalizer},
         watcher,
     },
 };
@@ -138,14 +138,29 @@ pub async fn reconcile(ws: Arc<JarvisWorkspace>, ctx: Arc<Context>) -> Result<Ac
     Span::current().record("workspace.namespace", namespace.as_str());
     let workspaces = Api::<JarvisWorkspace>::namespaced(ctx.client.clone(), &namespace);
     let key = key(&ws);
-    let action = finalizer(&workspaces, FINALIZER, ws, |event| async {
+    if ws.meta().deletion_timestamp.is_some()
+        && ws.finalizers().iter().any(|f| f == FINALIZER)
+        && stop_pod(&ws, &ctx).await?
+    {
+        // Waiting for the kubelet is no failure: the pod's deletion wakes us up.
+        ctx.failure_count(&key, false);
+        return Ok(Action::requeue(SHORT_RETRY));
+    }
+    let result = finalizer(&workspaces, FINALIZER, ws, |event| async {
         match event {
             Finalizer::Apply(ws) => apply_workspace(&ws, &ctx).await,
-            Finalizer::Cleanup(ws) => cleanup(&ws, &ctx).await,
+            Finalizer::Cleanup(ws) => cleanup(&ws).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    .await;
+    let action = match result {
+        Ok(action) => action,
+        // The workspace went while we looked at an older copy: nothing left to do.
+        Err(FinalizerError::RemoveFinalizer(kube::Error::Api(status))) if status.code == 404 => {
+            Action::await_change()
+        }
+        Err(error) => return Err(Error::Finalizer(Box::new(error))),
+    };
     ctx.failure_count(&key, false);
     Ok(action)
 }
@@ -205,12 +220,18 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
         Some(left) => requeue = requeue.min(left + Duration::from_secs(1)),
         None => {}
     }
-    apply::apply_network(ctx, &valid).await?;
+    if let Err(error) = apply::apply_network(ctx, &valid).await {
+        return Err(report_refusal(ctx, ws, error, now).await);
+    }
     let outcome = if valid.replicas == 0 {
         apply::delete_pod(ctx, &namespace, &name).await?;
         Outcome::Sleeping
     } else {
-        match apply::apply_pod(ctx, &valid).await? {
+        let applied = match apply::apply_pod(ctx, &valid).await {
+            Ok(applied) => applied,
+            Err(error) => return Err(report_refusal(ctx, ws, error, now).await),
+        };
+        match applied {
             Some(pod) => {
                 let outcome = pod_outcome(&pod, build::endpoint(&valid, &ctx.settings));
                 if matches!(outcome, Outcome::Failed(_)) {
@@ -226,7 +247,11 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
     if matches!(outcome, Outcome::Waking | Outcome::Failed(_)) {
         requeue = SHORT_RETRY;
     }
-    let status = desired_status(ws, &outcome, now);
+    let mut status = desired_status(ws, &outcome, now);
+    if status.replicas == 1 {
+        status.pod = Some(build::child_name(&name));
+        status.image = Some(build::sandbox_image(&valid, &ctx.settings));
+    }
     if status_changed(ws, &status) {
         apply::patch_status(ctx, &namespace, &name, &status).await?;
         let before = ws.status.as_ref().and_then(|s| s.phase);
@@ -235,6 +260,41 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
         }
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Show an apply the apiserver refused on the workspace: `Ready=False` with reason
+/// `ApplyFailed` and the server's message, phase Failed, and a Warning Event (once
+/// per new message). Returns the error, so `error_policy` retries with back-off.
+async fn report_refusal(
+    ctx: &Context,
+    ws: &JarvisWorkspace,
+    error: Error,
+    now: Timestamp,
+) -> Error {
+    let Error::Apply {
+        kind,
+        name: child,
+        source: kube::Error::Api(refusal),
+    } = &error
+    else {
+        // Not an answer from the server (e.g. it is unreachable): nothing to show.
+        return error;
+    };
+    let outcome = Outcome::Refused(format!(
+        "the apiserver refused {kind} {child} ({}): {}",
+        refusal.code, refusal.message
+    ));
+    let status = desired_status(ws, &outcome, now);
+    if status_changed(ws, &status) {
+        let namespace = ws.namespace().unwrap_or_default();
+        if let Err(status_error) =
+            apply::patch_status(ctx, &namespace, &ws.name_any(), &status).await
+        {
+            warn!(workspace.name = %ws.name_any(), error = %status_error, "recording a refused apply failed");
+        }
+        announce(ctx, ws, &outcome).await;
+    }
+    error
 }
 
 /// Publish the Event for a workspace that just entered the phase of `outcome`.
@@ -259,6 +319,7 @@ async fn announce(ctx: &Context, ws: &JarvisWorkspace, outcome: &Outcome) {
             "sandbox pod removed".to_owned(),
         ),
         Outcome::Failed(message) => (EventType::Warning, "Failed", "Reconcile", message.clone()),
+        Outcome::Refused(message) => (EventType::Warning, "ApplyFailed", "Apply", message.clone()),
         Outcome::Invalid(message) => (
             EventType::Warning,
             "InvalidSpec",
@@ -269,15 +330,18 @@ async fn announce(ctx: &Context, ws: &JarvisWorkspace, outcome: &Outcome) {
     ctx.publish(ws, type_, reason, action, note).await;
 }
 
-/// Deletion: stop the sandbox first (it syncs its files to the router on SIGTERM) and
-/// keep the finalizer until the pod is gone; owner references remove the rest.
-async fn cleanup(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> {
-    let name = ws.name_any();
+/// Deletion, first half: stop the sandbox (it syncs its files to the router on
+/// SIGTERM). Returns whether its pod is still terminating; the finalizer stays
+/// until it is gone.
+async fn stop_pod(ws: &JarvisWorkspace, ctx: &Context) -> Result<bool> {
     let namespace = ws.namespace().unwrap_or_default();
-    if apply::delete_pod(ctx, &namespace, &name).await? {
-        return Err(Error::PodTerminating { name });
-    }
-    info!(workspace.name = %name, "workspace cleaned up");
+    apply::delete_pod(ctx, &namespace, &ws.name_any()).await
+}
+
+/// Deletion, second half: the pod is gone ([`stop_pod`]), so the finalizer can go;
+/// owner references remove the rest.
+async fn cleanup(ws: &JarvisWorkspace) -> Result<Action> {
+    info!(workspace.name = %ws.name_any(), "workspace cleaned up");
     Ok(Action::await_change())
 }
 

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::{
     apis::meta::v1::{Condition, Time},
 };
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 /// Pattern for `spec.user`: a Kubernetes label value, so the user id can label child
@@ -66,6 +66,27 @@ pub const DEFAULT_IDLE_TIMEOUT: &str = "15m";
         json_path = ".status.lastActivity"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.endpoint",
+        description = "host:port the router connects to while Ready",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Pod",
+        type_ = "string",
+        json_path = ".status.pod",
+        description = "The sandbox pod",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".status.image",
+        description = "Image the sandbox pod runs",
+        priority = 1
+    ),
     validation = Rule::new("size(self.metadata.name) <= 60")
         .message("metadata.name must be at most 60 characters (children are named jw-<name>)")
 )]
@@ -137,9 +158,11 @@ pub struct WorkspaceResources {
 pub struct ResourceAmounts {
     /// CPU, e.g. `500m` or `2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
     pub cpu: Option<Quantity>,
     /// Memory, e.g. `512Mi` or `2Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
     pub memory: Option<Quantity>,
 }
 
@@ -151,6 +174,17 @@ impl ResourceAmounts {
             .filter_map(|(key, value)| value.clone().map(|q| (key.to_owned(), q)))
             .collect()
     }
+}
+
+/// Schema of an optional quantity field: an integer or a string in the quantity
+/// grammar (`crate::quantity::QUANTITY_PATTERN`), as the apiserver's own types have.
+/// A pattern applies to strings only, so `cpu: 2` stays valid.
+fn quantity_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "nullable": true,
+        "x-kubernetes-int-or-string": true,
+        "pattern": crate::quantity::QUANTITY_PATTERN,
+    })
 }
 
 /// Storage hints for the `/workspace` volume.
@@ -168,6 +202,7 @@ pub struct WorkspaceStorage {
     /// Size of the volume: the PVC's request, or the ephemeral volume's size limit.
     /// Unset means the operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
     pub size: Option<Quantity>,
     /// StorageClass of the PVC (only with `persistent: true`); unset means the
     /// cluster's default class.
@@ -200,6 +235,12 @@ pub struct JarvisWorkspaceStatus {
     /// `host:port` of the sandbox's Service while Ready; the router connects here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Name of the sandbox pod while the workspace is awake (`kubectl get jw -o wide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Image the sandbox pod runs while the workspace is awake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// When the user last used the workspace (set by the router). The idle reaper
     /// scales a Ready workspace to 0 once this is older than `spec.idleTimeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,6 +330,36 @@ mod tests {
         ] {
             assert_eq!(parse_duration(bad), None, "{bad:?} should be refused");
         }
+    }
+
+    /// `kubectl get jw -o wide` shows the columns of priority 1 as well.
+    #[test]
+    fn wide_columns_show_endpoint_pod_and_image() {
+        use kube::CustomResourceExt;
+        let crd = JarvisWorkspace::crd();
+        let columns = crd.spec.versions[0]
+            .additional_printer_columns
+            .clone()
+            .unwrap_or_default();
+        let wide: Vec<(&str, &str)> = columns
+            .iter()
+            .filter(|c| c.priority == Some(1))
+            .map(|c| (c.name.as_str(), c.json_path.as_str()))
+            .collect();
+        assert_eq!(
+            wide,
+            [
+                ("Endpoint", ".status.endpoint"),
+                ("Pod", ".status.pod"),
+                ("Image", ".status.image"),
+            ]
+        );
+        let narrow: Vec<&str> = columns
+            .iter()
+            .filter(|c| c.priority.unwrap_or(0) == 0)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(narrow, ["User", "Phase", "Replicas", "Last Active", "Age"]);
     }
 
     #[test]

@@ -173,6 +173,20 @@ impl ApiServer {
         );
     }
 
+    /// The finalizer removal finds the workspace gone (404).
+    pub async fn expect_finalizer_removal_not_found(&mut self) {
+        let seen = self
+            .next(|_| {
+                (
+                    StatusCode::NOT_FOUND,
+                    not_found("jarvisworkspaces.jarvis.dev", "alice"),
+                )
+            })
+            .await;
+        assert_eq!(seen.method, Method::PATCH);
+        assert_eq!(seen.path, WS_PATH);
+    }
+
     /// A child object is server-side applied at `path`, exactly as `expected`;
     /// the apiserver answers with `reply` (defaults to the object itself).
     pub async fn expect_apply(&mut self, path: &str, expected: Value, reply: Option<Value>) {
@@ -241,6 +255,53 @@ impl ApiServer {
             .await;
         assert_eq!(seen.path, "/api/v1/namespaces/jarvis/pods/jw-alice");
         assert_eq!(seen.body, expected);
+        self.expect_pod_lookup(true).await;
+    }
+
+    /// The pod apply is refused with `code` and `message`, as a real apiserver
+    /// refuses what it cannot store (a 500 for a malformed quantity, a 403 from a
+    /// quota or an admission webhook).
+    pub async fn expect_pod_apply_failed(&mut self, code: StatusCode, reason: &str, message: &str) {
+        let refusal = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code.as_u16()
+        });
+        let seen = self.next(|_| (code, refusal)).await;
+        assert_eq!(seen.method, Method::PATCH);
+        assert_eq!(seen.path, "/api/v1/namespaces/jarvis/pods/jw-alice");
+        assert_ssa(&seen);
+    }
+
+    /// The pod is looked up; the apiserver answers with it or 404.
+    pub async fn expect_pod_lookup(&mut self, exists: bool) {
+        let seen = self
+            .next(|_| {
+                if exists {
+                    let mut pod = terminating_pod();
+                    pod.metadata.deletion_timestamp = None;
+                    pod.metadata.deletion_grace_period_seconds = None;
+                    (StatusCode::OK, serde_json::to_value(pod).expect("json"))
+                } else {
+                    (StatusCode::NOT_FOUND, not_found("pods", "jw-alice"))
+                }
+            })
+            .await;
+        assert_eq!(seen.method, Method::GET);
+        assert_eq!(seen.path, "/api/v1/namespaces/jarvis/pods/jw-alice");
+    }
+
+    /// The pod is deleted and, never scheduled, removed at once: a real apiserver
+    /// answers 200 with the pod's body (grace period 0), not 404 and not a Status.
+    pub async fn expect_pod_deleted_at_once(&mut self) {
+        let seen = self
+            .next(|_| {
+                let mut pod = terminating_pod();
+                pod.metadata.deletion_grace_period_seconds = Some(0);
+                (StatusCode::OK, serde_json::to_value(pod).expect("json"))
+            })
+            .await;
+        assert_eq!(seen.method, Method::DELETE);
+        assert_eq!(seen.path, "/api/v1/namespaces/jarvis/pods/jw-alice");
     }
 
     /// The pod is deleted; the apiserver answers 404 (already gone) or with the
@@ -299,7 +360,9 @@ impl ApiServer {
     /// No further request arrives within 100 ms.
     pub async fn expect_silence(&mut self) {
         let next = tokio::time::timeout(Duration::from_millis(100), self.0.next_request()).await;
-        assert!(next.is_err(), "unexpected request");
+        if let Ok(Some((request, _))) = next {
+            panic!("unexpected request: {} {}", request.method(), request.uri());
+        }
     }
 }
 
@@ -316,6 +379,7 @@ fn terminating_pod() -> Pod {
     pod.metadata.name = Some("jw-alice".to_owned());
     pod.metadata.namespace = Some("jarvis".to_owned());
     pod.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    pod.metadata.deletion_grace_period_seconds = Some(30);
     pod
 }
 

@@ -22,6 +22,9 @@ pub mod config;
 /// Prometheus metrics of the reconciler.
 pub mod metrics;
 
+/// The Kubernetes resource-quantity grammar (`500m`, `2Gi`).
+pub mod quantity;
+
 /// The `/healthz` and `/metrics` HTTP endpoints.
 pub mod server;
 

@@ -166,6 +166,42 @@ fn overlong_name_is_refused_by_cel() {
     assert_eq!(cel_errors(&long, None).len(), 1);
 }
 
+/// The real apiserver refuses every Pod carrying a malformed quantity (500), so the
+/// CRD refuses it first, with the quantity grammar as a pattern.
+#[test]
+fn malformed_quantities_are_refused_by_the_schema() {
+    for (spec, field) in [
+        (
+            json!({ "resources": { "limits": { "memory": "lots" } } }),
+            "/spec/resources/limits/memory",
+        ),
+        (
+            json!({ "resources": { "requests": { "cpu": "1.2.3" } } }),
+            "/spec/resources/requests/cpu",
+        ),
+        (
+            json!({ "resources": { "requests": { "memory": "1GB" } } }),
+            "/spec/resources/requests/memory",
+        ),
+        (
+            json!({ "storage": { "size": "5 Gi" } }),
+            "/spec/storage/size",
+        ),
+    ] {
+        let errors = openapi_errors(&object(spec.clone()));
+        assert_eq!(errors.len(), 1, "{spec}: {errors:?}");
+        assert!(errors[0].starts_with(field), "{spec}: {errors:?}");
+    }
+    let good = object(json!({
+        "resources": {
+            "requests": { "cpu": "500m", "memory": "512Mi" },
+            "limits": { "cpu": 2, "memory": "1e9" }
+        },
+        "storage": { "size": "0.5Ti" }
+    }));
+    assert_eq!(all_errors(&good), Vec::<String>::new());
+}
+
 #[test]
 fn crd_declares_scale_status_printer_columns_and_cel_rules() {
     let crd = serde_json::to_value(JarvisWorkspace::crd()).expect("CRD serializes");
@@ -187,7 +223,19 @@ fn crd_declares_scale_status_printer_columns_and_cel_rules() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(columns, ["User", "Phase", "Replicas", "Last Active", "Age"]);
+    assert_eq!(
+        columns,
+        [
+            "User",
+            "Phase",
+            "Replicas",
+            "Last Active",
+            "Age",
+            "Endpoint",
+            "Pod",
+            "Image"
+        ]
+    );
 
     let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
     let rules = |field: &Value| -> Vec<String> {

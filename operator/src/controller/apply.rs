@@ -72,9 +72,10 @@ pub async fn apply_network(ctx: &Context, ws: &ValidWorkspace) -> Result<()> {
 }
 
 /// Apply the sandbox pod and return it as stored (with its status). Most of a pod's
-/// spec is immutable: when the apiserver refuses the apply as invalid (422) because
-/// the workspace's spec changed under a running pod, the pod is deleted and `None`
-/// returned; the next reconcile creates it afresh.
+/// spec is immutable: when the apiserver refuses the apply as invalid (422) while a
+/// pod exists (the workspace's spec changed under it), the pod is deleted and `None`
+/// returned; the next reconcile creates it afresh. A refusal with no pod in the way
+/// is the server's verdict on the pod itself and is returned as an error.
 pub async fn apply_pod(ctx: &Context, ws: &ValidWorkspace) -> Result<Option<Pod>> {
     let pod = build::build_pod(ws, &ctx.settings);
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ws.namespace);
@@ -83,7 +84,7 @@ pub async fn apply_pod(ctx: &Context, ws: &ValidWorkspace) -> Result<Option<Pod>
         Err(Error::Apply {
             source: kube::Error::Api(status),
             ..
-        }) if status.code == 422 => {
+        }) if status.code == 422 && pod_exists(&pods, &pod).await => {
             tracing::info!(workspace.name = %ws.name, "pod spec changed; replacing the pod");
             delete_pod(ctx, &ws.namespace, &ws.name).await?;
             Ok(None)
@@ -92,13 +93,20 @@ pub async fn apply_pod(ctx: &Context, ws: &ValidWorkspace) -> Result<Option<Pod>
     }
 }
 
+/// Whether the pod named like `pod` exists (a failed look-up counts as yes, so a
+/// refusal is never mistaken for a missing pod's).
+async fn pod_exists(pods: &Api<Pod>, pod: &Pod) -> bool {
+    let name = pod.meta().name.clone().unwrap_or_default();
+    !matches!(pods.get_opt(&name).await, Ok(None))
+}
+
 /// Delete the sandbox pod of workspace `name`. Returns whether a pod still exists
 /// (its deletion is under way); a pod that is already gone is not an error.
 pub async fn delete_pod(ctx: &Context, namespace: &str, name: &str) -> Result<bool> {
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
     let pod_name = build::child_name(name);
     match pods.delete(&pod_name, &DeleteParams::default()).await {
-        Ok(either) => Ok(either.is_left()),
+        Ok(either) => Ok(either.left().is_some_and(|pod| still_terminating(&pod))),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(source) => Err(Error::Delete {
             kind: "Pod".to_owned(),
@@ -106,6 +114,17 @@ pub async fn delete_pod(ctx: &Context, namespace: &str, name: &str) -> Result<bo
             source,
         }),
     }
+}
+
+/// Whether a pod the apiserver answered a DELETE with is still there. A real
+/// apiserver answers 200 with the pod's body both when the pod now waits for its
+/// kubelet (grace period > 0) and when it was removed at once (a pod never
+/// scheduled to a node: grace period 0, no finalizers).
+pub fn still_terminating(pod: &Pod) -> bool {
+    let meta = pod.meta();
+    let removed_at_once = meta.deletion_grace_period_seconds == Some(0)
+        && meta.finalizers.as_ref().is_none_or(Vec::is_empty);
+    !removed_at_once
 }
 
 /// Scale a workspace to 0 through its scale subresource, as `kubectl scale` does.

@@ -125,6 +125,13 @@ pub fn child_name(workspace: &str) -> String {
     format!("jw-{workspace}")
 }
 
+/// Image the sandbox container runs: the spec's, or the settings' default.
+pub fn sandbox_image(ws: &ValidWorkspace, settings: &Settings) -> String {
+    ws.image
+        .clone()
+        .unwrap_or_else(|| settings.default_image.clone())
+}
+
 /// Name of the PersistentVolumeClaim of a persistent workspace.
 pub fn pvc_name(workspace: &str) -> String {
     format!("jw-{workspace}-workspace")

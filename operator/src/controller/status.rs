@@ -35,6 +35,8 @@ pub enum Outcome {
     },
     /// The pod failed (evicted, or its containers cannot start); the message says why.
     Failed(String),
+    /// The apiserver refused to store a child object; the message is its answer.
+    Refused(String),
 }
 
 /// What the pod's own status says, reduced to an [`Outcome`].
@@ -96,6 +98,12 @@ pub fn desired_status(
         Outcome::Waking => (WorkspacePhase::Waking, 1, None),
         Outcome::Ready { endpoint } => (WorkspacePhase::Ready, 1, Some(endpoint.clone())),
         Outcome::Failed(_) => (WorkspacePhase::Failed, 1, None),
+        // Nothing changed on the cluster: the pods that were there still are.
+        Outcome::Refused(_) => (
+            WorkspacePhase::Failed,
+            ws.status.as_ref().map_or(0, |s| s.replicas),
+            None,
+        ),
     };
     let spec_valid = match outcome {
         Outcome::Invalid(message) => condition(SPEC_VALID, false, "InvalidSpec", message.clone()),
@@ -122,10 +130,13 @@ pub fn desired_status(
         Outcome::Waking => condition(READY, false, "Waking", "sandbox pod is starting".to_owned()),
         Outcome::Invalid(message) => condition(READY, false, "InvalidSpec", message.clone()),
         Outcome::Failed(message) => condition(READY, false, "PodFailed", message.clone()),
+        Outcome::Refused(message) => condition(READY, false, "ApplyFailed", message.clone()),
     };
     JarvisWorkspaceStatus {
         phase: Some(phase),
         endpoint,
+        pod: None,
+        image: None,
         last_activity: None,
         replicas,
         conditions: vec![ready, spec_valid],

@@ -1,5 +1,6 @@
 //! Reconcile scenarios against a mocked apiserver: the exact requests made for
 //! each kind of workspace, and the status that results.
+use http::StatusCode;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::*;
@@ -41,6 +42,8 @@ async fn awake_workspace_gets_policy_service_and_pod_then_waking_status() {
     assert_eq!(status.replicas, 1);
     assert_eq!(status.endpoint, None);
     assert_eq!(status.observed_generation, Some(2));
+    assert_eq!(status.pod.as_deref(), Some("jw-alice"));
+    assert_eq!(status.image.as_deref(), Some("jarvis-sandbox:latest"));
     assert_eq!(action, Action::requeue(SHORT_RETRY));
 }
 
@@ -203,11 +206,11 @@ async fn deleted_workspace_waits_for_its_pod_then_drops_the_finalizer() {
         api.expect_pod_deleted(true).await;
         api
     });
-    let error = reconcile(Arc::new(ws.clone()), ctx.clone())
+    let action = reconcile(Arc::new(ws.clone()), ctx.clone())
         .await
-        .expect_err("pod terminating");
+        .expect("waiting for the kubelet is no failure");
     timeout_after_1s(server).await;
-    assert!(!error.is_invalid_spec());
+    assert_eq!(action, Action::requeue(SHORT_RETRY));
 
     let removed = ws.clone();
     let (ctx, mut api) = context();
@@ -245,4 +248,212 @@ async fn failures_back_off_exponentially_and_reset_on_success() {
         error_policy(ws, &error, ctx),
         Action::requeue(Duration::from_secs(1))
     );
+}
+
+/// A real apiserver deletes a never-scheduled pod at once and answers 200 with its
+/// body (grace period 0). That is done, not "still terminating": the finalizer goes
+/// in the same pass and nothing counts as a failure.
+#[tokio::test]
+async fn pod_removed_at_once_lets_the_finalizer_go_in_the_same_pass() {
+    let (ctx, mut api) = context();
+    let ws = alice().finalized().deleting();
+    let removed = ws.clone();
+    let server = tokio::spawn(async move {
+        api.expect_pod_deleted_at_once().await;
+        api.expect_finalizer_removed(&removed).await;
+        api.expect_silence().await;
+        api
+    });
+    let action = reconcile(Arc::new(ws), ctx.clone())
+        .await
+        .expect("cleanup done");
+    timeout_after_1s(server).await;
+    assert_eq!(action, Action::await_change());
+}
+
+/// The finalizer removal answered 404: the workspace is already gone (a stale
+/// copy was reconciled). Done, not a failure.
+#[tokio::test]
+async fn finalizer_removal_of_a_gone_workspace_is_done() {
+    let (ctx, mut api) = context();
+    let ws = alice().finalized().deleting();
+    let server = tokio::spawn(async move {
+        api.expect_pod_deleted(false).await;
+        api.expect_finalizer_removal_not_found().await;
+        api
+    });
+    let action = reconcile(Arc::new(ws), ctx.clone())
+        .await
+        .expect("a gone workspace is no failure");
+    timeout_after_1s(server).await;
+    assert_eq!(action, Action::await_change());
+}
+
+fn ready_condition(
+    status: &crate::crd::JarvisWorkspaceStatus,
+) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .expect("Ready condition")
+}
+
+/// The message a real apiserver (v1.33) answers a Pod with a malformed quantity with.
+const QUANTITY_REFUSAL: &str =
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+
+#[tokio::test]
+async fn refused_pod_apply_shows_on_the_workspace_and_backs_off() {
+    let (ctx, mut api) = context();
+    let ws = alice().finalized();
+    let script = ws.clone();
+    let server = tokio::spawn(async move {
+        api.expect_network(&script).await;
+        api.expect_pod_apply_failed(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            QUANTITY_REFUSAL,
+        )
+        .await;
+        let status = api.expect_status(&script).await;
+        api.expect_silence().await;
+        (api, status)
+    });
+    let ws = Arc::new(ws);
+    let error = reconcile(ws.clone(), ctx.clone())
+        .await
+        .expect_err("refused");
+    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("in time")
+        .expect("script ok");
+    assert_eq!(status.phase, Some(WorkspacePhase::Failed));
+    let ready = ready_condition(&status);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ApplyFailed")
+    );
+    assert!(ready.message.contains("Pod jw-alice"), "{}", ready.message);
+    assert!(
+        ready.message.contains(QUANTITY_REFUSAL),
+        "{}",
+        ready.message
+    );
+    // Retried, with back-off: not waiting for a spec change, not a tight loop.
+    assert_eq!(error.metric_label(), "apply");
+    assert_eq!(
+        error_policy(ws.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert_eq!(
+        error_policy(ws, &error, ctx),
+        Action::requeue(Duration::from_secs(2))
+    );
+}
+
+/// The same refusal again changes nothing on the workspace: no status write.
+#[tokio::test]
+async fn repeated_refusal_does_not_rewrite_the_status() {
+    let (ctx, mut api) = context();
+    let mut ws = alice().finalized();
+    let script = ws.clone();
+    let first = tokio::spawn(async move {
+        api.expect_network(&script).await;
+        api.expect_pod_apply_failed(StatusCode::FORBIDDEN, "Forbidden", "exceeded quota")
+            .await;
+        let status = api.expect_status(&script).await;
+        (api, status)
+    });
+    reconcile(Arc::new(ws.clone()), ctx.clone())
+        .await
+        .expect_err("refused");
+    let (mut api, status) = first.await.expect("script ok");
+    ws.status = Some(status);
+    let script = ws.clone();
+    let again = tokio::spawn(async move {
+        api.expect_network(&script).await;
+        api.expect_pod_apply_failed(StatusCode::FORBIDDEN, "Forbidden", "exceeded quota")
+            .await;
+        api.expect_silence().await;
+        api
+    });
+    reconcile(Arc::new(ws), ctx)
+        .await
+        .expect_err("refused again");
+    timeout_after_1s(again).await;
+}
+
+/// A 422 with no pod in the way is the server refusing the pod itself, not an
+/// immutable-field change: it shows as a refusal instead of a delete-and-retry loop.
+#[tokio::test]
+async fn invalid_pod_without_an_existing_pod_is_a_refusal() {
+    let (ctx, mut api) = context();
+    let ws = alice().finalized();
+    let script = ws.clone();
+    let server = tokio::spawn(async move {
+        api.expect_network(&script).await;
+        api.expect_pod_apply_failed(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "Pod \"jw-alice\" is invalid: spec.containers[0].image: Required value",
+        )
+        .await;
+        api.expect_pod_lookup(false).await;
+        let status = api.expect_status(&script).await;
+        api.expect_silence().await;
+        (api, status)
+    });
+    reconcile(Arc::new(ws), ctx).await.expect_err("refused");
+    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("in time")
+        .expect("script ok");
+    let ready = ready_condition(&status);
+    assert_eq!(ready.reason, "ApplyFailed");
+    assert!(
+        ready.message.contains("Required value"),
+        "{}",
+        ready.message
+    );
+}
+
+#[tokio::test]
+async fn malformed_quantity_in_the_spec_is_reported_before_anything_is_applied() {
+    let (ctx, mut api) = context();
+    let mut ws = alice().finalized();
+    ws.spec.resources =
+        serde_json::from_value(serde_json::json!({ "limits": { "memory": "lots" } }))
+            .expect("resources parse");
+    let script = ws.clone();
+    let server = tokio::spawn(async move {
+        let status = api.expect_status(&script).await;
+        api.expect_silence().await;
+        (api, status)
+    });
+    let ws = Arc::new(ws);
+    let error = reconcile(ws.clone(), ctx.clone())
+        .await
+        .expect_err("invalid");
+    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("in time")
+        .expect("script ok");
+    let valid = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == SPEC_VALID)
+        .expect("SpecValid");
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        valid
+            .message
+            .starts_with("spec.resources.limits.memory \"lots\" is not a Kubernetes quantity"),
+        "{}",
+        valid.message
+    );
+    assert_eq!(error_policy(ws, &error, ctx), Action::await_change());
 }

@@ -14,14 +14,19 @@
 //!
 //! Where it is simpler than a real one: server-side apply merges the applied object
 //! into the stored one (maps merged, lists replaced) and never removes fields a
-//! manager stopped applying, nor reports field-manager conflicts; there is no schema
-//! validation or defaulting; a pod's spec may not change except its images (422, as
-//! for a real pod); `kubectl get` gets plain lists, not tables; openapi is 404.
+//! manager stopped applying, nor reports field-manager conflicts; no defaulting, and
+//! of validation only the CRD schema and quantities ([`rules`]); a pod's spec may not
+//! change except its images (422, as for a real pod); `kubectl get` gets plain lists,
+//! not tables; openapi is 404. The scheduler binds each new pod to one node at once
+//! (unless stopped); an unscheduled pod is removed at once on delete ([`rules`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -36,6 +41,9 @@ use futures::{SinkExt, channel::mpsc, future::BoxFuture};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use tokio::{net::TcpListener, sync::broadcast, task::JoinHandle};
+
+/// What a real apiserver refuses or does beyond the plain store.
+pub mod rules;
 
 /// One kind of object the fake serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -206,6 +214,8 @@ pub(super) struct Inner {
     changes: broadcast::Sender<Arc<Change>>,
     bookmark_every: Duration,
     pub(super) authorizer: Arc<super::rbac::Authorizer>,
+    /// Whether new pods get bound to a node (see `FakeApiServer::stop_scheduling`).
+    scheduling: AtomicBool,
 }
 
 impl Inner {
@@ -453,7 +463,7 @@ impl Store {
         let has_finalizers = meta(&object)["finalizers"]
             .as_array()
             .is_some_and(|f| !f.is_empty());
-        if has_finalizers || kind.kind == "Pod" {
+        if has_finalizers || (kind.kind == "Pod" && rules::scheduled(&object)) {
             if meta(&object)["deletionTimestamp"].is_null() {
                 let m = meta_mut(&mut object);
                 m.insert("deletionTimestamp".into(), json!(now()));
@@ -465,6 +475,12 @@ impl Store {
             Ok((object, true))
         } else {
             self.remove(tx, kind, namespace, name);
+            if kind.kind == "Pod" {
+                // Removed at once; the answer still carries its deletion stamp.
+                let m = meta_mut(&mut object);
+                m.insert("deletionTimestamp".into(), json!(now()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            }
             Ok((object, false))
         }
     }
@@ -512,6 +528,7 @@ impl Store {
         m.insert("creationTimestamp".into(), json!(now()));
         m.insert("generation".into(), json!(1));
         m.remove("deletionTimestamp");
+        rules::admit(&kind, &name, None, &object)?;
         if kind.kind == "Service" && object["spec"]["clusterIP"].is_null() {
             let n = self.uid;
             object["spec"]["clusterIP"] = json!(format!("10.96.{}.{}", (n >> 8) & 255, n & 255));
@@ -573,6 +590,7 @@ impl Store {
                     "spec: Forbidden: pod updates may not change fields other than image",
                 ));
             }
+            rules::admit(&kind, name, Some(&old), &new)?;
             if spec_part(&old) != spec_part(&new) {
                 let generation = meta(&old)["generation"].as_i64().unwrap_or(1) + 1;
                 meta_mut(&mut new).insert("generation".into(), json!(generation));
@@ -620,6 +638,7 @@ impl FakeApiServer {
             changes,
             bookmark_every: Duration::from_secs(1),
             authorizer: Arc::default(),
+            scheduling: AtomicBool::new(true),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -663,6 +682,13 @@ impl FakeApiServer {
     /// The shared state, for the RBAC module.
     pub(super) fn inner(&self) -> Arc<Inner> {
         self.inner.clone()
+    }
+
+    /// From now on, leave new pods unscheduled (Pending, no `spec.nodeName`), as a
+    /// cluster without room does: the kubelet never starts them, and deleting one
+    /// removes it at once. Call it before the pods are created.
+    pub fn stop_scheduling(&self) {
+        self.inner.scheduling.store(false, Ordering::SeqCst);
     }
 
     /// The stored object, or `None`: for assertions that bypass the API.
@@ -1162,7 +1188,9 @@ async fn serve(
         }
         (Method::DELETE, Some(name), None) => {
             let (object, remains) = inner.lock().delete(tx, kind, &namespace, &name)?;
-            if remains {
+            // Like a real server, a pod's DELETE answers with the pod even when it is
+            // gone at once.
+            if remains || kind.kind == "Pod" {
                 Ok(json_response(StatusCode::OK, object))
             } else {
                 Ok(json_response(
@@ -1294,6 +1322,24 @@ fn watch(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// The scheduler: bind pod `namespace/name` to [`rules::NODE`] unless scheduling is
+/// stopped. Returns whether the pod is bound.
+fn bind(inner: &Inner, pods: Kind, namespace: &str, name: &str) -> bool {
+    let mut store = inner.lock();
+    let Ok(mut pod) = store.get(&pods, namespace, name) else {
+        return false;
+    };
+    if rules::scheduled(&pod) {
+        return true;
+    }
+    if !inner.scheduling.load(Ordering::SeqCst) {
+        return false;
+    }
+    pod["spec"]["nodeName"] = json!(rules::NODE);
+    store.put(&inner.changes, pods, namespace, pod, "MODIFIED");
+    true
+}
+
 /// The kubelet: runs new pods (Running, Ready, a pod IP) and removes deleted ones.
 async fn kubelet(inner: Arc<Inner>, runner: Arc<dyn PodRunner>) {
     let pods = KINDS[1];
@@ -1330,7 +1376,7 @@ async fn kubelet(inner: Arc<Inner>, runner: Arc<dyn PodRunner>) {
                 inner.lock().remove(&inner.changes, pods, &namespace, &name);
                 continue;
             }
-            if started.contains_key(&key) {
+            if started.contains_key(&key) || !bind(&inner, pods, &namespace, &name) {
                 continue;
             }
             let uid = meta(&pod)["uid"].clone();

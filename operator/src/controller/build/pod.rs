@@ -61,11 +61,7 @@ fn sandbox_container(ws: &ValidWorkspace, settings: &Settings) -> Container {
     let port = i32::from(settings.sandbox_port);
     Container {
         name: SANDBOX_CONTAINER.to_owned(),
-        image: Some(
-            ws.image
-                .clone()
-                .unwrap_or_else(|| settings.default_image.clone()),
-        ),
+        image: Some(super::sandbox_image(ws, settings)),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         command: Some(vec!["sandbox".to_owned()]),
         args: Some(vec![

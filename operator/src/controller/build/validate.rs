@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{
@@ -65,6 +65,17 @@ pub enum ValidationError {
     /// `spec.image` is present but empty.
     #[error("spec.image must not be empty")]
     EmptyImage,
+    /// A resource or storage amount is not a Kubernetes quantity; the apiserver
+    /// would refuse every Pod carrying it.
+    #[error("{field} {value:?} is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 2Gi): {reason}")]
+    BadQuantity {
+        /// Path of the field, e.g. `spec.resources.limits.memory`.
+        field: String,
+        /// The refused text.
+        value: String,
+        /// What is wrong with it.
+        reason: crate::quantity::QuantityError,
+    },
     /// `spec.storage.storageClassName` is set without `persistent: true`.
     #[error("spec.storage.storageClassName needs spec.storage.persistent: true")]
     StorageClassWithoutPersistence,
@@ -128,6 +139,8 @@ pub fn validate(ws: &JarvisWorkspace) -> Result<ValidWorkspace, ValidationError>
     if spec.image.as_deref().is_some_and(str::is_empty) {
         return Err(ValidationError::EmptyImage);
     }
+    let resources = spec.resources.clone().unwrap_or_default();
+    check_quantities(&resources, spec.storage.as_ref())?;
     let storage = spec.storage.clone().unwrap_or_default();
     if storage.storage_class_name.is_some() && !storage.persistent {
         return Err(ValidationError::StorageClassWithoutPersistence);
@@ -139,10 +152,45 @@ pub fn validate(ws: &JarvisWorkspace) -> Result<ValidWorkspace, ValidationError>
         user: spec.user.clone(),
         replicas: spec.replicas,
         image: spec.image.clone(),
-        resources: spec.resources.clone().unwrap_or_default(),
+        resources,
         idle_timeout,
         storage,
     })
+}
+
+/// Check every quantity of the spec, naming the first bad field.
+fn check_quantities(
+    resources: &WorkspaceResources,
+    storage: Option<&WorkspaceStorage>,
+) -> Result<(), ValidationError> {
+    let amounts = [
+        ("requests", resources.requests.as_ref()),
+        ("limits", resources.limits.as_ref()),
+    ];
+    let mut fields = Vec::new();
+    for (list, amounts) in amounts {
+        if let Some(amounts) = amounts {
+            fields.push((format!("spec.resources.{list}.cpu"), amounts.cpu.as_ref()));
+            fields.push((
+                format!("spec.resources.{list}.memory"),
+                amounts.memory.as_ref(),
+            ));
+        }
+    }
+    fields.push((
+        "spec.storage.size".to_owned(),
+        storage.and_then(|s| s.size.as_ref()),
+    ));
+    for (field, value) in fields {
+        if let Some(Quantity(text)) = value {
+            crate::quantity::check(text).map_err(|reason| ValidationError::BadQuantity {
+                field,
+                value: text.clone(),
+                reason,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `text` is a Kubernetes label value that is not empty: the rule
@@ -165,6 +213,7 @@ fn is_label_value(text: &str) -> bool {
 mod tests {
     use super::super::test_support::{ALICE, workspace};
     use super::*;
+    use crate::crd::ResourceAmounts;
 
     fn alice_with(
         edit: impl FnOnce(&mut JarvisWorkspace),
@@ -242,6 +291,75 @@ mod tests {
         })
         .expect_err("refused");
         assert_eq!(err, ValidationError::StorageClassWithoutPersistence);
+    }
+
+    #[test]
+    fn malformed_quantities_are_refused_with_their_field() {
+        let err = alice_with(|ws| {
+            ws.spec.resources = Some(WorkspaceResources {
+                limits: Some(ResourceAmounts {
+                    memory: Some(Quantity("lots".to_owned())),
+                    ..ResourceAmounts::default()
+                }),
+                ..WorkspaceResources::default()
+            })
+        })
+        .expect_err("refused");
+        assert!(
+            matches!(&err, ValidationError::BadQuantity { field, value, .. }
+                if field == "spec.resources.limits.memory" && value == "lots"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("spec.resources.limits.memory \"lots\" is not a Kubernetes quantity"),
+            "{err}"
+        );
+        let err = alice_with(|ws| {
+            ws.spec.resources = Some(WorkspaceResources {
+                requests: Some(ResourceAmounts {
+                    cpu: Some(Quantity("1.2.3".to_owned())),
+                    ..ResourceAmounts::default()
+                }),
+                ..WorkspaceResources::default()
+            })
+        })
+        .expect_err("refused");
+        assert!(
+            matches!(&err, ValidationError::BadQuantity { field, .. } if field == "spec.resources.requests.cpu")
+        );
+        let err = alice_with(|ws| {
+            ws.spec.storage = Some(WorkspaceStorage {
+                size: Some(Quantity("5GB".to_owned())),
+                ..WorkspaceStorage::default()
+            })
+        })
+        .expect_err("refused");
+        assert!(
+            matches!(&err, ValidationError::BadQuantity { field, .. } if field == "spec.storage.size")
+        );
+    }
+
+    #[test]
+    fn good_quantities_pass() {
+        let valid = alice_with(|ws| {
+            ws.spec.resources = Some(WorkspaceResources {
+                requests: Some(ResourceAmounts {
+                    cpu: Some(Quantity("500m".to_owned())),
+                    memory: Some(Quantity("512Mi".to_owned())),
+                }),
+                limits: Some(ResourceAmounts {
+                    cpu: Some(Quantity("2".to_owned())),
+                    memory: Some(Quantity("2Gi".to_owned())),
+                }),
+            });
+            ws.spec.storage = Some(WorkspaceStorage {
+                size: Some(Quantity("5Gi".to_owned())),
+                ..WorkspaceStorage::default()
+            });
+        })
+        .expect("valid");
+        assert_eq!(valid.storage.size, Some(Quantity("5Gi".to_owned())));
     }
 
     #[test]
