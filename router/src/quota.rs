@@ -61,22 +61,32 @@ impl Room {
 }
 
 /// `user`'s plan quota and the bytes they store now (see the module docs). A
-/// user without a row has the free plan's quota.
+/// user without a row has the free plan's quota. With an unlimited quota nothing
+/// is compared against `used`, so the state archive's size is not asked of
+/// storage (a request to the store saved on every sync of such a user).
 pub async fn room(
     db: &PgPool,
     storage: &Storage,
     plans: &Plans,
     user: Uuid,
 ) -> Result<Room, QuotaError> {
-    let (tier, used) = used(db, storage, user).await?;
-    Ok(Room {
-        quota: plans.get(tier).storage_bytes,
-        used,
-    })
+    let (tier, rows) = in_rows(db, user).await?;
+    let quota = plans.get(tier).storage_bytes;
+    let used = match quota {
+        Some(_) => rows.saturating_add(state_bytes(storage, user).await?),
+        None => rows,
+    };
+    Ok(Room { quota, used })
 }
 
 /// `user`'s tier and the bytes they store now, every kind counted.
 pub async fn used(db: &PgPool, storage: &Storage, user: Uuid) -> Result<(Tier, u64), QuotaError> {
+    let (tier, rows) = in_rows(db, user).await?;
+    Ok((tier, rows.saturating_add(state_bytes(storage, user).await?)))
+}
+
+/// `user`'s tier and the bytes of their `files` rows and documents.
+async fn in_rows(db: &PgPool, user: Uuid) -> Result<(Tier, u64), QuotaError> {
     // language=PostgreSQL
     let row: Option<(String, i64)> = sqlx::query_as(
         "select u.tier,
@@ -88,11 +98,15 @@ pub async fn used(db: &PgPool, storage: &Storage, user: Uuid) -> Result<(Tier, u
     .fetch_optional(db)
     .await?;
     let (tier, rows) = row.map_or((Tier::Free, 0), |(t, used)| (Tier::parse(&t), used));
-    let state = storage
+    Ok((tier, u64::try_from(rows).unwrap_or(0)))
+}
+
+/// The size of `user`'s stored agent-state archive (0 when there is none).
+async fn state_bytes(storage: &Storage, user: Uuid) -> Result<u64, QuotaError> {
+    Ok(storage
         .head(&crate::sync::state_key(user))
         .await?
-        .unwrap_or(0);
-    Ok((tier, u64::try_from(rows).unwrap_or(0).saturating_add(state)))
+        .unwrap_or(0))
 }
 
 #[cfg(test)]
