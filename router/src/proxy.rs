@@ -24,8 +24,8 @@ mod hooks;
 /// The router's WebSocket to a sandbox.
 pub mod link;
 
-pub use hooks::Context;
 use hooks::Recorder;
+pub use hooks::{Context, sync_after_turn};
 pub use link::Link;
 
 /// Events queued for one browser at most; past that the browser is dropped.
@@ -86,6 +86,10 @@ pub struct Hub {
     pub(crate) sync: tokio::sync::Mutex<()>,
     shared: Mutex<Shared>,
     last_activity: Mutex<Instant>,
+    /// Turns the sandbox said it runs, in its last report over HTTP
+    /// (`POST /v1/workspace/events`): it counts every turn of the workspace,
+    /// whichever router relays it and with no browser open.
+    sandbox_turns: std::sync::atomic::AtomicUsize,
 }
 
 impl Hub {
@@ -99,6 +103,7 @@ impl Hub {
             sync: tokio::sync::Mutex::new(()),
             shared: Mutex::default(),
             last_activity: Mutex::new(Instant::now()),
+            sandbox_turns: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -122,9 +127,21 @@ impl Hub {
         self.shared().browsers.len()
     }
 
-    /// Whether any turn is running.
+    /// Whether any turn is running (relayed here, or reported by the sandbox).
     pub fn turn_running(&self) -> bool {
         !self.shared().running.is_empty()
+            || self
+                .sandbox_turns
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+    }
+
+    /// Notes what the sandbox reported over HTTP: it runs `running_turns` turns
+    /// now. Counts as activity (the idle clock restarts).
+    pub fn sandbox_reported(&self, running_turns: usize) {
+        self.sandbox_turns
+            .store(running_turns, std::sync::atomic::Ordering::Relaxed);
+        self.touch();
     }
 
     /// How many turns are running.
@@ -206,6 +223,8 @@ impl Hub {
             voice,
             voice_max_chars,
             attachments,
+            message_id: None,
+            max_turns: None,
         }))
     }
 

@@ -392,7 +392,7 @@ fn conversation_and_seq(frame: &SandboxFrame) -> Option<(&str, u64)> {
             conversation_id: Some(conversation_id),
             ..
         } => (conversation_id, seq),
-        F::Error { .. } | F::Call { .. } => return None,
+        F::Error { .. } | F::Call { .. } | F::Replay { .. } => return None,
     };
     Some((conversation_id.as_str(), *seq))
 }

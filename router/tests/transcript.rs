@@ -54,6 +54,7 @@ impl Frames {
         SandboxFrame::Turn {
             seq: self.next(),
             conversation_id: self.conversation.clone(),
+            message_id: None,
         }
     }
     fn text(&mut self, delta: &str) -> SandboxFrame {
@@ -105,6 +106,7 @@ impl Frames {
             conversation_id: Some(self.conversation.clone()),
             code: "agent_crashed".into(),
             message: "the agent stopped".into(),
+            message_id: None,
         }
     }
 }

@@ -30,6 +30,17 @@ pub enum RouterFrame {
         /// the router resolved the browser's file ids to the user's own files.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attachments: Option<Vec<String>>,
+        /// The id of the assistant message the router opened for this turn: the
+        /// sandbox names it when it stores the turn's events
+        /// (`POST /v1/workspace/events`), on the turn's `turn` event, and on a
+        /// refusal, so the router that opened it can take it back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+        /// Turns the user's plan runs at once (`max_concurrent_turns`); the
+        /// sandbox, which sees every turn of the workspace whichever router sent
+        /// it, refuses a message past it with `too_many_turns`. No limit when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_turns: Option<u32>,
     },
     /// Stop the running turn of one conversation, or of every conversation.
     Interrupt {
@@ -37,12 +48,17 @@ pub enum RouterFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conversation_id: Option<String>,
     },
-    /// Replay the kept events of `conversation_id` whose `seq` is above `after_seq`.
+    /// Replay the kept events of `conversation_id` whose `seq` is above `after_seq`,
+    /// to this router connection only, as `replay` frames (see
+    /// [`SandboxFrame::Replay`]).
     Resume {
         /// The conversation to replay.
         conversation_id: String,
         /// The last sequence number the router has seen.
         after_seq: u64,
+        /// Echoed on the `replay` frames that answer this request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     /// The router's answer to a `call`.
     Reply {
@@ -85,6 +101,10 @@ pub enum SandboxFrame {
         seq: u64,
         /// The conversation this turn belongs to.
         conversation_id: String,
+        /// The assistant message the turn's answer is stored in (the router's
+        /// `message_id` of the `message` that started it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
     },
     /// A piece of the assistant's answer, as it streams.
     Text {
@@ -170,6 +190,30 @@ pub enum SandboxFrame {
         code: String,
         /// A human-readable explanation.
         message: String,
+        /// On a refused `message` (no `seq`): the `message_id` it carried.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+    },
+    /// The answer to a `resume`, sent to the router connection that asked and to
+    /// no other: the kept events of `conversation_id` numbered above its
+    /// `after_seq`, in order, in one or more frames sent back to back (no live
+    /// event comes between them). Live events sent before the first of them are
+    /// numbered at most `last_seq`; those after the one with `last: true`, above it.
+    Replay {
+        /// The `request_id` of the `resume` answered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        /// The conversation replayed.
+        conversation_id: String,
+        /// The events (numbered frames of this conversation), in order.
+        events: Vec<SandboxFrame>,
+        /// The conversation's last `seq` when the replay was taken.
+        last_seq: u64,
+        /// The lowest `seq` the sandbox still kept: events above `after_seq` but
+        /// below it are gone (the client reads them from the stored transcript).
+        first_kept: u64,
+        /// This is the replay's last frame.
+        last: bool,
     },
     /// A Jarvis tool needs the router; answer with a `reply` of the same `call_id`.
     Call {
@@ -266,6 +310,8 @@ pub mod error_code {
     pub const AGENT_START_FAILED: &str = "agent_start_failed";
     /// The CLI ended the turn with an error of its own.
     pub const AGENT_ERROR: &str = "agent_error";
+    /// The workspace runs as many turns as the plan allows (`max_turns`).
+    pub const TOO_MANY_TURNS: &str = "too_many_turns";
 }
 
 #[cfg(test)]

@@ -157,6 +157,7 @@ pub fn handle_text(state: &AppState, text: &str) {
             voice,
             voice_max_chars,
             attachments,
+            ..
         } => {
             if !is_canonical_uuid(&conversation_id) {
                 return hub.send_error(
@@ -191,6 +192,7 @@ pub fn handle_text(state: &AppState, text: &str) {
         RouterFrame::Resume {
             conversation_id,
             after_seq,
+            ..
         } => {
             if !is_canonical_uuid(&conversation_id) {
                 return hub.send_error(

@@ -143,6 +143,7 @@ impl Hub {
             conversation_id,
             code: code.to_string(),
             message: message.into(),
+            message_id: None,
         });
     }
 
@@ -286,7 +287,7 @@ fn frame_seq(frame: &SandboxFrame) -> Option<u64> {
         | SandboxFrame::Voice { seq, .. }
         | SandboxFrame::Done { seq, .. } => Some(*seq),
         SandboxFrame::Error { seq, .. } => *seq,
-        SandboxFrame::Call { .. } => None,
+        SandboxFrame::Call { .. } | SandboxFrame::Replay { .. } => None,
     }
 }
 

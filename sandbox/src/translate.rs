@@ -66,6 +66,7 @@ impl EventKind {
             Self::Turn => SandboxFrame::Turn {
                 seq,
                 conversation_id,
+                message_id: None,
             },
             Self::Text { delta } => SandboxFrame::Text {
                 seq,
@@ -117,6 +118,7 @@ impl EventKind {
                 conversation_id: Some(conversation_id),
                 code,
                 message,
+                message_id: None,
             },
         }
     }

@@ -294,6 +294,7 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     link.send(frame_text(&RouterFrame::Resume {
                         conversation_id,
                         after_seq,
+                        request_id: None,
                     }))
                     .await;
                 }

@@ -96,7 +96,7 @@ pub(super) fn record(recorder: &Recorder, frame: &SandboxFrame) {
 /// ([`WORKSPACE_OVER_QUOTA`]) saying so. A sync (or its wait for the lock) that
 /// takes longer than `sync_timeout` is cancelled and logged: what it had not
 /// stored yet is stored by the next one.
-pub(super) async fn sync_after_turn(hub: &super::Hub) {
+pub async fn sync_after_turn(hub: &super::Hub) {
     let (ctx, user) = (&hub.ctx, hub.user);
     let Some(dirs) = ctx.backend.host_dirs(user) else {
         return;

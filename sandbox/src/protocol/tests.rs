@@ -36,6 +36,8 @@ fn router_frames_round_trip() {
             voice: Some(true),
             voice_max_chars: Some(500),
             attachments: Some(vec!["f1".into()]),
+            message_id: None,
+            max_turns: None,
         },
         json!({"type":"message","content":"hi","conversation_id":"c","voice":true,"voice_max_chars":500,"attachments":["f1"]}),
     );
@@ -49,6 +51,7 @@ fn router_frames_round_trip() {
         RouterFrame::Resume {
             conversation_id: "c".into(),
             after_seq: 7,
+            request_id: None,
         },
         json!({"type":"resume","conversation_id":"c","after_seq":7}),
     );
@@ -72,6 +75,7 @@ fn sandbox_events_round_trip() {
         SandboxFrame::Turn {
             seq: 1,
             conversation_id: c(),
+            message_id: None,
         },
         json!({"type":"turn","seq":1,"conversation_id":"c"}),
     );
@@ -152,6 +156,7 @@ fn sandbox_events_round_trip() {
             conversation_id: None,
             code: "bad_frame".into(),
             message: "m".into(),
+            message_id: None,
         },
         json!({"type":"error","code":"bad_frame","message":"m"}),
     );
