@@ -1,12 +1,19 @@
-//! The relay between one user's browser connections and their sandbox: a [`Hub`]
-//! per user. Every browser tab of the user shares the one sandbox link; every
-//! sandbox event goes to every tab (a replay after `resume` only to the tab that
-//! asked). Each tab has a bounded queue: a tab that cannot keep up is dropped (it
-//! can reconnect and resume) rather than buffered without bound.
+//! The relay between one user's browser connections on this router and their
+//! sandbox: a [`Hub`] per user. Every browser tab of the user on this router shares
+//! the router's one link to the sandbox; which tab gets which event is
+//! [`fanout`]'s: live events to every tab once each, a replay after `resume` only
+//! to the tab that asked, exactly the events above its `after_seq`.
+//!
+//! The hub holds nothing another router replica needs. The sandbox accepts a link
+//! from every replica and sends each the same numbered events; it stores its turns
+//! and answers its tool calls over HTTP with any replica
+//! (`http::workspace_events`), so a turn runs to its end and is stored once
+//! whatever happens to the browsers and routers relaying it. This router opens a
+//! turn's rows when one of its browsers sends a message, and takes them back when
+//! the sandbox refuses it.
 //!
 //! Waking and sleeping are the registry's decisions (`workspaces::registry`); the
-//! browser socket is `http::ws`'s. The hooks to the tool, transcript and sync
-//! modules are the small functions in `hooks`.
+//! browser socket is `http::ws`'s.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,19 +21,22 @@ use std::{
     time::Instant,
 };
 
-use sandbox::protocol::{RouterFrame, SandboxFrame, error_code};
+use sandbox::protocol::{ErrorBody, RouterFrame, SandboxFrame, error_code};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Which browser gets which event.
+pub mod fanout;
 mod hooks;
 /// The router's WebSocket to a sandbox.
 pub mod link;
 
-use hooks::Recorder;
 pub use hooks::{Context, sync_after_turn};
 pub use link::Link;
+
+use crate::transcript::{self, OpenTurn};
 
 /// Events queued for one browser at most; past that the browser is dropped.
 pub const BROWSER_QUEUE: usize = 512;
@@ -56,24 +66,25 @@ pub struct Browser {
     pub status: watch::Receiver<Status>,
 }
 
-struct Slot {
-    tx: mpsc::Sender<Arc<str>>,
-    dropped: CancellationToken,
+/// A turn this router opened and sent, until the sandbox starts or refuses it.
+struct Pending {
+    /// The browser that sent the message.
+    browser: u64,
+    /// Its rows.
+    open: OpenTurn,
+    /// What to tell the browser when the plan's concurrent turns are all taken.
+    too_many: String,
 }
 
 #[derive(Default)]
-struct Shared {
-    next_id: u64,
-    browsers: HashMap<u64, Slot>,
-    /// Conversations with a running turn, with their transcript recorders.
-    running: HashMap<String, Option<Recorder>>,
-    /// Highest `seq` relayed live per conversation: anything at or below is a replay.
-    last_seq: HashMap<String, u64>,
-    /// Browsers that asked to resume each conversation.
-    resumers: HashMap<String, HashSet<u64>>,
+struct Turns {
+    /// Conversations whose turn runs, as the live events show.
+    running: HashSet<String>,
+    /// Turns sent and not yet started, by `message_id`.
+    pending: HashMap<String, Pending>,
 }
 
-/// Everything about one user's workspace the router holds in memory.
+/// Everything about one user's workspace this router holds in memory.
 pub struct Hub {
     /// Whose workspace.
     pub user: Uuid,
@@ -84,12 +95,22 @@ pub struct Hub {
     pub(crate) status: watch::Sender<Status>,
     /// Held while the workspace's files are stored: one sync at a time per user.
     pub(crate) sync: tokio::sync::Mutex<()>,
-    shared: Mutex<Shared>,
+    fanout: Mutex<fanout::Fanout>,
+    turns: Mutex<Turns>,
     last_activity: Mutex<Instant>,
     /// Turns the sandbox said it runs, in its last report over HTTP
     /// (`POST /v1/workspace/events`): it counts every turn of the workspace,
     /// whichever router relays it and with no browser open.
     sandbox_turns: std::sync::atomic::AtomicUsize,
+}
+
+/// What a browser's message becomes: the frame for the sandbox and the turn's
+/// assistant message.
+pub struct TurnStart {
+    /// The `message` frame, as JSON text.
+    pub frame: String,
+    /// The assistant message the turn is stored in.
+    pub message_id: String,
 }
 
 impl Hub {
@@ -101,14 +122,19 @@ impl Hub {
             link: tokio::sync::Mutex::new(None),
             status: watch::channel(Status::Asleep).0,
             sync: tokio::sync::Mutex::new(()),
-            shared: Mutex::default(),
+            fanout: Mutex::default(),
+            turns: Mutex::default(),
             last_activity: Mutex::new(Instant::now()),
             sandbox_turns: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    fn fanout(&self) -> std::sync::MutexGuard<'_, fanout::Fanout> {
+        self.fanout.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn turns(&self) -> std::sync::MutexGuard<'_, Turns> {
+        self.turns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Notes activity now (idle sleep counts from the last one).
@@ -124,12 +150,15 @@ impl Hub {
 
     /// Browser connections attached now.
     pub fn connections(&self) -> usize {
-        self.shared().browsers.len()
+        self.fanout().len()
     }
 
-    /// Whether any turn is running (relayed here, or reported by the sandbox).
+    /// Whether any turn is running (relayed here, sent from here, or reported by
+    /// the sandbox).
     pub fn turn_running(&self) -> bool {
-        !self.shared().running.is_empty()
+        let turns = self.turns();
+        !turns.running.is_empty()
+            || !turns.pending.is_empty()
             || self
                 .sandbox_turns
                 .load(std::sync::atomic::Ordering::Relaxed)
@@ -144,11 +173,6 @@ impl Hub {
         self.touch();
     }
 
-    /// How many turns are running.
-    pub fn running_turns(&self) -> usize {
-        self.shared().running.len()
-    }
-
     /// The current status.
     pub fn status(&self) -> Status {
         *self.status.borrow()
@@ -156,21 +180,7 @@ impl Hub {
 
     /// Attaches a browser connection.
     pub fn attach(&self) -> Browser {
-        let (tx, rx) = mpsc::channel(BROWSER_QUEUE);
-        let dropped = CancellationToken::new();
-        let id = {
-            let mut shared = self.shared();
-            shared.next_id += 1;
-            let id = shared.next_id;
-            shared.browsers.insert(
-                id,
-                Slot {
-                    tx,
-                    dropped: dropped.clone(),
-                },
-            );
-            id
-        };
+        let (id, rx, dropped) = self.fanout().attach(BROWSER_QUEUE);
         self.touch();
         Browser {
             id,
@@ -180,27 +190,24 @@ impl Hub {
         }
     }
 
-    /// Detaches a browser connection.
+    /// Detaches a browser connection. Its turns run on.
     pub fn detach(&self, id: u64) {
-        let mut shared = self.shared();
-        shared.browsers.remove(&id);
-        for set in shared.resumers.values_mut() {
-            set.remove(&id);
-        }
-        drop(shared);
+        self.fanout().detach(id);
         self.touch();
     }
 
-    /// Starts the transcript of a turn the browser asked for and marks it running.
-    /// Returns the frame to send to the sandbox.
+    /// Opens the turn a browser asked for (its rows: the user's message and an
+    /// empty assistant message) and returns the frame to send to the sandbox.
+    /// `max_turns` is the plan's concurrent turns, `too_many` what to tell the
+    /// browser when the sandbox says they are all taken.
     pub async fn begin_turn(
         &self,
-        content: String,
-        conversation_id: String,
-        voice: Option<bool>,
-        attachments: Vec<crate::uploads::Attachment>,
-    ) -> Result<String, sandbox::protocol::ErrorBody> {
-        let recorder = hooks::start_turn(
+        browser: u64,
+        (content, conversation_id): (String, String),
+        (voice, attachments): (Option<bool>, Vec<crate::uploads::Attachment>),
+        (max_turns, too_many): (u32, String),
+    ) -> Result<TurnStart, ErrorBody> {
+        let open = hooks::start_turn(
             &self.ctx,
             self.user,
             &conversation_id,
@@ -208,161 +215,191 @@ impl Hub {
             &attachments,
         )
         .await?;
+        let message_id = open.message_id.to_string();
         // The sandbox gets the files' workspace paths, which its agent can open.
         let attachments =
             (!attachments.is_empty()).then(|| attachments.into_iter().map(|a| a.path).collect());
-        self.shared()
-            .running
-            .insert(conversation_id.clone(), recorder);
+        self.turns().pending.insert(
+            message_id.clone(),
+            Pending {
+                browser,
+                open,
+                too_many,
+            },
+        );
         self.touch();
         let voice_max_chars = (voice == Some(true))
             .then(|| u32::try_from(self.ctx.voice.settings().max_chars).unwrap_or(u32::MAX));
-        Ok(frame_text(&RouterFrame::Message {
+        let frame = frame_text(&RouterFrame::Message {
             content,
             conversation_id,
             voice,
             voice_max_chars,
             attachments,
-            message_id: None,
-            max_turns: None,
+            message_id: Some(message_id.clone()),
+            max_turns: Some(max_turns),
+        });
+        Ok(TurnStart { frame, message_id })
+    }
+
+    /// Takes back a turn that never reached the sandbox: its rows go.
+    pub fn abandon_turn(&self, message_id: &str) {
+        let pending = self.turns().pending.remove(message_id);
+        if let Some(pending) = pending {
+            self.discard(pending.open);
+        }
+    }
+
+    fn discard(&self, open: OpenTurn) {
+        let (db, user) = (self.ctx.db.clone(), self.user);
+        tokio::spawn(async move {
+            if let Err(error) = transcript::discard_turn(&db, user, &open).await {
+                tracing::warn!(user.id = %user, %error, "taking back a refused turn failed");
+            }
+        });
+    }
+
+    /// Forgets what each browser was sent: a new sandbox link may number its
+    /// events afresh (a sandbox that lost its state).
+    pub(crate) fn reset_seqs(&self) {
+        self.fanout().reset_cursors();
+    }
+
+    /// Browser `id` resumes `conversation_id` after `after_seq`: returns the
+    /// `resume` frame for the sandbox; until its replay arrives, the browser gets
+    /// nothing live of that conversation.
+    pub fn start_resume(&self, id: u64, conversation_id: &str, after_seq: u64) -> Option<String> {
+        let request_id = self.fanout().start_resume(id, conversation_id, after_seq)?;
+        Some(frame_text(&RouterFrame::Resume {
+            conversation_id: conversation_id.to_owned(),
+            after_seq,
+            request_id: Some(request_id),
         }))
     }
 
-    /// Forgets a turn that could not be sent.
-    pub fn abandon_turn(&self, conversation_id: &str) {
-        self.shared().running.remove(conversation_id);
-    }
-
-    /// Forgets which `seq` each conversation reached: a new sandbox link numbers
-    /// its events itself (what a browser already has it drops by `seq`).
-    pub(crate) fn reset_seqs(&self) {
-        self.shared().last_seq.clear();
-    }
-
-    /// Notes that browser `id` resumes `conversation_id`: replayed events go to it.
-    pub fn want_replay(&self, id: u64, conversation_id: &str) {
-        self.shared()
-            .resumers
-            .entry(conversation_id.to_string())
-            .or_default()
-            .insert(id);
+    /// The resume of `conversation_id` by browser `id` could not be sent.
+    pub fn cancel_resume(&self, id: u64, conversation_id: &str) {
+        self.fanout().cancel_resume(id, conversation_id);
     }
 
     /// Sends `text` to one browser (dropping it if it cannot keep up).
     pub fn send_to(&self, id: u64, text: Arc<str>) {
-        let mut shared = self.shared();
-        deliver(&mut shared, Some(&[id].into_iter().collect()), &text);
+        self.fanout().to_one(id, text);
+    }
+
+    /// Sends `text` to every browser of the user on this router.
+    pub fn send_to_all(&self, text: &Arc<str>) {
+        self.fanout().to_all(text);
     }
 
     /// Handles one frame from the sandbox.
-    pub(crate) fn on_sandbox_frame(self: &Arc<Self>, frame: SandboxFrame, link: &Link) {
-        if let SandboxFrame::Call {
-            call_id,
-            conversation_id,
-            call,
-        } = frame
-        {
-            let (hub, link) = (self.clone(), link.clone());
-            tokio::spawn(async move {
-                let (result, error) =
-                    match hooks::answer_call(&hub.ctx, hub.user, conversation_id, call).await {
-                        Ok(v) => (Some(v), None),
-                        Err(e) => (None, Some(e)),
-                    };
-                let reply = RouterFrame::Reply {
-                    call_id,
-                    result,
-                    error,
-                };
-                link.send(frame_text(&reply)).await;
-            });
-            return;
-        }
+    pub(crate) fn on_sandbox_frame(self: &Arc<Self>, frame: SandboxFrame) {
         self.touch();
-        let text: Arc<str> = match serde_json::to_string(&frame) {
-            Ok(t) => t.into(),
-            Err(_) => return,
-        };
-        let mut shared = self.shared();
-        let Some((conversation, seq)) = conversation_and_seq(&frame) else {
-            // A frame error about a message that never became a turn.
-            if let SandboxFrame::Error {
-                conversation_id: Some(c),
+        match frame {
+            SandboxFrame::Replay {
+                request_id,
+                conversation_id,
+                events,
+                last_seq,
+                first_kept,
+                last,
+            } => {
+                let Some(request) = request_id else { return };
+                let numbered: Vec<fanout::Numbered> = events
+                    .iter()
+                    .filter_map(|e| Some((conversation_and_seq(e)?.1, frame_json(e)?)))
+                    .collect();
+                self.fanout().replay(
+                    &request,
+                    &conversation_id,
+                    &numbered,
+                    (first_kept, last_seq, last),
+                );
+            }
+            // A message this router sent, refused: its rows go, and the browser
+            // that sent it is told.
+            SandboxFrame::Error {
+                seq: None,
+                message_id: Some(message_id),
+                conversation_id,
                 code,
-                ..
-            } = &frame
-                && code != error_code::TURN_IN_PROGRESS
-            {
-                shared.running.remove(c);
+                message,
+            } => {
+                let pending = self.turns().pending.remove(&message_id);
+                let Some(pending) = pending else { return };
+                let message = if code == error_code::TOO_MANY_TURNS {
+                    pending.too_many.clone()
+                } else {
+                    message
+                };
+                let text: Arc<str> = json!({
+                    "type": "error",
+                    "code": code,
+                    "conversation_id": conversation_id,
+                    "message": message,
+                })
+                .to_string()
+                .into();
+                self.send_to(pending.browser, text);
+                self.discard(pending.open);
             }
-            deliver(&mut shared, None, &text);
-            return;
-        };
-        let last = shared.last_seq.get(conversation).copied().unwrap_or(0);
-        if seq <= last {
-            let to = shared
-                .resumers
-                .get(conversation)
-                .cloned()
-                .unwrap_or_default();
-            deliver(&mut shared, Some(&to), &text);
-            return;
-        }
-        shared.last_seq.insert(conversation.to_string(), seq);
-        if let Some(Some(recorder)) = shared.running.get(conversation) {
-            hooks::record(recorder, &frame);
-        }
-        match &frame {
-            SandboxFrame::Turn { .. } => {
-                shared
-                    .running
-                    .entry(conversation.to_string())
-                    .or_insert(None);
-            }
-            SandboxFrame::Done { .. } | SandboxFrame::Error { .. } => {
-                // The end of a turn reaches the browsers once it is stored: what a
-                // user saw finish survives a router crash.
-                let recorder = shared.running.remove(conversation).flatten();
-                drop(shared);
-                let done = matches!(frame, SandboxFrame::Done { .. });
-                let hub = self.clone();
-                tokio::spawn(async move {
-                    if let Some(recorder) = recorder {
-                        recorder.finish().await;
+            // Jarvis tool calls come over HTTP (`http::workspace_events`).
+            SandboxFrame::Call { .. } => {}
+            frame => {
+                let Some(text) = frame_json(&frame) else {
+                    return;
+                };
+                let Some((conversation, seq)) = conversation_and_seq(&frame) else {
+                    // An error about a frame, outside any turn.
+                    self.send_to_all(&text);
+                    return;
+                };
+                {
+                    let mut turns = self.turns();
+                    match &frame {
+                        SandboxFrame::Turn { message_id, .. } => {
+                            if let Some(m) = message_id {
+                                turns.pending.remove(m);
+                            }
+                            turns.running.insert(conversation.to_owned());
+                        }
+                        SandboxFrame::Done { .. } | SandboxFrame::Error { .. } => {
+                            turns.running.remove(conversation);
+                        }
+                        _ => {}
                     }
-                    deliver(&mut hub.shared(), None, &text);
-                    if done {
-                        hooks::sync_after_turn(&hub).await;
-                    }
-                });
-                return;
+                }
+                self.fanout().live(conversation, seq, &text);
             }
-            _ => {}
         }
-        deliver(&mut shared, None, &text);
     }
 
-    /// Ends every running turn (the sandbox is being put to sleep) and waits until
-    /// what arrived of each is stored, marked incomplete.
+    /// Forgets every running turn (the sandbox was put to sleep: what it had
+    /// stored of them stays, marked incomplete).
     pub(crate) async fn end_turns(&self) {
-        let recorders: Vec<Recorder> = self
-            .shared()
-            .running
-            .drain()
-            .filter_map(|(_, recorder)| recorder)
-            .collect();
-        for recorder in recorders {
-            recorder.finish().await;
-        }
+        let mut turns = self.turns();
+        turns.running.clear();
+        turns.pending.clear();
     }
 
-    /// The sandbox went away without being put to sleep: every running turn ends
-    /// with an error, and the next message wakes a fresh sandbox.
+    /// The sandbox link closed without this router closing it. On a backend where
+    /// this router decides sleep (local), the sandbox is gone: every running turn
+    /// ends with an error, the sandbox is reaped and the next message wakes a
+    /// fresh one. Otherwise (kubernetes: another replica, or the pod, may still
+    /// run it) every browser here is closed with 1012 so it reconnects, joins or
+    /// wakes the workspace, and resumes where it was.
     pub(crate) fn on_link_lost(self: &Arc<Self>) {
         tracing::warn!(user.id = %self.user, "sandbox connection lost");
         self.status.send_replace(Status::Asleep);
-        let mut shared = self.shared();
-        let running: Vec<String> = shared.running.drain().map(|(c, _)| c).collect();
+        let running: Vec<String> = {
+            let mut turns = self.turns();
+            turns.pending.clear();
+            turns.running.drain().collect()
+        };
+        if !self.ctx.backend.sleeps_idle() {
+            self.fanout().reconnect_all();
+            return;
+        }
         for conversation in running {
             let text: Arc<str> = json!({
                 "type": "error",
@@ -372,9 +409,8 @@ impl Hub {
             })
             .to_string()
             .into();
-            deliver(&mut shared, None, &text);
+            self.send_to_all(&text);
         }
-        drop(shared);
         let hub = self.clone();
         tokio::spawn(async move {
             let mut link = hub.link.lock().await;
@@ -388,22 +424,9 @@ impl Hub {
     }
 }
 
-/// Sends `text` to the browsers in `to` (all when `None`); drops those whose queue is full.
-fn deliver(shared: &mut Shared, to: Option<&HashSet<u64>>, text: &Arc<str>) {
-    shared.browsers.retain(|id, slot| {
-        if to.is_some_and(|to| !to.contains(id)) {
-            return true;
-        }
-        match slot.tx.try_send(text.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(browser = id, "browser too slow; dropping its connection");
-                slot.dropped.cancel();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    });
+/// A sandbox frame as the browser gets it (JSON text).
+fn frame_json(frame: &SandboxFrame) -> Option<Arc<str>> {
+    serde_json::to_string(frame).ok().map(Arc::from)
 }
 
 fn conversation_and_seq(frame: &SandboxFrame) -> Option<(&str, u64)> {
@@ -455,58 +478,4 @@ fn conversation_and_seq(frame: &SandboxFrame) -> Option<(&str, u64)> {
 /// A router frame as JSON text.
 pub fn frame_text(frame: &RouterFrame) -> String {
     serde_json::to_string(frame).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn slot(shared: &mut Shared, id: u64) -> (mpsc::Receiver<Arc<str>>, CancellationToken) {
-        let (tx, rx) = mpsc::channel(BROWSER_QUEUE);
-        let dropped = CancellationToken::new();
-        shared.browsers.insert(
-            id,
-            Slot {
-                tx,
-                dropped: dropped.clone(),
-            },
-        );
-        (rx, dropped)
-    }
-
-    #[test]
-    fn a_browser_that_stops_reading_is_dropped_and_the_others_keep_their_stream() {
-        let mut shared = Shared::default();
-        let (_stuck_rx, stuck) = slot(&mut shared, 1);
-        let (mut reader_rx, reader) = slot(&mut shared, 2);
-        let mut read = 0;
-        for i in 0..BROWSER_QUEUE + 10 {
-            deliver(&mut shared, None, &Arc::from(format!("event {i}")));
-            while reader_rx.try_recv().is_ok() {
-                read += 1;
-            }
-        }
-        assert!(stuck.is_cancelled(), "the stuck browser is told to go");
-        assert!(
-            !shared.browsers.contains_key(&1),
-            "and holds no queue any more"
-        );
-        assert!(!reader.is_cancelled());
-        assert_eq!(
-            read,
-            BROWSER_QUEUE + 10,
-            "the reading browser got every event"
-        );
-    }
-
-    #[test]
-    fn a_replay_goes_only_to_the_browser_that_asked() {
-        let mut shared = Shared::default();
-        let (mut asker, _) = slot(&mut shared, 1);
-        let (mut other, _) = slot(&mut shared, 2);
-        let to: HashSet<u64> = [1].into_iter().collect();
-        deliver(&mut shared, Some(&to), &Arc::from("replayed"));
-        assert_eq!(asker.try_recv().ok().as_deref(), Some("replayed"));
-        assert!(other.try_recv().is_err());
-    }
 }

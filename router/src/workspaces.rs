@@ -128,6 +128,12 @@ pub trait Backend: Send + Sync + 'static {
     fn file_owner(&self, _user: Uuid) -> BoxFuture<'_, Result<Option<(u32, u32)>>> {
         Box::pin(async { Ok(None) })
     }
+    /// Whether this router decides when the backend's workspaces sleep (local:
+    /// its sandboxes are its children) rather than the platform (kubernetes: the
+    /// operator's idle reaper).
+    fn sleeps_idle(&self) -> bool {
+        true
+    }
     /// Notes that `user`'s workspace is in use (a frame passed either way). Backends
     /// that keep their own idle clock record it; the default does nothing. Must not
     /// block: called on every frame.

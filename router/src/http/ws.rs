@@ -3,8 +3,14 @@
 //! `jarvis`), checks Origin, then attaches the connection to the user's hub
 //! (`crate::proxy`), wakes the workspace (`status: waking → ready`) and relays.
 //!
+//! The connection keeps reading (pings, interrupts, a close) whatever its
+//! workspace is doing: its frames are carried out in order by a task of their own,
+//! so a message that waits for a slow wake never stalls the socket. That task
+//! finishes what was sent when the browser goes: a turn belongs to the workspace,
+//! not to the tab.
+//!
 //! Frames over [`MAX_FRAME_BYTES`] get an `error` and change nothing; so do
-//! malformed ones. A ping every [`PING_EVERY`] keeps the connection honest: a
+//! malformed ones, and frames past [`QUEUED_FRAMES`] not yet carried out. A ping every [`PING_EVERY`] keeps the connection honest: a
 //! browser silent for two pings is closed. A browser the hub dropped for being too
 //! slow is closed with 1013 (try again) and may resume.
 //!
@@ -41,6 +47,9 @@ pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 const HARD_FRAME_BYTES: usize = 4 * MAX_FRAME_BYTES;
 /// Read buffer of each browser connection (grows for larger frames).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Frames of one connection received and not yet carried out, at most; past it
+/// a frame gets `too_many_frames` and changes nothing.
+pub const QUEUED_FRAMES: usize = 32;
 /// How often the router pings the browser.
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -156,6 +165,9 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
         });
     }
 
+    // Frames are carried out in order by their own task: the read loop never waits.
+    let (frames, queued) = tokio::sync::mpsc::channel(QUEUED_FRAMES);
+    tokio::spawn(carry_out(state.clone(), hub.clone(), id, queued).in_current_span());
     loop {
         let next = tokio::select! {
             biased;
@@ -181,13 +193,25 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
             continue;
         }
         match serde_json::from_str::<ClientFrame>(&text) {
-            Ok(frame) => handle(&state, &hub, id, frame).await,
+            Ok(frame) => {
+                if frames.try_send(frame).is_err() {
+                    hub.send_to(
+                        id,
+                        error_frame(
+                            "too_many_frames",
+                            "too many frames wait to be carried out; this one was dropped",
+                        ),
+                    );
+                }
+            }
             Err(e) => hub.send_to(id, error_frame("bad_frame", &e.to_string())),
         }
         if writer.is_finished() {
             break;
         }
     }
+    // The frames already received are still carried out.
+    drop(frames);
     hub.detach(id);
     if cut_off.is_cancelled() {
         // Let the writer tell the browser why before the socket goes.
@@ -204,6 +228,19 @@ fn wake_message(error: &crate::workspaces::Error) -> String {
             "your workspace did not start in time; try again".into()
         }
         _ => "your workspace could not be started; try again".into(),
+    }
+}
+
+/// Carries out one connection's frames in order, to the last one received, also
+/// after the browser went.
+async fn carry_out(
+    state: AppState,
+    hub: Arc<Hub>,
+    id: u64,
+    mut frames: tokio::sync::mpsc::Receiver<ClientFrame>,
+) {
+    while let Some(frame) = frames.recv().await {
+        handle(&state, &hub, id, frame).await;
     }
 }
 
@@ -236,10 +273,6 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     return;
                 }
             };
-            if let Err(message) = turn_slot(state, hub).await {
-                hub.send_to(id, error_frame("too_many_turns", &message));
-                return;
-            }
             let link = match registry.ready(hub).await {
                 Ok(link) => link,
                 Err(error) => {
@@ -247,20 +280,24 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     return;
                 }
             };
-            let conversation = conversation.to_string();
             let voice = turn_voice(state, hub.user, voice).await;
-            let text = match hub
-                .begin_turn(content, conversation.clone(), voice, attachments)
+            let turn = match hub
+                .begin_turn(
+                    id,
+                    (content, conversation.to_string()),
+                    (voice, attachments),
+                    turn_slots(state, hub.user).await,
+                )
                 .await
             {
-                Ok(text) => text,
+                Ok(turn) => turn,
                 Err(body) => {
                     hub.send_to(id, error_frame(&body.code, &body.message));
                     return;
                 }
             };
-            if !link.send(text).await {
-                hub.abandon_turn(&conversation);
+            if !link.send(turn.frame).await {
+                hub.abandon_turn(&turn.message_id);
                 hub.send_to(
                     id,
                     error_frame(
@@ -271,10 +308,12 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
             }
         }
         ClientFrame::Interrupt { conversation_id } => {
-            if let Some(link) = hub.link.lock().await.clone() {
-                link.send(frame_text(&RouterFrame::Interrupt { conversation_id }))
-                    .await;
-            }
+            let link = match registry.ready(hub).await {
+                Ok(link) => link,
+                Err(_) => return,
+            };
+            link.send(frame_text(&RouterFrame::Interrupt { conversation_id }))
+                .await;
         }
         ClientFrame::Resume {
             conversation_id,
@@ -288,15 +327,14 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                 return;
             };
             let conversation_id = conversation.to_string();
-            hub.want_replay(id, &conversation_id);
             match registry.ready(hub).await {
                 Ok(link) => {
-                    link.send(frame_text(&RouterFrame::Resume {
-                        conversation_id,
-                        after_seq,
-                        request_id: None,
-                    }))
-                    .await;
+                    let Some(frame) = hub.start_resume(id, &conversation_id, after_seq) else {
+                        return;
+                    };
+                    if !link.send(frame).await {
+                        hub.cancel_resume(id, &conversation_id);
+                    }
                 }
                 Err(error) => hub.send_to(id, error_frame("wake_failed", &wake_message(&error))),
             }
@@ -353,25 +391,20 @@ async fn turn_voice(state: &AppState, user: Uuid, asked: Option<bool>) -> Option
     (wanted && state.voice.available_to(user).await.unwrap_or(false)).then_some(true)
 }
 
-/// Whether the user's plan allows one more turn now (its `max_concurrent_turns`);
-/// the message to show when it does not.
-async fn turn_slot(state: &AppState, hub: &Hub) -> Result<(), String> {
-    let running = hub.running_turns();
-    if running == 0 {
-        return Ok(());
-    }
-    let tier = match crate::limits::account(&state.db, hub.user).await {
+/// How many turns the user's plan runs at once (`max_concurrent_turns`, which
+/// the sandbox applies to every turn of the workspace, whichever router sent it),
+/// and what to tell the user when they are all taken.
+async fn turn_slots(state: &AppState, user: Uuid) -> (u32, String) {
+    let tier = match crate::limits::account(&state.db, user).await {
         Ok(Some(account)) => account.tier,
         _ => crate::plans::Tier::Free,
     };
-    let max = state.plans.get(tier).max_concurrent_turns as usize;
-    if running < max {
-        return Ok(());
-    }
-    Err(format!(
+    let max = state.plans.get(tier).max_concurrent_turns;
+    let message = format!(
         "your {tier} plan runs {max} answer{s} at a time; wait for the running one to finish or stop it",
         s = if max == 1 { "" } else { "s" }
-    ))
+    );
+    (max, message)
 }
 
 async fn write_loop(
@@ -413,7 +446,7 @@ async fn write_loop(
             () = browser.dropped.cancelled() => {
                 let _ = sink.send(Message::Close(Some(CloseFrame {
                     code: 1013,
-                    reason: "too slow; reconnect and resume".into(),
+                    reason: "reconnect and resume".into(),
                 }))).await;
                 return;
             }

@@ -1,11 +1,10 @@
-//! The proxy's seams to the rest of the router: the Jarvis tools a sandbox calls
-//! (`crate::tools`), the transcript of each turn (`crate::transcript`), and the
-//! sync of workspace files after a turn (`crate::sync`). Each is one small
+//! The proxy's seams to the rest of the router: a turn's rows (`crate::transcript`)
+//! and the sync of workspace files after a turn (`crate::sync`). Each is one small
 //! function, so the relay in `proxy.rs` never learns how they work.
 
 use std::sync::Arc;
 
-use sandbox::protocol::{ErrorBody, SandboxFrame, ToolCall};
+use sandbox::protocol::ErrorBody;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -49,10 +48,8 @@ impl Context {
     }
 }
 
-/// Stores one turn as it streams.
-pub type Recorder = transcript::Turn;
-
-/// Starts storing a turn: the user's message, then its events. A conversation id
+/// Opens a turn's rows: the user's message (with the uploads it names), then an
+/// empty assistant message the sandbox stores the answer in. A conversation id
 /// of another user is refused as if it did not exist.
 pub(super) async fn start_turn(
     ctx: &Context,
@@ -60,7 +57,7 @@ pub(super) async fn start_turn(
     conversation_id: &str,
     content: &str,
     attachments: &[crate::uploads::Attachment],
-) -> Result<Option<Recorder>, ErrorBody> {
+) -> Result<transcript::OpenTurn, ErrorBody> {
     let Ok(conversation) = conversation_id.parse::<Uuid>() else {
         return Err(body("bad_conversation_id", "conversation_id is not a UUID"));
     };
@@ -68,10 +65,8 @@ pub(super) async fn start_turn(
         .iter()
         .map(|a| serde_json::json!({"type": "attachment", "id": a.id, "filename": a.filename, "path": a.path}))
         .collect();
-    match transcript::Turn::start_with(&ctx.db, user, conversation, content, Value::Array(events))
-        .await
-    {
-        Ok(turn) => Ok(Some(turn)),
+    match transcript::open_turn(&ctx.db, user, conversation, content, Value::Array(events)).await {
+        Ok(open) => Ok(open),
         Err(transcript::TranscriptError::NotYours(_)) => {
             Err(body("not_found", "no such conversation; start a new one"))
         }
@@ -83,11 +78,6 @@ pub(super) async fn start_turn(
             ))
         }
     }
-}
-
-/// Records one event of a running turn; never waits.
-pub(super) fn record(recorder: &Recorder, frame: &SandboxFrame) {
-    recorder.record(frame);
 }
 
 /// After a turn: stores what the agent wrote in the workspace (new and changed
@@ -148,49 +138,7 @@ fn tell(hub: &super::Hub, code: &str, message: &str) {
     let text: Arc<str> = serde_json::json!({"type": "error", "code": code, "message": message})
         .to_string()
         .into();
-    super::deliver(&mut hub.shared(), None, &text);
-}
-
-/// Answers a Jarvis tool call of `user`'s sandbox.
-pub(super) async fn answer_call(
-    ctx: &Context,
-    user: Uuid,
-    conversation_id: Option<String>,
-    call: ToolCall,
-) -> Result<Value, ErrorBody> {
-    if let ToolCall::Speak { text } = &call {
-        return match ctx.voice.speak(user, text).await {
-            Ok(spoken) => serde_json::to_value(spoken)
-                .map_err(|_| body("internal", "the voice answer could not be encoded")),
-            Err(error) => Err(error.body()),
-        };
-    }
-    // A new document is stored for the user too: one that does not fit in their
-    // plan's storage is refused (an edit of an existing one is not).
-    if let ToolCall::SaveDocument { content, .. } = &call {
-        let room = crate::quota::room(&ctx.db, &ctx.storage, ctx.voice.plans(), user)
-            .await
-            .map_err(|error| {
-                tracing::error!(user.id = %user, %error, "reading the storage quota failed");
-                body("internal", "the document could not be saved; try again")
-            })?;
-        if !room.fits(content.len() as u64, 0) {
-            return Err(body("quota_exceeded", &room.full_message()));
-        }
-    }
-    let (method, params) = match serde_json::to_value(&call) {
-        Ok(Value::Object(mut map)) => (
-            map.remove("method")
-                .and_then(|m| m.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            map.remove("params").unwrap_or(Value::Null),
-        ),
-        _ => return Err(body("invalid_params", "the call could not be read")),
-    };
-    let conversation = conversation_id.and_then(|c| c.parse::<Uuid>().ok());
-    crate::tools::handle(&ctx.db, user, conversation, &method, params)
-        .await
-        .map_err(|e| e.body())
+    hub.send_to_all(&text);
 }
 
 fn body(code: &str, message: &str) -> ErrorBody {
