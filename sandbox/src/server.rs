@@ -60,9 +60,13 @@ async fn connect_router(
         let body = serde_json::json!({"error": {"code": "unauthorized", "message": "a valid workspace token is required"}});
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
+    // Attached before the handshake's answer: the router gets every event
+    // numbered after it saw the connection open (a failed upgrade drops the
+    // link's receiver and the hub forgets it).
+    let link = state.hub.attach();
     ws.max_message_size(TRANSPORT_MAX_BYTES)
         .max_frame_size(TRANSPORT_MAX_BYTES)
-        .on_upgrade(move |socket| serve_router(socket, state))
+        .on_upgrade(move |socket| serve_router(socket, state, link))
 }
 
 /// Whether `Authorization: Bearer <token>` carries the workspace token.
@@ -76,13 +80,13 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// One router link: frames in go to the hub, the hub's frames for it go out.
-async fn serve_router(socket: WebSocket, state: AppState) {
+async fn serve_router(socket: WebSocket, state: AppState, link: Link) {
     let (mut sink, mut stream) = socket.split();
     let Link {
         id: link,
         frames: mut outbound,
         closed,
-    } = state.hub.attach();
+    } = link;
     tracing::info!(link, "router connected");
     let mut writer = tokio::spawn(async move {
         loop {
