@@ -93,6 +93,9 @@ fn batches(body: &Value) -> impl Iterator<Item = &Value> {
     body["batches"].as_array().into_iter().flatten()
 }
 
+/// One conversation's stored events by seq, each with its batch's `message_id`.
+type StoredEvents = BTreeMap<u64, (Option<String>, Value)>;
+
 /// The fake's workspace side.
 #[derive(Default)]
 pub(super) struct Workspace {
@@ -100,8 +103,8 @@ pub(super) struct Workspace {
     calls: Mutex<Vec<Value>>,
     event_statuses: Mutex<VecDeque<u16>>,
     posts: Mutex<Vec<EventsPost>>,
-    /// Stored events by conversation and seq, with the batch's `message_id`.
-    stored: Mutex<BTreeMap<String, BTreeMap<u64, (Option<String>, Value)>>>,
+    /// Stored events by conversation.
+    stored: Mutex<BTreeMap<String, StoredEvents>>,
 }
 
 impl super::FakeApi {
