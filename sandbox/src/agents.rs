@@ -55,6 +55,12 @@ impl Slot {
         self.agent.is_some() || self.running.is_some()
     }
 
+    /// Marks a turn as running (for tests of what depends on running turns).
+    #[cfg(test)]
+    pub(crate) fn start_for_test(&mut self) {
+        self.running = Some(Arc::new(Notify::new()));
+    }
+
     /// A turn runs (its end may still wait to be stored).
     pub(crate) fn running(&self) -> bool {
         self.running.is_some()

@@ -33,6 +33,30 @@ pub const MAX_QUEUED: usize = 100_000;
 pub const MAX_PER_POST: usize = 2_000;
 /// How long a turn's end waits for its batch to be stored before it is shown anyway.
 pub const STORE_WAIT: Duration = Duration::from_secs(30);
+/// The outbox's timing (the constants above; shorter in tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// See [`BATCH_WINDOW`].
+    pub window: Duration,
+    /// See [`HEARTBEAT`].
+    pub heartbeat: Duration,
+    /// See [`STORE_WAIT`].
+    pub store_wait: Duration,
+    /// The first pause after a failed POST (doubling up to [`MAX_BACKOFF`]).
+    pub first_backoff: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self {
+            window: BATCH_WINDOW,
+            heartbeat: HEARTBEAT,
+            store_wait: STORE_WAIT,
+            first_backoff: FIRST_BACKOFF,
+        }
+    }
+}
+
 /// One POST's time limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts of a batch the router refuses with 401 before it is dropped.
@@ -210,8 +234,9 @@ enum Posted {
 /// Sends the hub's queued events to the router, forever.
 pub async fn run(hub: Arc<Hub>, api: RouterApi) {
     let signals = hub.signals();
+    let pace = hub.pace();
     let mut inflight: Vec<Batch> = Vec::new();
-    let mut pause = FIRST_BACKOFF;
+    let mut pause = pace.first_backoff;
     let mut unauthorized = 0;
     let mut last_post = Instant::now();
     loop {
@@ -221,7 +246,7 @@ pub async fn run(hub: Arc<Hub>, api: RouterApi) {
                 (state.outbox.is_empty(), state.outbox.urgent())
             };
             if empty {
-                let heartbeat = last_post + HEARTBEAT;
+                let heartbeat = last_post + pace.heartbeat;
                 if hub.running_turns() == 0 {
                     signals.wake.notified().await;
                     continue;
@@ -235,7 +260,7 @@ pub async fn run(hub: Arc<Hub>, api: RouterApi) {
                 }
             } else if !urgent {
                 tokio::select! {
-                    () = tokio::time::sleep(BATCH_WINDOW) => {}
+                    () = tokio::time::sleep(pace.window) => {}
                     () = signals.flush.notified() => {}
                 }
             }
@@ -274,7 +299,7 @@ pub async fn run(hub: Arc<Hub>, api: RouterApi) {
                 pause = (pause * 2).min(MAX_BACKOFF);
             }
             Posted::Stored | Posted::Dropped => {
-                pause = FIRST_BACKOFF;
+                pause = pace.first_backoff;
                 unauthorized = 0;
                 hub.lock().outbox.settle(&inflight);
                 inflight.clear();
@@ -287,6 +312,114 @@ pub async fn run(hub: Arc<Hub>, api: RouterApi) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        testing::{EventsPost, FakeApi},
+        translate::EventKind,
+    };
+
+    const QUICK: Pace = Pace {
+        window: Duration::from_millis(20),
+        heartbeat: Duration::from_millis(50),
+        store_wait: Duration::from_secs(30),
+        first_backoff: Duration::from_millis(10),
+    };
+
+    async fn hub(api: &FakeApi, dir: &tempfile::TempDir) -> Arc<Hub> {
+        let client = RouterApi::new(&api.url(), "token");
+        let hub = Hub::paced(dir.path().into(), Duration::from_secs(5), client, QUICK);
+        hub.start_outbox();
+        hub
+    }
+
+    /// Waits (bounded) until the fake has seen posts that `enough` accepts.
+    async fn posts_until(api: &FakeApi, enough: impl Fn(&[EventsPost]) -> bool) -> Vec<EventsPost> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let posts = api.event_posts();
+            if enough(&posts) {
+                return posts;
+            }
+            assert!(Instant::now() < deadline, "{posts:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn statuses(posts: &[EventsPost]) -> Vec<u16> {
+        posts.iter().map(|p| p.status).collect()
+    }
+
+    #[tokio::test]
+    async fn failed_posts_are_retried_and_refused_ones_dropped() {
+        let api = FakeApi::start().await.expect("fake");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = hub(&api, &dir).await;
+        api.fail_events(&[500, 400]);
+        hub.emit("c", EventKind::Turn);
+        hub.emit("c", EventKind::Text { delta: "a".into() });
+        let posts = posts_until(&api, |p| p.len() >= 2).await;
+        assert_eq!(statuses(&posts), vec![500, 400]);
+        assert_eq!(posts[1].seqs("c"), vec![1, 2], "the same batch again");
+
+        api.fail_events(&[401, 401, 401]);
+        hub.emit("c", EventKind::Text { delta: "b".into() });
+        let posts = posts_until(&api, |p| p.len() >= 5).await;
+        assert_eq!(statuses(&posts[2..]), vec![401, 401, 401]);
+        assert_eq!(posts[4].seqs("c"), vec![3]);
+
+        hub.emit("c", EventKind::Text { delta: "c".into() });
+        let posts = posts_until(&api, |p| p.iter().any(|p| p.status == 200)).await;
+        assert_eq!(
+            posts[5].seqs("c"),
+            vec![4],
+            "dropped events are not sent again"
+        );
+        let stored: Vec<_> = api
+            .stored_events("c")
+            .iter()
+            .map(|e| e["seq"].clone())
+            .collect();
+        assert_eq!(stored, vec![serde_json::json!(4)]);
+    }
+
+    #[tokio::test]
+    async fn a_turns_end_is_shown_once_stored() {
+        let api = FakeApi::start().await.expect("fake");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = hub(&api, &dir).await;
+        let mut link = hub.attach();
+        api.fail_events(&[503, 503]);
+        hub.emit("c", EventKind::Turn);
+        let end = EventKind::Done {
+            usage: Default::default(),
+        };
+        let seq = hub.emit_end(&mut hub.lock(), "c", end);
+        hub.wait_stored("c", seq).await;
+        let posts = api.event_posts();
+        assert_eq!(statuses(&posts), vec![503, 503, 200]);
+        assert_eq!(posts[2].seqs("c"), vec![1, 2]);
+        hub.release(&mut hub.lock(), "c");
+        let shown: Vec<u64> = std::iter::from_fn(|| link.frames.try_recv().ok())
+            .filter_map(|f| frame_seq(&f))
+            .collect();
+        assert_eq!(shown, vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn heartbeats_go_out_while_a_turn_runs() {
+        let api = FakeApi::start().await.expect("fake");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = hub(&api, &dir).await;
+        hub.emit("c", EventKind::Turn);
+        if let Some(conversation) = hub.lock().conversations.get_mut("c") {
+            conversation.slot.start_for_test();
+        }
+        let posts = posts_until(&api, |p| p.len() >= 4).await;
+        for heartbeat in &posts[1..] {
+            assert_eq!(heartbeat.body["batches"], serde_json::json!([]));
+            assert_eq!(heartbeat.body["running_turns"], 1);
+        }
+        assert_eq!(posts[0].seqs("c"), vec![1]);
+    }
 
     fn text(seq: u64, conversation: &str) -> SandboxFrame {
         SandboxFrame::Text {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     agents::Slot,
-    outbox::{self, Outbox, Signals},
+    outbox::{self, Outbox, Pace, Signals},
     protocol::{ErrorBody, SandboxFrame, ToolCall},
     router_api::{RouterApi, call_error},
     translate::EventKind,
@@ -152,6 +152,7 @@ pub struct Hub {
     call_timeout: Duration,
     api: Option<RouterApi>,
     signals: Signals,
+    pace: Pace,
 }
 
 impl Hub {
@@ -159,13 +160,28 @@ impl Hub {
     /// reaching the router's HTTP API through `api` (storing events, tool calls).
     /// Without `api` nothing is stored and every tool call fails.
     pub fn new(state_dir: PathBuf, call_timeout: Duration, api: Option<RouterApi>) -> Arc<Self> {
+        Self::paced(state_dir, call_timeout, api, Pace::default())
+    }
+
+    /// [`Hub::new`] with the outbox's timing.
+    pub fn paced(
+        state_dir: PathBuf,
+        call_timeout: Duration,
+        api: Option<RouterApi>,
+        pace: Pace,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(HubState::default()),
             state_dir: state_dir.join("jarvis").join("conversations"),
             call_timeout,
             api,
             signals: Signals::default(),
+            pace,
         })
+    }
+
+    pub(crate) fn pace(&self) -> Pace {
+        self.pace
     }
 
     /// Starts sending queued events to the router (in the background, for the
@@ -308,13 +324,13 @@ impl Hub {
     }
 
     /// Waits until event `seq` of `conversation_id` was stored (or given up on),
-    /// at most [`outbox::STORE_WAIT`]; at once without a router API.
+    /// at most [`Pace::store_wait`]; at once without a router API.
     pub(crate) async fn wait_stored(&self, conversation_id: &str, seq: u64) {
         if self.api.is_none() {
             return;
         }
         let mut settled = self.signals.settled.subscribe();
-        let deadline = tokio::time::Instant::now() + outbox::STORE_WAIT;
+        let deadline = tokio::time::Instant::now() + self.pace.store_wait;
         loop {
             if self.lock().outbox.is_settled(conversation_id, seq) {
                 return;
