@@ -17,7 +17,7 @@ use tokio::{sync::Notify, time::Instant};
 use crate::{
     process::{Agent, AgentSpec},
     protocol::error_code,
-    session::{Hub, conversation_entry},
+    session::{Hub, LinkId, conversation_entry, running_turns},
     speaker::Speaker,
     sync::RouterSync,
     translate::{EventKind, Output, Translator},
@@ -54,20 +54,58 @@ impl Slot {
     pub(crate) fn alive(&self) -> bool {
         self.agent.is_some() || self.running.is_some()
     }
+
+    /// Marks a turn as running (for tests of what depends on running turns).
+    #[cfg(test)]
+    pub(crate) fn start_for_test(&mut self) {
+        self.running = Some(Arc::new(Notify::new()));
+    }
+
+    /// A turn runs (its end may still wait to be stored).
+    pub(crate) fn running(&self) -> bool {
+        self.running.is_some()
+    }
 }
 
-/// Starts a turn of `conversation_id` in the background, or answers with an error
-/// (and changes nothing) when its turn is still running or every agent is busy.
-/// With `voice` (the characters to speak at most), the answer is also spoken.
-/// `attachments` are the workspace paths of the uploads the message names.
-pub fn start_turn(
-    hub: Arc<Hub>,
-    settings: Arc<AgentSettings>,
-    conversation_id: String,
-    (content, attachments): (String, Vec<String>),
-    voice: Option<usize>,
-) {
-    match claim(&hub, &settings, &conversation_id) {
+/// A `message` the router sent: what the turn needs.
+#[derive(Debug, Clone, Default)]
+pub struct TurnRequest {
+    /// The conversation (a canonical UUID).
+    pub conversation_id: String,
+    /// The prompt for the CLI.
+    pub content: String,
+    /// Workspace paths of the uploads the message names.
+    pub attachments: Vec<String>,
+    /// Speak the answer, at most this many characters.
+    pub voice: Option<usize>,
+    /// The assistant message the router opened for the turn.
+    pub message_id: Option<String>,
+    /// Turns the workspace runs at once at most (all conversations).
+    pub max_turns: Option<u32>,
+    /// The link that sent the message (refusals go to it only).
+    pub link: LinkId,
+}
+
+/// Starts a turn in the background, or answers the sending link with an error
+/// (and changes nothing) when the conversation's turn is still running, the
+/// workspace runs `max_turns` turns or every agent is busy. With `voice` (the
+/// characters to speak at most), the answer is also spoken.
+pub fn start_turn(hub: Arc<Hub>, settings: Arc<AgentSettings>, request: TurnRequest) {
+    let TurnRequest {
+        conversation_id,
+        content,
+        attachments,
+        voice,
+        message_id,
+        max_turns,
+        link,
+    } = request;
+    match claim(
+        &hub,
+        &settings,
+        &conversation_id,
+        (message_id.clone(), max_turns),
+    ) {
         Ok((agent, interrupt)) => {
             let speaker = voice
                 .map(|max_chars| Speaker::start(hub.clone(), conversation_id.clone(), max_chars));
@@ -80,20 +118,25 @@ pub fn start_turn(
                 interrupt,
             ));
         }
-        Err((code, message)) => hub.send_error(Some(conversation_id), code, message),
+        Err((code, message)) => {
+            hub.send_error(link, (Some(conversation_id), message_id), code, message)
+        }
     }
 }
 
 type Claim = (Option<Agent>, Arc<Notify>);
 
-/// Marks the conversation's turn as running and takes (or makes room for) its CLI.
+/// Marks the conversation's turn as running (for the router's `message_id`) and
+/// takes (or makes room for) its CLI.
 fn claim(
     hub: &Hub,
     settings: &AgentSettings,
     conversation_id: &str,
+    (message_id, max_turns): (Option<String>, Option<u32>),
 ) -> Result<Claim, (&'static str, &'static str)> {
     let mut guard = hub.lock();
     let state = &mut *guard;
+    let running = running_turns(state);
     state.clock += 1;
     let clock = state.clock;
     let conversation = conversation_entry(
@@ -105,6 +148,12 @@ fn claim(
         return Err((
             error_code::TURN_IN_PROGRESS,
             "a turn is already running in this conversation",
+        ));
+    }
+    if max_turns.is_some_and(|max| running >= max as usize) {
+        return Err((
+            error_code::TOO_MANY_TURNS,
+            "the workspace runs as many turns at once as the plan allows",
         ));
     }
     conversation.last_used = clock;
@@ -121,6 +170,7 @@ fn claim(
     let interrupt = Arc::new(Notify::new());
     if let Some(conversation) = state.conversations.get_mut(conversation_id) {
         conversation.slot.running = Some(interrupt.clone());
+        conversation.message_id = message_id;
     }
     Ok((agent, interrupt))
 }
@@ -211,14 +261,18 @@ async fn run_turn(
     if let Some(speaker) = speaker {
         speaker.finish().await;
     }
-    // Free the slot and send the turn's last event under one lock, so a message
-    // sent in answer to that event finds the conversation idle.
+    // The turn's end is stored before any link sees it (what a user saw finish
+    // survives a router crash); then the slot is freed and the end shown under one
+    // lock, so a message sent in answer to it finds the conversation idle.
+    let seq = hub.emit_end(&mut hub.lock(), &conversation_id, end);
+    hub.wait_stored(&conversation_id, seq).await;
     let mut state = hub.lock();
     if let Some(conversation) = state.conversations.get_mut(&conversation_id) {
         conversation.slot.running = None;
         conversation.slot.agent = kept;
+        conversation.message_id = None;
     }
-    hub.emit_locked(&mut state, &conversation_id, end);
+    hub.release(&mut state, &conversation_id);
     drop(state);
     if let Some(sync) = settings.sync.clone() {
         tokio::spawn(async move {

@@ -53,7 +53,8 @@ pub struct Config {
     #[arg(long, env = "JARVIS_TURN_IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     pub turn_idle_timeout: Duration,
 
-    /// How long a Jarvis tool waits for the router's `reply`.
+    /// How long a Jarvis tool call may take, retries included (`POST
+    /// /v1/workspace/calls` is tried again on connection errors and 5xx).
     #[arg(long, env = "JARVIS_CALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub call_timeout: Duration,
 

@@ -1,5 +1,5 @@
 //! The sandbox: runs the agent (the Claude Code CLI) for one user and speaks the
-//! router's protocol over one WebSocket.
+//! router's protocol over WebSocket links (one per router replica).
 
 /// Runs turns: CLI processes per conversation, LRU, interrupts, crashes.
 pub mod agents;
@@ -9,17 +9,21 @@ pub mod config;
 pub mod gateway_forward;
 /// The Jarvis tools served to the CLI over MCP.
 pub mod mcp;
+/// Numbered events stored through the router over HTTP, in batches.
+pub mod outbox;
 /// One CLI child process.
 pub mod process;
 /// The router ⇄ sandbox wire types.
 pub mod protocol;
+/// The router's HTTP API for the sandbox: storing events, Jarvis tool calls.
+pub mod router_api;
 /// Startup: wires the pieces together and serves.
 pub mod run;
 /// Sentences of a streaming answer, cleaned for speaking.
 pub mod sentences;
 /// The WebSocket endpoint for the router.
 pub mod server;
-/// Conversations, numbered events, replay and pending calls.
+/// Conversations, numbered events, replay and the router links.
 pub mod session;
 /// Speaks an answer sentence by sentence while it streams.
 pub mod speaker;

@@ -1,8 +1,8 @@
 //! The Jarvis tools, served to the CLI as an MCP server over streamable HTTP on
 //! loopback.
 //!
-//! Each tool becomes a `call` to the router (through the hub) and returns the
-//! router's reply; saving or updating a document also emits a `document` event and
+//! Each tool becomes a call to the router (`POST /v1/workspace/calls`, through
+//! the hub) and returns the router's answer; saving or updating a document also emits a `document` event and
 //! speaking a `voice` event. The tools act for the sandbox's one user: none takes a
 //! user id. The calling conversation comes from a header the sandbox put in the
 //! CLI's `--mcp-config`.

@@ -2,8 +2,10 @@
 //!
 //! Owns only the wire types (the router depends on this module); no logic lives here.
 //! Sandbox → router events are the browser events of DESIGN.md plus a
-//! `conversation_id` on each, so the router can relay them as they are, and `call`
-//! frames for the Jarvis tools that need the router (answered with `reply`).
+//! `conversation_id` on each, so the router can relay them as they are, and
+//! `replay` frames answering a `resume`. The Jarvis tools that need the router
+//! go over HTTP (`POST /v1/workspace/calls`), not over a link: `call` and
+//! `reply` frames stay here but are no longer used.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -60,7 +62,8 @@ pub enum RouterFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
     },
-    /// The router's answer to a `call`.
+    /// The router's answer to a `call`. No longer used: the sandbox answers it
+    /// with an `unknown_type` error (tool calls go over HTTP).
     Reply {
         /// The `call_id` of the call being answered.
         call_id: String,
@@ -216,6 +219,8 @@ pub enum SandboxFrame {
         last: bool,
     },
     /// A Jarvis tool needs the router; answer with a `reply` of the same `call_id`.
+    /// No longer sent: tool calls go over HTTP (`POST /v1/workspace/calls`, the
+    /// same fields without `type`).
     Call {
         /// Unique id of this call.
         call_id: String,
@@ -294,7 +299,7 @@ pub mod error_code {
     pub const TURN_IN_PROGRESS: &str = "turn_in_progress";
     /// Every agent slot is busy with a running turn.
     pub const TOO_MANY_AGENTS: &str = "too_many_agents";
-    /// A `reply` to no pending call.
+    /// A `reply` to no pending call (no longer sent: `reply` is an unknown type).
     pub const UNKNOWN_CALL: &str = "unknown_call";
     /// The model API refused with 429.
     pub const RATE_LIMITED: &str = "rate_limited";

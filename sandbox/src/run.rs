@@ -1,6 +1,6 @@
 //! Startup: checks the configuration, prepares the directories (with `--sync
-//! router`, restores them from the router), starts the gateway forwarder and the
-//! MCP server, then serves the router's endpoint until shutdown (with `--sync
+//! router`, restores them from the router), starts the gateway forwarder, the
+//! outbox (turns stored over HTTP) and the MCP server, then serves the router's endpoint until shutdown (with `--sync
 //! router`, pushing the last changes before it exits).
 //!
 //! When ready it prints one JSON line to stdout, `{"ready":true,"listen":"…"}`,
@@ -25,6 +25,7 @@ use crate::{
     config::{Config, SyncMode},
     gateway_forward, mcp,
     process::AgentSpec,
+    router_api::RouterApi,
     server::{self, AppState},
     session::Hub,
     sync::RouterSync,
@@ -32,6 +33,9 @@ use crate::{
 
 /// How long the push on shutdown may take (the kubelet's default grace is 30 s).
 pub const FINAL_PUSH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the events still queued may take to be stored on shutdown.
+pub const OUTBOX_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tries reaching the router this many times, doubling a 1 s pause, before the
 /// start fails (a pod's network may lag its start a little).
@@ -106,7 +110,11 @@ pub async fn run(
         }
     };
 
-    let hub = Hub::new(config.state_dir.clone(), config.call_timeout);
+    let api = RouterApi::new(&gateway_url, &config.workspace_token)
+        .ok_or_else(|| Error::Config(format!("invalid gateway URL {gateway_url:?}")))?;
+    let hub = Hub::new(config.state_dir.clone(), config.call_timeout, Some(api));
+    // Turns are stored over HTTP, whether or not a router link is attached.
+    hub.start_outbox();
     let mcp_listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(Error::Bind)?;
@@ -142,6 +150,7 @@ pub async fn run(
         idle_timeout: config.turn_idle_timeout,
         sync: sync.clone(),
     });
+    let outbox = hub.clone();
     let app = server::app(AppState {
         hub,
         settings,
@@ -149,6 +158,8 @@ pub async fn run(
     });
     let stop = async move {
         shutdown.await;
+        // What the turns said is stored before the process goes.
+        outbox.drain_outbox(OUTBOX_DRAIN_TIMEOUT).await;
         // Scaled to zero (SIGTERM): what the agent left goes to the router first.
         if let Some(sync) = sync {
             match tokio::time::timeout(FINAL_PUSH_TIMEOUT, sync.push()).await {

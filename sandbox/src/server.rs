@@ -1,8 +1,9 @@
 //! The router's WebSocket endpoint (`/ws`, bearer workspace token) and `/healthz`.
 //!
 //! Owns authentication, frame size limits and parsing of router frames; hands
-//! each valid frame to the hub or to `agents`. A new router connection replaces
-//! the previous one. Bad frames get an `error` and change nothing.
+//! each valid frame to the hub or to `agents`. Several router connections (links,
+//! one per router replica) may be open at once: each gets every numbered event.
+//! Bad frames get an `error` on their own link and change nothing.
 
 use std::sync::Arc;
 
@@ -21,9 +22,9 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::{
-    agents::{self, AgentSettings},
+    agents::{self, AgentSettings, TurnRequest},
     protocol::{RouterFrame, error_code},
-    session::Hub,
+    session::{Hub, Link, LinkId},
 };
 
 /// Largest router frame acted on; larger ones get a `frame_too_large` error.
@@ -59,9 +60,13 @@ async fn connect_router(
         let body = serde_json::json!({"error": {"code": "unauthorized", "message": "a valid workspace token is required"}});
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
+    // Attached before the handshake's answer: the router gets every event
+    // numbered after it saw the connection open (a failed upgrade drops the
+    // link's receiver and the hub forgets it).
+    let link = state.hub.attach();
     ws.max_message_size(TRANSPORT_MAX_BYTES)
         .max_frame_size(TRANSPORT_MAX_BYTES)
-        .on_upgrade(move |socket| serve_router(socket, state))
+        .on_upgrade(move |socket| serve_router(socket, state, link))
 }
 
 /// Whether `Authorization: Bearer <token>` carries the workspace token.
@@ -74,13 +79,22 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     !token.is_empty() && bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
 }
 
-/// One router connection: frames in go to the hub, the hub's frames go out.
-async fn serve_router(socket: WebSocket, state: AppState) {
-    tracing::info!("router connected");
+/// One router link: frames in go to the hub, the hub's frames for it go out.
+async fn serve_router(socket: WebSocket, state: AppState, link: Link) {
     let (mut sink, mut stream) = socket.split();
-    let mut outbound = state.hub.attach();
+    let Link {
+        id: link,
+        frames: mut outbound,
+        closed,
+    } = link;
+    tracing::info!(link, "router connected");
     let mut writer = tokio::spawn(async move {
-        while let Some(frame) = outbound.recv().await {
+        loop {
+            let frame = tokio::select! {
+                frame = outbound.recv() => frame,
+                () = closed.cancelled() => None,
+            };
+            let Some(frame) = frame else { break };
             let Ok(text) = serde_json::to_string(&frame) else {
                 continue;
             };
@@ -94,12 +108,13 @@ async fn serve_router(socket: WebSocket, state: AppState) {
     let mut reader = tokio::spawn(async move {
         while let Some(Ok(message)) = stream.next().await {
             match message {
-                Message::Text(text) => handle_text(&reader_state, text.as_str()),
-                Message::Binary(_) => {
-                    reader_state
-                        .hub
-                        .send_error(None, error_code::BAD_FRAME, "frames are JSON text")
-                }
+                Message::Text(text) => handle_text(&reader_state, link, text.as_str()),
+                Message::Binary(_) => reader_state.hub.send_error(
+                    link,
+                    (None, None),
+                    error_code::BAD_FRAME,
+                    "frames are JSON text",
+                ),
                 Message::Close(_) => break,
                 Message::Ping(_) | Message::Pong(_) => {}
             }
@@ -109,46 +124,44 @@ async fn serve_router(socket: WebSocket, state: AppState) {
         _ = &mut writer => reader.abort(),
         _ = &mut reader => writer.abort(),
     }
-    tracing::info!("router disconnected");
+    state.hub.detach(link);
+    tracing::info!(link, "router disconnected");
 }
 
-/// Validates and carries out one text frame from the router.
-pub fn handle_text(state: &AppState, text: &str) {
+/// Validates and carries out one text frame from the router link `link`.
+pub fn handle_text(state: &AppState, link: LinkId, text: &str) {
     let hub = &state.hub;
+    let refuse = |code: &str, message: String| hub.send_error(link, (None, None), code, message);
     if text.len() > MAX_FRAME_BYTES {
-        return hub.send_error(
-            None,
+        return refuse(
             error_code::FRAME_TOO_LARGE,
             format!("frames are limited to {MAX_FRAME_BYTES} bytes"),
         );
     }
     let value: Value = match serde_json::from_str(text) {
         Ok(value) => value,
-        Err(error) => {
-            return hub.send_error(None, error_code::BAD_FRAME, format!("not JSON: {error}"));
-        }
+        Err(error) => return refuse(error_code::BAD_FRAME, format!("not JSON: {error}")),
     };
     match value["type"].as_str() {
-        Some("message" | "interrupt" | "resume" | "reply") => {}
+        Some("message" | "interrupt" | "resume") => {}
         Some(other) => {
+            // `reply` too: tool calls go over HTTP now.
             let other: String = other.chars().take(64).collect();
-            return hub.send_error(
-                None,
+            return refuse(
                 error_code::UNKNOWN_TYPE,
                 format!("unknown frame type {other:?}"),
             );
         }
         None => {
-            return hub.send_error(
-                None,
+            return refuse(
                 error_code::BAD_FRAME,
-                "a frame needs a string \"type\"",
+                "a frame needs a string \"type\"".into(),
             );
         }
     }
     let frame: RouterFrame = match serde_json::from_value(value) {
         Ok(frame) => frame,
-        Err(error) => return hub.send_error(None, error_code::BAD_FRAME, error.to_string()),
+        Err(error) => return refuse(error_code::BAD_FRAME, error.to_string()),
     };
     match frame {
         RouterFrame::Message {
@@ -157,18 +170,21 @@ pub fn handle_text(state: &AppState, text: &str) {
             voice,
             voice_max_chars,
             attachments,
-            ..
+            message_id,
+            max_turns,
         } => {
             if !is_canonical_uuid(&conversation_id) {
                 return hub.send_error(
-                    None,
+                    link,
+                    (None, message_id),
                     error_code::BAD_CONVERSATION_ID,
                     "conversation_id must be a lowercase hyphenated UUID",
                 );
             }
             if content.trim().is_empty() {
                 return hub.send_error(
-                    Some(conversation_id),
+                    link,
+                    (Some(conversation_id), message_id),
                     error_code::BAD_FRAME,
                     "content is empty",
                 );
@@ -177,13 +193,19 @@ pub fn handle_text(state: &AppState, text: &str) {
                 voice_max_chars.map_or(crate::speaker::DEFAULT_MAX_CHARS, |max| max as usize)
             });
             let attachments = attachments.unwrap_or_default();
-            let prompt = prompt(content, voice.is_some(), attachments.clone());
+            let content = prompt(content, voice.is_some(), attachments.clone());
             agents::start_turn(
                 hub.clone(),
                 state.settings.clone(),
-                conversation_id,
-                (prompt, attachments),
-                voice,
+                TurnRequest {
+                    conversation_id,
+                    content,
+                    attachments,
+                    voice,
+                    message_id,
+                    max_turns,
+                    link,
+                },
             );
         }
         RouterFrame::Interrupt { conversation_id } => {
@@ -192,34 +214,20 @@ pub fn handle_text(state: &AppState, text: &str) {
         RouterFrame::Resume {
             conversation_id,
             after_seq,
-            ..
+            request_id,
         } => {
             if !is_canonical_uuid(&conversation_id) {
-                return hub.send_error(
-                    None,
+                return refuse(
                     error_code::BAD_CONVERSATION_ID,
-                    "conversation_id must be a lowercase hyphenated UUID",
+                    "conversation_id must be a lowercase hyphenated UUID".into(),
                 );
             }
-            hub.resume(&conversation_id, after_seq);
+            hub.resume(link, &conversation_id, after_seq, request_id);
         }
-        RouterFrame::Reply {
-            call_id,
-            result,
-            error,
-        } => {
-            let outcome = match error {
-                Some(error) => Err(error),
-                None => Ok(result.unwrap_or(Value::Null)),
-            };
-            if !hub.reply(&call_id, outcome) {
-                hub.send_error(
-                    None,
-                    error_code::UNKNOWN_CALL,
-                    "no call is waiting for this reply",
-                );
-            }
-        }
+        RouterFrame::Reply { .. } => refuse(
+            error_code::UNKNOWN_TYPE,
+            "reply frames are no longer used: tool calls go over HTTP".into(),
+        ),
     }
 }
 

@@ -1,24 +1,30 @@
-//! The hub: conversations, their numbered events, the router connection and the
-//! Jarvis tool calls waiting for the router.
+//! The hub: conversations, their numbered events, the router links and the
+//! events waiting to be stored.
 //!
 //! Owns sequence numbers (persisted per conversation in the state directory so
 //! they keep rising across restarts), the bounded replay buffer behind `resume`,
-//! and routing of frames to whichever router connection is current. Running turns
-//! and CLI processes are `agents`' business.
+//! the router links (one per router replica; every numbered event fans out to
+//! each, an unnumbered error goes to the link whose frame caused it) and the
+//! outbox queue (the `outbox` module sends it). A turn's end is held back from
+//! the links until the outbox stored it. Running turns and CLI processes are
+//! `agents`' business; the HTTP requests are `router_api`'s.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     agents::Slot,
+    outbox::{self, Outbox, Pace, Signals},
     protocol::{ErrorBody, SandboxFrame, ToolCall},
+    router_api::{RouterApi, call_error},
     translate::EventKind,
 };
 
@@ -28,19 +34,35 @@ pub const REPLAY_TURNS: usize = 4;
 pub const CONVERSATIONS_KEPT: usize = 64;
 /// Events of a conversation kept for `resume`, at most.
 pub const REPLAY_EVENTS: usize = 4096;
+/// Frames queued for one link at most; a link that falls further behind is closed
+/// (the router reconnects and resumes).
+pub const LINK_QUEUE: usize = 4096;
+/// Events in one `replay` frame at most.
+pub const REPLAY_CHUNK: usize = 256;
 
 /// What a Jarvis tool call comes back with.
 pub type CallResult = std::result::Result<Value, ErrorBody>;
+
+/// Names one router link (WebSocket connection) of this sandbox.
+pub type LinkId = u64;
 
 /// One conversation's state.
 #[derive(Debug, Default)]
 pub(crate) struct Conversation {
     /// The last sequence number used.
     pub seq: u64,
+    /// The last sequence number shown to the links (below `seq` while a turn's
+    /// end waits to be stored).
+    shown: u64,
     replay: VecDeque<SandboxFrame>,
     turns_kept: usize,
+    /// Numbered frames not shown yet: a turn's end waiting to be stored, and
+    /// whatever came after it.
+    held: Vec<SandboxFrame>,
     /// The CLI process and running turn, if any.
     pub slot: Slot,
+    /// The assistant message of the running turn (the router's `message_id`).
+    pub message_id: Option<String>,
     /// Logical time of the last use, for LRU eviction.
     pub last_used: u64,
 }
@@ -48,7 +70,11 @@ pub(crate) struct Conversation {
 impl Conversation {
     /// Keeps a frame for replay: the last `REPLAY_TURNS` whole turns, at most
     /// `REPLAY_EVENTS` frames.
-    fn keep(&mut self, frame: SandboxFrame, is_turn: bool) {
+    fn keep(&mut self, frame: SandboxFrame) {
+        if let Some(seq) = frame_seq(&frame) {
+            self.shown = self.shown.max(seq);
+        }
+        let is_turn = matches!(frame, SandboxFrame::Turn { .. });
         self.replay.push_back(frame);
         if is_turn {
             self.turns_kept += 1;
@@ -70,35 +96,100 @@ impl Conversation {
     }
 }
 
+/// The hub's side of one link.
+#[derive(Debug)]
+struct LinkSender {
+    frames: mpsc::Sender<SandboxFrame>,
+    closed: CancellationToken,
+}
+
+impl LinkSender {
+    /// Queues a frame; `false` (and the link is closed) when the link is gone or
+    /// fell [`LINK_QUEUE`] frames behind.
+    fn deliver(&self, id: LinkId, frame: SandboxFrame) -> bool {
+        match self.frames.try_send(frame) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(link = id, "a router link fell behind; closing it");
+                self.closed.cancel();
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// A router link's end: the frames to send it, and a token cancelled when the hub
+/// closed the link (it fell behind).
+#[derive(Debug)]
+pub struct Link {
+    /// The link's id (for [`Hub::detach`] and the frames it caused).
+    pub id: LinkId,
+    /// The frames to write to the link, in order.
+    pub frames: mpsc::Receiver<SandboxFrame>,
+    /// Cancelled when the hub closed the link.
+    pub closed: CancellationToken,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct HubState {
-    router: Option<mpsc::UnboundedSender<SandboxFrame>>,
+    links: BTreeMap<LinkId, LinkSender>,
+    next_link: LinkId,
     pub conversations: HashMap<String, Conversation>,
     pub clock: u64,
+    pub(crate) outbox: Outbox,
 }
 
-struct PendingCall {
-    frame: SandboxFrame,
-    reply: oneshot::Sender<CallResult>,
+/// Sends `frame` to every link, dropping those that are gone or behind.
+fn fan_out(links: &mut BTreeMap<LinkId, LinkSender>, frame: &SandboxFrame) {
+    links.retain(|id, link| link.deliver(*id, frame.clone()));
 }
 
-/// Shared by the WebSocket server, the MCP server and the turn tasks.
+/// Shared by the WebSocket server, the MCP server, the turn tasks and the outbox.
 pub struct Hub {
     state: Mutex<HubState>,
-    calls: Mutex<HashMap<String, PendingCall>>,
     state_dir: PathBuf,
     call_timeout: Duration,
+    api: Option<RouterApi>,
+    signals: Signals,
+    pace: Pace,
 }
 
 impl Hub {
-    /// A hub keeping conversation state under `state_dir/jarvis/conversations`.
-    pub fn new(state_dir: PathBuf, call_timeout: Duration) -> Arc<Self> {
+    /// A hub keeping conversation state under `state_dir/jarvis/conversations`,
+    /// reaching the router's HTTP API through `api` (storing events, tool calls).
+    /// Without `api` nothing is stored and every tool call fails.
+    pub fn new(state_dir: PathBuf, call_timeout: Duration, api: Option<RouterApi>) -> Arc<Self> {
+        Self::paced(state_dir, call_timeout, api, Pace::default())
+    }
+
+    /// [`Hub::new`] with the outbox's timing.
+    pub fn paced(
+        state_dir: PathBuf,
+        call_timeout: Duration,
+        api: Option<RouterApi>,
+        pace: Pace,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(HubState::default()),
-            calls: Mutex::new(HashMap::new()),
             state_dir: state_dir.join("jarvis").join("conversations"),
             call_timeout,
+            api,
+            signals: Signals::default(),
+            pace,
         })
+    }
+
+    pub(crate) fn pace(&self) -> Pace {
+        self.pace
+    }
+
+    /// Starts sending queued events to the router (in the background, for the
+    /// process's life); does nothing without a router API.
+    pub fn start_outbox(self: &Arc<Self>) {
+        if let Some(api) = self.api.clone() {
+            tokio::spawn(outbox::run(self.clone(), api));
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -107,120 +198,258 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn lock_calls(&self) -> MutexGuard<'_, HashMap<String, PendingCall>> {
-        self.calls
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub(crate) fn signals(&self) -> &Signals {
+        &self.signals
     }
 
-    /// Makes a new router connection the current one; the previous one's channel
-    /// closes. Calls still waiting for a reply are sent again on the new one.
-    pub fn attach(&self) -> mpsc::UnboundedReceiver<SandboxFrame> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        for pending in self.lock_calls().values() {
-            let _ = tx.send(pending.frame.clone());
+    /// A new router link: numbered events from now on, and the frames it causes.
+    pub fn attach(&self) -> Link {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let closed = CancellationToken::new();
+        let mut state = self.lock();
+        state.next_link += 1;
+        let id = state.next_link;
+        state.links.insert(
+            id,
+            LinkSender {
+                frames: tx,
+                closed: closed.clone(),
+            },
+        );
+        Link {
+            id,
+            frames: rx,
+            closed,
         }
-        self.lock().router = Some(tx);
-        rx
     }
 
-    /// Sends a frame that is not numbered (bad-frame errors, calls) to the router.
-    pub fn send(&self, frame: SandboxFrame) {
-        if let Some(router) = &self.lock().router {
-            let _ = router.send(frame);
+    /// Forgets a link (its connection ended).
+    pub fn detach(&self, link: LinkId) {
+        self.lock().links.remove(&link);
+    }
+
+    /// Router links attached now.
+    pub fn links(&self) -> usize {
+        self.lock().links.len()
+    }
+
+    /// Sends a frame that is not numbered (errors a frame caused) to one link.
+    pub fn send_to(&self, link: LinkId, frame: SandboxFrame) {
+        let mut state = self.lock();
+        if let Some(sender) = state.links.get(&link)
+            && !sender.deliver(link, frame)
+        {
+            state.links.remove(&link);
         }
     }
 
-    /// Sends an error that belongs to no turn.
+    /// Sends an error that belongs to no turn to the link whose frame caused it;
+    /// a refused message names its `conversation_id` and `message_id`.
     pub fn send_error(
         &self,
-        conversation_id: Option<String>,
+        link: LinkId,
+        (conversation_id, message_id): (Option<String>, Option<String>),
         code: &str,
         message: impl Into<String>,
     ) {
-        self.send(SandboxFrame::Error {
-            seq: None,
-            conversation_id,
-            code: code.to_string(),
-            message: message.into(),
-            message_id: None,
-        });
+        self.send_to(
+            link,
+            SandboxFrame::Error {
+                seq: None,
+                conversation_id,
+                code: code.to_string(),
+                message: message.into(),
+                message_id,
+            },
+        );
     }
 
     /// Numbers an event of `conversation_id`, keeps it for replay, persists the
-    /// sequence number and sends it to the router.
+    /// sequence number, queues it for storing and sends it to every link.
     pub fn emit(&self, conversation_id: &str, event: EventKind) {
-        self.emit_locked(&mut self.lock(), conversation_id, event);
+        self.number(&mut self.lock(), conversation_id, event, false);
     }
 
-    /// [`Hub::emit`] under a lock the caller already holds.
-    pub(crate) fn emit_locked(
+    /// Numbers a turn's last event and queues it for storing, but holds it back
+    /// from the links (and what follows it) until [`Hub::release`]; its seq.
+    pub(crate) fn emit_end(
         &self,
         state: &mut HubState,
         conversation_id: &str,
         event: EventKind,
-    ) {
-        let conversation =
-            conversation_entry(&mut state.conversations, &self.state_dir, conversation_id);
-        conversation.seq += 1;
-        let is_turn = matches!(event, EventKind::Turn);
-        let frame = event.into_frame(conversation.seq, conversation_id.to_string());
-        if let Err(error) = persist_seq(&self.state_dir, conversation_id, conversation.seq) {
-            tracing::warn!(%error, conversation.id = conversation_id, "could not persist seq");
-        }
-        conversation.keep(frame.clone(), is_turn);
-        if let Some(router) = &state.router {
-            let _ = router.send(frame);
-        }
+    ) -> u64 {
+        self.number(state, conversation_id, event, true)
     }
 
-    /// Sends the kept events of `conversation_id` numbered above `after_seq`.
-    pub fn resume(&self, conversation_id: &str, after_seq: u64) {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let conversation =
-            conversation_entry(&mut state.conversations, &self.state_dir, conversation_id);
-        let Some(router) = &state.router else { return };
-        for frame in &conversation.replay {
-            if frame_seq(frame).is_some_and(|seq| seq > after_seq) {
-                let _ = router.send(frame.clone());
+    fn number(
+        &self,
+        state: &mut HubState,
+        conversation_id: &str,
+        event: EventKind,
+        hold: bool,
+    ) -> u64 {
+        let HubState {
+            links,
+            conversations,
+            outbox,
+            ..
+        } = state;
+        let conversation = conversation_entry(conversations, &self.state_dir, conversation_id);
+        conversation.seq += 1;
+        let seq = conversation.seq;
+        let ends_turn = event.ends_turn();
+        let mut frame = event.into_frame(seq, conversation_id.to_string());
+        if let SandboxFrame::Turn { message_id, .. } = &mut frame {
+            message_id.clone_from(&conversation.message_id);
+        }
+        if let Err(error) = persist_seq(&self.state_dir, conversation_id, seq) {
+            tracing::warn!(%error, conversation.id = conversation_id, "could not persist seq");
+        }
+        if self.api.is_some() {
+            let message_id = conversation.message_id.as_deref();
+            if outbox.push(conversation_id, message_id, frame.clone(), ends_turn) {
+                self.signals.wake.notify_one();
+                if ends_turn {
+                    self.signals.flush.notify_one();
+                }
+            }
+        }
+        if hold || !conversation.held.is_empty() {
+            conversation.held.push(frame);
+        } else {
+            conversation.keep(frame.clone());
+            fan_out(links, &frame);
+        }
+        seq
+    }
+
+    /// Waits until event `seq` of `conversation_id` was stored (or given up on),
+    /// at most [`Pace::store_wait`]; at once without a router API.
+    pub(crate) async fn wait_stored(&self, conversation_id: &str, seq: u64) {
+        if self.api.is_none() {
+            return;
+        }
+        let mut settled = self.signals.settled.subscribe();
+        let deadline = tokio::time::Instant::now() + self.pace.store_wait;
+        loop {
+            if self.lock().outbox.is_settled(conversation_id, seq) {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, settled.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(
+                        conversation.id = conversation_id,
+                        seq,
+                        "a turn's end is not stored yet; showing it anyway"
+                    );
+                    return;
+                }
             }
         }
     }
 
-    /// Asks the router to carry out a Jarvis tool call and waits for its reply.
-    pub async fn call(&self, conversation_id: Option<String>, call: ToolCall) -> CallResult {
-        let call_id = uuid::Uuid::new_v4().to_string();
-        let frame = SandboxFrame::Call {
-            call_id: call_id.clone(),
-            conversation_id,
-            call,
-        };
-        let (tx, rx) = oneshot::channel();
-        self.lock_calls().insert(
-            call_id.clone(),
-            PendingCall {
-                frame: frame.clone(),
-                reply: tx,
-            },
-        );
-        self.send(frame);
-        let outcome = tokio::time::timeout(self.call_timeout, rx).await;
-        self.lock_calls().remove(&call_id);
-        match outcome {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) | Err(_) => Err(ErrorBody {
-                code: "router_unavailable".into(),
-                message: "the router did not answer the call in time".into(),
-            }),
+    /// Waits (at most `timeout`) until every queued event was stored or given up
+    /// on: before the process exits.
+    pub async fn drain_outbox(&self, timeout: Duration) {
+        if self.api.is_none() {
+            return;
+        }
+        let mut settled = self.signals.settled.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.lock().outbox.queued() > 0 {
+            self.signals.flush.notify_one();
+            if !matches!(
+                tokio::time::timeout_at(deadline, settled.changed()).await,
+                Ok(Ok(()))
+            ) {
+                tracing::error!("events were left unstored at exit");
+                return;
+            }
         }
     }
 
-    /// Hands the router's reply to the waiting call; `false` if none waits for it.
-    pub fn reply(&self, call_id: &str, result: CallResult) -> bool {
-        match self.lock_calls().remove(call_id) {
-            Some(pending) => pending.reply.send(result).is_ok(),
-            None => false,
+    /// Shows the frames held back by [`Hub::emit_end`] to every link, in order.
+    pub(crate) fn release(&self, state: &mut HubState, conversation_id: &str) {
+        let HubState {
+            links,
+            conversations,
+            ..
+        } = state;
+        let Some(conversation) = conversations.get_mut(conversation_id) else {
+            return;
+        };
+        for frame in std::mem::take(&mut conversation.held) {
+            conversation.keep(frame.clone());
+            fan_out(links, &frame);
+        }
+    }
+
+    /// Turns running now, in every conversation.
+    pub fn running_turns(&self) -> usize {
+        running_turns(&self.lock())
+    }
+
+    /// Answers a `resume` on `link` only: the kept events of `conversation_id`
+    /// numbered above `after_seq`, as `replay` frames queued back to back under
+    /// the lock (no live event comes between them).
+    pub fn resume(
+        &self,
+        link: LinkId,
+        conversation_id: &str,
+        after_seq: u64,
+        request_id: Option<String>,
+    ) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let conversation =
+            conversation_entry(&mut state.conversations, &self.state_dir, conversation_id);
+        let Some(sender) = state.links.get(&link) else {
+            return;
+        };
+        let last_seq = conversation.shown;
+        let first_kept = conversation
+            .replay
+            .front()
+            .and_then(frame_seq)
+            .unwrap_or(last_seq + 1);
+        let events: Vec<SandboxFrame> = conversation
+            .replay
+            .iter()
+            .filter(|frame| frame_seq(frame).is_some_and(|seq| seq > after_seq))
+            .cloned()
+            .collect();
+        let mut chunks: Vec<Vec<SandboxFrame>> =
+            events.chunks(REPLAY_CHUNK).map(<[_]>::to_vec).collect();
+        if chunks.is_empty() {
+            chunks.push(Vec::new());
+        }
+        let count = chunks.len();
+        for (index, events) in chunks.into_iter().enumerate() {
+            let frame = SandboxFrame::Replay {
+                request_id: request_id.clone(),
+                conversation_id: conversation_id.to_string(),
+                events,
+                last_seq,
+                first_kept,
+                last: index + 1 == count,
+            };
+            if !sender.deliver(link, frame) {
+                state.links.remove(&link);
+                return;
+            }
+        }
+    }
+
+    /// Carries out a Jarvis tool call through the router (HTTP, retried until the
+    /// call timeout).
+    pub async fn call(&self, conversation_id: Option<String>, call: ToolCall) -> CallResult {
+        match &self.api {
+            Some(api) => api.call(conversation_id, &call, self.call_timeout).await,
+            None => Err(ErrorBody {
+                code: call_error::ROUTER_UNAVAILABLE.into(),
+                message: "this sandbox has no router to call".into(),
+            }),
         }
     }
 
@@ -228,6 +457,15 @@ impl Hub {
     pub fn conversations_dir(&self) -> &PathBuf {
         &self.state_dir
     }
+}
+
+/// Turns running now, in every conversation.
+pub(crate) fn running_turns(state: &HubState) -> usize {
+    state
+        .conversations
+        .values()
+        .filter(|c| c.slot.running())
+        .count()
 }
 
 /// The conversation's entry, loading its persisted sequence number on first use.
@@ -251,9 +489,13 @@ pub(crate) fn conversation_entry<'a>(
     }
     conversations
         .entry(conversation_id.to_string())
-        .or_insert_with(|| Conversation {
-            seq: load_seq(dir, conversation_id),
-            ..Conversation::default()
+        .or_insert_with(|| {
+            let seq = load_seq(dir, conversation_id);
+            Conversation {
+                seq,
+                shown: seq,
+                ..Conversation::default()
+            }
         })
 }
 
@@ -277,7 +519,8 @@ fn persist_seq(dir: &std::path::Path, conversation_id: &str, seq: u64) -> std::i
     std::fs::rename(tmp, path)
 }
 
-fn frame_seq(frame: &SandboxFrame) -> Option<u64> {
+/// The `seq` of a numbered frame.
+pub(crate) fn frame_seq(frame: &SandboxFrame) -> Option<u64> {
     match frame {
         SandboxFrame::Turn { seq, .. }
         | SandboxFrame::Text { seq, .. }
@@ -295,30 +538,38 @@ fn frame_seq(frame: &SandboxFrame) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn texts(rx: &mut mpsc::UnboundedReceiver<SandboxFrame>) -> Vec<u64> {
-        std::iter::from_fn(|| rx.try_recv().ok())
+    fn seqs(link: &mut Link) -> Vec<u64> {
+        std::iter::from_fn(|| link.frames.try_recv().ok())
             .filter_map(|f| frame_seq(&f))
             .collect()
+    }
+
+    fn hub(dir: &tempfile::TempDir) -> Arc<Hub> {
+        Hub::new(dir.path().into(), Duration::from_secs(1), None)
+    }
+
+    fn replays(link: &mut Link) -> Vec<SandboxFrame> {
+        std::iter::from_fn(|| link.frames.try_recv().ok()).collect()
     }
 
     #[test]
     fn seq_rises_and_survives_a_new_hub() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let hub = Hub::new(dir.path().into(), Duration::from_secs(1));
-        let mut rx = hub.attach();
+        let hub = hub(&dir);
+        let mut link = hub.attach();
         hub.emit("c", EventKind::Turn);
         hub.emit("c", EventKind::Text { delta: "a".into() });
-        assert_eq!(texts(&mut rx), vec![1, 2]);
-        let hub = Hub::new(dir.path().into(), Duration::from_secs(1));
-        let mut rx = hub.attach();
+        assert_eq!(seqs(&mut link), vec![1, 2]);
+        let hub = self::hub(&dir);
+        let mut link = hub.attach();
         hub.emit("c", EventKind::Turn);
-        assert_eq!(texts(&mut rx), vec![3]);
+        assert_eq!(seqs(&mut link), vec![3]);
     }
 
     #[test]
     fn old_idle_conversations_are_forgotten_but_keep_their_seq() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let hub = Hub::new(dir.path().into(), Duration::from_secs(1));
+        let hub = hub(&dir);
         for n in 0..CONVERSATIONS_KEPT + 10 {
             hub.emit(&format!("c{n}"), EventKind::Turn);
             hub.lock()
@@ -329,47 +580,165 @@ mod tests {
         }
         assert_eq!(hub.lock().conversations.len(), CONVERSATIONS_KEPT);
         assert!(!hub.lock().conversations.contains_key("c0"));
-        let mut rx = hub.attach();
+        let mut link = hub.attach();
         hub.emit("c0", EventKind::Turn);
-        assert_eq!(texts(&mut rx), vec![2]);
+        assert_eq!(seqs(&mut link), vec![2]);
     }
 
     #[test]
-    fn resume_replays_after_seq_and_keeps_few_turns() {
+    fn every_link_gets_every_event_and_errors_go_to_one() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let hub = Hub::new(dir.path().into(), Duration::from_secs(1));
+        let hub = hub(&dir);
+        let (mut a, mut b) = (hub.attach(), hub.attach());
+        hub.emit("c", EventKind::Turn);
+        hub.send_error(b.id, (None, Some("m".into())), "bad_frame", "no");
+        hub.emit("c", EventKind::Text { delta: "a".into() });
+        assert_eq!(seqs(&mut a), vec![1, 2]);
+        let frames = replays(&mut b);
+        assert_eq!(frames.len(), 3);
+        assert!(
+            matches!(&frames[1], SandboxFrame::Error { seq: None, message_id: Some(m), .. } if m == "m")
+        );
+        drop(a);
+        hub.emit("c", EventKind::Text { delta: "b".into() });
+        assert_eq!(hub.links(), 1, "a closed link is removed");
+    }
+
+    #[test]
+    fn a_link_that_falls_behind_is_closed_and_the_others_go_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = hub(&dir);
+        let slow = hub.attach();
+        let mut fast = hub.attach();
+        for n in 0..=LINK_QUEUE {
+            hub.emit("c", EventKind::Text { delta: "x".into() });
+            if n % 100 == 0 {
+                seqs(&mut fast);
+            }
+        }
+        assert!(slow.closed.is_cancelled());
+        assert_eq!(hub.links(), 1);
+        hub.emit("c", EventKind::Turn);
+        assert_eq!(seqs(&mut fast).last(), Some(&(LINK_QUEUE as u64 + 2)));
+    }
+
+    #[test]
+    fn resume_replays_after_seq_to_its_link_only_and_keeps_few_turns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = hub(&dir);
         for _ in 0..REPLAY_TURNS + 2 {
             hub.emit("c", EventKind::Turn);
             hub.emit("c", EventKind::Text { delta: "a".into() });
         }
-        let mut rx = hub.attach();
-        hub.resume("c", 10);
-        assert_eq!(texts(&mut rx), vec![11, 12]);
-        hub.resume("c", 0);
-        let kept = texts(&mut rx);
-        assert_eq!(kept.len(), REPLAY_TURNS * 2);
-        assert_eq!(kept.first(), Some(&5));
+        let (mut link, mut other) = (hub.attach(), hub.attach());
+        hub.resume(link.id, "c", 10, Some("r1".into()));
+        let frames = replays(&mut link);
+        let [
+            SandboxFrame::Replay {
+                request_id,
+                events,
+                last_seq,
+                first_kept,
+                last,
+                ..
+            },
+        ] = frames.as_slice()
+        else {
+            panic!("one replay frame expected: {frames:?}");
+        };
+        assert_eq!(request_id.as_deref(), Some("r1"));
+        let replayed: Vec<u64> = events.iter().filter_map(frame_seq).collect();
+        assert_eq!(replayed, vec![11, 12]);
+        assert_eq!((*last_seq, *first_kept, *last), (12, 5, true));
+        assert!(
+            replays(&mut other).is_empty(),
+            "the other link gets no replay"
+        );
+
+        hub.resume(link.id, "c", 12, None);
+        let frames = replays(&mut link);
+        assert!(
+            matches!(frames.as_slice(), [SandboxFrame::Replay { events, last: true, .. }] if events.is_empty()),
+            "{frames:?}"
+        );
+        hub.resume(link.id, "new", 0, None);
+        let frames = replays(&mut link);
+        assert!(
+            matches!(
+                frames.as_slice(),
+                [SandboxFrame::Replay {
+                    last_seq: 0,
+                    first_kept: 1,
+                    last: true,
+                    ..
+                }]
+            ),
+            "{frames:?}"
+        );
+    }
+
+    #[test]
+    fn a_long_replay_comes_in_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = hub(&dir);
+        hub.emit("c", EventKind::Turn);
+        for _ in 0..600 {
+            hub.emit("c", EventKind::Text { delta: "a".into() });
+        }
+        let mut link = hub.attach();
+        hub.resume(link.id, "c", 0, None);
+        let frames = replays(&mut link);
+        let sizes: Vec<(usize, bool)> = frames
+            .iter()
+            .map(|f| match f {
+                SandboxFrame::Replay { events, last, .. } => (events.len(), *last),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, vec![(256, false), (256, false), (89, true)]);
+    }
+
+    #[test]
+    fn a_held_end_and_what_follows_wait_for_release() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = hub(&dir);
+        let mut link = hub.attach();
+        hub.emit("c", EventKind::Turn);
+        let end = hub.emit_end(
+            &mut hub.lock(),
+            "c",
+            EventKind::Done {
+                usage: Default::default(),
+            },
+        );
+        assert_eq!(end, 2);
+        hub.emit(
+            "c",
+            EventKind::Text {
+                delta: "late".into(),
+            },
+        );
+        assert_eq!(seqs(&mut link), vec![1]);
+        hub.resume(link.id, "c", 0, None);
+        let frames = replays(&mut link);
+        assert!(
+            matches!(
+                frames.as_slice(),
+                [SandboxFrame::Replay { last_seq: 1, .. }]
+            ),
+            "held frames are not replayed yet: {frames:?}"
+        );
+        hub.release(&mut hub.lock(), "c");
+        assert_eq!(seqs(&mut link), vec![2, 3]);
     }
 
     #[tokio::test]
-    async fn calls_wait_for_their_reply_and_time_out() {
+    async fn without_a_router_calls_fail_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let hub = Hub::new(dir.path().into(), Duration::from_millis(200));
-        let mut rx = hub.attach();
-        let waiting = {
-            let hub = hub.clone();
-            tokio::spawn(async move { hub.call(None, ToolCall::ListDocuments {}).await })
-        };
-        let Some(SandboxFrame::Call { call_id, .. }) = rx.recv().await else {
-            panic!("expected a call");
-        };
-        assert!(hub.reply(&call_id, Ok(serde_json::json!([]))));
-        assert_eq!(waiting.await.expect("join"), Ok(serde_json::json!([])));
-        assert!(!hub.reply("nobody", Ok(Value::Null)));
-        let timed_out = hub.call(None, ToolCall::ListDocuments {}).await;
+        let failed = hub(&dir).call(None, ToolCall::ListDocuments {}).await;
         assert_eq!(
-            timed_out.map_err(|e| e.code),
-            Err("router_unavailable".to_string())
+            failed.map_err(|e| e.code),
+            Err(call_error::ROUTER_UNAVAILABLE.to_string())
         );
     }
 }

@@ -173,51 +173,45 @@ async fn speak_in_order(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{sync::atomic::AtomicUsize, time::Duration};
 
     use serde_json::json;
 
     use super::*;
-    use crate::protocol::{ErrorBody, SandboxFrame};
+    use crate::{
+        protocol::SandboxFrame,
+        router_api::RouterApi,
+        session::Link,
+        testing::{CallAnswer, FakeApi},
+    };
 
-    /// A router that answers each `speak` call after `delay(n)` (so later calls
-    /// can finish first), or with an error for texts containing "fail".
-    fn router(
-        hub: Arc<Hub>,
-        mut rx: mpsc::UnboundedReceiver<SandboxFrame>,
-        delay: fn(usize) -> u64,
-    ) -> tokio::task::JoinHandle<Vec<SandboxFrame>> {
-        tokio::spawn(async move {
-            let mut events = Vec::new();
-            let mut n = 0;
-            while let Some(frame) = rx.recv().await {
-                match frame {
-                    SandboxFrame::Call {
-                        call_id,
-                        call: ToolCall::Speak { text },
-                        ..
-                    } => {
-                        n += 1;
-                        let (hub, wait) = (hub.clone(), delay(n));
-                        tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_millis(wait)).await;
-                            let outcome = if text.contains("fail") {
-                                Err(ErrorBody {
-                                    code: "voice_failed".into(),
-                                    message: "engine down".into(),
-                                })
-                            } else {
-                                Ok(json!({"url": format!("/a/{text}"), "transcript": text}))
-                            };
-                            hub.reply(&call_id, outcome);
-                        });
-                    }
-                    SandboxFrame::Done { .. } => break,
-                    other => events.push(other),
-                }
-            }
-            events
-        })
+    /// A router that answers each `speak` call after `delay(n)` ms (so later
+    /// calls can finish first), or with an error for texts containing "fail";
+    /// and the hub it is reached through.
+    async fn router(delay: fn(usize) -> u64) -> (FakeApi, Arc<Hub>, tempfile::TempDir) {
+        let api = FakeApi::start().await.expect("fake api");
+        let calls = AtomicUsize::new(0);
+        api.answer_calls(move |call| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let text = call["params"]["text"].as_str().unwrap_or_default();
+            let answer = if text.contains("fail") {
+                CallAnswer::error("voice_failed", "engine down")
+            } else {
+                CallAnswer::result(json!({"url": format!("/a/{text}"), "transcript": text}))
+            };
+            answer.after(Duration::from_millis(delay(n)))
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = RouterApi::new(&api.url(), "token");
+        let hub = Hub::new(dir.path().into(), Duration::from_secs(5), client);
+        (api, hub, dir)
+    }
+
+    /// The link's frames up to the turn's `done`.
+    fn events(link: &mut Link) -> Vec<SandboxFrame> {
+        std::iter::from_fn(|| link.frames.try_recv().ok())
+            .take_while(|frame| !matches!(frame, SandboxFrame::Done { .. }))
+            .collect()
     }
 
     fn transcripts(events: &[SandboxFrame]) -> Vec<(String, Option<String>)> {
@@ -233,10 +227,8 @@ mod tests {
     }
 
     async fn turn(deltas: &[&str], max_chars: usize, delay: fn(usize) -> u64) -> Vec<SandboxFrame> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let hub = Hub::new(dir.path().into(), Duration::from_secs(5));
-        let rx = hub.attach();
-        let router = router(hub.clone(), rx, delay);
+        let (_api, hub, _dir) = router(delay).await;
+        let mut link = hub.attach();
         let mut speaker = Speaker::start(hub.clone(), "c".into(), max_chars);
         for delta in deltas {
             speaker.text(delta);
@@ -250,10 +242,7 @@ mod tests {
                 usage: Default::default(),
             },
         );
-        tokio::time::timeout(Duration::from_secs(10), router)
-            .await
-            .expect("router ends")
-            .expect("join")
+        events(&mut link)
     }
 
     #[tokio::test]
@@ -287,10 +276,8 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_stop_nothing_more_is_asked_for() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let hub = Hub::new(dir.path().into(), Duration::from_secs(5));
-        let rx = hub.attach();
-        let router = router(hub.clone(), rx, |_| 1);
+        let (_api, hub, _dir) = router(|_| 1).await;
+        let mut link = hub.attach();
         let mut speaker = Speaker::start(hub.clone(), "c".into(), 1000);
         speaker.text("Before the stop. ");
         speaker.stop();
@@ -304,10 +291,7 @@ mod tests {
                 usage: Default::default(),
             },
         );
-        let events = tokio::time::timeout(Duration::from_secs(10), router)
-            .await
-            .expect("router ends")
-            .expect("join");
+        let events = events(&mut link);
         let spoken = transcripts(&events);
         assert!(
             spoken.iter().all(|(t, _)| t == "Before the stop."),

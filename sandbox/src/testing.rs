@@ -12,6 +12,14 @@
 //! `authentication_error` (and recorded). Tests in other languages
 //! (the browser app's end-to-end run) start the `fake-anthropic` binary and queue
 //! answers with `POST /_fake/replies` (see [`Reply::from_json`]).
+//!
+//! It also plays the router's HTTP routes a sandbox calls itself (its gateway
+//! URL points here in the sandbox's tests): `POST /v1/workspace/events` stores
+//! events idempotently by (conversation, seq) and records every post
+//! ([`FakeApi::event_posts`], [`FakeApi::stored_events`]; [`FakeApi::fail_events`]
+//! makes the next ones fail), and `POST /v1/workspace/calls` answers Jarvis tool
+//! calls as [`FakeApi::answer_calls`] scripts them (recorded: [`FakeApi::calls`]).
+//! These are not in [`FakeApi::requests`].
 
 use std::{
     collections::VecDeque,
@@ -128,6 +136,7 @@ struct Shared {
     /// Set by a mid-stream error: the CLI's retry that follows fails too.
     fail_fallback: Mutex<bool>,
     requests: Mutex<Vec<RecordedRequest>>,
+    workspace: workspace::Workspace,
 }
 
 /// A running fake API on `127.0.0.1`; stops when dropped.
@@ -145,6 +154,8 @@ impl FakeApi {
             .route("/v1/messages", post(messages))
             .route("/v1/messages/count_tokens", post(count_tokens))
             .route("/_fake/replies", post(push_replies))
+            .route("/v1/workspace/events", post(workspace::events))
+            .route("/v1/workspace/calls", post(workspace::calls))
             .fallback(not_found)
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -210,6 +221,12 @@ fn record(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> RecordedRequest {
+    let request = parse(uri, headers, body);
+    lock(&shared.requests).push(request.clone());
+    request
+}
+
+fn parse(uri: &OriginalUri, headers: &HeaderMap, body: &Bytes) -> RecordedRequest {
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let header = |name: &str| {
         headers
@@ -225,14 +242,12 @@ fn record(
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
-    let request = RecordedRequest {
+    RecordedRequest {
         path,
         api_key: api_key.filter(|k| !k.trim().is_empty()),
         beta: header("anthropic-beta"),
         body,
-    };
-    lock(&shared.requests).push(request.clone());
-    request
+    }
 }
 
 async fn count_tokens(
@@ -329,3 +344,6 @@ async fn messages(
 }
 
 mod wire;
+mod workspace;
+
+pub use workspace::{CallAnswer, CallAnswerer, EventsPost};

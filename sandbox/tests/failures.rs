@@ -153,7 +153,7 @@ async fn bad_frames_get_errors_and_change_nothing() {
         ),
         (
             json!({"type": "reply", "call_id": "nobody", "result": {}}).to_string(),
-            "unknown_call",
+            "unknown_type",
         ),
         (oversized.to_string(), "frame_too_large"),
     ];

@@ -1,6 +1,6 @@
 //! Conversations outliving processes and connections: a restarted sandbox resumes
 //! from the CLI's transcript with rising sequence numbers, a reconnecting router
-//! replays what it missed, idle CLIs make room for other conversations, and local
+//! replays what it missed (and the other links stay), idle CLIs make room for other conversations, and local
 //! mode works over unix sockets.
 
 mod common;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use sandbox::testing::Reply;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn mentions(request: &sandbox::testing::RecordedRequest, needle: &str) -> bool {
     request.body["messages"].to_string().contains(needle)
@@ -71,32 +71,24 @@ async fn a_reconnecting_router_replays_after_its_last_seq() {
     let frames = first.turn(&id, "count").await;
 
     let mut second = sandbox.connect().await;
-    second
-        .send(json!({"type": "resume", "conversation_id": id, "after_seq": 2}))
-        .await;
-    let replayed = second.turn_end(&id).await;
+    let (replays, live) = second.resume(&id, 2).await;
+    assert!(live.is_empty(), "{live:?}");
     let expected: Vec<&Value> = frames
         .iter()
         .filter(|f| f["seq"].as_u64() > Some(2))
         .collect();
+    let replayed = replayed(&replays);
     assert_eq!(replayed.iter().collect::<Vec<_>>(), expected);
+    let end = replays.last().expect("replay");
+    assert_eq!(end["last_seq"].as_u64(), Some(last_seq(&frames)));
+    assert_eq!(end["first_kept"], 1);
 
-    // The new connection replaced the old one: the old one hears nothing more.
+    // Both links stay: each gets the next turn's events.
     world.api.push(Reply::text(&["again"]));
     let frames = second.turn(&id, "more").await;
     assert_eq!(text(&frames), "again");
-    let old = tokio::time::timeout(
-        Duration::from_millis(300),
-        futures::StreamExt::next(&mut first.ws),
-    )
-    .await;
-    assert!(
-        !matches!(
-            old,
-            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_))))
-        ),
-        "{old:?}"
-    );
+    let seen_by_first = first.turn_end(&id).await;
+    assert_eq!(seen_by_first, frames);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use sandbox::testing::Reply;
+use sandbox::testing::{CallAnswer, Reply};
 use serde_json::json;
 
 #[tokio::test]
@@ -115,25 +115,28 @@ async fn save_document_goes_through_the_router_and_emits_a_document() {
         json!({"filename": "plan.md", "content": "# Plan", "type": "markdown"}),
     ));
     world.api.push(Reply::text(&["Saved."]));
+    world
+        .api
+        .answer_calls(|_| CallAnswer::result(json!({"id": "doc-7", "filename": "plan.md"})));
     let sandbox = world.sandbox(&[]).await;
     let mut router = sandbox.connect().await;
     let id = conversation();
-    router.message(&id, "save a plan").await;
+    let frames = router.turn(&id, "save a plan").await;
 
-    let before_call = router.until(|f| f["type"] == "call").await;
-    let call = before_call.last().expect("call");
-    assert_eq!(call["method"], "save_document");
-    assert_eq!(call["conversation_id"], id.as_str());
+    assert!(
+        of_type(&frames, "call").is_empty(),
+        "calls go over HTTP: {frames:?}"
+    );
+    let calls = world.api.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["method"], "save_document");
+    assert_eq!(calls[0]["conversation_id"], id.as_str());
+    assert!(calls[0]["call_id"].is_string());
     assert_eq!(
-        call["params"],
+        calls[0]["params"],
         json!({"filename": "plan.md", "content": "# Plan", "type": "markdown"})
     );
-    assert!(call.get("user_id").is_none() && call["params"].get("user_id").is_none());
-    router
-        .send(json!({"type": "reply", "call_id": call["call_id"], "result": {"id": "doc-7", "filename": "plan.md"}}))
-        .await;
-    let frames = router.turn_end(&id).await;
-
+    assert!(calls[0].get("user_id").is_none() && calls[0]["params"].get("user_id").is_none());
     let documents = of_type(&frames, "document");
     assert_eq!(documents.len(), 1, "{frames:?}");
     assert_eq!(
@@ -152,6 +155,44 @@ async fn save_document_goes_through_the_router_and_emits_a_document() {
         "{frames:?}"
     );
     assert_eq!(frames.last().expect("end")["type"], "done");
+}
+
+#[tokio::test]
+async fn a_tool_call_is_retried_with_the_same_call_id_after_a_server_error() {
+    let world = World::new().await;
+    world.api.push(Reply::tool_use(
+        "toolu_l",
+        "mcp__jarvis__list_documents",
+        json!({}),
+    ));
+    world.api.push(Reply::text(&["Listed."]));
+    let failures = std::sync::atomic::AtomicUsize::new(0);
+    world.api.answer_calls(move |_| {
+        if failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            CallAnswer::status(503)
+        } else {
+            CallAnswer::result(json!([{"id": "doc-1", "filename": "a.md"}]))
+        }
+    });
+    let sandbox = world.sandbox(&[]).await;
+    let mut router = sandbox.connect().await;
+    let frames = router.turn(&conversation(), "list my documents").await;
+
+    let calls = world.api.calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(
+        calls.iter().all(|c| c["call_id"] == calls[0]["call_id"]),
+        "{calls:?}"
+    );
+    let results = of_type(&frames, "tool_result");
+    assert_eq!(results[0]["is_error"], false, "{frames:?}");
+    assert!(
+        results[0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("doc-1"),
+        "{frames:?}"
+    );
 }
 
 #[tokio::test]
@@ -257,31 +298,6 @@ async fn the_cli_can_run_as_the_unprivileged_sandbox_user() {
     assert_eq!(frames.last().expect("end")["type"], "done");
 }
 
-/// Plays the router for every `call` until the turn ends, answering with `answer`.
-async fn answer_calls(
-    router: &mut Router,
-    id: &str,
-    answer: impl Fn(&serde_json::Value) -> serde_json::Value,
-) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
-    let (mut calls, mut frames) = (Vec::new(), Vec::new());
-    loop {
-        let frame = router.next().await;
-        if frame["type"] == "call" {
-            let mut reply = answer(&frame);
-            reply["type"] = json!("reply");
-            reply["call_id"] = frame["call_id"].clone();
-            router.send(reply).await;
-            calls.push(frame);
-            continue;
-        }
-        let end = frame["conversation_id"] == id && ends_turn(&frame);
-        frames.push(frame);
-        if end {
-            return (calls, frames);
-        }
-    }
-}
-
 #[tokio::test]
 async fn speak_update_and_failed_calls_reach_the_agent() {
     let world = World::new().await;
@@ -301,16 +317,20 @@ async fn speak_update_and_failed_calls_reach_the_agent() {
         json!({"id": "doc-404"}),
     ));
     world.api.push(Reply::text(&["All done."]));
+    world
+        .api
+        .answer_calls(|call| match call["method"].as_str() {
+            Some("speak") => CallAnswer::result(json!({"url": "/api/audio/a1.wav"})),
+            Some("update_document") => {
+                CallAnswer::result(json!({"id": "doc-1", "filename": "notes.md"}))
+            }
+            _ => CallAnswer::error("not_found", "no such document"),
+        });
     let sandbox = world.sandbox(&[]).await;
     let mut router = sandbox.connect().await;
     let id = conversation();
-    router.message(&id, "speak, update, read").await;
-    let (calls, frames) = answer_calls(&mut router, &id, |call| match call["method"].as_str() {
-        Some("speak") => json!({"result": {"url": "/api/audio/a1.wav"}}),
-        Some("update_document") => json!({"result": {"id": "doc-1", "filename": "notes.md"}}),
-        _ => json!({"error": {"code": "not_found", "message": "no such document"}}),
-    })
-    .await;
+    let frames = router.turn(&id, "speak, update, read").await;
+    let calls = world.api.calls();
 
     let methods: Vec<&str> = calls.iter().filter_map(|c| c["method"].as_str()).collect();
     assert_eq!(methods, ["speak", "update_document", "read_document"]);

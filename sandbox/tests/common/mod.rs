@@ -229,12 +229,52 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Router<S> {
             .expect("send");
     }
 
-    /// Sends a user message.
+    /// Sends a user message (with a fresh `message_id`, as the router opens one).
     pub async fn message(&mut self, conversation_id: &str, content: &str) {
-        self.send(
-            json!({"type": "message", "conversation_id": conversation_id, "content": content}),
-        )
-        .await;
+        self.message_with(conversation_id, content, json!({})).await;
+    }
+
+    /// Sends a user message with more fields (`message_id`, `max_turns`, …);
+    /// a fresh `message_id` unless `extra` has one. Returns the `message_id`.
+    pub async fn message_with(
+        &mut self,
+        conversation_id: &str,
+        content: &str,
+        extra: Value,
+    ) -> String {
+        let mut frame = json!({"type": "message", "conversation_id": conversation_id, "content": content, "message_id": uuid::Uuid::new_v4().to_string()});
+        if let (Some(frame), Some(extra)) = (frame.as_object_mut(), extra.as_object()) {
+            frame.extend(extra.clone());
+        }
+        let message_id = frame["message_id"].as_str().unwrap_or_default().to_string();
+        self.send(frame).await;
+        message_id
+    }
+
+    /// Sends `resume` and collects the `replay` frames up to the last one, plus
+    /// the live frames of other types that came before it.
+    pub async fn resume(
+        &mut self,
+        conversation_id: &str,
+        after_seq: u64,
+    ) -> (Vec<Value>, Vec<Value>) {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        self.send(json!({"type": "resume", "conversation_id": conversation_id, "after_seq": after_seq, "request_id": request_id}))
+            .await;
+        let (mut replays, mut live) = (Vec::new(), Vec::new());
+        loop {
+            let frame = self.next().await;
+            if frame["type"] != "replay" {
+                live.push(frame);
+                continue;
+            }
+            assert_eq!(frame["request_id"], request_id.as_str(), "{frame}");
+            let last = frame["last"] == true;
+            replays.push(frame);
+            if last {
+                return (replays, live);
+            }
+        }
     }
 
     /// The next frame, within `WAIT`.
@@ -289,6 +329,41 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Router<S> {
     pub async fn turn(&mut self, conversation_id: &str, content: &str) -> Vec<Value> {
         self.message(conversation_id, content).await;
         self.turn_end(conversation_id).await
+    }
+}
+
+/// The events of `replay` frames, in order.
+pub fn replayed(replays: &[Value]) -> Vec<Value> {
+    replays
+        .iter()
+        .flat_map(|r| r["events"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The `seq`s of numbered frames.
+pub fn seqs(frames: &[Value]) -> Vec<u64> {
+    frames.iter().filter_map(|f| f["seq"].as_u64()).collect()
+}
+
+impl World {
+    /// Waits until the fake stored the end of a turn of `conversation_id` with a
+    /// seq above `after`; the stored events.
+    pub async fn stored_turn(&self, conversation_id: &str, after: u64) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let stored = self.api.stored_events(conversation_id);
+            if stored
+                .iter()
+                .any(|e| ends_turn(e) && e["seq"].as_u64() > Some(after))
+            {
+                return stored;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the turn was not stored: {stored:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
