@@ -376,7 +376,12 @@ async fn a_refused_turn_taken_back_leaves_nothing_behind(db: PgPool) {
         0
     );
     assert_eq!(
-        count(&db, "select count(*) from messages where conversation_id = $1", c).await,
+        count(
+            &db,
+            "select count(*) from messages where conversation_id = $1",
+            c
+        )
+        .await,
         0
     );
 
@@ -406,7 +411,10 @@ async fn a_refused_turn_taken_back_leaves_nothing_behind(db: PgPool) {
         .expect("discarded");
     let rows = messages(&db, c).await;
     assert_eq!(rows.len(), 2);
-    assert_eq!((rows[0].content.as_str(), rows[1].content.as_str()), ("First", "Answer"));
+    assert_eq!(
+        (rows[0].content.as_str(), rows[1].content.as_str()),
+        ("First", "Answer")
+    );
     assert_eq!(conversation(&db, c).await.2, 3);
 
     // Another user's conversation id is refused and not touched.

@@ -111,7 +111,12 @@ impl Frames {
     }
 }
 
-fn report(conversation: Uuid, message: Option<Uuid>, events: &[SandboxFrame], running: u32) -> Value {
+fn report(
+    conversation: Uuid,
+    message: Option<Uuid>,
+    events: &[SandboxFrame],
+    running: u32,
+) -> Value {
     json!({
         "batches": [{"conversation_id": conversation, "message_id": message, "events": events}],
         "running_turns": running,
@@ -257,7 +262,12 @@ async fn events_at_or_below_the_stored_seq_are_skipped_and_an_error_ends_the_tur
     let message = open(&app, &user, c, "Go").await;
     let mut f = Frames::new(c);
     let (t, a, b) = (f.turn(Some(message)), f.text("one "), f.text("two "));
-    let r = post_events(&app, &token, &report(c, Some(message), &[t.clone(), a.clone()], 1)).await;
+    let r = post_events(
+        &app,
+        &token,
+        &report(c, Some(message), &[t.clone(), a.clone()], 1),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // A retried batch that grew: the old events are skipped, the new ones added.
     let error = f.error();
@@ -349,7 +359,10 @@ async fn a_bad_token_or_a_malformed_body_changes_nothing(db: PgPool) {
         "running_turns": 1,
     });
     let mut no_running = good.clone();
-    no_running.as_object_mut().expect("object").remove("running_turns");
+    no_running
+        .as_object_mut()
+        .expect("object")
+        .remove("running_turns");
     for bad in [
         "not json".to_string(),
         json!({"batches": [{"conversation_id": "nope", "events": []}], "running_turns": 0})
@@ -431,7 +444,10 @@ async fn a_retried_save_document_saves_one_document(db: PgPool) {
     let first = post_call(&app, &token, &call).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     assert_eq!(first.body["result"]["filename"], "plan.md");
-    let (a, b) = tokio::join!(post_call(&app, &token, &call), post_call(&app, &token, &call));
+    let (a, b) = tokio::join!(
+        post_call(&app, &token, &call),
+        post_call(&app, &token, &call)
+    );
     assert_eq!(a.body, first.body);
     assert_eq!(b.body, first.body);
     assert_eq!(document_count(&app.db, user.id).await, 1);

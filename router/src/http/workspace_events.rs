@@ -91,10 +91,14 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, what: &str) -
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::PayloadTooLarge(format!("{what} is limited to {MAX_BODY_BYTES} bytes"))
         } else {
-            Error::BadRequest(format!("{what} could not be read: {}", rejection.body_text()))
+            Error::BadRequest(format!(
+                "{what} could not be read: {}",
+                rejection.body_text()
+            ))
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::BadRequest(format!("{what} is malformed: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadRequest(format!("{what} is malformed: {e}")))
 }
 
 /// Refuses a batch holding anything but numbered events of its conversation.
