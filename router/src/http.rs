@@ -56,6 +56,8 @@ pub mod users;
 pub mod voice;
 /// The browser app (static files with the single-page-app fallback).
 pub mod web;
+/// Turns' events and tool calls that sandboxes push to the router.
+pub mod workspace_events;
 /// Workspace files and agent state for sandboxes that sync through the router.
 pub mod workspace_sync;
 /// The browser WebSocket (`/ws`): auth, Origin, relay to the user's sandbox.
@@ -242,6 +244,7 @@ pub fn sandbox_app(state: AppState) -> Router {
         .merge(gateway::router())
         .merge(voice::sandbox_router().layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
         .merge(workspace_sync::sandbox_router())
+        .merge(workspace_events::sandbox_router())
         .fallback(error::not_found);
     middleware::apply(routes, state.clone()).with_state(state)
 }

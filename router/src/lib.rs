@@ -8,6 +8,8 @@ pub mod admin;
 pub mod auth;
 /// Stripe: API client, webhook signatures, events → plans.
 pub mod billing;
+/// The Jarvis tool calls a sandbox makes over HTTP, answered for its user.
+pub mod calls;
 /// Configuration from the environment (the table in DESIGN.md).
 pub mod config;
 /// Database access helpers shared by every module: the per-user (RLS) transaction.

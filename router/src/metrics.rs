@@ -47,6 +47,15 @@ pub struct GatewayLabels {
     pub outcome: String,
 }
 
+/// Labels of the events a sandbox pushes (`POST /v1/workspace/events`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkspaceEventLabels {
+    /// `stored`, `duplicate` (already stored: a retried batch), `ignored`
+    /// (unnumbered, of another conversation, or with no message to hold it) or
+    /// `foreign` (a conversation that is not the token's user's).
+    pub outcome: String,
+}
+
 /// The router's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -64,6 +73,8 @@ pub struct Metrics {
     pub voice_seconds: Family<VoiceLabels, Histogram>,
     /// Model gateway calls, by endpoint and outcome.
     pub gateway_calls: Family<GatewayLabels, Counter>,
+    /// Events sandboxes pushed to be stored, by outcome.
+    pub workspace_events: Family<WorkspaceEventLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -81,6 +92,7 @@ impl Default for Metrics {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
         });
         let gateway_calls = Family::<GatewayLabels, Counter>::default();
+        let workspace_events = Family::<WorkspaceEventLabels, Counter>::default();
         let mut registry = Registry::with_prefix("jarvis");
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register(
@@ -113,6 +125,11 @@ impl Default for Metrics {
             "Model gateway calls by endpoint and outcome",
             gateway_calls.clone(),
         );
+        registry.register(
+            "workspace_events",
+            "Events sandboxes pushed to be stored, by outcome",
+            workspace_events.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -122,11 +139,23 @@ impl Default for Metrics {
             voice_syntheses,
             voice_seconds,
             gateway_calls,
+            workspace_events,
         }
     }
 }
 
 impl Metrics {
+    /// Counts `n` pushed events with `outcome` (see [`WorkspaceEventLabels`]).
+    pub fn count_workspace_events(&self, outcome: &str, n: usize) {
+        if n > 0 {
+            self.workspace_events
+                .get_or_create(&WorkspaceEventLabels {
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(n as u64);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();

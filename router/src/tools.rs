@@ -73,7 +73,6 @@ impl ToolError {
 /// Answers one tool call of `user_id`'s sandbox. `conversation_id` (the turn's
 /// conversation, when the call came from one) is linked to saved documents if it
 /// is one of the user's conversations.
-#[tracing::instrument(skip(db, params), fields(user.id = %user_id))]
 pub async fn handle(
     db: &PgPool,
     user_id: Uuid,
@@ -81,8 +80,26 @@ pub async fn handle(
     method: &str,
     params: Value,
 ) -> Result<Value, ToolError> {
+    handle_call(db, user_id, None, conversation_id, method, params).await
+}
+
+/// [`handle`] for a call with an id (`POST /v1/workspace/calls`): a
+/// `save_document` retried with the same `call_id` saves nothing new and
+/// answers the document the first attempt saved (its id is
+/// [`call_document_id`]).
+#[tracing::instrument(skip(db, params), fields(user.id = %user_id))]
+pub async fn handle_call(
+    db: &PgPool,
+    user_id: Uuid,
+    call_id: Option<Uuid>,
+    conversation_id: Option<Uuid>,
+    method: &str,
+    params: Value,
+) -> Result<Value, ToolError> {
     let result = match method {
-        "save_document" => save_document(db, user_id, conversation_id, parse(params)?).await,
+        "save_document" => {
+            save_document(db, user_id, call_id, conversation_id, parse(params)?).await
+        }
         "list_documents" => {
             let ListParams {} = parse(params)?;
             list_documents(db, user_id).await
@@ -200,33 +217,82 @@ struct Summary {
     updated_at: OffsetDateTime,
 }
 
+/// The id of the document a `save_document` call `call_id` of `user_id` saves:
+/// UUID v5 of the call id in the user's namespace, so a retried call names the
+/// same document and two users' calls never collide.
+pub fn call_document_id(user_id: Uuid, call_id: Uuid) -> Uuid {
+    Uuid::new_v5(&user_id, call_id.as_bytes())
+}
+
+/// The `{id, filename}` answer of the `save_document` call `call_id` when that
+/// call already saved its document, else `None`.
+pub async fn saved_by_call(
+    db: &PgPool,
+    user_id: Uuid,
+    call_id: Uuid,
+) -> Result<Option<Value>, ToolError> {
+    let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let row: Option<(Uuid, String)> =
+        sqlx::query_as("select id, filename from documents where id = $1 and owner_id = $2")
+            .bind(call_document_id(user_id, call_id))
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(row.map(|(id, filename)| json!({ "id": id, "filename": filename })))
+}
+
 async fn save_document(
     db: &PgPool,
     user_id: Uuid,
+    call_id: Option<Uuid>,
     conversation_id: Option<Uuid>,
     p: SaveParams,
 ) -> Result<Value, ToolError> {
     let name =
         validate_filename(&p.filename).map_err(|e| ToolError::InvalidParams(e.to_string()))?;
     check_content(&p.content)?;
+    let id = call_id.map_or_else(Uuid::new_v4, |call| call_document_id(user_id, call));
     let mut tx = db::user_tx(db, user_id).await?;
     // The conversation is linked only if it is this user's (else null), so a
     // forged id can neither fail the save nor point at someone else's row.
     // language=PostgreSQL
-    let (id, filename): (Uuid, String) = sqlx::query_as(
-        "insert into documents (owner_id, conversation_id, filename, doc_type, content)
-         values ($1, (select id from conversations where id = $2 and owner_id = $1), $3, $4, $5)
+    let inserted: Option<(Uuid, String)> = sqlx::query_as(
+        "insert into documents (id, owner_id, conversation_id, filename, doc_type, content)
+         values ($1, $2, (select id from conversations where id = $3 and owner_id = $2), $4, $5, $6)
+         on conflict (id) do nothing
          returning id, filename",
     )
+    .bind(id)
     .bind(user_id)
     .bind(conversation_id)
     .bind(&name)
     .bind(p.doc_type.as_str())
     .bind(&p.content)
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    let (id, filename) = match inserted {
+        Some(row) => {
+            tracing::info!(document.id = %row.0, bytes = p.content.len(), "agent saved a document");
+            row
+        }
+        // A retry of a call already stored: the same answer, nothing new.
+        None => {
+            // language=PostgreSQL
+            let row: Option<(Uuid, String)> = sqlx::query_as(
+                "select id, filename from documents where id = $1 and owner_id = $2",
+            )
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let row = row.ok_or(ToolError::NotFound(id))?;
+            tracing::info!(document.id = %id, "a retried save_document answered the document it saved");
+            row
+        }
+    };
     tx.commit().await?;
-    tracing::info!(document.id = %id, bytes = p.content.len(), "agent saved a document");
     Ok(json!({ "id": id, "filename": filename }))
 }
 

@@ -10,9 +10,17 @@
 //! marks the message complete with its token counts; an `error`, or a `Turn` dropped
 //! midway, leaves what arrived marked incomplete.
 //!
+//! With the sandbox storing its own turns (`POST /v1/workspace/events`), there is
+//! no writer task: [`open_turn`] opens a turn's rows, [`discard_turn`] takes a
+//! refused one back, and [`store_events`] stores each batch the sandbox pushes,
+//! exactly once by (conversation, `seq`).
+//!
 //! This module does not relay frames or talk to sandboxes.
 
+mod store;
 mod writer;
+
+pub use store::{OpenTurn, StoreOutcome, discard_turn, open_turn, store_events};
 
 use std::sync::{Arc, Mutex};
 
@@ -109,63 +117,14 @@ impl Turn {
         content: &str,
         events: Value,
     ) -> Result<Self, TranscriptError> {
-        let mut tx = db::user_tx(db, user_id).await?;
-        // Under RLS another user's row is invisible, but the primary key still
-        // conflicts: the insert does nothing and the select below finds nothing.
-        // language=PostgreSQL
-        sqlx::query(
-            "insert into conversations (id, owner_id, title) values ($1, $2, $3)
-             on conflict (id) do nothing",
-        )
-        .bind(conversation_id)
-        .bind(user_id)
-        .bind(title(content))
-        .execute(&mut *tx)
-        .await?;
-        // language=PostgreSQL
-        let last_seq: Option<i64> = sqlx::query_scalar(
-            "select last_seq from conversations where id = $1 and owner_id = $2 for update",
-        )
-        .bind(conversation_id)
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(last_seq) = last_seq else {
-            return Err(TranscriptError::NotYours(conversation_id));
-        };
-        // language=PostgreSQL
-        sqlx::query(
-            "insert into messages (owner_id, conversation_id, role, content, events)
-             values ($1, $2, 'user', $3, $4)",
-        )
-        .bind(user_id)
-        .bind(conversation_id)
-        .bind(content)
-        .bind(&events)
-        .execute(&mut *tx)
-        .await?;
-        // language=PostgreSQL
-        let message_id: Uuid = sqlx::query_scalar(
-            "insert into messages (owner_id, conversation_id, role, complete)
-             values ($1, $2, 'assistant', false) returning id",
-        )
-        .bind(user_id)
-        .bind(conversation_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        // language=PostgreSQL
-        sqlx::query("update conversations set updated_at = now() where id = $1")
-            .bind(conversation_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let open = open_turn(db, user_id, conversation_id, content, events).await?;
         tracing::debug!(user.id = %user_id, conversation.id = %conversation_id, "turn started");
         Ok(Self::spawn(
             db.clone(),
             user_id,
             conversation_id,
-            message_id,
-            u64::try_from(last_seq).unwrap_or(0),
+            open.message_id,
+            open.last_seq,
         ))
     }
 

@@ -338,3 +338,129 @@ async fn a_turn_survives_a_router_restart_by_attaching_to_the_incomplete_message
         "nothing left to continue"
     );
 }
+
+async fn count(db: &PgPool, sql: &str, id: Uuid) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .expect("count")
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_refused_turn_taken_back_leaves_nothing_behind(db: PgPool) {
+    let u = user(&db, "a@example.com").await;
+    let other = user(&db, "b@example.com").await;
+
+    // A new conversation: opened, refused, gone.
+    let c = Uuid::new_v4();
+    let open = transcript::open_turn(&db, u, c, "Hello there", json!([]))
+        .await
+        .expect("turn opens");
+    assert!(open.created_conversation);
+    assert_eq!(open.conversation_id, c);
+    let rows = messages(&db, c).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].content, "Hello there");
+    assert!(!rows[1].complete);
+    // Another user cannot take it back.
+    transcript::discard_turn(&db, other, &open)
+        .await
+        .expect("discard runs");
+    assert_eq!(messages(&db, c).await.len(), 2);
+    transcript::discard_turn(&db, u, &open)
+        .await
+        .expect("discarded");
+    assert_eq!(
+        count(&db, "select count(*) from conversations where id = $1", c).await,
+        0
+    );
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from messages where conversation_id = $1",
+            c
+        )
+        .await,
+        0
+    );
+
+    // An existing conversation: only the refused turn's two messages go.
+    let c = Uuid::new_v4();
+    let first = transcript::open_turn(&db, u, c, "First", json!([]))
+        .await
+        .expect("turn opens");
+    let mut f = Frames::new(c, 1);
+    let stored = transcript::store_events(
+        &db,
+        u,
+        c,
+        Some(first.message_id),
+        &[f.turn(), f.text("Answer"), f.done(1, 1)],
+    )
+    .await
+    .expect("stored");
+    assert_eq!(stored.ended, Some(Outcome::Complete));
+    let refused = transcript::open_turn(&db, u, c, "Second", json!([]))
+        .await
+        .expect("turn opens");
+    assert!(!refused.created_conversation);
+    assert_eq!(refused.last_seq, 3);
+    transcript::discard_turn(&db, u, &refused)
+        .await
+        .expect("discarded");
+    let rows = messages(&db, c).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].content.as_str(), rows[1].content.as_str()),
+        ("First", "Answer")
+    );
+    assert_eq!(conversation(&db, c).await.2, 3);
+
+    // Another user's conversation id is refused and not touched.
+    let stolen = transcript::open_turn(&db, other, c, "let me in", json!([])).await;
+    assert!(matches!(stolen, Err(TranscriptError::NotYours(id)) if id == c));
+    assert_eq!(messages(&db, c).await.len(), 2);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_batch_stored_by_two_routers_at_once_is_stored_once(db: PgPool) {
+    let u = user(&db, "a@example.com").await;
+    let c = Uuid::new_v4();
+    let open = transcript::open_turn(&db, u, c, "Count", json!([]))
+        .await
+        .expect("turn opens");
+    let mut f = Frames::new(c, 1);
+    let mut expected = String::new();
+    let mut batch = vec![f.turn()];
+    for round in 0..20 {
+        // Each round's batch repeats the previous one's events (a retry that grew).
+        for i in 0..5 {
+            let delta = format!("{round}.{i} ");
+            expected.push_str(&delta);
+            batch.push(f.text(&delta));
+        }
+        let (a, b) = tokio::join!(
+            transcript::store_events(&db, u, c, Some(open.message_id), &batch),
+            transcript::store_events(&db, u, c, Some(open.message_id), &batch),
+        );
+        let (a, b) = (a.expect("stored"), b.expect("stored"));
+        assert_eq!(a.last_seq, f.seq);
+        assert_eq!(b.last_seq, f.seq);
+        let fresh = if round == 0 { 6 } else { 5 };
+        assert_eq!(a.stored + b.stored, fresh, "round {round}");
+        assert_eq!(a.duplicates + b.duplicates, 2 * batch.len() - fresh);
+    }
+    let rows = messages(&db, c).await;
+    assert_eq!(rows[1].content, expected);
+    assert!(!rows[1].complete);
+    assert_eq!(conversation(&db, c).await.2, 101);
+
+    // Another user storing into this conversation changes nothing.
+    let other = user(&db, "b@example.com").await;
+    let mut g = Frames::new(c, 200);
+    let r = transcript::store_events(&db, other, c, Some(open.message_id), &[g.text("x")]).await;
+    assert!(matches!(r, Err(TranscriptError::NotYours(id)) if id == c));
+    assert_eq!(messages(&db, c).await[1].content, expected);
+    assert_eq!(conversation(&db, c).await.2, 101);
+}

@@ -1,0 +1,342 @@
+//! Turns stored without a writer task: the router that takes a browser's message
+//! opens the turn's rows ([`open_turn`]), takes them back when the sandbox refuses
+//! the message ([`discard_turn`]), and the sandbox pushes the turn's numbered
+//! events over HTTP, stored batch by batch ([`store_events`]).
+//!
+//! Storing is idempotent by (conversation, `seq`): each batch runs in one short
+//! transaction that locks the conversation row first, so a retried batch, or the
+//! same batch stored by two routers at once, is written exactly once.
+
+use sandbox::protocol::SandboxFrame;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction, types::Json};
+use uuid::Uuid;
+
+use super::{Outcome, TranscriptError, browser_event, conversation_and_seq, title};
+use crate::db;
+
+/// The rows [`open_turn`] made for one turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTurn {
+    /// The conversation (made by this turn when `created_conversation`).
+    pub conversation_id: Uuid,
+    /// The user's message.
+    pub user_message_id: Uuid,
+    /// The empty, incomplete assistant message the turn's events are stored in:
+    /// the `message_id` of the `message` frame sent to the sandbox.
+    pub message_id: Uuid,
+    /// This turn made the conversation (it was new).
+    pub created_conversation: bool,
+    /// The conversation's highest stored `seq` when the turn opened.
+    pub last_seq: u64,
+}
+
+/// What [`store_events`] did with one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreOutcome {
+    /// The conversation's highest stored `seq` after the batch.
+    pub last_seq: u64,
+    /// The batch ended the turn: `done` (complete) or a numbered `error` (incomplete).
+    pub ended: Option<Outcome>,
+    /// Events stored by this call.
+    pub stored: usize,
+    /// Events already stored (`seq` at or below the stored `last_seq`), skipped.
+    pub duplicates: usize,
+    /// Events not stored for another reason: unnumbered, of another conversation,
+    /// or with no assistant message in the conversation to hold them.
+    pub ignored: usize,
+}
+
+/// Stores the user's message (`events` on it: the uploads it names) and an empty,
+/// incomplete assistant message in one transaction, creating the conversation
+/// (titled from `content`) when `conversation_id` is new. Fails with
+/// [`TranscriptError::NotYours`] when the id is another user's conversation.
+pub async fn open_turn(
+    db: &PgPool,
+    user_id: Uuid,
+    conversation_id: Uuid,
+    content: &str,
+    events: Value,
+) -> Result<OpenTurn, TranscriptError> {
+    let mut tx = db::user_tx(db, user_id).await?;
+    // Under RLS another user's row is invisible, but the primary key still
+    // conflicts: the insert does nothing and the select below finds nothing.
+    // language=PostgreSQL
+    let created: Option<Uuid> = sqlx::query_scalar(
+        "insert into conversations (id, owner_id, title) values ($1, $2, $3)
+         on conflict (id) do nothing returning id",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .bind(title(content))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let last_seq = lock_conversation(&mut tx, user_id, conversation_id)
+        .await?
+        .ok_or(TranscriptError::NotYours(conversation_id))?;
+    // language=PostgreSQL
+    let user_message_id: Uuid = sqlx::query_scalar(
+        "insert into messages (owner_id, conversation_id, role, content, events)
+         values ($1, $2, 'user', $3, $4) returning id",
+    )
+    .bind(user_id)
+    .bind(conversation_id)
+    .bind(content)
+    .bind(&events)
+    .fetch_one(&mut *tx)
+    .await?;
+    // language=PostgreSQL
+    let message_id: Uuid = sqlx::query_scalar(
+        "insert into messages (owner_id, conversation_id, role, complete)
+         values ($1, $2, 'assistant', false) returning id",
+    )
+    .bind(user_id)
+    .bind(conversation_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    // language=PostgreSQL
+    sqlx::query("update conversations set updated_at = now() where id = $1")
+        .bind(conversation_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::debug!(user.id = %user_id, conversation.id = %conversation_id, message.id = %message_id, "turn opened");
+    Ok(OpenTurn {
+        conversation_id,
+        user_message_id,
+        message_id,
+        created_conversation: created.is_some(),
+        last_seq,
+    })
+}
+
+/// Takes back a turn the sandbox refused: deletes its two messages, and the
+/// conversation too when this turn made it and nothing else was stored in it
+/// since. Rows that are not `user_id`'s are never touched.
+pub async fn discard_turn(
+    db: &PgPool,
+    user_id: Uuid,
+    turn: &OpenTurn,
+) -> Result<(), TranscriptError> {
+    let mut tx = db::user_tx(db, user_id).await?;
+    // The lock orders this after (or before) any other turn opening in the
+    // same conversation, so a message of theirs is never deleted with it.
+    if lock_conversation(&mut tx, user_id, turn.conversation_id)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    // language=PostgreSQL
+    sqlx::query(
+        "delete from messages where id in ($1, $2) and conversation_id = $3 and owner_id = $4",
+    )
+    .bind(turn.user_message_id)
+    .bind(turn.message_id)
+    .bind(turn.conversation_id)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    if turn.created_conversation {
+        // language=PostgreSQL
+        sqlx::query(
+            "delete from conversations c where c.id = $1 and c.owner_id = $2
+             and not exists (select 1 from messages m where m.conversation_id = c.id)",
+        )
+        .bind(turn.conversation_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::debug!(user.id = %user_id, conversation.id = %turn.conversation_id, "refused turn discarded");
+    Ok(())
+}
+
+/// Stores one batch of the sandbox's numbered events of `conversation_id`, in one
+/// transaction that holds the conversation's row lock: events at or below the
+/// stored `last_seq` are skipped (so a retried batch changes nothing), text deltas
+/// are appended to the assistant message's `content`, other events (as the
+/// browser saw them) to its `events`; `done` marks it complete with its token
+/// counts, a numbered `error` leaves it incomplete; `last_seq` is raised.
+///
+/// The events go to `message_id` when it is an assistant message of this
+/// conversation (a `turn` event naming one switches to it), else to the
+/// conversation's newest assistant message. Fails with
+/// [`TranscriptError::NotYours`] when the conversation is not `user_id`'s (or
+/// does not exist), changing nothing.
+pub async fn store_events(
+    db: &PgPool,
+    user_id: Uuid,
+    conversation_id: Uuid,
+    message_id: Option<Uuid>,
+    events: &[SandboxFrame],
+) -> Result<StoreOutcome, TranscriptError> {
+    let mut tx = db::user_tx(db, user_id).await?;
+    let stored_seq = lock_conversation(&mut tx, user_id, conversation_id)
+        .await?
+        .ok_or(TranscriptError::NotYours(conversation_id))?;
+    let mut outcome = StoreOutcome {
+        last_seq: stored_seq,
+        ..StoreOutcome::default()
+    };
+    let mut numbered: Vec<(u64, &SandboxFrame)> = Vec::with_capacity(events.len());
+    for frame in events {
+        match conversation_and_seq(frame) {
+            Some((c, seq)) if c.parse::<Uuid>().ok() == Some(conversation_id) => {
+                numbered.push((seq, frame));
+            }
+            _ => outcome.ignored += 1,
+        }
+    }
+    numbered.sort_by_key(|(seq, _)| *seq);
+
+    let mut target = assistant_message(&mut tx, user_id, conversation_id, message_id).await?;
+    let mut write = Write::default();
+    for (seq, frame) in numbered {
+        if seq <= outcome.last_seq {
+            outcome.duplicates += 1;
+            continue;
+        }
+        if let SandboxFrame::Turn {
+            message_id: Some(named),
+            ..
+        } = frame
+            && let Ok(named) = named.parse::<Uuid>()
+            && target != Some(named)
+        {
+            write.flush(&mut tx, user_id, target).await?;
+            target = assistant_message(&mut tx, user_id, conversation_id, Some(named)).await?;
+        }
+        if target.is_none() {
+            outcome.ignored += 1;
+            continue;
+        }
+        outcome.last_seq = seq;
+        outcome.stored += 1;
+        match frame {
+            SandboxFrame::Turn { .. } => {}
+            SandboxFrame::Text { delta, .. } => write.text.push_str(delta),
+            SandboxFrame::Done { usage, .. } => {
+                write.done = Some((usage.input_tokens, usage.output_tokens));
+                outcome.ended = Some(Outcome::Complete);
+            }
+            SandboxFrame::Error { .. } => {
+                write.events.push(browser_event(frame));
+                outcome.ended = Some(Outcome::Incomplete);
+            }
+            _ => write.events.push(browser_event(frame)),
+        }
+    }
+    write.flush(&mut tx, user_id, target).await?;
+    if outcome.last_seq > stored_seq {
+        // language=PostgreSQL
+        sqlx::query("update conversations set last_seq = $3 where id = $1 and owner_id = $2")
+            .bind(conversation_id)
+            .bind(user_id)
+            .bind(clamp(outcome.last_seq))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    if outcome.ignored > 0 {
+        tracing::warn!(user.id = %user_id, conversation.id = %conversation_id, ignored = outcome.ignored, "events not stored: unnumbered, of another conversation, or with no assistant message");
+    }
+    tracing::debug!(user.id = %user_id, conversation.id = %conversation_id, ?outcome, "events stored");
+    Ok(outcome)
+}
+
+/// Locks `conversation_id`'s row if it is `user_id`'s and answers its `last_seq`.
+async fn lock_conversation(
+    tx: &mut Transaction<'static, Postgres>,
+    user_id: Uuid,
+    conversation_id: Uuid,
+) -> sqlx::Result<Option<u64>> {
+    // language=PostgreSQL
+    let last_seq: Option<i64> = sqlx::query_scalar(
+        "select last_seq from conversations where id = $1 and owner_id = $2 for update",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(last_seq.map(|s| u64::try_from(s).unwrap_or(0)))
+}
+
+/// `wanted` when it is an assistant message of the conversation, else the
+/// conversation's newest assistant message; `None` when it has none.
+async fn assistant_message(
+    tx: &mut Transaction<'static, Postgres>,
+    user_id: Uuid,
+    conversation_id: Uuid,
+    wanted: Option<Uuid>,
+) -> sqlx::Result<Option<Uuid>> {
+    // language=PostgreSQL
+    let found: Option<Uuid> = sqlx::query_scalar(
+        "select id from messages
+         where conversation_id = $1 and owner_id = $2 and role = 'assistant'
+         order by (id is not distinct from $3) desc, position desc limit 1",
+    )
+    .bind(conversation_id)
+    .bind(user_id)
+    .bind(wanted)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(wanted) = wanted
+        && found != Some(wanted)
+    {
+        tracing::warn!(user.id = %user_id, conversation.id = %conversation_id, message.id = %wanted, "events name a message that is not this conversation's answer; storing them in its newest answer");
+    }
+    Ok(found)
+}
+
+/// What one batch appends to one message.
+#[derive(Default)]
+struct Write {
+    text: String,
+    events: Vec<Value>,
+    done: Option<(u64, u64)>,
+}
+
+impl Write {
+    /// Appends what gathered to `message` (if any) and starts over.
+    async fn flush(
+        &mut self,
+        tx: &mut Transaction<'static, Postgres>,
+        user_id: Uuid,
+        message: Option<Uuid>,
+    ) -> sqlx::Result<()> {
+        let write = std::mem::take(self);
+        let Some(message) = message else {
+            return Ok(());
+        };
+        if write.text.is_empty() && write.events.is_empty() && write.done.is_none() {
+            return Ok(());
+        }
+        let (input, output) = match write.done {
+            Some((i, o)) => (Some(clamp(i)), Some(clamp(o))),
+            None => (None, None),
+        };
+        // language=PostgreSQL
+        sqlx::query(
+            "update messages set content = content || $3, events = events || $4,
+                 complete = complete or $5,
+                 input_tokens = coalesce($6, input_tokens), output_tokens = coalesce($7, output_tokens)
+             where id = $1 and owner_id = $2",
+        )
+        .bind(message)
+        .bind(user_id)
+        .bind(&write.text)
+        .bind(Json(&write.events))
+        .bind(write.done.is_some())
+        .bind(input)
+        .bind(output)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
