@@ -1,6 +1,7 @@
-//! The Jarvis tools a sandbox calls through the router (`call` frames of
-//! `sandbox/README.md`): documents the agent saves, lists, searches, reads and
-//! updates, and the `speak` seam.
+//! The Jarvis tools a sandbox calls through the router (`POST /v1/workspace/calls`,
+//! formerly `call` frames of `sandbox/README.md`): documents the agent saves,
+//! lists, searches, reads and updates, and the `speak` seam. A call with an id
+//! ([`handle_call`]) saves its document once however often it is retried.
 //!
 //! [`handle`] answers one call for one user. The user id is the sandbox's owner,
 //! bound by the router; no parameter names a user. Every query runs in that user's

@@ -381,6 +381,11 @@ async fn a_bad_token_or_a_malformed_body_changes_nothing(db: PgPool) {
             r.body
         );
     }
+    // A body past the cap is refused as such.
+    let mut f = Frames::new(c);
+    let huge = report(c, None, &[f.text(&"x".repeat(9 * 1024 * 1024))], 1);
+    let r = post_events(&app, &token, &huge).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
     let rows = messages(&app.db, c).await;
     assert_eq!(rows[1].content, "");
     assert_eq!(last_seq(&app.db, c).await, 0);
@@ -497,4 +502,36 @@ async fn a_retried_save_document_saves_one_document(db: PgPool) {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.body);
     }
     assert_eq!(document_count(&app.db, user.id).await, 2);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_retried_save_is_answered_even_when_the_first_filled_the_storage(db: PgPool) {
+    let app = TestApp::with_config(db, |c| {
+        c.plans = Some(r#"{"free": {"storage_bytes": 3000}}"#.into());
+    })
+    .await;
+    let user = app.register("a@example.com").await;
+    let token = workspace_token(&app, &user).await;
+    let save = |call_id: Uuid| {
+        json!({
+            "call_id": call_id,
+            "method": "save_document",
+            "params": {"filename": "big.md", "content": "x".repeat(2000), "type": "markdown"},
+        })
+    };
+    let call_id = Uuid::new_v4();
+    let first = post_call(&app, &token, &save(call_id)).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert!(first.body["result"]["id"].is_string(), "{}", first.body);
+    // The answer was lost; the retry gets it, though a second copy would not fit.
+    let retry = post_call(&app, &token, &save(call_id)).await;
+    assert_eq!(retry.body, first.body);
+    let another = post_call(&app, &token, &save(Uuid::new_v4())).await;
+    assert_eq!(another.status, StatusCode::OK, "{}", another.body);
+    assert_eq!(
+        another.body["error"]["code"], "quota_exceeded",
+        "{}",
+        another.body
+    );
+    assert_eq!(document_count(&app.db, user.id).await, 1);
 }
