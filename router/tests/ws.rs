@@ -546,10 +546,36 @@ async fn the_plan_caps_turns_running_at_once(db: PgPool) {
     // The free plan runs one answer at a time: another conversation must wait.
     a.message("meanwhile, another", None).await;
     let refused = a
-        .until(|f| f["type"] == "error" && f.get("conversation_id").is_none())
+        .until(|f| f["type"] == "error" && f["code"] == "too_many_turns")
         .await;
     let error = refused.last().expect("error");
-    assert_eq!(error["code"], "too_many_turns", "{refused:?}");
+    assert!(
+        error["conversation_id"].is_string() && error["conversation_id"] != running,
+        "the refusal names the refused message's conversation: {error}"
+    );
+    // The refused message is taken back: its new conversation is not kept.
+    let refused_id: uuid::Uuid = error["conversation_id"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .expect("a conversation id");
+    let db = live.app.db.clone();
+    let kept = move || {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from conversations where id = $1")
+                .bind(refused_id)
+                .fetch_one(&db)
+                .await
+                .expect("count")
+        }
+    };
+    tokio::time::timeout(WAIT, async {
+        while kept().await != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the refused turn's rows are deleted");
     assert!(
         error["message"]
             .as_str()

@@ -459,12 +459,14 @@ impl Hub {
     }
 }
 
-/// Turns running now, in every conversation.
+/// Turns running now, in every conversation: a turn whose end is held back
+/// until it is stored has ended (the router learns so from the stored end; it
+/// would otherwise keep counting a turn that no later report takes back).
 pub(crate) fn running_turns(state: &HubState) -> usize {
     state
         .conversations
         .values()
-        .filter(|c| c.slot.running())
+        .filter(|c| c.slot.running() && c.held.is_empty())
         .count()
 }
 
