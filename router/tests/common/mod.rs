@@ -302,6 +302,9 @@ pub mod live;
 /// The real router binary as a process, and a plain WebSocket client.
 pub mod process;
 
+/// A plain TCP load balancer (a Service) in front of router replicas.
+pub mod balancer;
+
 /// A fake Stripe API that checks requests like Stripe.
 pub mod stripe;
 

@@ -71,6 +71,12 @@ pub async fn start_router(db_url: &str, dir: &Path, upstream: &str) -> RouterPro
         .spawn()
         .expect("the router binary starts");
     let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&url).await;
+    RouterProcess { child, url }
+}
+
+/// Waits (bounded) until the router at `url` answers `/readyz` with success.
+pub async fn wait_ready(url: &str) {
     let client = reqwest::Client::new();
     tokio::time::timeout(WAIT, async {
         loop {
@@ -84,7 +90,6 @@ pub async fn start_router(db_url: &str, dir: &Path, upstream: &str) -> RouterPro
     })
     .await
     .expect("the router is ready in time");
-    RouterProcess { child, url }
 }
 
 /// Registers a built-in account on the router at `url`; its access token.
