@@ -411,6 +411,7 @@ fn conversation_and_seq(frame: &SandboxFrame) -> Option<(&str, u64)> {
         SandboxFrame::Turn {
             seq,
             conversation_id,
+            ..
         }
         | SandboxFrame::Text {
             seq,

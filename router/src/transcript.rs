@@ -356,6 +356,7 @@ fn conversation_and_seq(frame: &SandboxFrame) -> Option<(&str, u64)> {
         F::Turn {
             seq,
             conversation_id,
+            ..
         }
         | F::Text {
             seq,
