@@ -15,7 +15,7 @@ mod common;
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{Arc, Mutex, OnceLock, atomic::AtomicU8, atomic::Ordering},
+    sync::{Arc, Mutex, OnceLock, atomic::AtomicU8, atomic::AtomicU16, atomic::Ordering},
     time::Duration,
 };
 
@@ -47,7 +47,10 @@ const NS: &str = "jarvis";
 /// The kubelet's default termination grace period.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Runs each pod as a `sandbox` process listening on `127.77.<n>.1:<port>`.
+/// The next pod's host number in this process (its loopback "pod IP").
+static NEXT_HOST: AtomicU16 = AtomicU16::new(0);
+
+/// Runs each pod as a `sandbox` process listening on its own `127.77.x.y:<port>`.
 #[derive(Default)]
 struct SandboxPods {
     client: OnceLock<kube::Client>,
@@ -89,7 +92,9 @@ impl SandboxPods {
             .ok_or("no token in the secret")?;
         let token = String::from_utf8(token.0).map_err(|e| e.to_string())?;
         let n = self.next.fetch_add(1, Ordering::SeqCst) + 1;
-        let ip = format!("127.77.{n}.1");
+        // Every test's pods at addresses of their own (the tests run at once).
+        let host = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
+        let ip = format!("127.77.{}.{}", host / 250, host % 250 + 1);
         let dir = self.dir.get().ok_or("no dir")?.join(format!("pod-{n}"));
         for sub in ["workspace", "state"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
@@ -289,6 +294,14 @@ impl Cluster {
     /// in the second its token was issued: status times have whole seconds, and a
     /// start not known to be over holds its claim for the wake timeout.
     async fn operator_sleeps(&self, user: uuid::Uuid) {
+        let dirs: Vec<PathBuf> = self
+            .pods
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|(_, dir)| dir.clone())
+            .collect();
         tokio::time::sleep(Duration::from_millis(1100)).await;
         self.workspaces()
             .patch_scale(
@@ -298,7 +311,8 @@ impl Cluster {
             )
             .await
             .expect("scaled to 0");
-        common::live::wait_for(|| self.pods_running() == 0).await;
+        common::live::wait_for(|| self.pods_running() == 0 && dirs.iter().all(|d| !d.exists()))
+            .await;
     }
 
     /// `user`'s workspace as the cluster has it.

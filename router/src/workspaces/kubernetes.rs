@@ -280,6 +280,18 @@ impl KubernetesBackend {
         Ok(())
     }
 
+    /// Records activity on `user`'s workspace now (not throttled; later touches
+    /// count from it).
+    async fn record_activity(&self, user: Uuid) -> Result<()> {
+        self.touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user, Instant::now());
+        record_activity(&self.workspaces(), &workspace_name(user))
+            .await
+            .map_err(kube_error)
+    }
+
     /// Wait (at most `timeout`) until `done` holds for the workspace; `None` past it.
     async fn wait_for(
         &self,
@@ -320,6 +332,9 @@ impl KubernetesBackend {
             match self.claim(&ws, current).await? {
                 Claim::Won(token) => {
                     tokens::install(&self.db, user, &token).await?;
+                    // Its last activity may be from before it slept: the reaper
+                    // must not take it for idle the moment it is Ready.
+                    self.record_activity(user).await?;
                     self.scale(&name, 1).await?;
                     tracing::info!(user.id = %user, "starting the workspace's pod");
                     started = Some(token);
@@ -343,6 +358,7 @@ impl KubernetesBackend {
             .wait_for(&name, left(), is_ready)
             .await?
             .ok_or(Error::Timeout)?;
+        self.record_activity(user).await?;
         let token = match &started {
             Some(token) => token.clone(),
             None => self.read_token(&name).await?,
@@ -462,21 +478,35 @@ impl Backend for KubernetesBackend {
             }
             touched.insert(user, now);
         }
-        let api = self.workspaces();
-        let name = workspace_name(user);
-        let patch = json!({ "status": { "lastActivity": Timestamp::now().to_string() } });
         // Outside a runtime (never in the router) there is nothing to write with.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let api = self.workspaces();
         runtime.spawn(async move {
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..PatchParams::default()
-            };
-            if let Err(error) = api.patch_status(&name, &params, &Patch::Merge(patch)).await {
-                tracing::warn!(%error, workspace = %name, "recording workspace activity failed");
+            let name = workspace_name(user);
+            match record_activity(&api, &name).await {
+                Ok(()) => {}
+                // Not made yet: its wake is on the way, and records activity itself.
+                Err(error) if is_status(&error, 404) => {
+                    tracing::debug!(%error, workspace = %name, "no workspace to record activity on");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, workspace = %name, "recording workspace activity failed");
+                }
             }
         });
     }
+}
+
+/// Merge-patches `status.lastActivity` of workspace `name` to now.
+async fn record_activity(api: &Api<JarvisWorkspace>, name: &str) -> Result<(), kube::Error> {
+    let patch = json!({ "status": { "lastActivity": Timestamp::now().to_string() } });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    api.patch_status(name, &params, &Patch::Merge(patch))
+        .await
+        .map(|_| ())
 }
