@@ -510,3 +510,24 @@ async fn record_activity(api: &Api<JarvisWorkspace>, name: &str) -> Result<(), k
         .await
         .map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_timeout_is_written_as_the_operator_reads_it_and_at_least_a_minute() {
+        let spec = |seconds| idle_timeout_spec(Duration::from_secs(seconds));
+        assert_eq!(spec(15 * 60), "15m");
+        assert_eq!(spec(90), "1m30s");
+        assert_eq!(spec(5400), "1h30m");
+        assert_eq!(spec(3601), "1h1s");
+        assert_eq!(spec(10), "1m", "the operator refuses less than 1m");
+        for seconds in [60, 61, 3599, 3600, 86_399] {
+            assert_eq!(
+                operator::crd::parse_duration(&spec(seconds)),
+                Some(Duration::from_secs(seconds))
+            );
+        }
+    }
+}

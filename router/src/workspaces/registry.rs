@@ -475,3 +475,33 @@ fn is_unauthorized(error: &Error) -> bool {
 fn is_empty_dir(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WebSocket handshake the sandbox answers 401 (another token than the one
+    /// read) is what makes the registry look again; other failures are not.
+    #[tokio::test]
+    async fn a_refused_token_is_told_apart_from_other_connect_failures() {
+        let app = axum::Router::new().route(
+            "/ws",
+            axum::routing::get(|| async { axum::http::StatusCode::UNAUTHORIZED }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let refused = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
+            .await
+            .expect_err("refused");
+        assert!(is_unauthorized(&Error::Connect(Box::new(refused))));
+        let missing = tokio_tungstenite::connect_async(format!("ws://{address}/nowhere"))
+            .await
+            .expect_err("not found");
+        assert!(!is_unauthorized(&Error::Connect(Box::new(missing))));
+        assert!(!is_unauthorized(&Error::Timeout));
+        server.abort();
+    }
+}
