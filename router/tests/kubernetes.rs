@@ -334,3 +334,58 @@ async fn the_router_needs_the_charts_rights_on_pods_and_secrets(db: PgPool) {
     forbidden(error, "get resource \"secrets\"");
     operator.abort();
 }
+
+/// A workspace scaled to 0 whose pod the operator has not stopped yet (it is
+/// down, say) is not started again with a new token: that pod would keep the old
+/// one. The wake waits until the operator put it to sleep, then starts it.
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_wake_waits_until_the_operator_stopped_the_old_pod(db: PgPool) {
+    let fake = FakeApiServer::start().await.expect("fake apiserver");
+    fake.enforce_rbac(chart_rbac(NS, RELEASE).expect("the chart's RBAC"));
+    let client = fake.client(NS);
+    let workspaces = Api::<JarvisWorkspace>::namespaced(client.clone(), NS);
+    let secrets = Api::<Secret>::namespaced(client, NS);
+    let backend = Arc::new(router_backend(&fake, &db, false));
+    let user = user(&db).await;
+    let name = workspace_name(user);
+    let operator = start_operator(&fake);
+    let first = backend.wake(user).await.expect("woken");
+    operator.abort();
+    let _ = operator.await;
+    // The pod has run for long: its token's claim is long over.
+    let mut secret = token_secret(&secrets, &name).await.expect("secret");
+    secret.metadata.annotations =
+        Some([(ISSUED_AT.to_owned(), "2020-01-01T00:00:00Z".to_owned())].into());
+    secrets
+        .replace(&format!("jw-{name}-token"), &Default::default(), &secret)
+        .await
+        .expect("aged");
+    workspaces
+        .patch_scale(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "replicas": 0 } })),
+        )
+        .await
+        .expect("scaled to 0");
+
+    let waking = tokio::spawn({
+        let backend = backend.clone();
+        async move { backend.wake(user).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        token_of(&secrets, &name).await,
+        Some(first.token.clone()),
+        "no new token while the old pod may run"
+    );
+    assert!(!waking.is_finished());
+    assert!(pod_uid(&fake, &name).is_some(), "the old pod still runs");
+
+    let operator = start_operator(&fake);
+    let second = waking.await.expect("joined").expect("woken");
+    assert!(second.started);
+    assert_ne!(second.token, first.token);
+    assert_eq!(token_of(&secrets, &name).await, Some(second.token));
+    operator.abort();
+}

@@ -15,7 +15,9 @@
 //!   turning false while `Sleeping`). The winner issues the token (its hash in Postgres, the same token in
 //!   the Secret), sets `replicas: 1` through the scale subresource and waits for
 //!   Ready. Whoever finds the Secret younger, or gets a 409 anywhere in the swap,
-//!   lets the winner start it: waits for `replicas: 1`, then joins as above;
+//!   lets the winner start it: waits for `replicas: 1`, then joins as above. A
+//!   workspace scaled to 0 that the operator has not yet put to sleep (its pod may
+//!   still run, with the old token) is waited for first;
 //! - sleep is the operator's: its idle reaper scales a workspace to 0 when
 //!   `status.lastActivity` is older than `spec.idleTimeout`. The router never scales
 //!   a workspace down ([`Backend::sleeps_idle`] is false; [`Backend::sleep`] only
@@ -329,6 +331,15 @@ impl KubernetesBackend {
             if ws.spec.replicas != 0 && current.is_some() {
                 break;
             }
+            if ws.spec.replicas == 0 && !is_asleep(&ws) {
+                // Scaled to 0, but the operator has not stopped its pod yet: a pod
+                // left running would keep the old token. Wait until it is asleep
+                // (or someone started it again).
+                let settled =
+                    self.wait_for(&name, left(), |ws| ws.spec.replicas != 0 || is_asleep(ws));
+                settled.await?.ok_or(Error::Timeout)?;
+                continue;
+            }
             match self.claim(&ws, current).await? {
                 Claim::Won(token) => {
                     tokens::install(&self.db, user, &token).await?;
@@ -396,15 +407,25 @@ fn issued_at(secret: &Secret) -> Option<Timestamp> {
     secret.annotations().get(ISSUED_AT)?.parse().ok()
 }
 
+/// Whether the operator has put the workspace to sleep: scaled to 0, and its
+/// status, about that spec, says `Sleeping` (its pod is deleted).
+fn is_asleep(ws: &JarvisWorkspace) -> bool {
+    ws.spec.replicas == 0
+        && ws.status.as_ref().is_some_and(|status| {
+            status.observed_generation >= ws.metadata.generation
+                && status.phase == Some(WorkspacePhase::Sleeping)
+        })
+}
+
 /// Since when the workspace sleeps, if its status (about the current spec) says so:
 /// when its `Ready` condition turned false.
 fn slept_since(ws: &JarvisWorkspace) -> Option<Timestamp> {
-    let status = ws.status.as_ref()?;
-    let current = status.observed_generation >= ws.metadata.generation;
-    if ws.spec.replicas != 0 || !current || status.phase != Some(WorkspacePhase::Sleeping) {
+    if !is_asleep(ws) {
         return None;
     }
-    let ready = status
+    let ready = ws
+        .status
+        .as_ref()?
         .conditions
         .iter()
         .find(|c| c.type_ == operator::controller::status::READY && c.status == "False")?;
