@@ -105,12 +105,15 @@ LEADER_RULES = {(NAMESPACE, "coordination.k8s.io", "leases", "create", None)} | 
 }
 # By default the operator manages its release namespace only.
 OPERATOR_RULES = operator_rules(NAMESPACE) | LEADER_RULES
+# The router creates, reads and watches workspaces (never deletes nor scales one down),
+# scales them up, reports activity in their status, claims a start by creating or
+# replacing the token Secret, and reads a pod's IP.
 ROUTER_RULES = (
-    {(NAMESPACE, "jarvis.dev", WORKSPACES, v, None) for v in ("get", "list", "watch", "create", "patch", "delete")}
-    | {(NAMESPACE, "jarvis.dev", f"{WORKSPACES}/status", v, None) for v in ("get", "patch")}
-    | {(NAMESPACE, "jarvis.dev", f"{WORKSPACES}/scale", v, None) for v in ("get", "patch", "update")}
-    | {(NAMESPACE, "", "secrets", v, None) for v in ("create", "get", "patch", "update", "delete")}
-    | {(NAMESPACE, "", "pods", v, None) for v in ("get", "list", "watch")}
+    {(NAMESPACE, "jarvis.dev", WORKSPACES, v, None) for v in ("get", "list", "watch", "create")}
+    | {(NAMESPACE, "jarvis.dev", f"{WORKSPACES}/status", "patch", None)}
+    | {(NAMESPACE, "jarvis.dev", f"{WORKSPACES}/scale", "patch", None)}
+    | {(NAMESPACE, "", "secrets", v, None) for v in ("get", "create", "update")}
+    | {(NAMESPACE, "", "pods", "get", None)}
 )
 
 
@@ -481,6 +484,19 @@ class ChartTest(unittest.TestCase):
             self.assertEqual(annotations["prometheus.io/port"], port)
         self.assertEqual(self.minimal.deployment("operator")["spec"]["replicas"], 2)
         self.assertEqual(self.production.deployment("router")["spec"]["replicas"], 3)
+
+    def test_two_routers_by_default_and_a_drain_leaves_one(self):
+        for label, install in self.installs.items():
+            with self.subTest(install=label):
+                router = install.deployment("router")
+                budget = install.one("PodDisruptionBudget", f"{PREFIX}-router")["spec"]
+                self.assertEqual(budget["minAvailable"], 1)
+                self.assertEqual(budget["selector"]["matchLabels"], router["spec"]["selector"]["matchLabels"])
+        self.assertEqual(self.minimal.deployment("router")["spec"]["replicas"], 2)
+        # One router: a budget of one would block every drain.
+        single = Install({**MINIMAL, "router": {**MINIMAL["router"], "replicas": 1}})
+        self.assertEqual(single.deployment("router")["spec"]["replicas"], 1)
+        self.assertEqual(single.all("PodDisruptionBudget"), [])
 
     def test_ingress_with_tls_sends_everything_to_the_router(self):
         self.assertEqual(self.minimal.all("Ingress"), [])

@@ -46,7 +46,7 @@ use futures::{SinkExt, StreamExt, future::BoxFuture};
 use router::{
     config::Config,
     http::AppState,
-    workspaces::{Backend, BackendStatus, Endpoint, Registry},
+    workspaces::{Awake, Backend, BackendStatus, Endpoint, Registry},
 };
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
@@ -122,12 +122,14 @@ async fn serve_stub(listener: TcpListener) {
 struct StubBackend(String);
 
 impl Backend for StubBackend {
-    fn wake<'a>(
-        &'a self,
-        _user: Uuid,
-        _token: &'a str,
-    ) -> BoxFuture<'a, router::workspaces::Result<Endpoint>> {
-        Box::pin(async move { Ok(Endpoint::Tcp(self.0.clone())) })
+    fn wake(&self, _user: Uuid) -> BoxFuture<'_, router::workspaces::Result<Awake>> {
+        Box::pin(async move {
+            Ok(Awake {
+                endpoint: Endpoint::Tcp(self.0.clone()),
+                token: "stub".to_owned(),
+                started: true,
+            })
+        })
     }
 
     fn sleep(&self, _user: Uuid) -> BoxFuture<'_, router::workspaces::Result<()>> {

@@ -1,10 +1,12 @@
 //! Workspaces: the sandbox that runs each user's agent, wherever it runs.
 //!
 //! This module owns the workspace token (the only credential a sandbox holds) and
-//! the [`Backend`] trait: wake a user's sandbox and say where the router can open
-//! its WebSocket, put it to sleep, tell its status. One implementation per place a
-//! sandbox can run (`local`: bubblewrap processes on this machine). Which
-//! workspace is awake, and when it sleeps, is decided in one place: [`registry`].
+//! the [`Backend`] trait: wake a user's sandbox (or join the one that runs) and say
+//! where the router can open its WebSocket with which token, put it to sleep, tell
+//! its status. One implementation per place a sandbox can run (`local`: bubblewrap
+//! processes on this machine, one router; `kubernetes`: pods of the operator, any
+//! number of routers). When this router wakes and sleeps workspaces is decided in
+//! one place, [`registry`]; with kubernetes only the operator puts them to sleep.
 //! Relaying frames is `crate::proxy`'s job, not this module's.
 
 use std::path::PathBuf;
@@ -95,20 +97,39 @@ pub enum BackendStatus {
     Running,
 }
 
-/// A place sandboxes run. Implementations start and stop sandboxes only; the
-/// [`Registry`] decides when, issues and revokes the token, and connects.
+/// An awake sandbox as a wake found or made it: where it listens and the token
+/// its WebSocket takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Awake {
+    /// Where the router opens the sandbox's WebSocket.
+    pub endpoint: Endpoint,
+    /// The workspace token the sandbox holds (the WebSocket's bearer).
+    pub token: String,
+    /// This wake started a new sandbox (and issued its token); `false`: it joined
+    /// one that was running, with the token it holds.
+    pub started: bool,
+}
+
+/// A place sandboxes run. Implementations start (or find) and stop sandboxes and
+/// issue a token when they start one; the [`Registry`] decides when, and connects.
 pub trait Backend: Send + Sync + 'static {
-    /// Starts `user`'s sandbox with `token` as its workspace token (replacing any
-    /// sandbox of theirs still running) and returns where it listens once ready.
-    fn wake<'a>(&'a self, user: Uuid, token: &'a str) -> BoxFuture<'a, Result<Endpoint>>;
+    /// Makes sure `user`'s sandbox runs and returns where it listens once ready,
+    /// with its token. A sandbox that runs already is joined, never restarted; a
+    /// new token is issued (`tokens`) only when this call starts a sandbox.
+    /// Called again by the registry when the sandbox refused the token it returned
+    /// (it changed meanwhile): the backend then looks again.
+    fn wake(&self, user: Uuid) -> BoxFuture<'_, Result<Awake>>;
     /// Stops `user`'s sandbox, if any, and waits until it is gone. Files stay.
+    /// A backend whose sandboxes another party puts to sleep
+    /// ([`Backend::sleeps_idle`] false) only forgets it here: it stops nothing.
     fn sleep(&self, user: Uuid) -> BoxFuture<'_, Result<()>>;
-    /// Called before a wake issues a new token: stops a sandbox of `user`'s that
-    /// still runs with the previous one (this router did not start it: it
-    /// restarted, say), so the sandbox can push its last changes with the token it
-    /// holds (pods sync through the router). The default does nothing.
-    fn before_wake(&self, _user: Uuid) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async { Ok(()) })
+    /// Whether this router decides when `user`'s sandboxes sleep (its reaper puts
+    /// idle ones to sleep, a lost sandbox is reaped, shutdown stops them all):
+    /// true for the local backend. False for the kubernetes backend, where the
+    /// operator's idle reaper decides from the activity routers report and
+    /// routers only close their links.
+    fn sleeps_idle(&self) -> bool {
+        true
     }
     /// Whether `user`'s sandbox runs.
     fn status(&self, user: Uuid) -> BackendStatus;
@@ -128,16 +149,20 @@ pub trait Backend: Send + Sync + 'static {
     fn file_owner(&self, _user: Uuid) -> BoxFuture<'_, Result<Option<(u32, u32)>>> {
         Box::pin(async { Ok(None) })
     }
-    /// Whether this router decides when the backend's workspaces sleep (local:
-    /// its sandboxes are its children) rather than the platform (kubernetes: the
-    /// operator's idle reaper).
-    fn sleeps_idle(&self) -> bool {
-        true
-    }
-    /// Notes that `user`'s workspace is in use (a frame passed either way). Backends
+    /// Notes that `user`'s workspace is in use (a frame passed either way, or the
+    /// registry's periodic report while browsers are open or turns run). Backends
     /// that keep their own idle clock record it; the default does nothing. Must not
     /// block: called on every frame.
     fn touch(&self, _user: Uuid) {}
+}
+
+/// How often the registry reports the activity of workspaces in use (browsers
+/// open, turns running) for an idle timeout of `idle_timeout`: a few times per
+/// timeout, at most every 30 s. The kubernetes backend writes `lastActivity` at
+/// most this often.
+pub fn activity_every(idle_timeout: std::time::Duration) -> std::time::Duration {
+    use std::time::Duration;
+    (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
 
 /// Where a sandbox's files live on the router's machine.
@@ -268,10 +293,12 @@ pub fn backend(
             };
             Ok(std::sync::Arc::new(kubernetes::KubernetesBackend::new(
                 client,
+                db.clone(),
                 kubernetes::KubernetesConfig {
                     namespace: config.kube_namespace.clone(),
                     wake_timeout: config.wake_timeout,
-                    activity_every: std::time::Duration::from_secs(30),
+                    activity_every: activity_every(config.idle_timeout),
+                    idle_timeout: config.idle_timeout,
                     pod_ip: config.kube_endpoint == crate::config::KubeEndpoint::PodIp,
                 },
             )))
@@ -283,7 +310,7 @@ pub fn backend(
 pub struct Unavailable;
 
 impl Backend for Unavailable {
-    fn wake<'a>(&'a self, _user: Uuid, _token: &'a str) -> BoxFuture<'a, Result<Endpoint>> {
+    fn wake(&self, _user: Uuid) -> BoxFuture<'_, Result<Awake>> {
         Box::pin(async { Err(Error::NotReady("this backend is not available".into())) })
     }
 

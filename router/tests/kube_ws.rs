@@ -1,27 +1,34 @@
-//! The browser WebSocket with the kubernetes backend: the router (JARVIS_BACKEND
-//! kubernetes, JARVIS_KUBE_API_URL at the fake API server, JARVIS_KUBE_ENDPOINT
-//! pod-ip), the operator's real controller, and a fake kubelet that runs each pod as
-//! a real `sandbox` process on its own loopback "pod IP" (with the pod's plain
+//! The browser WebSocket with the kubernetes backend: two router replicas
+//! (JARVIS_BACKEND kubernetes, JARVIS_KUBE_API_URL at the fake API server through a
+//! proxy as the router's service account each, JARVIS_KUBE_ENDPOINT pod-ip, one
+//! database), the operator's real controller, and a fake kubelet that runs each pod
+//! as a real `sandbox` process on its own loopback "pod IP" (with the pod's plain
 //! environment, as a kubelet does; stopped with SIGTERM, its volumes then wiped). A
 //! browser connecting to a sleeping workspace sees `waking`, then `ready`, and a turn
-//! streams; what the agent wrote, its session and an upload made while asleep are
-//! there again after the workspace was scaled to zero and woken on a fresh pod.
+//! streams; browsers on both replicas (or a restarted router) share one pod; only
+//! the operator puts it to sleep, once no replica has a browser of it; what the
+//! agent wrote, its session and an upload made while asleep are there again after
+//! the workspace was scaled to zero and woken on a fresh pod.
 
 mod common;
 
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{Arc, Mutex, OnceLock, atomic::AtomicU8, atomic::Ordering},
+    sync::{Arc, Mutex, OnceLock, atomic::AtomicU8, atomic::AtomicU16, atomic::Ordering},
+    time::Duration,
 };
 
 use common::live::{Live, claude_bin, sandbox_bin, text};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
 use operator::{
     controller::{self, build::Settings},
-    crd::JarvisWorkspace,
+    crd::{JarvisWorkspace, WorkspacePhase},
     metrics::Metrics,
     testing::{
         FakeApiServer, PodAddress, PodRunner,
@@ -29,7 +36,7 @@ use operator::{
     },
 };
 use prometheus_client::registry::Registry;
-use router::config::{Backend, KubeEndpoint};
+use router::config::{Backend, Config, KubeEndpoint};
 use sandbox::testing::Reply;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -40,12 +47,16 @@ const NS: &str = "jarvis";
 /// The kubelet's default termination grace period.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Runs each pod as a `sandbox` process listening on `127.77.<n>.1:<port>`.
+/// The next pod's host number in this process (its loopback "pod IP").
+static NEXT_HOST: AtomicU16 = AtomicU16::new(0);
+
+/// Runs each pod as a `sandbox` process listening on its own `127.77.x.y:<port>`.
 #[derive(Default)]
 struct SandboxPods {
     client: OnceLock<kube::Client>,
     gateway: OnceLock<String>,
     dir: OnceLock<PathBuf>,
+    /// Pods started so far.
     next: AtomicU8,
     /// Running pods: the process and its volumes' directory.
     children: Mutex<HashMap<String, (tokio::process::Child, PathBuf)>>,
@@ -81,7 +92,9 @@ impl SandboxPods {
             .ok_or("no token in the secret")?;
         let token = String::from_utf8(token.0).map_err(|e| e.to_string())?;
         let n = self.next.fetch_add(1, Ordering::SeqCst) + 1;
-        let ip = format!("127.77.{n}.1");
+        // Every test's pods at addresses of their own (the tests run at once).
+        let host = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
+        let ip = format!("127.77.{}.{}", host / 250, host % 250 + 1);
         let dir = self.dir.get().ok_or("no dir")?.join(format!("pod-{n}"));
         for sub in ["workspace", "state"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
@@ -165,14 +178,17 @@ fn status(frame: &Value) -> Option<&str> {
     (frame["type"] == "status").then(|| frame["state"].as_str().unwrap_or(""))
 }
 
-/// The router with the kubernetes backend, the operator's controller and the fake
-/// kubelet, against the fake API server.
+/// Two router replicas with the kubernetes backend (one database), the operator's
+/// controller and the fake kubelet, against the fake API server.
 struct Cluster {
+    /// Replica A: the router the pods reach (their gateway URL).
     live: Live,
+    /// Replica B.
+    other: Live,
     pods: Arc<SandboxPods>,
     client: kube::Client,
     operator: tokio::task::JoinHandle<Result<(), operator::Error>>,
-    _proxy: Proxy,
+    _proxies: [Proxy; 2],
     _fake: FakeApiServer,
 }
 
@@ -183,12 +199,17 @@ impl Drop for Cluster {
 }
 
 async fn cluster(db: PgPool) -> Cluster {
+    cluster_with(db, |_| {}).await
+}
+
+async fn cluster_with(db: PgPool, tweak: impl Fn(&mut Config)) -> Cluster {
     let pods = Arc::new(SandboxPods::default());
     let fake = FakeApiServer::with_runner(Arc::new(Runner(pods.clone())))
         .await
         .expect("fake apiserver");
-    // The operator and the router act as the chart's service accounts (the router
-    // through a `kubectl proxy`); the kubelet and the test as an admin.
+    // The operator and the routers act as the chart's service accounts (each
+    // router through a `kubectl proxy` of its own); the kubelet and the test as
+    // an admin.
     fake.enforce_rbac(chart_rbac(NS, "jarvis").expect("the chart's RBAC"));
     let client = fake.client(NS);
     let _ = pods.client.set(client.clone());
@@ -198,27 +219,42 @@ async fn cluster(db: PgPool) -> Cluster {
         Settings::default(),
         metrics,
     ));
-    let proxy = fake
-        .proxy_as(NS, "jarvis-router")
-        .await
-        .expect("a proxy as the router");
-    let api_url = proxy.url();
-    let live = Live::with_config(db, |c| {
-        c.backend = Backend::Kubernetes;
-        c.kube_api_url = Some(api_url);
-        c.kube_endpoint = KubeEndpoint::PodIp;
-        c.kube_namespace = NS.to_owned();
-    })
-    .await;
-    // Pods reach the router's sandbox listener, never the public one.
+    let mut proxies = Vec::new();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let proxy = fake
+            .proxy_as(NS, "jarvis-router")
+            .await
+            .expect("a proxy as the router");
+        let api_url = proxy.url();
+        proxies.push(proxy);
+        replicas.push(
+            Live::with_config(db.clone(), |c| {
+                c.backend = Backend::Kubernetes;
+                c.kube_api_url = Some(api_url);
+                c.kube_endpoint = KubeEndpoint::PodIp;
+                c.kube_namespace = NS.to_owned();
+                tweak(c);
+            })
+            .await,
+        );
+    }
+    let (Ok(proxies), Ok([live, other])) = (
+        <[Proxy; 2]>::try_from(proxies),
+        <[Live; 2]>::try_from(replicas),
+    ) else {
+        panic!("two replicas");
+    };
+    // Pods reach a router's sandbox listener (the Service's), never the public one.
     let _ = pods.gateway.set(live.sandbox_url.clone());
     let _ = pods.dir.set(live.tmp.path().join("pods"));
     Cluster {
         live,
+        other,
         pods,
         client,
         operator,
-        _proxy: proxy,
+        _proxies: proxies,
         _fake: fake,
     }
 }
@@ -233,6 +269,58 @@ impl Cluster {
             .map(|(_, dir)| dir.clone())
             .next()
             .expect("a pod")
+    }
+
+    /// Pods the kubelet started so far.
+    fn pods_started(&self) -> u8 {
+        self.pods.next.load(Ordering::SeqCst)
+    }
+
+    /// Pods running now.
+    fn pods_running(&self) -> usize {
+        self.pods
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    fn workspaces(&self) -> Api<JarvisWorkspace> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// What the operator's idle reaper does to `user`'s workspace: scale it to 0;
+    /// returns once its pod is gone (it pushed its last changes on SIGTERM). Not
+    /// in the second its token was issued: status times have whole seconds, and a
+    /// start not known to be over holds its claim for the wake timeout.
+    async fn operator_sleeps(&self, user: uuid::Uuid) {
+        let dirs: Vec<PathBuf> = self
+            .pods
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|(_, dir)| dir.clone())
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        self.workspaces()
+            .patch_scale(
+                &router::workspaces::kubernetes::workspace_name(user),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": { "replicas": 0 } })),
+            )
+            .await
+            .expect("scaled to 0");
+        common::live::wait_for(|| self.pods_running() == 0 && dirs.iter().all(|d| !d.exists()))
+            .await;
+    }
+
+    /// `user`'s workspace as the cluster has it.
+    async fn workspace(&self, user: uuid::Uuid) -> JarvisWorkspace {
+        self.workspaces()
+            .get(&router::workspaces::kubernetes::workspace_name(user))
+            .await
+            .expect("the workspace")
     }
 }
 
@@ -333,10 +421,9 @@ async fn files_and_the_session_survive_scale_to_zero_on_a_fresh_pod(db: PgPool) 
         written.display()
     );
 
-    // Scaled to zero by the router: the pod gets SIGTERM and its volumes go.
+    // Scaled to zero by the operator: the pod gets SIGTERM and its volumes go.
     drop(browser);
-    let hub = live.app.state.workspaces.hub(alice.id);
-    live.app.state.workspaces.sleep(&hub).await.expect("asleep");
+    c.operator_sleeps(alice.id).await;
     assert!(!pod1.exists(), "the pod's volumes are gone");
     let files = live.app.get("/api/files", &alice.access).await;
     assert!(
@@ -403,30 +490,109 @@ async fn files_and_the_session_survive_scale_to_zero_on_a_fresh_pod(db: PgPool) 
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
-async fn a_restarted_router_lets_the_running_pod_push_before_its_token_changes(db: PgPool) {
+async fn a_restarted_router_joins_the_running_pod(db: PgPool) {
     let c = cluster(db.clone()).await;
     let live = &c.live;
     let alice = live.app.register("alice@example.com").await;
     let mut browser = live.browser(&alice.access).await;
     browser.ready().await;
     let pod1 = c.pod_dir();
-    // Written after the last turn (a background job, say): only the final push,
-    // on SIGTERM, stores it.
+    // Written after the last turn (a background job, say): not stored yet.
     std::fs::write(pod1.join("workspace/late.txt"), b"written late").expect("write");
     drop(browser);
 
-    // Another router (this one restarted) wakes the workspace that still runs.
+    // Another router (this one restarted) wakes the workspace that still runs:
+    // it joins that pod, which keeps its files.
     let restarted = router::http::AppState::new((*live.app.state.config).clone(), db)
         .await
         .expect("state");
     let hub = restarted.workspaces.hub(alice.id);
     restarted.workspaces.ready(&hub).await.expect("awake");
-    let pod2 = c.pod_dir();
-    assert_ne!(pod1, pod2, "a fresh pod");
-    assert!(!pod1.exists());
+    assert_eq!(c.pods_started(), 1, "no new pod");
+    assert_eq!(c.pod_dir(), pod1, "the same pod");
     assert_eq!(
-        std::fs::read(pod2.join("workspace/late.txt")).expect("restored"),
+        std::fs::read(pod1.join("workspace/late.txt")).expect("still there"),
         b"written late"
     );
-    restarted.workspaces.sleep(&hub).await.expect("asleep");
+
+    // Letting go of it (a router's shutdown) leaves it running for the others.
+    restarted.workspaces.sleep_all().await;
+    assert_eq!(c.pod_dir(), pod1, "still running");
+    assert_eq!(c.workspace(alice.id).await.spec.replicas, 1);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn browsers_on_two_replicas_share_one_pod(db: PgPool) {
+    let c = cluster(db).await;
+    let alice = c.live.app.register("alice@example.com").await;
+    let mut on_a = c.live.browser(&alice.access).await;
+    on_a.ready().await;
+    let pod = c.pod_dir();
+    let mut on_b = c.other.browser(&alice.access).await;
+    on_b.ready().await;
+    assert_eq!(c.pods_started(), 1, "B joined A's pod");
+    assert_eq!(c.pod_dir(), pod);
+    assert_eq!(c.workspace(alice.id).await.spec.replicas, 1);
+
+    // A turn through B runs in that pod (its model calls go through A, the
+    // gateway this pod was given).
+    c.live.api.push(Reply::text(&["Hello ", "from ", "B"]));
+    on_b.message("hi", None).await;
+    let frames = on_b.turn().await;
+    assert_eq!(text(&frames), "Hello from B", "{frames:?}");
+    assert_eq!(c.pods_started(), 1, "still the one pod");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn two_replicas_waking_a_sleeping_workspace_at_once_start_one_pod(db: PgPool) {
+    let c = cluster(db).await;
+    let alice = c.live.app.register("alice@example.com").await;
+    for round in 1..=2u8 {
+        let (mut on_a, mut on_b) = tokio::join!(
+            c.live.browser(&alice.access),
+            c.other.browser(&alice.access)
+        );
+        tokio::join!(on_a.ready(), on_b.ready());
+        assert_eq!(c.pods_started(), round, "one pod per wake");
+        assert_eq!(c.pods_running(), 1);
+        if round == 1 {
+            drop((on_a, on_b));
+            c.operator_sleeps(alice.id).await;
+        }
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn only_the_operator_sleeps_a_workspace_once_no_replica_has_a_browser(db: PgPool) {
+    // The shortest idle timeout the operator takes.
+    let idle = Duration::from_secs(60);
+    let c = cluster_with(db, |config| config.idle_timeout = idle).await;
+    let alice = c.live.app.register("alice@example.com").await;
+    let mut on_a = c.live.browser(&alice.access).await;
+    on_a.ready().await;
+    let mut on_b = c.other.browser(&alice.access).await;
+    on_b.ready().await;
+    assert_eq!(c.workspace(alice.id).await.spec.idle_timeout, "1m");
+
+    // A's tab closes; B's stays open past the idle timeout: B reports activity,
+    // and neither A (no browser) nor anyone else stops the pod.
+    drop(on_a);
+    tokio::time::sleep(idle + idle / 4).await;
+    assert_eq!(c.pods_running(), 1, "the pod still runs");
+    assert_eq!(c.pods_started(), 1);
+    let ws = c.workspace(alice.id).await;
+    assert_eq!(ws.spec.replicas, 1);
+    assert_eq!(ws.status.and_then(|s| s.phase), Some(WorkspacePhase::Ready));
+
+    // Once B's closes too, the operator puts it to sleep.
+    drop(on_b);
+    tokio::time::timeout(4 * idle, async {
+        while c.pods_running() > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the operator slept the idle workspace");
+    let ws = c.workspace(alice.id).await;
+    assert_eq!(ws.spec.replicas, 0);
 }

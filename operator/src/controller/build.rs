@@ -22,7 +22,7 @@ use crate::crd::{ResourceAmounts, WorkspaceResources};
 pub use network::{build_network_policy, build_service};
 pub use pod::build_pod;
 pub use storage::build_pvc;
-pub use validate::{ValidWorkspace, ValidationError, validate};
+pub use validate::{MIN_IDLE_TIMEOUT, ValidWorkspace, ValidationError, validate};
 
 /// Label naming the operator as the manager of an object.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

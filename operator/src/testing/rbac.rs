@@ -488,6 +488,22 @@ pub fn without_rule(mut objects: Vec<Value>, role: &str, index: usize) -> Vec<Va
     objects
 }
 
+/// `objects` with `verb` taken out of the rule of `role` (its `metadata.name`) at
+/// `index` (the rule's other verbs stay).
+pub fn without_verb(mut objects: Vec<Value>, role: &str, index: usize, verb: &str) -> Vec<Value> {
+    for object in &mut objects {
+        let is_role = matches!(kind_of(object), "Role" | "ClusterRole") && name_of(object) == role;
+        if is_role
+            && let Some(verbs) = object["rules"]
+                .get_mut(index)
+                .and_then(|rule| rule["verbs"].as_array_mut())
+        {
+            verbs.retain(|v| v.as_str() != Some(verb));
+        }
+    }
+    objects
+}
+
 /// The index of the first rule of `role` (its `metadata.name`) that covers `verb`
 /// on `resource` (with any subresource as `resource/sub`) in `group`.
 pub fn rule_index(

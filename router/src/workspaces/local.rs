@@ -32,7 +32,7 @@ use tokio::{
 use uuid::Uuid;
 
 use super::{
-    Backend, BackendStatus, Endpoint, Error, HostDirs, Result,
+    Awake, Backend, BackendStatus, Endpoint, Error, HostDirs, Result,
     jail::{self, Limits, Spec},
     uids,
 };
@@ -273,8 +273,18 @@ impl LocalBackend {
 }
 
 impl Backend for LocalBackend {
-    fn wake<'a>(&'a self, user: Uuid, token: &'a str) -> BoxFuture<'a, Result<Endpoint>> {
-        Box::pin(self.start(user, token))
+    /// One router per machine: it always starts the sandbox (replacing one of
+    /// the user's still running) with a freshly issued token.
+    fn wake(&self, user: Uuid) -> BoxFuture<'_, Result<Awake>> {
+        Box::pin(async move {
+            let token = super::tokens::issue(&self.db, user).await?;
+            let endpoint = self.start(user, &token).await?;
+            Ok(Awake {
+                endpoint,
+                token,
+                started: true,
+            })
+        })
     }
 
     fn sleep(&self, user: Uuid) -> BoxFuture<'_, Result<()>> {

@@ -2,12 +2,24 @@
 //!
 //! The registry keeps a [`Hub`] per user seen since start-up (state: asleep,
 //! waking or ready; browser connections; running turns; last activity). A wake
-//! issues a fresh workspace token, asks the backend to start the sandbox and
-//! connects to it; a sleep closes the link, stops the sandbox and revokes the
-//! token. Wake and sleep of one user are serialised by the hub's link lock. A
-//! reaper puts to sleep every ready workspace with no connection and no running
-//! turn that has been idle for `idle_timeout`. Files stay on disk across sleeps
-//! and router restarts.
+//! asks the backend for the user's sandbox (it starts one, issuing its token, or
+//! joins the one that runs) and connects to it with the token the backend
+//! returned; a sandbox refusing that token (it changed meanwhile) makes the
+//! registry ask the backend once more. Wake and sleep of one user are serialised
+//! by the hub's link lock.
+//!
+//! Who puts workspaces to sleep depends on the backend
+//! ([`Backend::sleeps_idle`]):
+//!
+//! - local (one router per machine): this registry. A sleep closes the link,
+//!   stops the sandbox, revokes the token and stores the files. The reaper puts
+//!   to sleep every ready workspace with no connection and no running turn that
+//!   has been idle for `idle_timeout`; shutdown puts them all to sleep.
+//! - kubernetes (any number of routers): the operator's idle reaper, from the
+//!   activity routers report. This registry never stops a sandbox: an idle hub
+//!   (no browser here, no turn) only has its link closed, also at shutdown. The
+//!   reaper task reports the activity of every hub in use (browsers open, turns
+//!   running) at least every [`super::activity_every`].
 //!
 //! The reaper never waits on one user: each idle workspace is put to sleep by a
 //! task of its own, bounded by `sleep_timeout`. A sleep still running then (its
@@ -23,7 +35,7 @@ use std::{
 
 use uuid::Uuid;
 
-use super::{Backend, Error, Result, tokens};
+use super::{Awake, Backend, Error, Result, tokens};
 use crate::proxy::{Context, Hub, Status, link};
 
 /// Awake (and once-awake) workspaces, by user.
@@ -131,7 +143,10 @@ impl Registry {
             failed => {
                 *guard = None;
                 hub.status.send_replace(Status::Asleep);
-                let _ = self.ctx.backend.sleep(hub.user).await;
+                // A half-started local sandbox is stopped; a pod is the operator's.
+                if self.ctx.backend.sleeps_idle() {
+                    let _ = self.ctx.backend.sleep(hub.user).await;
+                }
                 let error = match failed {
                     Ok(Err(e)) => e,
                     _ => Error::Timeout,
@@ -144,17 +159,31 @@ impl Registry {
 
     async fn wake(&self, hub: &Arc<Hub>) -> Result<link::Link> {
         self.restore(hub.user).await?;
-        // A sandbox still running with the old token stops (and syncs) first.
-        self.ctx.backend.before_wake(hub.user).await?;
-        let token = tokens::issue(&self.ctx.db, hub.user).await?;
-        let endpoint = self.ctx.backend.wake(hub.user, &token).await?;
-        link::connect(hub.clone(), &endpoint, &token).await
+        let awake = self.ctx.backend.wake(hub.user).await?;
+        match link::connect(hub.clone(), &awake.endpoint, &awake.token).await {
+            // The sandbox holds another token than the one read (it was started
+            // again meanwhile): look again, once.
+            Err(error) if is_unauthorized(&error) => {
+                tracing::info!("the sandbox refused its token; looking again");
+                let Awake {
+                    endpoint, token, ..
+                } = self.ctx.backend.wake(hub.user).await?;
+                link::connect(hub.clone(), &endpoint, &token).await
+            }
+            connected => connected,
+        }
     }
 
     /// Puts `hub`'s workspace to sleep: closes the link, stops the sandbox,
-    /// revokes the token. Files stay.
+    /// revokes the token. Files stay. With a backend whose sandboxes this router
+    /// does not put to sleep ([`Backend::sleeps_idle`] false: kubernetes) it only
+    /// closes this router's link ([`Registry::release`]).
     #[tracing::instrument(skip_all, fields(user.id = %hub.user))]
     pub async fn sleep(&self, hub: &Arc<Hub>) -> Result<()> {
+        if !self.ctx.backend.sleeps_idle() {
+            self.release(hub).await;
+            return Ok(());
+        }
         let mut guard = hub.link.lock().await;
         if let Some(link) = guard.take() {
             link.close();
@@ -171,6 +200,27 @@ impl Registry {
         tracing::info!("workspace asleep");
         revoked?;
         stopped
+    }
+
+    /// Closes this router's link to `hub`'s sandbox and leaves the sandbox
+    /// running (others may use it; the operator puts it to sleep when nobody
+    /// does). The hub is asleep as this router sees it: the next message wakes it,
+    /// which joins the sandbox if it still runs.
+    #[tracing::instrument(skip_all, fields(user.id = %hub.user))]
+    pub async fn release(&self, hub: &Arc<Hub>) {
+        let mut guard = hub.link.lock().await;
+        if let Some(link) = guard.take() {
+            link.close();
+        }
+        hub.end_turns().await;
+        hub.status.send_replace(Status::Asleep);
+        // A backend that does not sleep its sandboxes from here only forgets it.
+        if !self.ctx.backend.sleeps_idle()
+            && let Err(error) = self.ctx.backend.sleep(hub.user).await
+        {
+            tracing::warn!(%error, "forgetting the workspace failed");
+        }
+        tracing::info!("link to the workspace closed");
     }
 
     /// A fresh sandbox (no local files: a new machine, a wiped disk) gets the
@@ -366,22 +416,42 @@ impl Registry {
         self.reaping.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the task that sleeps idle workspaces (checks a few times per timeout).
+    /// Reports the activity of every workspace in use here (a browser open or a
+    /// turn running, also one the sandbox reports over HTTP) to the backend: the
+    /// operator's idle reaper reads it (kubernetes); the backend throttles writes.
+    pub fn report_activity(&self) {
+        let in_use: Vec<Arc<Hub>> = self
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|h| h.status() == Status::Ready && (h.connections() > 0 || h.turn_running()))
+            .cloned()
+            .collect();
+        for hub in in_use {
+            hub.touch();
+        }
+    }
+
+    /// Starts the task that sleeps (or, with kubernetes, lets go of) idle
+    /// workspaces and reports the activity of those in use, a few times per
+    /// idle timeout ([`super::activity_every`]).
     pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
         let registry = self.clone();
-        let every =
-            (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let every = super::activity_every(self.idle_timeout);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
+                registry.report_activity();
                 registry.sleep_idle();
             }
         })
     }
 
-    /// Sleeps every awake workspace (router shutdown), all at once, each bounded
-    /// by `sleep_timeout`.
+    /// Router shutdown: sleeps every awake workspace, all at once, each bounded
+    /// by `sleep_timeout`; with kubernetes only closes the links (the pods run
+    /// on for the other routers, and the operator decides when they sleep).
     pub async fn sleep_all(&self) {
         let hubs: Vec<Arc<Hub>> = self
             .hubs
@@ -395,7 +465,43 @@ impl Registry {
     }
 }
 
+/// Whether `error` is the sandbox refusing the router's token (HTTP 401).
+fn is_unauthorized(error: &Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    matches!(error, Error::Connect(e) if matches!(e.as_ref(), WsError::Http(response) if response.status() == 401))
+}
+
 /// Whether `dir` is missing or has no entries.
 fn is_empty_dir(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WebSocket handshake the sandbox answers 401 (another token than the one
+    /// read) is what makes the registry look again; other failures are not.
+    #[tokio::test]
+    async fn a_refused_token_is_told_apart_from_other_connect_failures() {
+        let app = axum::Router::new().route(
+            "/ws",
+            axum::routing::get(|| async { axum::http::StatusCode::UNAUTHORIZED }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let refused = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
+            .await
+            .expect_err("refused");
+        assert!(is_unauthorized(&Error::Connect(Box::new(refused))));
+        let missing = tokio_tungstenite::connect_async(format!("ws://{address}/nowhere"))
+            .await
+            .expect_err("not found");
+        assert!(!is_unauthorized(&Error::Connect(Box::new(missing))));
+        assert!(!is_unauthorized(&Error::Timeout));
+        server.abort();
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! A token is 256 random bits (`jw_` + base64url). The router stores only its
 //! SHA-256 in `workspaces.token_hash`, so a database dump holds no usable token.
-//! Each wake issues a fresh token (replacing the previous one), sleep revokes it,
-//! and it is good only at the router's sandbox-facing endpoints (the gateway), for
+//! A token is issued when a sandbox starts (replacing the previous one; a wake
+//! that joins a running sandbox keeps its token), a sleep the router decides
+//! revokes it, and it is good only at the router's sandbox-facing endpoints (the gateway), for
 //! the one user whose workspace it is. It is not an access token: the browser API
 //! never accepts it.
 
@@ -20,22 +21,34 @@ fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// A fresh random token, not yet valid anywhere (see [`install`]).
+pub fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// Issues a fresh token for `user_id`'s workspace (creating the workspace row
 /// on first use) and returns it. Any previous token stops working.
 pub async fn issue(db: &PgPool, user_id: Uuid) -> sqlx::Result<String> {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let token = generate();
+    install(db, user_id, &token).await?;
+    Ok(token)
+}
+
+/// Makes `token` (from [`generate`]) `user_id`'s workspace token (creating the
+/// workspace row on first use). Any previous token stops working.
+pub async fn install(db: &PgPool, user_id: Uuid, token: &str) -> sqlx::Result<()> {
     // language=PostgreSQL
     sqlx::query(
         "insert into workspaces (owner_id, token_hash) values ($1, $2)
          on conflict (owner_id) do update set token_hash = excluded.token_hash",
     )
     .bind(user_id)
-    .bind(digest(&token))
+    .bind(digest(token))
     .execute(db)
     .await?;
-    Ok(token)
+    Ok(())
 }
 
 /// The user whose workspace `token` belongs to, if it is current.
