@@ -59,7 +59,7 @@ pub struct Browser {
     /// Its id within the hub.
     pub id: u64,
     /// Events (JSON text) to send to it.
-    pub rx: mpsc::Receiver<Arc<str>>,
+    pub rx: mpsc::Receiver<fanout::Outgoing>,
     /// Cancelled when the hub drops it (too slow).
     pub dropped: CancellationToken,
     /// The workspace's status, for `status` frames.

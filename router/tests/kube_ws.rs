@@ -58,6 +58,9 @@ struct SandboxPods {
     dir: OnceLock<PathBuf>,
     /// Pods started so far.
     next: AtomicU8,
+    /// How long the kubelet takes before it starts a pod's container (a slow
+    /// image pull, a busy node).
+    start_delay: Mutex<Duration>,
     /// Running pods: the process and its volumes' directory.
     children: Mutex<HashMap<String, (tokio::process::Child, PathBuf)>>,
 }
@@ -91,6 +94,8 @@ impl SandboxPods {
             })
             .ok_or("no token in the secret")?;
         let token = String::from_utf8(token.0).map_err(|e| e.to_string())?;
+        let delay = *self.start_delay.lock().unwrap_or_else(|e| e.into_inner());
+        tokio::time::sleep(delay).await;
         let n = self.next.fetch_add(1, Ordering::SeqCst) + 1;
         // Every test's pods at addresses of their own (the tests run at once).
         let host = NEXT_HOST.fetch_add(1, Ordering::SeqCst);
@@ -595,4 +600,239 @@ async fn only_the_operator_sleeps_a_workspace_once_no_replica_has_a_browser(db: 
     .expect("the operator slept the idle workspace");
     let ws = c.workspace(alice.id).await;
     assert_eq!(ws.spec.replicas, 0);
+}
+
+/// Two router replicas as processes (the real binary, kubernetes backend, each
+/// with the chart's router rights through a proxy of its own), the pods reaching
+/// them through a plain load balancer (the router Service), the browsers straight.
+struct Replicas {
+    routers: Vec<common::process::RouterProcess>,
+    pods: Arc<SandboxPods>,
+    api: sandbox::testing::FakeApi,
+    operator: tokio::task::JoinHandle<Result<(), operator::Error>>,
+    _service: common::balancer::Balancer,
+    _proxies: Vec<Proxy>,
+    _fake: FakeApiServer,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        self.operator.abort();
+    }
+}
+
+async fn replicas(db: &PgPool) -> Replicas {
+    let pods = Arc::new(SandboxPods::default());
+    let fake = FakeApiServer::with_runner(Arc::new(Runner(pods.clone())))
+        .await
+        .expect("fake apiserver");
+    fake.enforce_rbac(chart_rbac(NS, "jarvis").expect("the chart's RBAC"));
+    let _ = pods.client.set(fake.client(NS));
+    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+    let operator = tokio::spawn(controller::run(
+        fake.client_as(NS, NS, "jarvis-operator"),
+        Settings::default(),
+        metrics,
+    ));
+    let api = sandbox::testing::FakeApi::start()
+        .await
+        .expect("fake model API");
+    let db_url = common::process::database_url(db).await;
+    let sandbox_ports = [common::process::free_port(), common::process::free_port()];
+    // The router Service the pods reach. Its endpoint is replica B: the model
+    // stream of the answer then runs through B, and killing A cuts only what A
+    // relays (browsers, its link). A model stream through a dying replica breaks
+    // with it; the CLI's own retry starts that request again.
+    let service = common::balancer::Balancer::start(vec![std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        sandbox_ports[1],
+    ))])
+    .await;
+    let (mut routers, mut proxies, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
+    // One after the other: the first makes the database's signing secret.
+    for port in sandbox_ports {
+        let proxy = fake
+            .proxy_as(NS, "jarvis-router")
+            .await
+            .expect("a proxy as the router");
+        let dir = common::process::data_dir();
+        let listen = common::process::free_port();
+        let mut command = common::process::router_command(&db_url, dir.path(), &api.url(), listen);
+        command
+            .env("JARVIS_BACKEND", "kubernetes")
+            .env("JARVIS_KUBE_API_URL", proxy.url())
+            .env("JARVIS_KUBE_ENDPOINT", "pod-ip")
+            .env("JARVIS_KUBE_NAMESPACE", NS)
+            .env("JARVIS_SANDBOX_LISTEN", format!("127.0.0.1:{port}"));
+        let child = command.spawn().expect("the router binary starts");
+        let url = format!("http://127.0.0.1:{listen}");
+        common::process::wait_ready(&url).await;
+        routers.push(common::process::RouterProcess { child, url });
+        proxies.push(proxy);
+        dirs.push(dir);
+    }
+    let _ = pods.gateway.set(service.url());
+    let _ = pods.dir.set(dirs[0].path().join("pods"));
+    Replicas {
+        routers,
+        pods,
+        api,
+        operator,
+        _service: service,
+        _proxies: proxies,
+        _fake: fake,
+        _dirs: dirs,
+    }
+}
+
+fn numbered(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("[{i:04}] ")).collect()
+}
+
+fn seqs(frames: &[Value]) -> Vec<u64> {
+    frames.iter().filter_map(|f| f["seq"].as_u64()).collect()
+}
+
+/// `frames`' numbered events are `from..=to`, each once, in order.
+fn contiguous(frames: &[Value]) -> bool {
+    let s = seqs(frames);
+    s.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_replica_killed_mid_answer_loses_nothing_and_its_tab_resumes_on_the_other(db: PgPool) {
+    use common::process::{open, register, send, until};
+    let mut r = replicas(&db).await;
+    let (a, b) = (r.routers[0].url.clone(), r.routers[1].url.clone());
+    let token = register(&a, "alice@example.com").await;
+    let deltas = numbered(1200);
+    let refs: Vec<&str> = deltas.iter().map(String::as_str).collect();
+    r.api.push(Reply::text(&refs));
+
+    // Tab 1 on A starts a long answer; tab 2 on B joins the same pod and follows it.
+    let is_ready = |f: &Value| f["type"] == "status" && f["state"] == "ready";
+    let mut tab1 = open(&a, &token).await;
+    until(&mut tab1, is_ready).await;
+    send(
+        &mut tab1,
+        serde_json::json!({"type": "message", "content": "count"}),
+    )
+    .await;
+    let mut tab2 = open(&b, &token).await;
+    until(&mut tab2, is_ready).await;
+    let mut seen = until(&mut tab1, |f| {
+        f["type"] == "text" && f["delta"] == "[0100] "
+    })
+    .await;
+    let conversation = seen
+        .iter()
+        .find(|f| f["type"] == "turn")
+        .and_then(|f| f["conversation_id"].as_str())
+        .expect("the turn event")
+        .to_owned();
+    seen.retain(|f| f["seq"].is_u64());
+
+    // A dies without a word.
+    r.routers[0].child.start_kill().expect("SIGKILL");
+    let _ = r.routers[0].child.wait().await;
+
+    // Tab 2 on B sees the answer to its end, once.
+    let followed = until(&mut tab2, |f| f["type"] == "done" || f["type"] == "error").await;
+    assert_eq!(
+        followed.last().map(|f| f["type"].clone()),
+        Some("done".into())
+    );
+    assert!(contiguous(&followed), "{:?}", seqs(&followed));
+    assert!(
+        deltas.concat().ends_with(&text(&followed)) && text(&followed).len() > 1000,
+        "B's tab saw the rest of the answer"
+    );
+
+    // Tab 1 reconnects (the balancer sends it to B) and resumes after what it saw.
+    let after = *seqs(&seen).last().expect("numbered");
+    let mut tab1 = open(&b, &token).await;
+    until(&mut tab1, is_ready).await;
+    send(
+        &mut tab1,
+        serde_json::json!({"type": "resume", "conversation_id": conversation, "after_seq": after}),
+    )
+    .await;
+    let rest = until(&mut tab1, |f| f["type"] == "done").await;
+    assert_eq!(seqs(&rest).first(), Some(&(after + 1)));
+    assert!(contiguous(&rest), "{:?}", seqs(&rest));
+    assert_eq!(
+        format!("{}{}", text(&seen), text(&rest)),
+        deltas.concat(),
+        "the whole answer, each part once"
+    );
+
+    // One pod all along, and the answer stored once, complete.
+    assert_eq!(r.pods.next.load(Ordering::SeqCst), 1, "the same pod");
+    let stored: Vec<(String, bool)> =
+        sqlx::query_as("select content, complete from messages where role = 'assistant'")
+            .fetch_all(&db)
+            .await
+            .expect("messages");
+    assert_eq!(stored, vec![(deltas.concat(), true)]);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_connection_keeps_reading_through_a_slow_wake_and_its_turn_outlives_it(db: PgPool) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let c = cluster(db.clone()).await;
+    *c.pods.start_delay.lock().unwrap_or_else(|e| e.into_inner()) = Duration::from_secs(4);
+    let alice = c.live.app.register("alice@example.com").await;
+    c.live.api.push(Reply::text(&["sent ", "while ", "waking"]));
+    let mut browser = c.live.browser(&alice.access).await;
+    assert_eq!(
+        browser.next().await.as_ref().and_then(status),
+        Some("waking")
+    );
+    browser.message("are you there?", None).await;
+
+    // The message waits for the wake; the connection still answers a ping at once.
+    let asked = tokio::time::Instant::now();
+    browser
+        .ws
+        .send(Message::Ping(b"still there?".to_vec().into()))
+        .await
+        .expect("ping");
+    let pong = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match browser.ws.next().await {
+                Some(Ok(Message::Pong(data))) => return data,
+                Some(Ok(_)) => {}
+                other => panic!("the connection ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a pong while the workspace wakes");
+    assert_eq!(&pong[..], b"still there?");
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    assert_eq!(c.pods_started(), 0, "the pod is still starting");
+
+    // The tab closes before the workspace is up: the message it sent still runs
+    // to its end and is stored.
+    drop(browser);
+    let stored = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let row: Option<(String, bool)> = sqlx::query_as(
+                "select content, complete from messages where owner_id = $1 and role = 'assistant'",
+            )
+            .bind(alice.id)
+            .fetch_optional(&db)
+            .await
+            .expect("query");
+            if let Some((content, true)) = row {
+                return content;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the answer is stored with no tab open");
+    assert_eq!(stored, "sent while waking");
 }

@@ -39,7 +39,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{AppState, Error, extractor, origin, sockets::SocketSlot};
-use crate::proxy::{Browser, Hub, Status, frame_text};
+use crate::proxy::{Browser, Hub, Status, fanout::Outgoing, frame_text};
 
 /// Largest frame a browser may send; larger ones get `frame_too_large`.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
@@ -461,7 +461,10 @@ async fn write_loop(
                 }
             }
             event = browser.rx.recv() => match event {
-                Some(text) => if sink.send(Message::text(text.as_ref())).await.is_err() { return },
+                Some(Outgoing::One(text)) => if sink.send(Message::text(text.as_ref())).await.is_err() { return },
+                Some(Outgoing::Many(texts)) => for text in texts {
+                    if sink.send(Message::text(text.as_ref())).await.is_err() { return }
+                },
                 None => return,
             },
             _ = ping.tick() => {

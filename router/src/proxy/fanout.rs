@@ -11,7 +11,9 @@
 //! ones — whatever the timing, with no help from the client.
 //!
 //! A browser that cannot keep up (its queue is full) is dropped: it may reconnect
-//! and resume. Nothing here waits or does I/O.
+//! and resume. A replay's frame takes one place in the queue however many events
+//! it holds (at most the sandbox's chunk), so a long replay fits. Nothing here
+//! waits or does I/O.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -23,9 +25,18 @@ use tokio_util::sync::CancellationToken;
 /// conversation, `GET /api/conversations/{id}`).
 pub const RESUME_INCOMPLETE: &str = "resume_incomplete";
 
+/// What a browser's queue holds: one event, or the events of one replay frame.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// One event (JSON text).
+    One(Arc<str>),
+    /// Several, in order.
+    Many(Vec<Arc<str>>),
+}
+
 /// One browser connection.
 struct Browser {
-    tx: mpsc::Sender<Arc<str>>,
+    tx: mpsc::Sender<Outgoing>,
     dropped: CancellationToken,
     /// Highest `seq` sent, per conversation.
     cursors: HashMap<String, u64>,
@@ -49,7 +60,7 @@ impl Fanout {
     pub fn attach(
         &mut self,
         capacity: usize,
-    ) -> (u64, mpsc::Receiver<Arc<str>>, CancellationToken) {
+    ) -> (u64, mpsc::Receiver<Outgoing>, CancellationToken) {
         let (tx, rx) = mpsc::channel(capacity);
         let dropped = CancellationToken::new();
         self.next_id += 1;
@@ -237,11 +248,15 @@ impl Fanout {
     }
 }
 
-/// Queues `texts` for `browser`; `false` when its queue is full or closed.
-fn try_send_all(browser: &Browser, texts: Vec<Arc<str>>) -> bool {
-    texts
-        .into_iter()
-        .all(|text| browser.tx.try_send(text).is_ok())
+/// Queues `texts` for `browser` (in one place of its queue); `false` when its
+/// queue is full or closed.
+fn try_send_all(browser: &Browser, mut texts: Vec<Arc<str>>) -> bool {
+    let out = match texts.len() {
+        0 => return true,
+        1 => Outgoing::One(texts.remove(0)),
+        _ => Outgoing::Many(texts),
+    };
+    browser.tx.try_send(out).is_ok()
 }
 
 fn gap_frame(conversation: &str, after: u64, first_kept: u64) -> Arc<str> {
@@ -264,9 +279,12 @@ fn gap_frame(conversation: &str, after: u64, first_kept: u64) -> Arc<str> {
 mod tests {
     use super::*;
 
-    fn drain(rx: &mut mpsc::Receiver<Arc<str>>) -> Vec<String> {
+    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|t| t.to_string())
+            .flat_map(|out| match out {
+                Outgoing::One(t) => vec![t.to_string()],
+                Outgoing::Many(ts) => ts.iter().map(|t| t.to_string()).collect(),
+            })
             .collect()
     }
 
@@ -336,6 +354,18 @@ mod tests {
         let got = drain(&mut rx);
         assert!(got[0].contains(RESUME_INCOMPLETE) && got[0].contains("events 3 to 9"));
         assert_eq!(got[1..], names(10..=11));
+    }
+
+    #[test]
+    fn a_replay_longer_than_the_queue_fits() {
+        let mut f = Fanout::default();
+        let (id, mut rx, dropped) = f.attach(4);
+        let request = f.start_resume(id, "c", 0).expect("attached");
+        let events: Vec<Numbered> = (1..=256).map(ev).collect();
+        f.replay(&request, "c", &events[..128], (1, 256, false));
+        f.replay(&request, "c", &events[128..], (1, 256, true));
+        assert!(!dropped.is_cancelled());
+        assert_eq!(drain(&mut rx), names(1..=256));
     }
 
     #[test]
