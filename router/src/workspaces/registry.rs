@@ -417,15 +417,16 @@ impl Registry {
     }
 
     /// Reports the activity of every workspace in use here (a browser open or a
-    /// turn running, also one the sandbox reports over HTTP) to the backend: the
-    /// operator's idle reaper reads it (kubernetes); the backend throttles writes.
+    /// turn running, also one the sandbox reports over HTTP), whether or not this
+    /// router holds a link to it now, to the backend: the operator's idle reaper
+    /// reads it (kubernetes); the backend throttles writes.
     pub fn report_activity(&self) {
         let in_use: Vec<Arc<Hub>> = self
             .hubs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|h| h.status() == Status::Ready && (h.connections() > 0 || h.turn_running()))
+            .filter(|h| h.connections() > 0 || h.turn_running())
             .cloned()
             .collect();
         for hub in in_use {
