@@ -1,4 +1,4 @@
-//! Turns stored without a writer task: the router that takes a browser's message
+//! How a turn is stored: the router that takes a browser's message
 //! opens the turn's rows ([`open_turn`]), takes them back when the sandbox refuses
 //! the message ([`discard_turn`]), and the sandbox pushes the turn's numbered
 //! events over HTTP, stored batch by batch ([`store_events`]).
