@@ -1,16 +1,15 @@
-//! Conversations stored as they stream (`router::transcript`): what the browser
-//! saw is what is stored; a turn cut off keeps what arrived, marked incomplete;
-//! users' turns never mix.
+//! Conversations stored as the sandbox streams them (`router::transcript`): a turn
+//! is opened with `open_turn`, its batches stored with `store_events` (what
+//! `POST /v1/workspace/events` calls), a refused one taken back with
+//! `discard_turn`. What the browser saw is what is stored, once however often a
+//! batch comes; a turn cut off keeps what arrived, marked incomplete; users' turns
+//! never mix.
 
-use std::time::Duration;
-
-use router::transcript::{self, Outcome, TranscriptError, Turn};
+use router::transcript::{self, OpenTurn, Outcome, StoreOutcome, TranscriptError};
 use sandbox::protocol::{SandboxFrame, Usage};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 async fn user(db: &PgPool, email: &str) -> Uuid {
     sqlx::query_scalar("insert into users (email, password_hash) values ($1, 'x') returning id")
@@ -20,17 +19,24 @@ async fn user(db: &PgPool, email: &str) -> Uuid {
         .expect("user inserted")
 }
 
-async fn start(db: &PgPool, user: Uuid, conversation: Uuid, content: &str) -> Turn {
-    tokio::time::timeout(WAIT, Turn::start(db, user, conversation, content))
+/// Opens a turn as the router does when the browser sends a message.
+async fn open(db: &PgPool, user: Uuid, conversation: Uuid, content: &str) -> OpenTurn {
+    transcript::open_turn(db, user, conversation, content, json!([]))
         .await
-        .expect("start in time")
-        .expect("turn starts")
+        .expect("turn opens")
 }
 
-async fn finish(turn: Turn) -> Outcome {
-    tokio::time::timeout(WAIT, turn.finish())
-        .await
-        .expect("finish in time")
+/// Stores one batch the sandbox pushed for `turn`, as `POST /v1/workspace/events` does.
+async fn store(db: &PgPool, user: Uuid, turn: &OpenTurn, events: &[SandboxFrame]) -> StoreOutcome {
+    transcript::store_events(
+        db,
+        user,
+        turn.conversation_id,
+        Some(turn.message_id),
+        events,
+    )
+    .await
+    .expect("batch stored")
 }
 
 /// The frames of a turn in `conversation`, numbered from `first`.
@@ -151,9 +157,11 @@ fn seen(frame: &SandboxFrame) -> Value {
 async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     let u = user(&db, "a@example.com").await;
     let c = Uuid::new_v4();
-    let turn = start(&db, u, c, "Write a script\nthat prints one").await;
+    let turn = open(&db, u, c, "Write a script\nthat prints one").await;
+    assert!(turn.created_conversation);
+    assert_eq!(turn.last_seq, 0);
     let mut f = Frames::new(c, 1);
-    let frames = vec![
+    let frames = [
         f.turn(),
         f.text("Sure, "),
         f.text("writing it."),
@@ -163,10 +171,14 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
         f.text(" Done — héllo ✓"),
         f.done(120, 45),
     ];
-    for frame in &frames {
-        turn.record(frame);
-    }
-    assert_eq!(finish(turn).await, Outcome::Complete);
+    // Pushed in two batches, the way the sandbox's outbox sends them.
+    let first = store(&db, u, &turn, &frames[..3]).await;
+    assert_eq!((first.stored, first.last_seq, first.ended), (3, 3, None));
+    let rest = store(&db, u, &turn, &frames[3..]).await;
+    assert_eq!(
+        (rest.stored, rest.last_seq, rest.ended),
+        (5, 8, Some(Outcome::Complete))
+    );
 
     let rows = messages(&db, c).await;
     assert_eq!(rows.len(), 2);
@@ -178,6 +190,11 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
         rows[1].events,
         json!([seen(&frames[3]), seen(&frames[4]), seen(&frames[5])])
     );
+    assert!(
+        !rows[1].events.to_string().contains("conversation_id"),
+        "{}",
+        rows[1].events
+    );
     assert!(rows[1].complete);
     assert_eq!(
         (rows[1].input_tokens, rows[1].output_tokens),
@@ -187,21 +204,32 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     assert_eq!(owner, u);
     assert_eq!(title, "Write a script that prints one");
     assert_eq!(last_seq, 8);
-    assert_eq!(transcript::last_seq(&db, u, c).await.expect("seq"), Some(8));
 
     // The next turn continues the conversation and its numbering; replays of
-    // events already stored are ignored.
-    let turn = start(&db, u, c, "Thanks").await;
+    // events already stored (an old seq, e.g. after a resume) are skipped.
+    let next = open(&db, u, c, "Thanks").await;
+    assert!(!next.created_conversation);
+    assert_eq!(next.last_seq, 8);
     let mut g = Frames::new(c, 9);
-    turn.record(&frames[6]); // an old seq, e.g. replayed after a resume
-    turn.record(&g.turn());
-    turn.record(&g.text("You're welcome."));
-    turn.record(&g.done(10, 3));
-    assert_eq!(finish(turn).await, Outcome::Complete);
+    let r = store(
+        &db,
+        u,
+        &next,
+        &[
+            frames[6].clone(),
+            g.turn(),
+            g.text("You're welcome."),
+            g.done(10, 3),
+        ],
+    )
+    .await;
+    assert_eq!((r.duplicates, r.stored, r.last_seq), (1, 3, 11));
     let rows = messages(&db, c).await;
     assert_eq!(rows.len(), 4);
+    assert_eq!(rows[1].content, "Sure, writing it. Done — héllo ✓");
     assert_eq!(rows[3].content, "You're welcome.");
     assert_eq!(rows[3].events, json!([]));
+    assert!(rows[3].complete);
     assert_eq!(conversation(&db, c).await.2, 11);
 }
 
@@ -209,68 +237,56 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
 async fn a_turn_cut_off_midway_keeps_the_partial_answer_marked_incomplete(db: PgPool) {
     let u = user(&db, "a@example.com").await;
 
-    // Dropped (browser gone, proxy shutting down) without done or error.
+    // Its end never comes (the sandbox went away): each batch is readable as soon
+    // as it is stored, and what arrived stays, incomplete.
     let c = Uuid::new_v4();
-    let turn = start(&db, u, c, "Tell me a long story").await;
+    let turn = open(&db, u, c, "Tell me a long story").await;
     let mut f = Frames::new(c, 1);
-    turn.record(&f.turn());
-    turn.record(&f.text("Once upon "));
-    turn.record(&f.tool_use());
-    turn.record(&f.text("a time"));
-    drop(turn);
-    let rows = tokio::time::timeout(WAIT, async {
-        loop {
-            let rows = messages(&db, c).await;
-            if rows[1].content == "Once upon a time" {
-                return rows;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the dropped turn is written");
+    store(&db, u, &turn, &[f.turn(), f.text("Once upon ")]).await;
+    let rows = messages(&db, c).await;
+    assert_eq!(rows[1].content, "Once upon ");
+    assert!(!rows[1].complete);
+    let r = store(&db, u, &turn, &[f.tool_use(), f.text("a time")]).await;
+    assert_eq!(r.ended, None);
+    let rows = messages(&db, c).await;
+    assert_eq!(rows[1].content, "Once upon a time");
     assert!(!rows[1].complete);
     assert_eq!(rows[1].events.as_array().map(Vec::len), Some(1));
     assert_eq!(rows[1].input_tokens, None);
     assert_eq!(conversation(&db, c).await.2, 4);
 
-    // Ended by an error event: kept, incomplete, with the error the browser saw.
+    // Ended by a numbered error: kept, incomplete, with the error the browser saw;
+    // nothing after the error is stored, in its batch or a later one.
     let c = Uuid::new_v4();
-    let turn = start(&db, u, c, "Again").await;
+    let turn = open(&db, u, c, "Again").await;
     let mut f = Frames::new(c, 1);
-    turn.record(&f.turn());
-    turn.record(&f.text("Partial"));
-    let error = f.error();
-    turn.record(&error);
-    turn.record(&f.text(" never stored"));
-    assert_eq!(finish(turn).await, Outcome::Incomplete);
+    let error = {
+        let (t, partial, error, after) = (f.turn(), f.text("Partial"), f.error(), f.text(" never"));
+        let r = store(&db, u, &turn, &[t, partial, error.clone(), after]).await;
+        assert_eq!(r.ended, Some(Outcome::Incomplete));
+        assert_eq!((r.stored, r.ignored, r.last_seq), (3, 1, 3));
+        error
+    };
+    let r = store(&db, u, &turn, &[f.text(" stored"), f.done(1, 1)]).await;
+    assert_eq!((r.stored, r.ignored, r.ended), (0, 2, None));
     let rows = messages(&db, c).await;
     assert_eq!(rows[1].content, "Partial");
     assert!(!rows[1].complete);
     assert_eq!(rows[1].events, json!([seen(&error)]));
-}
+    assert_eq!(rows[1].input_tokens, None);
+    assert_eq!(conversation(&db, c).await.2, 3);
 
-#[sqlx::test(migrator = "router::MIGRATOR")]
-async fn streamed_text_is_stored_within_a_second_before_the_turn_ends(db: PgPool) {
-    let u = user(&db, "a@example.com").await;
-    let c = Uuid::new_v4();
-    let turn = start(&db, u, c, "Count").await;
-    let mut f = Frames::new(c, 1);
-    turn.record(&f.turn());
-    let mut expected = String::new();
-    for i in 0..500 {
-        let delta = format!("{i} ");
-        expected.push_str(&delta);
-        turn.record(&f.text(&delta));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // Still streaming: a crash now would lose nothing older than a second.
+    // The conversation's next turn is stored in its own answer.
+    let next = open(&db, u, c, "Try again").await;
+    let mut g = Frames::new(c, 10);
+    let r = store(&db, u, &next, &[g.turn(), g.text("Whole"), g.done(2, 2)]).await;
+    assert_eq!(r.ended, Some(Outcome::Complete));
     let rows = messages(&db, c).await;
-    assert_eq!(rows[1].content, expected);
-    assert!(!rows[1].complete);
-    assert_eq!(conversation(&db, c).await.2, 501);
-    turn.record(&f.done(1, 500));
-    assert_eq!(finish(turn).await, Outcome::Complete);
+    assert_eq!(
+        (rows[1].content.as_str(), rows[3].content.as_str()),
+        ("Partial", "Whole")
+    );
+    assert!(!rows[1].complete && rows[3].complete);
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
@@ -278,65 +294,52 @@ async fn two_users_turns_never_mix(db: PgPool) {
     let a = user(&db, "a@example.com").await;
     let b = user(&db, "b@example.com").await;
     let (ca, cb) = (Uuid::new_v4(), Uuid::new_v4());
-    let ta = start(&db, a, ca, "from a").await;
-    let tb = start(&db, b, cb, "from b").await;
+    let ta = open(&db, a, ca, "from a").await;
+    let tb = open(&db, b, cb, "from b").await;
     let (mut fa, mut fb) = (Frames::new(ca, 1), Frames::new(cb, 1));
     for i in 0..20 {
-        ta.record(&fa.text(&format!("a{i} ")));
-        tb.record(&fb.text(&format!("b{i} ")));
-        // A frame of the other conversation reaching the wrong recorder is ignored.
-        ta.record(&fb.text("stray "));
+        let r = store(
+            &db,
+            a,
+            &ta,
+            &[fa.text(&format!("a{i} ")), fb.text("stray ")],
+        )
+        .await;
+        // A frame of the other conversation in A's batch is not stored.
+        assert_eq!((r.stored, r.ignored), (1, 1));
+        store(&db, b, &tb, &[fb.text(&format!("b{i} "))]).await;
     }
-    ta.record(&fa.done(1, 1));
-    tb.record(&fb.done(2, 2));
-    assert_eq!(finish(ta).await, Outcome::Complete);
-    assert_eq!(finish(tb).await, Outcome::Complete);
+    store(&db, a, &ta, &[fa.done(1, 1)]).await;
+    store(&db, b, &tb, &[fb.done(2, 2)]).await;
     let ra = messages(&db, ca).await;
     let rb = messages(&db, cb).await;
     assert!(ra[1].content.starts_with("a0 a1 ") && !ra[1].content.contains('b'));
     assert!(rb[1].content.starts_with("b0 b1 ") && !rb[1].content.contains('a'));
+    assert!(ra[1].complete && rb[1].complete);
     assert_eq!(conversation(&db, ca).await.0, a);
     assert_eq!(conversation(&db, cb).await.0, b);
 
-    // B cannot add a turn to A's conversation, nor read its seq.
-    let stolen = Turn::start(&db, b, ca, "let me in").await;
+    // B can neither add a turn to A's conversation nor store events in it.
+    let before = messages(&db, ca).await;
+    let stolen = transcript::open_turn(&db, b, ca, "let me in", json!([])).await;
     assert!(matches!(stolen, Err(TranscriptError::NotYours(id)) if id == ca));
-    assert_eq!(messages(&db, ca).await.len(), 2);
-    assert_eq!(transcript::last_seq(&db, b, ca).await.expect("query"), None);
-}
-
-#[sqlx::test(migrator = "router::MIGRATOR")]
-async fn a_turn_survives_a_router_restart_by_attaching_to_the_incomplete_message(db: PgPool) {
-    let u = user(&db, "a@example.com").await;
-    let other = user(&db, "b@example.com").await;
-    let c = Uuid::new_v4();
-    let turn = start(&db, u, c, "Long task").await;
-    let mut f = Frames::new(c, 1);
-    let (t, first) = (f.turn(), f.text("Working… "));
-    turn.record(&t);
-    turn.record(&first);
-    // The old router goes away mid-turn: what arrived is kept, incomplete.
-    assert_eq!(finish(turn).await, Outcome::Incomplete);
-
-    assert!(Turn::attach(&db, other, c).await.expect("query").is_none());
-    let turn = Turn::attach(&db, u, c)
-        .await
-        .expect("query")
-        .expect("an incomplete answer to continue");
-    // The sandbox replays from the start after `resume`; only new events are added.
-    turn.record(&t);
-    turn.record(&first);
-    turn.record(&f.text("finished."));
-    turn.record(&f.done(5, 6));
-    assert_eq!(finish(turn).await, Outcome::Complete);
-    let rows = messages(&db, c).await;
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[1].content, "Working… finished.");
-    assert!(rows[1].complete);
-    assert!(
-        Turn::attach(&db, u, c).await.expect("query").is_none(),
-        "nothing left to continue"
+    let mut g = Frames::new(ca, 100);
+    let stolen = transcript::store_events(
+        &db,
+        b,
+        ca,
+        Some(ta.message_id),
+        &[g.turn(), g.text("injected"), g.done(1, 1)],
+    )
+    .await;
+    assert!(matches!(stolen, Err(TranscriptError::NotYours(id)) if id == ca));
+    let after = messages(&db, ca).await;
+    assert_eq!(after.len(), 2);
+    assert_eq!(
+        (after[0].content.as_str(), after[1].content.as_str()),
+        (before[0].content.as_str(), before[1].content.as_str())
     );
+    assert_eq!(conversation(&db, ca).await.2, 21);
 }
 
 async fn count(db: &PgPool, sql: &str, id: Uuid) -> i64 {
@@ -424,7 +427,7 @@ async fn a_refused_turn_taken_back_leaves_nothing_behind(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
-async fn a_batch_stored_by_two_routers_at_once_is_stored_once(db: PgPool) {
+async fn a_batch_stored_by_two_routers_or_after_a_restart_is_stored_once(db: PgPool) {
     let u = user(&db, "a@example.com").await;
     let c = Uuid::new_v4();
     let open = transcript::open_turn(&db, u, c, "Count", json!([]))
@@ -456,11 +459,32 @@ async fn a_batch_stored_by_two_routers_at_once_is_stored_once(db: PgPool) {
     assert!(!rows[1].complete);
     assert_eq!(conversation(&db, c).await.2, 101);
 
+    // The router that stored them restarts mid-turn; the sandbox pushes the turn
+    // from its start, with its end, to another: only the new events are added.
+    let mut whole = batch.clone();
+    whole.push(f.text("finished."));
+    whole.push(f.done(5, 6));
+    let r = store(&db, u, &open, &whole).await;
+    assert_eq!(
+        (r.stored, r.duplicates, r.ended),
+        (2, batch.len(), Some(Outcome::Complete))
+    );
+    expected.push_str("finished.");
+    let rows = messages(&db, c).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].content, expected);
+    assert!(rows[1].complete);
+    assert_eq!(
+        (rows[1].input_tokens, rows[1].output_tokens),
+        (Some(5), Some(6))
+    );
+    assert_eq!(conversation(&db, c).await.2, 103);
+
     // Another user storing into this conversation changes nothing.
     let other = user(&db, "b@example.com").await;
     let mut g = Frames::new(c, 200);
     let r = transcript::store_events(&db, other, c, Some(open.message_id), &[g.text("x")]).await;
     assert!(matches!(r, Err(TranscriptError::NotYours(id)) if id == c));
     assert_eq!(messages(&db, c).await[1].content, expected);
-    assert_eq!(conversation(&db, c).await.2, 101);
+    assert_eq!(conversation(&db, c).await.2, 103);
 }

@@ -1,4 +1,4 @@
-//! Turns stored without a writer task: the router that takes a browser's message
+//! How a turn is stored: the router that takes a browser's message
 //! opens the turn's rows ([`open_turn`]), takes them back when the sandbox refuses
 //! the message ([`discard_turn`]), and the sandbox pushes the turn's numbered
 //! events over HTTP, stored batch by batch ([`store_events`]).
@@ -43,7 +43,8 @@ pub struct StoreOutcome {
     /// Events already stored (`seq` at or below the stored `last_seq`), skipped.
     pub duplicates: usize,
     /// Events not stored for another reason: unnumbered, of another conversation,
-    /// or with no assistant message in the conversation to hold them.
+    /// with no assistant message in the conversation to hold them, or after the
+    /// end of their answer's turn.
     pub ignored: usize,
 }
 
@@ -162,7 +163,10 @@ pub async fn discard_turn(
 ///
 /// The events go to `message_id` when it is an assistant message of this
 /// conversation (a `turn` event naming one switches to it), else to the
-/// conversation's newest assistant message. Fails with
+/// conversation's newest assistant message. Once an answer's turn ended (`done`
+/// or a numbered `error` stored, in this batch or before) nothing more is added
+/// to it: later events are ignored until a `turn` event opens the next answer
+/// (the one it names, else the conversation's newest). Fails with
 /// [`TranscriptError::NotYours`] when the conversation is not `user_id`'s (or
 /// does not exist), changing nothing.
 pub async fn store_events(
@@ -199,19 +203,26 @@ pub async fn store_events(
             continue;
         }
         if let SandboxFrame::Turn {
-            message_id: Some(named),
-            ..
+            message_id: named, ..
         } = frame
-            && let Ok(named) = named.parse::<Uuid>()
-            && target != Some(named)
         {
-            write.flush(&mut tx, user_id, target).await?;
-            target = assistant_message(&mut tx, user_id, conversation_id, Some(named)).await?;
+            // A new turn: its answer is the message it names, else (when the
+            // current one has ended) the conversation's newest answer.
+            let named = named.as_deref().and_then(|n| n.parse::<Uuid>().ok());
+            let switch = match named {
+                Some(named) => target.is_none_or(|t| t.id != named),
+                None => target.is_none_or(|t| t.ended),
+            };
+            if switch {
+                write.flush(&mut tx, user_id, target.map(|t| t.id)).await?;
+                target = assistant_message(&mut tx, user_id, conversation_id, named).await?;
+            }
         }
-        if target.is_none() {
+        let Some(answer) = target.as_mut().filter(|t| !t.ended) else {
+            // No answer to hold it, or one whose turn already ended.
             outcome.ignored += 1;
             continue;
-        }
+        };
         outcome.last_seq = seq;
         outcome.stored += 1;
         match frame {
@@ -220,15 +231,17 @@ pub async fn store_events(
             SandboxFrame::Done { usage, .. } => {
                 write.done = Some((usage.input_tokens, usage.output_tokens));
                 outcome.ended = Some(Outcome::Complete);
+                answer.ended = true;
             }
             SandboxFrame::Error { .. } => {
                 write.events.push(browser_event(frame));
                 outcome.ended = Some(Outcome::Incomplete);
+                answer.ended = true;
             }
             _ => write.events.push(browser_event(frame)),
         }
     }
-    write.flush(&mut tx, user_id, target).await?;
+    write.flush(&mut tx, user_id, target.map(|t| t.id)).await?;
     if outcome.last_seq > stored_seq {
         // language=PostgreSQL
         sqlx::query("update conversations set last_seq = $3 where id = $1 and owner_id = $2")
@@ -240,7 +253,7 @@ pub async fn store_events(
     }
     tx.commit().await?;
     if outcome.ignored > 0 {
-        tracing::warn!(user.id = %user_id, conversation.id = %conversation_id, ignored = outcome.ignored, "events not stored: unnumbered, of another conversation, or with no assistant message");
+        tracing::warn!(user.id = %user_id, conversation.id = %conversation_id, ignored = outcome.ignored, "events not stored: unnumbered, of another conversation, with no assistant message, or after their turn ended");
     }
     tracing::debug!(user.id = %user_id, conversation.id = %conversation_id, ?outcome, "events stored");
     Ok(outcome)
@@ -263,6 +276,14 @@ async fn lock_conversation(
     Ok(last_seq.map(|s| u64::try_from(s).unwrap_or(0)))
 }
 
+/// An assistant message events are stored in.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    id: Uuid,
+    /// Its turn ended (`done` or a numbered `error` stored): nothing more is added.
+    ended: bool,
+}
+
 /// `wanted` when it is an assistant message of the conversation, else the
 /// conversation's newest assistant message; `None` when it has none.
 async fn assistant_message(
@@ -270,10 +291,11 @@ async fn assistant_message(
     user_id: Uuid,
     conversation_id: Uuid,
     wanted: Option<Uuid>,
-) -> sqlx::Result<Option<Uuid>> {
+) -> sqlx::Result<Option<Answer>> {
+    // Only numbered errors are stored in `events`, and each ends its turn.
     // language=PostgreSQL
-    let found: Option<Uuid> = sqlx::query_scalar(
-        "select id from messages
+    let found: Option<(Uuid, bool)> = sqlx::query_as(
+        "select id, complete or events @> '[{\"type\":\"error\"}]' from messages
          where conversation_id = $1 and owner_id = $2 and role = 'assistant'
          order by (id is not distinct from $3) desc, position desc limit 1",
     )
@@ -283,11 +305,11 @@ async fn assistant_message(
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(wanted) = wanted
-        && found != Some(wanted)
+        && found.is_none_or(|(id, _)| id != wanted)
     {
         tracing::warn!(user.id = %user_id, conversation.id = %conversation_id, message.id = %wanted, "events name a message that is not this conversation's answer; storing them in its newest answer");
     }
-    Ok(found)
+    Ok(found.map(|(id, ended)| Answer { id, ended }))
 }
 
 /// What one batch appends to one message.
