@@ -836,3 +836,118 @@ async fn a_connection_keeps_reading_through_a_slow_wake_and_its_turn_outlives_it
     .expect("the answer is stored with no tab open");
     assert_eq!(stored, "sent while waking");
 }
+
+fn p50(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Benchmark (not a test: `cargo test --release -p router --test kube_ws
+/// bench_replicas -- --ignored --nocapture`): a second replica joining a running
+/// workspace against a cold wake of it, and turns per second through one replica
+/// against the same turns through two, in one run.
+#[sqlx::test(migrator = "router::MIGRATOR")]
+#[ignore = "a benchmark: run it with --ignored --nocapture in the release profile"]
+async fn bench_replicas(db: PgPool) {
+    const USERS: usize = 4;
+    const TURNS: usize = 10;
+    let c = cluster(db).await;
+    let mut users = Vec::new();
+    let (mut cold, mut join) = (Vec::new(), Vec::new());
+    for i in 0..USERS {
+        let user = c.live.app.register(&format!("user{i}@example.com")).await;
+        let started = tokio::time::Instant::now();
+        let mut on_a = c.live.browser(&user.access).await;
+        on_a.ready().await;
+        cold.push(started.elapsed());
+        let started = tokio::time::Instant::now();
+        let mut on_b = c.other.browser(&user.access).await;
+        on_b.ready().await;
+        join.push(started.elapsed());
+        // Each user's CLI starts with a first turn, outside what is measured.
+        c.live.api.push(Reply::text(&["warm"]));
+        on_a.message("warm up", None).await;
+        let frames = on_a.turn().await;
+        let conversation = frames[0]["conversation_id"].as_str().map(str::to_owned);
+        on_b.turn().await;
+        users.push((on_a, on_b, conversation));
+    }
+    let (cold, join) = (p50(cold), p50(join));
+    println!(
+        "wake to ready, p50 of {USERS}: cold (pod start) {cold:?}, second replica joining {join:?} ({:.3}× the cold wake)",
+        join.as_secs_f64() / cold.as_secs_f64()
+    );
+
+    // The same turns, every user's through replica A, then half of them through B.
+    let mut rates = Vec::new();
+    for through_both in [false, true] {
+        for _ in 0..USERS * TURNS {
+            c.live.api.push(Reply::text(&["a ", "short ", "answer"]));
+        }
+        let started = tokio::time::Instant::now();
+        futures::future::join_all(users.iter_mut().enumerate().map(
+            |(i, (on_a, on_b, conversation))| async move {
+                let (sender, other) = if through_both && i % 2 == 1 {
+                    (on_b, on_a)
+                } else {
+                    (on_a, on_b)
+                };
+                for _ in 0..TURNS {
+                    sender.message("again", conversation.as_deref()).await;
+                    let frames = sender.turn().await;
+                    assert_eq!(frames.last().map(|f| f["type"].clone()), Some("done".into()));
+                    // The tab on the other replica sees the same turn.
+                    other.turn().await;
+                }
+            },
+        ))
+        .await;
+        let rate = (USERS * TURNS) as f64 / started.elapsed().as_secs_f64();
+        rates.push(rate);
+        println!(
+            "{} turns of {USERS} users through {}: {rate:.1} turns/s",
+            USERS * TURNS,
+            if through_both { "two replicas" } else { "one replica" }
+        );
+    }
+    println!("two replicas ÷ one: {:.2}×", rates[1] / rates[0]);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_tab_on_the_other_replica_sees_the_turn_and_its_interrupt_stops_it(db: PgPool) {
+    let c = cluster(db).await;
+    let alice = c.live.app.register("alice@example.com").await;
+    let deltas = numbered(3000);
+    let refs: Vec<&str> = deltas.iter().map(String::as_str).collect();
+    c.live.api.push(Reply::text(&refs));
+    let mut on_a = c.live.browser(&alice.access).await;
+    on_a.ready().await;
+    let mut on_b = c.other.browser(&alice.access).await;
+    on_b.ready().await;
+
+    on_a.message("count to 3000", None).await;
+    let seen = on_b
+        .until(|f| f["type"] == "text" && f["delta"] == "[0020] ")
+        .await;
+    let conversation = seen
+        .iter()
+        .find(|f| f["type"] == "turn")
+        .and_then(|f| f["conversation_id"].as_str())
+        .expect("B's tab saw the turn start")
+        .to_owned();
+    on_b
+        .send(serde_json::json!({"type": "interrupt", "conversation_id": conversation}))
+        .await;
+    let end_b = on_b.turn().await;
+    let end_a = on_a.turn().await;
+    for end in [&end_a, &end_b] {
+        assert_eq!(end.last().map(|f| f["type"].clone()), Some("done".into()));
+    }
+    let shown = text(&end_a);
+    assert!(
+        shown.len() < deltas.concat().len(),
+        "the answer stopped early ({} of {} characters)",
+        shown.len(),
+        deltas.concat().len()
+    );
+}
