@@ -895,7 +895,10 @@ async fn bench_replicas(db: PgPool) {
                 for _ in 0..TURNS {
                     sender.message("again", conversation.as_deref()).await;
                     let frames = sender.turn().await;
-                    assert_eq!(frames.last().map(|f| f["type"].clone()), Some("done".into()));
+                    assert_eq!(
+                        frames.last().map(|f| f["type"].clone()),
+                        Some("done".into())
+                    );
                     // The tab on the other replica sees the same turn.
                     other.turn().await;
                 }
@@ -907,7 +910,11 @@ async fn bench_replicas(db: PgPool) {
         println!(
             "{} turns of {USERS} users through {}: {rate:.1} turns/s",
             USERS * TURNS,
-            if through_both { "two replicas" } else { "one replica" }
+            if through_both {
+                "two replicas"
+            } else {
+                "one replica"
+            }
         );
     }
     println!("two replicas ÷ one: {:.2}×", rates[1] / rates[0]);
@@ -935,8 +942,7 @@ async fn a_tab_on_the_other_replica_sees_the_turn_and_its_interrupt_stops_it(db:
         .and_then(|f| f["conversation_id"].as_str())
         .expect("B's tab saw the turn start")
         .to_owned();
-    on_b
-        .send(serde_json::json!({"type": "interrupt", "conversation_id": conversation}))
+    on_b.send(serde_json::json!({"type": "interrupt", "conversation_id": conversation}))
         .await;
     let end_b = on_b.turn().await;
     let end_a = on_a.turn().await;
