@@ -1,4 +1,5 @@
-//! Liveness (`/healthz`), readiness (`/readyz`: the database answers) and the
+//! Liveness (`/healthz`), readiness (`/readyz`: the database answers and the
+//! storage bucket exists) and the
 //! Prometheus metrics (`/metrics`). The first two need no token. `/metrics` needs
 //! `Authorization: Bearer $JARVIS_METRICS_TOKEN` when that is set; without it,
 //! only a peer on loopback that came through no proxy (no `Forwarded`,
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{AppState, Error, Result};
+use crate::storage::StorageError;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -36,13 +38,29 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
     // language=PostgreSQL
     let ping = sqlx::query("select 1").execute(&state.db);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
-        Ok(Ok(_)) => Ok(Json(json!({"status": "ready"}))),
+        Ok(Ok(_)) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "database not ready");
-            Err(Error::Unavailable("the database is not reachable".into()))
+            return Err(Error::Unavailable("the database is not reachable".into()));
+        }
+        Err(_) => {
+            return Err(Error::Unavailable(
+                "the database did not answer in time".into(),
+            ));
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(5), state.storage.check()).await {
+        Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
+        Ok(Err(e @ StorageError::NoBucket(_))) => {
+            tracing::warn!(error = %e, "storage not ready");
+            Err(Error::Unavailable(e.to_string()))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "storage not ready");
+            Err(Error::Unavailable("the file storage is not reachable".into()))
         }
         Err(_) => Err(Error::Unavailable(
-            "the database did not answer in time".into(),
+            "the file storage did not answer in time".into(),
         )),
     }
 }
