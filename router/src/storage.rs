@@ -397,7 +397,9 @@ impl Storage {
             loop {
                 let n = reader.read(&mut buf).await.map_err(io)?;
                 if n == 0 {
-                    return Ok(());
+                    // Parts refused so far are seen here, while the upload can
+                    // still be aborted (`finish` does not abort a failed part).
+                    return counted(key, writer.wait_for_capacity(0).await);
                 }
                 size += n as u64;
                 check_limit(key, size, limit)?;
