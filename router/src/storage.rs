@@ -9,9 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::{
-    Attribute, Attributes, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+    Attribute, Attributes, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart,
     aws::{AmazonS3Builder, AmazonS3ConfigKey},
-    client::ClientConfigKey,
     local::LocalFileSystem,
     path::Path,
 };
@@ -262,7 +262,7 @@ impl Storage {
             let plain = builder
                 .get_config_value(&AmazonS3ConfigKey::Endpoint)
                 .is_some_and(|e| e.starts_with("http://"));
-            if plain && builder.get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)).is_none() {
+            if plain && std::env::var_os("AWS_ALLOW_HTTP").is_none() {
                 builder = builder.with_allow_http(true);
             }
             Arc::new(builder.build()?)

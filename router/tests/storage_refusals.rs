@@ -214,13 +214,25 @@ async fn readyz_fails_naming_a_missing_bucket(db: PgPool) {
         ..server.config.clone()
     };
     let app = with_storage(app, Storage::s3(&missing).expect("opens"));
-    let reply = app.call(Request::get("/readyz").body(Body::empty()).expect("request")).await;
+    let reply = app
+        .call(
+            Request::get("/readyz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     let message = reply.body["error"]["message"].as_str().unwrap_or("");
     assert!(message.contains("no-such-bucket-7"), "{:?}", reply.body);
 
     let app = with_storage(app, server.storage());
-    let reply = app.call(Request::get("/readyz").body(Body::empty()).expect("request")).await;
+    let reply = app
+        .call(
+            Request::get("/readyz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
 }
 
@@ -231,7 +243,12 @@ async fn a_nul_in_an_upload_name_answers_422(db: PgPool) {
     let reply = app
         .call(upload_request(&alice.access, b"bad\0name.txt", b"hello"))
         .await;
-    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", reply.body);
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        reply.body
+    );
     assert!(
         reply.body["error"]["message"]
             .as_str()

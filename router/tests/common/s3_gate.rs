@@ -237,9 +237,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let mut response = Response::builder().status(answer.status());
     // Content-Length stays: a HEAD's tells the object's size.
     for (name, value) in answer.headers() {
-        if name != header::TRANSFER_ENCODING
-            && name != header::CONNECTION
-        {
+        if name != header::TRANSFER_ENCODING && name != header::CONNECTION {
             response = response.header(name, value);
         }
     }

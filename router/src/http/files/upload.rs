@@ -42,9 +42,7 @@ impl From<UploadError> for Error {
             UploadError::Name(_) => Self::Invalid(e.to_string()),
             UploadError::TooLarge { .. }
             | UploadError::StoreTooLarge { .. }
-            | UploadError::TooMany => {
-                Self::PayloadTooLarge(e.to_string())
-            }
+            | UploadError::TooMany => Self::PayloadTooLarge(e.to_string()),
             UploadError::Quota { .. } => Self::QuotaExceeded(e.to_string()),
             UploadError::Cut(_) => Self::BadRequest(e.to_string()),
             UploadError::NoFreeName(_) => Self::Conflict(e.to_string()),
