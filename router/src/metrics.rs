@@ -1,6 +1,6 @@
 //! Prometheus metrics of the router, served at `/metrics`.
 
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -54,6 +54,29 @@ pub struct WorkspaceEventLabels {
     /// (unnumbered, of another conversation, or with no message to hold it) or
     /// `foreign` (a conversation that is not the token's user's).
     pub outcome: String,
+}
+
+/// Labels of a write the object store did not take.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageWriteLabels {
+    /// The store's refusal (`too_large`, `no_bucket`, `bad_key`, `refused`) or
+    /// `failed` (no answer, a server error).
+    pub kind: String,
+}
+
+/// Writes the object store did not take, process-wide: the storage layer counts
+/// them where it has no [`Metrics`] at hand; every [`Metrics`] registers it.
+static STORAGE_WRITE_FAILURES: LazyLock<Family<StorageWriteLabels, Counter>> =
+    LazyLock::new(Family::default);
+
+/// Counts a write the object store did not take, by `kind` (see
+/// [`StorageWriteLabels`]); shown as `jarvis_storage_write_failures_total`.
+pub fn storage_write_failed(kind: &str) {
+    STORAGE_WRITE_FAILURES
+        .get_or_create(&StorageWriteLabels {
+            kind: kind.to_string(),
+        })
+        .inc();
 }
 
 /// The router's metrics.
@@ -129,6 +152,11 @@ impl Default for Metrics {
             "workspace_events",
             "Events sandboxes pushed to be stored, by outcome",
             workspace_events.clone(),
+        );
+        registry.register(
+            "storage_write_failures",
+            "Writes the object store did not take, by kind",
+            STORAGE_WRITE_FAILURES.clone(),
         );
         Self {
             registry: Mutex::new(registry),

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::{
-    ObjectStore, PutPayload, aws::AmazonS3Builder, buffered::BufWriter, local::LocalFileSystem,
+    Attribute, Attributes, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart,
+    aws::{AmazonS3Builder, AmazonS3ConfigKey},
+    local::LocalFileSystem,
     path::Path,
 };
 use sha2::{Digest, Sha256};
@@ -60,9 +63,128 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// The bucket does not exist (a start-up or `/readyz` check).
+    #[error("the storage bucket {0:?} does not exist: create it or fix JARVIS_STORAGE")]
+    NoBucket(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] object_store::Error),
+}
+
+impl StorageError {
+    /// Why the store refused a write or read, when it answered with a refusal
+    /// (an HTTP 4xx) rather than failing; `None` for every other error.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::NoBucket(_) => Some(Refusal::NoBucket),
+            Self::Store(e) => refusal_of(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a store refused an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too large for the store or the bucket's size limit (`EntityTooLarge`, 413).
+    TooLarge,
+    /// The bucket does not exist (`NoSuchBucket`).
+    NoBucket,
+    /// The store does not accept the key (`InvalidKey`, Supabase's key rule).
+    BadKey,
+    /// Any other refusal (4xx): denied, a precondition, a bad request.
+    Other,
+}
+
+impl Refusal {
+    /// Its `/metrics` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::NoBucket => "no_bucket",
+            Self::BadKey => "bad_key",
+            Self::Other => "refused",
+        }
+    }
+}
+
+/// Whether `error` or one of its sources says `needle`.
+fn chain_contains(error: &(dyn std::error::Error + 'static), needle: &str) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.to_string().contains(needle) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// What kind of refusal the store's `error` is (see [`StorageError::refusal`]).
+fn refusal_of(error: &object_store::Error) -> Option<Refusal> {
+    let says = |needle| chain_contains(error, needle);
+    if says("EntityTooLarge") || says("status code: 413") {
+        Some(Refusal::TooLarge)
+    } else if says("NoSuchBucket") {
+        Some(Refusal::NoBucket)
+    } else if says("InvalidKey") || says("KeyTooLong") || says("InvalidObjectName") {
+        Some(Refusal::BadKey)
+    } else if says("status code: 4")
+        || matches!(
+            error,
+            object_store::Error::NotFound { .. }
+                | object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. }
+        )
+    {
+        Some(Refusal::Other)
+    } else {
+        None
+    }
+}
+
+/// `result` of a write to `key`, a failure logged and counted on `/metrics`
+/// (`jarvis_storage_write_failures`, by refusal kind or `failed`).
+fn counted<T>(key: &str, result: object_store::Result<T>) -> Result<T, StorageError> {
+    result.map_err(|error| {
+        let refusal = refusal_of(&error);
+        let kind = refusal.map_or("failed", Refusal::label);
+        crate::metrics::storage_write_failed(kind);
+        tracing::warn!(key, kind, %error, "the store did not take an object");
+        StorageError::Store(error)
+    })
+}
+
+/// [`StorageError::TooLarge`] once `size` is past `limit`.
+fn check_limit(key: &str, size: u64, limit: Option<u64>) -> Result<(), StorageError> {
+    match limit {
+        Some(limit) if size > limit => Err(StorageError::TooLarge {
+            key: key.to_string(),
+            limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads from `reader` into `buf` until it holds `max` bytes or the source
+/// ends; `true` when it ended.
+async fn read_up_to<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    while buf.len() < max {
+        let want = (max - buf.len()).min(chunk.len());
+        let n = reader.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Ok(true);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(false)
 }
 
 /// An S3 endpoint given explicitly (tests, or callers that do not use the `AWS_*`
@@ -106,6 +228,11 @@ pub struct ObjectInfo {
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// The bucket, for an S3 store.
+    bucket: Option<String>,
+    /// Whether the store keeps objects' attributes (Content-Type): S3 does, a
+    /// local directory does not.
+    keeps_attributes: bool,
 }
 
 impl Storage {
@@ -116,23 +243,37 @@ impl Storage {
                 dir: dir.to_string(),
                 source,
             })?;
-            Arc::new(LocalFileSystem::new_with_prefix(dir)?)
+            return Ok(Self {
+                store: Arc::new(LocalFileSystem::new_with_prefix(dir)?),
+                bucket: None,
+                keeps_attributes: false,
+            });
         } else if let Some(bucket) = url.strip_prefix("s3://") {
             if bucket.is_empty() || bucket.contains('/') {
                 return Err(StorageError::BadUrl(url.to_string()));
             }
             // Credentials, region and AWS_ENDPOINT_URL come from the standard AWS
             // variables; path-style addressing is what Supabase Storage speaks.
-            Arc::new(
-                AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_virtual_hosted_style_request(false)
-                    .build()?,
-            )
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_virtual_hosted_style_request(false);
+            // An `http://` endpoint is what its operator asked for: no
+            // AWS_ALLOW_HTTP needed on top (an explicit one still wins).
+            let plain = builder
+                .get_config_value(&AmazonS3ConfigKey::Endpoint)
+                .is_some_and(|e| e.starts_with("http://"));
+            if plain && std::env::var_os("AWS_ALLOW_HTTP").is_none() {
+                builder = builder.with_allow_http(true);
+            }
+            Arc::new(builder.build()?)
         } else {
             return Err(StorageError::BadUrl(url.to_string()));
         };
-        Ok(Self { store })
+        Ok(Self {
+            store,
+            bucket: url.strip_prefix("s3://").map(str::to_string),
+            keeps_attributes: true,
+        })
     }
 
     /// Opens an S3 store from explicit settings (path-style addressing; plain
@@ -151,14 +292,22 @@ impl Storage {
         }
         Ok(Self {
             store: Arc::new(builder.build()?),
+            bucket: Some(config.bucket.clone()),
+            keeps_attributes: true,
         })
     }
 
     /// Stores `bytes` at `key`, replacing what was there.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
-        self.store
-            .put(&Path::from(key), PutPayload::from(bytes))
-            .await?;
+        let opts = PutOptions {
+            attributes: self.attributes(&bytes[..bytes.len().min(HEAD_BYTES)], key),
+            ..PutOptions::default()
+        };
+        let put = self
+            .store
+            .put_opts(&Path::from(key), PutPayload::from(bytes), opts)
+            .await;
+        counted(key, put)?;
         Ok(())
     }
 
@@ -181,66 +330,135 @@ impl Storage {
     /// request, large ones as a multipart upload, never the whole object in memory
     /// (at most about [`PART_BYTES`] × ([`PARTS_IN_FLIGHT`] + 1) at a time).
     /// With `limit`, a source longer than `limit` bytes stores nothing and fails
-    /// with [`StorageError::TooLarge`]; so does any read error.
+    /// with [`StorageError::TooLarge`]; so does any read error. The object's
+    /// Content-Type (on stores that keep one) is sniffed from its first bytes and
+    /// the key's name. A write the store refuses is an error, never a panic
+    /// ([`StorageError::refusal`] tells why), and is counted on `/metrics`.
     pub async fn put_reader<R: AsyncRead + Unpin + Send>(
         &self,
         key: &str,
+        reader: R,
+        limit: Option<u64>,
+    ) -> Result<PutInfo, StorageError> {
+        self.put_reader_as(key, key, reader, limit).await
+    }
+
+    /// [`Storage::put_reader`], with the Content-Type guessed from `name` (the
+    /// file's name as its owner knows it) rather than from the key.
+    pub async fn put_reader_as<R: AsyncRead + Unpin + Send>(
+        &self,
+        key: &str,
+        name: &str,
         mut reader: R,
         limit: Option<u64>,
     ) -> Result<PutInfo, StorageError> {
-        let mut writer = BufWriter::with_capacity(self.store.clone(), Path::from(key), PART_BYTES)
-            .with_max_concurrency(PARTS_IN_FLIGHT);
+        let path = Path::from(key);
         let mut hasher = Sha256::new();
-        let mut head = Vec::new();
         let mut size = 0u64;
+        let io = |source| StorageError::Io {
+            key: key.to_string(),
+            source,
+        };
+        // The first part decides: a source that ends within it is one PUT.
+        let mut first = Vec::with_capacity(64 * 1024);
+        let ended = read_up_to(&mut reader, &mut first, PART_BYTES)
+            .await
+            .map_err(io)?;
+        size += first.len() as u64;
+        check_limit(key, size, limit)?;
+        hasher.update(&first);
+        let head = Bytes::copy_from_slice(&first[..first.len().min(HEAD_BYTES)]);
+        let attributes = self.attributes(&head, name);
+        if ended {
+            let opts = PutOptions {
+                attributes,
+                ..PutOptions::default()
+            };
+            let put = self
+                .store
+                .put_opts(&path, PutPayload::from(first), opts)
+                .await;
+            counted(key, put)?;
+            return Ok(PutInfo {
+                size,
+                sha256: hasher.finalize().into(),
+                head,
+            });
+        }
+        let opts = PutMultipartOptions {
+            attributes,
+            ..PutMultipartOptions::default()
+        };
+        let upload = counted(key, self.store.put_multipart_opts(&path, opts).await)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        writer.put(Bytes::from(first));
         let mut buf = vec![0u8; 64 * 1024];
-        let outcome: Result<(), StorageError> = async {
+        let streamed: Result<(), StorageError> = async {
             loop {
-                let n = reader
-                    .read(&mut buf)
-                    .await
-                    .map_err(|source| StorageError::Io {
-                        key: key.to_string(),
-                        source,
-                    })?;
+                let n = reader.read(&mut buf).await.map_err(io)?;
                 if n == 0 {
-                    break;
+                    // Parts refused so far are seen here, while the upload can
+                    // still be aborted (`finish` does not abort a failed part).
+                    return counted(key, writer.wait_for_capacity(0).await);
                 }
                 size += n as u64;
-                if let Some(limit) = limit
-                    && size > limit
-                {
-                    return Err(StorageError::TooLarge {
-                        key: key.to_string(),
-                        limit,
-                    });
-                }
+                check_limit(key, size, limit)?;
                 let chunk = &buf[..n];
                 hasher.update(chunk);
-                if head.len() < HEAD_BYTES {
-                    let take = (HEAD_BYTES - head.len()).min(n);
-                    head.extend_from_slice(&chunk[..take]);
-                }
-                writer.put(Bytes::copy_from_slice(chunk)).await?;
+                counted(key, writer.wait_for_capacity(PARTS_IN_FLIGHT).await)?;
+                writer.write(chunk);
             }
-            writer.shutdown().await.map_err(|source| StorageError::Io {
-                key: key.to_string(),
-                source,
-            })
         }
         .await;
-        if let Err(e) = outcome {
-            // A multipart upload begun is aborted; a single put never happened.
-            if let Err(abort) = writer.abort().await {
-                tracing::warn!(error = %abort, "aborting an unfinished upload failed");
+        match streamed {
+            // `finish` aborts the upload itself when completing it fails.
+            Ok(()) => {
+                counted(key, writer.finish().await)?;
             }
-            return Err(e);
+            Err(e) => {
+                // A multipart upload begun is aborted (its parts deleted).
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(error = %abort, "aborting an unfinished upload failed");
+                }
+                return Err(e);
+            }
         }
         Ok(PutInfo {
             size,
             sha256: hasher.finalize().into(),
-            head: Bytes::from(head),
+            head,
         })
+    }
+
+    /// The attributes an object is stored with: its Content-Type, on stores that
+    /// keep attributes (S3; a local directory keeps none).
+    fn attributes(&self, head: &[u8], name: &str) -> Attributes {
+        let mut attributes = Attributes::new();
+        if self.keeps_attributes {
+            attributes.insert(
+                Attribute::ContentType,
+                crate::sync::content_type(head, name).into(),
+            );
+        }
+        attributes
+    }
+
+    /// Checks that the bucket exists and answers, for start-up and `/readyz`:
+    /// a missing bucket is [`StorageError::NoBucket`], naming it.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        let probe = Path::from("jarvis-readiness-probe");
+        match self.store.list_with_delimiter(Some(&probe)).await {
+            Ok(_) => Ok(()),
+            Err(e) => match &self.bucket {
+                Some(bucket)
+                    if chain_contains(&e, "NoSuchBucket")
+                        || matches!(e, object_store::Error::NotFound { .. }) =>
+                {
+                    Err(StorageError::NoBucket(bucket.clone()))
+                }
+                _ => Err(e.into()),
+            },
+        }
     }
 
     /// Streams the object at `key` into `writer` (flushed); returns its size.

@@ -172,6 +172,10 @@ pub struct SyncReport {
     /// New or changed files not stored because the plan's storage is full (the
     /// stored version, if any, is kept).
     pub over_quota: u64,
+    /// New or changed files the store did not take (refused: a size limit, a
+    /// key it does not accept, a missing bucket; or failed): the stored version,
+    /// if any, is kept, and the next sync tries again.
+    pub refused: u64,
 }
 
 /// What [`restore`] did.

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     db,
-    storage::{Storage, StorageError},
+    storage::{Refusal, Storage, StorageError},
     workspaces::Registry,
 };
 
@@ -59,6 +59,13 @@ pub enum UploadError {
         name: String,
         /// The limit.
         limit: u64,
+    },
+    /// The object store refused the file for its size (its own or the bucket's
+    /// size limit), below `JARVIS_MAX_UPLOAD_BYTES`.
+    #[error("the file store does not take a file as large as {name:?}")]
+    StoreTooLarge {
+        /// The file's name as sent.
+        name: String,
     },
     /// The plan's storage quota would be exceeded.
     #[error(
@@ -186,7 +193,11 @@ impl Batch {
         let id = Uuid::new_v4();
         let key = upload_key(self.user, id);
         let reader = StreamReader::new(futures::StreamExt::map(body, |r| r.map_err(Into::into)));
-        let info = match self.storage.put_reader(&key, reader, Some(limit)).await {
+        let info = match self
+            .storage
+            .put_reader_as(&key, &name, reader, Some(limit))
+            .await
+        {
             Ok(info) => info,
             Err(StorageError::TooLarge { .. }) => {
                 return Err(match (room, self.quota) {
@@ -200,6 +211,11 @@ impl Batch {
                 });
             }
             Err(StorageError::Io { source, .. }) => return Err(UploadError::Cut(source)),
+            Err(e) if e.refusal() == Some(Refusal::TooLarge) => {
+                return Err(UploadError::StoreTooLarge {
+                    name: raw_name.to_string(),
+                });
+            }
             Err(e) => return Err(UploadError::Storage(e)),
         };
         let content_type = crate::sync::content_type(&info.head, &name);

@@ -1,4 +1,5 @@
-//! Liveness (`/healthz`), readiness (`/readyz`: the database answers) and the
+//! Liveness (`/healthz`), readiness (`/readyz`: the database answers and the
+//! storage bucket exists) and the
 //! Prometheus metrics (`/metrics`). The first two need no token. `/metrics` needs
 //! `Authorization: Bearer $JARVIS_METRICS_TOKEN` when that is set; without it,
 //! only a peer on loopback that came through no proxy (no `Forwarded`,
@@ -11,7 +12,7 @@ use axum::{
     Json, Router,
     extract::{ConnectInfo, Request, State},
     http::{HeaderMap, StatusCode, header},
-    response::IntoResponse,
+    response::{IntoResponse, Response},
     routing::get,
 };
 use serde_json::{Value, json};
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{AppState, Error, Result};
+use crate::storage::StorageError;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -32,18 +34,45 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
+async fn readyz(State(state): State<AppState>) -> Response {
+    match ready(&state).await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        // Said in full (an internal error's message is hidden from clients): the
+        // operator reading a failed probe learns which dependency and why.
+        Err(message) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "not ready",
+                "error": {"code": "unavailable", "message": message},
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// Whether the database answers and the storage bucket exists; what is wrong if not.
+async fn ready(state: &AppState) -> std::result::Result<(), String> {
     // language=PostgreSQL
     let ping = sqlx::query("select 1").execute(&state.db);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
-        Ok(Ok(_)) => Ok(Json(json!({"status": "ready"}))),
+        Ok(Ok(_)) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "database not ready");
-            Err(Error::Unavailable("the database is not reachable".into()))
+            return Err("the database is not reachable".into());
         }
-        Err(_) => Err(Error::Unavailable(
-            "the database did not answer in time".into(),
-        )),
+        Err(_) => return Err("the database did not answer in time".into()),
+    }
+    match tokio::time::timeout(Duration::from_secs(5), state.storage.check()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ StorageError::NoBucket(_))) => {
+            tracing::warn!(error = %e, "storage not ready");
+            Err(e.to_string())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "storage not ready");
+            Err("the file storage is not reachable".into())
+        }
+        Err(_) => Err("the file storage did not answer in time".into()),
     }
 }
 

@@ -40,6 +40,9 @@ enum Outcome {
     Skipped,
     /// Does not fit in the plan's storage.
     OverQuota,
+    /// The store did not take it (refused or failed): the stored version, if
+    /// any, is kept and the next sync tries again.
+    Refused,
 }
 
 /// [`save_workspace_with`] the default [`Limits`].
@@ -125,6 +128,10 @@ pub async fn save_workspace_with(
                 report.over_quota += 1;
                 kept.insert(path);
             }
+            Outcome::Refused => {
+                report.refused += 1;
+                kept.insert(path);
+            }
         }
     }
     for path in ctx.stored.keys() {
@@ -146,8 +153,15 @@ pub async fn save_workspace_with(
         truncated = report.truncated,
         bytes = report.bytes,
         over_quota = report.over_quota,
+        refused = report.refused,
         "workspace saved"
     );
+    if report.refused > 0 {
+        tracing::warn!(
+            files = report.refused,
+            "workspace files not stored: the store did not take them"
+        );
+    }
     if report.over_quota > 0 {
         tracing::warn!(
             files = report.over_quota,
@@ -280,7 +294,13 @@ async fn sync_one(ctx: &Ctx, found: Found) -> Result<Outcome> {
         Err(StorageError::TooLarge { .. } | StorageError::Io { .. }) => {
             return Ok(Outcome::Skipped);
         }
-        Err(e) => return Err(e.into()),
+        // One object the store refuses does not stop the others (counted on
+        // `/metrics` by the storage layer).
+        Err(error) => {
+            let refusal = error.refusal().map(|r| r.label());
+            tracing::warn!(path = %found.path, ?refusal, %error, "the store did not take a workspace file");
+            return Ok(Outcome::Refused);
+        }
     };
     upsert_row(&ctx.db, ctx.user_id, &found.path, &key, &info).await?;
     Ok(Outcome::Uploaded(info.size))

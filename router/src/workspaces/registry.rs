@@ -362,7 +362,15 @@ impl Registry {
             }
             let registry = self.clone();
             tokio::spawn(async move {
-                registry.sleep_bounded(&hub).await;
+                // In a task of its own, so that a panic in it still lets the
+                // user be reaped again later (their entry in `reaping` goes).
+                let sleep = {
+                    let (registry, hub) = (registry.clone(), hub.clone());
+                    tokio::spawn(async move { registry.sleep_bounded(&hub).await })
+                };
+                if let Err(error) = sleep.await {
+                    tracing::error!(user.id = %hub.user, %error, "putting an idle workspace to sleep panicked; tried again later");
+                }
                 registry.lock_reaping().remove(&hub.user);
             });
         }
@@ -436,7 +444,8 @@ impl Registry {
 
     /// Starts the task that sleeps (or, with kubernetes, lets go of) idle
     /// workspaces and reports the activity of those in use, a few times per
-    /// idle timeout ([`super::activity_every`]).
+    /// idle timeout ([`super::activity_every`]). Each round runs in a task of
+    /// its own: one that panics is logged and the next round runs as usual.
     pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
         let registry = self.clone();
         let every = super::activity_every(self.idle_timeout);
@@ -444,8 +453,14 @@ impl Registry {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                registry.report_activity();
-                registry.sleep_idle();
+                let round = registry.clone();
+                let round = tokio::spawn(async move {
+                    round.report_activity();
+                    round.sleep_idle();
+                });
+                if let Err(error) = round.await {
+                    tracing::error!(%error, "a round of the idle reaper panicked; the next one runs");
+                }
             }
         })
     }

@@ -40,9 +40,9 @@ impl From<UploadError> for Error {
     fn from(e: UploadError) -> Self {
         match e {
             UploadError::Name(_) => Self::Invalid(e.to_string()),
-            UploadError::TooLarge { .. } | UploadError::TooMany => {
-                Self::PayloadTooLarge(e.to_string())
-            }
+            UploadError::TooLarge { .. }
+            | UploadError::StoreTooLarge { .. }
+            | UploadError::TooMany => Self::PayloadTooLarge(e.to_string()),
             UploadError::Quota { .. } => Self::QuotaExceeded(e.to_string()),
             UploadError::Cut(_) => Self::BadRequest(e.to_string()),
             UploadError::NoFreeName(_) => Self::Conflict(e.to_string()),
@@ -89,6 +89,12 @@ pub(super) async fn upload_files(
     Ok((StatusCode::CREATED, Json(UploadList { files })))
 }
 
+/// Whether a part's headers failed to parse for a byte a header value may not
+/// hold (NUL, a control character), which httparse calls `HeaderValue`.
+fn is_bad_header_value(error: &impl std::fmt::Debug) -> bool {
+    format!("{error:?}") == "HeaderValue"
+}
+
 type Reply = oneshot::Sender<Result<Vec<Uploaded>>>;
 
 async fn receive(
@@ -126,6 +132,11 @@ async fn receive(
                     return Err(Error::PayloadTooLarge(format!(
                         "a part's headers may be at most {MAX_FRAMING_BYTES} bytes"
                     )));
+                }
+                // httparse refuses a header value with NUL or another control
+                // character: in a part's headers that is the file name.
+                Err(multer::Error::ReadHeaderFailed(e)) if is_bad_header_value(&e) => {
+                    return Err(UploadError::Name(uploads::names::NameError::Control).into());
                 }
                 Err(e) => {
                     return Err(Error::BadRequest(format!(

@@ -1,0 +1,139 @@
+//! A store that refuses some writes, end to end (issue 18): the real router
+//! binary with `JARVIS_STORAGE=s3://…` and only the documented `AWS_*`
+//! variables (an `http://` endpoint, no `AWS_ALLOW_HTTP`), a real local
+//! sandbox running the real CLI, and `s3s-fs` behind a gate that refuses one
+//! key ([`s3_gate`]). The turn ends normally, the other file gets its row, the
+//! refusal is counted on `/metrics`, and the idle reaper goes on putting the
+//! workspace to sleep through refused writes.
+
+mod common;
+#[allow(dead_code)] // This binary uses a part of them.
+#[path = "common/s3.rs"]
+mod s3;
+#[allow(dead_code)]
+#[path = "common/s3_gate.rs"]
+mod s3_gate;
+
+use std::time::Duration;
+
+use common::{
+    live::WAIT,
+    process::{
+        data_dir, database_url, free_port, open, register, router_command, turn, until, wait_ready,
+    },
+};
+use s3_gate::{Answer, Rule, S3Gate};
+use sandbox::testing::{FakeApi, Reply};
+use serde_json::json;
+use sqlx::PgPool;
+
+/// `jarvis_storage_write_failures_total{kind="bad_key"}` on the router at `url`.
+async fn bad_key_refusals(url: &str) -> u64 {
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics answered")
+        .text()
+        .await
+        .expect("metrics text");
+    let prefix = "jarvis_storage_write_failures_total{kind=\"bad_key\"} ";
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until the router's count of refused writes passes `above`.
+async fn refusals_past(url: &str, above: u64) -> u64 {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let n = bad_key_refusals(url).await;
+            if n > above {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no refused write past {above} in time"))
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_refused_object_neither_stops_the_turn_nor_the_sync_nor_the_reaper(db: PgPool) {
+    let gate = S3Gate::start(vec![Rule::KeyContains(
+        "refused".into(),
+        Answer::InvalidKey,
+    )])
+    .await;
+    let dir = data_dir();
+    let api = FakeApi::start().await.expect("fake api");
+    let db_url = database_url(&db).await;
+    let port = free_port();
+    let s3 = &gate.server.config;
+    // `router_command` clears the environment: no AWS_ALLOW_HTTP.
+    let mut command = router_command(&db_url, dir.path(), &api.url(), port);
+    command
+        .env("JARVIS_STORAGE", format!("s3://{}", s3.bucket))
+        .env("AWS_ENDPOINT_URL", gate.endpoint())
+        .env("AWS_ACCESS_KEY_ID", &s3.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key)
+        .env("AWS_REGION", &s3.region)
+        .env("JARVIS_IDLE_TIMEOUT", "1s");
+    let _child = command.spawn().expect("the router binary starts");
+    let url = format!("http://127.0.0.1:{port}");
+    // Ready means the bucket answered through the http:// endpoint.
+    wait_ready(&url).await;
+    let token = register(&url, "alice@example.com").await;
+
+    api.push(Reply::tool_use(
+        "toolu_write",
+        "Bash",
+        json!({
+            "command": "printf 'kept\\n' > /workspace/kept.txt; printf 'no\\n' > /workspace/refused.txt; echo WROTE",
+            "description": "write two files"
+        }),
+    ));
+    api.push(Reply::text(&["two files written"]));
+    let mut ws = open(&url, &token).await;
+    until(&mut ws, |f| f["type"] == "status" && f["state"] == "ready").await;
+    let frames = turn(
+        &mut ws,
+        json!({"type": "message", "content": "write two files"}),
+    )
+    .await;
+    assert_eq!(
+        frames.last().map(|f| f["type"].clone()),
+        Some(json!("done")),
+        "the turn ends normally: {frames:?}"
+    );
+
+    // The after-turn sync met the refusal, counted it, and stored the other file.
+    let after_turn = refusals_past(&url, 0).await;
+    let paths = tokio::time::timeout(WAIT, async {
+        loop {
+            let paths: Vec<String> =
+                sqlx::query_scalar("select path from files where kind = 'workspace' order by path")
+                    .fetch_all(&db)
+                    .await
+                    .expect("rows");
+            if !paths.is_empty() {
+                return paths;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("a workspace row in time");
+    assert_eq!(paths, vec!["kept.txt".to_string()]);
+
+    // Idle, the reaper puts it to sleep: its save meets the refusal again …
+    drop(ws);
+    let asleep = refusals_past(&url, after_turn).await;
+    // … and the reaper is still there for the next time it is idle.
+    let mut ws = open(&url, &token).await;
+    until(&mut ws, |f| f["type"] == "status" && f["state"] == "ready").await;
+    drop(ws);
+    refusals_past(&url, asleep).await;
+    // The router is still up and ready.
+    wait_ready(&url).await;
+}
