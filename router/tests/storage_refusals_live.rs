@@ -125,6 +125,17 @@ async fn a_refused_object_neither_stops_the_turn_nor_the_sync_nor_the_reaper(db:
     .await
     .expect("a workspace row in time");
     assert_eq!(paths, vec!["kept.txt".to_string()]);
+    // The user is told, not left to find the file missing.
+    let told = until(&mut ws, |f| f["type"] == "error").await;
+    let told = told.last().expect("an error frame");
+    assert_eq!(told["code"], "storage_refused", "{told}");
+    assert!(
+        told["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1 new or changed file"),
+        "{told}"
+    );
 
     // Idle, the reaper puts it to sleep: its save meets the refusal again …
     drop(ws);

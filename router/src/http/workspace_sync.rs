@@ -83,6 +83,11 @@ fn sync_error(error: SyncError) -> Error {
         SyncError::Storage(StorageError::Io { source, .. }) => {
             Error::BadRequest(format!("the body could not be read: {source}"))
         }
+        // The store refused it for its size (a bucket's size limit): the
+        // sandbox is told so, not "internal".
+        SyncError::Storage(e) if e.refusal() == Some(crate::storage::Refusal::TooLarge) => {
+            Error::PayloadTooLarge("the store refused this file for its size".into())
+        }
         SyncError::Storage(e) => Error::Storage(e),
         SyncError::Db(e) => Error::Sqlx(e),
         other => Error::Internal(other.into()),

@@ -29,6 +29,9 @@ pub struct Context {
 
 /// The `code` of the `error` frame that tells a user their workspace is over its quota.
 pub const WORKSPACE_OVER_QUOTA: &str = "workspace_over_quota";
+/// The `code` of the `error` frame that tells a user the store refused files of
+/// their workspace (a size limit, a name it does not take).
+pub const STORAGE_REFUSED: &str = "storage_refused";
 /// The `code` of the `error` frame that tells a user their plan's storage is full.
 pub const STORAGE_QUOTA_EXCEEDED: &str = "quota_exceeded";
 
@@ -108,6 +111,18 @@ pub async fn sync_after_turn(hub: &super::Hub) {
             if let Some(over) = report.workspace_quota {
                 tracing::warn!(user.id = %user, ?report, "workspace over its quota");
                 tell(hub, WORKSPACE_OVER_QUOTA, &over.message(&limits));
+            }
+            if report.refused > 0 {
+                let files = report.refused;
+                tell(
+                    hub,
+                    STORAGE_REFUSED,
+                    &format!(
+                        "{files} new or changed file{} in your workspace could not be saved                          (the store refused {}); it stays in your workspace and is tried again                          after the next answer",
+                        if files == 1 { "" } else { "s" },
+                        if files == 1 { "it" } else { "them" }
+                    ),
+                );
             }
             if report.over_quota > 0 {
                 let files = report.over_quota;
