@@ -88,7 +88,7 @@ pub async fn used(db: &PgPool, storage: &Storage, user: Uuid) -> Result<(Tier, u
 /// `user`'s tier and the bytes of their `files` rows and documents.
 async fn in_rows(db: &PgPool, user: Uuid) -> Result<(Tier, u64), QuotaError> {
     // language=PostgreSQL
-    let row: Option<(String, i64)> = sqlx::query_as(
+    let row: Option<(String, i64)> = crate::db::query_as(
         "select u.tier,
                 (coalesce((select sum(size) from files where owner_id = u.id), 0)
                  + coalesce((select sum(octet_length(content)) from documents where owner_id = u.id), 0))::bigint

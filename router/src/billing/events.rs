@@ -76,7 +76,7 @@ pub async fn apply(db: &PgPool, plans: &Plans, event: &Event) -> sqlx::Result<Ou
     let mut tx = db.begin().await?;
     // language=PostgreSQL
     let fresh =
-        sqlx::query("insert into stripe_events (id, type) values ($1, $2) on conflict do nothing")
+        crate::db::query("insert into stripe_events (id, type) values ($1, $2) on conflict do nothing")
             .bind(&event.id)
             .bind(&event.kind)
             .execute(&mut *tx)
@@ -173,7 +173,7 @@ async fn by_customer(
         return Ok(false);
     };
     // language=PostgreSQL
-    let updated = sqlx::query(
+    let updated = crate::db::query(
         "update users set
              subscription_status = $2,
              subscription_active = $3,
@@ -222,7 +222,7 @@ async fn checkout_completed(
         return Ok(false);
     };
     // language=PostgreSQL
-    let updated = sqlx::query(
+    let updated = crate::db::query(
         "update users set
              stripe_customer_id = $2,
              stripe_subscription_id = coalesce($3, stripe_subscription_id),

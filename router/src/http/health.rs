@@ -34,7 +34,7 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
     // language=PostgreSQL
-    let ping = sqlx::query("select 1").execute(&state.db);
+    let ping = crate::db::query("select 1").execute(&state.db);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
         Ok(Ok(_)) => Ok(Json(json!({"status": "ready"}))),
         Ok(Err(e)) => {
