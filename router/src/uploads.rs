@@ -242,7 +242,7 @@ impl Batch {
         // One upload batch of a user at a time past this point, across router
         // processes: the quota check and the name choice see every earlier one.
         // language=PostgreSQL
-        sqlx::query("select pg_advisory_xact_lock(hashtextextended('uploads:' || $1::text, 0))")
+        crate::db::query("select pg_advisory_xact_lock(hashtextextended('uploads:' || $1::text, 0))")
             .bind(self.user)
             .execute(&mut *tx)
             .await?;
@@ -261,7 +261,7 @@ impl Batch {
                 let name = names::numbered(&p.name, n);
                 let path = format!("{DIR}/{name}");
                 // language=PostgreSQL
-                let in_db: bool = sqlx::query_scalar(
+                let in_db: bool = crate::db::query_scalar(
                     "select exists (select 1 from files where owner_id = $1 and path = $2)",
                 )
                 .bind(self.user)
@@ -277,7 +277,7 @@ impl Batch {
                 return Err(UploadError::NoFreeName(p.name.clone()));
             };
             // language=PostgreSQL
-            sqlx::query(
+            crate::db::query(
                 "insert into files (id, owner_id, kind, path, storage_key, size, content_type, sha256)
                  values ($1, $2, 'upload', $3, $4, $5, $6, $7)",
             )
@@ -375,7 +375,7 @@ pub async fn attachments(
     }
     let mut tx = db::user_tx(db, user).await?;
     // language=PostgreSQL
-    let found: Vec<Attachment> = sqlx::query_as(
+    let found: Vec<Attachment> = crate::db::query_as(
         "select id, regexp_replace(path, '^.*/', '') as filename, path from files
          where owner_id = $1 and kind = 'upload' and id = any($2)",
     )
