@@ -33,6 +33,9 @@ pub struct Admin {
         default_value = "postgres://localhost/jarvis"
     )]
     pub database_url: String,
+    /// A direct (or session-mode) URL for the migrations; default: `DATABASE_URL`.
+    #[arg(long, env = "DATABASE_DIRECT_URL")]
+    pub database_direct_url: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

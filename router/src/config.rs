@@ -39,8 +39,7 @@ pub struct Config {
 
     /// A direct (or session-mode) connection URL to the same database, for the
     /// migrations and `LISTEN` (Supabase's direct or session URL, port 5432);
-    /// default: `DATABASE_URL`. When it differs from `DATABASE_URL`, the latter is
-    /// taken to be a transaction-mode pooler.
+    /// default: `DATABASE_URL`. When it differs, `LISTEN` uses it too.
     #[arg(long, env = "DATABASE_DIRECT_URL")]
     pub database_direct_url: Option<String>,
 
@@ -451,14 +450,10 @@ impl Config {
             .unwrap_or(&self.database_url)
     }
 
-    /// How `DATABASE_URL` reaches Postgres: through a transaction-mode pooler when
-    /// a different `DATABASE_DIRECT_URL` is set.
-    pub fn pooling(&self) -> crate::db::Pooling {
-        if self.direct_database_url() == self.database_url {
-            crate::db::Pooling::Session
-        } else {
-            crate::db::Pooling::Transaction
-        }
+    /// Whether `DATABASE_URL` is taken to be a transaction-mode pooler: a
+    /// different `DATABASE_DIRECT_URL` is set.
+    pub fn behind_pooler(&self) -> bool {
+        self.direct_database_url() != self.database_url
     }
 
     /// The configuration with every default and nothing read from the environment

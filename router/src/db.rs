@@ -10,98 +10,214 @@
 //!
 //! `DATABASE_URL` may name PgBouncer in `pool_mode = transaction` (Supabase's
 //! pooler on port 6543): each transaction may run on a different server
-//! connection. So the router's queries never leave anything on a server
-//! connection that outlives a transaction:
+//! connection. So nothing the router does leaves state on a server connection
+//! past a transaction, and nothing spans two transactions:
 //!
-//! - every query is built with [`query`], [`query_as`] or [`query_scalar`] (not
-//!   `sqlx::query…`), which use the *unnamed* prepared statement: nothing named
-//!   is left behind for the next client of that server connection (sqlx's named
-//!   `sqlx_s_N` statements collide there, cache or no cache);
-//! - sqlx prepares and executes a statement in two round trips, and a pooler may
-//!   hand the second one to another server connection between them. A pool made
-//!   by [`connect`] with [`Pooling::Transaction`] therefore opens a transaction
-//!   whenever it hands a connection out and commits it when the connection comes
-//!   back, so whatever one checkout runs stays on one server connection;
-//! - session state is transaction-local (`set_config(.., true)`, advisory
+//! - every query is built with [`query`], [`query_as`] or [`query_scalar`]
+//!   (never `sqlx::query…`). They use the *unnamed* prepared statement, so
+//!   nothing named is left for the next client of that server connection (sqlx's
+//!   named `sqlx_s_N` statements collide there, cache or no cache). And they run
+//!   in a transaction: sqlx prepares (Parse, Sync) and executes (Bind, Execute,
+//!   Sync) in two round trips, which a pooler may hand to two server connections
+//!   outside a transaction ("bind message supplies 2 parameters, but prepared
+//!   statement \"\" requires 0", or someone else's statement run). On a
+//!   transaction ([`user_tx`], `begin()`) a query runs as is; on the pool or a
+//!   bare connection it runs in a transaction of its own ([`Target`]);
+//! - session state is transaction-local (`set_config(.., true)`,
 //!   `pg_advisory_xact_lock`); `LISTEN` and the migrator's session lock use the
-//!   direct connection of `DATABASE_DIRECT_URL` ([`migrate`]).
+//!   direct connection of `DATABASE_DIRECT_URL` ([`migrate`]);
+//! - code holding a transaction passes it on rather than asking the pool for a
+//!   second connection: behind a pooler with fewer server connections than
+//!   concurrent requests, that second connection may never come.
 
 use std::time::Duration;
 
 use sqlx::{
-    Connection, Executor, PgConnection, PgPool, Postgres, Transaction,
+    Connection, PgConnection, PgPool, Postgres, Transaction,
     migrate::MigrateDatabase,
-    postgres::{PgArguments, PgPoolOptions, PgRow},
-    query::{Query, QueryAs, QueryScalar},
+    pool::PoolConnection,
+    postgres::{PgArguments, PgPoolOptions, PgQueryResult, PgRow},
 };
 use uuid::Uuid;
 
 /// The role that row-level security applies to.
 pub const USER_ROLE: &str = "jarvis_user";
 
-/// A query on the unnamed prepared statement (see the module documentation).
-pub fn query(sql: &str) -> Query<'_, Postgres, PgArguments> {
-    sqlx::query(sql).persistent(false)
+/// Where a query runs: the pool (one checkout, in a transaction of its own) or
+/// a connection the caller holds (a transaction's included).
+pub enum Target<'c> {
+    /// A connection of the pool, for this one query.
+    Pool(&'c PgPool),
+    /// A held connection.
+    Conn(&'c mut PgConnection),
 }
 
-/// [`sqlx::query_as`] on the unnamed prepared statement.
-pub fn query_as<'q, O>(sql: &'q str) -> QueryAs<'q, Postgres, O, PgArguments>
+impl<'c> From<&'c PgPool> for Target<'c> {
+    fn from(pool: &'c PgPool) -> Self {
+        Target::Pool(pool)
+    }
+}
+
+impl<'c> From<&'c mut PgConnection> for Target<'c> {
+    fn from(conn: &'c mut PgConnection) -> Self {
+        Target::Conn(conn)
+    }
+}
+
+impl<'c> From<&'c mut PoolConnection<Postgres>> for Target<'c> {
+    fn from(conn: &'c mut PoolConnection<Postgres>) -> Self {
+        Target::Conn(&mut *conn)
+    }
+}
+
+impl<'c, 't> From<&'c mut Transaction<'t, Postgres>> for Target<'c> {
+    fn from(tx: &'c mut Transaction<'t, Postgres>) -> Self {
+        Target::Conn(&mut *tx)
+    }
+}
+
+/// Runs `$run` (a query method called on `$conn`) on `$target`: directly inside
+/// a transaction, else in one of its own, so that sqlx's two round trips stay
+/// on one server connection of a transaction pooler.
+macro_rules! run_on {
+    ($target:expr, |$conn:ident| $run:expr) => {
+        match $target.into() {
+            Target::Conn($conn) if $conn.is_in_transaction() => $run.await,
+            Target::Conn(conn) => {
+                let mut tx = conn.begin().await?;
+                let out = {
+                    let $conn: &mut PgConnection = &mut tx;
+                    $run.await?
+                };
+                tx.commit().await?;
+                Ok(out)
+            }
+            Target::Pool(pool) => {
+                let mut tx = pool.begin().await?;
+                let out = {
+                    let $conn: &mut PgConnection = &mut tx;
+                    $run.await?
+                };
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    };
+}
+
+/// A statement on the unnamed prepared statement (see the module
+/// documentation); built by [`query`].
+#[must_use = "a query does nothing until it is run"]
+pub struct Query<'q> {
+    inner: sqlx::query::Query<'q, Postgres, PgArguments>,
+}
+
+/// A query whose rows decode as `O`; built by [`query_as`].
+#[must_use = "a query does nothing until it is run"]
+pub struct QueryAs<'q, O> {
+    inner: sqlx::query::QueryAs<'q, Postgres, O, PgArguments>,
+}
+
+/// A query whose rows are one value `O`; built by [`query_scalar`].
+#[must_use = "a query does nothing until it is run"]
+pub struct QueryScalar<'q, O> {
+    inner: sqlx::query::QueryScalar<'q, Postgres, O, PgArguments>,
+}
+
+/// A statement (`sqlx::query`) that runs through a transaction pooler.
+pub fn query(sql: &str) -> Query<'_> {
+    Query {
+        inner: sqlx::query(sql).persistent(false),
+    }
+}
+
+/// A query (`sqlx::query_as`) that runs through a transaction pooler.
+pub fn query_as<'q, O>(sql: &'q str) -> QueryAs<'q, O>
 where
     O: for<'r> sqlx::FromRow<'r, PgRow>,
 {
-    sqlx::query_as(sql).persistent(false)
+    QueryAs {
+        inner: sqlx::query_as(sql).persistent(false),
+    }
 }
 
-/// [`sqlx::query_scalar`] on the unnamed prepared statement.
-pub fn query_scalar<'q, O>(sql: &'q str) -> QueryScalar<'q, Postgres, O, PgArguments>
+/// A query (`sqlx::query_scalar`) that runs through a transaction pooler.
+pub fn query_scalar<'q, O>(sql: &'q str) -> QueryScalar<'q, O>
 where
     (O,): for<'r> sqlx::FromRow<'r, PgRow>,
 {
-    sqlx::query_scalar(sql).persistent(false)
+    QueryScalar {
+        inner: sqlx::query_scalar(sql).persistent(false),
+    }
 }
 
-/// What stands between the router and Postgres on the pooled path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pooling {
-    /// Postgres itself, or a session-mode pooler.
-    Session,
-    /// A transaction-mode pooler: every checkout of the pool runs in one
-    /// transaction (see the module documentation).
-    Transaction,
+impl<'q> Query<'q> {
+    /// Binds the next parameter.
+    pub fn bind<T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>>(self, value: T) -> Self {
+        Self {
+            inner: self.inner.bind(value),
+        }
+    }
+
+    /// Runs the statement.
+    pub async fn execute<'c>(self, on: impl Into<Target<'c>>) -> sqlx::Result<PgQueryResult> {
+        let inner = self.inner;
+        run_on!(on, |conn| inner.execute(conn))
+    }
 }
 
-/// Connects a pool of at most `max` connections to `url`.
-pub async fn connect(url: &str, max: u32, pooling: Pooling) -> sqlx::Result<PgPool> {
-    let options = PgPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(Duration::from_secs(5));
-    let options = match pooling {
-        Pooling::Session => options,
-        Pooling::Transaction => options
-            // Outside a transaction the pooler releases the server connection after
-            // every Sync; `BEGIN` holds it until the checkout ends.
-            .after_connect(|conn, _| Box::pin(async move { begin_checkout(conn).await }))
-            .before_acquire(|conn, _| {
-                Box::pin(async move { begin_checkout(conn).await.map(|()| true) })
-            })
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    // Ends the checkout's transaction; when the code committed its
-                    // own (`begin()` … `commit()`), Postgres only warns.
-                    conn.execute("commit").await?;
-                    Ok(true)
-                })
-            }),
+macro_rules! fetch_methods {
+    ($name:ident, $($bound:tt)*) => {
+        impl<'q, O> $name<'q, O>
+        where
+            O: Send + Unpin,
+            $($bound)*
+        {
+            /// Binds the next parameter.
+            pub fn bind<T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>>(
+                self,
+                value: T,
+            ) -> Self {
+                Self {
+                    inner: self.inner.bind(value),
+                }
+            }
+
+            /// The first row; an error when there is none.
+            pub async fn fetch_one<'c>(self, on: impl Into<Target<'c>>) -> sqlx::Result<O> {
+                let inner = self.inner;
+                run_on!(on, |conn| inner.fetch_one(conn))
+            }
+
+            /// The first row, if any.
+            pub async fn fetch_optional<'c>(
+                self,
+                on: impl Into<Target<'c>>,
+            ) -> sqlx::Result<Option<O>> {
+                let inner = self.inner;
+                run_on!(on, |conn| inner.fetch_optional(conn))
+            }
+
+            /// Every row.
+            pub async fn fetch_all<'c>(self, on: impl Into<Target<'c>>) -> sqlx::Result<Vec<O>> {
+                let inner = self.inner;
+                run_on!(on, |conn| inner.fetch_all(conn))
+            }
+        }
     };
-    options.connect(url).await
 }
 
-/// Opens the transaction of one checkout of a [`Pooling::Transaction`] pool.
-async fn begin_checkout(conn: &mut PgConnection) -> sqlx::Result<()> {
-    // The simple protocol: no statement is prepared. A later `begin()` of the
-    // code runs inside it (Postgres warns and goes on) and its `commit()` or
-    // `rollback()` ends it.
-    conn.execute("begin").await.map(|_| ())
+fetch_methods!(QueryAs, O: for<'r> sqlx::FromRow<'r, PgRow>);
+fetch_methods!(QueryScalar, (O,): for<'r> sqlx::FromRow<'r, PgRow>);
+
+/// Connects a pool of at most `max` connections to `url` (Postgres or a pooler,
+/// transaction-mode included: see the module documentation).
+pub async fn connect(url: &str, max: u32) -> sqlx::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
 }
 
 /// Why the schema could not be brought up to date.
@@ -158,4 +274,39 @@ pub async fn user_tx(db: &PgPool, user_id: Uuid) -> sqlx::Result<Transaction<'st
         .execute(&mut *tx)
         .await?;
     Ok(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every query of the router goes through this module's builders: one
+    /// `sqlx::query…` elsewhere breaks the router behind a transaction pooler.
+    #[test]
+    fn every_query_is_built_here() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut offenders = Vec::new();
+        let mut dirs = vec![src.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src dir").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") && path != src.join("db.rs") {
+                    let text = std::fs::read_to_string(&path).expect("source");
+                    for (n, line) in text.lines().enumerate() {
+                        let found = ["sqlx::query(", "sqlx::query_as", "sqlx::query_scalar"]
+                            .iter()
+                            .any(|p| line.contains(p));
+                        if found {
+                            offenders.push(format!("{}:{}", path.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "use crate::db::query/query_as/query_scalar (unnamed statements, run in a \
+             transaction: see db.rs) instead of sqlx's at {offenders:?}"
+        );
+    }
 }

@@ -179,12 +179,10 @@ impl AppState {
         // `LISTEN` is session state: through a transaction pooler it goes over the
         // direct connection.
         let listen_db = match &config.database_direct_url {
-            Some(direct) if config.pooling() == crate::db::Pooling::Transaction => {
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect_lazy(direct)
-                    .context("reading DATABASE_DIRECT_URL")?
-            }
+            Some(direct) if config.behind_pooler() => sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy(direct)
+                .context("reading DATABASE_DIRECT_URL")?,
             _ => db.clone(),
         };
         sockets.spawn_watch(listen_db);
@@ -215,16 +213,19 @@ async fn stored_secret(db: &PgPool, name: &str) -> sqlx::Result<String> {
     let mut bytes = [0u8; 48];
     rand::rng().fill_bytes(&mut bytes);
     // language=PostgreSQL
-    crate::db::query("insert into router_settings (key, value) values ($1, $2) on conflict do nothing")
-        .bind(name)
-        .bind(URL_SAFE_NO_PAD.encode(bytes))
-        .execute(db)
-        .await?;
+    crate::db::query(
+        "insert into router_settings (key, value) values ($1, $2) on conflict do nothing",
+    )
+    .bind(name)
+    .bind(URL_SAFE_NO_PAD.encode(bytes))
+    .execute(db)
+    .await?;
     // language=PostgreSQL
-    let (secret,): (String,) = crate::db::query_as("select value from router_settings where key = $1")
-        .bind(name)
-        .fetch_one(db)
-        .await?;
+    let (secret,): (String,) =
+        crate::db::query_as("select value from router_settings where key = $1")
+            .bind(name)
+            .fetch_one(db)
+            .await?;
     Ok(secret)
 }
 

@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
+use router::db;
 use router::{config::Config, http, telemetry};
-use router::db::{self, Pooling};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -16,8 +16,14 @@ async fn main() -> anyhow::Result<()> {
     // `router admin …`: the operators' commands, then exit.
     if std::env::args().nth(1).as_deref() == Some("admin") {
         let admin = router::admin::Admin::parse_from(std::env::args().skip(1));
-        db::migrate(&admin.database_url).await?;
-        let db = db::connect(&admin.database_url, 2, Pooling::Session)
+        db::migrate(
+            admin
+                .database_direct_url
+                .as_deref()
+                .unwrap_or(&admin.database_url),
+        )
+        .await?;
+        let db = db::connect(&admin.database_url, 2)
             .await
             .context("connecting to the database")?;
         print!("{}", router::admin::run(&db, &admin.command).await?);
@@ -31,15 +37,10 @@ async fn main() -> anyhow::Result<()> {
     // Migrations over the direct connection: a transaction pooler cannot hold
     // the migrator's session lock.
     db::migrate(config.direct_database_url()).await?;
-    let db = db::connect(
-        &config.database_url,
-        config.db_max_connections,
-        config.pooling(),
-    )
-    .await
-    .context("connecting to the database")?;
+    let db = db::connect(&config.database_url, config.db_max_connections)
+        .await
+        .context("connecting to the database")?;
 
     let state = http::AppState::new(config, db).await?;
     http::serve(state).await
 }
-

@@ -242,14 +242,16 @@ impl Batch {
         // One upload batch of a user at a time past this point, across router
         // processes: the quota check and the name choice see every earlier one.
         // language=PostgreSQL
-        crate::db::query("select pg_advisory_xact_lock(hashtextextended('uploads:' || $1::text, 0))")
-            .bind(self.user)
-            .execute(&mut *tx)
-            .await?;
+        crate::db::query(
+            "select pg_advisory_xact_lock(hashtextextended('uploads:' || $1::text, 0))",
+        )
+        .bind(self.user)
+        .execute(&mut *tx)
+        .await?;
         if let Some(quota) = self.quota {
             // Read after the lock: an earlier batch committed its rows before
             // releasing it, so they count.
-            let (_, used) = crate::quota::used(&self.db, &self.storage, self.user).await?;
+            let (_, used) = crate::quota::used(&mut *tx, &self.storage, self.user).await?;
             if used + self.pending_bytes() > quota {
                 return Err(UploadError::Quota { quota });
             }

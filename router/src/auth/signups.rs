@@ -158,10 +158,11 @@ pub async fn count(
 /// caller uses is [`WINDOW`]). Returns how many went.
 pub async fn prune(db: &PgPool) -> sqlx::Result<u64> {
     // language=PostgreSQL
-    let done =
-        crate::db::query("delete from signup_throttle where window_start < now() - interval '1 day'")
-            .execute(db)
-            .await?;
+    let done = crate::db::query(
+        "delete from signup_throttle where window_start < now() - interval '1 day'",
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected())
 }
 

@@ -75,14 +75,15 @@ struct Change {
 pub async fn apply(db: &PgPool, plans: &Plans, event: &Event) -> sqlx::Result<Outcome> {
     let mut tx = db.begin().await?;
     // language=PostgreSQL
-    let fresh =
-        crate::db::query("insert into stripe_events (id, type) values ($1, $2) on conflict do nothing")
-            .bind(&event.id)
-            .bind(&event.kind)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+    let fresh = crate::db::query(
+        "insert into stripe_events (id, type) values ($1, $2) on conflict do nothing",
+    )
+    .bind(&event.id)
+    .bind(&event.kind)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
     if !fresh {
         return Ok(Outcome::Duplicate);
     }
