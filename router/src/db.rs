@@ -29,6 +29,12 @@
 //! - code holding a transaction passes it on rather than asking the pool for a
 //!   second connection: behind a pooler with fewer server connections than
 //!   concurrent requests, that second connection may never come.
+//!
+//! Those two costs (a parse per query, and a transaction around each query run on
+//! the pool) are paid only behind a pooler: a router whose `DATABASE_DIRECT_URL`
+//! differs from its `DATABASE_URL` (what a pooler needs for its migrations) says
+//! so at start ([`set_pooled`]); straight to Postgres, queries use sqlx's cached
+//! named statements and run as they are.
 
 use std::time::Duration;
 
@@ -39,6 +45,20 @@ use sqlx::{
     postgres::{PgArguments, PgPoolOptions, PgQueryResult, PgRow},
 };
 use uuid::Uuid;
+
+/// Whether `DATABASE_URL` is a transaction pooler (see the module documentation).
+/// One router per process, so one database: a process-wide setting.
+static POOLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says whether this process's `DATABASE_URL` is a transaction pooler; queries
+/// built afterwards run accordingly.
+pub fn set_pooled(pooled: bool) {
+    POOLED.store(pooled, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn pooled() -> bool {
+    POOLED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// The role that row-level security applies to.
 pub const USER_ROLE: &str = "jarvis_user";
@@ -82,7 +102,12 @@ impl<'c, 't> From<&'c mut Transaction<'t, Postgres>> for Target<'c> {
 macro_rules! run_on {
     ($target:expr, |$conn:ident| $run:expr) => {
         match $target.into() {
-            Target::Conn($conn) if $conn.is_in_transaction() => $run.await,
+            Target::Conn($conn) if $conn.is_in_transaction() || !pooled() => $run.await,
+            Target::Pool(pool) if !pooled() => {
+                let mut held = pool.acquire().await?;
+                let $conn: &mut PgConnection = &mut held;
+                $run.await
+            }
             Target::Conn(conn) => {
                 let mut tx = conn.begin().await?;
                 let out = {
@@ -127,7 +152,7 @@ pub struct QueryScalar<'q, O> {
 /// A statement (`sqlx::query`) that runs through a transaction pooler.
 pub fn query(sql: &str) -> Query<'_> {
     Query {
-        inner: sqlx::query(sql).persistent(false),
+        inner: sqlx::query(sql).persistent(!pooled()),
     }
 }
 
@@ -137,7 +162,7 @@ where
     O: for<'r> sqlx::FromRow<'r, PgRow>,
 {
     QueryAs {
-        inner: sqlx::query_as(sql).persistent(false),
+        inner: sqlx::query_as(sql).persistent(!pooled()),
     }
 }
 
@@ -147,7 +172,7 @@ where
     (O,): for<'r> sqlx::FromRow<'r, PgRow>,
 {
     QueryScalar {
-        inner: sqlx::query_scalar(sql).persistent(false),
+        inner: sqlx::query_scalar(sql).persistent(!pooled()),
     }
 }
 

@@ -102,6 +102,7 @@ pub struct AppState {
 impl AppState {
     /// Builds the state: token keys, storage, HTTP client.
     pub async fn new(config: Config, db: PgPool) -> anyhow::Result<Self> {
+        crate::db::set_pooled(config.behind_pooler());
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()

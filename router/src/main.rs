@@ -23,6 +23,12 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or(&admin.database_url),
         )
         .await?;
+        db::set_pooled(
+            admin
+                .database_direct_url
+                .as_deref()
+                .is_some_and(|direct| direct != admin.database_url),
+        );
         let db = db::connect(&admin.database_url, 2)
             .await
             .context("connecting to the database")?;
