@@ -568,6 +568,18 @@ class ChartTest(unittest.TestCase):
                 with self.assertRaises(helm.HelmError) as caught:
                     render(values)
                 self.assertIn(message, str(caught.exception))
+        # Supabase's two URLs as values: the pooler's and the direct one, both in the Secret.
+        objects, _ = render(
+            {
+                "database": {"url": "postgres://p@pooler:6543/postgres", "directUrl": "postgres://p@direct:5432/postgres"},
+                "router": {"storage": "s3://b"},
+            }
+        )
+        secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-router"))
+        self.assertEqual(secret["data"].keys(), {"database-url", "database-direct-url"})
+        deployment = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-router"))
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        self.assertEqual(env["DATABASE_DIRECT_URL"]["valueFrom"]["secretKeyRef"]["key"], "database-direct-url")
         # An existing Secret stands in for the URL.
         objects, _ = render({"database": {"existingSecret": "db"}, "router": {"storage": "s3://b"}})
         self.assertTrue(any(o["kind"] == "Deployment" for o in objects))
@@ -579,6 +591,9 @@ class ChartTest(unittest.TestCase):
         install = Install(yaml.safe_load(example.group(1)))
         env = install.env("router")
         self.assertEqual(env["DATABASE_URL"]["valueFrom"]["secretKeyRef"], {"name": "jarvis-db", "key": "database-url"})
+        self.assertEqual(
+            env["DATABASE_DIRECT_URL"]["valueFrom"]["secretKeyRef"], {"name": "jarvis-db", "key": "database-direct-url"}
+        )
         self.assertEqual(install.all("Secret"), [])
         self.assertEqual(len(install.all("Ingress")), 1)
 

@@ -40,6 +40,19 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# Debian's PgBouncer: the pooler tests (router/tests/pooler.rs) run the router
+# through it in transaction mode, as Supabase's pooler on port 6543.
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's pgbouncer"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends pgbouncer >/dev/null 2>&1 ||
+      { apt-get update >/dev/null && apt-get install -y --no-install-recommends pgbouncer >/dev/null; }
+  else
+    echo "setup: pgbouncer is missing; install it with: sudo apt-get install pgbouncer" >&2
+  fi
+fi
+
 # Piper, the neural local voice: the voice tests run it.
 "$root/scripts/install-piper.sh"
 

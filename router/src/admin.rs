@@ -33,6 +33,9 @@ pub struct Admin {
         default_value = "postgres://localhost/jarvis"
     )]
     pub database_url: String,
+    /// A direct (or session-mode) URL for the migrations; default: `DATABASE_URL`.
+    #[arg(long, env = "DATABASE_DIRECT_URL")]
+    pub database_direct_url: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -89,7 +92,7 @@ pub async fn run(db: &PgPool, command: &Command) -> anyhow::Result<String> {
                 .with_context(|| format!("no plan is called `{tier}` (free, pro, enterprise)"))?;
             let id = find_user(db, user).await?;
             // language=PostgreSQL
-            sqlx::query(
+            crate::db::query(
                 "update users set tier = $2, subscription_active = true,
                      subscription_status = 'granted', subscription_event_at = now()
                  where id = $1",
@@ -103,7 +106,7 @@ pub async fn run(db: &PgPool, command: &Command) -> anyhow::Result<String> {
         Command::Revoke { user } => {
             let id = find_user(db, user).await?;
             // language=PostgreSQL
-            sqlx::query(
+            crate::db::query(
                 "update users set tier = 'free', subscription_active = false,
                      subscription_status = 'revoked', subscription_event_at = now()
                  where id = $1",
@@ -116,7 +119,7 @@ pub async fn run(db: &PgPool, command: &Command) -> anyhow::Result<String> {
         Command::Disable { user } => {
             let id = find_user(db, user).await?;
             // language=PostgreSQL
-            sqlx::query(
+            crate::db::query(
                 "update users set disabled_at = coalesce(disabled_at, now()) where id = $1",
             )
             .bind(id)
@@ -130,7 +133,7 @@ pub async fn run(db: &PgPool, command: &Command) -> anyhow::Result<String> {
         Command::Enable { user } => {
             let id = find_user(db, user).await?;
             // language=PostgreSQL
-            sqlx::query("update users set disabled_at = null where id = $1")
+            crate::db::query("update users set disabled_at = null where id = $1")
                 .bind(id)
                 .execute(db)
                 .await?;
@@ -144,7 +147,7 @@ async fn find_user(db: &PgPool, user: &str) -> anyhow::Result<Uuid> {
     // language=PostgreSQL
     let found: Option<Uuid> = match user.parse::<Uuid>() {
         Ok(id) => {
-            sqlx::query_scalar("select id from users where id = $1")
+            crate::db::query_scalar("select id from users where id = $1")
                 .bind(id)
                 .fetch_optional(db)
                 .await?
@@ -152,7 +155,7 @@ async fn find_user(db: &PgPool, user: &str) -> anyhow::Result<Uuid> {
         Err(_) => {
             // Supabase users' rows are written without the form; give them one.
             crate::auth::email::backfill(db).await?;
-            sqlx::query_scalar("select id from users where email_normalized = $1")
+            crate::db::query_scalar("select id from users where email_normalized = $1")
                 .bind(crate::auth::email::normalize(user))
                 .fetch_optional(db)
                 .await?
@@ -176,7 +179,7 @@ struct UserRow {
 
 async fn list_users(db: &PgPool) -> anyhow::Result<String> {
     // language=PostgreSQL
-    let rows: Vec<UserRow> = sqlx::query_as(
+    let rows: Vec<UserRow> = crate::db::query_as(
         "select id, email, tier, subscription_active, subscription_status,
                 disabled_at is not null as disabled
          from users order by created_at, email",
@@ -204,7 +207,7 @@ async fn list_users(db: &PgPool) -> anyhow::Result<String> {
 
 async fn usage(db: &PgPool, user: Option<Uuid>) -> anyhow::Result<String> {
     // language=PostgreSQL
-    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(String, String, i64, i64, i64)> = crate::db::query_as(
         "select u.email, to_char(now() at time zone 'UTC', 'YYYY-MM'),
                 coalesce(sum(g.input_tokens), 0)::bigint,
                 coalesce(sum(g.output_tokens), 0)::bigint,

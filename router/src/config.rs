@@ -28,13 +28,20 @@ pub enum KubeEndpoint {
 #[derive(Clone, Debug, clap::Parser)]
 #[command(name = "router", about = "The Jarvis router", version)]
 pub struct Config {
-    /// Postgres connection URL (Supabase's pooler URL works).
+    /// Postgres connection URL of the requests' pool: Postgres itself or a pooler,
+    /// transaction-mode included (Supabase's pooler on port 6543).
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "postgres://localhost/jarvis"
     )]
     pub database_url: String,
+
+    /// A direct (or session-mode) connection URL to the same database, for the
+    /// migrations and `LISTEN` (Supabase's direct or session URL, port 5432);
+    /// default: `DATABASE_URL`. When it differs, `LISTEN` uses it too.
+    #[arg(long, env = "DATABASE_DIRECT_URL")]
+    pub database_direct_url: Option<String>,
 
     /// Largest number of pooled database connections.
     #[arg(long, env = "JARVIS_DB_MAX_CONNECTIONS", default_value_t = 20)]
@@ -436,11 +443,25 @@ impl Config {
         }
     }
 
+    /// The direct (or session-mode) URL: `DATABASE_DIRECT_URL`, else `DATABASE_URL`.
+    pub fn direct_database_url(&self) -> &str {
+        self.database_direct_url
+            .as_deref()
+            .unwrap_or(&self.database_url)
+    }
+
+    /// Whether `DATABASE_URL` is taken to be a transaction-mode pooler: a
+    /// different `DATABASE_DIRECT_URL` is set.
+    pub fn behind_pooler(&self) -> bool {
+        self.direct_database_url() != self.database_url
+    }
+
     /// The configuration with every default and nothing read from the environment
     /// (for tests and tools that build a router in-process).
     pub fn defaults() -> Self {
         Self {
             database_url: "postgres://localhost/jarvis".into(),
+            database_direct_url: None,
             db_max_connections: 20,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             sandbox_listen: None,

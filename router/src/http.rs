@@ -102,6 +102,7 @@ pub struct AppState {
 impl AppState {
     /// Builds the state: token keys, storage, HTTP client.
     pub async fn new(config: Config, db: PgPool) -> anyhow::Result<Self> {
+        crate::db::set_pooled(config.behind_pooler());
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()
@@ -176,7 +177,16 @@ impl AppState {
         }
         crate::auth::spawn_pruner(db.clone());
         let sockets = Arc::new(sockets::Sockets::default());
-        sockets.spawn_watch(db.clone());
+        // `LISTEN` is session state: through a transaction pooler it goes over the
+        // direct connection.
+        let listen_db = match &config.database_direct_url {
+            Some(direct) if config.behind_pooler() => sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy(direct)
+                .context("reading DATABASE_DIRECT_URL")?,
+            _ => db.clone(),
+        };
+        sockets.spawn_watch(listen_db);
         Ok(Self {
             sockets,
             config: Arc::new(config),
@@ -204,16 +214,19 @@ async fn stored_secret(db: &PgPool, name: &str) -> sqlx::Result<String> {
     let mut bytes = [0u8; 48];
     rand::rng().fill_bytes(&mut bytes);
     // language=PostgreSQL
-    sqlx::query("insert into router_settings (key, value) values ($1, $2) on conflict do nothing")
-        .bind(name)
-        .bind(URL_SAFE_NO_PAD.encode(bytes))
-        .execute(db)
-        .await?;
+    crate::db::query(
+        "insert into router_settings (key, value) values ($1, $2) on conflict do nothing",
+    )
+    .bind(name)
+    .bind(URL_SAFE_NO_PAD.encode(bytes))
+    .execute(db)
+    .await?;
     // language=PostgreSQL
-    let (secret,): (String,) = sqlx::query_as("select value from router_settings where key = $1")
-        .bind(name)
-        .fetch_one(db)
-        .await?;
+    let (secret,): (String,) =
+        crate::db::query_as("select value from router_settings where key = $1")
+            .bind(name)
+            .fetch_one(db)
+            .await?;
     Ok(secret)
 }
 

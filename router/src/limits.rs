@@ -113,7 +113,7 @@ pub struct Account {
 /// Reads `user_id`'s account and this month's token total in one query.
 pub async fn account(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<Account>> {
     // language=PostgreSQL
-    let row: Option<(String, bool, bool, Option<String>, i64, bool)> = sqlx::query_as(
+    let row: Option<(String, bool, bool, Option<String>, i64, bool)> = crate::db::query_as(
         "select u.tier, u.disabled_at is not null, u.subscription_active, u.subscription_status,
                 coalesce((select sum(input_tokens + output_tokens) from usage
                           where owner_id = u.id

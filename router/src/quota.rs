@@ -79,16 +79,25 @@ pub async fn room(
     Ok(Room { quota, used })
 }
 
-/// `user`'s tier and the bytes they store now, every kind counted.
-pub async fn used(db: &PgPool, storage: &Storage, user: Uuid) -> Result<(Tier, u64), QuotaError> {
+/// `user`'s tier and the bytes they store now, every kind counted. `db` is the
+/// pool or the caller's own transaction (never the pool while holding one: at
+/// most one connection per request, or a full pool deadlocks).
+pub async fn used<'c>(
+    db: impl Into<crate::db::Target<'c>>,
+    storage: &Storage,
+    user: Uuid,
+) -> Result<(Tier, u64), QuotaError> {
     let (tier, rows) = in_rows(db, user).await?;
     Ok((tier, rows.saturating_add(state_bytes(storage, user).await?)))
 }
 
 /// `user`'s tier and the bytes of their `files` rows and documents.
-async fn in_rows(db: &PgPool, user: Uuid) -> Result<(Tier, u64), QuotaError> {
+async fn in_rows<'c>(
+    db: impl Into<crate::db::Target<'c>>,
+    user: Uuid,
+) -> Result<(Tier, u64), QuotaError> {
     // language=PostgreSQL
-    let row: Option<(String, i64)> = sqlx::query_as(
+    let row: Option<(String, i64)> = crate::db::query_as(
         "select u.tier,
                 (coalesce((select sum(size) from files where owner_id = u.id), 0)
                  + coalesce((select sum(octet_length(content)) from documents where owner_id = u.id), 0))::bigint

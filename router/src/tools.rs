@@ -235,7 +235,7 @@ pub async fn saved_by_call(
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
     let row: Option<(Uuid, String)> =
-        sqlx::query_as("select id, filename from documents where id = $1 and owner_id = $2")
+        crate::db::query_as("select id, filename from documents where id = $1 and owner_id = $2")
             .bind(call_document_id(user_id, call_id))
             .bind(user_id)
             .fetch_optional(&mut *tx)
@@ -259,7 +259,7 @@ async fn save_document(
     // The conversation is linked only if it is this user's (else null), so a
     // forged id can neither fail the save nor point at someone else's row.
     // language=PostgreSQL
-    let inserted: Option<(Uuid, String)> = sqlx::query_as(
+    let inserted: Option<(Uuid, String)> = crate::db::query_as(
         "insert into documents (id, owner_id, conversation_id, filename, doc_type, content)
          values ($1, $2, (select id from conversations where id = $3 and owner_id = $2), $4, $5, $6)
          on conflict (id) do nothing
@@ -281,7 +281,7 @@ async fn save_document(
         // A retry of a call already stored: the same answer, nothing new.
         None => {
             // language=PostgreSQL
-            let row: Option<(Uuid, String)> = sqlx::query_as(
+            let row: Option<(Uuid, String)> = crate::db::query_as(
                 "select id, filename from documents where id = $1 and owner_id = $2",
             )
             .bind(id)
@@ -300,7 +300,7 @@ async fn save_document(
 async fn list_documents(db: &PgPool, user_id: Uuid) -> Result<Value, ToolError> {
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
-    let documents: Vec<Summary> = sqlx::query_as(
+    let documents: Vec<Summary> = crate::db::query_as(
         "select id, filename, doc_type, updated_at from documents where owner_id = $1
          order by updated_at desc, id limit $2",
     )
@@ -330,7 +330,7 @@ async fn search_documents(db: &PgPool, user_id: Uuid, p: SearchParams) -> Result
     let mut tx = db::user_tx(db, user_id).await?;
     // The same search as `GET /api/documents?q=`: English stems plus exact words.
     // language=PostgreSQL
-    let matches: Vec<Match> = sqlx::query_as(
+    let matches: Vec<Match> = crate::db::query_as(
         "select id, filename, doc_type, updated_at,
                 ts_headline('english', content, q, 'MaxFragments=2, MaxWords=20, MinWords=5') as snippet
          from documents,
@@ -351,7 +351,7 @@ async fn read_document(db: &PgPool, user_id: Uuid, p: ReadParams) -> Result<Valu
     let id = parse_id(&p.id)?;
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
-    let row: Option<(Uuid, String, String, String)> = sqlx::query_as(
+    let row: Option<(Uuid, String, String, String)> = crate::db::query_as(
         "select id, filename, doc_type, content from documents where id = $1 and owner_id = $2",
     )
     .bind(id)
@@ -368,7 +368,7 @@ async fn update_document(db: &PgPool, user_id: Uuid, p: UpdateParams) -> Result<
     check_content(&p.content)?;
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
-    let row: Option<(Uuid, String)> = sqlx::query_as(
+    let row: Option<(Uuid, String)> = crate::db::query_as(
         "update documents set content = $3 where id = $1 and owner_id = $2 returning id, filename",
     )
     .bind(id)

@@ -258,14 +258,16 @@ impl Batch {
         // One upload batch of a user at a time past this point, across router
         // processes: the quota check and the name choice see every earlier one.
         // language=PostgreSQL
-        sqlx::query("select pg_advisory_xact_lock(hashtextextended('uploads:' || $1::text, 0))")
-            .bind(self.user)
-            .execute(&mut *tx)
-            .await?;
+        crate::db::query(
+            "select pg_advisory_xact_lock(hashtextextended('uploads:' || $1::text, 0))",
+        )
+        .bind(self.user)
+        .execute(&mut *tx)
+        .await?;
         if let Some(quota) = self.quota {
             // Read after the lock: an earlier batch committed its rows before
             // releasing it, so they count.
-            let (_, used) = crate::quota::used(&self.db, &self.storage, self.user).await?;
+            let (_, used) = crate::quota::used(&mut *tx, &self.storage, self.user).await?;
             if used + self.pending_bytes() > quota {
                 return Err(UploadError::Quota { quota });
             }
@@ -277,7 +279,7 @@ impl Batch {
                 let name = names::numbered(&p.name, n);
                 let path = format!("{DIR}/{name}");
                 // language=PostgreSQL
-                let in_db: bool = sqlx::query_scalar(
+                let in_db: bool = crate::db::query_scalar(
                     "select exists (select 1 from files where owner_id = $1 and path = $2)",
                 )
                 .bind(self.user)
@@ -293,7 +295,7 @@ impl Batch {
                 return Err(UploadError::NoFreeName(p.name.clone()));
             };
             // language=PostgreSQL
-            sqlx::query(
+            crate::db::query(
                 "insert into files (id, owner_id, kind, path, storage_key, size, content_type, sha256)
                  values ($1, $2, 'upload', $3, $4, $5, $6, $7)",
             )
@@ -391,7 +393,7 @@ pub async fn attachments(
     }
     let mut tx = db::user_tx(db, user).await?;
     // language=PostgreSQL
-    let found: Vec<Attachment> = sqlx::query_as(
+    let found: Vec<Attachment> = crate::db::query_as(
         "select id, regexp_replace(path, '^.*/', '') as filename, path from files
          where owner_id = $1 and kind = 'upload' and id = any($2)",
     )

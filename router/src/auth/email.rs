@@ -27,7 +27,7 @@ pub fn normalize(email: &str) -> String {
 /// Returns how many rows were filled.
 pub async fn backfill(db: &PgPool) -> sqlx::Result<u64> {
     // language=PostgreSQL
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+    let rows: Vec<(Uuid, String)> = crate::db::query_as(
         "select id, email from users where email_normalized is null and btrim(email) <> ''
          order by created_at, id",
     )
@@ -36,7 +36,7 @@ pub async fn backfill(db: &PgPool) -> sqlx::Result<u64> {
     let mut filled = 0;
     for (id, email) in rows {
         // language=PostgreSQL
-        let done = sqlx::query(
+        let done = crate::db::query(
             "update users set email_normalized = $2 where id = $1 and email_normalized is null
              and not exists (select 1 from users where email_normalized = $2)",
         )

@@ -33,7 +33,7 @@ pub async fn issue(db: &PgPool, user_id: Uuid, family: Option<Uuid>) -> sqlx::Re
     rand::rng().fill_bytes(&mut bytes);
     let token = URL_SAFE_NO_PAD.encode(bytes);
     // language=PostgreSQL
-    sqlx::query(
+    crate::db::query(
         "insert into refresh_tokens (owner_id, family_id, token_hash, expires_at)
          values ($1, $2, $3, now() + make_interval(days => $4))",
     )
@@ -51,7 +51,7 @@ pub async fn issue(db: &PgPool, user_id: Uuid, family: Option<Uuid>) -> sqlx::Re
 pub async fn spend(db: &PgPool, token: &str) -> Result<(Uuid, Uuid), RefreshError> {
     let hash = digest(token);
     // language=PostgreSQL
-    let spent: Option<(Uuid, Uuid)> = sqlx::query_as(
+    let spent: Option<(Uuid, Uuid)> = crate::db::query_as(
         "update refresh_tokens set used_at = now()
          where token_hash = $1 and used_at is null and revoked_at is null and expires_at > now()
          returning owner_id, family_id",
@@ -63,7 +63,7 @@ pub async fn spend(db: &PgPool, token: &str) -> Result<(Uuid, Uuid), RefreshErro
         return Ok(found);
     }
     // language=PostgreSQL
-    let reused: Option<(Uuid,)> = sqlx::query_as(
+    let reused: Option<(Uuid,)> = crate::db::query_as(
         "select family_id from refresh_tokens where token_hash = $1 and used_at is not null",
     )
     .bind(&hash)
@@ -80,7 +80,7 @@ pub async fn spend(db: &PgPool, token: &str) -> Result<(Uuid, Uuid), RefreshErro
 pub async fn revoke(db: &PgPool, token: &str) -> sqlx::Result<()> {
     // language=PostgreSQL
     let family: Option<(Uuid,)> =
-        sqlx::query_as("select family_id from refresh_tokens where token_hash = $1")
+        crate::db::query_as("select family_id from refresh_tokens where token_hash = $1")
             .bind(digest(token))
             .fetch_optional(db)
             .await?;
@@ -92,7 +92,7 @@ pub async fn revoke(db: &PgPool, token: &str) -> sqlx::Result<()> {
 
 async fn revoke_family(db: &PgPool, family: Uuid) -> sqlx::Result<()> {
     // language=PostgreSQL
-    sqlx::query(
+    crate::db::query(
         "update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null",
     )
     .bind(family)

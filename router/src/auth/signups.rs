@@ -88,7 +88,7 @@ fn keys(ip: IpAddr, limits: Limits) -> [(String, u32, String); 2] {
 pub async fn check(db: &PgPool, ip: IpAddr, limits: Limits) -> sqlx::Result<Result<(), Refused>> {
     for (key, limit, from) in keys(ip, limits) {
         // language=PostgreSQL
-        let row: Option<(i32, f64)> = sqlx::query_as(
+        let row: Option<(i32, f64)> = crate::db::query_as(
             "select count, extract(epoch from window_start + $2 - now())::float8
              from signup_throttle where key = $1 and window_start > now() - $2",
         )
@@ -137,7 +137,7 @@ pub async fn count(
     window: Duration,
 ) -> sqlx::Result<Result<(), u64>> {
     // language=PostgreSQL
-    let (count, left): (i32, f64) = sqlx::query_as(
+    let (count, left): (i32, f64) = crate::db::query_as(
         "insert into signup_throttle as t (key, count, window_start) values ($1, 1, now())
          on conflict (key) do update set
              count = case when t.window_start <= now() - $2 then 1 else t.count + 1 end,
@@ -158,10 +158,11 @@ pub async fn count(
 /// caller uses is [`WINDOW`]). Returns how many went.
 pub async fn prune(db: &PgPool) -> sqlx::Result<u64> {
     // language=PostgreSQL
-    let done =
-        sqlx::query("delete from signup_throttle where window_start < now() - interval '1 day'")
-            .execute(db)
-            .await?;
+    let done = crate::db::query(
+        "delete from signup_throttle where window_start < now() - interval '1 day'",
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected())
 }
 

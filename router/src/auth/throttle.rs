@@ -66,7 +66,7 @@ pub fn network(ip: IpAddr) -> String {
 pub async fn wait_for(db: &PgPool, keys: &[Key]) -> sqlx::Result<Option<u64>> {
     let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
     // language=PostgreSQL
-    let secs: Option<f64> = sqlx::query_scalar(
+    let secs: Option<f64> = crate::db::query_scalar(
         "select extract(epoch from max(locked_until) - now())::float8 from login_throttle
          where key = any($1) and locked_until > now()",
     )
@@ -83,7 +83,7 @@ pub async fn record_failure(db: &PgPool, keys: &[Key]) -> sqlx::Result<()> {
         // `window_start` is the last failure: a quiet WINDOW since then starts
         // afresh. One statement, so concurrent failures each count.
         // language=PostgreSQL
-        sqlx::query(
+        crate::db::query(
             "insert into login_throttle as t (key, failures, window_start, locked_until)
              values ($1, 1, now(), case when 1 >= $2 then now() + interval '1 second' end)
              on conflict (key) do update set
@@ -111,7 +111,7 @@ pub async fn record_failure(db: &PgPool, keys: &[Key]) -> sqlx::Result<()> {
 /// addresses) do not pile up. Returns how many went.
 pub async fn prune(db: &PgPool) -> sqlx::Result<u64> {
     // language=PostgreSQL
-    let done = sqlx::query(
+    let done = crate::db::query(
         "delete from login_throttle where window_start < now() - $1
          and (locked_until is null or locked_until < now())",
     )
@@ -124,7 +124,7 @@ pub async fn prune(db: &PgPool) -> sqlx::Result<u64> {
 /// Forgets a key's failures after a successful login.
 pub async fn clear(db: &PgPool, key: &Key) -> sqlx::Result<()> {
     // language=PostgreSQL
-    sqlx::query("delete from login_throttle where key = $1")
+    crate::db::query("delete from login_throttle where key = $1")
         .bind(&key.name)
         .execute(db)
         .await?;

@@ -23,7 +23,7 @@ pub async fn issue(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<String>> {
     rand::rng().fill_bytes(&mut bytes);
     let token = URL_SAFE_NO_PAD.encode(bytes);
     // language=PostgreSQL
-    let updated = sqlx::query(
+    let updated = crate::db::query(
         "update users set email_verification_hash = $2, email_verification_expires_at = now() + $3
          where id = $1 and email_verified_at is null",
     )
@@ -39,7 +39,7 @@ pub async fn issue(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<String>> {
 /// for an unknown, spent or expired token.
 pub async fn confirm(db: &PgPool, token: &str) -> sqlx::Result<Option<Uuid>> {
     // language=PostgreSQL
-    sqlx::query_scalar(
+    crate::db::query_scalar(
         "update users set email_verified_at = now(), email_verification_hash = null,
                           email_verification_expires_at = null
          where email_verification_hash = $1 and email_verification_expires_at > now()

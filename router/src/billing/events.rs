@@ -75,14 +75,15 @@ struct Change {
 pub async fn apply(db: &PgPool, plans: &Plans, event: &Event) -> sqlx::Result<Outcome> {
     let mut tx = db.begin().await?;
     // language=PostgreSQL
-    let fresh =
-        sqlx::query("insert into stripe_events (id, type) values ($1, $2) on conflict do nothing")
-            .bind(&event.id)
-            .bind(&event.kind)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+    let fresh = crate::db::query(
+        "insert into stripe_events (id, type) values ($1, $2) on conflict do nothing",
+    )
+    .bind(&event.id)
+    .bind(&event.kind)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
     if !fresh {
         return Ok(Outcome::Duplicate);
     }
@@ -173,7 +174,7 @@ async fn by_customer(
         return Ok(false);
     };
     // language=PostgreSQL
-    let updated = sqlx::query(
+    let updated = crate::db::query(
         "update users set
              subscription_status = $2,
              subscription_active = $3,
@@ -222,7 +223,7 @@ async fn checkout_completed(
         return Ok(false);
     };
     // language=PostgreSQL
-    let updated = sqlx::query(
+    let updated = crate::db::query(
         "update users set
              stripe_customer_id = $2,
              stripe_subscription_id = coalesce($3, stripe_subscription_id),

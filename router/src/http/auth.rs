@@ -136,7 +136,7 @@ async fn register(
         .await?
         .map_err(too_many_signups)?;
     // language=PostgreSQL
-    let user: UserView = sqlx::query_as(
+    let user: UserView = crate::db::query_as(
         "insert into users (email, email_normalized, password_hash) values ($1, $2, $3)
          returning id, email, tier, subscription_active",
     )
@@ -210,7 +210,7 @@ async fn login(
         });
     }
     // language=PostgreSQL
-    let row: Option<LoginRow> = sqlx::query_as(
+    let row: Option<LoginRow> = crate::db::query_as(
         "select id, email, tier, subscription_active, password_hash, disabled_at is not null as disabled
          from users where email_normalized = $1",
     )
@@ -273,7 +273,7 @@ async fn refresh_session(
             refresh::RefreshError::Db(e) => Error::Sqlx(e),
         })?;
     // language=PostgreSQL
-    let row: Option<(UserView, bool)> = sqlx::query_as::<_, (Uuid, String, String, bool, bool)>(
+    let row: Option<(UserView, bool)> = crate::db::query_as::<(Uuid, String, String, bool, bool)>(
         "select id, email, tier, subscription_active, disabled_at is not null from users where id = $1",
     )
     .bind(user_id)

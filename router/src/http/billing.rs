@@ -105,7 +105,7 @@ async fn create_checkout(
 
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let (email, customer, active): (String, Option<String>, bool) = sqlx::query_as(
+    let (email, customer, active): (String, Option<String>, bool) = crate::db::query_as(
         "select email, stripe_customer_id, subscription_active and stripe_subscription_id is not null
          from users where id = $1",
     )
@@ -130,7 +130,7 @@ async fn create_checkout(
             // the first to get here links it.
             let mut tx = db::user_tx(&state.db, user.id).await?;
             // language=PostgreSQL
-            let (linked,): (Option<String>,) = sqlx::query_as(
+            let (linked,): (Option<String>,) = crate::db::query_as(
                 "update users set stripe_customer_id = coalesce(stripe_customer_id, $2)
                  where id = $1 returning stripe_customer_id",
             )
@@ -169,7 +169,7 @@ async fn create_portal(
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
     let customer: Option<String> =
-        sqlx::query_scalar("select stripe_customer_id from users where id = $1")
+        crate::db::query_scalar("select stripe_customer_id from users where id = $1")
             .bind(user.id)
             .fetch_optional(&mut *tx)
             .await?

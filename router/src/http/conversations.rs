@@ -89,7 +89,7 @@ async fn list_conversations(
     let (limit, offset) = page(query.limit, query.offset)?;
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let conversations: Vec<ConversationSummary> = sqlx::query_as(
+    let conversations: Vec<ConversationSummary> = crate::db::query_as(
         "select id, title, created_at, updated_at from conversations where owner_id = $1
          order by updated_at desc, id limit $2 offset $3",
     )
@@ -109,7 +109,7 @@ async fn list_conversations(
 async fn fetch(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Conversation> {
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let summary: ConversationSummary = sqlx::query_as(
+    let summary: ConversationSummary = crate::db::query_as(
         "select id, title, created_at, updated_at from conversations where id = $1 and owner_id = $2",
     )
     .bind(id)
@@ -118,7 +118,7 @@ async fn fetch(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Conversati
     .await?
     .ok_or(Error::NotFound("conversation"))?;
     // language=PostgreSQL
-    let messages: Vec<Message> = sqlx::query_as(
+    let messages: Vec<Message> = crate::db::query_as(
         "select id, role, content, events, complete, created_at from messages
          where conversation_id = $1 and owner_id = $2 order by position",
     )
@@ -161,7 +161,7 @@ async fn update_conversation(
         crate::uploads::names::title(&update.title).map_err(|e| Error::Invalid(e.to_string()))?;
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let summary: ConversationSummary = sqlx::query_as(
+    let summary: ConversationSummary = crate::db::query_as(
         "update conversations set title = $3 where id = $1 and owner_id = $2
          returning id, title, created_at, updated_at",
     )
@@ -182,7 +182,7 @@ async fn delete_conversation(
 ) -> Result<StatusCode> {
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let deleted = sqlx::query("delete from conversations where id = $1 and owner_id = $2")
+    let deleted = crate::db::query("delete from conversations where id = $1 and owner_id = $2")
         .bind(id)
         .bind(user.id)
         .execute(&mut *tx)

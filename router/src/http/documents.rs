@@ -99,7 +99,7 @@ async fn list_documents(
     let documents: Vec<DocumentSummary> = match search {
         None => {
             // language=PostgreSQL
-            sqlx::query_as(&format!(
+            crate::db::query_as(&format!(
                 "select {SUMMARY_COLUMNS} from documents where owner_id = $1
                  order by updated_at desc, id limit $2 offset $3"
             ))
@@ -111,7 +111,7 @@ async fn list_documents(
         }
         Some(q) => {
             // language=PostgreSQL
-            sqlx::query_as(&format!(
+            crate::db::query_as(&format!(
                 "select {SUMMARY_COLUMNS} from documents,
                      (select websearch_to_tsquery('english', $2) || websearch_to_tsquery('simple', $2)) as s(q)
                  where owner_id = $1 and search @@ q
@@ -136,7 +136,7 @@ async fn list_documents(
 async fn fetch(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Document> {
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let doc: Document = sqlx::query_as(&format!(
+    let doc: Document = crate::db::query_as(&format!(
         "select {SUMMARY_COLUMNS}, content from documents where id = $1 and owner_id = $2"
     ))
     .bind(id)
@@ -199,7 +199,7 @@ async fn update_document(
     }
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let doc: Document = sqlx::query_as(&format!(
+    let doc: Document = crate::db::query_as(&format!(
         "update documents set filename = coalesce($3, filename), content = coalesce($4, content),
              doc_type = coalesce($5, doc_type)
          where id = $1 and owner_id = $2
@@ -224,7 +224,7 @@ async fn delete_document(
 ) -> Result<StatusCode> {
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let deleted = sqlx::query("delete from documents where id = $1 and owner_id = $2")
+    let deleted = crate::db::query("delete from documents where id = $1 and owner_id = $2")
         .bind(id)
         .bind(user.id)
         .execute(&mut *tx)

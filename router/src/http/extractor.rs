@@ -44,7 +44,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Uuid, Error> 
     }
     // language=PostgreSQL
     let disabled: Option<bool> =
-        sqlx::query_scalar("select disabled_at is not null from users where id = $1")
+        crate::db::query_scalar("select disabled_at is not null from users where id = $1")
             .bind(identity.user_id)
             .fetch_optional(&state.db)
             .await?;
@@ -80,7 +80,7 @@ async fn ensure_external_user(state: &AppState, identity: &Identity) -> Result<(
         return Ok(());
     }
     // language=PostgreSQL
-    sqlx::query(
+    crate::db::query(
         "insert into users (id, email, external_auth_id) values ($1, $2, $3)
          on conflict do nothing",
     )

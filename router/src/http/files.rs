@@ -78,7 +78,7 @@ async fn list_files(
     let (limit, offset) = page(query.limit, query.offset)?;
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let files: Vec<FileView> = sqlx::query_as(&format!(
+    let files: Vec<FileView> = crate::db::query_as(&format!(
         "select {COLUMNS} from files where owner_id = $1 and kind in ('upload', 'workspace')
          order by updated_at desc, id limit $2 offset $3"
     ))
@@ -101,7 +101,7 @@ async fn fetch(state: &AppState, user: &AuthUser, id: Uuid) -> Result<(FileView,
     }
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let row: Row = sqlx::query_as(&format!(
+    let row: Row = crate::db::query_as(&format!(
         "select {COLUMNS}, storage_key from files where id = $1 and owner_id = $2"
     ))
     .bind(id)
@@ -185,7 +185,7 @@ async fn delete_file(
 async fn delete_row_and_object(state: &AppState, user: &AuthUser, id: Uuid) -> Result<String> {
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let (key, path): (String, String) = sqlx::query_as(
+    let (key, path): (String, String) = crate::db::query_as(
         "delete from files where id = $1 and owner_id = $2 returning storage_key, path",
     )
     .bind(id)

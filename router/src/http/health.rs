@@ -53,7 +53,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Whether the database answers and the storage bucket exists; what is wrong if not.
 async fn ready(state: &AppState) -> std::result::Result<(), String> {
     // language=PostgreSQL
-    let ping = sqlx::query("select 1").execute(&state.db);
+    let ping = crate::db::query("select 1").execute(&state.db);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {

@@ -102,7 +102,7 @@ impl Sockets {
             return Ok(());
         }
         // language=PostgreSQL
-        let gone: Vec<Uuid> = sqlx::query_scalar(
+        let gone: Vec<Uuid> = crate::db::query_scalar(
             "select u from unnest($1::uuid[]) as u
              where not exists (select 1 from users where id = u and disabled_at is null)",
         )
@@ -190,7 +190,7 @@ impl Drop for SocketSlot {
 /// Tells every router to close `user`'s sockets now (`router admin disable`).
 pub async fn notify_disabled(db: &PgPool, user: Uuid) -> sqlx::Result<()> {
     // language=PostgreSQL
-    sqlx::query("select pg_notify($1, $2)")
+    crate::db::query("select pg_notify($1, $2)")
         .bind(DISABLED_CHANNEL)
         .bind(user.to_string())
         .execute(db)

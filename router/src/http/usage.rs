@@ -83,7 +83,7 @@ struct Row {
 async fn get_usage(user: AuthUser, State(state): State<AppState>) -> Result<Json<UsageView>> {
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // language=PostgreSQL
-    let row: Row = sqlx::query_as(
+    let row: Row = crate::db::query_as(
         "select to_char(now() at time zone 'UTC', 'YYYY-MM') as month,
                 u.tier, u.subscription_active, u.subscription_status,
                 coalesce(sum(g.input_tokens), 0)::bigint as input_tokens,

@@ -96,7 +96,7 @@ async fn me(state: &AppState, id: Uuid, voice_answers: Option<bool>) -> Result<M
                        email_verified_at is not null or external_auth_id is not null as email_verified"
         }
     };
-    let mut query = sqlx::query_as(sql).bind(id);
+    let mut query = crate::db::query_as(sql).bind(id);
     if let Some(voice_answers) = voice_answers {
         query = query.bind(voice_answers);
     }

@@ -92,7 +92,7 @@ async fn get_voice(
     // No user is signed in here: the row is looked up by id alone, and only a
     // signature made for its owner opens it. A missing file looks like a bad link.
     // language=PostgreSQL
-    let row: Option<(Uuid, String, String, i64)> = sqlx::query_as(
+    let row: Option<(Uuid, String, String, i64)> = crate::db::query_as(
         "select owner_id, storage_key, content_type, size from files where id = $1 and kind = 'voice'",
     )
     .bind(id)

@@ -383,7 +383,7 @@ async fn turn_voice(state: &AppState, user: Uuid, asked: Option<bool>) -> Option
     }
     // language=PostgreSQL
     let setting: sqlx::Result<Option<(bool,)>> =
-        sqlx::query_as("select voice_answers from users where id = $1")
+        crate::db::query_as("select voice_answers from users where id = $1")
             .bind(user)
             .fetch_optional(&state.db)
             .await;

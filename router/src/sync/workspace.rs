@@ -209,7 +209,7 @@ type Rows = HashMap<String, Stored>;
 async fn stored_rows(db: &PgPool, user_id: Uuid) -> Result<(Rows, Rows)> {
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
-    let rows: Vec<(String, String, i64, Option<Vec<u8>>)> = sqlx::query_as(
+    let rows: Vec<(String, String, i64, Option<Vec<u8>>)> = crate::db::query_as(
         "select kind, path, size, sha256 from files
          where owner_id = $1 and kind in ('workspace', 'upload')",
     )
@@ -318,7 +318,7 @@ async fn upsert_row(
     let content_type = content_type(&info.head, path);
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
-    sqlx::query(
+    crate::db::query(
         "insert into files (owner_id, kind, path, storage_key, size, content_type, sha256)
          values ($1, 'workspace', $2, $3, $4, $5, $6)
          on conflict (owner_id, kind, path) do update set storage_key = excluded.storage_key,
@@ -400,7 +400,7 @@ pub async fn save_workspace_file<R: tokio::io::AsyncRead + Unpin + Send>(
     };
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
-    let upload: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+    let upload: Option<(i64, Option<Vec<u8>>)> = crate::db::query_as(
         "select size, sha256 from files where owner_id = $1 and kind = 'upload' and path = $2",
     )
     .bind(user_id)
@@ -423,7 +423,7 @@ pub async fn save_workspace_file<R: tokio::io::AsyncRead + Unpin + Send>(
 async fn workspace_row_size(db: &PgPool, user_id: Uuid, path: &str) -> Result<u64> {
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
-    let size: Option<i64> = sqlx::query_scalar(
+    let size: Option<i64> = crate::db::query_scalar(
         "select size from files where owner_id = $1 and kind = 'workspace' and path = $2",
     )
     .bind(user_id)
@@ -444,7 +444,7 @@ pub async fn delete_workspace_file(
 ) -> Result<bool> {
     let mut tx = db::user_tx(db, user_id).await?;
     // language=PostgreSQL
-    let key: Option<String> = sqlx::query_scalar(
+    let key: Option<String> = crate::db::query_scalar(
         "delete from files where owner_id = $1 and kind = 'workspace' and path = $2
          returning storage_key",
     )
@@ -510,7 +510,7 @@ async fn newest_rows_at(db: &PgPool, user_id: Uuid, path: Option<&str>) -> Resul
     let mut tx = db::user_tx(db, user_id).await?;
     type Row = (String, i64, Option<Vec<u8>>, String, String);
     // language=PostgreSQL
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = crate::db::query_as(
         "select distinct on (path) path, size, sha256, kind, storage_key from files
          where owner_id = $1 and kind in ('workspace', 'upload')
              and ($2::text is null or path = $2)

@@ -63,7 +63,7 @@ pub async fn open_turn(
     // Under RLS another user's row is invisible, but the primary key still
     // conflicts: the insert does nothing and the select below finds nothing.
     // language=PostgreSQL
-    let created: Option<Uuid> = sqlx::query_scalar(
+    let created: Option<Uuid> = crate::db::query_scalar(
         "insert into conversations (id, owner_id, title) values ($1, $2, $3)
          on conflict (id) do nothing returning id",
     )
@@ -76,7 +76,7 @@ pub async fn open_turn(
         .await?
         .ok_or(TranscriptError::NotYours(conversation_id))?;
     // language=PostgreSQL
-    let user_message_id: Uuid = sqlx::query_scalar(
+    let user_message_id: Uuid = crate::db::query_scalar(
         "insert into messages (owner_id, conversation_id, role, content, events)
          values ($1, $2, 'user', $3, $4) returning id",
     )
@@ -87,7 +87,7 @@ pub async fn open_turn(
     .fetch_one(&mut *tx)
     .await?;
     // language=PostgreSQL
-    let message_id: Uuid = sqlx::query_scalar(
+    let message_id: Uuid = crate::db::query_scalar(
         "insert into messages (owner_id, conversation_id, role, complete)
          values ($1, $2, 'assistant', false) returning id",
     )
@@ -96,7 +96,7 @@ pub async fn open_turn(
     .fetch_one(&mut *tx)
     .await?;
     // language=PostgreSQL
-    sqlx::query("update conversations set updated_at = now() where id = $1")
+    crate::db::query("update conversations set updated_at = now() where id = $1")
         .bind(conversation_id)
         .execute(&mut *tx)
         .await?;
@@ -129,7 +129,7 @@ pub async fn discard_turn(
         return Ok(());
     }
     // language=PostgreSQL
-    sqlx::query(
+    crate::db::query(
         "delete from messages where id in ($1, $2) and conversation_id = $3 and owner_id = $4",
     )
     .bind(turn.user_message_id)
@@ -140,7 +140,7 @@ pub async fn discard_turn(
     .await?;
     if turn.created_conversation {
         // language=PostgreSQL
-        sqlx::query(
+        crate::db::query(
             "delete from conversations c where c.id = $1 and c.owner_id = $2
              and not exists (select 1 from messages m where m.conversation_id = c.id)",
         )
@@ -244,7 +244,7 @@ pub async fn store_events(
     write.flush(&mut tx, user_id, target.map(|t| t.id)).await?;
     if outcome.last_seq > stored_seq {
         // language=PostgreSQL
-        sqlx::query("update conversations set last_seq = $3 where id = $1 and owner_id = $2")
+        crate::db::query("update conversations set last_seq = $3 where id = $1 and owner_id = $2")
             .bind(conversation_id)
             .bind(user_id)
             .bind(clamp(outcome.last_seq))
@@ -266,7 +266,7 @@ async fn lock_conversation(
     conversation_id: Uuid,
 ) -> sqlx::Result<Option<u64>> {
     // language=PostgreSQL
-    let last_seq: Option<i64> = sqlx::query_scalar(
+    let last_seq: Option<i64> = crate::db::query_scalar(
         "select last_seq from conversations where id = $1 and owner_id = $2 for update",
     )
     .bind(conversation_id)
@@ -294,7 +294,7 @@ async fn assistant_message(
 ) -> sqlx::Result<Option<Answer>> {
     // Only numbered errors are stored in `events`, and each ends its turn.
     // language=PostgreSQL
-    let found: Option<(Uuid, bool)> = sqlx::query_as(
+    let found: Option<(Uuid, bool)> = crate::db::query_as(
         "select id, complete or events @> '[{\"type\":\"error\"}]' from messages
          where conversation_id = $1 and owner_id = $2 and role = 'assistant'
          order by (id is not distinct from $3) desc, position desc limit 1",
@@ -340,7 +340,7 @@ impl Write {
             None => (None, None),
         };
         // language=PostgreSQL
-        sqlx::query(
+        crate::db::query(
             "update messages set content = content || $3, events = events || $4,
                  complete = complete or $5,
                  input_tokens = coalesce($6, input_tokens), output_tokens = coalesce($7, output_tokens)

@@ -165,7 +165,7 @@ impl Voice {
 
     async fn plan_has_voice(&self, user: Uuid) -> Result<bool, sqlx::Error> {
         // language=PostgreSQL
-        let tier: Option<(String,)> = sqlx::query_as("select tier from users where id = $1")
+        let tier: Option<(String,)> = crate::db::query_as("select tier from users where id = $1")
             .bind(user)
             .fetch_optional(&self.db)
             .await?;
@@ -285,7 +285,7 @@ impl Voice {
     ) -> Result<(), sqlx::Error> {
         let mut tx = db::user_tx(&self.db, user).await?;
         // language=PostgreSQL
-        sqlx::query(
+        crate::db::query(
             "insert into files (id, owner_id, kind, path, storage_key, size, content_type, sha256)
              values ($1, $2, 'voice', $3, $4, $5, $6, $7)",
         )

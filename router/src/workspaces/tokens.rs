@@ -40,7 +40,7 @@ pub async fn issue(db: &PgPool, user_id: Uuid) -> sqlx::Result<String> {
 /// workspace row on first use). Any previous token stops working.
 pub async fn install(db: &PgPool, user_id: Uuid, token: &str) -> sqlx::Result<()> {
     // language=PostgreSQL
-    sqlx::query(
+    crate::db::query(
         "insert into workspaces (owner_id, token_hash) values ($1, $2)
          on conflict (owner_id) do update set token_hash = excluded.token_hash",
     )
@@ -57,7 +57,7 @@ pub async fn verify(db: &PgPool, token: &str) -> sqlx::Result<Option<Uuid>> {
         return Ok(None);
     }
     // language=PostgreSQL
-    sqlx::query_scalar("select owner_id from workspaces where token_hash = $1")
+    crate::db::query_scalar("select owner_id from workspaces where token_hash = $1")
         .bind(digest(token))
         .fetch_optional(db)
         .await
@@ -66,7 +66,7 @@ pub async fn verify(db: &PgPool, token: &str) -> sqlx::Result<Option<Uuid>> {
 /// Revokes `user_id`'s workspace token (the workspace went to sleep).
 pub async fn revoke(db: &PgPool, user_id: Uuid) -> sqlx::Result<()> {
     // language=PostgreSQL
-    sqlx::query("update workspaces set token_hash = null where owner_id = $1")
+    crate::db::query("update workspaces set token_hash = null where owner_id = $1")
         .bind(user_id)
         .execute(db)
         .await?;

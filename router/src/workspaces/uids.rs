@@ -34,7 +34,7 @@ pub async fn of_workspace(db: &PgPool, user: Uuid, range: UidRange) -> Result<u3
     for _ in 0..ATTEMPTS {
         // language=PostgreSQL
         let stored: Option<Option<i64>> =
-            sqlx::query_scalar("select host_uid from workspaces where owner_id = $1")
+            crate::db::query_scalar("select host_uid from workspaces where owner_id = $1")
                 .bind(user)
                 .fetch_optional(db)
                 .await?;
@@ -48,7 +48,7 @@ pub async fn of_workspace(db: &PgPool, user: Uuid, range: UidRange) -> Result<u3
             return Err(UidError::Full(range));
         };
         // language=PostgreSQL
-        let taken = sqlx::query(
+        let taken = crate::db::query(
             "insert into workspaces (owner_id, host_uid) values ($1, $2)
              on conflict (owner_id) do update set host_uid = excluded.host_uid
                  where workspaces.host_uid is null
@@ -76,7 +76,7 @@ pub async fn of_workspace(db: &PgPool, user: Uuid, range: UidRange) -> Result<u3
 /// A uid of `first..=last` no workspace has: above the highest given, else the lowest gap.
 async fn free_uid(db: &PgPool, first: i64, last: i64) -> sqlx::Result<Option<i64>> {
     // language=PostgreSQL
-    let next: Option<i64> = sqlx::query_scalar(
+    let next: Option<i64> = crate::db::query_scalar(
         "select coalesce(max(host_uid) + 1, $1) from workspaces
          where host_uid between $1 and $2",
     )
@@ -88,7 +88,7 @@ async fn free_uid(db: &PgPool, first: i64, last: i64) -> sqlx::Result<Option<i64
         return Ok(Some(next));
     }
     // language=PostgreSQL
-    sqlx::query_scalar(
+    crate::db::query_scalar(
         "select g from generate_series($1::bigint, $2::bigint) g
          where not exists (select 1 from workspaces where host_uid = g)
          limit 1",

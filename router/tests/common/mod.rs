@@ -313,3 +313,6 @@ pub mod smtp;
 
 /// Voice: audio checks and fake TTS providers.
 pub mod voice;
+
+/// Debian's PgBouncer in transaction mode in front of the local Postgres.
+pub mod pgbouncer;

@@ -115,7 +115,7 @@ pub(super) async fn resend_verification(
         message: "this server cannot send mail (its operator has not set JARVIS_SMTP_URL)".into(),
     })?;
     // language=PostgreSQL
-    let to: String = sqlx::query_scalar("select email from users where id = $1")
+    let to: String = crate::db::query_scalar("select email from users where id = $1")
         .bind(user.id)
         .fetch_optional(&state.db)
         .await?

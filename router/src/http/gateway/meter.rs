@@ -159,7 +159,7 @@ async fn record(db: &PgPool, call: Call, seen: &Seen) {
     let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     // The conversation is kept only if it is the token's user's own.
     // language=PostgreSQL
-    let inserted = sqlx::query(
+    let inserted = crate::db::query(
         "insert into usage (owner_id, conversation_id, turn_id, model, input_tokens, output_tokens, cost_micros)
          values ($1, (select id from conversations where id = $2 and owner_id = $1),
                  (select id from messages where conversation_id = $2 and owner_id = $1

@@ -1,0 +1,225 @@
+//! The router through PgBouncer in `pool_mode = transaction` (as Supabase's
+//! pooler on port 6543): `DATABASE_URL` at the pooler, `DATABASE_DIRECT_URL`
+//! at Postgres. Requests, a chat turn, uploads, many clients at once, no
+//! row-level-security leak between pooled clients, and routers starting together.
+
+mod common;
+
+use axum::{
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use common::{
+    PASSWORD, Reply, TestApp, User,
+    live::{Live, of_type},
+    pgbouncer::PgBouncer,
+    process,
+};
+use sandbox::testing::Reply as ModelReply;
+use serde_json::json;
+use sqlx::PgPool;
+
+/// A router in-process whose pool goes through `bouncer`, as `main` builds it.
+async fn pooled_app(db: &PgPool, bouncer: &PgBouncer) -> TestApp {
+    let pooled = bouncer.router_pool(db).await;
+    let (url, direct) = (bouncer.url_of(db).await, process::database_url(db).await);
+    TestApp::with_config(pooled, |c| {
+        c.database_url = url;
+        c.database_direct_url = Some(direct);
+    })
+    .await
+}
+
+const BOUNDARY: &str = "jarvis-pooler-boundary-x81";
+
+async fn upload(app: &TestApp, user: &User, name: &str, content: &[u8]) -> Reply {
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/plain\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/files")
+        .header(header::AUTHORIZATION, format!("Bearer {}", user.access))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(Body::from(body))
+        .expect("request");
+    app.call(req).await
+}
+
+fn names(reply: &Reply, list: &str, field: &str) -> Vec<String> {
+    reply.body[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list} in {}", reply.body))
+        .iter()
+        .map(|f| f[field].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn accounts_and_uploads_work_through_a_transaction_pooler(db: PgPool) {
+    let bouncer = PgBouncer::start().await;
+    let app = pooled_app(&db, &bouncer).await;
+    let alice = app.register("alice@example.com").await;
+    let me = app.get("/api/documents", &alice.access).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+    let login = app
+        .post(
+            "/api/auth/login",
+            json!({"email": "alice@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+
+    let stored = upload(&app, &alice, "notes.txt", b"pooled bytes").await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    let listed = app.get("/api/files", &alice.access).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    assert!(
+        names(&listed, "files", "path")
+            .iter()
+            .any(|p| p.ends_with("notes.txt")),
+        "{}",
+        listed.body
+    );
+    // Queried directly: the row is there, under Alice.
+    let rows: i64 =
+        sqlx::query_scalar("select count(*) from files where owner_id = $1 and kind = 'upload'")
+            .bind(alice.id)
+            .fetch_one(&db)
+            .await
+            .expect("count");
+    assert_eq!(rows, 1);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn twenty_clients_at_once_through_the_pooler(db: PgPool) {
+    let bouncer = PgBouncer::start().await;
+    let app = pooled_app(&db, &bouncer).await;
+    let clients = (0..20).map(|i| {
+        let app = &app;
+        async move {
+            let user = app.register(&format!("user{i}@example.com")).await;
+            for round in 0..3 {
+                let stored = upload(app, &user, &format!("f{i}-{round}.txt"), b"x").await;
+                assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+                let me = app.get("/api/documents", &user.access).await;
+                assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+            }
+            let listed = app.get("/api/files", &user.access).await;
+            assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+            names(&listed, "files", "path").len()
+        }
+    });
+    let counts = futures::future::join_all(clients).await;
+    assert_eq!(counts, vec![3; 20]);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn pooled_clients_see_only_their_own_rows(db: PgPool) {
+    let bouncer = PgBouncer::start().await;
+    let app = pooled_app(&db, &bouncer).await;
+    let alice = app.register("alice@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    for (user, name) in [(&alice, "alice-only.txt"), (&bob, "bob-only.txt")] {
+        let stored = upload(&app, user, name, name.as_bytes()).await;
+        assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    }
+    // Interleaved: each request's transaction may land on a server connection the
+    // other user's request just used.
+    let requests = (0..40).map(|i| {
+        let (app, user, mine, theirs) = if i % 2 == 0 {
+            (&app, &alice, "alice-only.txt", "bob-only.txt")
+        } else {
+            (&app, &bob, "bob-only.txt", "alice-only.txt")
+        };
+        async move {
+            let listed = app.get("/api/files", &user.access).await;
+            assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+            let paths = names(&listed, "files", "path");
+            assert!(paths.iter().any(|p| p.ends_with(mine)), "{paths:?}");
+            assert!(!paths.iter().any(|p| p.ends_with(theirs)), "{paths:?}");
+        }
+    });
+    futures::future::join_all(requests).await;
+    // Whatever ran before, a pooled connection carries no user identity.
+    let pooled = bouncer.router_pool(&db).await;
+    for _ in 0..(2 * common::pgbouncer::SERVER_CONNECTIONS) {
+        let (role, user): (String, String) = router::db::query_as(
+            "select current_user::text, coalesce(current_setting('app.user_id', true), '')",
+        )
+        .fetch_one(&pooled)
+        .await
+        .expect("settings");
+        assert_eq!((role.as_str(), user.as_str()), ("postgres", ""));
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_chat_turn_saves_a_document_through_the_pooler(db: PgPool) {
+    let bouncer = PgBouncer::start().await;
+    let pooled = bouncer.router_pool(&db).await;
+    let (url, direct) = (bouncer.url_of(&db).await, process::database_url(&db).await);
+    let live = Live::with_config(pooled, |c| {
+        c.database_url = url;
+        c.database_direct_url = Some(direct);
+    })
+    .await;
+    let alice = live.app.register("alice@example.com").await;
+    live.api.push(ModelReply::tool_use(
+        "toolu_doc",
+        "mcp__jarvis__save_document",
+        json!({"filename": "plan.md", "content": "# Plan\nship it", "type": "markdown"}),
+    ));
+    live.api.push(ModelReply::text(&["Saved."]));
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+    browser.message("write a plan", None).await;
+    let frames = browser.turn().await;
+    assert_eq!(
+        frames.last().map(|f| f["type"].clone()),
+        Some(json!("done")),
+        "{frames:?}"
+    );
+    assert_eq!(of_type(&frames, "document").len(), 1, "{frames:?}");
+    let docs = live.app.get("/api/documents", &alice.access).await;
+    assert_eq!(names(&docs, "documents", "filename"), vec!["plan.md"]);
+}
+
+/// A fresh database: no migration has run.
+#[sqlx::test(migrations = false)]
+async fn four_routers_starting_together_on_a_fresh_database_all_become_ready(db: PgPool) {
+    let bouncer = PgBouncer::start().await;
+    let (pooled_url, direct_url) = (bouncer.url_of(&db).await, process::database_url(&db).await);
+    let dirs: Vec<_> = (0..4).map(|_| process::data_dir()).collect();
+    let mut routers = Vec::new();
+    for dir in &dirs {
+        let port = process::free_port();
+        let child = process::router_command(&pooled_url, dir.path(), "http://127.0.0.1:9", port)
+            .env("DATABASE_DIRECT_URL", &direct_url)
+            .spawn()
+            .expect("the router binary starts");
+        routers.push((child, format!("http://127.0.0.1:{port}")));
+    }
+    futures::future::join_all(routers.iter().map(|(_, url)| process::wait_ready(url))).await;
+    // Each serves requests through the pooler.
+    for (i, (_, url)) in routers.iter().enumerate() {
+        let token = process::register(url, &format!("r{i}@example.com")).await;
+        assert!(!token.is_empty());
+    }
+    // Nothing of the migrator is left holding a lock.
+    let held: i64 = sqlx::query_scalar(
+        "select count(*) from pg_locks
+         where locktype = 'advisory'
+           and database = (select oid from pg_database where datname = current_database())",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("locks");
+    assert_eq!(held, 0);
+}
