@@ -48,5 +48,9 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to the database")?;
 
     let state = http::AppState::new(config, db).await?;
+    // Said at start, not at the first upload; `/readyz` fails until it is fixed.
+    if let Err(error) = state.storage.check().await {
+        tracing::error!(%error, "object storage is not usable (JARVIS_STORAGE)");
+    }
     http::serve(state).await
 }
