@@ -817,23 +817,7 @@ async fn a_connection_keeps_reading_through_a_slow_wake_and_its_turn_outlives_it
     // The tab closes before the workspace is up: the message it sent still runs
     // to its end and is stored.
     drop(browser);
-    let stored = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let row: Option<(String, bool)> = sqlx::query_as(
-                "select content, complete from messages where owner_id = $1 and role = 'assistant'",
-            )
-            .bind(alice.id)
-            .fetch_optional(&db)
-            .await
-            .expect("query");
-            if let Some((content, true)) = row {
-                return content;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the answer is stored with no tab open");
+    let stored = common::live::stored_answer(&db, alice.id).await;
     assert_eq!(stored, "sent while waking");
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::live::{Live, WAIT, text};
+use common::live::{Live, text};
 use sandbox::testing::Reply;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -99,22 +99,6 @@ async fn a_turn_whose_tabs_all_closed_runs_to_its_end_and_is_stored_once(db: PgP
     assert_eq!(turn["type"], "turn", "{turn}");
     drop(browser);
 
-    let stored = tokio::time::timeout(WAIT, async {
-        loop {
-            let row: Option<(String, bool)> = sqlx::query_as(
-                "select content, complete from messages where owner_id = $1 and role = 'assistant'",
-            )
-            .bind(alice.id)
-            .fetch_optional(&db)
-            .await
-            .expect("query");
-            if let Some((content, true)) = row {
-                return content;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the answer is stored complete with no tab open");
+    let stored = common::live::stored_answer(&db, alice.id).await;
     assert_eq!(stored, deltas.concat(), "whole, each part once");
 }

@@ -5,8 +5,11 @@
 //! batch comes; a turn cut off keeps what arrived, marked incomplete; users' turns
 //! never mix.
 
+mod common;
+
+use common::frames::{Frames, seen};
 use router::transcript::{self, OpenTurn, Outcome, StoreOutcome, TranscriptError};
-use sandbox::protocol::{SandboxFrame, Usage};
+use sandbox::protocol::SandboxFrame;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -39,84 +42,6 @@ async fn store(db: &PgPool, user: Uuid, turn: &OpenTurn, events: &[SandboxFrame]
     .expect("batch stored")
 }
 
-/// The frames of a turn in `conversation`, numbered from `first`.
-struct Frames {
-    conversation: String,
-    seq: u64,
-}
-
-impl Frames {
-    fn new(conversation: Uuid, first: u64) -> Self {
-        Self {
-            conversation: conversation.to_string(),
-            seq: first - 1,
-        }
-    }
-    fn next(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
-    }
-    fn turn(&mut self) -> SandboxFrame {
-        SandboxFrame::Turn {
-            seq: self.next(),
-            conversation_id: self.conversation.clone(),
-            message_id: None,
-        }
-    }
-    fn text(&mut self, delta: &str) -> SandboxFrame {
-        SandboxFrame::Text {
-            seq: self.next(),
-            conversation_id: self.conversation.clone(),
-            delta: delta.into(),
-        }
-    }
-    fn tool_use(&mut self) -> SandboxFrame {
-        SandboxFrame::ToolUse {
-            seq: self.next(),
-            conversation_id: self.conversation.clone(),
-            id: "toolu_1".into(),
-            name: "Write".into(),
-            input: json!({"file_path": "/workspace/a.py", "content": "print(1)"}),
-        }
-    }
-    fn tool_result(&mut self) -> SandboxFrame {
-        SandboxFrame::ToolResult {
-            seq: self.next(),
-            conversation_id: self.conversation.clone(),
-            id: "toolu_1".into(),
-            is_error: false,
-            content: "File created".into(),
-        }
-    }
-    fn document(&mut self) -> SandboxFrame {
-        SandboxFrame::Document {
-            seq: self.next(),
-            conversation_id: self.conversation.clone(),
-            id: Uuid::nil().to_string(),
-            filename: "plan.md".into(),
-        }
-    }
-    fn done(&mut self, input: u64, output: u64) -> SandboxFrame {
-        SandboxFrame::Done {
-            seq: self.next(),
-            conversation_id: self.conversation.clone(),
-            usage: Usage {
-                input_tokens: input,
-                output_tokens: output,
-            },
-        }
-    }
-    fn error(&mut self) -> SandboxFrame {
-        SandboxFrame::Error {
-            seq: Some(self.next()),
-            conversation_id: Some(self.conversation.clone()),
-            code: "agent_crashed".into(),
-            message: "the agent stopped".into(),
-            message_id: None,
-        }
-    }
-}
-
 #[derive(Debug, sqlx::FromRow)]
 struct Row {
     role: String,
@@ -146,13 +71,6 @@ async fn conversation(db: &PgPool, id: Uuid) -> (Uuid, String, i64) {
         .expect("conversation")
 }
 
-/// The browser's view of an event (what the router relays, minus `conversation_id`).
-fn seen(frame: &SandboxFrame) -> Value {
-    let mut v = serde_json::to_value(frame).expect("json");
-    v.as_object_mut().expect("object").remove("conversation_id");
-    v
-}
-
 #[sqlx::test(migrator = "router::MIGRATOR")]
 async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     let u = user(&db, "a@example.com").await;
@@ -160,7 +78,7 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     let turn = open(&db, u, c, "Write a script\nthat prints one").await;
     assert!(turn.created_conversation);
     assert_eq!(turn.last_seq, 0);
-    let mut f = Frames::new(c, 1);
+    let mut f = Frames::from(c, 1);
     let frames = [
         f.turn(),
         f.text("Sure, "),
@@ -210,7 +128,7 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     let next = open(&db, u, c, "Thanks").await;
     assert!(!next.created_conversation);
     assert_eq!(next.last_seq, 8);
-    let mut g = Frames::new(c, 9);
+    let mut g = Frames::from(c, 9);
     let r = store(
         &db,
         u,
@@ -241,7 +159,7 @@ async fn a_turn_cut_off_midway_keeps_the_partial_answer_marked_incomplete(db: Pg
     // as it is stored, and what arrived stays, incomplete.
     let c = Uuid::new_v4();
     let turn = open(&db, u, c, "Tell me a long story").await;
-    let mut f = Frames::new(c, 1);
+    let mut f = Frames::from(c, 1);
     store(&db, u, &turn, &[f.turn(), f.text("Once upon ")]).await;
     let rows = messages(&db, c).await;
     assert_eq!(rows[1].content, "Once upon ");
@@ -259,7 +177,7 @@ async fn a_turn_cut_off_midway_keeps_the_partial_answer_marked_incomplete(db: Pg
     // nothing after the error is stored, in its batch or a later one.
     let c = Uuid::new_v4();
     let turn = open(&db, u, c, "Again").await;
-    let mut f = Frames::new(c, 1);
+    let mut f = Frames::from(c, 1);
     let error = {
         let (t, partial, error, after) = (f.turn(), f.text("Partial"), f.error(), f.text(" never"));
         let r = store(&db, u, &turn, &[t, partial, error.clone(), after]).await;
@@ -278,7 +196,7 @@ async fn a_turn_cut_off_midway_keeps_the_partial_answer_marked_incomplete(db: Pg
 
     // The conversation's next turn is stored in its own answer.
     let next = open(&db, u, c, "Try again").await;
-    let mut g = Frames::new(c, 10);
+    let mut g = Frames::from(c, 10);
     let r = store(&db, u, &next, &[g.turn(), g.text("Whole"), g.done(2, 2)]).await;
     assert_eq!(r.ended, Some(Outcome::Complete));
     let rows = messages(&db, c).await;
@@ -296,7 +214,7 @@ async fn two_users_turns_never_mix(db: PgPool) {
     let (ca, cb) = (Uuid::new_v4(), Uuid::new_v4());
     let ta = open(&db, a, ca, "from a").await;
     let tb = open(&db, b, cb, "from b").await;
-    let (mut fa, mut fb) = (Frames::new(ca, 1), Frames::new(cb, 1));
+    let (mut fa, mut fb) = (Frames::from(ca, 1), Frames::from(cb, 1));
     for i in 0..20 {
         let r = store(
             &db,
@@ -323,7 +241,7 @@ async fn two_users_turns_never_mix(db: PgPool) {
     let before = messages(&db, ca).await;
     let stolen = transcript::open_turn(&db, b, ca, "let me in", json!([])).await;
     assert!(matches!(stolen, Err(TranscriptError::NotYours(id)) if id == ca));
-    let mut g = Frames::new(ca, 100);
+    let mut g = Frames::from(ca, 100);
     let stolen = transcript::store_events(
         &db,
         b,
@@ -393,7 +311,7 @@ async fn a_refused_turn_taken_back_leaves_nothing_behind(db: PgPool) {
     let first = transcript::open_turn(&db, u, c, "First", json!([]))
         .await
         .expect("turn opens");
-    let mut f = Frames::new(c, 1);
+    let mut f = Frames::from(c, 1);
     let stored = transcript::store_events(
         &db,
         u,
@@ -433,7 +351,7 @@ async fn a_batch_stored_by_two_routers_or_after_a_restart_is_stored_once(db: PgP
     let open = transcript::open_turn(&db, u, c, "Count", json!([]))
         .await
         .expect("turn opens");
-    let mut f = Frames::new(c, 1);
+    let mut f = Frames::from(c, 1);
     let mut expected = String::new();
     let mut batch = vec![f.turn()];
     for round in 0..20 {
@@ -482,7 +400,7 @@ async fn a_batch_stored_by_two_routers_or_after_a_restart_is_stored_once(db: PgP
 
     // Another user storing into this conversation changes nothing.
     let other = user(&db, "b@example.com").await;
-    let mut g = Frames::new(c, 200);
+    let mut g = Frames::from(c, 200);
     let r = transcript::store_events(&db, other, c, Some(open.message_id), &[g.text("x")]).await;
     assert!(matches!(r, Err(TranscriptError::NotYours(id)) if id == c));
     assert_eq!(messages(&db, c).await[1].content, expected);

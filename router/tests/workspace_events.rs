@@ -10,8 +10,11 @@ use axum::{
     body::Body,
     http::{Method, Request, StatusCode, header},
 };
-use common::{Reply, TestApp, User};
-use sandbox::protocol::{SandboxFrame, Usage};
+use common::{
+    Reply, TestApp, User,
+    frames::{Frames, seen},
+};
+use sandbox::protocol::SandboxFrame;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -49,66 +52,6 @@ async fn open(app: &TestApp, user: &User, conversation: Uuid, content: &str) -> 
         .await
         .expect("turn opens")
         .message_id
-}
-
-/// Numbered frames of one conversation.
-struct Frames {
-    conversation: String,
-    seq: u64,
-}
-
-impl Frames {
-    fn new(conversation: Uuid) -> Self {
-        Self {
-            conversation: conversation.to_string(),
-            seq: 0,
-        }
-    }
-    fn next(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
-    }
-    fn turn(&mut self, message: Option<Uuid>) -> SandboxFrame {
-        SandboxFrame::Turn {
-            seq: self.next(),
-            conversation_id: self.conversation.clone(),
-            message_id: message.map(|m| m.to_string()),
-        }
-    }
-    fn text(&mut self, delta: &str) -> SandboxFrame {
-        SandboxFrame::Text {
-            seq: self.next(),
-            conversation_id: self.conversation.clone(),
-            delta: delta.into(),
-        }
-    }
-    fn document(&mut self) -> SandboxFrame {
-        SandboxFrame::Document {
-            seq: self.next(),
-            conversation_id: self.conversation.clone(),
-            id: Uuid::nil().to_string(),
-            filename: "plan.md".into(),
-        }
-    }
-    fn done(&mut self, input: u64, output: u64) -> SandboxFrame {
-        SandboxFrame::Done {
-            seq: self.next(),
-            conversation_id: self.conversation.clone(),
-            usage: Usage {
-                input_tokens: input,
-                output_tokens: output,
-            },
-        }
-    }
-    fn error(&mut self) -> SandboxFrame {
-        SandboxFrame::Error {
-            seq: Some(self.next()),
-            conversation_id: Some(self.conversation.clone()),
-            code: "agent_crashed".into(),
-            message: "the agent stopped".into(),
-            message_id: None,
-        }
-    }
 }
 
 fn report(
@@ -153,13 +96,6 @@ async fn last_seq(db: &PgPool, conversation: Uuid) -> i64 {
         .expect("conversation")
 }
 
-/// The browser's view of an event (without `conversation_id`).
-fn seen(frame: &SandboxFrame) -> Value {
-    let mut v = serde_json::to_value(frame).expect("json");
-    v.as_object_mut().expect("object").remove("conversation_id");
-    v
-}
-
 /// The value of `jarvis_workspace_events_total{outcome=…}` on /metrics.
 async fn events_metric(app: &TestApp, outcome: &str) -> u64 {
     let text = app.metrics().await.body;
@@ -179,7 +115,7 @@ async fn a_batch_posted_twice_is_stored_once_and_done_completes_the_answer(db: P
     let message = open(&app, &user, c, "Write a plan").await;
     let mut f = Frames::new(c);
     let frames = vec![
-        f.turn(Some(message)),
+        f.turn_of(Some(message)),
         f.text("Here is "),
         f.document(),
         f.text("your plan."),
@@ -229,7 +165,7 @@ async fn the_same_batch_posted_by_two_routers_at_once_is_stored_once(db: PgPool)
     for round in 0..10 {
         let mut frames = Vec::new();
         if round == 0 {
-            frames.push(f.turn(Some(message)));
+            frames.push(f.turn_of(Some(message)));
         }
         for i in 0..20 {
             let delta = format!("{round}.{i} ");
@@ -261,7 +197,7 @@ async fn events_at_or_below_the_stored_seq_are_skipped_and_an_error_ends_the_tur
     let c = Uuid::new_v4();
     let message = open(&app, &user, c, "Go").await;
     let mut f = Frames::new(c);
-    let (t, a, b) = (f.turn(Some(message)), f.text("one "), f.text("two "));
+    let (t, a, b) = (f.turn_of(Some(message)), f.text("one "), f.text("two "));
     let r = post_events(
         &app,
         &token,
@@ -286,7 +222,7 @@ async fn events_at_or_below_the_stored_seq_are_skipped_and_an_error_ends_the_tur
 
     // Without a message id the events go to the newest answer of the conversation.
     let next = open(&app, &user, c, "Again").await;
-    let (t, x, d) = (f.turn(None), f.text("three"), f.done(1, 2));
+    let (t, x, d) = (f.turn(), f.text("three"), f.done(1, 2));
     let r = post_events(&app, &token, &report(c, None, &[t, x, d], 0)).await;
     assert_eq!(r.body["stored"][0]["last_seq"], 7);
     let rows = messages(&app.db, c).await;
@@ -308,7 +244,7 @@ async fn another_users_conversation_or_message_is_never_touched(db: PgPool) {
 
     // Mallory's sandbox names Alice's conversation: skipped, still 200.
     let mut f = Frames::new(ca);
-    let frames = [f.turn(None), f.text("injected"), f.done(1, 1)];
+    let frames = [f.turn(), f.text("injected"), f.done(1, 1)];
     let r = post_events(&app, &token, &report(ca, Some(alice_message), &frames, 0)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body, json!({"stored": []}));
@@ -317,7 +253,7 @@ async fn another_users_conversation_or_message_is_never_touched(db: PgPool) {
     let cm = Uuid::new_v4();
     let own = open(&app, &mallory, cm, "hi").await;
     let mut g = Frames::new(cm);
-    let frames = [g.turn(Some(alice_message)), g.text("mine"), g.done(1, 1)];
+    let frames = [g.turn_of(Some(alice_message)), g.text("mine"), g.done(1, 1)];
     let r = post_events(&app, &token, &report(cm, Some(alice_message), &frames, 0)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["stored"][0]["last_seq"], 3);
@@ -337,7 +273,7 @@ async fn a_bad_token_or_a_malformed_body_changes_nothing(db: PgPool) {
     let c = Uuid::new_v4();
     let message = open(&app, &user, c, "Go").await;
     let mut f = Frames::new(c);
-    let good = report(c, Some(message), &[f.turn(None), f.text("hello")], 1);
+    let good = report(c, Some(message), &[f.turn(), f.text("hello")], 1);
 
     for bad in [None, Some("jw_not-a-token"), Some(user.access.as_str())] {
         let r = post_raw(&app, "/v1/workspace/events", bad, good.to_string()).await;

@@ -293,3 +293,24 @@ pub fn text(frames: &[Value]) -> String {
         .filter_map(|f| f["delta"].as_str())
         .collect()
 }
+
+/// The user's one answer once it is stored complete (waits, bounded by [`WAIT`]).
+pub async fn stored_answer(db: &sqlx::PgPool, user: uuid::Uuid) -> String {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let row: Option<(String, bool)> = sqlx::query_as(
+                "select content, complete from messages where owner_id = $1 and role = 'assistant'",
+            )
+            .bind(user)
+            .fetch_optional(db)
+            .await
+            .expect("query");
+            if let Some((content, true)) = row {
+                return content;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the answer is stored complete in time")
+}

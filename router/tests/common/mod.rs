@@ -305,6 +305,9 @@ pub mod process;
 /// A plain TCP load balancer (a Service) in front of router replicas.
 pub mod balancer;
 
+/// Numbered sandbox frames of one conversation, and the browser's view of them.
+pub mod frames;
+
 /// A fake Stripe API that checks requests like Stripe.
 pub mod stripe;
 
