@@ -76,15 +76,6 @@ struct CallBody {
     call: ToolCall,
 }
 
-/// The user whose workspace token the request carries.
-async fn owner(state: &AppState, headers: &HeaderMap) -> Result<Uuid> {
-    let token = super::gateway::credential(headers)
-        .ok_or_else(|| Error::unauthorized("send the workspace token as `x-api-key`"))?;
-    crate::workspaces::tokens::verify(&state.db, token)
-        .await?
-        .ok_or_else(|| Error::unauthorized("invalid or revoked workspace token"))
-}
-
 /// The body as `T`, or a 400 (413 past [`MAX_BODY_BYTES`]) saying what is wrong.
 fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, what: &str) -> Result<T> {
     let bytes = body.map_err(|rejection| {
@@ -158,7 +149,7 @@ async fn events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let owner = owner(&state, &headers).await?;
+    let owner = super::workspace_sync::owner(&state, &headers).await?;
     let report: Report = parse(body, "the events report")?;
     for batch in &report.batches {
         check(batch)?;
@@ -215,7 +206,7 @@ async fn call(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let owner = owner(&state, &headers).await?;
+    let owner = super::workspace_sync::owner(&state, &headers).await?;
     let body: CallBody = parse(body, "the call")?;
     let call_id = body.call_id.parse::<Uuid>().map_err(|_| {
         Error::BadRequest(format!(

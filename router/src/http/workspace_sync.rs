@@ -53,8 +53,8 @@ pub fn sandbox_router() -> Router<AppState> {
         .layer(DefaultBodyLimit::disable())
 }
 
-/// The user whose workspace token the request carries.
-async fn owner(state: &AppState, headers: &HeaderMap) -> Result<Uuid> {
+/// The user whose workspace token the request carries (the sandboxes' routes).
+pub(super) async fn owner(state: &AppState, headers: &HeaderMap) -> Result<Uuid> {
     let token = super::gateway::credential(headers)
         .ok_or_else(|| Error::unauthorized("send the workspace token as `x-api-key`"))?;
     crate::workspaces::tokens::verify(&state.db, token)
