@@ -99,10 +99,17 @@ pub struct Hub {
     turns: Mutex<Turns>,
     last_activity: Mutex<Instant>,
     /// Turns the sandbox said it runs, in its last report over HTTP
-    /// (`POST /v1/workspace/events`): it counts every turn of the workspace,
-    /// whichever router relays it and with no browser open.
-    sandbox_turns: std::sync::atomic::AtomicUsize,
+    /// (`POST /v1/workspace/events`) to this router, and when: it counts every
+    /// turn of the workspace, whichever router relays it and with no browser
+    /// open. Its reports go to any replica, so a report older than
+    /// [`SANDBOX_REPORT_TTL`] says nothing any more (the one that says the turns
+    /// ended may have gone to another replica).
+    sandbox_turns: Mutex<(usize, Instant)>,
 }
+
+/// How long a sandbox's report of running turns holds: past three of its
+/// heartbeats (every 15 s while a turn runs), the turns are not counted here.
+pub const SANDBOX_REPORT_TTL: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// What a browser's message becomes: the frame for the sandbox and the turn's
 /// assistant message.
@@ -125,7 +132,7 @@ impl Hub {
             fanout: Mutex::default(),
             turns: Mutex::default(),
             last_activity: Mutex::new(Instant::now()),
-            sandbox_turns: std::sync::atomic::AtomicUsize::new(0),
+            sandbox_turns: Mutex::new((0, Instant::now())),
         }
     }
 
@@ -157,19 +164,17 @@ impl Hub {
     /// the sandbox).
     pub fn turn_running(&self) -> bool {
         let turns = self.turns();
+        let report = *self.sandbox_turns.lock().unwrap_or_else(|e| e.into_inner());
         !turns.running.is_empty()
             || !turns.pending.is_empty()
-            || self
-                .sandbox_turns
-                .load(std::sync::atomic::Ordering::Relaxed)
-                > 0
+            || reports_running(report, Instant::now())
     }
 
     /// Notes what the sandbox reported over HTTP: it runs `running_turns` turns
     /// now. Counts as activity (the idle clock restarts).
     pub fn sandbox_reported(&self, running_turns: usize) {
-        self.sandbox_turns
-            .store(running_turns, std::sync::atomic::Ordering::Relaxed);
+        *self.sandbox_turns.lock().unwrap_or_else(|e| e.into_inner()) =
+            (running_turns, Instant::now());
         self.touch();
     }
 
@@ -424,6 +429,11 @@ impl Hub {
     }
 }
 
+/// Whether a sandbox's report `(running turns, when)` still says turns run at `now`.
+fn reports_running((running, at): (usize, Instant), now: Instant) -> bool {
+    running > 0 && now.saturating_duration_since(at) < SANDBOX_REPORT_TTL
+}
+
 /// A sandbox frame as the browser gets it (JSON text).
 fn frame_json(frame: &SandboxFrame) -> Option<Arc<str>> {
     serde_json::to_string(frame).ok().map(Arc::from)
@@ -478,4 +488,21 @@ fn conversation_and_seq(frame: &SandboxFrame) -> Option<(&str, u64)> {
 /// A router frame as JSON text.
 pub fn frame_text(frame: &RouterFrame) -> String {
     serde_json::to_string(frame).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_report_of_running_turns_holds_for_a_while_only() {
+        let at = Instant::now();
+        assert!(reports_running((1, at), at));
+        assert!(reports_running((2, at), at + SANDBOX_REPORT_TTL / 2));
+        assert!(
+            !reports_running((1, at), at + SANDBOX_REPORT_TTL),
+            "the report that the turn ended may have gone to another replica"
+        );
+        assert!(!reports_running((0, at), at));
+    }
 }
