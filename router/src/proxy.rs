@@ -310,9 +310,15 @@ impl Hub {
                 last,
             } => {
                 let Some(request) = request_id else { return };
+                // Only numbered events of the conversation replayed: a frame of
+                // another one in a replay is dropped, not shown in this one.
                 let numbered: Vec<fanout::Numbered> = events
                     .iter()
-                    .filter_map(|e| Some((conversation_and_seq(e)?.1, frame_json(e)?)))
+                    .filter_map(|e| {
+                        let (conversation, seq) = conversation_and_seq(e)?;
+                        (conversation == conversation_id).then_some(())?;
+                        Some((seq, frame_json(e)?))
+                    })
                     .collect();
                 self.fanout().replay(
                     &request,
