@@ -308,12 +308,13 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
             }
         }
         ClientFrame::Interrupt { conversation_id } => {
-            let link = match registry.ready(hub).await {
-                Ok(link) => link,
-                Err(_) => return,
-            };
-            link.send(frame_text(&RouterFrame::Interrupt { conversation_id }))
-                .await;
+            // Never wakes a workspace: with no link here nothing of this tab's
+            // runs (every tab's connection joins the sandbox when it opens).
+            let link = hub.link.lock().await.clone().filter(|l| l.is_alive());
+            if let Some(link) = link {
+                link.send(frame_text(&RouterFrame::Interrupt { conversation_id }))
+                    .await;
+            }
         }
         ClientFrame::Resume {
             conversation_id,
