@@ -2,15 +2,18 @@
 //! (`file:DIR`, the default) or any S3 API (`s3://BUCKET`, e.g. Supabase Storage).
 //!
 //! Keys are always `users/{user id}/…`, built by the caller from ids the router
-//! owns, never from a client's path.
+//! owns; a name a user or the agent chose enters a key only through
+//! [`keys::portable`], which every store takes as it is.
+
+pub mod keys;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::{
-    Attribute, Attributes, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
-    WriteMultipart,
+    Attribute, Attributes, MultipartUpload, ObjectStore, PutMultipartOptions, PutOptions,
+    PutPayload,
     aws::{AmazonS3Builder, AmazonS3ConfigKey},
     local::LocalFileSystem,
     path::Path,
@@ -185,6 +188,69 @@ async fn read_up_to<R: AsyncRead + Unpin>(
         buf.extend_from_slice(&chunk[..n]);
     }
     Ok(false)
+}
+
+/// Sends `first` (a whole part) and then the rest of `reader` as the parts of
+/// `upload`, in order, [`PART_BYTES`] each (the last shorter), at most
+/// [`PARTS_IN_FLIGHT`] sent while the next is read; `seen` is shown every chunk
+/// read after `first` and stops the stream with its error. No part is still
+/// being sent when this returns; a part the store refused is the error
+/// (counted), and the caller aborts the upload.
+async fn stream_parts<R: AsyncRead + Unpin>(
+    upload: &mut dyn MultipartUpload,
+    key: &str,
+    first: Vec<u8>,
+    reader: &mut R,
+    mut seen: impl FnMut(&[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let io = |source| StorageError::Io {
+        key: key.to_string(),
+        source,
+    };
+    let mut in_flight = tokio::task::JoinSet::new();
+    in_flight.spawn(upload.put_part(PutPayload::from(first)));
+    let mut part = Vec::with_capacity(PART_BYTES);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let result = async {
+        loop {
+            let want = (PART_BYTES - part.len()).min(chunk.len());
+            let n = reader.read(&mut chunk[..want]).await.map_err(io)?;
+            seen(&chunk[..n])?;
+            part.extend_from_slice(&chunk[..n]);
+            let ended = n == 0;
+            if part.len() == PART_BYTES || (ended && !part.is_empty()) {
+                let full = std::mem::replace(&mut part, Vec::with_capacity(PART_BYTES));
+                in_flight.spawn(upload.put_part(PutPayload::from(full)));
+            }
+            while in_flight.len() > PARTS_IN_FLIGHT || (ended && !in_flight.is_empty()) {
+                if let Some(answer) = in_flight.join_next().await {
+                    part_answer(key, answer)?;
+                }
+            }
+            if ended {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    // On a failure the parts still being sent are stopped before the caller
+    // aborts the upload.
+    in_flight.shutdown().await;
+    result
+}
+
+/// A part's answer (or its task's end) as a result, a refusal counted.
+fn part_answer(
+    key: &str,
+    answer: Result<object_store::Result<()>, tokio::task::JoinError>,
+) -> Result<(), StorageError> {
+    match answer {
+        Ok(answer) => counted(key, answer),
+        Err(join) => Err(StorageError::Io {
+            key: key.to_string(),
+            source: std::io::Error::other(join),
+        }),
+    }
 }
 
 /// An S3 endpoint given explicitly (tests, or callers that do not use the `AWS_*`
@@ -389,39 +455,25 @@ impl Storage {
             attributes,
             ..PutMultipartOptions::default()
         };
-        let upload = counted(key, self.store.put_multipart_opts(&path, opts).await)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        writer.put(Bytes::from(first));
-        let mut buf = vec![0u8; 64 * 1024];
-        let streamed: Result<(), StorageError> = async {
-            loop {
-                let n = reader.read(&mut buf).await.map_err(io)?;
-                if n == 0 {
-                    // Parts refused so far are seen here, while the upload can
-                    // still be aborted (`finish` does not abort a failed part).
-                    return counted(key, writer.wait_for_capacity(0).await);
-                }
-                size += n as u64;
-                check_limit(key, size, limit)?;
-                let chunk = &buf[..n];
-                hasher.update(chunk);
-                counted(key, writer.wait_for_capacity(PARTS_IN_FLIGHT).await)?;
-                writer.write(chunk);
-            }
-        }
+        let mut upload = counted(key, self.store.put_multipart_opts(&path, opts).await)?;
+        let streamed = stream_parts(upload.as_mut(), key, first, &mut reader, |chunk| {
+            size += chunk.len() as u64;
+            check_limit(key, size, limit)?;
+            hasher.update(chunk);
+            Ok(())
+        })
         .await;
-        match streamed {
-            // `finish` aborts the upload itself when completing it fails.
-            Ok(()) => {
-                counted(key, writer.finish().await)?;
+        let done = match streamed {
+            Ok(()) => counted(key, upload.complete().await).map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            // Whatever failed (a part, the completion, the source), the upload
+            // begun is aborted: no unfinished upload keeps its parts.
+            if let Err(abort) = upload.abort().await {
+                tracing::warn!(key, error = %abort, "aborting an unfinished upload failed");
             }
-            Err(e) => {
-                // A multipart upload begun is aborted (its parts deleted).
-                if let Err(abort) = writer.abort().await {
-                    tracing::warn!(error = %abort, "aborting an unfinished upload failed");
-                }
-                return Err(e);
-            }
+            return Err(e);
         }
         Ok(PutInfo {
             size,

@@ -1,8 +1,9 @@
 //! What the agent produced in its sandbox ⇄ storage, under the owner's id.
 //!
 //! - [`save_workspace`]: the workspace directory → objects at
-//!   `users/{id}/workspace/<path>` plus `files` rows (`kind = 'workspace'`, content
-//!   type sniffed by [`content_type`]); new and changed files (size + SHA-256 against
+//!   [`workspace_key`] (`users/{id}/workspace/<path>`, spelled for every store)
+//!   plus `files` rows (`kind = 'workspace'`, content type sniffed by
+//!   [`content_type`]); new and changed files (size + SHA-256 against
 //!   the row) are uploaded, vanished ones lose row and object. A file identical to
 //!   an upload at the same path (`uploads/…`, issue 10) is left to that upload's row.
 //! - [`save_state`]: the sandbox's state directory (the CLI's HOME: transcripts in
@@ -189,9 +190,11 @@ pub struct RestoreReport {
     pub state_files: u64,
 }
 
-/// The object key of `user_id`'s workspace file at `path`.
+/// The object key of `user_id`'s workspace file at `path` (a [`storable_path`]):
+/// spelled so that every store takes it ([`crate::storage::keys::portable`]);
+/// the path itself is kept in the file's row.
 pub fn workspace_key(user_id: Uuid, path: &str) -> String {
-    format!("users/{user_id}/workspace/{path}")
+    crate::storage::keys::portable(&format!("users/{user_id}/workspace"), path)
 }
 
 /// The object key of `user_id`'s state archive.

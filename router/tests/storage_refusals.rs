@@ -257,3 +257,212 @@ async fn a_nul_in_an_upload_name_answers_422(db: PgPool) {
         reply.body
     );
 }
+
+/// File names Supabase Storage refuses as keys (or object_store would
+/// percent-encode), names spelled like the escapes that make them keys, and a
+/// path too long to spell out.
+fn awkward_names() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "résumé.txt",
+        "notes#1.md",
+        "draft~",
+        "fifty%.txt",
+        "[draft] {v2}.md",
+        "日本語/メモ.md",
+        "why?.txt",
+        "star*.txt",
+        "a!21.txt",
+        "back`tick^|\"<>.txt",
+        "plain (copy), 2.txt",
+    ]
+    .map(String::from)
+    .to_vec();
+    names.push(format!("{}/{}", "é".repeat(100), "ü".repeat(100)));
+    names
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn every_file_name_is_stored_under_a_key_supabase_takes_and_comes_back_identical(db: PgPool) {
+    let gate = S3Gate::start(vec![Rule::SupabaseKeys]).await;
+    let storage = gate.storage();
+    let alice = user(&db, "alice@example.com").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ws = dir.path().join("ws");
+    let names = awkward_names();
+    for name in &names {
+        write(&ws.join(name), name.as_bytes());
+    }
+
+    let report = sync::save_workspace(&storage, &db, alice, &ws)
+        .await
+        .expect("report");
+    assert_eq!(
+        (report.uploaded, report.refused, report.skipped),
+        (names.len() as u64, 0, 0),
+        "{report:?}"
+    );
+    // The row keeps the real path.
+    assert_eq!(rows(&db, alice).await, names.iter().cloned().collect());
+    let writes = gate.writes();
+    assert!(
+        writes
+            .iter()
+            .all(|w| !w.refused && s3_gate::supabase_accepts(&w.path)),
+        "{writes:?}"
+    );
+    // Content types come from the real name, not its spelling in the key.
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.decoded_path().ends_with("/r!C3!A9sum!C3!A9.txt")
+                && w.content_type.as_deref() == Some("text/plain")),
+        "{writes:?}"
+    );
+
+    // A fresh directory gets every file back, byte for byte, under its name.
+    let (ws2, state2) = (dir.path().join("ws2"), dir.path().join("state2"));
+    let restored = sync::restore(&storage, &db, alice, &ws2, &state2)
+        .await
+        .expect("restored");
+    assert_eq!(restored.files, names.len() as u64, "{restored:?}");
+    for name in &names {
+        assert_eq!(
+            fs::read(ws2.join(name)).expect("restored file"),
+            name.as_bytes(),
+            "{name}"
+        );
+    }
+
+    // One file at a time, as a pod pushes it: the same keys, the same rows.
+    let pushed = "pods/naïve #3 [final]~.txt";
+    let saved = sync::save_workspace_file(
+        &storage,
+        &db,
+        alice,
+        pushed,
+        &b"from a pod"[..],
+        &sync::Limits::default(),
+    )
+    .await
+    .expect("stored");
+    assert_eq!(saved, sync::FileSaved::Stored(10));
+    let stored = sync::stored_files(&db, alice).await.expect("stored files");
+    let file = stored
+        .iter()
+        .find(|f| f.path == pushed)
+        .expect("a row at the pushed path");
+    assert!(
+        !file.storage_key.contains(['ï', '#', '[', '~']),
+        "{}",
+        file.storage_key
+    );
+    assert!(gate.writes().iter().all(|w| !w.refused));
+    // Gone from the workspace: row and object go.
+    fs::remove_file(ws.join("why?.txt")).expect("rm");
+    let again = sync::save_workspace(&storage, &db, alice, &ws)
+        .await
+        .expect("report");
+    assert_eq!((again.deleted, again.refused), (2, 0), "{again:?}");
+    let left = storage
+        .list(&format!("users/{alice}/workspace"))
+        .await
+        .expect("list");
+    assert_eq!(left.len(), names.len() - 1, "{left:?}");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_file_an_older_router_stored_under_its_raw_path_moves_to_a_portable_key(db: PgPool) {
+    // A store without Supabase's rule, as the older router's was.
+    let gate = S3Gate::start(vec![]).await;
+    let storage = gate.storage();
+    let alice = user(&db, "alice@example.com").await;
+    let old_key = format!("users/{alice}/workspace/fifty%.txt");
+    storage
+        .put(&old_key, bytes::Bytes::from_static(b"old\n"))
+        .await
+        .expect("stored as the older router did");
+    sqlx::query(
+        "insert into files (owner_id, kind, path, storage_key, size, content_type, sha256)
+         values ($1, 'workspace', 'fifty%.txt', $2, 4, 'text/plain', sha256('old\n'::bytea))",
+    )
+    .bind(alice)
+    .bind(&old_key)
+    .execute(&db)
+    .await
+    .expect("row");
+
+    // It still comes back from where it is.
+    let dir = tempfile::tempdir().expect("dir");
+    let (ws, state) = (dir.path().join("ws"), dir.path().join("state"));
+    sync::restore(&storage, &db, alice, &ws, &state)
+        .await
+        .expect("restored");
+    assert_eq!(fs::read(ws.join("fifty%.txt")).expect("file"), b"old\n");
+    // Unchanged, it stays where it is.
+    let same = sync::save_workspace(&storage, &db, alice, &ws)
+        .await
+        .expect("report");
+    assert_eq!(same.unchanged, 1, "{same:?}");
+
+    // Changed, it moves to its portable key and the old object goes.
+    fs::write(ws.join("fifty%.txt"), b"new\n").expect("write");
+    let moved = sync::save_workspace(&storage, &db, alice, &ws)
+        .await
+        .expect("report");
+    assert_eq!(moved.uploaded, 1, "{moved:?}");
+    let key: String = sqlx::query_scalar("select storage_key from files where owner_id = $1")
+        .bind(alice)
+        .fetch_one(&db)
+        .await
+        .expect("row");
+    assert_eq!(key, sync::workspace_key(alice, "fifty%.txt"));
+    assert_eq!(key, format!("users/{alice}/workspace/fifty!25.txt"));
+    assert_eq!(storage.head(&old_key).await.expect("head"), None);
+    let objects = storage
+        .list(&format!("users/{alice}/workspace"))
+        .await
+        .expect("list");
+    assert_eq!(objects.len(), 1, "{objects:?}");
+}
+
+#[tokio::test]
+async fn a_multipart_upload_with_a_refused_part_is_aborted_and_stores_nothing() {
+    const MIB: usize = 1024 * 1024;
+    // Part 2 is the last of a 6 MiB object and a middle one of an 11 MiB one.
+    let gate = S3Gate::start(vec![Rule::Part(2, Answer::TooLarge(413))]).await;
+    let storage = gate.storage();
+    for (key, size) in [
+        ("users/x/last.bin", 6 * MIB),
+        ("users/x/middle.bin", 11 * MIB),
+    ] {
+        let body = vec![1u8; size];
+        let error = storage
+            .put_reader(key, &body[..], None)
+            .await
+            .expect_err("refused");
+        assert_eq!(error.refusal(), Some(Refusal::TooLarge), "{error:?}");
+        assert!(
+            gate.aborted().iter().any(|p| p.ends_with(key)),
+            "{key}: {:?}",
+            gate.aborted()
+        );
+        assert_eq!(storage.head(key).await.expect("head"), None, "{key}");
+    }
+
+    // Without the refusal, the same stream is stored whole, part by part.
+    let gate = S3Gate::start(vec![]).await;
+    let storage = gate.storage();
+    let body: Vec<u8> = (0..11 * MIB + 3).map(|i| (i % 251) as u8).collect();
+    let info = storage
+        .put_reader("users/x/whole.bin", &body[..], None)
+        .await
+        .expect("stored");
+    assert_eq!(info.size, body.len() as u64);
+    let mut back = Vec::new();
+    storage
+        .copy_to("users/x/whole.bin", &mut back)
+        .await
+        .expect("read back");
+    assert!(back == body, "{} bytes back of {}", back.len(), body.len());
+    assert!(gate.aborted().is_empty());
+}

@@ -148,3 +148,125 @@ async fn a_refused_object_neither_stops_the_turn_nor_the_sync_nor_the_reaper(db:
     // The router is still up and ready.
     wait_ready(&url).await;
 }
+
+/// Names Supabase Storage refuses as keys when spelled as they are.
+const AWKWARD: &[&str] = &[
+    "résumé.txt",
+    "notes#1.md",
+    "draft~",
+    "fifty%.txt",
+    "[draft] (v2).md",
+    "日本語/メモ.md",
+    "why?.txt",
+];
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn names_supabase_refuses_as_keys_come_back_through_sleep_and_wake(db: PgPool) {
+    let gate = S3Gate::start(vec![Rule::SupabaseKeys]).await;
+    let dir = data_dir();
+    let api = FakeApi::start().await.expect("fake api");
+    let db_url = database_url(&db).await;
+    let port = free_port();
+    let s3 = &gate.server.config;
+    let mut command = router_command(&db_url, dir.path(), &api.url(), port);
+    command
+        .env("JARVIS_STORAGE", format!("s3://{}", s3.bucket))
+        .env("AWS_ENDPOINT_URL", gate.endpoint())
+        .env("AWS_ACCESS_KEY_ID", &s3.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key)
+        .env("AWS_REGION", &s3.region)
+        .env("JARVIS_IDLE_TIMEOUT", "1s");
+    let _child = command.spawn().expect("the router binary starts");
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&url).await;
+    let token = register(&url, "alice@example.com").await;
+
+    // The agent writes each file with its own name as its content.
+    let write: String = AWKWARD
+        .iter()
+        .map(|n| {
+            format!(
+                "mkdir -p \"$(dirname '/workspace/{n}')\" && printf '%s' '{n}' > '/workspace/{n}'; "
+            )
+        })
+        .collect();
+    api.push(Reply::tool_use(
+        "toolu_write",
+        "Bash",
+        json!({"command": format!("{write}echo WROTE"), "description": "write files"}),
+    ));
+    api.push(Reply::text(&["written"]));
+    let mut ws = open(&url, &token).await;
+    until(&mut ws, |f| f["type"] == "status" && f["state"] == "ready").await;
+    let frames = turn(&mut ws, json!({"type": "message", "content": "write"})).await;
+    assert_eq!(
+        frames.last().map(|f| f["type"].clone()),
+        Some(json!("done"))
+    );
+
+    // Stored after the turn, every one, under its real path.
+    let mut expected: Vec<String> = AWKWARD.iter().map(|n| n.to_string()).collect();
+    expected.sort();
+    let paths = tokio::time::timeout(WAIT, async {
+        loop {
+            let paths: Vec<String> =
+                sqlx::query_scalar("select path from files where kind = 'workspace' order by path")
+                    .fetch_all(&db)
+                    .await
+                    .expect("rows");
+            if paths.len() >= expected.len() {
+                return paths;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the workspace rows in time");
+    assert_eq!(paths, expected);
+
+    // Idle, it sleeps: its agent state is stored last.
+    drop(ws);
+    tokio::time::timeout(WAIT, async {
+        while !gate
+            .writes()
+            .iter()
+            .any(|w| w.path.ends_with("/state/state.tar.gz"))
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("asleep in time");
+    let writes = gate.writes();
+    assert!(writes.iter().all(|w| !w.refused), "{writes:?}");
+    // This machine loses its copy: the wake must bring every file back from the store.
+    let alice: uuid::Uuid = sqlx::query_scalar("select id from users")
+        .fetch_one(&db)
+        .await
+        .expect("user");
+    std::fs::remove_dir_all(dir.path().join("workspaces").join(alice.to_string()))
+        .expect("the sleeping workspace is removed");
+
+    let read: String = AWKWARD
+        .iter()
+        .map(|n| format!("printf '<%s>' \"$(cat '/workspace/{n}')\"; "))
+        .collect();
+    api.push(Reply::tool_use(
+        "toolu_read",
+        "Bash",
+        json!({"command": read, "description": "read files"}),
+    ));
+    api.push(Reply::text(&["read"]));
+    let mut ws = open(&url, &token).await;
+    until(&mut ws, |f| f["type"] == "status" && f["state"] == "ready").await;
+    let frames = turn(&mut ws, json!({"type": "message", "content": "read"})).await;
+    let output = frames
+        .iter()
+        .find(|f| f["type"] == "tool_result")
+        .and_then(|f| f["content"].as_str())
+        .unwrap_or_else(|| panic!("no tool result: {frames:?}"))
+        .to_string();
+    for name in AWKWARD {
+        assert!(output.contains(&format!("<{name}>")), "{name}: {output}");
+    }
+}

@@ -1,4 +1,4 @@
-//! Workspace files ⇄ objects at `users/{id}/workspace/<path>` and `files` rows.
+//! Workspace files ⇄ objects at [`workspace_key`] and `files` rows.
 
 use std::{
     collections::HashMap,
@@ -288,7 +288,11 @@ async fn sync_one(ctx: &Ctx, found: Found) -> Result<Outcome> {
     };
     let key = workspace_key(ctx.user_id, &found.path);
     let file = tokio::fs::File::from_std(file);
-    let info = match ctx.storage.put_reader(&key, file, Some(cap)).await {
+    let info = match ctx
+        .storage
+        .put_reader_as(&key, &found.path, file, Some(cap))
+        .await
+    {
         Ok(info) => info,
         // The file grew past the cap or could not be read while it streamed.
         Err(StorageError::TooLarge { .. } | StorageError::Io { .. }) => {
@@ -302,13 +306,16 @@ async fn sync_one(ctx: &Ctx, found: Found) -> Result<Outcome> {
             return Ok(Outcome::Refused);
         }
     };
-    upsert_row(&ctx.db, ctx.user_id, &found.path, &key, &info).await?;
+    upsert_row(&ctx.storage, &ctx.db, ctx.user_id, &found.path, &key, &info).await?;
     Ok(Outcome::Uploaded(info.size))
 }
 
 /// Writes (or replaces) the `workspace` row of `path` for an object just stored
 /// at `key`: the one place that decides a workspace file's row and content type.
+/// A row stored under another key (a router before keys were spelled for every
+/// store named it by its raw path) loses that object once the row points here.
 async fn upsert_row(
+    storage: &Storage,
     db: &PgPool,
     user_id: Uuid,
     path: &str,
@@ -317,6 +324,15 @@ async fn upsert_row(
 ) -> Result<()> {
     let content_type = content_type(&info.head, path);
     let mut tx = db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let previous: Option<String> = crate::db::query_scalar(
+        "select storage_key from files
+         where owner_id = $1 and kind = 'workspace' and path = $2 for update",
+    )
+    .bind(user_id)
+    .bind(path)
+    .fetch_optional(&mut *tx)
+    .await?;
     // language=PostgreSQL
     crate::db::query(
         "insert into files (owner_id, kind, path, storage_key, size, content_type, sha256)
@@ -333,6 +349,12 @@ async fn upsert_row(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    if let Some(old) = previous.filter(|old| old != key) {
+        // Left behind, it is only storage the user pays for: log and go on.
+        if let Err(error) = storage.delete(&old).await {
+            tracing::warn!(key = %old, %error, "an object under a workspace file's old key stays");
+        }
+    }
     Ok(())
 }
 
@@ -389,7 +411,9 @@ pub async fn save_workspace_file<R: tokio::io::AsyncRead + Unpin + Send>(
     let key = workspace_key(user_id, path);
     // A refused body stores nothing: the stored version stays as it was.
     let info = match (
-        storage.put_reader(&key, reader, Some(max_bytes)).await,
+        storage
+            .put_reader_as(&key, path, reader, Some(max_bytes))
+            .await,
         capped_by,
     ) {
         (Ok(info), _) => info,
@@ -415,7 +439,7 @@ pub async fn save_workspace_file<R: tokio::io::AsyncRead + Unpin + Send>(
         storage.delete(&key).await?;
         return Ok(FileSaved::SameAsUpload);
     }
-    upsert_row(db, user_id, path, &key, &info).await?;
+    upsert_row(storage, db, user_id, path, &key, &info).await?;
     Ok(FileSaved::Stored(info.size))
 }
 

@@ -1,8 +1,9 @@
 //! An S3 server that refuses some writes: the real `s3s-fs` ([`super::s3`])
 //! behind a small HTTP proxy in the test process. The proxy forwards every
 //! request as it came (the `Host` header too, so signatures still match) and
-//! answers the PUTs a [`Rule`] picks with the real S3 error XML instead. It also
-//! records the Content-Type of every object written through it.
+//! answers the writes a [`Rule`] picks with the real S3 error XML instead
+//! ([`Rule::SupabaseKeys`]: every key Supabase Storage's `isValidKey` refuses).
+//! It also records the Content-Type of every object written through it.
 
 use std::{
     net::SocketAddr,
@@ -49,20 +50,45 @@ impl Answer {
     }
 }
 
-/// Which PUTs the gate refuses.
+/// Which writes (a PUT, or the start of a multipart upload) the gate refuses.
 #[derive(Clone, Debug)]
 pub enum Rule {
-    /// A PUT whose (still percent-encoded) path contains this text.
+    /// A write whose (still percent-encoded) path contains this text.
     KeyContains(String, Answer),
     /// A PUT whose body is larger than this many bytes.
     LargerThan(u64, Answer),
+    /// The PUT of this part (`partNumber`, from 1) of a multipart upload.
+    Part(u32, Answer),
+    /// A write whose key Supabase Storage refuses: one with a character outside
+    /// `^[A-Za-z0-9_/!.*'() &$=@;:+,?-]*$` once the URL is decoded
+    /// ([`Answer::InvalidKey`]).
+    SupabaseKeys,
+}
+
+/// Whether Supabase Storage's `isValidKey` accepts the object of the request
+/// path `path` (`/bucket/key`, percent-encoded).
+pub fn supabase_accepts(path: &str) -> bool {
+    let Ok(decoded) = percent_encoding::percent_decode_str(path).decode_utf8() else {
+        return false;
+    };
+    decoded
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_/!.*'() &$=@;:+,?-".contains(c))
 }
 
 impl Rule {
-    fn answer(&self, path: &str, size: u64) -> Option<Answer> {
+    /// What the gate answers a write to `path` of `size` bytes (`None` for the
+    /// start of a multipart upload, which has no body yet).
+    fn answer(&self, path: &str, query: &str, size: Option<u64>) -> Option<Answer> {
         match self {
+            Self::Part(n, answer)
+                if size.is_some() && query.split('&').any(|q| q == format!("partNumber={n}")) =>
+            {
+                Some(*answer)
+            }
             Self::KeyContains(text, answer) if path.contains(text.as_str()) => Some(*answer),
-            Self::LargerThan(limit, answer) if size > *limit => Some(*answer),
+            Self::LargerThan(limit, answer) if size.is_some_and(|s| s > *limit) => Some(*answer),
+            Self::SupabaseKeys if !supabase_accepts(path) => Some(Answer::InvalidKey),
             _ => None,
         }
     }
@@ -79,10 +105,20 @@ pub struct Write {
     pub refused: bool,
 }
 
+impl Write {
+    /// The request path decoded: `/bucket/key` as the server stores it.
+    pub fn decoded_path(&self) -> String {
+        percent_encoding::percent_decode_str(&self.path)
+            .decode_utf8_lossy()
+            .into_owned()
+    }
+}
+
 struct Shared {
     upstream: String,
     rules: Vec<Rule>,
     writes: Mutex<Vec<Write>>,
+    aborted: Mutex<Vec<String>>,
     client: reqwest::Client,
 }
 
@@ -115,6 +151,7 @@ impl S3Gate {
             upstream,
             rules,
             writes: Mutex::default(),
+            aborted: Mutex::default(),
             client: reqwest::Client::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -150,6 +187,15 @@ impl S3Gate {
     /// A storage handle on the server's bucket, through the gate.
     pub fn storage(&self) -> Storage {
         Storage::s3(&self.config(&self.server.config.bucket)).expect("S3 storage opens")
+    }
+
+    /// The paths of the multipart uploads aborted so far.
+    pub fn aborted(&self) -> Vec<String> {
+        self.shared
+            .aborted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every write seen so far.
@@ -188,35 +234,59 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let put = parts.method == Method::PUT;
     let begins = parts.method == Method::POST && query.split('&').any(|q| q == "uploads");
     if put || begins {
-        let answer = if put {
-            shared
-                .rules
-                .iter()
-                .find_map(|rule| rule.answer(&path, body.len() as u64))
-        } else {
-            None
-        };
+        let size = put.then_some(body.len() as u64);
+        let answer = shared
+            .rules
+            .iter()
+            .find_map(|rule| rule.answer(&path, &query, size));
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         // Parts of a multipart upload carry no Content-Type: its start does.
-        if !query.contains("partNumber") {
-            shared
-                .writes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Write {
-                    path: path.clone(),
-                    content_type,
-                    refused: answer.is_some(),
-                });
-        }
+        let write = (!query.contains("partNumber")).then(|| Write {
+            path: path.clone(),
+            content_type,
+            refused: answer.is_some(),
+        });
         if let Some(answer) = answer {
+            shared.record(write);
             return s3_error(answer, &path);
         }
+        // Recorded once the server answered: a write seen is a write done.
+        let response = relay(&shared, parts, body).await;
+        shared.record(write);
+        return response;
     }
+    if parts.method == Method::DELETE && query.split('&').any(|q| q.starts_with("uploadId=")) {
+        shared
+            .aborted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path.clone());
+    }
+    relay(&shared, parts, body).await
+}
+
+impl Shared {
+    fn record(&self, write: Option<Write>) {
+        if let Some(write) = write {
+            self.writes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(write);
+        }
+    }
+}
+
+/// Forwards the request to the real server and its answer back.
+async fn relay(
+    shared: &Shared,
+    parts: axum::http::request::Parts,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = parts.uri.path();
     let url = match parts.uri.path_and_query() {
         Some(pq) => format!("{}{pq}", shared.upstream),
         None => format!("{}{path}", shared.upstream),
