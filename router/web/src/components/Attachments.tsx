@@ -76,3 +76,6 @@ export function PendingAttachments({ uploads, onRemove }: { uploads: PendingUplo
     </ul>
   );
 }
+
+/** What `useUploads` gives: the pending uploads and what to do with them. */
+export type Uploads = ReturnType<typeof useUploads>;
