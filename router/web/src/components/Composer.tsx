@@ -10,11 +10,14 @@ import { Button, inputClass } from "./ui";
 export function Composer({
   attach,
   streaming,
+  restore,
   onSend,
   onStop,
 }: {
   attach: Uploads;
   streaming: boolean;
+  /** Text to put back in the box (a message taken back), once per `n`. */
+  restore?: { text: string; n: number } | null;
   onSend: (text: string, voice: boolean, files: Attachment[]) => void;
   onStop: () => void;
 }) {
@@ -25,6 +28,15 @@ export function Composer({
   const [voiceAvailable, setVoiceAvailable] = useState(true);
   const inputId = useId();
   const fileInput = useRef<HTMLInputElement>(null);
+  const box = useRef<HTMLTextAreaElement>(null);
+
+  const restored = restore?.n;
+  useEffect(() => {
+    if (restored === undefined || !restore) return;
+    setDraft(restore.text);
+    box.current?.focus();
+    // Only a new `n` restores: the same text twice is two restores.
+  }, [restored]);
 
   useEffect(() => {
     api
@@ -68,6 +80,7 @@ export function Composer({
         </Button>
         <label htmlFor={inputId} className="sr-only">Message</label>
         <textarea
+          ref={box}
           id={inputId}
           rows={2}
           className={`${inputClass} max-h-48 resize-none`}

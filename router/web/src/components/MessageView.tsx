@@ -43,7 +43,107 @@ export function PaperclipIcon() {
   );
 }
 
-export function MessageView({ message, live }: { message: ChatMessage; live?: boolean }) {
+/** What the user can do with a message of theirs that did not go (yet). */
+export interface SendActions {
+  retry: (key: string) => void;
+  edit: (key: string) => void;
+  cancel: (key: string) => void;
+  stopOthers: () => void;
+}
+
+const linkButton = "rounded px-1.5 py-0.5 font-medium underline-offset-2 hover:underline focus-visible:outline-2 focus-visible:outline-blue-500";
+
+/** Under a user message: waiting for another answer to end, or refused with Retry. */
+function SendStatusView({ message, actions }: { message: ChatMessage; actions?: SendActions }) {
+  if (message.status === "queued") {
+    return (
+      <div role="status" className="mt-1 flex flex-wrap items-center justify-end gap-x-2 text-xs text-slate-600 dark:text-slate-400" data-testid="queued-note">
+        <span>
+          <span aria-hidden className="mr-1 inline-block h-1.5 w-1.5 animate-pulse rounded-full bg-amber-500 align-middle" />
+          Waiting: sends when the other answer ends
+        </span>
+        {actions ? (
+          <>
+            <button type="button" className={`${linkButton} text-blue-700 dark:text-blue-300`} onClick={() => actions.stopOthers()}>
+              Stop it and send
+            </button>
+            <button type="button" className={linkButton} onClick={() => actions.cancel(message.key)}>
+              Cancel
+            </button>
+          </>
+        ) : null}
+      </div>
+    );
+  }
+  if (message.status === "failed" && message.error) {
+    return (
+      <div className="mt-1 flex flex-col items-end" data-testid="send-failed">
+        <ChatErrorView code={message.error.code} message={message.error.message} />
+        {actions ? (
+          <div className="mt-1 flex gap-2 text-sm">
+            <button type="button" className={`${linkButton} text-blue-700 dark:text-blue-300`} onClick={() => actions.retry(message.key)}>
+              Retry
+            </button>
+            <button type="button" className={linkButton} onClick={() => actions.edit(message.key)}>
+              Edit
+            </button>
+          </div>
+        ) : null}
+      </div>
+    );
+  }
+  return null;
+}
+
+export function MessageView({
+  message,
+  live,
+  actions,
+  canRetry,
+}: {
+  message: ChatMessage;
+  live?: boolean;
+  actions?: SendActions;
+  /** The answer ended with an error and may be asked again (the last one). */
+  canRetry?: boolean;
+}) {
+  const user = message.role === "user";
+  if (!user && message.stopped && message.complete) {
+    // Stopped before its first word: a note, not an empty bubble.
+    return (
+      <article aria-label="Jarvis" data-testid="assistant-message" data-stopped="true" className="flex justify-start">
+        <p className="px-1 text-sm italic text-slate-500 dark:text-slate-400" data-testid="stopped-note">
+          Stopped
+        </p>
+      </article>
+    );
+  }
+  if (user && message.status) {
+    return (
+      <div className="flex flex-col items-end" data-testid="pending-message" data-status={message.status}>
+        <MessageBubble message={message} />
+        <SendStatusView message={message} actions={actions} />
+      </div>
+    );
+  }
+  if (!user && message.error && canRetry && actions) {
+    return (
+      <div className="flex flex-col items-start">
+        <MessageBubble message={message} live={live} />
+        <button
+          type="button"
+          className={`${linkButton} mt-1 text-sm text-blue-700 dark:text-blue-300`}
+          onClick={() => actions.retry(message.key)}
+        >
+          Retry
+        </button>
+      </div>
+    );
+  }
+  return <MessageBubble message={message} live={live} />;
+}
+
+function MessageBubble({ message, live }: { message: ChatMessage; live?: boolean }) {
   const user = message.role === "user";
   return (
     <article
@@ -54,7 +154,7 @@ export function MessageView({ message, live }: { message: ChatMessage; live?: bo
       <div
         className={`max-w-[95%] rounded-2xl px-4 py-2 sm:max-w-[80%] ${
           user ? "bg-blue-600 text-white" : "bg-slate-100 dark:bg-slate-900"
-        }`}
+        } ${message.status === "queued" || message.status === "sending" ? "opacity-80" : ""}`}
       >
         {message.parts.map((p, i) =>
           p.kind === "text" ? (

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useNavigate, useParams } from "react-router";
 import { useUploads } from "../components/Attachments";
 import { Composer } from "../components/Composer";
@@ -9,13 +9,13 @@ import { useChat, useServices } from "../context";
 import type { ConversationSummary } from "../lib/types";
 
 function ConnectionBadge() {
-  const { connection, chat } = useChat();
+  const { connection, workspace } = useChat();
   let text = "Connecting…";
   let color = "bg-amber-500";
   if (connection === "open") {
-    if (chat.workspace === "waking") text = "Workspace waking up…";
+    if (workspace === "waking") text = "Workspace waking up…";
     else {
-      text = chat.workspace === "ready" ? "Workspace ready" : "Connected";
+      text = workspace === "ready" ? "Workspace ready" : "Connected";
       color = "bg-emerald-500";
     }
   } else if (connection === "reconnecting") text = "Reconnecting…";
@@ -25,7 +25,7 @@ function ConnectionBadge() {
   }
   return (
     <span role="status" aria-live="polite" className="inline-flex items-center gap-1.5 text-xs text-slate-600 dark:text-slate-400" data-testid="connection-status">
-      <span aria-hidden className={`h-2 w-2 rounded-full ${color} ${chat.workspace === "waking" ? "animate-pulse" : ""}`} />
+      <span aria-hidden className={`h-2 w-2 rounded-full ${color} ${workspace === "waking" ? "animate-pulse" : ""}`} />
       {text}
     </span>
   );
@@ -62,11 +62,12 @@ export function ChatPage() {
     void store.open(id ?? null);
   }, [id, store]);
 
-  // A new conversation got its id from the first `turn`: show it in the URL and the list.
+  // A new conversation started (its first `turn`): show it in the URL and the list.
   useEffect(
     () =>
       store.onFrame((f) => {
-        if (f.type === "turn" && !id) navigate(`/chat/${f.conversation_id}`, { replace: true });
+        if (f.type === "turn" && !id && f.conversation_id === store.currentId)
+          navigate(`/chat/${f.conversation_id}`, { replace: true });
         if (f.type === "done" || f.type === "turn") void loadList();
       }),
     [store, id, navigate, loadList],
@@ -75,6 +76,16 @@ export function ChatPage() {
   useEffect(() => {
     bottom.current?.scrollIntoView?.({ block: "end" });
   }, [chat.messages]);
+
+  const sendActions = useMemo(
+    () => ({
+      retry: (key: string) => store.retry(key),
+      edit: (key: string) => store.edit(key),
+      cancel: (key: string) => store.cancelQueued(key),
+      stopOthers: () => store.stopOthers(),
+    }),
+    [store],
+  );
 
   const hasFiles = (e: React.DragEvent) => Array.from(e.dataTransfer?.types ?? []).includes("Files");
 
@@ -149,7 +160,13 @@ export function ChatPage() {
               </div>
             ) : null}
             {chat.messages.map((m, i) => (
-              <MessageView key={m.key} message={m} live={chat.streaming && i === chat.messages.length - 1} />
+              <MessageView
+                key={m.key}
+                message={m}
+                live={chat.streaming && i === chat.messages.length - 1}
+                actions={sendActions}
+                canRetry={!chat.streaming && i === chat.messages.length - 1}
+              />
             ))}
             {chat.error ? <ChatErrorView code={chat.error.code} message={chat.error.message} /> : null}
             <div ref={bottom} />
@@ -158,6 +175,7 @@ export function ChatPage() {
         <Composer
           attach={attach}
           streaming={chat.streaming}
+          restore={snap.draft}
           onSend={(text, voice, files) => store.send(text, voice, files)}
           onStop={() => store.stop()}
         />
