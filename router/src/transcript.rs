@@ -8,8 +8,10 @@
 //! (`POST /v1/workspace/events`, `crate::http::workspace_events`) and each batch is
 //! stored by [`store_events`], exactly once by (conversation, `seq`): text appended
 //! to the answer's `content`, tool/document/voice/error events (as the browser saw
-//! them) to its `events`, `conversations.last_seq` raised. A `done` marks the answer
-//! complete with its token counts; a numbered `error` leaves what arrived marked
+//! them, with `at`: the characters of the answer's text before them) to its
+//! `events`, `conversations.last_seq` raised. A `done` marks the answer complete
+//! with its token counts (one with nothing in it, stopped before its first word,
+//! gets `[{"type":"stopped"}]`); a numbered `error` leaves what arrived marked
 //! incomplete, as does a turn whose end never comes.
 //!
 //! This module does not relay frames or talk to sandboxes.

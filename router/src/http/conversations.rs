@@ -60,13 +60,29 @@ struct Message {
     complete: bool,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// Its turn ended (complete, or a numbered `error` stored).
+    #[serde(skip)]
+    ended: bool,
+    /// Something of it was stored in the last [`RECENT`].
+    #[serde(skip)]
+    recent: bool,
 }
+
+/// How long after its last stored event an answer whose end has not come counts
+/// as running even when no router here relays it (its workspace may be another
+/// replica's).
+const RECENT: &str = "2 minutes";
 
 #[derive(Serialize)]
 struct Conversation {
     #[serde(flatten)]
     summary: ConversationSummary,
     messages: Vec<Message>,
+    /// The highest `seq` stored: a browser showing these messages resumes after it
+    /// (`{"type":"resume","conversation_id","after_seq"}`) for exactly the rest.
+    last_seq: i64,
+    /// The last answer's turn still runs: it goes on after `last_seq`.
+    running: bool,
 }
 
 #[derive(Deserialize)]
@@ -117,17 +133,48 @@ async fn fetch(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Conversati
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound("conversation"))?;
+    // The share lock keeps events from being stored until the messages are read,
+    // so they hold exactly the events up to `last_seq`.
     // language=PostgreSQL
-    let messages: Vec<Message> = crate::db::query_as(
-        "select id, role, content, events, complete, created_at from messages
-         where conversation_id = $1 and owner_id = $2 order by position",
+    let last_seq: i64 = crate::db::query_scalar(
+        "select last_seq from conversations where id = $1 and owner_id = $2 for share",
     )
     .bind(id)
     .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("conversation"))?;
+    // language=PostgreSQL
+    let messages: Vec<Message> = crate::db::query_as(
+        "select id, role, content, events, complete, created_at,
+             complete or events @> '[{\"type\":\"error\"}]' as ended,
+             updated_at > now() - $3::interval as recent
+         from messages where conversation_id = $1 and owner_id = $2 order by position",
+    )
+    .bind(id)
+    .bind(user.id)
+    .bind(RECENT)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Conversation { summary, messages })
+    // The newest answer runs while its end has not been stored, and either the
+    // workspace reports running turns to this router or it was written to lately
+    // (else it was cut off: its sandbox went away).
+    let running = messages.last().is_some_and(|m| {
+        m.role == "assistant"
+            && !m.ended
+            && (m.recent
+                || state
+                    .workspaces
+                    .existing_hub(user.id)
+                    .is_some_and(|h| h.turn_running()))
+    });
+    Ok(Conversation {
+        summary,
+        messages,
+        last_seq,
+        running,
+    })
 }
 
 async fn get_conversation(

@@ -185,7 +185,7 @@ function MessageBubble({ message, live }: { message: ChatMessage; live?: boolean
           </span>
         ) : null}
         {message.voice?.length ? <VoicePlayer clips={message.voice} autoPlay={!!live} /> : null}
-        {message.error ? <ChatErrorView code={message.error.code} message={message.error.message} /> : null}
+        {message.error && !message.status ? <ChatErrorView code={message.error.code} message={message.error.message} /> : null}
       </div>
     </article>
   );
