@@ -36,6 +36,12 @@ let failed = false;
 try {
   const ctx = await browser.newContext({ viewport: DESKTOP });
   const page = await ctx.newPage();
+  if (process.env.E2E_DEBUG) {
+    page.on("websocket", (ws) => {
+      ws.on("framereceived", (f) => console.log("<<", String(f.payload).slice(0, 160)));
+      ws.on("framesent", (f) => console.log(">>", String(f.payload).slice(0, 160)));
+    });
+  }
   const pageErrors = [];
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   const shot = async (name) => {
@@ -80,7 +86,9 @@ try {
   const order = async () =>
     lastAnswer().evaluate((el) => {
       const tool = el.querySelector("[data-testid=tool]");
-      const text = [...el.querySelectorAll("p")].find((p) => p.textContent.includes("B's final answer."));
+      const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+      let text = null;
+      while (!text && walker.nextNode()) if (walker.currentNode.textContent.includes("final answer")) text = walker.currentNode;
       if (!tool || !text) return "missing";
       return tool.compareDocumentPosition(text) & Node.DOCUMENT_POSITION_FOLLOWING ? "tool, then text" : "text, then tool";
     });
@@ -130,8 +138,9 @@ try {
 
   // --- "Stop it and send" -----------------------------------------------------------
   await model.push(numbered(200, 100), { text: ["Sent after stopping A."] });
+  const answersBefore = await page.getByTestId("assistant-message").count();
   await send("Count to 200");
-  await lastAnswer().getByText("[003]").waitFor({ timeout: 60_000 });
+  await page.getByTestId("assistant-message").nth(answersBefore).getByText("[003]").waitFor({ timeout: 60_000 });
   await page.locator(`a[href="/chat/${b}"]`).first().click();
   await page.waitForURL(`**/chat/${b}`);
   await send("Stop the other one");
@@ -170,6 +179,8 @@ try {
   await send("Never mind");
   // The answer started (its bubble shows), nothing of it yet: Stop.
   await lastAnswer().getByLabel("Jarvis is answering").waitFor({ timeout: 30_000 });
+  // (The model has been asked by then: its stalled reply is the one stopped.)
+  await page.waitForTimeout(1500);
   await page.getByRole("button", { name: "Stop" }).click();
   await page.getByTestId("stopped-note").last().waitFor({ timeout: 30_000 });
   await page.getByRole("button", { name: "Send" }).waitFor();
@@ -186,7 +197,7 @@ try {
   step("stopped before the first word: a 'Stopped' note, live and after a reload");
 
   // --- retry after an error ----------------------------------------------------------
-  await model.push({ status: 400 }, { text: ["Second try worked."] });
+  await model.push({ status: 500 }, { text: ["Second try worked."] });
   await send("Please try this");
   const retry = page.getByRole("button", { name: "Retry" });
   await retry.waitFor({ timeout: 60_000 });
@@ -202,6 +213,12 @@ try {
 } catch (e) {
   failed = true;
   console.error("e2e streams: FAILED:", e);
+  if (process.env.E2E_DEBUG) {
+    for (const p of browser.contexts().flatMap((c) => c.pages())) {
+      await p.screenshot({ path: path.join(SHOTS, "streams-failed.png") }).catch(() => {});
+      console.error(await p.locator("body").innerText().catch(() => ""));
+    }
+  }
 } finally {
   await browser.close();
   await router.stop();
