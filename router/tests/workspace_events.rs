@@ -473,9 +473,7 @@ async fn a_retried_save_is_answered_even_when_the_first_filled_the_storage(db: P
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
-async fn a_stored_conversation_says_where_its_events_end_and_whether_its_turn_runs(
-    db: PgPool,
-) {
+async fn a_stored_conversation_says_where_its_events_end_and_whether_its_turn_runs(db: PgPool) {
     let app = TestApp::new(db).await;
     let user = app.register("a@example.com").await;
     let token = workspace_token(&app, &user).await;

@@ -1,6 +1,6 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { Api } from "./api";
-import { ChatStore } from "./chatStore";
+import { ChatStore, STOP_GIVE_UP_MS } from "./chatStore";
 import { ChatConnection, type SocketLike } from "./connection";
 import type { Conversation, ServerFrame } from "./types";
 
@@ -190,5 +190,33 @@ describe("ChatStore", () => {
     expect(socket.sent).toEqual([{ type: "message", content: "important text", conversation_id: store.currentId, voice: false }]);
     m = store.getSnapshot().chat.messages[0];
     expect(m.status).toBe("sending");
+  });
+});
+
+describe("ChatStore: Stop with nobody answering", () => {
+  it("shows an answer whose turn is gone as cut off once Stop gets no end", async () => {
+    const { store, socket } = await setup({
+      a: conversation(
+        "a",
+        [
+          { id: "a1", role: "user", content: "count", events: [], complete: true, created_at: "" },
+          { id: "a2", role: "assistant", content: "[001]", events: [], complete: false, created_at: "" },
+        ],
+        { last_seq: 2, running: true },
+      ),
+    });
+    await store.open("a");
+    expect(store.getSnapshot().chat.streaming).toBe(true);
+    vi.useFakeTimers({ toFake: ["setTimeout"] });
+    try {
+      store.stop();
+      expect(socket.sent).toContainEqual({ type: "interrupt", conversation_id: "a" });
+      await vi.advanceTimersByTimeAsync(STOP_GIVE_UP_MS + 1);
+      const chat = store.getSnapshot().chat;
+      expect(chat.streaming).toBe(false);
+      expect(chat.messages[1]).toMatchObject({ complete: true, error: { code: "incomplete" } });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

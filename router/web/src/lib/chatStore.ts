@@ -34,6 +34,9 @@ export interface ChatSnapshot {
   draft: { text: string; n: number } | null;
 }
 
+/** How long Stop waits for the answer's end before showing it as cut off. */
+export const STOP_GIVE_UP_MS = 10_000;
+
 /** How often queued messages are tried again when no answer's end was seen. */
 export const QUEUE_RETRY_MS = 15_000;
 
@@ -389,8 +392,16 @@ export class ChatStore {
     for (const id of running) this.conn.interrupt(id);
   }
 
-  /** Stops the open conversation's answer. */
+  /** Stops the open conversation's answer. If nothing at all comes back (its
+   * sandbox went without a word), the answer is shown as cut off after a while. */
   stop() {
-    this.conn.interrupt(this.current);
+    const id = this.current;
+    this.conn.interrupt(id);
+    const before = this.entries.get(id)?.chat.lastSeq;
+    setTimeout(() => {
+      const chat = this.entries.get(id)?.chat;
+      if (!chat?.streaming || chat.lastSeq !== before || sendingMessage(chat)) return;
+      this.update(id, (c) => refuse(c, { code: "incomplete", message: "This answer was cut off." }));
+    }, STOP_GIVE_UP_MS);
   }
 }
