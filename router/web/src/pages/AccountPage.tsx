@@ -2,7 +2,7 @@ import { useEffect, useId, useState } from "react";
 import { Button, ErrorBox, errorText, PageTitle } from "../components/ui";
 import { useServices } from "../context";
 import { ApiError } from "../lib/api";
-import { getTheme, setTheme, type Theme } from "../lib/settings";
+import { setTheme, useTheme, type Theme } from "../lib/settings";
 import type { User } from "../lib/types";
 
 interface Usage {
@@ -23,7 +23,7 @@ export function AccountPage() {
   const [billingOff, setBillingOff] = useState(false);
   const [billingError, setBillingError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const [theme, setThemeState] = useState<Theme>(getTheme());
+  const { theme } = useTheme();
   const [voiceError, setVoiceError] = useState<string | null>(null);
   const themeId = useId();
   const voiceId = useId();
@@ -106,7 +106,7 @@ export function AccountPage() {
         <h2 id="prefs-h" className="font-semibold">Preferences</h2>
         <div className="flex items-center gap-3 text-sm">
           <label htmlFor={themeId} className="w-32">Theme</label>
-          <select id={themeId} className="rounded-md border border-slate-300 bg-white px-2 py-1 dark:border-slate-700 dark:bg-slate-900" value={theme} onChange={(e) => { const t = e.target.value as Theme; setTheme(t); setThemeState(t); }}>
+          <select id={themeId} className="rounded-md border border-slate-300 bg-white px-2 py-1 dark:border-slate-700 dark:bg-slate-900" value={theme} onChange={(e) => setTheme(e.target.value as Theme)}>
             <option value="system">Same as the system</option>
             <option value="light">Light</option>
             <option value="dark">Dark</option>
