@@ -41,7 +41,8 @@ describe("tool cards", () => {
     expect(w.fields).toEqual([]);
     const e = describeTool("Edit", { file_path: "/workspace/app.py", old_string: "a", new_string: "b", replace_all: false });
     expect(e.edits).toEqual({ path: "app.py", edits: [{ oldText: "a", newText: "b" }] });
-    expect(e.fields.map((f) => f.label)).toEqual(["Replace all"]);
+    expect(e.fields).toEqual([]);
+    expect(describeTool("Edit", { file_path: "a", old_string: "a", new_string: "b", replace_all: true }).fields).toEqual([{ label: "Replace all", value: "true" }]);
     const me = describeTool("MultiEdit", { file_path: "x.ts", edits: [{ old_string: "1", new_string: "2" }, { old_string: "3", new_string: "4" }] });
     expect(me.edits?.edits).toHaveLength(2);
   });

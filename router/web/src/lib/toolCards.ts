@@ -101,6 +101,8 @@ function genericVerb(name: string): string {
 
 function fieldOf(key: string, v: unknown): ToolField | null {
   if (v === undefined || v === null || v === "") return null;
+  // Flags left at their default say nothing.
+  if (v === false && /^replace_?all$/i.test(key)) return null;
   const label = humanize(key);
   if (typeof v === "string") {
     const block = v.includes("\n") || v.length > 80;

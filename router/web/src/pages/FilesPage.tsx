@@ -144,7 +144,7 @@ export function FilesPage() {
   const canPreview = (f: FileView) => f.content_type.startsWith("image/") || TEXTY.test(f.content_type);
 
   return (
-    <main className="mx-auto max-w-4xl overflow-y-auto p-4">
+    <main className="mx-auto max-w-5xl overflow-y-auto p-4">
       <PageTitle>Workspace files</PageTitle>
       <p className="mb-3 text-sm text-slate-600 dark:text-slate-400">Files you uploaded and files Jarvis wrote in your workspace.</p>
       <div className="mb-3 flex items-center gap-2">
@@ -175,12 +175,13 @@ export function FilesPage() {
                     <Thumb file={f} />
                     <div className="min-w-0 flex-1">
                       <div className="flex min-w-0 items-baseline gap-1">
-                        <span className="min-w-0 truncate font-mono" title={f.path} data-testid="file-name">
+                        <span className="min-w-0 font-mono max-sm:truncate sm:[overflow-wrap:anywhere]" title={f.path} data-testid="file-name">
                           {f.path}
                         </span>
-                        {f.kind === "upload" ? <span className="shrink-0 text-xs text-slate-600 dark:text-slate-400">(upload)</span> : null}
+                        {f.kind === "upload" ? <span className="shrink-0 text-xs text-slate-600 max-sm:hidden dark:text-slate-400">(upload)</span> : null}
                       </div>
                       <div className="text-xs text-slate-600 sm:hidden dark:text-slate-400">
+                        {f.kind === "upload" ? "Upload · " : null}
                         {formatBytes(f.size)} · {formatDate(f.updated_at)}
                       </div>
                     </div>
