@@ -60,11 +60,11 @@ export function AccountPage() {
         <h2 id="plan-h" className="mb-2 font-semibold">Plan</h2>
         {me ? (
           <dl className="grid grid-cols-[8rem_1fr] gap-y-1 text-sm">
-            <dt className="text-slate-500">Email</dt>
+            <dt className="text-slate-600 dark:text-slate-400">Email</dt>
             <dd className="truncate" data-testid="account-email">{me.email}</dd>
-            <dt className="text-slate-500">Plan</dt>
+            <dt className="text-slate-600 dark:text-slate-400">Plan</dt>
             <dd className="capitalize" data-testid="account-tier">{me.tier}</dd>
-            <dt className="text-slate-500">Subscription</dt>
+            <dt className="text-slate-600 dark:text-slate-400">Subscription</dt>
             <dd>{me.subscription_active ? "Active" : "Inactive — renew to keep using Jarvis"}</dd>
           </dl>
         ) : !error ? (
@@ -89,13 +89,13 @@ export function AccountPage() {
         <section aria-labelledby="usage-h" className="rounded-lg border border-slate-200 p-4 dark:border-slate-800">
           <h2 id="usage-h" className="mb-2 font-semibold">Usage this month</h2>
           <dl className="grid grid-cols-[8rem_1fr] gap-y-1 text-sm">
-            <dt className="text-slate-500">Input tokens</dt>
+            <dt className="text-slate-600 dark:text-slate-400">Input tokens</dt>
             <dd>{num(usage.input_tokens)}</dd>
-            <dt className="text-slate-500">Output tokens</dt>
+            <dt className="text-slate-600 dark:text-slate-400">Output tokens</dt>
             <dd>{num(usage.output_tokens)}</dd>
             {limit != null ? (
               <>
-                <dt className="text-slate-500">Limit</dt>
+                <dt className="text-slate-600 dark:text-slate-400">Limit</dt>
                 <dd>{num(limit)} tokens</dd>
               </>
             ) : null}
