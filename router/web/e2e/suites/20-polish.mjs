@@ -111,6 +111,9 @@ try {
   assert.ok(copied.startsWith("I wrote and polished **greet.py**:") && copied.includes(code), `answer copied: ${copied}`);
   step("a code block and the answer copy to the clipboard");
   await shot("chat-desktop");
+  await toggle.click();
+  await shot("chat-desktop-dark");
+  await toggle.click();
 
   // --- the Files page -----------------------------------------------------------
   const longName = "quarterly-report-final-version-with-appendix-2026.csv";
