@@ -92,7 +92,7 @@ try {
   await answer.getByText("saved agent-plan.md.").waitFor({ timeout: 90_000 });
   await answer.getByRole("strong").filter({ hasText: "agent-plan.md" }).waitFor();
   // The tool activity: compact, expandable, with what ran and its result.
-  const bash = answer.getByTestId("tool").filter({ hasText: "Bash" });
+  const bash = answer.getByTestId("tool").filter({ hasText: "echo sandbox-says" });
   await bash.getByRole("button").click();
   await bash.getByText("sandbox-says-42").first().waitFor();
   step("answer streamed; Bash ran in the sandbox and its result is shown");

@@ -2,6 +2,7 @@ import { useEffect, useId, useRef, useState } from "react";
 import { useServices } from "../context";
 import type { Attachment } from "../lib/stream";
 import type { User } from "../lib/types";
+import { PHONE_QUERY, useMediaQuery } from "../lib/useMediaQuery";
 import { PendingAttachments, type Uploads } from "./Attachments";
 import { PaperclipIcon } from "./MessageView";
 import { Button, inputClass } from "./ui";
@@ -84,7 +85,7 @@ export function Composer({
           id={inputId}
           rows={2}
           className={`${inputClass} max-h-48 resize-none`}
-          placeholder="Message Jarvis… (Enter to send, Shift+Enter for a new line)"
+          placeholder={useMediaQuery(PHONE_QUERY) ? "Message Jarvis…" : "Message Jarvis… (Enter to send, Shift+Enter for a new line)"}
           value={draft}
           onChange={(e) => setDraft(e.target.value)}
           onKeyDown={(e) => {

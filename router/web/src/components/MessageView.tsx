@@ -2,6 +2,7 @@ import { Link } from "react-router";
 import { chatErrorText } from "../lib/messages";
 import type { ChatMessage } from "../lib/stream";
 import { LazyMarkdown } from "./LazyMarkdown";
+import { CopyButton } from "./CopyButton";
 import { ToolActivity } from "./ToolActivity";
 import { VoicePlayer } from "./VoicePlayer";
 
@@ -41,6 +42,14 @@ export function PaperclipIcon() {
       <path d="M10.5 4.5 5.4 9.6a1.5 1.5 0 0 0 2.1 2.1l5.3-5.3a3 3 0 0 0-4.2-4.2L3.3 7.5a4.5 4.5 0 0 0 6.4 6.4l4-4" strokeWidth="1.3" strokeLinecap="round" />
     </svg>
   );
+}
+
+/** An answer's text (its Markdown, as written), for the copy button. */
+export function answerText(message: ChatMessage): string {
+  return message.parts
+    .flatMap((p) => (p.kind === "text" ? [p.text.trim()] : []))
+    .filter(Boolean)
+    .join("\n\n");
 }
 
 /** What the user can do with a message of theirs that did not go (yet). */
@@ -183,6 +192,11 @@ function MessageBubble({ message, live }: { message: ChatMessage; live?: boolean
           <span className="inline-block animate-pulse text-slate-400" aria-label="Jarvis is answering">
             ▍
           </span>
+        ) : null}
+        {!user && message.complete && message.parts.some((p) => p.kind === "text" && p.text.trim()) ? (
+          <div className="-mb-1 mt-1 flex justify-end">
+            <CopyButton label="Copy answer" compact text={() => answerText(message)} />
+          </div>
         ) : null}
         {message.voice?.length ? <VoicePlayer clips={message.voice} autoPlay={!!live} /> : null}
         {message.error && !message.status ? <ChatErrorView code={message.error.code} message={message.error.message} /> : null}

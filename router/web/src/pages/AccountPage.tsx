@@ -2,7 +2,7 @@ import { useEffect, useId, useState } from "react";
 import { Button, ErrorBox, errorText, PageTitle } from "../components/ui";
 import { useServices } from "../context";
 import { ApiError } from "../lib/api";
-import { getTheme, setTheme, type Theme } from "../lib/settings";
+import { setTheme, useTheme, type Theme } from "../lib/settings";
 import type { User } from "../lib/types";
 
 interface Usage {
@@ -23,7 +23,7 @@ export function AccountPage() {
   const [billingOff, setBillingOff] = useState(false);
   const [billingError, setBillingError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const [theme, setThemeState] = useState<Theme>(getTheme());
+  const { theme } = useTheme();
   const [voiceError, setVoiceError] = useState<string | null>(null);
   const themeId = useId();
   const voiceId = useId();
@@ -60,11 +60,11 @@ export function AccountPage() {
         <h2 id="plan-h" className="mb-2 font-semibold">Plan</h2>
         {me ? (
           <dl className="grid grid-cols-[8rem_1fr] gap-y-1 text-sm">
-            <dt className="text-slate-500">Email</dt>
+            <dt className="text-slate-600 dark:text-slate-400">Email</dt>
             <dd className="truncate" data-testid="account-email">{me.email}</dd>
-            <dt className="text-slate-500">Plan</dt>
+            <dt className="text-slate-600 dark:text-slate-400">Plan</dt>
             <dd className="capitalize" data-testid="account-tier">{me.tier}</dd>
-            <dt className="text-slate-500">Subscription</dt>
+            <dt className="text-slate-600 dark:text-slate-400">Subscription</dt>
             <dd>{me.subscription_active ? "Active" : "Inactive — renew to keep using Jarvis"}</dd>
           </dl>
         ) : !error ? (
@@ -89,13 +89,13 @@ export function AccountPage() {
         <section aria-labelledby="usage-h" className="rounded-lg border border-slate-200 p-4 dark:border-slate-800">
           <h2 id="usage-h" className="mb-2 font-semibold">Usage this month</h2>
           <dl className="grid grid-cols-[8rem_1fr] gap-y-1 text-sm">
-            <dt className="text-slate-500">Input tokens</dt>
+            <dt className="text-slate-600 dark:text-slate-400">Input tokens</dt>
             <dd>{num(usage.input_tokens)}</dd>
-            <dt className="text-slate-500">Output tokens</dt>
+            <dt className="text-slate-600 dark:text-slate-400">Output tokens</dt>
             <dd>{num(usage.output_tokens)}</dd>
             {limit != null ? (
               <>
-                <dt className="text-slate-500">Limit</dt>
+                <dt className="text-slate-600 dark:text-slate-400">Limit</dt>
                 <dd>{num(limit)} tokens</dd>
               </>
             ) : null}
@@ -106,7 +106,7 @@ export function AccountPage() {
         <h2 id="prefs-h" className="font-semibold">Preferences</h2>
         <div className="flex items-center gap-3 text-sm">
           <label htmlFor={themeId} className="w-32">Theme</label>
-          <select id={themeId} className="rounded-md border border-slate-300 bg-white px-2 py-1 dark:border-slate-700 dark:bg-slate-900" value={theme} onChange={(e) => { const t = e.target.value as Theme; setTheme(t); setThemeState(t); }}>
+          <select id={themeId} className="rounded-md border border-slate-300 bg-white px-2 py-1 dark:border-slate-700 dark:bg-slate-900" value={theme} onChange={(e) => setTheme(e.target.value as Theme)}>
             <option value="system">Same as the system</option>
             <option value="light">Light</option>
             <option value="dark">Dark</option>

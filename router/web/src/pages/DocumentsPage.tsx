@@ -143,7 +143,7 @@ export function DocumentsPage() {
                 className={`block rounded-md px-2 py-1.5 ${d.id === id ? "bg-slate-200 dark:bg-slate-800" : "hover:bg-slate-100 dark:hover:bg-slate-900"}`}
               >
                 <div className="truncate text-sm font-medium">{d.filename}</div>
-                <div className="text-xs text-slate-500">
+                <div className="text-xs text-slate-600 dark:text-slate-400">
                   {d.type} · {formatBytes(d.size)} · {formatDate(d.updated_at)}
                 </div>
               </Link>
