@@ -75,7 +75,7 @@ async fn conversation(db: &PgPool, id: Uuid) -> (Uuid, String, i64) {
 async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     let u = user(&db, "a@example.com").await;
     let c = Uuid::new_v4();
-    let turn = open(&db, u, c, "Write a script\nthat prints one").await;
+    let turn = open(&db, u, c, "Write a **script**\nthat prints one").await;
     assert!(turn.created_conversation);
     assert_eq!(turn.last_seq, 0);
     let mut f = Frames::from(c, 1);
@@ -101,7 +101,7 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     let rows = messages(&db, c).await;
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].role, "user");
-    assert_eq!(rows[0].content, "Write a script\nthat prints one");
+    assert_eq!(rows[0].content, "Write a **script**\nthat prints one");
     assert_eq!(rows[1].role, "assistant");
     assert_eq!(rows[1].content, "Sure, writing it. Done — héllo ✓");
     assert_eq!(
@@ -120,7 +120,7 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     );
     let (owner, title, last_seq) = conversation(&db, c).await;
     assert_eq!(owner, u);
-    assert_eq!(title, "Write a script that prints one");
+    assert_eq!(title, "Write a script", "the first line, Markdown stripped");
     assert_eq!(last_seq, 8);
 
     // The next turn continues the conversation and its numbering; replays of
