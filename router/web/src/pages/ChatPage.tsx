@@ -4,8 +4,13 @@ import { useUploads } from "../components/Attachments";
 import { Composer } from "../components/Composer";
 import { ConversationList } from "../components/ConversationList";
 import { ChatErrorView, MessageView } from "../components/MessageView";
+import { SidePane, usePane } from "../components/SidePane";
 import { Button, ErrorBox, errorText } from "../components/ui";
+import { UnsavedChangesGuard } from "../components/UnsavedChangesGuard";
 import { useChat, useServices } from "../context";
+import { useDocumentTitle } from "../lib/documentTitle";
+import { PaneContext } from "../lib/pane";
+import { titleFrom } from "../lib/titles";
 import type { ConversationSummary } from "../lib/types";
 
 function ConnectionBadge() {
@@ -76,9 +81,17 @@ export function ChatPage() {
     bottom.current?.scrollIntoView?.({ block: "end" });
   }, [chat.messages]);
 
+  // The side pane (documents, uploads, workspace files) and the conversation's title in the tab.
+  const pane = usePane();
+  const firstText = chat.messages[0]?.role === "user" ? chat.messages[0].parts.find((p) => p.kind === "text") : undefined;
+  const title = (id ? convs?.find((c) => c.id === id)?.title : undefined) ?? (firstText?.kind === "text" ? titleFrom(firstText.text) : undefined);
+  useDocumentTitle(title);
+
   const hasFiles = (e: React.DragEvent) => Array.from(e.dataTransfer?.types ?? []).includes("Files");
 
   return (
+    <PaneContext.Provider value={pane.open}>
+    <UnsavedChangesGuard dirty={pane.dirty} leaving={(_, to) => !to.startsWith("/chat")} />
     <div className="flex h-full min-h-0">
       <ConversationList
         convs={convs}
@@ -134,9 +147,16 @@ export function ChatPage() {
             ☰ <span className="sr-only">Conversations</span>
           </Button>
           <h1 className="min-w-0 flex-1 truncate text-sm font-medium">
-            {convs?.find((c) => c.id === id)?.title ?? (id ? "Conversation" : "New conversation")}
+            {title ?? (id ? "Conversation" : "New conversation")}
           </h1>
           <ConnectionBadge />
+          <Button
+            variant="ghost"
+            aria-pressed={pane.item?.kind === "files"}
+            onClick={() => (pane.item?.kind === "files" ? pane.close() : pane.open({ kind: "files" }))}
+          >
+            Files
+          </Button>
         </div>
         <div className="min-h-0 flex-1 overflow-y-auto px-3 py-4" aria-live="polite" aria-busy={chat.streaming}>
           <div className="mx-auto max-w-3xl space-y-4">
@@ -162,6 +182,8 @@ export function ChatPage() {
           onStop={() => store.stop()}
         />
       </section>
+      <SidePane pane={pane} />
     </div>
+    </PaneContext.Provider>
   );
 }
