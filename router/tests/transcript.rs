@@ -406,3 +406,31 @@ async fn a_batch_stored_by_two_routers_or_after_a_restart_is_stored_once(db: PgP
     assert_eq!(messages(&db, c).await[1].content, expected);
     assert_eq!(conversation(&db, c).await.2, 103);
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_new_conversation_is_titled_from_its_first_message_and_a_rename_stays(db: PgPool) {
+    let u = user(&db, "titles@example.com").await;
+    let c = Uuid::new_v4();
+    let first = "# Plan a **weekend** in Lisbon with friends and family, somewhere near the sea\nsecond line";
+    open(&db, u, c, first).await;
+    let (_, title, _) = conversation(&db, c).await;
+    assert_eq!(
+        title,
+        "Plan a weekend in Lisbon with friends and family, somewhere…"
+    );
+    assert!(title.chars().count() <= transcript::TITLE_CHARS);
+
+    // An empty first message (attachments only) is Untitled.
+    let empty = Uuid::new_v4();
+    open(&db, u, empty, "  \n").await;
+    assert_eq!(conversation(&db, empty).await.1, transcript::UNTITLED);
+
+    // The user renames it; later turns never overwrite the name.
+    sqlx::query("update conversations set title = 'Lisbon' where id = $1")
+        .bind(c)
+        .execute(&db)
+        .await
+        .expect("renamed");
+    open(&db, u, c, "And a second question").await;
+    assert_eq!(conversation(&db, c).await.1, "Lisbon");
+}
