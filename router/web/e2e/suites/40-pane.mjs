@@ -97,7 +97,7 @@ try {
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ email: `bob-${Date.now()}@example.com`, password: PASSWORD }),
   });
-  assert.equal(bobReply.status, 200, await bobReply.clone().text());
+  assert.ok(bobReply.ok, await bobReply.clone().text());
   const bob = (await bobReply.json()).user.id;
 
   // Conversations with older activity (inserted as history), and bob's.
@@ -107,8 +107,8 @@ try {
       `with c as (insert into conversations (owner_id, title, created_at, updated_at)
          values ('${owner}', '${title}', now() - interval '${ago}', now() - interval '${ago}') returning id)
        insert into messages (owner_id, conversation_id, role, content)
-         select '${owner}', id, 'user', '${text}' from c union all
-         select '${owner}', id, 'assistant', 'Noted.' from c returning conversation_id`,
+         select '${owner}'::uuid, id, 'user', '${text}' from c union all
+         select '${owner}'::uuid, id, 'assistant', 'Noted.' from c returning conversation_id`,
     ).split("\n")[0];
   conversation(alice, "Garden notes", "1 day", "When should I plant the tomatoes?");
   const soup = conversation(alice, "Soup recipe", "3 days", "A soup with pomegranate seeds, please");
@@ -210,7 +210,7 @@ try {
   // Going to another page asks too (react-router's blocker), and stays.
   await page.getByRole("link", { name: "Documents", exact: true }).click();
   await page.waitForTimeout(300);
-  assert.equal(dialogs.length, 2, "leaving the page asked");
+  assert.equal(dialogs.length, 2, `leaving the page asked (at ${page.url()})`);
   assert.ok(page.url().endsWith(`/chat/${conversationId}`), "the page was not left");
   // Another conversation is still the chat page: the pane and its edit stay, unasked.
   await sidebar.getByRole("link", { name: "Garden notes" }).click();
