@@ -225,7 +225,7 @@ mod tests {
     fn long_titles_are_cut_at_a_word() {
         let long = title(&"word ".repeat(100));
         assert!(long.chars().count() <= TITLE_CHARS, "{long}");
-        assert_eq!(long, format!("{}…", vec!["word"; 12].join(" ")));
+        assert_eq!(long, format!("{}…", ["word"; 12].join(" ")));
         let cut = title(&format!("{} abcdefghij", "a".repeat(55)));
         assert_eq!(cut, format!("{}…", "a".repeat(55)));
         let one_word = title(&"x".repeat(100));
