@@ -48,7 +48,7 @@ async function editA() {
 }
 
 describe("SidePane", () => {
-  it("shows a document rendered and closes without asking when nothing changed", async () => {
+  it("shows a document rendered, closes without asking when nothing changed, and gives focus back", async () => {
     const confirm = vi.fn(() => false);
     await setup(confirm);
     await userEvent.click(screen.getByRole("button", { name: "open a" }));
@@ -57,6 +57,8 @@ describe("SidePane", () => {
     await userEvent.click(screen.getByRole("button", { name: "Close pane" }));
     expect(confirm).not.toHaveBeenCalled();
     expect(screen.queryByTestId("side-pane")).toBeNull();
+    // Focus goes back to what opened the pane.
+    await waitFor(() => expect(screen.getByRole("button", { name: "open a" })).toHaveFocus());
   });
 
   it("asks before unsaved edits are dropped by closing, and keeps them when told no", async () => {

@@ -27,12 +27,17 @@ export function usePane(confirm: (question: string) => boolean = ask) {
     dirtyRef.current = d;
     setDirtyState(d);
   }, []);
+  // Where focus was when the pane opened: it goes back there on close.
+  const opener = useRef<HTMLElement | null>(null);
   const mayDiscard = useCallback(() => !dirtyRef.current || confirm(DISCARD_QUESTION), [confirm]);
   const open = useCallback(
     (next: PaneItem) => {
       if (!mayDiscard()) return false;
       setDirty(false);
-      setItem(next);
+      setItem((current) => {
+        if (!current && document.activeElement instanceof HTMLElement) opener.current = document.activeElement;
+        return next;
+      });
       return true;
     },
     [mayDiscard, setDirty],
@@ -41,6 +46,9 @@ export function usePane(confirm: (question: string) => boolean = ask) {
     if (!mayDiscard()) return false;
     setDirty(false);
     setItem(null);
+    const back = opener.current;
+    opener.current = null;
+    if (back?.isConnected) setTimeout(() => back.focus(), 0);
     return true;
   }, [mayDiscard, setDirty]);
   return { item, dirty, setDirty, open, close, mayDiscard };
