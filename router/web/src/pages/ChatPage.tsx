@@ -4,7 +4,7 @@ import { useUploads } from "../components/Attachments";
 import { Composer } from "../components/Composer";
 import { ConversationList } from "../components/ConversationList";
 import { ChatErrorView, MessageView } from "../components/MessageView";
-import { SidePane, usePane } from "../components/SidePane";
+import { SidePane, usePane, type Pane } from "../components/SidePane";
 import { Button, ErrorBox, errorText } from "../components/ui";
 import { UnsavedChangesGuard } from "../components/UnsavedChangesGuard";
 import { useChat, useServices } from "../context";
@@ -39,7 +39,18 @@ function ConnectionBadge() {
 /** Unsaved edits in the side pane survive moves between conversations; leaving the chat asks. */
 const leavingChat = (_from: string, to: string) => !to.startsWith("/chat");
 
+/** The chat, and beside it the side pane that documents and attachments of its messages open in. */
 export function ChatPage() {
+  const pane = usePane();
+  return (
+    <PaneContext.Provider value={pane.open}>
+      <UnsavedChangesGuard dirty={pane.dirty} leaving={leavingChat} />
+      <ChatView pane={pane} />
+    </PaneContext.Provider>
+  );
+}
+
+function ChatView({ pane }: { pane: Pane }) {
   const { id } = useParams();
   const { api, chat: store } = useServices();
   const snap = useChat();
@@ -84,8 +95,7 @@ export function ChatPage() {
     bottom.current?.scrollIntoView?.({ block: "end" });
   }, [chat.messages]);
 
-  // The side pane (documents, uploads, workspace files) and the conversation's title in the tab.
-  const pane = usePane();
+  // The conversation's title, also in the browser tab.
   const firstText = chat.messages[0]?.role === "user" ? chat.messages[0].parts.find((p) => p.kind === "text") : undefined;
   const title = (id ? convs?.find((c) => c.id === id)?.title : undefined) ?? (firstText?.kind === "text" ? titleFrom(firstText.text) : undefined);
   useDocumentTitle(title);
@@ -93,100 +103,98 @@ export function ChatPage() {
   const hasFiles = (e: React.DragEvent) => Array.from(e.dataTransfer?.types ?? []).includes("Files");
 
   return (
-    <PaneContext.Provider value={pane.open}>
-      <UnsavedChangesGuard dirty={pane.dirty} leaving={leavingChat} />
-      <div className="flex h-full min-h-0">
-        <ConversationList
-          convs={convs}
-          error={listError}
-          activeId={id}
-          open={showList}
-          onClose={() => setShowList(false)}
-          onNew={() => navigate("/chat")}
-          onRename={async (c, title) => {
-            try {
-              await api.json("PUT", `/api/conversations/${c.id}`, { title });
-              await loadList();
-            } catch (e) {
-              setListError(errorText(e));
-            }
-          }}
-          onDelete={async (c) => {
-            try {
-              await api.json("DELETE", `/api/conversations/${c.id}`);
-              if (c.id === id) navigate("/chat");
-              await loadList();
-            } catch (e) {
-              setListError(errorText(e));
-            }
-          }}
+    <div className="flex h-full min-h-0">
+      <ConversationList
+        convs={convs}
+        error={listError}
+        activeId={id}
+        open={showList}
+        onClose={() => setShowList(false)}
+        onNew={() => navigate("/chat")}
+        onRename={async (c, title) => {
+          try {
+            await api.json("PUT", `/api/conversations/${c.id}`, { title });
+            await loadList();
+          } catch (e) {
+            setListError(errorText(e));
+          }
+        }}
+        onDelete={async (c) => {
+          try {
+            await api.json("DELETE", `/api/conversations/${c.id}`);
+            if (c.id === id) navigate("/chat");
+            await loadList();
+          } catch (e) {
+            setListError(errorText(e));
+          }
+        }}
+      />
+      <section
+        className="relative flex min-w-0 flex-1 flex-col"
+        aria-label="Chat"
+        data-testid="chat-drop-zone"
+        onDragOver={(e) => {
+          if (!hasFiles(e)) return;
+          e.preventDefault();
+          setDragging(true);
+        }}
+        onDragLeave={(e) => {
+          if (!e.currentTarget.contains(e.relatedTarget as Node | null)) setDragging(false);
+        }}
+        onDrop={(e) => {
+          if (!hasFiles(e)) return;
+          e.preventDefault();
+          setDragging(false);
+          void attach.add(e.dataTransfer.files);
+        }}
+      >
+        {dragging ? (
+          <div className="pointer-events-none absolute inset-0 z-10 flex items-center justify-center border-2 border-dashed border-blue-500 bg-blue-50/80 text-blue-800 dark:bg-blue-950/80 dark:text-blue-200">
+            Drop files to attach them
+          </div>
+        ) : null}
+        <div className="flex items-center gap-2 border-b border-slate-200 px-3 py-2 dark:border-slate-800">
+          <Button variant="ghost" className="md:hidden" aria-expanded={showList} onClick={() => setShowList(!showList)}>
+            ☰ <span className="sr-only">Conversations</span>
+          </Button>
+          <h1 className="min-w-0 flex-1 truncate text-sm font-medium">
+            {title ?? (id ? "Conversation" : "New conversation")}
+          </h1>
+          <ConnectionBadge />
+          <Button
+            variant="ghost"
+            title="Workspace files, in the side pane"
+            aria-pressed={pane.item?.kind === "files"}
+            onClick={() => (pane.item?.kind === "files" ? pane.close() : pane.open({ kind: "files" }))}
+          >
+            Files
+          </Button>
+        </div>
+        <div className="min-h-0 flex-1 overflow-y-auto px-3 py-4" aria-live="polite" aria-busy={chat.streaming}>
+          <div className="mx-auto max-w-3xl space-y-4">
+            {snap.loading ? <p className="text-sm text-slate-500">Loading…</p> : null}
+            {snap.loadError ? <ErrorBox>{snap.loadError}</ErrorBox> : null}
+            {!snap.loading && chat.messages.length === 0 ? (
+              <div className="py-16 text-center text-slate-500" data-testid="empty-chat">
+                <p className="text-lg font-medium text-slate-700 dark:text-slate-300">How can I help?</p>
+                <p className="text-sm">Ask Jarvis to write, research or run code in your workspace.</p>
+              </div>
+            ) : null}
+            {chat.messages.map((m, i) => (
+              <MessageView key={m.key} message={m} live={chat.streaming && i === chat.messages.length - 1} />
+            ))}
+            {chat.error ? <ChatErrorView code={chat.error.code} message={chat.error.message} /> : null}
+            <div ref={bottom} />
+          </div>
+        </div>
+        <Composer
+          attach={attach}
+          streaming={chat.streaming}
+          onSend={(text, voice, files) => store.send(text, voice, files)}
+          onStop={() => store.stop()}
         />
-        <section
-          className="relative flex min-w-0 flex-1 flex-col"
-          aria-label="Chat"
-          data-testid="chat-drop-zone"
-          onDragOver={(e) => {
-            if (!hasFiles(e)) return;
-            e.preventDefault();
-            setDragging(true);
-          }}
-          onDragLeave={(e) => {
-            if (!e.currentTarget.contains(e.relatedTarget as Node | null)) setDragging(false);
-          }}
-          onDrop={(e) => {
-            if (!hasFiles(e)) return;
-            e.preventDefault();
-            setDragging(false);
-            void attach.add(e.dataTransfer.files);
-          }}
-        >
-          {dragging ? (
-            <div className="pointer-events-none absolute inset-0 z-10 flex items-center justify-center border-2 border-dashed border-blue-500 bg-blue-50/80 text-blue-800 dark:bg-blue-950/80 dark:text-blue-200">
-              Drop files to attach them
-            </div>
-          ) : null}
-          <div className="flex items-center gap-2 border-b border-slate-200 px-3 py-2 dark:border-slate-800">
-            <Button variant="ghost" className="md:hidden" aria-expanded={showList} onClick={() => setShowList(!showList)}>
-              ☰ <span className="sr-only">Conversations</span>
-            </Button>
-            <h1 className="min-w-0 flex-1 truncate text-sm font-medium">
-              {title ?? (id ? "Conversation" : "New conversation")}
-            </h1>
-            <ConnectionBadge />
-            <Button
-              variant="ghost"
-              aria-pressed={pane.item?.kind === "files"}
-              onClick={() => (pane.item?.kind === "files" ? pane.close() : pane.open({ kind: "files" }))}
-            >
-              Files
-            </Button>
-          </div>
-          <div className="min-h-0 flex-1 overflow-y-auto px-3 py-4" aria-live="polite" aria-busy={chat.streaming}>
-            <div className="mx-auto max-w-3xl space-y-4">
-              {snap.loading ? <p className="text-sm text-slate-500">Loading…</p> : null}
-              {snap.loadError ? <ErrorBox>{snap.loadError}</ErrorBox> : null}
-              {!snap.loading && chat.messages.length === 0 ? (
-                <div className="py-16 text-center text-slate-500" data-testid="empty-chat">
-                  <p className="text-lg font-medium text-slate-700 dark:text-slate-300">How can I help?</p>
-                  <p className="text-sm">Ask Jarvis to write, research or run code in your workspace.</p>
-                </div>
-              ) : null}
-              {chat.messages.map((m, i) => (
-                <MessageView key={m.key} message={m} live={chat.streaming && i === chat.messages.length - 1} />
-              ))}
-              {chat.error ? <ChatErrorView code={chat.error.code} message={chat.error.message} /> : null}
-              <div ref={bottom} />
-            </div>
-          </div>
-          <Composer
-            attach={attach}
-            streaming={chat.streaming}
-            onSend={(text, voice, files) => store.send(text, voice, files)}
-            onStop={() => store.stop()}
-          />
-        </section>
-        <SidePane pane={pane} />
-      </div>
-    </PaneContext.Provider>
+      </section>
+      <SidePane pane={pane} />
+    </div>
   );
 }
