@@ -75,7 +75,7 @@ async fn conversation(db: &PgPool, id: Uuid) -> (Uuid, String, i64) {
 async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     let u = user(&db, "a@example.com").await;
     let c = Uuid::new_v4();
-    let turn = open(&db, u, c, "Write a script\nthat prints one").await;
+    let turn = open(&db, u, c, "Write a **script**\nthat prints one").await;
     assert!(turn.created_conversation);
     assert_eq!(turn.last_seq, 0);
     let mut f = Frames::from(c, 1);
@@ -101,7 +101,7 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     let rows = messages(&db, c).await;
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].role, "user");
-    assert_eq!(rows[0].content, "Write a script\nthat prints one");
+    assert_eq!(rows[0].content, "Write a **script**\nthat prints one");
     assert_eq!(rows[1].role, "assistant");
     assert_eq!(rows[1].content, "Sure, writing it. Done — héllo ✓");
     assert_eq!(
@@ -124,7 +124,7 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     );
     let (owner, title, last_seq) = conversation(&db, c).await;
     assert_eq!(owner, u);
-    assert_eq!(title, "Write a script that prints one");
+    assert_eq!(title, "Write a script", "the first line, Markdown stripped");
     assert_eq!(last_seq, 8);
 
     // The next turn continues the conversation and its numbering; replays of
@@ -459,4 +459,32 @@ async fn an_answer_stopped_before_its_first_word_is_stored_as_stopped(db: PgPool
     let rows = messages(&db, c).await;
     assert_eq!(rows[3].content, "Word");
     assert_eq!(rows[3].events, json!([]));
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_new_conversation_is_titled_from_its_first_message_and_a_rename_stays(db: PgPool) {
+    let u = user(&db, "titles@example.com").await;
+    let c = Uuid::new_v4();
+    let first = "# Plan a **weekend** in Lisbon with friends and family, somewhere near the sea\nsecond line";
+    open(&db, u, c, first).await;
+    let (_, title, _) = conversation(&db, c).await;
+    assert_eq!(
+        title,
+        "Plan a weekend in Lisbon with friends and family, somewhere…"
+    );
+    assert!(title.chars().count() <= transcript::TITLE_CHARS);
+
+    // An empty first message (attachments only) is Untitled.
+    let empty = Uuid::new_v4();
+    open(&db, u, empty, "  \n").await;
+    assert_eq!(conversation(&db, empty).await.1, transcript::UNTITLED);
+
+    // The user renames it; later turns never overwrite the name.
+    sqlx::query("update conversations set title = 'Lisbon' where id = $1")
+        .bind(c)
+        .execute(&db)
+        .await
+        .expect("renamed");
+    open(&db, u, c, "And a second question").await;
+    assert_eq!(conversation(&db, c).await.1, "Lisbon");
 }

@@ -1,5 +1,5 @@
 import { useEffect, useState, type ReactNode } from "react";
-import { BrowserRouter, Navigate, NavLink, Outlet, Route, Routes, useLocation } from "react-router";
+import { createBrowserRouter, Navigate, NavLink, Outlet, Route, RouterProvider, Routes, useLocation } from "react-router";
 import { Button } from "./components/ui";
 import { ServicesContext, useServices, useUser, type AppServices } from "./context";
 import { setTheme, useTheme } from "./lib/settings";
@@ -125,13 +125,23 @@ export function AppRoutes() {
 }
 
 export function App({ services }: { services: AppServices }) {
+  // A data router, so pages can ask before unsaved edits are left (useBlocker);
+  // the routes themselves stay in <AppRoutes>.
+  const [router] = useState(() =>
+    createBrowserRouter([
+      {
+        path: "*",
+        element: (
+          <Restoring>
+            <AppRoutes />
+          </Restoring>
+        ),
+      },
+    ]),
+  );
   return (
     <ServicesContext.Provider value={services}>
-      <BrowserRouter>
-        <Restoring>
-          <AppRoutes />
-        </Restoring>
-      </BrowserRouter>
+      <RouterProvider router={router} />
     </ServicesContext.Provider>
   );
 }

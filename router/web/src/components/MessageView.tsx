@@ -1,5 +1,6 @@
 import { Link } from "react-router";
 import { chatErrorText } from "../lib/messages";
+import { useOpenInPane } from "../lib/pane";
 import type { ChatMessage } from "../lib/stream";
 import { LazyMarkdown } from "./LazyMarkdown";
 import { CopyButton } from "./CopyButton";
@@ -154,6 +155,8 @@ export function MessageView({
 
 function MessageBubble({ message, live }: { message: ChatMessage; live?: boolean }) {
   const user = message.role === "user";
+  // On the chat page documents and attachments open in the side pane.
+  const openInPane = useOpenInPane();
   return (
     <article
       className={`flex ${user ? "justify-end" : "justify-start"}`}
@@ -175,14 +178,34 @@ function MessageBubble({ message, live }: { message: ChatMessage; live?: boolean
           ) : p.kind === "tool" ? (
             <ToolActivity key={p.id + i} part={p} />
           ) : p.kind === "attachment" ? (
-            <AttachmentChip key={p.id + i} filename={p.filename} />
+            openInPane ? (
+              <button
+                key={p.id + i}
+                type="button"
+                className="max-w-full rounded-md text-left hover:underline"
+                aria-label={`Open ${p.filename}`}
+                onClick={() => openInPane({ kind: "file", id: p.id, filename: p.filename })}
+              >
+                <AttachmentChip filename={p.filename} />
+              </button>
+            ) : (
+              <AttachmentChip key={p.id + i} filename={p.filename} />
+            )
           ) : (
             <div key={p.id + i} className="my-1 text-sm">
               <svg aria-hidden viewBox="0 0 16 16" className="mr-1 inline h-3.5 w-3.5 fill-none stroke-current align-[-2px]">
                 <path d="M4 1.5h5l3 3v10H4z M9 1.5v3h3" strokeWidth="1.2" strokeLinejoin="round" />
               </svg>
               Saved{" "}
-              <Link className="font-medium underline" to={`/documents/${p.id}`}>
+              <Link
+                className="font-medium underline"
+                to={`/documents/${p.id}`}
+                onClick={(e) => {
+                  if (!openInPane || e.metaKey || e.ctrlKey || e.shiftKey || e.button !== 0) return;
+                  e.preventDefault();
+                  openInPane({ kind: "document", id: p.id, filename: p.filename });
+                }}
+              >
                 {p.filename}
               </Link>
             </div>

@@ -4,8 +4,13 @@ import { useUploads } from "../components/Attachments";
 import { Composer } from "../components/Composer";
 import { ConversationList } from "../components/ConversationList";
 import { ChatErrorView, MessageView } from "../components/MessageView";
+import { SidePane, usePane, type Pane } from "../components/SidePane";
 import { Button, ErrorBox, errorText } from "../components/ui";
+import { UnsavedChangesGuard } from "../components/UnsavedChangesGuard";
 import { useChat, useServices } from "../context";
+import { useDocumentTitle } from "../lib/documentTitle";
+import { PaneContext } from "../lib/pane";
+import { titleFrom } from "../lib/titles";
 import type { ConversationSummary } from "../lib/types";
 
 function ConnectionBadge() {
@@ -31,7 +36,21 @@ function ConnectionBadge() {
   );
 }
 
+/** Unsaved edits in the side pane survive moves between conversations; leaving the chat asks. */
+const leavingChat = (_from: string, to: string) => !to.startsWith("/chat");
+
+/** The chat, and beside it the side pane that documents and attachments of its messages open in. */
 export function ChatPage() {
+  const pane = usePane();
+  return (
+    <PaneContext.Provider value={pane.open}>
+      <UnsavedChangesGuard dirty={pane.dirty} leaving={leavingChat} />
+      <ChatView pane={pane} />
+    </PaneContext.Provider>
+  );
+}
+
+function ChatView({ pane }: { pane: Pane }) {
   const { id } = useParams();
   const { api, chat: store } = useServices();
   const snap = useChat();
@@ -86,6 +105,11 @@ export function ChatPage() {
     }),
     [store],
   );
+
+  // The conversation's title, also in the browser tab.
+  const firstText = chat.messages[0]?.role === "user" ? chat.messages[0].parts.find((p) => p.kind === "text") : undefined;
+  const title = (id ? convs?.find((c) => c.id === id)?.title : undefined) ?? (firstText?.kind === "text" ? titleFrom(firstText.text) : undefined);
+  useDocumentTitle(title);
 
   const hasFiles = (e: React.DragEvent) => Array.from(e.dataTransfer?.types ?? []).includes("Files");
 
@@ -145,9 +169,17 @@ export function ChatPage() {
             ☰ <span className="sr-only">Conversations</span>
           </Button>
           <h1 className="min-w-0 flex-1 truncate text-sm font-medium">
-            {convs?.find((c) => c.id === id)?.title ?? (id ? "Conversation" : "New conversation")}
+            {title ?? (id ? "Conversation" : "New conversation")}
           </h1>
           <ConnectionBadge />
+          <Button
+            variant="ghost"
+            title="Workspace files, in the side pane"
+            aria-pressed={pane.item?.kind === "files"}
+            onClick={() => (pane.item?.kind === "files" ? pane.close() : pane.open({ kind: "files" }))}
+          >
+            Files
+          </Button>
         </div>
         <div className="min-h-0 flex-1 overflow-y-auto px-3 py-4" aria-live="polite" aria-busy={chat.streaming}>
           <div className="mx-auto max-w-3xl space-y-4">
@@ -180,6 +212,7 @@ export function ChatPage() {
           onStop={() => store.stop()}
         />
       </section>
+      <SidePane pane={pane} />
     </div>
   );
 }
