@@ -37,7 +37,7 @@ export function PasswordMeter({ id, password, email }: { id: string; password: s
       <div className="flex items-center gap-2">
         <div
           role="meter"
-          aria-label="Password strength"
+          aria-label="Strength"
           aria-valuemin={0}
           aria-valuemax={4}
           aria-valuenow={strength ? score : 0}

@@ -1,5 +1,5 @@
-import { useEffect, useId, useRef, useState } from "react";
-import { useLocation, useNavigate, useSearchParams } from "react-router";
+import { useEffect, useId, useState } from "react";
+import { useLocation, useSearchParams } from "react-router";
 import { UsageBar } from "../components/UsageBar";
 import { Button, ErrorBox, errorText, PageTitle } from "../components/ui";
 import { useServices } from "../context";
@@ -39,7 +39,6 @@ const rank: Record<Tier, number> = { free: 0, pro: 1, enterprise: 2 };
 export function AccountPage() {
   const { api } = useServices();
   const location = useLocation();
-  const navigate = useNavigate();
   const [params] = useSearchParams();
   const [me, setMe] = useState<User | null>(null);
   const [usage, setUsage] = useState<Usage | null>(null);
@@ -51,10 +50,8 @@ export function AccountPage() {
   const [voiceError, setVoiceError] = useState<string | null>(null);
   const themeId = useId();
   const voiceId = useId();
-  const upgradeAsked = useRef(false);
   const notice = (location.state as { notice?: string } | null)?.notice;
   const checkout = params.get("checkout");
-  const wanted = params.get("upgrade");
 
   useEffect(() => {
     api.get<User>("/api/me").then(setMe).catch((e) => setError(errorText(e)));
@@ -85,17 +82,6 @@ export function AccountPage() {
     }
     setBusy(false);
   }
-
-  // Sign-up with a paid plan lands here with ?upgrade=PLAN: go on to checkout.
-  useEffect(() => {
-    if (!wanted || !plans || upgradeAsked.current) return;
-    upgradeAsked.current = true;
-    navigate("/account", { replace: true });
-    const plan = plans.plans.find((p) => p.tier === wanted);
-    const reason = plan ? unavailableReason(plan, plans.billing) : "There is no such plan";
-    if (plan && !reason) void billing("checkout", plan.tier);
-    else setBillingError(`${plan ? planName(plan.tier) : wanted}: ${reason}. You are on the Free plan.`);
-  }, [wanted, plans]);
 
   return (
     <main className="mx-auto max-w-2xl space-y-6 overflow-y-auto p-4">

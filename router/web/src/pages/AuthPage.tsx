@@ -51,10 +51,19 @@ export function AuthPage({ mode }: { mode: "signin" | "signup" }) {
     try {
       if (signup) {
         await api.register(email, password);
-        // The account exists now; a paid plan is bought at Stripe Checkout, which
-        // the Account page opens (and where a failure can be retried).
+        // The account exists now; a paid plan is bought at Stripe Checkout. (The
+        // signed-in app may already show the chat meanwhile: this goes on.)
         if (plan !== "free") {
-          navigate(`/account?upgrade=${plan}`, { replace: true });
+          try {
+            const r = await api.json<{ url?: string }>("POST", "/api/billing/checkout", { plan });
+            if (!r?.url) throw new Error("the billing service gave no address to go to");
+            window.location.assign(r.url);
+          } catch (err) {
+            navigate("/account", {
+              replace: true,
+              state: { notice: `Your account is ready on the Free plan, but checkout for ${planName(plan)} failed: ${errorText(err)}. Try the upgrade below.` },
+            });
+          }
           return;
         }
       } else await api.login(email, password);
