@@ -47,7 +47,7 @@ export function PasswordMeter({ id, password, email }: { id: string; password: s
           {[0, 1, 2, 3].map((i) => (
             <span
               key={i}
-              className={`h-full flex-1 rounded-full ${strength && score > i ? colours[score] : "bg-slate-200 dark:bg-slate-700"}`}
+              className={`h-full flex-1 rounded-full ${strength && i < Math.max(score, 1) ? colours[score] : "bg-slate-200 dark:bg-slate-700"}`}
             />
           ))}
         </div>

@@ -122,27 +122,31 @@ export function AccountPage() {
                 const reason = unavailableReason(p, plans.billing);
                 const higher = rank[p.tier] > rank[tier];
                 return (
-                  <li key={p.tier} className="flex flex-wrap items-center gap-x-3 gap-y-1 rounded-md border border-slate-200 px-3 py-2 text-sm dark:border-slate-800" data-testid={`plan-${p.tier}`}>
-                    <span className="font-medium">{planName(p.tier)}</span>
-                    <span className="text-slate-600 dark:text-slate-400">
-                      {formatPrice(p.price_cents, plans.currency)}
-                      {p.price_cents ? " / month" : ""}
-                    </span>
-                    <span className="min-w-0 flex-1 text-xs text-slate-500">{planFeatures(p).slice(1, 3).join(" · ")}</span>
-                    {higher ? (
-                      <Button
-                        variant="primary"
-                        disabled={busy || !!reason}
-                        aria-describedby={reason ? `why-${p.tier}` : undefined}
-                        onClick={() => billing("checkout", p.tier)}
-                      >
-                        Upgrade to {planName(p.tier)}
-                      </Button>
-                    ) : (
-                      <span className="text-xs text-slate-500">Change under Manage billing</span>
-                    )}
+                  <li key={p.tier} className="rounded-md border border-slate-200 px-3 py-2 text-sm dark:border-slate-800" data-testid={`plan-${p.tier}`}>
+                    <div className="flex flex-wrap items-center gap-x-3 gap-y-2">
+                      <span className="font-medium">{planName(p.tier)}</span>
+                      <span className="text-slate-600 dark:text-slate-400">
+                        {formatPrice(p.price_cents, plans.currency)}
+                        {p.price_cents ? " / month" : ""}
+                      </span>
+                      <span className="ml-auto">
+                        {higher ? (
+                          <Button
+                            variant="primary"
+                            disabled={busy || !!reason}
+                            aria-describedby={reason ? `why-${p.tier}` : undefined}
+                            onClick={() => billing("checkout", p.tier)}
+                          >
+                            Upgrade to {planName(p.tier)}
+                          </Button>
+                        ) : (
+                          <span className="text-xs text-slate-500">Change under Manage billing</span>
+                        )}
+                      </span>
+                    </div>
+                    <p className="mt-1 text-xs text-slate-500">{planFeatures(p).slice(1, 4).join(" · ")}</p>
                     {higher && reason ? (
-                      <span id={`why-${p.tier}`} className="basis-full text-xs text-slate-500">{reason}</span>
+                      <p id={`why-${p.tier}`} className="mt-1 text-xs text-slate-600 dark:text-slate-400">{reason}</p>
                     ) : null}
                   </li>
                 );
