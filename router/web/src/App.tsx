@@ -8,6 +8,7 @@ import { AuthPage } from "./pages/AuthPage";
 import { ChatPage } from "./pages/ChatPage";
 import { DocumentsPage } from "./pages/DocumentsPage";
 import { FilesPage } from "./pages/FilesPage";
+import { LandingPage } from "./pages/LandingPage";
 
 function ThemeToggle() {
   // The theme store, not a copy: the Account page can change it too.
@@ -109,6 +110,7 @@ export function AppRoutes() {
   const user = useUser();
   return (
     <Routes>
+      <Route path="/" element={user ? <Navigate to="/chat" replace /> : <LandingPage />} />
       <Route path="/signin" element={user ? <Navigate to="/chat" replace /> : <AuthPage mode="signin" />} />
       <Route path="/signup" element={user ? <Navigate to="/chat" replace /> : <AuthPage mode="signup" />} />
       <Route element={<RequireUser />}>

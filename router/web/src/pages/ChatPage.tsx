@@ -2,6 +2,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useNavigate, useParams } from "react-router";
 import { useUploads } from "../components/Attachments";
 import { Composer } from "../components/Composer";
+import { EmptyChat } from "../components/EmptyChat";
 import { ConversationList } from "../components/ConversationList";
 import { ChatErrorView, MessageView } from "../components/MessageView";
 import { SidePane, usePane, type Pane } from "../components/SidePane";
@@ -186,10 +187,7 @@ function ChatView({ pane }: { pane: Pane }) {
             {snap.loading ? <p className="text-sm text-slate-500">Loading…</p> : null}
             {snap.loadError ? <ErrorBox>{snap.loadError}</ErrorBox> : null}
             {!snap.loading && chat.messages.length === 0 ? (
-              <div className="py-16 text-center text-slate-500" data-testid="empty-chat">
-                <p className="text-lg font-medium text-slate-700 dark:text-slate-300">How can I help?</p>
-                <p className="text-sm">Ask Jarvis to write, research or run code in your workspace.</p>
-              </div>
+              <EmptyChat onPick={(text) => store.send(text)} disabled={chat.streaming} />
             ) : null}
             {chat.messages.map((m, i) => (
               <MessageView
