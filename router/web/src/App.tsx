@@ -102,7 +102,7 @@ function Restoring({ children }: { children: ReactNode }) {
       .catch(() => false)
       .finally(() => setReady(true));
   }, [api, ready]);
-  if (!ready) return <p className="p-4 text-sm text-slate-500">Loading…</p>;
+  if (!ready) return <p className="p-4 text-sm text-slate-500 dark:text-slate-400">Loading…</p>;
   return <>{children}</>;
 }
 

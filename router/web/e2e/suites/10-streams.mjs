@@ -60,8 +60,7 @@ try {
   const chatLog = () => page.getByRole("region", { name: "Chat" }).locator("[aria-live=polite][aria-busy]");
 
   // --- sign up (free plan: one answer at a time) --------------------------------
-  await page.goto(router.url + "/");
-  await page.waitForURL("**/signin");
+  await page.goto(router.url + "/signin");
   await page.getByRole("link", { name: "Create an account" }).click();
   await page.getByLabel("Email").fill(`streams-${Date.now()}@example.com`);
   await page.getByLabel("Password").fill("correct-horse-battery");

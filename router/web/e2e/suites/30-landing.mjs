@@ -190,7 +190,7 @@ try {
   await bp.goto(on.url + "/");
   await bp.getByTestId("landing-plans").waitFor();
   assert.equal(await bp.getByTestId("landing-billing-off").count(), 0);
-  await bp.getByRole("link", { name: "Sign up for Pro" }).click();
+  await bp.getByRole("link", { name: "Choose Pro" }).click();
   await bp.waitForURL("**/signup?plan=pro");
   await bp.getByTestId("plan-picker").waitFor();
   assert.ok(await bp.getByRole("radio", { name: /Pro/ }).isChecked(), "the plan chosen on the landing page");

@@ -42,12 +42,12 @@ function ConversationItem({
       <Link to={`/chat/${c.id}`} aria-current={active ? "page" : undefined} className="min-w-0 flex-1 truncate px-2 py-1.5 text-sm">
         {c.title || "Untitled"}
       </Link>
-      <button type="button" className="rounded px-1.5 text-xs text-slate-500 hover:text-slate-900 dark:hover:text-white" aria-label={`Rename ${c.title}`} onClick={() => { setTitle(c.title); setEditing(true); }}>
+      <button type="button" className="rounded px-1.5 text-xs text-slate-500 dark:text-slate-400 hover:text-slate-900 dark:hover:text-white" aria-label={`Rename ${c.title}`} onClick={() => { setTitle(c.title); setEditing(true); }}>
         ✎
       </button>
       <button
         type="button"
-        className="rounded px-1.5 text-xs text-slate-500 hover:text-red-600"
+        className="rounded px-1.5 text-xs text-slate-500 dark:text-slate-400 hover:text-red-600"
         aria-label={`Delete ${c.title}`}
         onClick={() => {
           if (window.confirm(`Delete “${c.title}”? This cannot be undone.`)) void onDelete();
@@ -142,9 +142,9 @@ export function ConversationList({
       <p className="sr-only" aria-live="polite">
         {search.query && search.found ? `${search.found.length} conversation${search.found.length === 1 ? "" : "s"} found` : ""}
       </p>
-      {!search.query && convs && convs.length === 0 ? <p className="p-2 text-sm text-slate-500">No conversations yet.</p> : null}
+      {!search.query && convs && convs.length === 0 ? <p className="p-2 text-sm text-slate-500 dark:text-slate-400">No conversations yet.</p> : null}
       {search.query && search.found && search.found.length === 0 ? (
-        <p className="p-2 text-sm text-slate-500" data-testid="no-conversation-found">No conversation matches.</p>
+        <p className="p-2 text-sm text-slate-500 dark:text-slate-400" data-testid="no-conversation-found">No conversation matches.</p>
       ) : null}
       <div className="min-h-0 flex-1 overflow-y-auto" onClick={onClose}>
         {groups.map((g) => (

@@ -9,7 +9,7 @@ export const EXAMPLE_PROMPTS = [
 /** The empty chat: a greeting and example prompts; picking one sends it. */
 export function EmptyChat({ onPick, disabled = false }: { onPick: (prompt: string) => void; disabled?: boolean }) {
   return (
-    <div className="py-10 text-center text-slate-500 sm:py-16" data-testid="empty-chat">
+    <div className="py-10 text-center text-slate-500 dark:text-slate-400 sm:py-16" data-testid="empty-chat">
       <p className="text-lg font-medium text-slate-700 dark:text-slate-300">How can I help?</p>
       <p className="text-sm">Ask Jarvis to write, research or run code in your workspace.</p>
       <ul className="mx-auto mt-6 grid max-w-2xl gap-2 text-left sm:grid-cols-2" aria-label="Example prompts">
@@ -23,7 +23,7 @@ export function EmptyChat({ onPick, disabled = false }: { onPick: (prompt: strin
               data-testid="example-prompt"
             >
               <span className="block font-medium text-slate-800 dark:text-slate-200">{p.title}</span>
-              <span className="block text-slate-500">{p.prompt}</span>
+              <span className="block text-slate-500 dark:text-slate-400">{p.prompt}</span>
             </button>
           </li>
         ))}

@@ -38,7 +38,7 @@ export function PlanPicker({ plans, value, onChange }: { plans: PlansView; value
                 </span>
               </span>
               {reason ? (
-                <span id={`${id}-why`} className="block text-xs text-slate-500" data-testid={`plan-unavailable-${p.tier}`}>
+                <span id={`${id}-why`} className="block text-xs text-slate-500 dark:text-slate-400" data-testid={`plan-unavailable-${p.tier}`}>
                   {reason}
                 </span>
               ) : null}

@@ -129,7 +129,7 @@ function DocumentPane({ id, pane }: { id: string; pane: Pane }) {
   useEffect(() => chat.onFrame((f) => f.type === "document" && f.id === id && !editing && void load()), [chat, id, editing, load]);
 
   if (error) return <ErrorBox>{error}</ErrorBox>;
-  if (!doc) return <p className="text-sm text-slate-500">Loading…</p>;
+  if (!doc) return <p className="text-sm text-slate-500 dark:text-slate-400">Loading…</p>;
   if (editing)
     return (
       <DocumentEditor
@@ -156,7 +156,7 @@ function DocumentPane({ id, pane }: { id: string; pane: Pane }) {
           Open in Documents
         </Link>
       </div>
-      <p className="text-xs text-slate-500">
+      <p className="text-xs text-slate-500 dark:text-slate-400">
         {doc.type} · {formatBytes(doc.size)}
       </p>
       <div data-testid="pane-content" className="min-w-0 overflow-x-auto">
@@ -210,12 +210,12 @@ function FilePane({ item }: { item: Extract<PaneItem, { kind: "file" }> }) {
     </Button>
   );
   if (error) return <ErrorBox action={download}>{error}</ErrorBox>;
-  if (!loaded) return <p className="text-sm text-slate-500">Loading…</p>;
+  if (!loaded) return <p className="text-sm text-slate-500 dark:text-slate-400">Loading…</p>;
   return (
     <div className="space-y-3">
       <div className="flex items-center gap-2">
         {download}
-        <span className="text-xs text-slate-500">{formatBytes(loaded.size)}</span>
+        <span className="text-xs text-slate-500 dark:text-slate-400">{formatBytes(loaded.size)}</span>
       </div>
       <div data-testid="pane-content" className="min-w-0 overflow-x-auto">
         {loaded.blob && loaded.kind === "image" ? (
@@ -252,8 +252,8 @@ function FileBrowser({ onOpen }: { onOpen: (f: FileView) => void }) {
     };
   }, [api]);
   if (error) return <ErrorBox>{error}</ErrorBox>;
-  if (!files) return <p className="text-sm text-slate-500">Loading…</p>;
-  if (files.length === 0) return <p className="text-sm text-slate-500">No files yet. Uploads and files Jarvis writes show up here.</p>;
+  if (!files) return <p className="text-sm text-slate-500 dark:text-slate-400">Loading…</p>;
+  if (files.length === 0) return <p className="text-sm text-slate-500 dark:text-slate-400">No files yet. Uploads and files Jarvis writes show up here.</p>;
   return (
     <ul className="space-y-0.5" aria-label="Files">
       {files.map((f) => (
@@ -266,7 +266,7 @@ function FileBrowser({ onOpen }: { onOpen: (f: FileView) => void }) {
             <span className="min-w-0 flex-1 truncate" title={f.path}>
               {f.path}
             </span>
-            <span className="shrink-0 text-xs text-slate-500">{formatBytes(f.size)}</span>
+            <span className="shrink-0 text-xs text-slate-500 dark:text-slate-400">{formatBytes(f.size)}</span>
           </button>
         </li>
       ))}

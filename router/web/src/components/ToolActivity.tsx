@@ -194,7 +194,7 @@ export function ToolActivity({ part }: { part: ToolPart }) {
         onClick={() => setOpen(!open)}
         className="flex w-full min-w-0 items-center gap-2 px-2 py-1 text-left max-sm:min-h-11"
       >
-        <span aria-hidden className="text-slate-500">{open ? "▾" : "▸"}</span>
+        <span aria-hidden className="text-slate-500 dark:text-slate-400">{open ? "▾" : "▸"}</span>
         <Title card={card} />{" "}
         <span className={`shrink-0 text-xs ${badge}`}>
           {state === "failed" ? <span aria-hidden>✕ </span> : null}

@@ -112,7 +112,7 @@ export function AccountPage() {
             <dd>{me.subscription_active ? "Active" : "Inactive — renew to keep using Jarvis"}</dd>
           </dl>
         ) : !error ? (
-          <p className="text-sm text-slate-500">Loading…</p>
+          <p className="text-sm text-slate-500 dark:text-slate-400">Loading…</p>
         ) : null}
         {plans ? (
           <ul className="mt-4 space-y-2" aria-label="Other plans" data-testid="other-plans">
@@ -140,11 +140,11 @@ export function AccountPage() {
                             Upgrade to {planName(p.tier)}
                           </Button>
                         ) : (
-                          <span className="text-xs text-slate-500">Change under Manage billing</span>
+                          <span className="text-xs text-slate-500 dark:text-slate-400">Change under Manage billing</span>
                         )}
                       </span>
                     </div>
-                    <p className="mt-1 text-xs text-slate-500">{planFeatures(p).slice(1, 4).join(" · ")}</p>
+                    <p className="mt-1 text-xs text-slate-500 dark:text-slate-400">{planFeatures(p).slice(1, 4).join(" · ")}</p>
                     {higher && reason ? (
                       <p id={`why-${p.tier}`} className="mt-1 text-xs text-slate-600 dark:text-slate-400">{reason}</p>
                     ) : null}
@@ -157,7 +157,7 @@ export function AccountPage() {
           <Button disabled={busy || billingOff} aria-describedby={billingOff ? "billing-off" : undefined} onClick={() => billing("portal")}>
             Manage billing
           </Button>
-          {busy ? <span className="text-sm text-slate-500" role="status">Opening Stripe…</span> : null}
+          {busy ? <span className="text-sm text-slate-500 dark:text-slate-400" role="status">Opening Stripe…</span> : null}
         </div>
         {billingOff ? (
           <p id="billing-off" className="mt-2 text-sm text-slate-600 dark:text-slate-400" data-testid="billing-off">

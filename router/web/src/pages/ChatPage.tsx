@@ -184,7 +184,7 @@ function ChatView({ pane }: { pane: Pane }) {
         </div>
         <div className="min-h-0 flex-1 overflow-y-auto px-3 py-4" aria-live="polite" aria-busy={chat.streaming}>
           <div className="mx-auto max-w-3xl space-y-4">
-            {snap.loading ? <p className="text-sm text-slate-500">Loading…</p> : null}
+            {snap.loading ? <p className="text-sm text-slate-500 dark:text-slate-400">Loading…</p> : null}
             {snap.loadError ? <ErrorBox>{snap.loadError}</ErrorBox> : null}
             {!snap.loading && chat.messages.length === 0 ? (
               <EmptyChat onPick={(text) => store.send(text)} disabled={chat.streaming} />

@@ -33,7 +33,7 @@ function DocumentView({ id, onChanged }: { id: string; onChanged: () => void }) 
   }, [api, id]);
 
   if (error) return <ErrorBox>{error}</ErrorBox>;
-  if (!doc) return <p className="text-sm text-slate-500">Loading…</p>;
+  if (!doc) return <p className="text-sm text-slate-500 dark:text-slate-400">Loading…</p>;
   if (editing)
     return (
       <>
@@ -85,7 +85,7 @@ function DocumentView({ id, onChanged }: { id: string; onChanged: () => void }) 
           Delete
         </Button>
       </div>
-      <p className="text-xs text-slate-500">
+      <p className="text-xs text-slate-500 dark:text-slate-400">
         {doc.type} · {formatBytes(doc.size)} · updated {formatDate(doc.updated_at)}
       </p>
       <div className="rounded-lg border border-slate-200 p-4 dark:border-slate-800" data-testid="document-content">
@@ -141,7 +141,7 @@ export function DocumentsPage() {
         </form>
         {error ? <ErrorBox>{error}</ErrorBox> : null}
         {docs && docs.length === 0 ? (
-          <p className="text-sm text-slate-500" data-testid="no-documents">
+          <p className="text-sm text-slate-500 dark:text-slate-400" data-testid="no-documents">
             {q ? "No document matches." : "No documents yet. Documents Jarvis saves show up here."}
           </p>
         ) : null}
@@ -163,7 +163,7 @@ export function DocumentsPage() {
         </ul>
       </aside>
       <section className={`${id ? "block" : "hidden md:block"} min-w-0 flex-1 overflow-y-auto p-4`} aria-label="Document">
-        {id ? <DocumentView key={id} id={id} onChanged={() => void load(q)} /> : <p className="text-sm text-slate-500">Choose a document to read or edit.</p>}
+        {id ? <DocumentView key={id} id={id} onChanged={() => void load(q)} /> : <p className="text-sm text-slate-500 dark:text-slate-400">Choose a document to read or edit.</p>}
       </section>
     </div>
   );

@@ -42,7 +42,7 @@ function Preview({ file, onClose }: { file: FileView; onClose: () => void }) {
       {error ? <ErrorBox>{error}</ErrorBox> : null}
       {img ? <img src={img} alt={file.filename} className="max-h-[60vh] max-w-full" /> : null}
       {text !== null ? <pre className="max-h-[60vh] overflow-auto whitespace-pre-wrap font-mono text-xs">{text}</pre> : null}
-      {!error && !img && text === null ? <p className="text-sm text-slate-500">Loading…</p> : null}
+      {!error && !img && text === null ? <p className="text-sm text-slate-500 dark:text-slate-400">Loading…</p> : null}
     </div>
   );
 }

@@ -67,8 +67,8 @@ export function LandingPage() {
               This server does not take payments: accounts start on Free, and paid plans cannot be bought here.
             </p>
           ) : null}
-          {error ? <p className="mt-4 text-center text-sm text-slate-500">The plans could not be loaded; sign up to start on Free.</p> : null}
-          {!plans && !error ? <p className="mt-4 text-center text-sm text-slate-500">Loading plans…</p> : null}
+          {error ? <p className="mt-4 text-center text-sm text-slate-500 dark:text-slate-400">The plans could not be loaded; sign up to start on Free.</p> : null}
+          {!plans && !error ? <p className="mt-4 text-center text-sm text-slate-500 dark:text-slate-400">Loading plans…</p> : null}
           {plans ? (
             <ul className="mt-6 grid gap-4 sm:grid-cols-3" data-testid="landing-plans">
               {plans.plans.map((p) => {
@@ -84,7 +84,7 @@ export function LandingPage() {
                       <span className="text-3xl font-bold" data-testid={`price-${p.tier}`}>
                         {formatPrice(p.price_cents, plans.currency)}
                       </span>
-                      {p.price_cents ? <span className="text-sm text-slate-500"> / month</span> : null}
+                      {p.price_cents ? <span className="text-sm text-slate-500 dark:text-slate-400"> / month</span> : null}
                     </p>
                     <ul className="mt-4 flex-1 space-y-1 text-sm">
                       {planFeatures(p).map((f) => (
@@ -99,7 +99,7 @@ export function LandingPage() {
                         {reason}
                       </p>
                     ) : (
-                      <Link to={`/signup?plan=${p.tier}`} className={`mt-4 ${p.tier === "free" ? secondary : primary}`} aria-label={`Sign up for ${planName(p.tier)}`}>
+                      <Link to={`/signup?plan=${p.tier}`} className={`mt-4 ${p.tier === "free" ? secondary : primary}`}>
                         {p.tier === "free" ? "Start free" : `Choose ${planName(p.tier)}`}
                       </Link>
                     )}
@@ -110,7 +110,7 @@ export function LandingPage() {
           ) : null}
         </section>
       </main>
-      <footer className="border-t border-slate-200 px-4 py-6 text-center text-xs text-slate-500 dark:border-slate-800">
+      <footer className="border-t border-slate-200 px-4 py-6 text-center text-xs text-slate-500 dark:text-slate-400 dark:border-slate-800">
         Jarvis — prices in US dollars, billed monthly through Stripe.
       </footer>
     </div>
