@@ -1,14 +1,19 @@
-import { useEffect, useState, type ReactNode } from "react";
+import { lazy, Suspense, useEffect, useState, type ReactNode } from "react";
 import { createBrowserRouter, Navigate, NavLink, Outlet, Route, RouterProvider, Routes, useLocation } from "react-router";
 import { Button } from "./components/ui";
 import { ServicesContext, useServices, useUser, type AppServices } from "./context";
 import { setTheme, useTheme } from "./lib/settings";
-import { AccountPage } from "./pages/AccountPage";
-import { AuthPage } from "./pages/AuthPage";
 import { ChatPage } from "./pages/ChatPage";
-import { DocumentsPage } from "./pages/DocumentsPage";
-import { FilesPage } from "./pages/FilesPage";
-import { LandingPage } from "./pages/LandingPage";
+
+// The chat is what a signed-in load shows first; every other page is fetched
+// when it is opened, so the first load carries only the chat.
+const AccountPage = lazy(() => import("./pages/AccountPage").then((m) => ({ default: m.AccountPage })));
+const AuthPage = lazy(() => import("./pages/AuthPage").then((m) => ({ default: m.AuthPage })));
+const DocumentsPage = lazy(() => import("./pages/DocumentsPage").then((m) => ({ default: m.DocumentsPage })));
+const FilesPage = lazy(() => import("./pages/FilesPage").then((m) => ({ default: m.FilesPage })));
+const LandingPage = lazy(() => import("./pages/LandingPage").then((m) => ({ default: m.LandingPage })));
+
+const loading = <p className="p-4 text-sm text-slate-500 dark:text-slate-400">Loading…</p>;
 
 function ThemeToggle() {
   // The theme store, not a copy: the Account page can change it too.
@@ -69,7 +74,9 @@ function Shell({ children }: { children: ReactNode }) {
           <span className="sr-only sm:not-sr-only">Sign out</span>
         </Button>
       </header>
-      <div id="main" className="min-h-0 flex-1 overflow-auto">{children}</div>
+      <div id="main" className="min-h-0 flex-1 overflow-auto">
+        <Suspense fallback={loading}>{children}</Suspense>
+      </div>
     </div>
   );
 }
@@ -102,8 +109,8 @@ function Restoring({ children }: { children: ReactNode }) {
       .catch(() => false)
       .finally(() => setReady(true));
   }, [api, ready]);
-  if (!ready) return <p className="p-4 text-sm text-slate-500 dark:text-slate-400">Loading…</p>;
-  return <>{children}</>;
+  if (!ready) return loading;
+  return <Suspense fallback={loading}>{children}</Suspense>;
 }
 
 export function AppRoutes() {
