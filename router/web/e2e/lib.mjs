@@ -146,3 +146,19 @@ export function buildBinaries() {
   execFileSync("cargo", ["build", "--quiet", "-p", "sandbox", "--bin", "sandbox"], { cwd: ROOT, stdio: "inherit" });
   execFileSync("cargo", ["build", "--quiet", "-p", "sandbox", "--features", "test-support", "--bin", "fake-anthropic"], { cwd: ROOT, stdio: "inherit" });
 }
+
+/** Where every suite's screenshots go (git-ignored). */
+export const SHOTS = path.join(WEB, "e2e/screenshots");
+fs.mkdirSync(SHOTS, { recursive: true });
+/** The two widths every page is shown at. */
+export const DESKTOP = { width: 1280, height: 800 };
+export const PHONE = { width: 390, height: 844 };
+/** A password the server's strength check takes. */
+export const PASSWORD = "correct-horse-battery";
+
+/** A logger of a suite's steps, each with the seconds since the suite started. */
+export function stepper(name) {
+  const started = Date.now();
+  const prefix = name ? `e2e ${name}:` : "e2e:";
+  return (s) => console.log(`${prefix} ${((Date.now() - started) / 1000).toFixed(1)}s ${s}`);
+}

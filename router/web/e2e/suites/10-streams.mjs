@@ -9,14 +9,10 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { buildBinaries, launchBrowser, psql, startFakeModel, startRouter, WEB } from "../lib.mjs";
+import { buildBinaries, DESKTOP, launchBrowser, PHONE, psql, SHOTS, startFakeModel, startRouter, stepper } from "../lib.mjs";
 
-const SHOTS = path.join(WEB, "e2e/screenshots");
-fs.mkdirSync(SHOTS, { recursive: true });
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
 const started = Date.now();
-const step = (s) => console.log(`e2e streams: ${((Date.now() - started) / 1000).toFixed(1)}s ${s}`);
+const step = stepper("streams");
 
 /** A slow answer numbered [001] … [n], one chunk every `ms`. */
 const numbered = (n, ms) => ({

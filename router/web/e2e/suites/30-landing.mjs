@@ -11,15 +11,10 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
-import { buildBinaries, launchBrowser, startFakeModel, startRouter, WEB } from "../lib.mjs";
+import { buildBinaries, DESKTOP, launchBrowser, PASSWORD, PHONE, SHOTS, startFakeModel, startRouter, stepper } from "../lib.mjs";
 
-const SHOTS = path.join(WEB, "e2e/screenshots");
-fs.mkdirSync(SHOTS, { recursive: true });
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
-const PASSWORD = "correct-horse-battery";
 const started = Date.now();
-const step = (s) => console.log(`e2e landing: ${((Date.now() - started) / 1000).toFixed(1)}s ${s}`);
+const step = stepper("landing");
 
 /** A fake Stripe API: customers, Checkout and portal sessions; pages for their URLs. */
 function startFakeStripe() {

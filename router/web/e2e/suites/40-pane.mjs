@@ -10,15 +10,10 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import zlib from "node:zlib";
-import { buildBinaries, launchBrowser, psql, startFakeModel, startRouter, WEB } from "../lib.mjs";
+import { buildBinaries, DESKTOP, launchBrowser, PASSWORD, PHONE, psql, SHOTS, startFakeModel, startRouter, stepper } from "../lib.mjs";
 
-const SHOTS = path.join(WEB, "e2e/screenshots");
-fs.mkdirSync(SHOTS, { recursive: true });
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
-const PASSWORD = "correct-horse-battery";
 const started = Date.now();
-const step = (s) => console.log(`e2e pane: ${((Date.now() - started) / 1000).toFixed(1)}s ${s}`);
+const step = stepper("pane");
 
 /** A small RGB PNG (a gradient), so the pane has a real image to decode. */
 function png(width, height) {

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import { createRequire } from "node:module";
-import { buildBinaries, launchBrowser, startFakeModel, startRouter } from "../lib.mjs";
+import { buildBinaries, launchBrowser, startFakeModel, startRouter, stepper } from "../lib.mjs";
 
 const AXE = fs.readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const WIDTHS = [
@@ -13,7 +13,7 @@ const WIDTHS = [
   ["phone", { width: 390, height: 844 }],
 ];
 const started = Date.now();
-const step = (s) => console.log(`e2e axe: ${((Date.now() - started) / 1000).toFixed(1)}s ${s}`);
+const step = stepper("axe");
 
 /** The serious and critical violations on the page as it is now. */
 async function audit(page) {

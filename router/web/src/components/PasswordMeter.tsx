@@ -3,10 +3,17 @@ import type { Strength } from "../lib/passwordStrength";
 
 type Checker = typeof import("../lib/passwordStrength").checkPassword;
 
-let loading: Promise<Checker> | null = null;
-/** zxcvbn and its dictionaries (~ 400 KB) load on first use, not with the app. */
-function loadChecker(): Promise<Checker> {
-  loading ??= import("../lib/passwordStrength").then((m) => m.checkPassword);
+let loading: Promise<Checker | null> | null = null;
+/** zxcvbn and its dictionaries (~ 400 KB) load on first use, not with the app.
+ * A load that fails (offline, or the page left while it loaded) gives no meter
+ * (the server still checks the password) and is tried again next time. */
+function loadChecker(): Promise<Checker | null> {
+  loading ??= import("../lib/passwordStrength")
+    .then((m) => m.checkPassword)
+    .catch(() => {
+      loading = null;
+      return null;
+    });
   return loading;
 }
 
@@ -24,7 +31,7 @@ export function PasswordMeter({ id, password, email }: { id: string; password: s
       return;
     }
     void loadChecker().then((check) => {
-      if (live) setStrength(check(password, email));
+      if (live && check) setStrength(check(password, email));
     });
     return () => {
       live = false;
