@@ -58,6 +58,32 @@ async fn refusals_past(url: &str, above: u64) -> u64 {
     .unwrap_or_else(|_| panic!("no refused write past {above} in time"))
 }
 
+/// The router binary with its data under `dir`, storing through `gate` with
+/// only the documented `AWS_*` variables (`router_command` clears the
+/// environment: no AWS_ALLOW_HTTP), idle after 1 s; ready (the bucket answered
+/// through the http:// endpoint).
+async fn gated_router(
+    db: &PgPool,
+    gate: &S3Gate,
+    dir: &std::path::Path,
+    api: &FakeApi,
+) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let s3 = &gate.server.config;
+    let mut command = router_command(&database_url(db).await, dir, &api.url(), port);
+    command
+        .env("JARVIS_STORAGE", format!("s3://{}", s3.bucket))
+        .env("AWS_ENDPOINT_URL", gate.endpoint())
+        .env("AWS_ACCESS_KEY_ID", &s3.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key)
+        .env("AWS_REGION", &s3.region)
+        .env("JARVIS_IDLE_TIMEOUT", "1s");
+    let child = command.spawn().expect("the router binary starts");
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&url).await;
+    (child, url)
+}
+
 #[sqlx::test(migrator = "router::MIGRATOR")]
 async fn a_refused_object_neither_stops_the_turn_nor_the_sync_nor_the_reaper(db: PgPool) {
     let gate = S3Gate::start(vec![Rule::KeyContains(
@@ -67,22 +93,7 @@ async fn a_refused_object_neither_stops_the_turn_nor_the_sync_nor_the_reaper(db:
     .await;
     let dir = data_dir();
     let api = FakeApi::start().await.expect("fake api");
-    let db_url = database_url(&db).await;
-    let port = free_port();
-    let s3 = &gate.server.config;
-    // `router_command` clears the environment: no AWS_ALLOW_HTTP.
-    let mut command = router_command(&db_url, dir.path(), &api.url(), port);
-    command
-        .env("JARVIS_STORAGE", format!("s3://{}", s3.bucket))
-        .env("AWS_ENDPOINT_URL", gate.endpoint())
-        .env("AWS_ACCESS_KEY_ID", &s3.access_key_id)
-        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key)
-        .env("AWS_REGION", &s3.region)
-        .env("JARVIS_IDLE_TIMEOUT", "1s");
-    let _child = command.spawn().expect("the router binary starts");
-    let url = format!("http://127.0.0.1:{port}");
-    // Ready means the bucket answered through the http:// endpoint.
-    wait_ready(&url).await;
+    let (_child, url) = gated_router(&db, &gate, dir.path(), &api).await;
     let token = register(&url, "alice@example.com").await;
 
     api.push(Reply::tool_use(
@@ -165,20 +176,7 @@ async fn names_supabase_refuses_as_keys_come_back_through_sleep_and_wake(db: PgP
     let gate = S3Gate::start(vec![Rule::SupabaseKeys]).await;
     let dir = data_dir();
     let api = FakeApi::start().await.expect("fake api");
-    let db_url = database_url(&db).await;
-    let port = free_port();
-    let s3 = &gate.server.config;
-    let mut command = router_command(&db_url, dir.path(), &api.url(), port);
-    command
-        .env("JARVIS_STORAGE", format!("s3://{}", s3.bucket))
-        .env("AWS_ENDPOINT_URL", gate.endpoint())
-        .env("AWS_ACCESS_KEY_ID", &s3.access_key_id)
-        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key)
-        .env("AWS_REGION", &s3.region)
-        .env("JARVIS_IDLE_TIMEOUT", "1s");
-    let _child = command.spawn().expect("the router binary starts");
-    let url = format!("http://127.0.0.1:{port}");
-    wait_ready(&url).await;
+    let (_child, url) = gated_router(&db, &gate, dir.path(), &api).await;
     let token = register(&url, "alice@example.com").await;
 
     // The agent writes each file with its own name as its content.
