@@ -29,6 +29,10 @@
 //! `STRIPE_PRICE_ENTERPRISE`, which win over the file. A price maps back to its tier when a subscription changes; `free`
 //! has no price and works with no Stripe at all.
 //!
+//! `egress_allow` lists the hosts the plan's sandboxes may reach through the egress
+//! proxy (`crate::egress`; default [`DEFAULT_EGRESS_ALLOW`]: the Python and Node
+//! package registries and GitHub).
+//!
 //! Tokens are input (cache reads and writes included) plus output, as recorded in
 //! the `usage` table. Enforcing them is `limits`' job, not this module's.
 
@@ -126,6 +130,10 @@ pub struct Plan {
     /// Whether calls may carry server tools and `mcp_servers` (network egress by
     /// the model provider, billed per use).
     pub server_tools: bool,
+    /// Hosts the workspace's sandbox may reach through the egress proxy
+    /// (`crate::egress::policy`: `host`, `*.domain` or `host:port`); default
+    /// [`DEFAULT_EGRESS_ALLOW`].
+    pub egress_allow: Vec<String>,
 }
 
 impl Plan {
@@ -156,6 +164,7 @@ struct PlanOverride {
     models: Option<Vec<String>>,
     max_tokens: Option<u32>,
     server_tools: Option<bool>,
+    egress_allow: Option<Vec<String>>,
 }
 
 /// Tells `"monthly_tokens": null` (unlimited) from a missing field (the default);
@@ -206,6 +215,7 @@ impl Default for Plans {
                 models: default_models(),
                 max_tokens: DEFAULT_MAX_TOKENS,
                 server_tools: false,
+                egress_allow: default_egress_allow(),
             },
             pro: Plan {
                 stripe_price: None,
@@ -218,6 +228,7 @@ impl Default for Plans {
                 models: default_models(),
                 max_tokens: DEFAULT_MAX_TOKENS,
                 server_tools: false,
+                egress_allow: default_egress_allow(),
             },
             enterprise: Plan {
                 stripe_price: None,
@@ -230,9 +241,32 @@ impl Default for Plans {
                 models: default_models(),
                 max_tokens: DEFAULT_MAX_TOKENS,
                 server_tools: false,
+                egress_allow: default_egress_allow(),
             },
         }
     }
+}
+
+/// The hosts every plan's sandboxes may reach unless configured otherwise: the
+/// package registries of Python (pip) and Node (npm), and GitHub for `git clone`,
+/// `pip install git+https://…` and release downloads. Not `*.github.com` nor
+/// `raw.githubusercontent.com` (arbitrary content hosting); `npmjs.org`'s other
+/// names are websites, not the registry.
+pub const DEFAULT_EGRESS_ALLOW: &[&str] = &[
+    "pypi.org",
+    "files.pythonhosted.org",
+    "registry.npmjs.org",
+    "github.com",
+    "codeload.github.com",
+    "objects.githubusercontent.com",
+    "release-assets.githubusercontent.com",
+];
+
+fn default_egress_allow() -> Vec<String> {
+    DEFAULT_EGRESS_ALLOW
+        .iter()
+        .map(|h| (*h).to_string())
+        .collect()
 }
 
 fn default_models() -> Vec<String> {
@@ -302,6 +336,9 @@ impl Plans {
             }
             plan.max_tokens = o.max_tokens.unwrap_or(plan.max_tokens);
             plan.server_tools = o.server_tools.unwrap_or(plan.server_tools);
+            if let Some(hosts) = o.egress_allow {
+                plan.egress_allow = hosts;
+            }
         }
         plans.check()?;
         Ok(plans)
