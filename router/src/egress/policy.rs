@@ -55,6 +55,8 @@ pub enum Reason {
     Unresolvable,
     /// No checked address answered in time.
     ConnectFailed,
+    /// The router could not read the workspace's plan or approvals (the database).
+    Unavailable,
 }
 
 impl Reason {
@@ -69,6 +71,7 @@ impl Reason {
             Self::BadRequest => "bad_request",
             Self::Unresolvable => "unresolvable",
             Self::ConnectFailed => "connect_failed",
+            Self::Unavailable => "unavailable",
         }
     }
 
@@ -93,6 +96,9 @@ impl Reason {
             }
             Self::Unresolvable => "the host name does not resolve",
             Self::ConnectFailed => "the host did not accept a connection in time",
+            Self::Unavailable => {
+                "the router could not read the workspace's network policy; try again"
+            }
         }
     }
 }

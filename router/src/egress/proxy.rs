@@ -205,6 +205,7 @@ impl Refusal {
             Reason::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             Reason::BadRequest => StatusCode::BAD_REQUEST,
             Reason::Unresolvable | Reason::ConnectFailed => StatusCode::BAD_GATEWAY,
+            Reason::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -362,7 +363,7 @@ async fn admit(
         .await
         .map_err(|error| {
             tracing::error!(%error, "reading the egress policy");
-            Refusal::failed(Reason::ConnectFailed)
+            Refusal::failed(Reason::Unavailable)
         })?;
     let plan_allow: Vec<policy::Pattern> = egress
         .plans
