@@ -167,6 +167,33 @@ async fn setup(db: PgPool) -> Setup {
 }
 
 async fn setup_with(db: PgPool, settings: Settings) -> Setup {
+    setup_resolving(db, settings, None).await
+}
+
+/// A resolver whose first answer is `first` and every later one `then`: a DNS
+/// rebinding attacker's name. Counts its calls.
+struct Rebinding {
+    first: IpAddr,
+    then: IpAddr,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl router::egress::resolve::Resolve for Rebinding {
+    fn resolve<'a>(
+        &'a self,
+        _host: &'a str,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<IpAddr>>> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ip = if n == 0 { self.first } else { self.then };
+        Box::pin(async move { Ok(vec![ip]) })
+    }
+}
+
+async fn setup_resolving(
+    db: PgPool,
+    settings: Settings,
+    resolver: Option<Arc<dyn router::egress::resolve::Resolve>>,
+) -> Setup {
     let plain = plain_upstream().await;
     let (tls, ca) = tls_upstream().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -183,7 +210,7 @@ async fn setup_with(db: PgPool, settings: Settings) -> Setup {
     ]);
     let plans = Plans::from_json(&serde_json::json!({"free": {"egress_allow": allow}}).to_string())
         .expect("plans");
-    let resolver = StaticResolver::default()
+    let names = StaticResolver::default()
         .with("plain.test", &[ip("127.0.0.1")])
         .with("secure.test", &[ip("127.0.0.1")])
         .with("other.test", &[ip("127.0.0.1")])
@@ -191,13 +218,14 @@ async fn setup_with(db: PgPool, settings: Settings) -> Setup {
         .with("metadata.test", &[ip("169.254.169.254")])
         // One private answer among public ones refuses the name.
         .with("private.test", &[ip("127.0.0.1"), ip("10.0.0.1")]);
+    let resolver = resolver.unwrap_or_else(|| Arc::new(names));
     let metrics = Arc::new(Metrics::default());
     let egress = Egress::new(
         db.clone(),
         Arc::new(plans),
         metrics.clone(),
         settings,
-        Arc::new(resolver),
+        resolver,
     );
     tokio::spawn(proxy::serve_tcp(egress, listener));
     Setup {
@@ -536,6 +564,50 @@ async fn private_and_metadata_addresses_are_refused_even_when_the_name_is_allowe
             .get("x-jarvis-egress")
             .and_then(|v| v.to_str().ok()),
         Some("denied; reason=proxy_loop")
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to(db: PgPool) {
+    let rebinding = Arc::new(Rebinding {
+        first: ip("127.0.0.1"),
+        then: ip("10.0.0.1"),
+        calls: Default::default(),
+    });
+    let s = setup_resolving(
+        db,
+        Settings {
+            deny: DenyList::parse(NARROWED_DENY).expect("deny-list"),
+            ..Settings::default()
+        },
+        Some(rebinding.clone()),
+    )
+    .await;
+    let (_alice, token) = user(&s.db, "alice@example.com").await;
+    // The checked answer (the stand-in) is connected to; a second lookup, which
+    // would answer 10.0.0.1, never happens.
+    let r = s
+        .client(Some(&token))
+        .get(s.plain_url("/hello"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "hello from the stand-in");
+    assert_eq!(rebinding.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The next connection gets the rebound answer, and is refused for it.
+    let r = s
+        .client(Some(&token))
+        .get(s.plain_url("/hello"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.headers()
+            .get("x-jarvis-egress")
+            .and_then(|v| v.to_str().ok()),
+        Some("denied; reason=blocked_address")
     );
 }
 
