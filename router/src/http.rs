@@ -329,6 +329,12 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
 async fn spawn_egress(state: &AppState) -> anyhow::Result<()> {
     use crate::egress::{Egress, Settings, proxy, resolve::SystemResolver};
     let settings = Settings::from_config(&state.config).context("reading JARVIS_EGRESS_DENY")?;
+    for tier in crate::plans::Tier::ALL {
+        for pattern in &state.plans.get(tier).egress_allow {
+            crate::egress::policy::Pattern::parse(pattern)
+                .with_context(|| format!("the {tier} plan's egress_allow (JARVIS_PLANS)"))?;
+        }
+    }
     let egress = Egress::new(
         state.db.clone(),
         state.plans.clone(),

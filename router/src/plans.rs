@@ -485,4 +485,27 @@ mod tests {
             Err(PlansError::Read { .. })
         ));
     }
+
+    #[test]
+    fn egress_allow_defaults_to_the_registries_and_can_be_replaced() {
+        let plans =
+            Plans::from_json(r#"{"pro": {"egress_allow": ["*.example.com"]}}"#).expect("plans");
+        assert!(
+            plans
+                .get(Tier::Free)
+                .egress_allow
+                .iter()
+                .any(|h| h == "pypi.org")
+        );
+        assert_eq!(
+            plans.get(Tier::Pro).egress_allow,
+            vec!["*.example.com".to_string()]
+        );
+        for host in DEFAULT_EGRESS_ALLOW {
+            assert!(
+                crate::egress::policy::Pattern::parse(host).is_ok(),
+                "{host}"
+            );
+        }
+    }
 }
