@@ -37,6 +37,8 @@ pub mod proxy;
 pub mod resolve;
 /// The cap on connections at once per workspace.
 pub mod slots;
+/// The server name of a tunnel's TLS ClientHello.
+pub mod sni;
 
 /// The proxy's limits and deny-list.
 #[derive(Clone, Debug)]

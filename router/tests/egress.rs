@@ -612,6 +612,67 @@ async fn a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_tunnel_whose_tls_server_name_is_another_host_is_closed(db: PgPool) {
+    let s = setup(db).await;
+    let (alice, token) = user(&s.db, "alice@example.com").await;
+    let mut tcp = TcpStream::connect(s.proxy).await.expect("connect");
+    tcp.write_all(
+        format!(
+            "CONNECT secure.test:{} HTTP/1.1\r\nProxy-Authorization: {}\r\n\r\n",
+            s.tls.addr.port(),
+            basic(&token)
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.expect("read");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    // Domain fronting: the tunnel is for secure.test, the ClientHello names another.
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&s.ca) {
+        roots.add(cert).expect("root");
+    }
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("other.test").expect("name");
+    let handshake = connector.connect(name, tcp).await;
+    assert!(
+        handshake.is_err(),
+        "the tunnel must be closed before any TLS answer"
+    );
+    let rows = s.rows(alice, 1).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].decision.as_str(), rows[0].reason.as_str()),
+        ("denied", "sni_mismatch")
+    );
+    assert_eq!(rows[0].bytes_up, 0, "nothing reached the upstream");
+    assert_eq!(s.tls.meter.down(), 0);
+}
+
+/// The DER certificates of a PEM text.
+fn rustls_pemfile_certs(
+    pem: &str,
+) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.expect("certificate"))
+        .collect()
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn no_token_or_a_revoked_token_is_refused(db: PgPool) {
     let s = setup(db).await;
     let (alice, token) = user(&s.db, "alice@example.com").await;

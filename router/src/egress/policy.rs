@@ -57,6 +57,10 @@ pub enum Reason {
     ConnectFailed,
     /// The router could not read the workspace's plan or approvals (the database).
     Unavailable,
+    /// The TLS server name inside the tunnel is not the host it was opened for.
+    SniMismatch,
+    /// The tunnel began with a TLS handshake whose server name could not be read.
+    SniUnreadable,
 }
 
 impl Reason {
@@ -72,6 +76,8 @@ impl Reason {
             Self::Unresolvable => "unresolvable",
             Self::ConnectFailed => "connect_failed",
             Self::Unavailable => "unavailable",
+            Self::SniMismatch => "sni_mismatch",
+            Self::SniUnreadable => "sni_unreadable",
         }
     }
 
@@ -98,6 +104,12 @@ impl Reason {
             Self::ConnectFailed => "the host did not accept a connection in time",
             Self::Unavailable => {
                 "the router could not read the workspace's network policy; try again"
+            }
+            Self::SniMismatch => {
+                "the TLS server name inside the tunnel is not the host it was opened for"
+            }
+            Self::SniUnreadable => {
+                "the TLS ClientHello inside the tunnel could not be read to check its server name"
             }
         }
     }

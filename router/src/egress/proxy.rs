@@ -8,6 +8,11 @@
 //!   added; the answer streams back the same way;
 //! - anything else (origin form, `https://` without CONNECT): `400`.
 //!
+//! The first bytes of a tunnel are read before anything is copied: a TLS
+//! ClientHello whose server name (SNI) is not the CONNECT host closes the tunnel
+//! (audited `denied`, `sni_mismatch`; `sni_unreadable` when it cannot be read), so an
+//! allowed name cannot front for another on the same address (`super::sni`).
+//!
 //! Without a current workspace token the answer is `407`; a refusal is `403`
 //! (`429` for the connection cap) with a sentence saying why and
 //! `X-Jarvis-Egress: denied; reason=…`; an unresolvable or unreachable host is
@@ -28,7 +33,7 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use time::OffsetDateTime;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 use uuid::Uuid;
@@ -39,6 +44,7 @@ use super::{
     meter::{Meter, Metered},
     policy::{self, Reason},
     slots::Slot,
+    sni::{self, Hello},
 };
 use crate::workspaces::tokens;
 
@@ -430,12 +436,25 @@ struct Open {
 
 impl Open {
     async fn finish(self, meter: &Meter) {
+        self.finish_as(meter, None).await;
+    }
+
+    /// Audits the connection; `refused` when it was closed for that reason after
+    /// admission (the tunnel's TLS server name).
+    async fn finish_as(self, meter: &Meter, refused: Option<Reason>) {
+        let (decision, reason) = match refused {
+            Some(reason) => {
+                audit::count_decision(&self.egress.metrics, Decision::Denied);
+                (Decision::Denied, reason.as_str())
+            }
+            None => (Decision::Allowed, self.reason),
+        };
         let conn = Connection {
             owner_id: self.owner,
             host: self.host,
             port: self.port,
-            decision: Decision::Allowed,
-            reason: self.reason.to_string(),
+            decision,
+            reason: reason.to_string(),
             bytes_up: meter.up(),
             bytes_down: meter.down(),
             started_at: self.started_at,
@@ -455,7 +474,19 @@ fn tunnel(open: Open, req: Request<Incoming>, upstream: TcpStream) -> Response<B
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
+                let first = match first_bytes(&mut client, &upstream, &open.host, idle).await {
+                    Ok(first) => first,
+                    Err(reason) => {
+                        tracing::info!(host = %open.host, %reason, "egress tunnel refused");
+                        open.finish_as(&meter, Some(reason)).await;
+                        return;
+                    }
+                };
                 let mut upstream = Metered::new(upstream, meter.clone());
+                if !first.is_empty() && upstream.write_all(&first).await.is_err() {
+                    open.finish(&meter).await;
+                    return;
+                }
                 tokio::select! {
                     copied = tokio::io::copy_bidirectional_with_sizes(
                         &mut client, &mut upstream, TUNNEL_BUFFER, TUNNEL_BUFFER,
@@ -472,6 +503,44 @@ fn tunnel(open: Open, req: Request<Incoming>, upstream: TcpStream) -> Response<B
         open.finish(&meter).await;
     });
     Response::new(empty())
+}
+
+/// The client's first bytes in a tunnel, read to check a TLS ClientHello's server
+/// name against the CONNECT host (`super::sni`); returned to be sent on. Nothing is
+/// read when the upstream speaks first (SSH banners, SMTP) or the client is silent.
+async fn first_bytes<C: AsyncRead + Unpin>(
+    client: &mut C,
+    upstream: &TcpStream,
+    host: &str,
+    idle: Duration,
+) -> Result<Vec<u8>, Reason> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        match sni::parse(&buf) {
+            Hello::NotTls | Hello::Tls(None) => return Ok(buf),
+            Hello::Tls(Some(name)) if name == host => return Ok(buf),
+            Hello::Tls(Some(_)) => return Err(Reason::SniMismatch),
+            Hello::Unreadable => return Err(Reason::SniUnreadable),
+            Hello::Incomplete => {}
+        }
+        let read = if buf.is_empty() {
+            tokio::select! {
+                read = client.read(&mut chunk) => read,
+                _ = upstream.readable() => return Ok(buf),
+                () = tokio::time::sleep(idle) => return Ok(buf),
+            }
+        } else {
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, client.read(&mut chunk)).await {
+                Ok(read) => read,
+                Err(_) => return Err(Reason::SniUnreadable),
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => return Ok(buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
