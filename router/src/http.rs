@@ -46,6 +46,8 @@ pub mod health;
 pub mod middleware;
 /// Which browser `Origin`s the router trusts (the WebSocket, billing redirects).
 pub mod origin;
+/// `GET /api/plans`: the plans and their prices, for anyone.
+pub mod plans;
 /// Browser sockets per user: the cap, and closing a disabled user's at once.
 pub mod sockets;
 /// This month's usage and the plan's limits (`/api/usage`).
@@ -237,6 +239,7 @@ pub fn app(state: AppState) -> Router {
         .merge(users::router())
         .merge(billing::router())
         .merge(usage::router())
+        .merge(plans::router())
         .merge(voice::router())
         .merge(documents::router())
         .merge(conversations::router())

@@ -3,11 +3,15 @@
 //!
 //! Defaults (used for every plan or field the configuration leaves out):
 //!
-//! | tier         | model (billing on) | requests / minute | tokens / calendar month (UTC) | concurrent turns | voice | storage   |
-//! |--------------|--------------------|-------------------|-------------------------------|------------------|-------|-----------|
-//! | `free`       | no                 | 20                | 1,000,000                     | 1                | on    | 1 GiB     |
-//! | `pro`        | yes                | 60                | 20,000,000                    | 2                | on    | 50 GiB    |
-//! | `enterprise` | yes                | 600               | unlimited                     | 8                | on    | unlimited |
+//! | tier         | price / month | model (billing on) | requests / minute | tokens / calendar month (UTC) | concurrent turns | voice | storage   |
+//! |--------------|---------------|--------------------|-------------------|-------------------------------|------------------|-------|-----------|
+//! | `free`       | US$0          | no                 | 20                | 1,000,000                     | 1                | on    | 1 GiB     |
+//! | `pro`        | US$20         | yes                | 60                | 20,000,000                    | 2                | on    | 50 GiB    |
+//! | `enterprise` | on request    | yes                | 600               | unlimited                     | 8                | on    | unlimited |
+//!
+//! `price_cents` is what the plan costs a month in US cents, as the landing page
+//! and sign-up show it (`GET /api/plans`); `null` is "on request". What a
+//! subscriber pays is the Stripe price's amount: keep the two the same.
 //!
 //! `model` says whether the plan may call the model while billing is on (with
 //! billing off every account may, within its quota and rate); a paid plan also
@@ -105,6 +109,8 @@ impl fmt::Display for Tier {
 pub struct Plan {
     /// The Stripe price that subscribes to it; `None` cannot be bought.
     pub stripe_price: Option<String>,
+    /// What it costs a month in US cents, as shown to people; `None` is on request.
+    pub price_cents: Option<u64>,
     /// Whether the plan's users may call the model while billing is on (with
     /// billing off everyone may). Off for `free` by default: with billing on,
     /// calling the model takes a paid plan unless the operator opens it.
@@ -153,6 +159,8 @@ impl Plan {
 #[serde(deny_unknown_fields)]
 struct PlanOverride {
     stripe_price: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    price_cents: Option<Option<u64>>,
     model: Option<bool>,
     requests_per_minute: Option<u32>,
     #[serde(default, deserialize_with = "present")]
@@ -168,7 +176,7 @@ struct PlanOverride {
 }
 
 /// Tells `"monthly_tokens": null` (unlimited) from a missing field (the default);
-/// the same for `storage_bytes`.
+/// the same for `storage_bytes` and `price_cents`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
     Option::<u64>::deserialize(d).map(Some)
 }
@@ -206,6 +214,7 @@ impl Default for Plans {
         Self {
             free: Plan {
                 stripe_price: None,
+                price_cents: Some(0),
                 model: false,
                 requests_per_minute: 20,
                 monthly_tokens: Some(1_000_000),
@@ -219,6 +228,7 @@ impl Default for Plans {
             },
             pro: Plan {
                 stripe_price: None,
+                price_cents: Some(2_000),
                 model: true,
                 requests_per_minute: 60,
                 monthly_tokens: Some(20_000_000),
@@ -232,6 +242,7 @@ impl Default for Plans {
             },
             enterprise: Plan {
                 stripe_price: None,
+                price_cents: None,
                 model: true,
                 requests_per_minute: 600,
                 monthly_tokens: None,
@@ -325,6 +336,7 @@ impl Plans {
         ] {
             let plan = plans.get_mut(tier);
             plan.stripe_price = o.stripe_price.or(plan.stripe_price.take());
+            plan.price_cents = o.price_cents.unwrap_or(plan.price_cents);
             plan.model = o.model.unwrap_or(plan.model);
             plan.requests_per_minute = o.requests_per_minute.unwrap_or(plan.requests_per_minute);
             plan.monthly_tokens = o.monthly_tokens.unwrap_or(plan.monthly_tokens);
@@ -435,6 +447,13 @@ mod tests {
         assert_eq!(plans.get(Tier::Free).monthly_tokens, None);
         assert_eq!(plans.get(Tier::Enterprise).monthly_tokens, Some(9));
         assert_eq!(plans.get(Tier::Enterprise).storage_bytes, Some(7));
+        assert_eq!(plans.get(Tier::Pro).price_cents, Some(2_000));
+        assert_eq!(plans.get(Tier::Enterprise).price_cents, None);
+        let priced =
+            Plans::from_json(r#"{"pro": {"price_cents": 1234}, "free": {"price_cents": null}}"#)
+                .expect("valid");
+        assert_eq!(priced.get(Tier::Pro).price_cents, Some(1234));
+        assert_eq!(priced.get(Tier::Free).price_cents, None);
         assert_eq!(plans.get(Tier::Free).storage_bytes, Some(GIB));
         assert_eq!(plans.tier_of_price("price_file"), Some(Tier::Pro));
         assert_eq!(plans.tier_of_price("price_ent"), Some(Tier::Enterprise));

@@ -8,8 +8,10 @@
 //! (`POST /v1/workspace/events`, `crate::http::workspace_events`) and each batch is
 //! stored by [`store_events`], exactly once by (conversation, `seq`): text appended
 //! to the answer's `content`, tool/document/voice/error events (as the browser saw
-//! them) to its `events`, `conversations.last_seq` raised. A `done` marks the answer
-//! complete with its token counts; a numbered `error` leaves what arrived marked
+//! them, with `at`: the characters of the answer's text before them) to its
+//! `events`, `conversations.last_seq` raised. A `done` marks the answer complete
+//! with its token counts (one with nothing in it, stopped before its first word,
+//! gets `[{"type":"stopped"}]`); a numbered `error` leaves what arrived marked
 //! incomplete, as does a turn whose end never comes.
 //!
 //! This module does not relay frames or talk to sandboxes.
@@ -23,7 +25,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// Longest conversation title taken from the first message, in characters.
-pub const TITLE_CHARS: usize = 80;
+pub const TITLE_CHARS: usize = 60;
+
+/// The title of a conversation whose first message has no words.
+pub const UNTITLED: &str = "Untitled";
 
 /// Transcript failures.
 #[derive(Debug, thiserror::Error)]
@@ -45,21 +50,96 @@ pub enum Outcome {
     Incomplete,
 }
 
-/// A title from the first message: whitespace collapsed, at most [`TITLE_CHARS`].
+/// A title from the first message: its first line with words (code fences
+/// skipped), Markdown marks stripped, whitespace collapsed, cut at a word
+/// boundary to at most [`TITLE_CHARS`] characters (an ellipsis included);
+/// [`UNTITLED`] when nothing is left. The model is not asked: a title costs no
+/// tokens.
 pub fn title(content: &str) -> String {
-    let words: Vec<&str> = content.split_whitespace().collect();
-    let joined = words.join(" ");
-    let mut title: String = joined.chars().filter(|c| !c.is_control()).collect();
-    if title.chars().count() > TITLE_CHARS {
-        title = title.chars().take(TITLE_CHARS - 1).collect::<String>();
-        title = title.trim_end().to_string();
-        title.push('…');
+    let line = content
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("```") && !l.trim_start().starts_with("~~~"))
+        .map(plain_line)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    if line.chars().count() <= TITLE_CHARS {
+        return if line.is_empty() {
+            UNTITLED.to_string()
+        } else {
+            line
+        };
     }
-    if title.is_empty() {
-        "New conversation".to_string()
-    } else {
-        title
+    // What fits with the ellipsis, back to the last whole word; a word longer
+    // than that is cut.
+    let room: String = line.chars().take(TITLE_CHARS - 1).collect();
+    let whole = line.chars().nth(TITLE_CHARS - 1) == Some(' ');
+    let cut = match room.rfind(' ') {
+        _ if whole => room.as_str(),
+        Some(i) if i > 0 => &room[..i],
+        _ => room.as_str(),
+    };
+    let mut title = cut
+        .trim_end_matches([' ', ',', ';', ':', '-', '.'])
+        .to_string();
+    title.push('…');
+    title
+}
+
+/// One line without Markdown marks: heading, quote and list markers, emphasis,
+/// code ticks, link and image syntax (their text kept); whitespace collapsed.
+fn plain_line(line: &str) -> String {
+    let mut rest = line.trim();
+    // Block markers, possibly nested ("> - # x").
+    loop {
+        let before = rest;
+        rest = rest
+            .trim_start_matches('#')
+            .trim_start_matches('>')
+            .trim_start();
+        for marker in ["- [ ] ", "- [x] ", "- ", "* ", "+ "] {
+            if let Some(r) = rest.strip_prefix(marker) {
+                rest = r.trim_start();
+            }
+        }
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if digits > 0
+            && let Some(r) = rest[digits..]
+                .strip_prefix(". ")
+                .or_else(|| rest[digits..].strip_prefix(") "))
+        {
+            rest = r.trim_start();
+        }
+        if rest == before {
+            break;
+        }
     }
+    let chars: Vec<char> = rest.chars().collect();
+    let mut out = String::with_capacity(rest.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '*' | '`' | '~' => {}
+            // `_` marks emphasis only at a word's edge (snake_case stays).
+            '_' if i == 0
+                || i + 1 == chars.len()
+                || !chars[i - 1].is_alphanumeric()
+                || !chars[i + 1].is_alphanumeric() => {}
+            '!' if chars.get(i + 1) == Some(&'[') => {}
+            '[' | ']' => {}
+            '(' if i > 0 && chars[i - 1] == ']' => {
+                // A link's target: skipped up to its closing parenthesis.
+                match chars[i..].iter().position(|&c| c == ')') {
+                    Some(end) => i += end,
+                    None => out.push(c),
+                }
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn conversation_and_seq(frame: &SandboxFrame) -> Option<(&str, u64)> {
@@ -124,12 +204,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn titles_are_one_line_and_capped() {
-        assert_eq!(title("  plan my\n\ttrip  "), "plan my trip");
-        assert_eq!(title(" \n "), "New conversation");
+    fn titles_are_the_first_line_without_markdown() {
+        assert_eq!(title("  plan my\ttrip  \nand more"), "plan my trip");
+        assert_eq!(
+            title("\n\n## **Lisbon** _trip_ ideas\n"),
+            "Lisbon trip ideas"
+        );
+        assert_eq!(
+            title("> - see [the docs](https://x.y/z) and ![a cat](c.png)"),
+            "see the docs and a cat"
+        );
+        assert_eq!(
+            title("```rust\nfn main_loop() {}\n```"),
+            "fn main_loop() {}"
+        );
+        assert_eq!(title("1. `snake_case` names"), "snake_case names");
+        assert_eq!(title(" \n "), UNTITLED);
+        assert_eq!(title("**  **"), UNTITLED);
+    }
+
+    #[test]
+    fn long_titles_are_cut_at_a_word() {
         let long = title(&"word ".repeat(100));
-        assert_eq!(long.chars().count(), TITLE_CHARS);
-        assert!(long.ends_with('…'));
+        assert!(long.chars().count() <= TITLE_CHARS, "{long}");
+        assert_eq!(long, format!("{}…", ["word"; 12].join(" ")));
+        let cut = title(&format!("{} abcdefghij", "a".repeat(55)));
+        assert_eq!(cut, format!("{}…", "a".repeat(55)));
+        let one_word = title(&"x".repeat(100));
+        assert_eq!(one_word.chars().count(), TITLE_CHARS);
+        assert!(one_word.ends_with('…'));
+        let exact = "é".repeat(TITLE_CHARS);
+        assert_eq!(title(&exact), exact);
     }
 
     #[test]

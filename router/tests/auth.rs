@@ -101,6 +101,55 @@ async fn bad_sign_ups_are_refused_and_create_nothing(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn guessable_passwords_are_refused_with_the_reason_and_what_to_do(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    for (email, password) in [
+        ("digits@example.com", "1234567890"),
+        ("common@example.com", "password1234"),
+        ("keyboard@example.com", "qwertyuiop"),
+        ("grace.hopper1906@example.com", "grace.hopper1906"),
+    ] {
+        let r = app
+            .post(
+                "/api/auth/register",
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{password}: {}",
+            r.body
+        );
+        assert_eq!(r.code(), "invalid_request");
+        let message = r.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("this password is too easy to guess: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("unrelated words"),
+            "says what to do: {message}"
+        );
+    }
+    let r = app
+        .post(
+            "/api/auth/register",
+            json!({"email": "digits@example.com", "password": "1234567890"}),
+        )
+        .await;
+    let message = r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("common password"), "says why: {message}");
+    let users: i64 = sqlx::query_scalar("select count(*) from users")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(users, 0, "no weak password made an account");
+    // A phrase of unrelated words is fine.
+    app.register("strong@example.com").await;
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn bodies_over_one_mebibyte_are_refused_with_413(db: PgPool) {
     let app = TestApp::new(db).await;
     let big = "x".repeat(1024 * 1024 + 1);

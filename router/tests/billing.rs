@@ -155,6 +155,60 @@ async fn billing_off_answers_a_clear_error_and_everyone_is_active(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn the_plans_and_their_prices_are_public_and_say_what_can_be_bought(db: PgPool) {
+    // Billing off, a price changed in the plans table: shown, but nothing is for sale.
+    let app = TestApp::with_config(db.clone(), |c| {
+        c.plans = Some(r#"{"pro": {"price_cents": 1234, "storage_bytes": 7}}"#.into());
+    })
+    .await;
+    let plans = app.send(Method::GET, "/api/plans", None, None).await;
+    assert_eq!(
+        plans.status,
+        StatusCode::OK,
+        "no account needed: {}",
+        plans.body
+    );
+    assert_eq!(plans.body["billing"], false);
+    assert_eq!(plans.body["currency"], "usd");
+    let tiers: Vec<&str> = plans.body["plans"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|p| p["tier"].as_str())
+        .collect();
+    assert_eq!(tiers, ["free", "pro", "enterprise"]);
+    let pro = &plans.body["plans"][1];
+    assert_eq!(pro["price_cents"], 1234);
+    assert_eq!(pro["purchasable"], false);
+    assert_eq!(pro["limits"]["storage_bytes"], 7);
+    assert_eq!(pro["limits"]["monthly_tokens"], 20_000_000);
+    assert_eq!(plans.body["plans"][0]["price_cents"], 0);
+    assert_eq!(plans.body["plans"][2]["price_cents"], Value::Null);
+    assert_eq!(
+        plans.body["plans"][0]["limits"]["model"], true,
+        "with billing off every plan calls the model"
+    );
+    // Billing on: the paid plans with a Stripe price can be bought; free cannot,
+    // and (by default) leaves the model to paid plans.
+    let stripe = FakeStripe::start(&[PRICE_PRO, PRICE_ENTERPRISE]).await;
+    let app = billing_app(db, &stripe, None).await;
+    let plans = app.send(Method::GET, "/api/plans", None, None).await;
+    assert_eq!(plans.body["billing"], true);
+    let purchasable: Vec<bool> = plans.body["plans"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| p["purchasable"] == true)
+        .collect();
+    assert_eq!(purchasable, [false, true, true]);
+    assert_eq!(plans.body["plans"][0]["limits"]["model"], false);
+    assert!(
+        !plans.body.to_string().contains(PRICE_PRO),
+        "Stripe's price ids stay private"
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn checkout_makes_one_customer_and_a_subscription_session_like_stripe_wants(db: PgPool) {
     let stripe = FakeStripe::start(&[PRICE_PRO, PRICE_ENTERPRISE]).await;
     let app = billing_app(db, &stripe, None).await;

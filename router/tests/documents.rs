@@ -121,6 +121,82 @@ async fn bad_edits_are_refused_and_change_nothing(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn conversations_are_found_by_title_and_message_words_of_their_owner_only(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let u = app.register("searcher@example.com").await;
+    let other = app.register("other@example.com").await;
+    let trip = app.insert_conversation(u.id, "Trip ideas").await;
+    let cooking = app.insert_conversation(u.id, "Dinner").await;
+    let discount = app.insert_conversation(u.id, "Prices").await;
+    let theirs = app.insert_conversation(other.id, "Trip ideas").await;
+    for (id, owner, text) in [
+        (cooking, u.id, "How long do I boil a Pomegranate risotto?"),
+        (discount, u.id, "Is 50% off a good deal?"),
+        (theirs, other.id, "pomegranate 100% secret"),
+    ] {
+        sqlx::query(
+            "insert into messages (owner_id, conversation_id, role, content) values ($1, $2, 'user', $3)",
+        )
+        .bind(owner)
+        .bind(id)
+        .bind(text)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    // The trip is the newest activity.
+    sqlx::query("update conversations set updated_at = now() + interval '1 minute' where id = $1")
+        .bind(trip)
+        .execute(&db)
+        .await
+        .unwrap();
+    let ids = |r: &common::Reply| -> Vec<String> {
+        r.body["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // A word of a message, any case; only the owner's conversation.
+    let found = app.get("/api/conversations?q=POMEGRANATE", &u.access).await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert_eq!(ids(&found), [cooking.to_string()]);
+    // A word of the title; every word must match somewhere.
+    assert_eq!(
+        ids(&app.get("/api/conversations?q=trip", &u.access).await),
+        [trip.to_string()]
+    );
+    assert_eq!(
+        ids(&app
+            .get("/api/conversations?q=boil%20risotto", &u.access)
+            .await),
+        [cooking.to_string()]
+    );
+    assert!(ids(&app.get("/api/conversations?q=boil%20trip", &u.access).await).is_empty());
+    // Wildcards are literal: "%" matches only a percent sign, "_" only an underscore.
+    assert_eq!(
+        ids(&app.get("/api/conversations?q=%25", &u.access).await),
+        [discount.to_string()]
+    );
+    assert!(ids(&app.get("/api/conversations?q=_", &u.access).await).is_empty());
+    // Another user's words never match; blank is the whole list, newest first.
+    assert!(ids(&app.get("/api/conversations?q=secret", &u.access).await).is_empty());
+    assert_eq!(
+        ids(&app.get("/api/conversations?q=secret", &other.access).await),
+        [theirs.to_string()]
+    );
+    let all = ids(&app.get("/api/conversations?q=%20", &u.access).await);
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0], trip.to_string());
+    // Several matches: newest activity first.
+    let hello = ids(&app.get("/api/conversations?q=hello", &u.access).await);
+    assert_eq!(hello.len(), 3);
+    assert_eq!(hello[0], trip.to_string());
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn conversations_can_be_read_renamed_downloaded_and_deleted(db: PgPool) {
     let app = TestApp::new(db.clone()).await;
     let u = app.register("talker@example.com").await;

@@ -223,3 +223,72 @@ async fn four_routers_starting_together_on_a_fresh_database_all_become_ready(db:
     .expect("locks");
     assert_eq!(held, 0);
 }
+
+/// Requests per second of `clients` signed-in users each sending `rounds` ×
+/// (`GET /api/conversations`, `GET /api/me`) to `app` at once.
+async fn rate(app: &TestApp, clients: &[User], rounds: usize) -> f64 {
+    let started = std::time::Instant::now();
+    let work = clients.iter().map(|user| async move {
+        for _ in 0..rounds {
+            for uri in ["/api/conversations?limit=100", "/api/me"] {
+                let r = app.get(uri, &user.access).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            }
+        }
+    });
+    futures::future::join_all(work).await;
+    (clients.len() * rounds * 2) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// What the pooler's conditions cost: the same requests through PgBouncer in
+/// transaction mode (unnamed statements, a transaction per pool query) and
+/// straight to Postgres (cached statements), alternately, 20 clients, both pools
+/// of 20 connections. Prints requests/s and their ratio. Run:
+/// `cargo test --release -p router --test pooler bench_pooler -- --ignored --nocapture`
+#[sqlx::test(migrator = "router::MIGRATOR")]
+#[ignore = "a benchmark: run it in the release profile"]
+async fn bench_pooler(db: PgPool) {
+    const CLIENTS: usize = 20;
+    const ROUNDS: usize = 50;
+    let bouncer = PgBouncer::start().await;
+    let pooled = pooled_app(&db, &bouncer).await;
+    let direct_pool = router::db::connect(&process::database_url(&db).await, 20)
+        .await
+        .expect("a direct pool");
+    let direct = TestApp::new(direct_pool).await;
+    let mut users = (Vec::new(), Vec::new());
+    for i in 0..CLIENTS {
+        router::db::set_pooled(true);
+        let user = pooled.register(&format!("p{i}@example.com")).await;
+        for t in 0..5 {
+            pooled
+                .insert_conversation(user.id, &format!("talk {t}"))
+                .await;
+        }
+        users.0.push(user);
+        router::db::set_pooled(false);
+        let user = direct.register(&format!("d{i}@example.com")).await;
+        for t in 0..5 {
+            direct
+                .insert_conversation(user.id, &format!("talk {t}"))
+                .await;
+        }
+        users.1.push(user);
+    }
+    let (mut through, mut straight) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        router::db::set_pooled(false);
+        straight.push(rate(&direct, &users.1, ROUNDS).await);
+        router::db::set_pooled(true);
+        through.push(rate(&pooled, &users.0, ROUNDS).await);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, d) = (median(&mut through), median(&mut straight));
+    println!(
+        "bench_pooler: {p:.0} requests/s through PgBouncer (transaction mode), {d:.0} straight to Postgres: {:.2}× ({CLIENTS} clients, medians of 3)",
+        p / d
+    );
+}

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::frames::{Frames, seen};
+use common::frames::{Frames, stored};
 use router::transcript::{self, OpenTurn, Outcome, StoreOutcome, TranscriptError};
 use sandbox::protocol::SandboxFrame;
 use serde_json::{Value, json};
@@ -75,7 +75,7 @@ async fn conversation(db: &PgPool, id: Uuid) -> (Uuid, String, i64) {
 async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     let u = user(&db, "a@example.com").await;
     let c = Uuid::new_v4();
-    let turn = open(&db, u, c, "Write a script\nthat prints one").await;
+    let turn = open(&db, u, c, "Write a **script**\nthat prints one").await;
     assert!(turn.created_conversation);
     assert_eq!(turn.last_seq, 0);
     let mut f = Frames::from(c, 1);
@@ -101,12 +101,16 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     let rows = messages(&db, c).await;
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].role, "user");
-    assert_eq!(rows[0].content, "Write a script\nthat prints one");
+    assert_eq!(rows[0].content, "Write a **script**\nthat prints one");
     assert_eq!(rows[1].role, "assistant");
     assert_eq!(rows[1].content, "Sure, writing it. Done — héllo ✓");
     assert_eq!(
         rows[1].events,
-        json!([seen(&frames[3]), seen(&frames[4]), seen(&frames[5])])
+        json!([
+            stored(&frames[3], 17),
+            stored(&frames[4], 17),
+            stored(&frames[5], 17)
+        ])
     );
     assert!(
         !rows[1].events.to_string().contains("conversation_id"),
@@ -120,7 +124,7 @@ async fn a_finished_turn_stores_exactly_what_the_browser_saw(db: PgPool) {
     );
     let (owner, title, last_seq) = conversation(&db, c).await;
     assert_eq!(owner, u);
-    assert_eq!(title, "Write a script that prints one");
+    assert_eq!(title, "Write a script", "the first line, Markdown stripped");
     assert_eq!(last_seq, 8);
 
     // The next turn continues the conversation and its numbering; replays of
@@ -190,7 +194,7 @@ async fn a_turn_cut_off_midway_keeps_the_partial_answer_marked_incomplete(db: Pg
     let rows = messages(&db, c).await;
     assert_eq!(rows[1].content, "Partial");
     assert!(!rows[1].complete);
-    assert_eq!(rows[1].events, json!([seen(&error)]));
+    assert_eq!(rows[1].events, json!([stored(&error, 7)]));
     assert_eq!(rows[1].input_tokens, None);
     assert_eq!(conversation(&db, c).await.2, 3);
 
@@ -405,4 +409,82 @@ async fn a_batch_stored_by_two_routers_or_after_a_restart_is_stored_once(db: PgP
     assert!(matches!(r, Err(TranscriptError::NotYours(id)) if id == c));
     assert_eq!(messages(&db, c).await[1].content, expected);
     assert_eq!(conversation(&db, c).await.2, 103);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn each_stored_event_says_where_in_the_text_it_came(db: PgPool) {
+    let u = user(&db, "a@example.com").await;
+    let c = Uuid::new_v4();
+    let turn = open(&db, u, c, "Look it up").await;
+    let mut f = Frames::from(c, 1);
+    let (t, first, call, result, second, document, done) = (
+        f.turn(),
+        f.text("Héllo ✓ "),
+        f.tool_use(),
+        f.tool_result(),
+        f.text("then more. "),
+        f.document(),
+        f.done(1, 1),
+    );
+    // Across batches: the offset counts what earlier batches stored (in
+    // characters, not bytes).
+    store(&db, u, &turn, &[t, first, call.clone()]).await;
+    store(&db, u, &turn, &[result.clone(), second]).await;
+    store(&db, u, &turn, &[document.clone(), done]).await;
+    let rows = messages(&db, c).await;
+    assert_eq!(rows[1].content, "Héllo ✓ then more. ");
+    assert_eq!(
+        rows[1].events,
+        json!([stored(&call, 8), stored(&result, 8), stored(&document, 19)])
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn an_answer_stopped_before_its_first_word_is_stored_as_stopped(db: PgPool) {
+    let u = user(&db, "a@example.com").await;
+    let c = Uuid::new_v4();
+    let turn = open(&db, u, c, "Never mind").await;
+    let mut f = Frames::from(c, 1);
+    store(&db, u, &turn, &[f.turn()]).await;
+    store(&db, u, &turn, &[f.done(3, 0)]).await;
+    let rows = messages(&db, c).await;
+    assert_eq!(rows[1].content, "");
+    assert_eq!(rows[1].events, json!([{"type": "stopped"}]));
+    assert!(rows[1].complete);
+
+    // An answer with anything in it is kept as it is.
+    let next = open(&db, u, c, "Say one word").await;
+    let mut g = Frames::from(c, 3);
+    store(&db, u, &next, &[g.turn(), g.text("Word"), g.done(1, 1)]).await;
+    let rows = messages(&db, c).await;
+    assert_eq!(rows[3].content, "Word");
+    assert_eq!(rows[3].events, json!([]));
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_new_conversation_is_titled_from_its_first_message_and_a_rename_stays(db: PgPool) {
+    let u = user(&db, "titles@example.com").await;
+    let c = Uuid::new_v4();
+    let first = "# Plan a **weekend** in Lisbon with friends and family, somewhere near the sea\nsecond line";
+    open(&db, u, c, first).await;
+    let (_, title, _) = conversation(&db, c).await;
+    assert_eq!(
+        title,
+        "Plan a weekend in Lisbon with friends and family, somewhere…"
+    );
+    assert!(title.chars().count() <= transcript::TITLE_CHARS);
+
+    // An empty first message (attachments only) is Untitled.
+    let empty = Uuid::new_v4();
+    open(&db, u, empty, "  \n").await;
+    assert_eq!(conversation(&db, empty).await.1, transcript::UNTITLED);
+
+    // The user renames it; later turns never overwrite the name.
+    sqlx::query("update conversations set title = 'Lisbon' where id = $1")
+        .bind(c)
+        .execute(&db)
+        .await
+        .expect("renamed");
+    open(&db, u, c, "And a second question").await;
+    assert_eq!(conversation(&db, c).await.1, "Lisbon");
 }

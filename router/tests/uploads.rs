@@ -230,6 +230,9 @@ async fn the_plans_storage_quota_refuses_what_does_not_fit(db: PgPool) {
     assert_eq!(third.status, StatusCode::CREATED, "{:?}", third.body);
     let usage = app.get("/api/usage", &alice.access).await;
     assert_eq!(usage.body["limits"]["storage_bytes"], 3000);
+    // What the Account page's storage bar shows: the bytes stored, against the quota.
+    assert_eq!(usage.body["storage_used"], 3000);
+    assert_eq!(usage.body["storage_quota"], 3000);
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]

@@ -12,7 +12,7 @@ use axum::{
 };
 use common::{
     Reply, TestApp, User,
-    frames::{Frames, seen},
+    frames::{Frames, stored},
 };
 use sandbox::protocol::SandboxFrame;
 use serde_json::{Value, json};
@@ -135,7 +135,7 @@ async fn a_batch_posted_twice_is_stored_once_and_done_completes_the_answer(db: P
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1].id, message);
     assert_eq!(rows[1].content, "Here is your plan.");
-    assert_eq!(rows[1].events, json!([seen(&frames[2])]));
+    assert_eq!(rows[1].events, json!([stored(&frames[2], 8)]));
     assert!(rows[1].complete);
     assert_eq!(
         (rows[1].input_tokens, rows[1].output_tokens),
@@ -216,7 +216,7 @@ async fn events_at_or_below_the_stored_seq_are_skipped_and_an_error_ends_the_tur
     assert_eq!(r.body["stored"][0]["last_seq"], 4);
     let rows = messages(&app.db, c).await;
     assert_eq!(rows[1].content, "one two ");
-    assert_eq!(rows[1].events, json!([seen(&error)]));
+    assert_eq!(rows[1].events, json!([stored(&error, 8)]));
     assert!(!rows[1].complete);
     assert_eq!(rows[1].input_tokens, None);
 
@@ -470,4 +470,56 @@ async fn a_retried_save_is_answered_even_when_the_first_filled_the_storage(db: P
         another.body
     );
     assert_eq!(document_count(&app.db, user.id).await, 1);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_stored_conversation_says_where_its_events_end_and_whether_its_turn_runs(db: PgPool) {
+    let app = TestApp::new(db).await;
+    let user = app.register("a@example.com").await;
+    let token = workspace_token(&app, &user).await;
+    let c = Uuid::new_v4();
+    let message = open(&app, &user, c, "Count").await;
+    let mut f = Frames::new(c);
+    let (t, one) = (f.turn_of(Some(message)), f.text("[001] "));
+    let r = post_events(&app, &token, &report(c, Some(message), &[t, one], 0)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let uri = format!("/api/conversations/{c}");
+
+    // Midway: the page shows what is stored and resumes after `last_seq`.
+    let r = app.get(&uri, &user.access).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["last_seq"], 2);
+    assert_eq!(r.body["running"], true);
+    assert_eq!(r.body["messages"][1]["content"], "[001] ");
+    assert_eq!(r.body["messages"][1]["complete"], false);
+
+    // Nothing stored for long and no turn running on this router: cut off.
+    let mut tx = app.db.begin().await.expect("tx");
+    sqlx::query("set local session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .expect("no triggers");
+    sqlx::query("update messages set updated_at = now() - interval '10 minutes' where id = $1")
+        .bind(message)
+        .execute(&mut *tx)
+        .await
+        .expect("aged");
+    tx.commit().await.expect("commit");
+    let r = app.get(&uri, &user.access).await;
+    assert_eq!(r.body["running"], false, "{}", r.body);
+
+    // Ended: not running, and `last_seq` counts the end.
+    let r = post_events(&app, &token, &report(c, Some(message), &[f.done(1, 1)], 0)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app.get(&uri, &user.access).await;
+    assert_eq!(r.body["last_seq"], 3);
+    assert_eq!(r.body["running"], false);
+    assert_eq!(r.body["messages"][1]["complete"], true);
+
+    // Another user's conversation stays not found.
+    let other = app.register("b@example.com").await;
+    assert_eq!(
+        app.get(&uri, &other.access).await.status,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -68,15 +68,23 @@ pub enum Reply {
     MidStreamError,
     /// A stream that starts, then says nothing for this long, then answers "late".
     Stall(Duration),
+    /// A text answer streamed as these deltas, with this pause before each.
+    Slow(Vec<String>, Duration),
 }
 
 impl Reply {
-    /// A reply described in JSON: `{"text": ["deltas", …]}`,
-    /// `{"tool_use": {"id", "name", "input"}}`, `{"stall_ms": N}` or
-    /// `{"status": N}`. `None` for anything else.
+    /// A reply described in JSON: `{"text": ["deltas", …]}` (with `"delay_ms": N`,
+    /// a pause of N ms before each delta), `{"tool_use": {"id", "name", "input"}}`,
+    /// `{"stall_ms": N}` or `{"status": N}`. `None` for anything else.
     pub fn from_json(value: &Value) -> Option<Self> {
         if let Some(deltas) = value["text"].as_array() {
             let deltas: Vec<&str> = deltas.iter().filter_map(Value::as_str).collect();
+            if let Some(ms) = value["delay_ms"].as_u64() {
+                return Some(Self::Slow(
+                    deltas.iter().map(|d| d.to_string()).collect(),
+                    Duration::from_millis(ms),
+                ));
+            }
             return Some(Self::text(&deltas));
         }
         if let Some(call) = value.get("tool_use") {
@@ -335,6 +343,9 @@ async fn messages(
         Reply::Blocks(blocks) if !streaming => Json(whole_message(&model, &blocks)).into_response(),
         Reply::MidStreamError if !streaming => {
             error_response(529, "overloaded_error", "Overloaded")
+        }
+        Reply::Slow(deltas, _) if !streaming => {
+            Json(whole_message(&model, &[Block::Text(deltas)])).into_response()
         }
         Reply::Stall(_) if !streaming => {
             Json(whole_message(&model, &[Block::Text(vec!["late".into()])])).into_response()

@@ -97,7 +97,9 @@ fn validate_email(email: &str) -> Result<String> {
     Ok(email.to_string())
 }
 
-fn validate_password(password: &str) -> Result<()> {
+/// Length first, then strength (`password::check_strength`, with the email as
+/// the account's own details): a weak password is a 422 saying why and what to do.
+fn validate_password(password: &str, email: &str) -> Result<()> {
     let chars = password.chars().count();
     if chars < password::MIN_LEN {
         return Err(Error::Invalid(format!(
@@ -111,7 +113,7 @@ fn validate_password(password: &str) -> Result<()> {
             password::MAX_LEN
         )));
     }
-    Ok(())
+    password::check_strength(password, email).map_err(|weak| Error::Invalid(weak.to_string()))
 }
 
 async fn register(
@@ -121,7 +123,7 @@ async fn register(
 ) -> Result<(StatusCode, Json<Session>)> {
     local_tokens(&state)?;
     let email = validate_email(&req.email)?;
-    validate_password(&req.password)?;
+    validate_password(&req.password, &email)?;
     let limits = signup_limits(&state);
     // Refused before hashing, so a flood costs no argon2 work...
     signups::check(&state.db, ip, limits)

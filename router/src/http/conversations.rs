@@ -60,19 +60,62 @@ struct Message {
     complete: bool,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// Its turn ended (complete, or a numbered `error` stored).
+    #[serde(skip)]
+    ended: bool,
+    /// Something of it was stored in the last [`RECENT`].
+    #[serde(skip)]
+    recent: bool,
 }
+
+/// How long after its last stored event an answer whose end has not come counts
+/// as running even when no router here relays it (its workspace may be another
+/// replica's).
+const RECENT: &str = "2 minutes";
 
 #[derive(Serialize)]
 struct Conversation {
     #[serde(flatten)]
     summary: ConversationSummary,
     messages: Vec<Message>,
+    /// The highest `seq` stored: a browser showing these messages resumes after it
+    /// (`{"type":"resume","conversation_id","after_seq"}`) for exactly the rest.
+    last_seq: i64,
+    /// The last answer's turn still runs: it goes on after `last_seq`.
+    running: bool,
 }
 
+/// `?q=` finds conversations whose title or any message contains every word of
+/// it (case-insensitive, wildcards taken literally); `limit` (≤ 200) and
+/// `offset` page. Newest activity first either way.
 #[derive(Deserialize)]
 struct ListQuery {
+    q: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
+}
+
+/// At most this many words of a search count.
+const MAX_SEARCH_WORDS: usize = 8;
+
+/// The `ilike` patterns of a search: one per word (at most [`MAX_SEARCH_WORDS`]),
+/// `\`, `%` and `_` escaped so they match themselves; empty for a blank search.
+fn search_patterns(q: &str) -> Vec<String> {
+    q.split_whitespace()
+        .take(MAX_SEARCH_WORDS)
+        .map(|word| {
+            let mut pattern = String::with_capacity(word.len() + 2);
+            pattern.push('%');
+            for c in word.chars() {
+                if matches!(c, '\\' | '%' | '_') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            pattern
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -87,15 +130,26 @@ async fn list_conversations(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ConversationList>> {
     let (limit, offset) = page(query.limit, query.offset)?;
+    let words = search_patterns(query.q.as_deref().unwrap_or(""));
     let mut tx = db::user_tx(&state.db, user.id).await?;
+    // Every word in the title or in some message of the conversation; no words: all.
     // language=PostgreSQL
     let conversations: Vec<ConversationSummary> = crate::db::query_as(
-        "select id, title, created_at, updated_at from conversations where owner_id = $1
-         order by updated_at desc, id limit $2 offset $3",
+        r"select c.id, c.title, c.created_at, c.updated_at from conversations c
+         where c.owner_id = $1
+           and not exists (
+             select 1 from unnest($4::text[]) as w(pattern)
+             where c.title not ilike w.pattern escape '\'
+               and not exists (
+                 select 1 from messages m
+                 where m.conversation_id = c.id and m.owner_id = $1
+                   and m.content ilike w.pattern escape '\'))
+         order by c.updated_at desc, c.id limit $2 offset $3",
     )
     .bind(user.id)
     .bind(limit)
     .bind(offset)
+    .bind(&words)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -117,17 +171,48 @@ async fn fetch(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Conversati
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound("conversation"))?;
+    // The share lock keeps events from being stored until the messages are read,
+    // so they hold exactly the events up to `last_seq`.
     // language=PostgreSQL
-    let messages: Vec<Message> = crate::db::query_as(
-        "select id, role, content, events, complete, created_at from messages
-         where conversation_id = $1 and owner_id = $2 order by position",
+    let last_seq: i64 = crate::db::query_scalar(
+        "select last_seq from conversations where id = $1 and owner_id = $2 for share",
     )
     .bind(id)
     .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("conversation"))?;
+    // language=PostgreSQL
+    let messages: Vec<Message> = crate::db::query_as(
+        "select id, role, content, events, complete, created_at,
+             complete or events @> '[{\"type\":\"error\"}]' as ended,
+             updated_at > now() - $3::interval as recent
+         from messages where conversation_id = $1 and owner_id = $2 order by position",
+    )
+    .bind(id)
+    .bind(user.id)
+    .bind(RECENT)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Conversation { summary, messages })
+    // The newest answer runs while its end has not been stored, and either the
+    // workspace reports running turns to this router or it was written to lately
+    // (else it was cut off: its sandbox went away).
+    let running = messages.last().is_some_and(|m| {
+        m.role == "assistant"
+            && !m.ended
+            && (m.recent
+                || state
+                    .workspaces
+                    .existing_hub(user.id)
+                    .is_some_and(|h| h.turn_running()))
+    });
+    Ok(Conversation {
+        summary,
+        messages,
+        last_seq,
+        running,
+    })
 }
 
 async fn get_conversation(
@@ -223,4 +308,17 @@ async fn download_conversation(
         ],
         to_markdown(&conversation),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_words_match_themselves() {
+        assert_eq!(search_patterns("  Lisbon   trip "), ["%Lisbon%", "%trip%"]);
+        assert_eq!(search_patterns(r"50%_off\"), [r"%50\%\_off\\%"]);
+        assert!(search_patterns(" \t ").is_empty());
+        assert_eq!(search_patterns(&"w ".repeat(20)).len(), MAX_SEARCH_WORDS);
+    }
 }

@@ -6,8 +6,11 @@
 //!  "cost_micros": 8100, "quota": 1000000, "limit_tokens": 1000000,
 //!  "plan": "free", "limits": {"requests_per_minute": 20, "monthly_tokens": 1000000,
 //!  "max_concurrent_turns": 1, "voice": true},
-//!  "subscription_active": true, "subscription_status": null, "billing": false}
+//!  "subscription_active": true, "subscription_status": null, "billing": false,
+//!  "storage_used": 52000, "storage_quota": 1073741824, "price_cents": 0}
 //! ```
+//!
+//! `storage_used` is every byte the storage quota counts (`crate::quota`).
 //!
 //! `quota` (and `limit_tokens`, the name the Account page reads) is `null` when
 //! unlimited. Only the caller's rows are read, inside their row-level-security
@@ -17,7 +20,11 @@ use axum::{Json, Router, extract::State, routing::get};
 use serde::Serialize;
 
 use super::{AppState, Error, Result, extractor::AuthUser};
-use crate::{db, plans::Tier};
+use crate::{
+    db,
+    plans::{Plan, Tier},
+    quota,
+};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -40,6 +47,20 @@ pub struct LimitsView {
     pub voice: bool,
     /// Bytes of files the user may keep; `null` is unlimited.
     pub storage_bytes: Option<u64>,
+}
+
+impl LimitsView {
+    /// `plan`'s limits; with billing off every plan may call the model.
+    pub fn of(plan: &Plan, billing: bool) -> Self {
+        Self {
+            model: plan.model || !billing,
+            requests_per_minute: plan.requests_per_minute,
+            monthly_tokens: plan.monthly_tokens,
+            max_concurrent_turns: plan.max_concurrent_turns,
+            voice: plan.voice,
+            storage_bytes: plan.storage_bytes,
+        }
+    }
 }
 
 /// This month's usage.
@@ -67,6 +88,12 @@ pub struct UsageView {
     pub subscription_status: Option<String>,
     /// Whether billing is on.
     pub billing: bool,
+    /// Bytes the user stores now (every kind, as the storage quota counts them).
+    pub storage_used: u64,
+    /// The plan's storage quota in bytes; `null` is unlimited (= `limits.storage_bytes`).
+    pub storage_quota: Option<u64>,
+    /// What the plan costs a month in US cents; `null` is on request.
+    pub price_cents: Option<u64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -100,6 +127,7 @@ async fn get_usage(user: AuthUser, State(state): State<AppState>) -> Result<Json
     .await?
     .ok_or(Error::NotFound("user"))?;
     tx.commit().await?;
+    let room = quota::room(&state.db, &state.storage, &state.plans, user.id).await?;
     let tier = Tier::parse(&row.tier);
     let plan = state.plans.get(tier);
     let billing = state.config.billing_enabled();
@@ -111,16 +139,12 @@ async fn get_usage(user: AuthUser, State(state): State<AppState>) -> Result<Json
         quota: plan.monthly_tokens,
         limit_tokens: plan.monthly_tokens,
         plan: tier,
-        limits: LimitsView {
-            model: plan.model || !state.config.billing_enabled(),
-            requests_per_minute: plan.requests_per_minute,
-            monthly_tokens: plan.monthly_tokens,
-            max_concurrent_turns: plan.max_concurrent_turns,
-            voice: plan.voice,
-            storage_bytes: plan.storage_bytes,
-        },
+        limits: LimitsView::of(plan, billing),
         subscription_active: row.subscription_active || !billing,
         subscription_status: row.subscription_status,
         billing,
+        storage_used: room.used,
+        storage_quota: room.quota,
+        price_cents: plan.price_cents,
     }))
 }

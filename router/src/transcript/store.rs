@@ -225,20 +225,26 @@ pub async fn store_events(
         };
         outcome.last_seq = seq;
         outcome.stored += 1;
+        // Where in the answer's text the event came: the history shows text and
+        // tool activity interleaved as they streamed.
+        let at = answer.chars + write.text_chars;
         match frame {
             SandboxFrame::Turn { .. } => {}
-            SandboxFrame::Text { delta, .. } => write.text.push_str(delta),
+            SandboxFrame::Text { delta, .. } => {
+                write.text.push_str(delta);
+                write.text_chars += delta.chars().count() as u64;
+            }
             SandboxFrame::Done { usage, .. } => {
                 write.done = Some((usage.input_tokens, usage.output_tokens));
                 outcome.ended = Some(Outcome::Complete);
                 answer.ended = true;
             }
             SandboxFrame::Error { .. } => {
-                write.events.push(browser_event(frame));
+                write.events.push(placed(browser_event(frame), at));
                 outcome.ended = Some(Outcome::Incomplete);
                 answer.ended = true;
             }
-            _ => write.events.push(browser_event(frame)),
+            _ => write.events.push(placed(browser_event(frame), at)),
         }
     }
     write.flush(&mut tx, user_id, target.map(|t| t.id)).await?;
@@ -282,6 +288,16 @@ struct Answer {
     id: Uuid,
     /// Its turn ended (`done` or a numbered `error` stored): nothing more is added.
     ended: bool,
+    /// Characters of its stored `content`.
+    chars: u64,
+}
+
+/// `event` with `at`: the number of characters of the answer's text before it.
+fn placed(mut event: Value, at: u64) -> Value {
+    if let Some(object) = event.as_object_mut() {
+        object.insert("at".into(), Value::from(at));
+    }
+    event
 }
 
 /// `wanted` when it is an assistant message of the conversation, else the
@@ -294,8 +310,8 @@ async fn assistant_message(
 ) -> sqlx::Result<Option<Answer>> {
     // Only numbered errors are stored in `events`, and each ends its turn.
     // language=PostgreSQL
-    let found: Option<(Uuid, bool)> = crate::db::query_as(
-        "select id, complete or events @> '[{\"type\":\"error\"}]' from messages
+    let found: Option<(Uuid, bool, i64)> = crate::db::query_as(
+        "select id, complete or events @> '[{\"type\":\"error\"}]', char_length(content)::bigint from messages
          where conversation_id = $1 and owner_id = $2 and role = 'assistant'
          order by (id is not distinct from $3) desc, position desc limit 1",
     )
@@ -305,17 +321,23 @@ async fn assistant_message(
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(wanted) = wanted
-        && found.is_none_or(|(id, _)| id != wanted)
+        && found.is_none_or(|(id, _, _)| id != wanted)
     {
         tracing::warn!(user.id = %user_id, conversation.id = %conversation_id, message.id = %wanted, "events name a message that is not this conversation's answer; storing them in its newest answer");
     }
-    Ok(found.map(|(id, ended)| Answer { id, ended }))
+    Ok(found.map(|(id, ended, chars)| Answer {
+        id,
+        ended,
+        chars: u64::try_from(chars).unwrap_or(0),
+    }))
 }
 
 /// What one batch appends to one message.
 #[derive(Default)]
 struct Write {
     text: String,
+    /// Characters of `text`.
+    text_chars: u64,
     events: Vec<Value>,
     done: Option<(u64, u64)>,
 }
@@ -339,9 +361,13 @@ impl Write {
             Some((i, o)) => (Some(clamp(i)), Some(clamp(o))),
             None => (None, None),
         };
+        // An answer that ends with nothing in it was stopped before its first
+        // word: it is marked so (`{"type":"stopped"}`), not kept as an empty answer.
         // language=PostgreSQL
         crate::db::query(
-            "update messages set content = content || $3, events = events || $4,
+            "update messages set content = content || $3,
+                 events = case when $5 and content || $3 = '' and events || $4 = '[]'::jsonb
+                     then '[{\"type\":\"stopped\"}]'::jsonb else events || $4 end,
                  complete = complete or $5,
                  input_tokens = coalesce($6, input_tokens), output_tokens = coalesce($7, output_tokens)
              where id = $1 and owner_id = $2",

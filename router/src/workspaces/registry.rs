@@ -108,6 +108,15 @@ impl Registry {
         }
     }
 
+    /// `user`'s hub if this router has one (never makes one).
+    pub fn existing_hub(&self, user: Uuid) -> Option<Arc<Hub>> {
+        self.hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user)
+            .cloned()
+    }
+
     /// The hub of `user` (made on first use, asleep).
     pub fn hub(&self, user: Uuid) -> Arc<Hub> {
         self.hubs

@@ -100,3 +100,13 @@ pub fn seen(frame: &SandboxFrame) -> Value {
     v.as_object_mut().expect("object").remove("conversation_id");
     v
 }
+
+/// A stored event: as the browser saw it, with `at`, the characters of the
+/// answer's text before it.
+pub fn stored(frame: &SandboxFrame, at: u64) -> Value {
+    let mut v = seen(frame);
+    v.as_object_mut()
+        .expect("object")
+        .insert("at".into(), Value::from(at));
+    v
+}

@@ -52,8 +52,7 @@ try {
 
   // --- sign up -------------------------------------------------------------
   const emailA = `alice-${Date.now()}@example.com`;
-  await page.goto(router.url + "/");
-  await page.waitForURL("**/signin");
+  await page.goto(router.url + "/signin");
   await page.getByRole("link", { name: "Create an account" }).click();
   await page.getByLabel("Email").fill(emailA);
   await page.getByLabel("Password").fill("short");
@@ -92,7 +91,7 @@ try {
   await answer.getByText("saved agent-plan.md.").waitFor({ timeout: 90_000 });
   await answer.getByRole("strong").filter({ hasText: "agent-plan.md" }).waitFor();
   // The tool activity: compact, expandable, with what ran and its result.
-  const bash = answer.getByTestId("tool").filter({ hasText: "Bash" });
+  const bash = answer.getByTestId("tool").filter({ hasText: "echo sandbox-says" });
   await bash.getByRole("button").click();
   await bash.getByText("sandbox-says-42").first().waitFor();
   step("answer streamed; Bash ran in the sandbox and its result is shown");
@@ -273,8 +272,9 @@ try {
   await page.getByRole("link", { name: "Account", exact: true }).click();
   await page.getByTestId("account-email").filter({ hasText: emailA }).waitFor();
   assert.equal(await page.getByTestId("account-tier").textContent(), "free");
-  await page.getByRole("button", { name: "Upgrade plan" }).click();
+  // Billing off is said up front: the buttons are disabled with the reason.
   await page.getByTestId("billing-off").waitFor();
+  assert.ok(await page.getByRole("button", { name: "Manage billing" }).isDisabled());
   step("account page: plan shown, billing off");
   await shot(page, "account-desktop");
 

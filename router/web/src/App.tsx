@@ -1,25 +1,25 @@
 import { useEffect, useState, type ReactNode } from "react";
-import { BrowserRouter, Navigate, NavLink, Outlet, Route, Routes, useLocation } from "react-router";
+import { createBrowserRouter, Navigate, NavLink, Outlet, Route, RouterProvider, Routes, useLocation } from "react-router";
 import { Button } from "./components/ui";
 import { ServicesContext, useServices, useUser, type AppServices } from "./context";
-import { getTheme, setTheme } from "./lib/settings";
+import { setTheme, useTheme } from "./lib/settings";
 import { AccountPage } from "./pages/AccountPage";
 import { AuthPage } from "./pages/AuthPage";
 import { ChatPage } from "./pages/ChatPage";
 import { DocumentsPage } from "./pages/DocumentsPage";
 import { FilesPage } from "./pages/FilesPage";
+import { LandingPage } from "./pages/LandingPage";
 
 function ThemeToggle() {
-  const [dark, setDark] = useState(() => document.documentElement.classList.contains("dark"));
+  // The theme store, not a copy: the Account page can change it too.
+  const { theme, dark } = useTheme();
   return (
     <Button
       variant="ghost"
       aria-label={dark ? "Switch to light theme" : "Switch to dark theme"}
-      title={`Theme: ${getTheme()}`}
-      onClick={() => {
-        setTheme(dark ? "light" : "dark");
-        setDark(!dark);
-      }}
+      title={`Theme: ${theme}`}
+      data-testid="theme-toggle"
+      onClick={() => setTheme(dark ? "light" : "dark")}
     >
       <span aria-hidden>{dark ? "☀" : "☾"}</span>
     </Button>
@@ -27,7 +27,7 @@ function ThemeToggle() {
 }
 
 const navClass = ({ isActive }: { isActive: boolean }) =>
-  `rounded-md px-2 py-1 text-sm ${isActive ? "bg-slate-200 font-medium dark:bg-slate-800" : "hover:bg-slate-100 dark:hover:bg-slate-900"}`;
+  `inline-flex min-h-11 shrink-0 items-center rounded-md px-1.5 text-sm sm:min-h-0 sm:px-2 sm:py-1 ${isActive ? "bg-slate-200 font-medium dark:bg-slate-800" : "hover:bg-slate-100 dark:hover:bg-slate-900"}`;
 
 function Shell({ children }: { children: ReactNode }) {
   const { api, chat } = useServices();
@@ -42,8 +42,11 @@ function Shell({ children }: { children: ReactNode }) {
         Skip to content
       </a>
       <header className="flex h-14 shrink-0 items-center gap-1 border-b border-slate-200 px-2 sm:gap-3 sm:px-4 dark:border-slate-800">
-        <span className="mr-1 font-semibold tracking-wide text-blue-600 sm:mr-3">JARVIS</span>
-        <nav aria-label="Main" className="flex min-w-0 flex-1 gap-0.5 overflow-x-auto sm:gap-1">
+        <span className="mr-0.5 flex shrink-0 items-center gap-1.5 font-semibold tracking-wide text-blue-700 sm:mr-3 dark:text-blue-400">
+          <img src="/favicon.svg" alt="" className="h-6 w-6" />
+          <span className="sr-only sm:not-sr-only">JARVIS</span>
+        </span>
+        <nav aria-label="Main" className="flex min-w-0 flex-1 gap-0 overflow-x-auto sm:gap-1">
           <NavLink to="/chat" className={navClass}>Chat</NavLink>
           <NavLink to="/documents" className={navClass}>Documents</NavLink>
           <NavLink to="/files" className={navClass}>Files</NavLink>
@@ -52,13 +55,18 @@ function Shell({ children }: { children: ReactNode }) {
         <ThemeToggle />
         <Button
           variant="ghost"
+          title="Sign out"
+          className="max-sm:px-2"
           onClick={() => {
             // logout() forgets the session at once (RequireUser then shows the
             // sign-in page with "You are signed out."), then tells the server.
             void api.logout();
           }}
         >
-          Sign out
+          <svg aria-hidden viewBox="0 0 16 16" className="h-4 w-4 fill-none stroke-current sm:hidden" strokeWidth="1.4" strokeLinecap="round" strokeLinejoin="round">
+            <path d="M6 2.5H3v11h3M10.5 5l3 3-3 3M13.5 8H6" />
+          </svg>
+          <span className="sr-only sm:not-sr-only">Sign out</span>
         </Button>
       </header>
       <div id="main" className="min-h-0 flex-1 overflow-auto">{children}</div>
@@ -94,7 +102,7 @@ function Restoring({ children }: { children: ReactNode }) {
       .catch(() => false)
       .finally(() => setReady(true));
   }, [api, ready]);
-  if (!ready) return <p className="p-4 text-sm text-slate-500">Loading…</p>;
+  if (!ready) return <p className="p-4 text-sm text-slate-500 dark:text-slate-400">Loading…</p>;
   return <>{children}</>;
 }
 
@@ -102,6 +110,7 @@ export function AppRoutes() {
   const user = useUser();
   return (
     <Routes>
+      <Route path="/" element={user ? <Navigate to="/chat" replace /> : <LandingPage />} />
       <Route path="/signin" element={user ? <Navigate to="/chat" replace /> : <AuthPage mode="signin" />} />
       <Route path="/signup" element={user ? <Navigate to="/chat" replace /> : <AuthPage mode="signup" />} />
       <Route element={<RequireUser />}>
@@ -118,13 +127,23 @@ export function AppRoutes() {
 }
 
 export function App({ services }: { services: AppServices }) {
+  // A data router, so pages can ask before unsaved edits are left (useBlocker);
+  // the routes themselves stay in <AppRoutes>.
+  const [router] = useState(() =>
+    createBrowserRouter([
+      {
+        path: "*",
+        element: (
+          <Restoring>
+            <AppRoutes />
+          </Restoring>
+        ),
+      },
+    ]),
+  );
   return (
     <ServicesContext.Provider value={services}>
-      <BrowserRouter>
-        <Restoring>
-          <AppRoutes />
-        </Restoring>
-      </BrowserRouter>
+      <RouterProvider router={router} />
     </ServicesContext.Provider>
   );
 }

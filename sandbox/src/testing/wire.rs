@@ -71,6 +71,18 @@ pub(super) fn events(model: &str, reply: Reply) -> Vec<Chunk> {
             chunks.push(Chunk::Pause(pause));
             vec![Block::Text(vec!["late".into()])]
         }
+        Reply::Slow(deltas, pause) => {
+            chunks.push(block_start(0, json!({"type": "text", "text": ""})));
+            for delta in deltas {
+                chunks.push(Chunk::Pause(pause));
+                chunks.push(block_delta(0, json!({"type": "text_delta", "text": delta})));
+            }
+            chunks.push(Chunk::Event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ));
+            Vec::new()
+        }
         Reply::Status(_) => Vec::new(),
     };
     let pause = Chunk::Pause(Duration::from_millis(5));

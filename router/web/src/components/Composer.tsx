@@ -2,6 +2,7 @@ import { useEffect, useId, useRef, useState } from "react";
 import { useServices } from "../context";
 import type { Attachment } from "../lib/stream";
 import type { User } from "../lib/types";
+import { PHONE_QUERY, useMediaQuery } from "../lib/useMediaQuery";
 import { PendingAttachments, type Uploads } from "./Attachments";
 import { PaperclipIcon } from "./MessageView";
 import { Button, inputClass } from "./ui";
@@ -10,11 +11,14 @@ import { Button, inputClass } from "./ui";
 export function Composer({
   attach,
   streaming,
+  restore,
   onSend,
   onStop,
 }: {
   attach: Uploads;
   streaming: boolean;
+  /** Text to put back in the box (a message taken back), once per `n`. */
+  restore?: { text: string; n: number } | null;
   onSend: (text: string, voice: boolean, files: Attachment[]) => void;
   onStop: () => void;
 }) {
@@ -25,6 +29,15 @@ export function Composer({
   const [voiceAvailable, setVoiceAvailable] = useState(true);
   const inputId = useId();
   const fileInput = useRef<HTMLInputElement>(null);
+  const box = useRef<HTMLTextAreaElement>(null);
+
+  const restored = restore?.n;
+  useEffect(() => {
+    if (restored === undefined || !restore) return;
+    setDraft(restore.text);
+    box.current?.focus();
+    // Only a new `n` restores: the same text twice is two restores.
+  }, [restored]);
 
   useEffect(() => {
     api
@@ -68,10 +81,11 @@ export function Composer({
         </Button>
         <label htmlFor={inputId} className="sr-only">Message</label>
         <textarea
+          ref={box}
           id={inputId}
           rows={2}
           className={`${inputClass} max-h-48 resize-none`}
-          placeholder="Message Jarvis… (Enter to send, Shift+Enter for a new line)"
+          placeholder={useMediaQuery(PHONE_QUERY) ? "Message Jarvis…" : "Message Jarvis… (Enter to send, Shift+Enter for a new line)"}
           value={draft}
           onChange={(e) => setDraft(e.target.value)}
           onKeyDown={(e) => {

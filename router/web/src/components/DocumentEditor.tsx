@@ -1,17 +1,20 @@
-import { useId, useState } from "react";
+import { useEffect, useId, useState } from "react";
 import { useApi } from "../context";
 import type { Doc } from "../lib/types";
 import { Button, ErrorBox, errorText, inputClass } from "./ui";
 
-/** Edits a document's name and content; Save sends `PUT /api/documents/{id}`. */
+/** Edits a document's name and content; Save sends `PUT /api/documents/{id}`.
+ * `onDirtyChange` hears whether there are unsaved edits (false again once gone). */
 export function DocumentEditor({
   doc,
   onSaved,
   onCancel,
+  onDirtyChange,
 }: {
   doc: Doc;
   onSaved: (doc: Doc) => void;
   onCancel: () => void;
+  onDirtyChange?: (dirty: boolean) => void;
 }) {
   const api = useApi();
   const [filename, setFilename] = useState(doc.filename);
@@ -21,6 +24,8 @@ export function DocumentEditor({
   const nameId = useId();
   const contentId = useId();
   const dirty = filename !== doc.filename || content !== doc.content;
+  useEffect(() => onDirtyChange?.(dirty), [dirty, onDirtyChange]);
+  useEffect(() => () => onDirtyChange?.(false), [onDirtyChange]);
 
   async function save(e?: React.FormEvent) {
     e?.preventDefault();

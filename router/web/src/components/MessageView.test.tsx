@@ -49,7 +49,7 @@ describe("MessageView (stream renderer)", () => {
       { type: "tool_use", seq: 2, id: "t1", name: "Bash", input: { command: "python3 hello.py" } },
       { type: "tool_result", seq: 3, id: "t1", is_error: false, content: [{ type: "text", text: "hello output" }] },
     ]);
-    const toggle = screen.getByRole("button", { name: /Bash/ });
+    const toggle = screen.getByRole("button", { name: /Ran python3 hello\.py/ });
     expect(toggle).toHaveAttribute("aria-expanded", "false");
     expect(toggle).toHaveTextContent("python3 hello.py");
     expect(toggle).toHaveTextContent("done");

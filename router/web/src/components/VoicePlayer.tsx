@@ -74,7 +74,7 @@ export function VoicePlayer({ clips, autoPlay }: { clips: VoiceClip[]; autoPlay?
               onEnded={() => dispatch({ type: "ended", count: audible.length })}
               onPlay={() => !queue.playing && dispatch({ type: "play" })}
             />
-            <span className="shrink-0 text-xs text-slate-500" aria-live="polite">
+            <span className="shrink-0 text-xs text-slate-500 dark:text-slate-400" aria-live="polite">
               {done ? "Played" : `${Math.min(queue.index + 1, audible.length)}/${audible.length}`}
             </span>
             {done && audible.length > 1 ? (
@@ -84,7 +84,7 @@ export function VoicePlayer({ clips, autoPlay }: { clips: VoiceClip[]; autoPlay?
             ) : null}
           </div>
         ) : (
-          <p className="text-xs text-slate-500">Loading audio…</p>
+          <p className="text-xs text-slate-500 dark:text-slate-400">Loading audio…</p>
         )
       ) : null}
       {current?.transcript ? <span className="sr-only">{current.transcript}</span> : null}

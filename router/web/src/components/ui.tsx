@@ -19,7 +19,7 @@ export function Button({
     <button
       type="button"
       {...props}
-      className={`inline-flex items-center justify-center gap-1 rounded-md px-3 py-1.5 text-sm font-medium focus-visible:outline-2 disabled:cursor-not-allowed disabled:opacity-60 ${variants[variant]} ${className}`}
+      className={`inline-flex items-center justify-center gap-1 rounded-md px-3 py-1.5 max-sm:min-h-11 max-sm:min-w-11 text-sm font-medium focus-visible:outline-2 disabled:cursor-not-allowed disabled:opacity-60 ${variants[variant]} ${className}`}
     />
   );
 }

@@ -1,8 +1,12 @@
-// One WebSocket to the router's /ws, kept open: reconnects with back-off, and
-// after a drop resumes the conversation after the last seq it saw, dropping any
-// frame it has already seen. No React here, so tests drive it with a fake socket.
+// One WebSocket to the router's /ws, kept open: reconnects with back-off. The
+// router relays the events of every conversation of the user, each numbered
+// within its conversation (`seq`, one after another): this keeps, per
+// conversation, the last seq passed on, drops what was already passed on, and
+// when a frame skips numbers (something was missed) drops it and resumes that
+// conversation after the last one passed on. After a drop it resumes every
+// conversation whose turn runs. No React here, so tests drive it with a fake socket.
 
-import { hasSeq, parseFrame, type ClientFrame, type ServerFrame } from "./types";
+import { RESUME_INCOMPLETE, hasSeq, parseFrame, type ClientFrame, type ServerFrame } from "./types";
 
 /** The part of the browser's WebSocket this module uses. */
 export interface SocketLike {
@@ -43,6 +47,21 @@ export function wsUrl(loc: { protocol: string; host: string } = window.location)
   return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
 }
 
+/** What the connection knows of one conversation's numbering. */
+interface Followed {
+  /** The highest seq passed on (or the one a resume starts after). */
+  lastSeq: number;
+  /** `lastSeq` is a real baseline: the next frame must be `lastSeq + 1`. */
+  known: boolean;
+  /** A resume was sent and its replay has not started yet (when). */
+  resumingSince: number | null;
+  /** A message was sent, or a turn runs, and its end has not come. */
+  active: boolean;
+}
+
+/** A resume whose replay has not come after this long may be asked again. */
+export const RESUME_RETRY_MS = 10_000;
+
 export class ChatConnection {
   private opts: Required<ConnectionOptions>;
   private socket: SocketLike | null = null;
@@ -51,12 +70,10 @@ export class ChatConnection {
   private timer: unknown = null;
   private stopped = true;
   private attempt = 0;
+  private followed = new Map<string, Followed>();
   state: ConnectionState = "idle";
-  /** The conversation being followed, and the highest seq seen in it. */
-  conversationId: string | null = null;
-  lastSeq = 0;
-  /** A turn was started and its `done` (or an error) has not arrived yet. */
-  turnActive = false;
+  /** The clock (tests replace it). */
+  now: () => number = () => Date.now();
 
   constructor(opts: ConnectionOptions) {
     this.opts = {
@@ -101,23 +118,63 @@ export class ChatConnection {
     this.setState("closed");
   }
 
-  /** Follows `id` (null: a new conversation); seq numbering restarts. */
-  follow(id: string | null) {
-    if (id === this.conversationId) return;
-    this.conversationId = id;
-    this.lastSeq = 0;
-    this.turnActive = false;
+  private entry(id: string): Followed {
+    let f = this.followed.get(id);
+    if (!f) {
+      f = { lastSeq: 0, known: false, resumingSince: null, active: false };
+      this.followed.set(id, f);
+    }
+    return f;
   }
 
-  sendMessage(content: string, extra: { voice?: boolean; attachments?: string[] } = {}) {
-    const frame: ClientFrame = { type: "message", content, ...extra };
-    if (this.conversationId) frame.conversation_id = this.conversationId;
-    this.turnActive = true;
-    this.send(frame);
+  /** The highest seq of `id` passed on (0: none). */
+  lastSeq(id: string): number {
+    return this.followed.get(id)?.lastSeq ?? 0;
   }
 
-  interrupt() {
-    this.send({ type: "interrupt" });
+  /** Whether a turn of `id` runs (or a message to it waits), as far as seen here. */
+  isActive(id: string): boolean {
+    return this.followed.get(id)?.active ?? false;
+  }
+
+  /** Conversations whose turn runs, as far as seen here. */
+  activeConversations(): string[] {
+    return [...this.followed].filter(([, f]) => f.active).map(([id]) => id);
+  }
+
+  /**
+   * Shows `id` from `afterSeq` on: asks the router for exactly its events above
+   * `afterSeq` (then the live ones). Frames of it not following on from
+   * `afterSeq` are dropped meanwhile (they come again in the replay).
+   */
+  resume(id: string, afterSeq: number) {
+    const f = this.entry(id);
+    f.lastSeq = afterSeq;
+    f.known = true;
+    f.resumingSince = this.now();
+    this.sendNow({ type: "resume", conversation_id: id, after_seq: afterSeq });
+  }
+
+  /** Forgets every conversation (sign-out). */
+  forgetAll() {
+    this.followed.clear();
+    this.queue = [];
+  }
+
+  sendMessage(conversationId: string, content: string, extra: { voice?: boolean; attachments?: string[] } = {}) {
+    this.entry(conversationId).active = true;
+    this.send({ type: "message", content, conversation_id: conversationId, ...extra });
+  }
+
+  /** Stops the running answer of `conversationId` (of every conversation without one). */
+  interrupt(conversationId?: string) {
+    this.send(conversationId ? { type: "interrupt", conversation_id: conversationId } : { type: "interrupt" });
+  }
+
+  /** A message to `id` was refused before its turn started. */
+  refused(id: string) {
+    const f = this.followed.get(id);
+    if (f) f.active = false;
   }
 
   private send(frame: ClientFrame) {
@@ -125,6 +182,13 @@ export class ChatConnection {
       this.socket.send(JSON.stringify(frame));
     } else {
       this.queue.push(frame);
+    }
+  }
+
+  /** A resume goes now or at the next open (which resumes what it must anyway). */
+  private sendNow(frame: ClientFrame) {
+    if (this.socket && this.socket.readyState === OPEN && this.state === "open") {
+      this.socket.send(JSON.stringify(frame));
     }
   }
 
@@ -154,11 +218,14 @@ export class ChatConnection {
       if (this.socket !== socket) return;
       this.attempt = 0;
       this.setState("open");
-      // Resume first: anything of the current turn we missed comes back after lastSeq.
-      if (this.conversationId && (this.turnActive || this.lastSeq > 0)) {
-        socket.send(
-          JSON.stringify({ type: "resume", conversation_id: this.conversationId, after_seq: this.lastSeq }),
-        );
+      // Resume first: what we missed of each running turn comes back after its lastSeq.
+      // (A conversation whose message has not gone yet has nothing to resume.)
+      const unsent = new Set(this.queue.map((f) => (f.type === "message" ? f.conversation_id : undefined)));
+      for (const [id, f] of this.followed) {
+        if (!f.active && f.resumingSince === null) continue;
+        if (unsent.has(id) && f.resumingSince === null) continue;
+        f.resumingSince = this.now();
+        socket.send(JSON.stringify({ type: "resume", conversation_id: id, after_seq: f.lastSeq }));
       }
       const queued = this.queue;
       this.queue = [];
@@ -191,16 +258,29 @@ export class ChatConnection {
 
   private handle(frame: ServerFrame) {
     if (hasSeq(frame)) {
-      if (frame.type === "turn" && frame.conversation_id !== this.conversationId) {
-        this.conversationId = frame.conversation_id;
-        this.lastSeq = 0;
+      const id = frame.conversation_id;
+      const f = this.entry(id);
+      if (frame.seq <= f.lastSeq) return; // already passed on (a replay of it)
+      if (f.known && frame.seq > f.lastSeq + 1) {
+        // Something before it was missed: its replay brings it, in order.
+        const since = f.resumingSince;
+        if (since === null || this.now() - since > RESUME_RETRY_MS) this.resume(id, f.lastSeq);
+        return;
       }
-      if (frame.seq <= this.lastSeq) return; // a duplicate after resume
-      this.lastSeq = frame.seq;
-      if (frame.type === "turn") this.turnActive = true;
-      if (frame.type === "done") this.turnActive = false;
-    } else if (frame.type === "error") {
-      this.turnActive = false;
+      f.lastSeq = frame.seq;
+      f.known = true;
+      f.resumingSince = null;
+      if (frame.type === "turn") f.active = true;
+      if (frame.type === "done" || frame.type === "error") f.active = false;
+    } else if (frame.type === "error" && frame.conversation_id) {
+      const f = this.entry(frame.conversation_id);
+      if (frame.code === RESUME_INCOMPLETE) {
+        // The replay starts past a gap: take its first frame as it comes.
+        f.known = false;
+        f.resumingSince = null;
+      } else {
+        f.active = false;
+      }
     }
     this.emit({ kind: "frame", frame });
   }

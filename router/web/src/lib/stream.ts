@@ -1,7 +1,7 @@
 // The chat stream as plain data: frames from the router fold into a list of
 // messages. Pure functions only, so it is easy to test and to replay.
 
-import { hasSeq, type Conversation, type ServerFrame } from "./types";
+import { isNumbered, type Conversation, type ServerFrame } from "./types";
 import type { VoiceClip } from "./voiceQueue";
 
 export type Part =
@@ -22,6 +22,22 @@ export interface Attachment {
   filename: string;
 }
 
+/** What a user message sent from here is waiting for (none: it was answered). */
+export type SendStatus =
+  /** Sent; its turn has not started yet. */
+  | "sending"
+  /** The plan's answers are all running: it goes when one ends. */
+  | "queued"
+  /** Refused (its `error` says why): it can be sent again. */
+  | "failed";
+
+/** What a user message sent from here asked for, to send it again. */
+export interface SendRequest {
+  content: string;
+  voice: boolean;
+  attachments: Attachment[];
+}
+
 export interface ChatMessage {
   key: string;
   role: "user" | "assistant";
@@ -31,16 +47,22 @@ export interface ChatMessage {
   complete: boolean;
   usage?: { input_tokens: number; output_tokens: number };
   error?: { code: string; message: string };
+  /** An answer stopped before its first word (no empty bubble is shown). */
+  stopped?: boolean;
+  /** A user message sent from here and not answered yet. */
+  status?: SendStatus;
+  request?: SendRequest;
 }
 
+/** One conversation as shown. */
 export interface ChatState {
   conversationId: string | null;
   messages: ChatMessage[];
   /** Highest seq applied; frames at or below it are duplicates. */
   lastSeq: number;
+  /** An answer streams (or a message was sent and its answer has not started). */
   streaming: boolean;
-  workspace: "waking" | "ready" | null;
-  /** An error not tied to an answer (e.g. refused before the turn started). */
+  /** An error not tied to an answer or a message. */
   error: { code: string; message: string } | null;
 }
 
@@ -49,24 +71,55 @@ export const emptyChat = (conversationId: string | null = null): ChatState => ({
   messages: [],
   lastSeq: 0,
   streaming: false,
-  workspace: null,
   error: null,
 });
 
 let keyCounter = 0;
 const nextKey = (p: string) => `${p}${++keyCounter}`;
 
-export function addUserMessage(state: ChatState, content: string, attachments: Attachment[] = []): ChatState {
+export function addUserMessage(
+  state: ChatState,
+  content: string,
+  attachments: Attachment[] = [],
+  opts: { voice?: boolean; status?: SendStatus } = {},
+): ChatState {
   const parts: Part[] = [
     { kind: "text", text: content },
     ...attachments.map((a): Part => ({ kind: "attachment", id: a.id, filename: a.filename })),
   ];
+  const status = opts.status ?? "sending";
+  const message: ChatMessage = {
+    key: nextKey("u"),
+    role: "user",
+    parts,
+    complete: true,
+    status,
+    request: { content, voice: !!opts.voice, attachments },
+  };
   return {
     ...state,
     error: null,
-    streaming: true,
-    messages: [...state.messages, { key: nextKey("u"), role: "user", parts, complete: true }],
+    streaming: state.streaming || status === "sending",
+    messages: [...state.messages, message],
   };
+}
+
+/** Changes one message (by key). */
+export function updateMessage(state: ChatState, key: string, f: (m: ChatMessage) => ChatMessage | null): ChatState {
+  const messages: ChatMessage[] = [];
+  for (const m of state.messages) {
+    if (m.key !== key) messages.push(m);
+    else {
+      const next = f(m);
+      if (next) messages.push(next);
+    }
+  }
+  return { ...state, messages };
+}
+
+/** The oldest user message waiting for its turn to start. */
+export function sendingMessage(state: ChatState): ChatMessage | undefined {
+  return state.messages.find((m) => m.role === "user" && m.status === "sending");
 }
 
 /** The answer being streamed: the last message if it is an unfinished assistant one. */
@@ -101,28 +154,44 @@ function setToolResult(m: ChatMessage, id: string, content: unknown, isError: bo
   return { ...m, parts };
 }
 
-/** Applies one frame. Frames whose seq is not above `lastSeq` are ignored (returns `state`). */
-export function applyFrame(state: ChatState, frame: ServerFrame): ChatState {
-  if (frame.type === "status") return { ...state, workspace: frame.state };
-  if (frame.type === "error") {
-    const error = { code: frame.code, message: frame.message };
-    const last = state.messages[state.messages.length - 1];
-    if (last && last.role === "assistant" && !last.complete) {
-      const s = withAnswer(state, (m) => ({ ...m, complete: true, error }));
-      return { ...s, streaming: false };
-    }
-    return { ...state, streaming: false, error };
+const isEmptyAnswer = (m: ChatMessage) =>
+  !m.voice?.length && m.parts.every((p) => p.kind === "text" && p.text.trim() === "");
+
+/**
+ * A message to this conversation was refused before its turn started (or, with
+ * an answer streaming, its sandbox went): the sending message is marked failed
+ * (it can be sent again), or the answer ends with the error.
+ */
+export function refuse(state: ChatState, error: { code: string; message: string }): ChatState {
+  const last = state.messages[state.messages.length - 1];
+  if (last && last.role === "assistant" && !last.complete) {
+    const s = withAnswer(state, (m) => ({ ...m, complete: true, error }));
+    return { ...s, streaming: false };
   }
-  if (!hasSeq(frame)) return state;
-  if (frame.type === "turn" && frame.conversation_id !== state.conversationId) {
-    // A turn of another (e.g. just created) conversation: its numbering is its own.
-    state = { ...state, conversationId: frame.conversation_id, lastSeq: 0 };
+  const sending = sendingMessage(state);
+  if (sending) {
+    const s = updateMessage(state, sending.key, (m) => ({ ...m, status: "failed", error }));
+    return { ...s, streaming: !!sendingMessage(s) };
+  }
+  return { ...state, streaming: false, error };
+}
+
+/** Applies one frame of this conversation. Numbered frames not above `lastSeq` change nothing. */
+export function applyFrame(state: ChatState, frame: ServerFrame): ChatState {
+  if (frame.type === "status") return state;
+  if (!isNumbered(frame)) {
+    if (frame.type === "error") return refuse(state, { code: frame.code, message: frame.message });
+    return state;
   }
   if (frame.seq <= state.lastSeq) return state;
   state = { ...state, lastSeq: frame.seq };
   switch (frame.type) {
-    case "turn":
+    case "turn": {
+      // The oldest message waiting is the one this turn answers.
+      const sending = sendingMessage(state);
+      if (sending) state = updateMessage(state, sending.key, (m) => ({ ...m, status: undefined, error: undefined }));
       return { ...withAnswer(state, (m) => m), streaming: true, error: null };
+    }
     case "text":
       return withAnswer(state, (m) => appendText(m, frame.delta));
     case "tool_use":
@@ -143,23 +212,46 @@ export function applyFrame(state: ChatState, frame: ServerFrame): ChatState {
         voice: [...(m.voice ?? []), { url: frame.url, transcript: frame.transcript, error: frame.error }],
       }));
     case "done": {
-      const s = withAnswer(state, (m) => ({ ...m, complete: true, usage: frame.usage }));
-      return { ...s, streaming: false, conversationId: frame.conversation_id ?? s.conversationId };
+      const s = withAnswer(state, (m) => ({
+        ...m,
+        complete: true,
+        usage: frame.usage,
+        stopped: isEmptyAnswer(m) || undefined,
+      }));
+      return { ...s, streaming: !!sendingMessage(s) };
+    }
+    case "error": {
+      const error = { code: frame.code, message: frame.message };
+      const s = withAnswer(state, (m) => ({ ...m, complete: true, error }));
+      return { ...s, streaming: !!sendingMessage(s) };
     }
   }
   return state;
 }
 
+/** Code points, as the router counts an event's `at`. */
+const codePoints = (s: string) => Array.from(s);
+
 /** Rebuilds the chat from a stored conversation (`GET /api/conversations/{id}`). */
 export function fromHistory(conv: Conversation): ChatState {
   const state = emptyChat(conv.id);
-  for (const h of conv.messages) {
+  state.lastSeq = conv.last_seq ?? 0;
+  conv.messages.forEach((h, index) => {
     const role = h.role === "user" ? "user" : "assistant";
     let m: ChatMessage = { key: h.id, role, parts: [], complete: true };
-    if (h.content) m.parts.push({ kind: "text", text: h.content });
     const events = Array.isArray(h.events) ? (h.events as Record<string, unknown>[]) : [];
+    // Text and events interleaved as they streamed: each stored event says how
+    // much of the text came before it (`at`); older ones, without, come first.
+    const text = codePoints(h.content ?? "");
+    let shown = 0;
+    const textUpTo = (at: number) => {
+      const end = Math.max(shown, Math.min(at, text.length));
+      if (end > shown) m = appendText(m, text.slice(shown, end).join(""));
+      shown = end;
+    };
     for (const e of events) {
       if (!e || typeof e !== "object") continue;
+      if (typeof e.at === "number") textUpTo(e.at);
       if (e.type === "tool_use")
         m.parts.push({ kind: "tool", id: String(e.id), name: String(e.name ?? "tool"), input: e.input });
       else if (e.type === "tool_result") m = setToolResult(m, String(e.id), e.content, !!e.is_error);
@@ -171,11 +263,22 @@ export function fromHistory(conv: Conversation): ChatState {
         const error = e.error && typeof e.error === "object" ? (e.error as VoiceClip["error"]) : undefined;
         const transcript = typeof e.transcript === "string" ? e.transcript : undefined;
         m.voice = [...(m.voice ?? []), { url: e.url, transcript, error }];
-      }
+      } else if (e.type === "error")
+        m.error = { code: String(e.code ?? "error"), message: String(e.message ?? "") };
+      else if (e.type === "stopped") m.stopped = true;
     }
-    if (!h.complete && role === "assistant") m.error = { code: "incomplete", message: "This answer was cut off." };
+    textUpTo(text.length);
+    // The user's own text comes first, then what it attached.
+    if (role === "user") m.parts.sort((a, b) => (a.kind === "text" ? 0 : 1) - (b.kind === "text" ? 0 : 1));
+    const last = index === conv.messages.length - 1;
+    if (!h.complete && role === "assistant") {
+      if (last && conv.running) {
+        m.complete = false;
+        state.streaming = true;
+      } else if (!m.error) m.error = { code: "incomplete", message: "This answer was cut off." };
+    } else if (role === "assistant" && h.complete && isEmptyAnswer(m)) m.stopped = true;
     state.messages.push(m);
-  }
+  });
   return state;
 }
 

@@ -37,6 +37,10 @@ export interface HistoryMessage {
 
 export interface Conversation extends ConversationSummary {
   messages: HistoryMessage[];
+  /** The highest event `seq` the messages hold: resume after it for the rest. */
+  last_seq?: number;
+  /** The last answer's turn still runs (it goes on after `last_seq`). */
+  running?: boolean;
 }
 
 export type DocType = "text" | "markdown" | "code";
@@ -86,19 +90,22 @@ export type ClientFrame =
       voice?: boolean;
       attachments?: string[];
     }
-  | { type: "interrupt" }
+  | { type: "interrupt"; conversation_id?: string }
   | { type: "resume"; conversation_id: string; after_seq: number };
 
+// Every numbered frame names its conversation: the router relays the events of
+// all the user's conversations to each of their connections.
 export type ServerFrame =
   | { type: "status"; state: "waking" | "ready" }
   | { type: "turn"; seq: number; conversation_id: string }
-  | { type: "text"; seq: number; delta: string }
-  | { type: "tool_use"; seq: number; id: string; name: string; input: unknown }
-  | { type: "tool_result"; seq: number; id: string; is_error: boolean; content: unknown }
-  | { type: "document"; seq: number; id: string; filename: string }
+  | { type: "text"; seq: number; conversation_id?: string; delta: string }
+  | { type: "tool_use"; seq: number; conversation_id?: string; id: string; name: string; input: unknown }
+  | { type: "tool_result"; seq: number; conversation_id?: string; id: string; is_error: boolean; content: unknown }
+  | { type: "document"; seq: number; conversation_id?: string; id: string; filename: string }
   | {
       type: "voice";
       seq: number;
+      conversation_id?: string;
       url: string;
       transcript?: string;
       /** This part could not be spoken (the text answer goes on). */
@@ -110,13 +117,31 @@ export type ServerFrame =
       conversation_id: string;
       usage?: { input_tokens: number; output_tokens: number };
     }
-  | { type: "error"; code: string; message: string };
+  /** With `seq`, it ended that conversation's turn; with `conversation_id` only,
+   * a message to it was refused (or its sandbox went); with neither, it is about
+   * a frame of this connection. */
+  | { type: "error"; code: string; message: string; conversation_id?: string; seq?: number };
 
-export type SeqFrame = Extract<ServerFrame, { seq: number }>;
+export type ErrorFrame = Extract<ServerFrame, { type: "error" }>;
 
-export function hasSeq(frame: ServerFrame): frame is SeqFrame {
+/** An event of a turn: numbered within its conversation. */
+export type SeqFrame = Exclude<Extract<ServerFrame, { seq: number }>, ErrorFrame> | (ErrorFrame & { seq: number });
+
+/** A numbered event of a turn (of one conversation's state). */
+export function isNumbered(frame: ServerFrame): frame is SeqFrame {
   return typeof (frame as { seq?: unknown }).seq === "number";
 }
+
+/** A numbered event and the conversation it belongs to (the router sends both). */
+export function hasSeq(frame: ServerFrame): frame is SeqFrame & { conversation_id: string } {
+  return isNumbered(frame) && typeof (frame as { conversation_id?: unknown }).conversation_id === "string";
+}
+
+/** The error code the router answers a message with when the plan's concurrent
+ * answers are all running (`sandbox::protocol::error_code::TOO_MANY_TURNS`). */
+export const TOO_MANY_TURNS = "too_many_turns";
+/** A resume asked for events no longer kept live (they are in the stored history). */
+export const RESUME_INCOMPLETE = "resume_incomplete";
 
 /** Parses one text frame; null for anything that is not a known frame. */
 export function parseFrame(data: unknown): ServerFrame | null {

@@ -1,21 +1,27 @@
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useNavigate, useParams } from "react-router";
 import { useUploads } from "../components/Attachments";
 import { Composer } from "../components/Composer";
+import { EmptyChat } from "../components/EmptyChat";
 import { ConversationList } from "../components/ConversationList";
 import { ChatErrorView, MessageView } from "../components/MessageView";
+import { SidePane, usePane, type Pane } from "../components/SidePane";
 import { Button, ErrorBox, errorText } from "../components/ui";
+import { UnsavedChangesGuard } from "../components/UnsavedChangesGuard";
 import { useChat, useServices } from "../context";
+import { useDocumentTitle } from "../lib/documentTitle";
+import { PaneContext } from "../lib/pane";
+import { titleFrom } from "../lib/titles";
 import type { ConversationSummary } from "../lib/types";
 
 function ConnectionBadge() {
-  const { connection, chat } = useChat();
+  const { connection, workspace } = useChat();
   let text = "Connecting…";
   let color = "bg-amber-500";
   if (connection === "open") {
-    if (chat.workspace === "waking") text = "Workspace waking up…";
+    if (workspace === "waking") text = "Workspace waking up…";
     else {
-      text = chat.workspace === "ready" ? "Workspace ready" : "Connected";
+      text = workspace === "ready" ? "Workspace ready" : "Connected";
       color = "bg-emerald-500";
     }
   } else if (connection === "reconnecting") text = "Reconnecting…";
@@ -25,13 +31,27 @@ function ConnectionBadge() {
   }
   return (
     <span role="status" aria-live="polite" className="inline-flex items-center gap-1.5 text-xs text-slate-600 dark:text-slate-400" data-testid="connection-status">
-      <span aria-hidden className={`h-2 w-2 rounded-full ${color} ${chat.workspace === "waking" ? "animate-pulse" : ""}`} />
+      <span aria-hidden className={`h-2 w-2 rounded-full ${color} ${workspace === "waking" ? "animate-pulse" : ""}`} />
       {text}
     </span>
   );
 }
 
+/** Unsaved edits in the side pane survive moves between conversations; leaving the chat asks. */
+const leavingChat = (_from: string, to: string) => !to.startsWith("/chat");
+
+/** The chat, and beside it the side pane that documents and attachments of its messages open in. */
 export function ChatPage() {
+  const pane = usePane();
+  return (
+    <PaneContext.Provider value={pane.open}>
+      <UnsavedChangesGuard dirty={pane.dirty} leaving={leavingChat} />
+      <ChatView pane={pane} />
+    </PaneContext.Provider>
+  );
+}
+
+function ChatView({ pane }: { pane: Pane }) {
   const { id } = useParams();
   const { api, chat: store } = useServices();
   const snap = useChat();
@@ -62,11 +82,12 @@ export function ChatPage() {
     void store.open(id ?? null);
   }, [id, store]);
 
-  // A new conversation got its id from the first `turn`: show it in the URL and the list.
+  // A new conversation started (its first `turn`): show it in the URL and the list.
   useEffect(
     () =>
       store.onFrame((f) => {
-        if (f.type === "turn" && !id) navigate(`/chat/${f.conversation_id}`, { replace: true });
+        if (f.type === "turn" && !id && f.conversation_id === store.currentId)
+          navigate(`/chat/${f.conversation_id}`, { replace: true });
         if (f.type === "done" || f.type === "turn") void loadList();
       }),
     [store, id, navigate, loadList],
@@ -75,6 +96,21 @@ export function ChatPage() {
   useEffect(() => {
     bottom.current?.scrollIntoView?.({ block: "end" });
   }, [chat.messages]);
+
+  const sendActions = useMemo(
+    () => ({
+      retry: (key: string) => store.retry(key),
+      edit: (key: string) => store.edit(key),
+      cancel: (key: string) => store.cancelQueued(key),
+      stopOthers: () => store.stopOthers(),
+    }),
+    [store],
+  );
+
+  // The conversation's title, also in the browser tab.
+  const firstText = chat.messages[0]?.role === "user" ? chat.messages[0].parts.find((p) => p.kind === "text") : undefined;
+  const title = (id ? convs?.find((c) => c.id === id)?.title : undefined) ?? (firstText?.kind === "text" ? titleFrom(firstText.text) : undefined);
+  useDocumentTitle(title);
 
   const hasFiles = (e: React.DragEvent) => Array.from(e.dataTransfer?.types ?? []).includes("Files");
 
@@ -134,22 +170,33 @@ export function ChatPage() {
             ☰ <span className="sr-only">Conversations</span>
           </Button>
           <h1 className="min-w-0 flex-1 truncate text-sm font-medium">
-            {convs?.find((c) => c.id === id)?.title ?? (id ? "Conversation" : "New conversation")}
+            {title ?? (id ? "Conversation" : "New conversation")}
           </h1>
           <ConnectionBadge />
+          <Button
+            variant="ghost"
+            title="Workspace files, in the side pane"
+            aria-pressed={pane.item?.kind === "files"}
+            onClick={() => (pane.item?.kind === "files" ? pane.close() : pane.open({ kind: "files" }))}
+          >
+            Files
+          </Button>
         </div>
         <div className="min-h-0 flex-1 overflow-y-auto px-3 py-4" aria-live="polite" aria-busy={chat.streaming}>
           <div className="mx-auto max-w-3xl space-y-4">
-            {snap.loading ? <p className="text-sm text-slate-500">Loading…</p> : null}
+            {snap.loading ? <p className="text-sm text-slate-500 dark:text-slate-400">Loading…</p> : null}
             {snap.loadError ? <ErrorBox>{snap.loadError}</ErrorBox> : null}
             {!snap.loading && chat.messages.length === 0 ? (
-              <div className="py-16 text-center text-slate-500" data-testid="empty-chat">
-                <p className="text-lg font-medium text-slate-700 dark:text-slate-300">How can I help?</p>
-                <p className="text-sm">Ask Jarvis to write, research or run code in your workspace.</p>
-              </div>
+              <EmptyChat onPick={(text) => store.send(text)} disabled={chat.streaming} />
             ) : null}
             {chat.messages.map((m, i) => (
-              <MessageView key={m.key} message={m} live={chat.streaming && i === chat.messages.length - 1} />
+              <MessageView
+                key={m.key}
+                message={m}
+                live={chat.streaming && i === chat.messages.length - 1}
+                actions={sendActions}
+                canRetry={!chat.streaming && i === chat.messages.length - 1}
+              />
             ))}
             {chat.error ? <ChatErrorView code={chat.error.code} message={chat.error.message} /> : null}
             <div ref={bottom} />
@@ -158,10 +205,12 @@ export function ChatPage() {
         <Composer
           attach={attach}
           streaming={chat.streaming}
+          restore={snap.draft}
           onSend={(text, voice, files) => store.send(text, voice, files)}
           onStop={() => store.stop()}
         />
       </section>
+      <SidePane pane={pane} />
     </div>
   );
 }

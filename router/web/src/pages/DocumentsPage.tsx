@@ -1,9 +1,11 @@
 import { useCallback, useEffect, useId, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router";
 import { DocumentEditor } from "../components/DocumentEditor";
+import { UnsavedChangesGuard } from "../components/UnsavedChangesGuard";
 import { CodeView, LazyMarkdown } from "../components/LazyMarkdown";
 import { Button, ErrorBox, errorText, inputClass, PageTitle } from "../components/ui";
 import { useServices } from "../context";
+import { DISCARD_QUESTION } from "../lib/pane";
 import { formatBytes, formatDate } from "../lib/settings";
 import type { Doc, DocumentSummary } from "../lib/types";
 
@@ -13,6 +15,8 @@ function DocumentView({ id, onChanged }: { id: string; onChanged: () => void }) 
   const [doc, setDoc] = useState<Doc | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [editing, setEditing] = useState(false);
+  // Unsaved edits: leaving the page or the document asks first.
+  const [dirty, setDirty] = useState(false);
 
   useEffect(() => {
     let cancelled = false;
@@ -29,18 +33,25 @@ function DocumentView({ id, onChanged }: { id: string; onChanged: () => void }) 
   }, [api, id]);
 
   if (error) return <ErrorBox>{error}</ErrorBox>;
-  if (!doc) return <p className="text-sm text-slate-500">Loading…</p>;
+  if (!doc) return <p className="text-sm text-slate-500 dark:text-slate-400">Loading…</p>;
   if (editing)
     return (
-      <DocumentEditor
-        doc={doc}
-        onCancel={() => setEditing(false)}
-        onSaved={(d) => {
-          setDoc(d);
-          setEditing(false);
-          onChanged();
-        }}
-      />
+      <>
+        <UnsavedChangesGuard dirty={dirty} />
+        <DocumentEditor
+          doc={doc}
+          onDirtyChange={setDirty}
+          onCancel={() => {
+            if (dirty && !window.confirm(DISCARD_QUESTION)) return;
+            setEditing(false);
+          }}
+          onSaved={(d) => {
+            setDoc(d);
+            setEditing(false);
+            onChanged();
+          }}
+        />
+      </>
     );
   return (
     <article aria-labelledby="doc-title" className="space-y-3">
@@ -74,7 +85,7 @@ function DocumentView({ id, onChanged }: { id: string; onChanged: () => void }) 
           Delete
         </Button>
       </div>
-      <p className="text-xs text-slate-500">
+      <p className="text-xs text-slate-500 dark:text-slate-400">
         {doc.type} · {formatBytes(doc.size)} · updated {formatDate(doc.updated_at)}
       </p>
       <div className="rounded-lg border border-slate-200 p-4 dark:border-slate-800" data-testid="document-content">
@@ -130,7 +141,7 @@ export function DocumentsPage() {
         </form>
         {error ? <ErrorBox>{error}</ErrorBox> : null}
         {docs && docs.length === 0 ? (
-          <p className="text-sm text-slate-500" data-testid="no-documents">
+          <p className="text-sm text-slate-500 dark:text-slate-400" data-testid="no-documents">
             {q ? "No document matches." : "No documents yet. Documents Jarvis saves show up here."}
           </p>
         ) : null}
@@ -143,7 +154,7 @@ export function DocumentsPage() {
                 className={`block rounded-md px-2 py-1.5 ${d.id === id ? "bg-slate-200 dark:bg-slate-800" : "hover:bg-slate-100 dark:hover:bg-slate-900"}`}
               >
                 <div className="truncate text-sm font-medium">{d.filename}</div>
-                <div className="text-xs text-slate-500">
+                <div className="text-xs text-slate-600 dark:text-slate-400">
                   {d.type} · {formatBytes(d.size)} · {formatDate(d.updated_at)}
                 </div>
               </Link>
@@ -152,7 +163,7 @@ export function DocumentsPage() {
         </ul>
       </aside>
       <section className={`${id ? "block" : "hidden md:block"} min-w-0 flex-1 overflow-y-auto p-4`} aria-label="Document">
-        {id ? <DocumentView key={id} id={id} onChanged={() => void load(q)} /> : <p className="text-sm text-slate-500">Choose a document to read or edit.</p>}
+        {id ? <DocumentView key={id} id={id} onChanged={() => void load(q)} /> : <p className="text-sm text-slate-500 dark:text-slate-400">Choose a document to read or edit.</p>}
       </section>
     </div>
   );
