@@ -58,6 +58,29 @@ pub struct Config {
     #[arg(long, env = "JARVIS_SANDBOX_LISTEN")]
     pub sandbox_listen: Option<SocketAddr>,
 
+    /// The egress proxy's TCP address for pods (`crate::egress`), e.g.
+    /// `0.0.0.0:8082`. Unset: none. With the local backend the proxy also listens
+    /// on `egress.sock` next to the gateway socket.
+    #[arg(long, env = "JARVIS_EGRESS_LISTEN")]
+    pub egress_listen: Option<SocketAddr>,
+
+    /// CIDRs no sandbox connection may reach, whatever the allow-lists say
+    /// (comma-separated; checked on every address a host resolves to).
+    #[arg(long, env = "JARVIS_EGRESS_DENY", default_value = crate::egress::policy::DEFAULT_DENY)]
+    pub egress_deny: String,
+
+    /// How long the egress proxy waits for an upstream to accept a connection.
+    #[arg(long, env = "JARVIS_EGRESS_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub egress_connect_timeout: Duration,
+
+    /// An egress connection with no byte either way for this long is closed.
+    #[arg(long, env = "JARVIS_EGRESS_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub egress_idle_timeout: Duration,
+
+    /// Egress connections one workspace may have open at once.
+    #[arg(long, env = "JARVIS_EGRESS_MAX_CONNECTIONS", default_value = "64")]
+    pub egress_max_connections: u32,
+
     /// Bearer token `/metrics` requires. Unset: `/metrics` answers only peers on
     /// loopback that came through no proxy.
     #[arg(long, env = "JARVIS_METRICS_TOKEN", hide_env_values = true)]
@@ -465,6 +488,11 @@ impl Config {
             db_max_connections: 20,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             sandbox_listen: None,
+            egress_listen: None,
+            egress_deny: crate::egress::policy::DEFAULT_DENY.into(),
+            egress_connect_timeout: Duration::from_secs(10),
+            egress_idle_timeout: Duration::from_secs(300),
+            egress_max_connections: 64,
             metrics_token: None,
             backend: Backend::Local,
             storage: "file:./data/storage".into(),

@@ -316,6 +316,7 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
             }
         });
     }
+    spawn_egress(&state).await?;
     let workspaces = state.workspaces.clone();
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, service)
@@ -324,6 +325,47 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
         .context("serving HTTP");
     workspaces.sleep_all().await;
     served
+}
+
+/// Starts the egress proxy (`crate::egress`) on `JARVIS_EGRESS_LISTEN` when set,
+/// and on `egress.sock` next to the gateway socket with the local backend.
+async fn spawn_egress(state: &AppState) -> anyhow::Result<()> {
+    use crate::egress::{Egress, Settings, proxy, resolve::SystemResolver};
+    let settings = Settings::from_config(&state.config).context("reading JARVIS_EGRESS_DENY")?;
+    for tier in crate::plans::Tier::ALL {
+        for pattern in &state.plans.get(tier).egress_allow {
+            crate::egress::policy::Pattern::parse(pattern)
+                .with_context(|| format!("the {tier} plan's egress_allow (JARVIS_PLANS)"))?;
+        }
+    }
+    let egress = Egress::new(
+        state.db.clone(),
+        state.plans.clone(),
+        state.metrics.clone(),
+        settings,
+        Arc::new(SystemResolver),
+    );
+    if let Some(addr) = state.config.egress_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding JARVIS_EGRESS_LISTEN {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "the egress proxy is listening");
+        let egress = egress.clone();
+        tokio::spawn(async move {
+            if let Err(error) = proxy::serve_tcp(egress, listener).await {
+                tracing::error!(%error, "the egress listener failed");
+            }
+        });
+    }
+    if state.config.backend == crate::config::Backend::Local {
+        let path = workspaces::egress_socket(&state.config);
+        tokio::spawn(async move {
+            if let Err(error) = proxy::serve_unix(egress, &path).await {
+                tracing::error!(%error, path = %path.display(), "the egress socket failed");
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Binds the configured address and serves.

@@ -14,6 +14,8 @@ pub mod calls;
 pub mod config;
 /// Database access helpers shared by every module: the per-user (RLS) transaction.
 pub mod db;
+/// The egress proxy: the sandboxes' allow-listed, audited way to the internet.
+pub mod egress;
 /// The HTTP API: state, routes and error responses.
 pub mod http;
 /// Admission to the model gateway: account standing, token quota, rate limit.

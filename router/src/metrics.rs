@@ -56,6 +56,20 @@ pub struct WorkspaceEventLabels {
     pub outcome: String,
 }
 
+/// Labels of an egress proxy decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EgressDecisionLabels {
+    /// `allowed`, `denied` or `failed` (allowed, but unresolvable or unreachable).
+    pub decision: String,
+}
+
+/// Labels of bytes through the egress proxy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EgressBytesLabels {
+    /// `up` (to the internet) or `down` (to the sandbox).
+    pub direction: String,
+}
+
 /// Labels of a write the object store did not take.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StorageWriteLabels {
@@ -98,6 +112,10 @@ pub struct Metrics {
     pub gateway_calls: Family<GatewayLabels, Counter>,
     /// Events sandboxes pushed to be stored, by outcome.
     pub workspace_events: Family<WorkspaceEventLabels, Counter>,
+    /// Egress proxy connections, by decision.
+    pub egress_decisions: Family<EgressDecisionLabels, Counter>,
+    /// Bytes through the egress proxy, by direction.
+    pub egress_bytes: Family<EgressBytesLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -116,6 +134,8 @@ impl Default for Metrics {
         });
         let gateway_calls = Family::<GatewayLabels, Counter>::default();
         let workspace_events = Family::<WorkspaceEventLabels, Counter>::default();
+        let egress_decisions = Family::<EgressDecisionLabels, Counter>::default();
+        let egress_bytes = Family::<EgressBytesLabels, Counter>::default();
         let mut registry = Registry::with_prefix("jarvis");
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register(
@@ -154,6 +174,16 @@ impl Default for Metrics {
             workspace_events.clone(),
         );
         registry.register(
+            "egress_decisions",
+            "Egress proxy connections by decision",
+            egress_decisions.clone(),
+        );
+        registry.register(
+            "egress_bytes",
+            "Bytes through the egress proxy by direction",
+            egress_bytes.clone(),
+        );
+        registry.register(
             "storage_write_failures",
             "Writes the object store did not take, by kind",
             STORAGE_WRITE_FAILURES.clone(),
@@ -168,6 +198,8 @@ impl Default for Metrics {
             voice_seconds,
             gateway_calls,
             workspace_events,
+            egress_decisions,
+            egress_bytes,
         }
     }
 }

@@ -33,6 +33,10 @@
 //! `STRIPE_PRICE_ENTERPRISE`, which win over the file. A price maps back to its tier when a subscription changes; `free`
 //! has no price and works with no Stripe at all.
 //!
+//! `egress_allow` lists the hosts the plan's sandboxes may reach through the egress
+//! proxy (`crate::egress`; default [`DEFAULT_EGRESS_ALLOW`]: the Python and Node
+//! package registries and GitHub).
+//!
 //! Tokens are input (cache reads and writes included) plus output, as recorded in
 //! the `usage` table. Enforcing them is `limits`' job, not this module's.
 
@@ -132,6 +136,10 @@ pub struct Plan {
     /// Whether calls may carry server tools and `mcp_servers` (network egress by
     /// the model provider, billed per use).
     pub server_tools: bool,
+    /// Hosts the workspace's sandbox may reach through the egress proxy
+    /// (`crate::egress::policy`: `host`, `*.domain` or `host:port`); default
+    /// [`DEFAULT_EGRESS_ALLOW`].
+    pub egress_allow: Vec<String>,
 }
 
 impl Plan {
@@ -164,6 +172,7 @@ struct PlanOverride {
     models: Option<Vec<String>>,
     max_tokens: Option<u32>,
     server_tools: Option<bool>,
+    egress_allow: Option<Vec<String>>,
 }
 
 /// Tells `"monthly_tokens": null` (unlimited) from a missing field (the default);
@@ -215,6 +224,7 @@ impl Default for Plans {
                 models: default_models(),
                 max_tokens: DEFAULT_MAX_TOKENS,
                 server_tools: false,
+                egress_allow: default_egress_allow(),
             },
             pro: Plan {
                 stripe_price: None,
@@ -228,6 +238,7 @@ impl Default for Plans {
                 models: default_models(),
                 max_tokens: DEFAULT_MAX_TOKENS,
                 server_tools: false,
+                egress_allow: default_egress_allow(),
             },
             enterprise: Plan {
                 stripe_price: None,
@@ -241,9 +252,32 @@ impl Default for Plans {
                 models: default_models(),
                 max_tokens: DEFAULT_MAX_TOKENS,
                 server_tools: false,
+                egress_allow: default_egress_allow(),
             },
         }
     }
+}
+
+/// The hosts every plan's sandboxes may reach unless configured otherwise: the
+/// package registries of Python (pip) and Node (npm), and GitHub for `git clone`,
+/// `pip install git+https://…` and release downloads. Not `*.github.com` nor
+/// `raw.githubusercontent.com` (arbitrary content hosting); `npmjs.org`'s other
+/// names are websites, not the registry.
+pub const DEFAULT_EGRESS_ALLOW: &[&str] = &[
+    "pypi.org",
+    "files.pythonhosted.org",
+    "registry.npmjs.org",
+    "github.com",
+    "codeload.github.com",
+    "objects.githubusercontent.com",
+    "release-assets.githubusercontent.com",
+];
+
+fn default_egress_allow() -> Vec<String> {
+    DEFAULT_EGRESS_ALLOW
+        .iter()
+        .map(|h| (*h).to_string())
+        .collect()
 }
 
 fn default_models() -> Vec<String> {
@@ -314,6 +348,9 @@ impl Plans {
             }
             plan.max_tokens = o.max_tokens.unwrap_or(plan.max_tokens);
             plan.server_tools = o.server_tools.unwrap_or(plan.server_tools);
+            if let Some(hosts) = o.egress_allow {
+                plan.egress_allow = hosts;
+            }
         }
         plans.check()?;
         Ok(plans)
@@ -466,5 +503,28 @@ mod tests {
             Plans::load(Some("/nonexistent/plans.json"), None, None),
             Err(PlansError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn egress_allow_defaults_to_the_registries_and_can_be_replaced() {
+        let plans =
+            Plans::from_json(r#"{"pro": {"egress_allow": ["*.example.com"]}}"#).expect("plans");
+        assert!(
+            plans
+                .get(Tier::Free)
+                .egress_allow
+                .iter()
+                .any(|h| h == "pypi.org")
+        );
+        assert_eq!(
+            plans.get(Tier::Pro).egress_allow,
+            vec!["*.example.com".to_string()]
+        );
+        for host in DEFAULT_EGRESS_ALLOW {
+            assert!(
+                crate::egress::policy::Pattern::parse(host).is_ok(),
+                "{host}"
+            );
+        }
     }
 }

@@ -179,6 +179,11 @@ pub fn gateway_socket(config: &crate::config::Config) -> PathBuf {
     absolute(&config.run_dir).join("gateway.sock")
 }
 
+/// The egress proxy's unix socket for local sandboxes, next to [`gateway_socket`].
+pub fn egress_socket(config: &crate::config::Config) -> PathBuf {
+    absolute(&config.run_dir).join("egress.sock")
+}
+
 /// Locks the local backend's run and workspaces directories for this process
 /// (see [`dir_lock`]); `None` for the kubernetes backend, which keeps nothing on
 /// this machine's disk.

@@ -62,6 +62,8 @@ async fn every_owned_table_has_a_foreign_key_an_index_and_a_policy(db: PgPool) {
         [
             "conversations",
             "documents",
+            "egress_approvals",
+            "egress_connections",
             "files",
             "messages",
             "refresh_tokens",
