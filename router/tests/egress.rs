@@ -302,6 +302,33 @@ async fn raw(proxy: SocketAddr, head: &str) -> String {
     String::from_utf8_lossy(&got).to_lowercase()
 }
 
+/// A tunnel to `target` through the proxy with `token`, once the proxy answered
+/// 200 (its head read byte by byte: nothing past it is consumed).
+async fn tunnel(proxy: SocketAddr, target: &str, token: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(proxy).await.expect("connect");
+    tcp.write_all(
+        format!(
+            "CONNECT {target} HTTP/1.1\r\nProxy-Authorization: {}\r\n\r\n",
+            basic(token)
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.expect("read");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
 fn basic(token: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("jarvis:{token}")))
 }
@@ -615,24 +642,12 @@ async fn a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to
 async fn a_tunnel_whose_tls_server_name_is_another_host_is_closed(db: PgPool) {
     let s = setup(db).await;
     let (alice, token) = user(&s.db, "alice@example.com").await;
-    let mut tcp = TcpStream::connect(s.proxy).await.expect("connect");
-    tcp.write_all(
-        format!(
-            "CONNECT secure.test:{} HTTP/1.1\r\nProxy-Authorization: {}\r\n\r\n",
-            s.tls.addr.port(),
-            basic(&token)
-        )
-        .as_bytes(),
+    let tcp = tunnel(
+        s.proxy,
+        &format!("secure.test:{}", s.tls.addr.port()),
+        &token,
     )
-    .await
-    .expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        tcp.read_exact(&mut byte).await.expect("read");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200"));
+    .await;
     // Domain fronting: the tunnel is for secure.test, the ClientHello names another.
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     for cert in rustls_pemfile_certs(&s.ca) {
@@ -789,20 +804,12 @@ async fn the_connection_cap_refuses_more_at_once(db: PgPool) {
     .await;
     let (_alice, token) = user(&s.db, "alice@example.com").await;
     // An open tunnel holds the one slot.
-    let mut held = TcpStream::connect(s.proxy).await.expect("connect");
-    held.write_all(
-        format!(
-            "CONNECT secure.test:{} HTTP/1.1\r\nProxy-Authorization: {}\r\n\r\n",
-            s.tls.addr.port(),
-            basic(&token)
-        )
-        .as_bytes(),
+    let held = tunnel(
+        s.proxy,
+        &format!("secure.test:{}", s.tls.addr.port()),
+        &token,
     )
-    .await
-    .expect("write");
-    let mut buf = [0u8; 256];
-    let n = held.read(&mut buf).await.expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    .await;
     let r = s
         .client(Some(&token))
         .get(s.plain_url("/hello"))
@@ -845,21 +852,14 @@ async fn an_idle_tunnel_is_closed_and_audited(db: PgPool) {
     )
     .await;
     let (alice, token) = user(&s.db, "alice@example.com").await;
-    let mut held = TcpStream::connect(s.proxy).await.expect("connect");
-    held.write_all(
-        format!(
-            "CONNECT plain.test:{} HTTP/1.1\r\nProxy-Authorization: {}\r\n\r\n",
-            s.plain.addr.port(),
-            basic(&token)
-        )
-        .as_bytes(),
+    let mut held = tunnel(
+        s.proxy,
+        &format!("plain.test:{}", s.plain.addr.port()),
+        &token,
     )
-    .await
-    .expect("write");
-    let mut buf = [0u8; 256];
-    let n = held.read(&mut buf).await.expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    .await;
     // Nothing sent: the proxy closes the tunnel after the idle timeout.
+    let mut buf = [0u8; 256];
     let closed = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
     let rows = s.rows(alice, 1).await;
