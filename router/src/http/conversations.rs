@@ -97,11 +97,20 @@ struct ListQuery {
 
 /// At most this many words of a search count.
 const MAX_SEARCH_WORDS: usize = 8;
+/// A longer search is refused: nobody types it, and each word is matched
+/// against every message of the user.
+const MAX_SEARCH_CHARS: usize = 200;
 
 /// The `ilike` patterns of a search: one per word (at most [`MAX_SEARCH_WORDS`]),
 /// `\`, `%` and `_` escaped so they match themselves; empty for a blank search.
-fn search_patterns(q: &str) -> Vec<String> {
-    q.split_whitespace()
+/// A search past [`MAX_SEARCH_CHARS`] is [`Error::Invalid`].
+fn search_patterns(q: &str) -> Result<Vec<String>> {
+    if q.chars().count() > MAX_SEARCH_CHARS {
+        return Err(Error::Invalid(format!(
+            "a search may have at most {MAX_SEARCH_CHARS} characters"
+        )));
+    }
+    Ok(q.split_whitespace()
         .take(MAX_SEARCH_WORDS)
         .map(|word| {
             let mut pattern = String::with_capacity(word.len() + 2);
@@ -115,7 +124,7 @@ fn search_patterns(q: &str) -> Vec<String> {
             pattern.push('%');
             pattern
         })
-        .collect()
+        .collect())
 }
 
 #[derive(Serialize)]
@@ -130,7 +139,7 @@ async fn list_conversations(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ConversationList>> {
     let (limit, offset) = page(query.limit, query.offset)?;
-    let words = search_patterns(query.q.as_deref().unwrap_or(""));
+    let words = search_patterns(query.q.as_deref().unwrap_or(""))?;
     let mut tx = db::user_tx(&state.db, user.id).await?;
     // Every word in the title or in some message of the conversation; no words: all.
     // language=PostgreSQL
@@ -316,9 +325,15 @@ mod tests {
 
     #[test]
     fn search_words_match_themselves() {
-        assert_eq!(search_patterns("  Lisbon   trip "), ["%Lisbon%", "%trip%"]);
-        assert_eq!(search_patterns(r"50%_off\"), [r"%50\%\_off\\%"]);
-        assert!(search_patterns(" \t ").is_empty());
-        assert_eq!(search_patterns(&"w ".repeat(20)).len(), MAX_SEARCH_WORDS);
+        let patterns = |q: &str| search_patterns(q).expect("a search");
+        assert_eq!(patterns("  Lisbon   trip "), ["%Lisbon%", "%trip%"]);
+        assert_eq!(patterns(r"50%_off\"), [r"%50\%\_off\\%"]);
+        assert!(patterns(" \t ").is_empty());
+        assert_eq!(patterns(&"w ".repeat(20)).len(), MAX_SEARCH_WORDS);
+        assert_eq!(patterns(&"é".repeat(MAX_SEARCH_CHARS)).len(), 1);
+        assert!(matches!(
+            search_patterns(&"é".repeat(MAX_SEARCH_CHARS + 1)),
+            Err(Error::Invalid(_))
+        ));
     }
 }
