@@ -329,6 +329,13 @@ async fn tunnel(proxy: SocketAddr, target: &str, token: &str) -> TcpStream {
     tcp
 }
 
+/// The proxy's `X-Jarvis-Egress` header on `r` (`denied; reason=…`).
+fn verdict(r: &reqwest::Response) -> Option<&str> {
+    r.headers()
+        .get("x-jarvis-egress")
+        .and_then(|v| v.to_str().ok())
+}
+
 fn basic(token: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("jarvis:{token}")))
 }
@@ -416,12 +423,7 @@ async fn a_host_not_on_the_list_is_refused_with_the_reason_and_audited(db: PgPoo
     let url = format!("http://other.test:{}/hello", s.plain.addr.port());
     let r = client.get(&url).send().await.expect("get");
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        r.headers()
-            .get("x-jarvis-egress")
-            .and_then(|v| v.to_str().ok()),
-        Some("denied; reason=not_allowed")
-    );
+    assert_eq!(verdict(&r), Some("denied; reason=not_allowed"));
     let text = r.text().await.expect("body");
     assert!(text.contains("not on the workspace's allow-list"), "{text}");
     // The stand-in was never reached.
@@ -478,12 +480,7 @@ async fn a_host_not_on_the_list_is_refused_with_the_reason_and_audited(db: PgPoo
     .expect("deny");
     let r = client.get(s.plain_url("/hello")).send().await.expect("get");
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        r.headers()
-            .get("x-jarvis-egress")
-            .and_then(|v| v.to_str().ok()),
-        Some("denied; reason=denied_by_workspace")
-    );
+    assert_eq!(verdict(&r), Some("denied; reason=denied_by_workspace"));
 
     let rows = s.rows(alice, 6).await;
     let denied: Vec<_> = rows.iter().filter(|r| r.decision == "denied").collect();
@@ -574,24 +571,14 @@ async fn private_and_metadata_addresses_are_refused_even_when_the_name_is_allowe
         .send()
         .await
         .expect("get");
-    assert_eq!(
-        r.headers()
-            .get("x-jarvis-egress")
-            .and_then(|v| v.to_str().ok()),
-        Some("denied; reason=proxy_loop")
-    );
+    assert_eq!(verdict(&r), Some("denied; reason=proxy_loop"));
     let r = client
         .get(s.plain_url("/hello"))
         .header("via", "1.1 jarvis-egress")
         .send()
         .await
         .expect("get");
-    assert_eq!(
-        r.headers()
-            .get("x-jarvis-egress")
-            .and_then(|v| v.to_str().ok()),
-        Some("denied; reason=proxy_loop")
-    );
+    assert_eq!(verdict(&r), Some("denied; reason=proxy_loop"));
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
@@ -630,12 +617,7 @@ async fn a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to
         .await
         .expect("get");
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        r.headers()
-            .get("x-jarvis-egress")
-            .and_then(|v| v.to_str().ok()),
-        Some("denied; reason=blocked_address")
-    );
+    assert_eq!(verdict(&r), Some("denied; reason=blocked_address"));
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
@@ -817,12 +799,7 @@ async fn the_connection_cap_refuses_more_at_once(db: PgPool) {
         .await
         .expect("get");
     assert_eq!(r.status(), 429);
-    assert_eq!(
-        r.headers()
-            .get("x-jarvis-egress")
-            .and_then(|v| v.to_str().ok()),
-        Some("denied; reason=too_many_connections")
-    );
+    assert_eq!(verdict(&r), Some("denied; reason=too_many_connections"));
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

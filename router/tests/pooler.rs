@@ -5,10 +5,7 @@
 
 mod common;
 
-use axum::{
-    body::Body,
-    http::{Method, Request, StatusCode, header},
-};
+use axum::http::StatusCode;
 use common::{
     PASSWORD, Reply, TestApp, User,
     live::{Live, of_type},
@@ -30,26 +27,14 @@ async fn pooled_app(db: &PgPool, bouncer: &PgBouncer) -> TestApp {
     .await
 }
 
-const BOUNDARY: &str = "jarvis-pooler-boundary-x81";
-
 async fn upload(app: &TestApp, user: &User, name: &str, content: &[u8]) -> Reply {
-    let mut body = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/plain\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/api/files")
-        .header(header::AUTHORIZATION, format!("Bearer {}", user.access))
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(Body::from(body))
-        .expect("request");
-    app.call(req).await
+    app.call(common::upload_request(
+        &user.access,
+        name.as_bytes(),
+        "text/plain",
+        content,
+    ))
+    .await
 }
 
 fn names(reply: &Reply, list: &str, field: &str) -> Vec<String> {

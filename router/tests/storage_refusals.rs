@@ -15,7 +15,7 @@ use std::{collections::BTreeSet, fs, path::Path};
 
 use axum::{
     body::Body,
-    http::{Request, StatusCode, header},
+    http::{Request, StatusCode},
 };
 use common::TestApp;
 use router::{
@@ -159,26 +159,8 @@ fn with_storage(mut app: TestApp, storage: Storage) -> TestApp {
     app
 }
 
-const BOUNDARY: &str = "refusal-boundary-5d1e";
-
 fn upload_request(token: &str, name: &[u8], content: &[u8]) -> Request<Body> {
-    let mut body = Vec::new();
-    body.extend_from_slice(
-        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"")
-            .as_bytes(),
-    );
-    body.extend_from_slice(name);
-    body.extend_from_slice(b"\"\r\nContent-Type: application/octet-stream\r\n\r\n");
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    Request::post("/api/files")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(Body::from(body))
-        .expect("request")
+    common::upload_request(token, name, "application/octet-stream", content)
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]

@@ -85,23 +85,7 @@ async fn objects(app: &TestApp, user: Uuid) -> Vec<String> {
 }
 
 async fn upload(app: &TestApp, user: &User, name: &str, bytes: &[u8]) -> Reply {
-    const BOUNDARY: &str = "podsync-boundary-1234";
-    let mut body = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/plain\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/api/files")
-        .header(header::AUTHORIZATION, format!("Bearer {}", user.access))
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(Body::from(body))
-        .expect("request");
+    let req = common::upload_request(&user.access, name.as_bytes(), "text/plain", bytes);
     let r = app.call(req).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     r

@@ -319,3 +319,32 @@ pub mod voice;
 
 /// Debian's PgBouncer in transaction mode in front of the local Postgres.
 pub mod pgbouncer;
+
+/// `POST /api/files` as a browser sends it: one multipart part named `file`
+/// with the file name `name` (bytes, so tests can send what no browser would)
+/// and `content_type`, authorised by `token`.
+pub fn upload_request(
+    token: &str,
+    name: &[u8],
+    content_type: &str,
+    content: &[u8],
+) -> Request<Body> {
+    const BOUNDARY: &str = "jarvis-test-upload-boundary-7d1";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"")
+            .as_bytes(),
+    );
+    body.extend_from_slice(name);
+    body.extend_from_slice(format!("\"\r\nContent-Type: {content_type}\r\n\r\n").as_bytes());
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    Request::post("/api/files")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(Body::from(body))
+        .expect("request")
+}
