@@ -161,7 +161,7 @@ function EditableUserMessage({ message, rewrite }: { message: ChatMessage; rewri
     );
   }
   return (
-    <div className="flex flex-col items-end">
+    <div className="flex flex-col items-end" data-testid="editable-message">
       <MessageBubble message={message} />
       <button
         ref={editButton}

@@ -117,6 +117,10 @@ function ChatView({ pane }: { pane: Pane }) {
     [store, rewriteDisabled],
   );
 
+  // The last answer can be regenerated when its question is stored (has an id).
+  const lastQuestion = [...chat.messages].reverse().find((m) => m.role === "user");
+  const regenerable = !!lastQuestion?.id && chat.messages[chat.messages.length - 1]?.role === "assistant";
+
   // The conversation's title, also in the browser tab.
   const firstText = chat.messages[0]?.role === "user" ? chat.messages[0].parts.find((p) => p.kind === "text") : undefined;
   const title = (id ? convs?.find((c) => c.id === id)?.title : undefined) ?? (firstText?.kind === "text" ? titleFrom(firstText.text) : undefined);
@@ -207,7 +211,7 @@ function ChatView({ pane }: { pane: Pane }) {
                 actions={sendActions}
                 canRetry={!chat.streaming && i === chat.messages.length - 1}
                 rewrite={rewrite}
-                canRegenerate={i === chat.messages.length - 1}
+                canRegenerate={regenerable && i === chat.messages.length - 1}
               />
             ))}
             {chat.error ? <ChatErrorView code={chat.error.code} message={chat.error.message} /> : null}
