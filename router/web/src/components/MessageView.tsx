@@ -83,6 +83,7 @@ function StoppedNote() {
   );
 }
 
+/** Icon only, like Copy (the name is its aria-label): the answer's text stays its own. */
 function RegenerateButton({ rewrite, messageKey }: { rewrite: RewriteActions; messageKey: string }) {
   return (
     <button
@@ -96,7 +97,6 @@ function RegenerateButton({ rewrite, messageKey }: { rewrite: RewriteActions; me
       <svg aria-hidden viewBox="0 0 16 16" className="h-3.5 w-3.5 fill-none stroke-current" strokeWidth="1.4" strokeLinecap="round" strokeLinejoin="round">
         <path d="M13 8a5 5 0 1 1-1.5-3.6M13 2.5v3h-3" />
       </svg>
-      <span aria-hidden className="max-sm:hidden">Regenerate</span>
     </button>
   );
 }
