@@ -33,7 +33,7 @@ mod hooks;
 /// The router's WebSocket to a sandbox.
 pub mod link;
 
-pub use hooks::{Context, sync_after_turn};
+pub use hooks::{CANNOT_REPLACE, Context, sync_after_turn};
 pub use link::Link;
 
 use crate::transcript::{self, OpenTurn};
@@ -203,12 +203,14 @@ impl Hub {
 
     /// Opens the turn a browser asked for (its rows: the user's message and an
     /// empty assistant message) and returns the frame to send to the sandbox.
-    /// `max_turns` is the plan's concurrent turns, `too_many` what to tell the
-    /// browser when the sandbox says they are all taken.
+    /// With `replaces` (a user message of the conversation) the new message takes
+    /// its place: it and the messages after it are hidden, and the agent is told to
+    /// forget them. `max_turns` is the plan's concurrent turns, `too_many` what to
+    /// tell the browser when the sandbox says they are all taken.
     pub async fn begin_turn(
         &self,
         browser: u64,
-        (content, conversation_id): (String, String),
+        (content, conversation_id, replaces): (String, String, Option<Uuid>),
         (voice, attachments): (Option<bool>, Vec<crate::uploads::Attachment>),
         (max_turns, too_many): (u32, String),
     ) -> Result<TurnStart, ErrorBody> {
@@ -216,8 +218,8 @@ impl Hub {
             &self.ctx,
             self.user,
             &conversation_id,
-            &content,
-            &attachments,
+            (&content, &attachments),
+            replaces,
         )
         .await?;
         let message_id = open.message_id.to_string();
@@ -243,25 +245,30 @@ impl Hub {
             attachments,
             message_id: Some(message_id.clone()),
             max_turns: Some(max_turns),
+            prompt_id: Some(open.user_message_id.to_string()),
+            replaces: replaces.map(|id| id.to_string()),
         });
         Ok(TurnStart { frame, message_id })
     }
 
     /// Takes back a turn that never reached the sandbox: its rows go.
-    pub fn abandon_turn(&self, message_id: &str) {
+    pub fn abandon_turn(self: &Arc<Self>, message_id: &str) {
         let pending = self.turns().pending.remove(message_id);
         if let Some(pending) = pending {
             self.discard(pending.open);
         }
     }
 
-    fn discard(&self, open: OpenTurn) {
-        let (db, user) = (self.ctx.db.clone(), self.user);
-        tokio::spawn(async move {
-            if let Err(error) = transcript::discard_turn(&db, user, &open).await {
-                tracing::warn!(user.id = %user, %error, "taking back a refused turn failed");
-            }
-        });
+    fn discard(self: &Arc<Self>, open: OpenTurn) {
+        let hub = self.clone();
+        tokio::spawn(async move { hub.take_back(open).await });
+    }
+
+    /// Deletes a refused turn's rows (the messages it replaced come back).
+    async fn take_back(&self, open: OpenTurn) {
+        if let Err(error) = transcript::discard_turn(&self.ctx.db, self.user, &open).await {
+            tracing::warn!(user.id = %self.user, %error, "taking back a refused turn failed");
+        }
     }
 
     /// Forgets what each browser was sent: a new sandbox link may number its
@@ -351,8 +358,13 @@ impl Hub {
                 })
                 .to_string()
                 .into();
-                self.send_to(pending.browser, text);
-                self.discard(pending.open);
+                // Told once its rows are back as they were: a browser that reloads
+                // the conversation on a refused edit sees the messages it replaced.
+                let (hub, browser) = (self.clone(), pending.browser);
+                tokio::spawn(async move {
+                    hub.take_back(pending.open).await;
+                    hub.send_to(browser, text);
+                });
             }
             // Jarvis tool calls come over HTTP (`http::workspace_events`).
             SandboxFrame::Call { .. } => {}

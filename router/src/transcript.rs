@@ -3,7 +3,9 @@
 //! The router that takes a browser's message opens the turn's rows with
 //! [`open_turn`] (the conversation if new, the user message and an empty,
 //! incomplete assistant message) before the message goes to the sandbox, and takes
-//! them back with [`discard_turn`] when the sandbox refuses it. The sandbox then
+//! them back with [`discard_turn`] when the sandbox refuses it. A message sent in
+//! the place of an earlier one (regenerate, edit and resend) hides that message and
+//! those after it (`superseded_by`, migration 0011); taking it back shows them again. The sandbox then
 //! stores the turn itself: it pushes its numbered events over HTTP
 //! (`POST /v1/workspace/events`, `crate::http::workspace_events`) and each batch is
 //! stored by [`store_events`], exactly once by (conversation, `seq`): text appended
@@ -18,7 +20,7 @@
 
 mod store;
 
-pub use store::{OpenTurn, StoreOutcome, discard_turn, open_turn, store_events};
+pub use store::{NewMessage, OpenTurn, StoreOutcome, discard_turn, open_turn, store_events};
 
 use sandbox::protocol::SandboxFrame;
 use serde_json::Value;
@@ -36,6 +38,9 @@ pub enum TranscriptError {
     /// The conversation id belongs to another user.
     #[error("conversation {0} is not this user's")]
     NotYours(Uuid),
+    /// A `replaces` names no current user message of the conversation.
+    #[error("message {0} is not a current user message of the conversation")]
+    CannotReplace(Uuid),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),

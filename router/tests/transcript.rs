@@ -8,7 +8,7 @@
 mod common;
 
 use common::frames::{Frames, stored};
-use router::transcript::{self, OpenTurn, Outcome, StoreOutcome, TranscriptError};
+use router::transcript::{self, NewMessage, OpenTurn, Outcome, StoreOutcome, TranscriptError};
 use sandbox::protocol::SandboxFrame;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -24,7 +24,7 @@ async fn user(db: &PgPool, email: &str) -> Uuid {
 
 /// Opens a turn as the router does when the browser sends a message.
 async fn open(db: &PgPool, user: Uuid, conversation: Uuid, content: &str) -> OpenTurn {
-    transcript::open_turn(db, user, conversation, content, json!([]))
+    transcript::open_turn(db, user, conversation, NewMessage::text(content))
         .await
         .expect("turn opens")
 }
@@ -243,7 +243,7 @@ async fn two_users_turns_never_mix(db: PgPool) {
 
     // B can neither add a turn to A's conversation nor store events in it.
     let before = messages(&db, ca).await;
-    let stolen = transcript::open_turn(&db, b, ca, "let me in", json!([])).await;
+    let stolen = transcript::open_turn(&db, b, ca, NewMessage::text("let me in")).await;
     assert!(matches!(stolen, Err(TranscriptError::NotYours(id)) if id == ca));
     let mut g = Frames::from(ca, 100);
     let stolen = transcript::store_events(
@@ -279,7 +279,7 @@ async fn a_refused_turn_taken_back_leaves_nothing_behind(db: PgPool) {
 
     // A new conversation: opened, refused, gone.
     let c = Uuid::new_v4();
-    let open = transcript::open_turn(&db, u, c, "Hello there", json!([]))
+    let open = transcript::open_turn(&db, u, c, NewMessage::text("Hello there"))
         .await
         .expect("turn opens");
     assert!(open.created_conversation);
@@ -312,7 +312,7 @@ async fn a_refused_turn_taken_back_leaves_nothing_behind(db: PgPool) {
 
     // An existing conversation: only the refused turn's two messages go.
     let c = Uuid::new_v4();
-    let first = transcript::open_turn(&db, u, c, "First", json!([]))
+    let first = transcript::open_turn(&db, u, c, NewMessage::text("First"))
         .await
         .expect("turn opens");
     let mut f = Frames::from(c, 1);
@@ -326,7 +326,7 @@ async fn a_refused_turn_taken_back_leaves_nothing_behind(db: PgPool) {
     .await
     .expect("stored");
     assert_eq!(stored.ended, Some(Outcome::Complete));
-    let refused = transcript::open_turn(&db, u, c, "Second", json!([]))
+    let refused = transcript::open_turn(&db, u, c, NewMessage::text("Second"))
         .await
         .expect("turn opens");
     assert!(!refused.created_conversation);
@@ -343,7 +343,7 @@ async fn a_refused_turn_taken_back_leaves_nothing_behind(db: PgPool) {
     assert_eq!(conversation(&db, c).await.2, 3);
 
     // Another user's conversation id is refused and not touched.
-    let stolen = transcript::open_turn(&db, other, c, "let me in", json!([])).await;
+    let stolen = transcript::open_turn(&db, other, c, NewMessage::text("let me in")).await;
     assert!(matches!(stolen, Err(TranscriptError::NotYours(id)) if id == c));
     assert_eq!(messages(&db, c).await.len(), 2);
 }
@@ -352,7 +352,7 @@ async fn a_refused_turn_taken_back_leaves_nothing_behind(db: PgPool) {
 async fn a_batch_stored_by_two_routers_or_after_a_restart_is_stored_once(db: PgPool) {
     let u = user(&db, "a@example.com").await;
     let c = Uuid::new_v4();
-    let open = transcript::open_turn(&db, u, c, "Count", json!([]))
+    let open = transcript::open_turn(&db, u, c, NewMessage::text("Count"))
         .await
         .expect("turn opens");
     let mut f = Frames::from(c, 1);
@@ -459,6 +459,137 @@ async fn an_answer_stopped_before_its_first_word_is_stored_as_stopped(db: PgPool
     let rows = messages(&db, c).await;
     assert_eq!(rows[3].content, "Word");
     assert_eq!(rows[3].events, json!([]));
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn an_answer_stopped_midway_keeps_its_text_and_says_where_it_stopped(db: PgPool) {
+    let u = user(&db, "a@example.com").await;
+    let c = Uuid::new_v4();
+    let turn = open(&db, u, c, "Tell me a long story").await;
+    let mut f = Frames::from(c, 1);
+    store(&db, u, &turn, &[f.turn(), f.text("Once upon"), f.stopped()]).await;
+    let rows = messages(&db, c).await;
+    assert_eq!(rows[1].content, "Once upon");
+    assert_eq!(rows[1].events, json!([{"type": "stopped", "at": 9}]));
+    assert!(rows[1].complete);
+}
+
+/// The conversation's current messages (as `GET /api/conversations/{id}` lists them).
+async fn current(db: &PgPool, conversation: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "select content from messages where conversation_id = $1 and superseded_by is null
+         order by position",
+    )
+    .bind(conversation)
+    .fetch_all(db)
+    .await
+    .expect("messages")
+}
+
+/// A finished turn: `question` answered with `answer`.
+async fn answered(db: &PgPool, u: Uuid, c: Uuid, question: &str, answer: &str) -> OpenTurn {
+    let turn = open(db, u, c, question).await;
+    let seq = conversation(db, c).await.2 as u64;
+    let mut f = Frames::from(c, seq + 1);
+    store(
+        db,
+        u,
+        &turn,
+        &[
+            f.turn_of(Some(turn.message_id)),
+            f.text(answer),
+            f.done(1, 1),
+        ],
+    )
+    .await;
+    turn
+}
+
+fn replacing(content: &str, replaced: Uuid) -> NewMessage<'_> {
+    NewMessage {
+        replaces: Some(replaced),
+        ..NewMessage::text(content)
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_message_in_the_place_of_another_hides_it_and_what_followed(db: PgPool) {
+    let u = user(&db, "edit@example.com").await;
+    let c = Uuid::new_v4();
+    answered(&db, u, c, "alpha", "A").await;
+    let bravo = answered(&db, u, c, "bravo", "B").await;
+    answered(&db, u, c, "charlie", "C").await;
+
+    let edit = transcript::open_turn(&db, u, c, replacing("bravo, edited", bravo.user_message_id))
+        .await
+        .expect("the edit opens");
+    assert!(!edit.created_conversation);
+    assert_eq!(current(&db, c).await, ["alpha", "A", "bravo, edited", ""]);
+    // Kept, hidden: their tokens were spent.
+    assert_eq!(messages(&db, c).await.len(), 8);
+    let mut f = Frames::from(c, conversation(&db, c).await.2 as u64 + 1);
+    store(
+        &db,
+        u,
+        &edit,
+        &[f.turn_of(Some(edit.message_id)), f.text("B2"), f.done(1, 1)],
+    )
+    .await;
+    assert_eq!(current(&db, c).await, ["alpha", "A", "bravo, edited", "B2"]);
+
+    // A replaced message cannot be replaced again, nor an answer, nor another
+    // conversation's message; each refusal changes nothing.
+    let other = answered(&db, u, Uuid::new_v4(), "elsewhere", "E").await;
+    for replaced in [
+        bravo.user_message_id,
+        edit.message_id,
+        other.user_message_id,
+    ] {
+        let refused = transcript::open_turn(&db, u, c, replacing("again", replaced)).await;
+        assert!(
+            matches!(refused, Err(TranscriptError::CannotReplace(id)) if id == replaced),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(current(&db, c).await, ["alpha", "A", "bravo, edited", "B2"]);
+    assert_eq!(messages(&db, c).await.len(), 8);
+
+    // Another user cannot replace anything here.
+    let mallory = user(&db, "mallory@example.com").await;
+    let stolen =
+        transcript::open_turn(&db, mallory, c, replacing("mine", edit.user_message_id)).await;
+    assert!(
+        matches!(stolen, Err(TranscriptError::NotYours(_))),
+        "{stolen:?}"
+    );
+    assert_eq!(current(&db, c).await, ["alpha", "A", "bravo, edited", "B2"]);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_refused_replacement_taken_back_brings_the_old_messages_back(db: PgPool) {
+    let u = user(&db, "regen@example.com").await;
+    let c = Uuid::new_v4();
+    let alpha = answered(&db, u, c, "alpha", "A").await;
+    answered(&db, u, c, "bravo", "B").await;
+
+    // Regenerate of the first answer, refused by the sandbox (a turn runs).
+    let regenerate = transcript::open_turn(&db, u, c, replacing("alpha", alpha.user_message_id))
+        .await
+        .expect("opens");
+    assert_eq!(current(&db, c).await, ["alpha", ""]);
+    transcript::discard_turn(&db, u, &regenerate)
+        .await
+        .expect("taken back");
+    assert_eq!(current(&db, c).await, ["alpha", "A", "bravo", "B"]);
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from messages where conversation_id = $1 and superseded_by is not null",
+            c
+        )
+        .await,
+        0
+    );
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]

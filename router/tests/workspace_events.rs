@@ -48,10 +48,15 @@ async fn post_call(app: &TestApp, token: &str, body: &Value) -> Reply {
 
 /// Opens a turn (user message + empty assistant message) as the router does.
 async fn open(app: &TestApp, user: &User, conversation: Uuid, content: &str) -> Uuid {
-    router::transcript::open_turn(&app.db, user.id, conversation, content, json!([]))
-        .await
-        .expect("turn opens")
-        .message_id
+    router::transcript::open_turn(
+        &app.db,
+        user.id,
+        conversation,
+        router::transcript::NewMessage::text(content),
+    )
+    .await
+    .expect("turn opens")
+    .message_id
 }
 
 fn report(

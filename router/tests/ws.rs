@@ -594,3 +594,131 @@ async fn the_plan_caps_turns_running_at_once(db: PgPool) {
     a.message("and now?", None).await;
     assert_eq!(text(&a.turn().await), "now it works");
 }
+
+/// The conversation as the browser reloads it: (role, content) of each message.
+async fn reloaded(live: &Live, token: &str, conversation: &str) -> Vec<(String, String)> {
+    let response = live
+        .app
+        .get(&format!("/api/conversations/{conversation}"), token)
+        .await;
+    assert_eq!(response.status, 200, "{:?}", response.body);
+    response.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or_default().to_string(),
+                m["content"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(r, c)| (r.to_string(), c.to_string()))
+        .collect()
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn regenerate_and_edit_replace_turns_for_the_agent_and_the_history(db: PgPool) {
+    let live = Live::start(db).await;
+    let alice = live.app.register("alice@example.com").await;
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+    let conversation = uuid::Uuid::new_v4().to_string();
+    let mut prompts = Vec::new();
+    for (question, answer) in [
+        ("alpha-question", "alpha-answer"),
+        ("bravo-question", "bravo-answer"),
+    ] {
+        live.api.push(Reply::text(&[answer]));
+        browser.message(question, Some(&conversation)).await;
+        let frames = browser.turn().await;
+        assert_eq!(text(&frames), answer, "{frames:?}");
+        let prompt = frames[0]["prompt_id"]
+            .as_str()
+            .expect("the turn names its prompt");
+        prompts.push(prompt.to_string());
+    }
+    let history = reloaded(&live, &alice.access, &conversation).await;
+    assert_eq!(
+        history,
+        pairs(&[
+            ("user", "alpha-question"),
+            ("assistant", "alpha-answer"),
+            ("user", "bravo-question"),
+            ("assistant", "bravo-answer"),
+        ])
+    );
+
+    // Regenerate the last answer: the same question in its own place.
+    live.api.push(Reply::text(&["bravo-again"]));
+    browser
+        .send(json!({"type": "message", "conversation_id": conversation,
+                     "content": "bravo-question", "replaces": prompts[1]}))
+        .await;
+    let frames = browser.turn().await;
+    assert_eq!(text(&frames), "bravo-again", "{frames:?}");
+    let seen = live.api.message_requests().last().expect("request").body["messages"].to_string();
+    assert!(
+        !seen.contains("bravo-answer"),
+        "the agent still remembers: {seen}"
+    );
+    assert!(seen.contains("alpha-answer"), "{seen}");
+    assert_eq!(
+        reloaded(&live, &alice.access, &conversation).await,
+        pairs(&[
+            ("user", "alpha-question"),
+            ("assistant", "alpha-answer"),
+            ("user", "bravo-question"),
+            ("assistant", "bravo-again"),
+        ])
+    );
+
+    // Edit the first message: everything after it goes.
+    live.api.push(Reply::text(&["edited-answer"]));
+    browser
+        .send(json!({"type": "message", "conversation_id": conversation,
+                     "content": "alpha-edited", "replaces": prompts[0]}))
+        .await;
+    let frames = browser.turn().await;
+    assert_eq!(text(&frames), "edited-answer", "{frames:?}");
+    let seen = live.api.message_requests().last().expect("request").body["messages"].to_string();
+    for forgotten in ["alpha-question", "alpha-answer", "bravo"] {
+        assert!(!seen.contains(forgotten), "{forgotten} still seen: {seen}");
+    }
+    assert_eq!(
+        reloaded(&live, &alice.access, &conversation).await,
+        pairs(&[("user", "alpha-edited"), ("assistant", "edited-answer")])
+    );
+
+    // A replaced message (or a made-up id) cannot be replaced: a clear refusal
+    // naming the conversation, and nothing changes.
+    let requests = live.api.message_requests().len();
+    for replaced in [
+        prompts[1].clone(),
+        uuid::Uuid::new_v4().to_string(),
+        "nope".into(),
+    ] {
+        browser
+            .send(json!({"type": "message", "conversation_id": conversation,
+                         "content": "again", "replaces": replaced}))
+            .await;
+        let refusal = browser.until(|f| f["type"] == "error").await;
+        let refusal = refusal.last().expect("error");
+        assert_eq!(refusal["code"], "cannot_replace", "{refusal}");
+        assert_eq!(
+            refusal["conversation_id"],
+            conversation.as_str(),
+            "{refusal}"
+        );
+    }
+    assert_eq!(live.api.message_requests().len(), requests);
+    assert_eq!(
+        reloaded(&live, &alice.access, &conversation).await,
+        pairs(&[("user", "alpha-edited"), ("assistant", "edited-answer")])
+    );
+}

@@ -17,6 +17,7 @@ use tokio::{sync::Notify, time::Instant};
 use crate::{
     process::{Agent, AgentSpec},
     protocol::error_code,
+    rewind::Rewind,
     session::{Hub, LinkId, conversation_entry, running_turns},
     speaker::Speaker,
     sync::RouterSync,
@@ -80,6 +81,10 @@ pub struct TurnRequest {
     pub voice: Option<usize>,
     /// The assistant message the router opened for the turn.
     pub message_id: Option<String>,
+    /// The user's message (the CLI prompt's `uuid`).
+    pub prompt_id: Option<String>,
+    /// The prompt of an earlier turn this message takes the place of.
+    pub replaces: Option<String>,
     /// Turns the workspace runs at once at most (all conversations).
     pub max_turns: Option<u32>,
     /// The link that sent the message (refusals go to it only).
@@ -88,8 +93,9 @@ pub struct TurnRequest {
 
 /// Starts a turn in the background, or answers the sending link with an error
 /// (and changes nothing) when the conversation's turn is still running, the
-/// workspace runs `max_turns` turns or every agent is busy. With `voice` (the
-/// characters to speak at most), the answer is also spoken.
+/// workspace runs `max_turns` turns or every agent is busy, or when it
+/// `replaces` a prompt the agent's memory does not hold (`crate::rewind`). With
+/// `voice` (the characters to speak at most), the answer is also spoken.
 pub fn start_turn(hub: Arc<Hub>, settings: Arc<AgentSettings>, request: TurnRequest) {
     let TurnRequest {
         conversation_id,
@@ -97,14 +103,36 @@ pub fn start_turn(hub: Arc<Hub>, settings: Arc<AgentSettings>, request: TurnRequ
         attachments,
         voice,
         message_id,
+        prompt_id,
+        replaces,
         max_turns,
         link,
     } = request;
+    let rewind = match replaces
+        .map(|prompt| Rewind::plan(&settings.spec.home, &conversation_id, &prompt))
+        .transpose()
+    {
+        Ok(rewind) => rewind,
+        Err(error) => {
+            tracing::info!(conversation.id = %conversation_id, %error, "a replacing message refused");
+            return hub.send_error(
+                link,
+                (Some(conversation_id), message_id),
+                error_code::CANNOT_REWIND,
+                format!("{error}; send it as a new message instead"),
+            );
+        }
+    };
     match claim(
         &hub,
         &settings,
         &conversation_id,
-        (message_id.clone(), max_turns),
+        Ticket {
+            message_id: message_id.clone(),
+            prompt_id: prompt_id.clone(),
+            max_turns,
+            fresh_agent: rewind.is_some(),
+        },
     ) {
         Ok((agent, interrupt)) => {
             let speaker = voice
@@ -113,7 +141,12 @@ pub fn start_turn(hub: Arc<Hub>, settings: Arc<AgentSettings>, request: TurnRequ
                 hub,
                 settings,
                 conversation_id,
-                (content, attachments),
+                Prompt {
+                    content,
+                    attachments,
+                    id: prompt_id,
+                    rewind,
+                },
                 (agent, speaker),
                 interrupt,
             ));
@@ -126,14 +159,40 @@ pub fn start_turn(hub: Arc<Hub>, settings: Arc<AgentSettings>, request: TurnRequ
 
 type Claim = (Option<Agent>, Arc<Notify>);
 
+/// What [`claim`] records for a turn.
+struct Ticket {
+    message_id: Option<String>,
+    prompt_id: Option<String>,
+    max_turns: Option<u32>,
+    /// The conversation's running CLI (which remembers what is to be forgotten)
+    /// is closed: the turn starts a new one.
+    fresh_agent: bool,
+}
+
+/// What the CLI is given for a turn.
+struct Prompt {
+    content: String,
+    attachments: Vec<String>,
+    /// The prompt's `uuid` in the CLI's transcript.
+    id: Option<String>,
+    /// The turns to forget first.
+    rewind: Option<Rewind>,
+}
+
 /// Marks the conversation's turn as running (for the router's `message_id`) and
 /// takes (or makes room for) its CLI.
 fn claim(
     hub: &Hub,
     settings: &AgentSettings,
     conversation_id: &str,
-    (message_id, max_turns): (Option<String>, Option<u32>),
+    ticket: Ticket,
 ) -> Result<Claim, (&'static str, &'static str)> {
+    let Ticket {
+        message_id,
+        prompt_id,
+        max_turns,
+        fresh_agent,
+    } = ticket;
     let mut guard = hub.lock();
     let state = &mut *guard;
     let running = running_turns(state);
@@ -161,6 +220,9 @@ fn claim(
     if agent.as_mut().is_some_and(|agent| !agent.is_alive()) {
         agent = None;
     }
+    if fresh_agent && let Some(old) = agent.take() {
+        old.shutdown();
+    }
     if agent.is_none() && !make_room(&mut state.conversations, settings.max_agents) {
         return Err((
             error_code::TOO_MANY_AGENTS,
@@ -171,6 +233,7 @@ fn claim(
     if let Some(conversation) = state.conversations.get_mut(conversation_id) {
         conversation.slot.running = Some(interrupt.clone());
         conversation.message_id = message_id;
+        conversation.prompt_id = prompt_id;
     }
     Ok((agent, interrupt))
 }
@@ -216,10 +279,16 @@ async fn run_turn(
     hub: Arc<Hub>,
     settings: Arc<AgentSettings>,
     conversation_id: String,
-    (content, attachments): (String, Vec<String>),
+    prompt: Prompt,
     (agent, mut speaker): (Option<Agent>, Option<Speaker>),
     interrupt: Arc<Notify>,
 ) {
+    let Prompt {
+        content,
+        attachments,
+        id: prompt_id,
+        rewind,
+    } = prompt;
     hub.emit(&conversation_id, EventKind::Turn);
     // Uploads made while this sandbox was awake are not on its disk yet.
     if let Some(sync) = &settings.sync {
@@ -229,13 +298,19 @@ async fn run_turn(
             }
         }
     }
-    let agent = match agent {
-        Some(agent) => Ok(agent),
-        None => {
+    let agent = match (agent, rewind) {
+        (Some(agent), None) => Ok(agent),
+        (_, rewind) => {
             let mut spec = settings.spec.clone();
-            spec.resume = transcript_exists(&spec.home, &conversation_id);
             spec.session_id = conversation_id.clone();
-            Agent::spawn(&spec)
+            match rewind.map(Rewind::apply).transpose() {
+                Ok(at) => {
+                    spec.resume_at = at.flatten();
+                    spec.resume = transcript_exists(&spec.home, &conversation_id);
+                    Agent::spawn(&spec)
+                }
+                Err(error) => Err(crate::Error::Rewind(error)),
+            }
         }
     };
     let (kept, end) = match agent {
@@ -244,7 +319,7 @@ async fn run_turn(
                 &hub,
                 &settings,
                 &conversation_id,
-                &content,
+                (&content, prompt_id.as_deref()),
                 agent,
                 (&interrupt, speaker.as_mut()),
             )
@@ -271,6 +346,7 @@ async fn run_turn(
         conversation.slot.running = None;
         conversation.slot.agent = kept;
         conversation.message_id = None;
+        conversation.prompt_id = None;
     }
     hub.release(&mut state, &conversation_id);
     drop(state);
@@ -289,13 +365,17 @@ async fn drive(
     hub: &Hub,
     settings: &AgentSettings,
     conversation_id: &str,
-    content: &str,
+    (content, prompt_id): (&str, Option<&str>),
     mut agent: Agent,
     (interrupt, mut speaker): (&Notify, Option<&mut Speaker>),
 ) -> (Option<Agent>, EventKind) {
     let stdin = agent.stdin();
-    let message =
+    let mut message =
         serde_json::json!({"type": "user", "message": {"role": "user", "content": content}});
+    // The CLI keeps the prompt under this uuid: a later `replaces` names it.
+    if let Some(id) = prompt_id {
+        message["uuid"] = id.into();
+    }
     if stdin.send(message.to_string()).await.is_err() {
         return (
             None,
@@ -355,7 +435,7 @@ async fn drive(
             }
             () = sleep_until_some(interrupt_deadline) => {
                 tracing::warn!(conversation.id = conversation_id, "the agent ignored an interrupt; killing it");
-                return (None, EventKind::Done { usage: Default::default() });
+                return (None, EventKind::Done { usage: Default::default(), stopped: true });
             }
         }
     }

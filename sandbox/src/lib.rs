@@ -15,6 +15,8 @@ pub mod outbox;
 pub mod process;
 /// The router ⇄ sandbox wire types.
 pub mod protocol;
+/// Regenerate and edit: forgetting a turn and the turns after it.
+pub mod rewind;
 /// The router's HTTP API for the sandbox: storing events, Jarvis tool calls.
 pub mod router_api;
 /// Startup: wires the pieces together and serves.
@@ -68,6 +70,9 @@ pub enum Error {
     /// Serving failed.
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// The transcript of a replaced turn could not be removed.
+    #[error("could not forget the replaced turns: {0}")]
+    Rewind(#[source] std::io::Error),
 }
 
 /// The crate's result type.

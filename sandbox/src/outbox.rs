@@ -391,6 +391,7 @@ mod tests {
         hub.emit("c", EventKind::Turn);
         let end = EventKind::Done {
             usage: Default::default(),
+            stopped: false,
         };
         let seq = hub.emit_end(&mut hub.lock(), "c", end);
         hub.wait_stored("c", seq).await;
@@ -487,6 +488,7 @@ mod tests {
             seq: 7,
             conversation_id: "a".into(),
             usage: Default::default(),
+            stopped: false,
         };
         assert!(outbox.push("a", None, done, true));
     }

@@ -66,6 +66,10 @@ pub struct AgentSpec {
     pub session_id: String,
     /// Continue an existing transcript (`--resume`) instead of starting one.
     pub resume: bool,
+    /// With `resume`: keep the transcript only up to and including this entry
+    /// (`--resume-session-at`), so the turns after it are forgotten and the next
+    /// prompt continues from there (`crate::rewind`).
+    pub resume_at: Option<String>,
     /// The model gateway's base URL as the CLI sees it.
     pub gateway_url: String,
     /// The workspace token, the CLI's API key.
@@ -131,6 +135,9 @@ impl AgentSpec {
             "--session-id"
         };
         args.extend([session_flag.into(), self.session_id.clone()]);
+        if let Some(at) = self.resume_at.as_ref().filter(|_| self.resume) {
+            args.extend(["--resume-session-at".into(), at.clone()]);
+        }
         if let Some(model) = &self.model {
             args.extend(["--model".into(), model.clone()]);
         }
@@ -318,6 +325,7 @@ mod tests {
             home: "/state".into(),
             session_id: "0b7e6c1e-0000-4000-8000-000000000000".into(),
             resume: false,
+            resume_at: None,
             gateway_url: "http://127.0.0.1:1".into(),
             api_key: "token".into(),
             mcp_url: "http://127.0.0.1:2/mcp".into(),
@@ -340,6 +348,25 @@ mod tests {
         assert_eq!(args[at + 1], spec.session_id);
         spec.resume = true;
         assert!(spec.args().contains(&"--resume".to_string()));
+        assert!(!spec.args().contains(&"--resume-session-at".to_string()));
+    }
+
+    #[test]
+    fn a_rewound_resume_names_the_entry_it_keeps_up_to() {
+        let mut spec = spec();
+        spec.resume_at = Some("5cf44abf-f94b-4f3c-8c8c-d3eb3fe7187e".into());
+        assert!(
+            !spec.args().contains(&"--resume-session-at".to_string()),
+            "a new session has nothing to cut"
+        );
+        spec.resume = true;
+        let args = spec.args();
+        let at = args
+            .iter()
+            .position(|a| a == "--resume-session-at")
+            .expect("--resume-session-at");
+        assert_eq!(args[at + 1], "5cf44abf-f94b-4f3c-8c8c-d3eb3fe7187e");
+        assert_eq!(args[at - 2], "--resume");
     }
 
     #[test]

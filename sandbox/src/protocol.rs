@@ -43,6 +43,17 @@ pub enum RouterFrame {
         /// it, refuses a message past it with `too_many_turns`. No limit when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_turns: Option<u32>,
+        /// The id of the user's message the router stored (a UUID): the CLI's
+        /// prompt carries it as its `uuid`, so a later `replaces` can name the turn.
+        /// A random one when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt_id: Option<String>,
+        /// The `prompt_id` of an earlier turn of this conversation: this message
+        /// takes its place, and the agent forgets that turn and every turn after it
+        /// (regenerate, edit and resend). Refused with `cannot_rewind` when the
+        /// agent's memory of the conversation does not hold that prompt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<String>,
     },
     /// Stop the running turn of one conversation, or of every conversation.
     Interrupt {
@@ -108,6 +119,9 @@ pub enum SandboxFrame {
         /// `message_id` of the `message` that started it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message_id: Option<String>,
+        /// The user's message that started the turn (the `message`'s `prompt_id`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt_id: Option<String>,
     },
     /// A piece of the assistant's answer, as it streams.
     Text {
@@ -179,6 +193,9 @@ pub enum SandboxFrame {
         conversation_id: String,
         /// Tokens used by the turn.
         usage: Usage,
+        /// The user stopped the turn (an `interrupt`): the answer ends where it was.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stopped: bool,
     },
     /// Something failed. Inside a turn it carries `seq` and `conversation_id` and ends
     /// the turn; for a bad frame it carries neither.
@@ -317,6 +334,9 @@ pub mod error_code {
     pub const AGENT_ERROR: &str = "agent_error";
     /// The workspace runs as many turns as the plan allows (`max_turns`).
     pub const TOO_MANY_TURNS: &str = "too_many_turns";
+    /// A `replaces` the agent cannot honour: its memory of the conversation does
+    /// not hold that prompt (it never reached the agent, or predates prompt ids).
+    pub const CANNOT_REWIND: &str = "cannot_rewind";
 }
 
 #[cfg(test)]

@@ -137,6 +137,7 @@ pub async fn run(
             home: config.state_dir.clone(),
             session_id: String::new(),
             resume: false,
+            resume_at: None,
             gateway_url,
             api_key: config.workspace_token.clone(),
             mcp_url: format!("http://{mcp_addr}/mcp"),

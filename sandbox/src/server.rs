@@ -172,6 +172,8 @@ pub fn handle_text(state: &AppState, link: LinkId, text: &str) {
             attachments,
             message_id,
             max_turns,
+            prompt_id,
+            replaces,
         } => {
             if !is_canonical_uuid(&conversation_id) {
                 return hub.send_error(
@@ -179,6 +181,18 @@ pub fn handle_text(state: &AppState, link: LinkId, text: &str) {
                     (None, message_id),
                     error_code::BAD_CONVERSATION_ID,
                     "conversation_id must be a lowercase hyphenated UUID",
+                );
+            }
+            if [&prompt_id, &replaces]
+                .into_iter()
+                .flatten()
+                .any(|id| !is_canonical_uuid(id))
+            {
+                return hub.send_error(
+                    link,
+                    (Some(conversation_id), message_id),
+                    error_code::BAD_FRAME,
+                    "prompt_id and replaces must be lowercase hyphenated UUIDs",
                 );
             }
             if content.trim().is_empty() {
@@ -203,6 +217,8 @@ pub fn handle_text(state: &AppState, link: LinkId, text: &str) {
                     attachments,
                     voice,
                     message_id,
+                    prompt_id,
+                    replaces,
                     max_turns,
                     link,
                 },

@@ -63,6 +63,8 @@ pub(crate) struct Conversation {
     pub slot: Slot,
     /// The assistant message of the running turn (the router's `message_id`).
     pub message_id: Option<String>,
+    /// The user's message of the running turn (the router's `prompt_id`).
+    pub prompt_id: Option<String>,
     /// Logical time of the last use, for LRU eviction.
     pub last_used: u64,
 }
@@ -299,8 +301,14 @@ impl Hub {
         let seq = conversation.seq;
         let ends_turn = event.ends_turn();
         let mut frame = event.into_frame(seq, conversation_id.to_string());
-        if let SandboxFrame::Turn { message_id, .. } = &mut frame {
+        if let SandboxFrame::Turn {
+            message_id,
+            prompt_id,
+            ..
+        } = &mut frame
+        {
             message_id.clone_from(&conversation.message_id);
+            prompt_id.clone_from(&conversation.prompt_id);
         }
         if let Err(error) = persist_seq(&self.state_dir, conversation_id, seq) {
             tracing::warn!(%error, conversation.id = conversation_id, "could not persist seq");
@@ -711,6 +719,7 @@ mod tests {
             "c",
             EventKind::Done {
                 usage: Default::default(),
+                stopped: false,
             },
         );
         assert_eq!(end, 2);

@@ -240,6 +240,7 @@ mod tests {
             "c",
             EventKind::Done {
                 usage: Default::default(),
+                stopped: false,
             },
         );
         events(&mut link)
@@ -289,6 +290,7 @@ mod tests {
             "c",
             EventKind::Done {
                 usage: Default::default(),
+                stopped: false,
             },
         );
         let events = events(&mut link);

@@ -41,7 +41,7 @@ pub enum EventKind {
         error: Option<crate::protocol::ErrorBody>,
     },
     /// See [`SandboxFrame::Done`].
-    Done { usage: Usage },
+    Done { usage: Usage, stopped: bool },
     /// See [`SandboxFrame::Error`].
     Error { code: String, message: String },
 }
@@ -67,6 +67,7 @@ impl EventKind {
                 seq,
                 conversation_id,
                 message_id: None,
+                prompt_id: None,
             },
             Self::Text { delta } => SandboxFrame::Text {
                 seq,
@@ -108,10 +109,11 @@ impl EventKind {
                 transcript,
                 error,
             },
-            Self::Done { usage } => SandboxFrame::Done {
+            Self::Done { usage, stopped } => SandboxFrame::Done {
                 seq,
                 conversation_id,
                 usage,
+                stopped,
             },
             Self::Error { code, message } => SandboxFrame::Error {
                 seq: Some(seq),
@@ -196,7 +198,10 @@ impl Translator {
             output_tokens: value["usage"]["output_tokens"].as_u64().unwrap_or(0),
         };
         if value["is_error"] != true || self.interrupted {
-            return EventKind::Done { usage };
+            return EventKind::Done {
+                usage,
+                stopped: self.interrupted,
+            };
         }
         let message = value["result"]
             .as_str()

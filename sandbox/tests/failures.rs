@@ -70,11 +70,17 @@ async fn interrupt_stops_the_turn_within_a_second() {
         "took {:?}: {frames:?}",
         started.elapsed()
     );
-    assert_eq!(frames.last().expect("end")["type"], "done", "{frames:?}");
+    let end = frames.last().expect("end");
+    assert_eq!(end["type"], "done", "{frames:?}");
+    assert_eq!(end["stopped"], true, "a stopped turn says so: {end}");
 
     world.api.push(Reply::text(&["back"]));
     let frames = router.turn(&id, "again").await;
     assert_eq!(text(&frames), "back", "{frames:?}");
+    assert!(
+        frames.last().expect("end").get("stopped").is_none(),
+        "only a stopped turn says so: {frames:?}"
+    );
 }
 
 #[tokio::test]

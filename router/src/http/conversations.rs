@@ -152,6 +152,7 @@ async fn list_conversations(
                and not exists (
                  select 1 from messages m
                  where m.conversation_id = c.id and m.owner_id = $1
+                   and m.superseded_by is null
                    and m.content ilike w.pattern escape '\'))
          order by c.updated_at desc, c.id limit $2 offset $3",
     )
@@ -196,7 +197,8 @@ async fn fetch(state: &AppState, user: &AuthUser, id: Uuid) -> Result<Conversati
         "select id, role, content, events, complete, created_at,
              complete or events @> '[{\"type\":\"error\"}]' as ended,
              updated_at > now() - $3::interval as recent
-         from messages where conversation_id = $1 and owner_id = $2 order by position",
+         from messages where conversation_id = $1 and owner_id = $2
+           and superseded_by is null order by position",
     )
     .bind(id)
     .bind(user.id)

@@ -191,6 +191,10 @@ async fn events(
             // Batches stored before this one are stored once more as duplicates
             // when the sandbox retries: nothing changes.
             Err(TranscriptError::Db(error)) => return Err(error.into()),
+            // Only opening a turn replaces messages.
+            Err(error @ TranscriptError::CannotReplace(_)) => {
+                return Err(anyhow::Error::new(error).into());
+            }
         }
     }
     let hub = state.workspaces.hub(owner);

@@ -39,7 +39,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{AppState, Error, extractor, origin, sockets::SocketSlot};
-use crate::proxy::{Browser, Hub, Status, fanout::Outgoing, frame_text};
+use crate::proxy::{Browser, CANNOT_REPLACE, Hub, Status, fanout::Outgoing, frame_text};
 
 /// Largest frame a browser may send; larger ones get `frame_too_large`.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
@@ -70,6 +70,10 @@ enum ClientFrame {
         voice: Option<bool>,
         #[serde(default)]
         attachments: Option<Vec<String>>,
+        /// A user message of the conversation this one takes the place of
+        /// (regenerate, edit and resend).
+        #[serde(default)]
+        replaces: Option<String>,
     },
     Interrupt {
         #[serde(default)]
@@ -140,6 +144,13 @@ fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
 /// `{"type":"error","code","message"}` as text.
 fn error_frame(code: &str, message: &str) -> Arc<str> {
     json!({"type": "error", "code": code, "message": message})
+        .to_string()
+        .into()
+}
+
+/// An `error` frame about a message sent in `conversation`.
+fn error_in(code: &str, message: &str, conversation: Uuid) -> Arc<str> {
+    json!({"type": "error", "code": code, "message": message, "conversation_id": conversation})
         .to_string()
         .into()
 }
@@ -252,6 +263,7 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
             conversation_id,
             voice,
             attachments,
+            replaces,
         } => {
             let conversation = match conversation_id {
                 None => Uuid::new_v4(),
@@ -265,6 +277,14 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                         return;
                     }
                 },
+            };
+            let replaces = match replaces.map(|r| r.parse::<Uuid>()).transpose() {
+                Ok(replaces) => replaces,
+                Err(_) => {
+                    let message = "replaces is not a message id";
+                    hub.send_to(id, error_in(CANNOT_REPLACE, message, conversation));
+                    return;
+                }
             };
             let attachments = match attached(state, hub.user, attachments).await {
                 Ok(a) => a,
@@ -284,7 +304,7 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
             let turn = match hub
                 .begin_turn(
                     id,
-                    (content, conversation.to_string()),
+                    (content, conversation.to_string(), replaces),
                     (voice, attachments),
                     turn_slots(state, hub.user).await,
                 )
@@ -292,7 +312,7 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
             {
                 Ok(turn) => turn,
                 Err(body) => {
-                    hub.send_to(id, error_frame(&body.code, &body.message));
+                    hub.send_to(id, error_in(&body.code, &body.message, conversation));
                     return;
                 }
             };

@@ -27,6 +27,9 @@ pub struct Context {
     pub sync_timeout: std::time::Duration,
 }
 
+/// The `code` of the `error` frame that refuses a `replaces` naming no current
+/// user message of the conversation.
+pub const CANNOT_REPLACE: &str = "cannot_replace";
 /// The `code` of the `error` frame that tells a user their workspace is over its quota.
 pub const WORKSPACE_OVER_QUOTA: &str = "workspace_over_quota";
 /// The `code` of the `error` frame that tells a user the store refused files of
@@ -52,14 +55,15 @@ impl Context {
 }
 
 /// Opens a turn's rows: the user's message (with the uploads it names), then an
-/// empty assistant message the sandbox stores the answer in. A conversation id
-/// of another user is refused as if it did not exist.
+/// empty assistant message the sandbox stores the answer in; with `replaces`,
+/// in the place of that user message and those after it. A conversation id of
+/// another user is refused as if it did not exist.
 pub(super) async fn start_turn(
     ctx: &Context,
     user: Uuid,
     conversation_id: &str,
-    content: &str,
-    attachments: &[crate::uploads::Attachment],
+    (content, attachments): (&str, &[crate::uploads::Attachment]),
+    replaces: Option<Uuid>,
 ) -> Result<transcript::OpenTurn, ErrorBody> {
     let Ok(conversation) = conversation_id.parse::<Uuid>() else {
         return Err(body("bad_conversation_id", "conversation_id is not a UUID"));
@@ -68,11 +72,20 @@ pub(super) async fn start_turn(
         .iter()
         .map(|a| serde_json::json!({"type": "attachment", "id": a.id, "filename": a.filename, "path": a.path}))
         .collect();
-    match transcript::open_turn(&ctx.db, user, conversation, content, Value::Array(events)).await {
+    let message = transcript::NewMessage {
+        content,
+        events: Value::Array(events),
+        replaces,
+    };
+    match transcript::open_turn(&ctx.db, user, conversation, message).await {
         Ok(open) => Ok(open),
         Err(transcript::TranscriptError::NotYours(_)) => {
             Err(body("not_found", "no such conversation; start a new one"))
         }
+        Err(transcript::TranscriptError::CannotReplace(_)) => Err(body(
+            CANNOT_REPLACE,
+            "that message is no longer in this conversation; reload it and try again",
+        )),
         Err(transcript::TranscriptError::Db(error)) => {
             tracing::error!(user.id = %user, %error, "storing the message failed");
             Err(body(

@@ -31,6 +31,29 @@ pub struct OpenTurn {
     pub last_seq: u64,
 }
 
+/// The user's message a turn opens with.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    /// What the user wrote.
+    pub content: &'a str,
+    /// Its events (the uploads it names).
+    pub events: Value,
+    /// A user message of the conversation this one takes the place of, with every
+    /// message after it (regenerate, edit and resend).
+    pub replaces: Option<Uuid>,
+}
+
+impl<'a> NewMessage<'a> {
+    /// A message of text alone, replacing nothing.
+    pub fn text(content: &'a str) -> Self {
+        Self {
+            content,
+            events: Value::Array(Vec::new()),
+            replaces: None,
+        }
+    }
+}
+
 /// What [`store_events`] did with one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreOutcome {
@@ -50,15 +73,22 @@ pub struct StoreOutcome {
 
 /// Stores the user's message (`events` on it: the uploads it names) and an empty,
 /// incomplete assistant message in one transaction, creating the conversation
-/// (titled from `content`) when `conversation_id` is new. Fails with
-/// [`TranscriptError::NotYours`] when the id is another user's conversation.
+/// (titled from `content`) when `conversation_id` is new. With `replaces`, that
+/// user message and every message after it are hidden (`superseded_by` the new
+/// one). Fails with [`TranscriptError::NotYours`] when the id is another user's
+/// conversation, with [`TranscriptError::CannotReplace`] when `replaces` is not a
+/// current user message of it; either changes nothing.
 pub async fn open_turn(
     db: &PgPool,
     user_id: Uuid,
     conversation_id: Uuid,
-    content: &str,
-    events: Value,
+    message: NewMessage<'_>,
 ) -> Result<OpenTurn, TranscriptError> {
+    let NewMessage {
+        content,
+        events,
+        replaces,
+    } = message;
     let mut tx = db::user_tx(db, user_id).await?;
     // Under RLS another user's row is invisible, but the primary key still
     // conflicts: the insert does nothing and the select below finds nothing.
@@ -75,6 +105,22 @@ pub async fn open_turn(
     let last_seq = lock_conversation(&mut tx, user_id, conversation_id)
         .await?
         .ok_or(TranscriptError::NotYours(conversation_id))?;
+    let replaced_from = match replaces {
+        None => None,
+        Some(replaced) => Some(
+            // language=PostgreSQL
+            crate::db::query_scalar::<i64>(
+                "select position from messages where id = $1 and conversation_id = $2
+                 and owner_id = $3 and role = 'user' and superseded_by is null",
+            )
+            .bind(replaced)
+            .bind(conversation_id)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(TranscriptError::CannotReplace(replaced))?,
+        ),
+    };
     // language=PostgreSQL
     let user_message_id: Uuid = crate::db::query_scalar(
         "insert into messages (owner_id, conversation_id, role, content, events)
@@ -86,6 +132,20 @@ pub async fn open_turn(
     .bind(&events)
     .fetch_one(&mut *tx)
     .await?;
+    if let Some(position) = replaced_from {
+        // language=PostgreSQL
+        crate::db::query(
+            "update messages set superseded_by = $3
+             where conversation_id = $1 and owner_id = $2 and position >= $4
+               and id <> $3 and superseded_by is null",
+        )
+        .bind(conversation_id)
+        .bind(user_id)
+        .bind(user_message_id)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+    }
     // language=PostgreSQL
     let message_id: Uuid = crate::db::query_scalar(
         "insert into messages (owner_id, conversation_id, role, complete)
@@ -234,7 +294,13 @@ pub async fn store_events(
                 write.text.push_str(delta);
                 write.text_chars += delta.chars().count() as u64;
             }
-            SandboxFrame::Done { usage, .. } => {
+            SandboxFrame::Done { usage, stopped, .. } => {
+                // A stopped answer says so where it stopped.
+                if *stopped {
+                    write
+                        .events
+                        .push(placed(serde_json::json!({"type": "stopped"}), at));
+                }
                 write.done = Some((usage.input_tokens, usage.output_tokens));
                 outcome.ended = Some(Outcome::Complete);
                 answer.ended = true;

@@ -38,6 +38,7 @@ impl Frames {
             seq: self.next(),
             conversation_id: self.conversation.clone(),
             message_id: message.map(|m| m.to_string()),
+            prompt_id: None,
         }
     }
     pub fn text(&mut self, delta: &str) -> SandboxFrame {
@@ -81,6 +82,16 @@ impl Frames {
                 input_tokens: input,
                 output_tokens: output,
             },
+            stopped: false,
+        }
+    }
+    /// The `done` of a turn the user stopped.
+    pub fn stopped(&mut self) -> SandboxFrame {
+        SandboxFrame::Done {
+            seq: self.next(),
+            conversation_id: self.conversation.clone(),
+            usage: Usage::default(),
+            stopped: true,
         }
     }
     pub fn error(&mut self) -> SandboxFrame {

@@ -38,8 +38,24 @@ fn router_frames_round_trip() {
             attachments: Some(vec!["f1".into()]),
             message_id: None,
             max_turns: None,
+            prompt_id: None,
+            replaces: None,
         },
         json!({"type":"message","content":"hi","conversation_id":"c","voice":true,"voice_max_chars":500,"attachments":["f1"]}),
+    );
+    round_trip_router(
+        RouterFrame::Message {
+            content: "again".into(),
+            conversation_id: "c".into(),
+            voice: None,
+            voice_max_chars: None,
+            attachments: None,
+            message_id: Some("m".into()),
+            max_turns: None,
+            prompt_id: Some("p2".into()),
+            replaces: Some("p1".into()),
+        },
+        json!({"type":"message","content":"again","conversation_id":"c","message_id":"m","prompt_id":"p2","replaces":"p1"}),
     );
     round_trip_router(
         RouterFrame::Interrupt {
@@ -76,8 +92,18 @@ fn sandbox_events_round_trip() {
             seq: 1,
             conversation_id: c(),
             message_id: None,
+            prompt_id: None,
         },
         json!({"type":"turn","seq":1,"conversation_id":"c"}),
+    );
+    round_trip_sandbox(
+        SandboxFrame::Turn {
+            seq: 1,
+            conversation_id: c(),
+            message_id: Some("m".into()),
+            prompt_id: Some("p".into()),
+        },
+        json!({"type":"turn","seq":1,"conversation_id":"c","message_id":"m","prompt_id":"p"}),
     );
     round_trip_sandbox(
         SandboxFrame::Text {
@@ -147,8 +173,18 @@ fn sandbox_events_round_trip() {
                 input_tokens: 1,
                 output_tokens: 2,
             },
+            stopped: false,
         },
         json!({"type":"done","seq":7,"conversation_id":"c","usage":{"input_tokens":1,"output_tokens":2}}),
+    );
+    round_trip_sandbox(
+        SandboxFrame::Done {
+            seq: 8,
+            conversation_id: c(),
+            usage: Usage::default(),
+            stopped: true,
+        },
+        json!({"type":"done","seq":8,"conversation_id":"c","usage":{"input_tokens":0,"output_tokens":0},"stopped":true}),
     );
     round_trip_sandbox(
         SandboxFrame::Error {

@@ -36,7 +36,8 @@ fn text_streams_as_deltas_and_ends_with_done() {
                 usage: Usage {
                     input_tokens: 12,
                     output_tokens: 5
-                }
+                },
+                stopped: false,
             },
         ]
     );
@@ -94,7 +95,7 @@ fn rate_limit_result_is_an_error() {
 }
 
 #[test]
-fn interrupted_turn_ends_with_done() {
+fn interrupted_turn_ends_with_a_stopped_done() {
     let line = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"usage":{"input_tokens":3,"output_tokens":1}}"#;
     let mut translator = Translator::new();
     translator.interrupted();
@@ -104,7 +105,8 @@ fn interrupted_turn_ends_with_done() {
             usage: Usage {
                 input_tokens: 3,
                 output_tokens: 1
-            }
+            },
+            stopped: true,
         })]
     );
 }
