@@ -70,12 +70,16 @@ pub enum Reply {
     Stall(Duration),
     /// A text answer streamed as these deltas, with this pause before each.
     Slow(Vec<String>, Duration),
+    /// A text answer saying what the user said in the conversation the request
+    /// carries: `Heard: first | second` (see [`heard`]), so a test can tell what
+    /// the model was shown.
+    Echo,
 }
 
 impl Reply {
     /// A reply described in JSON: `{"text": ["deltas", …]}` (with `"delay_ms": N`,
     /// a pause of N ms before each delta), `{"tool_use": {"id", "name", "input"}}`,
-    /// `{"stall_ms": N}` or `{"status": N}`. `None` for anything else.
+    /// `{"stall_ms": N}`, `{"status": N}` or `{"echo": true}`. `None` for anything else.
     pub fn from_json(value: &Value) -> Option<Self> {
         if let Some(deltas) = value["text"].as_array() {
             let deltas: Vec<&str> = deltas.iter().filter_map(Value::as_str).collect();
@@ -93,6 +97,9 @@ impl Reply {
                 call["name"].as_str()?,
                 call.get("input")?.clone(),
             ));
+        }
+        if value["echo"] == true {
+            return Some(Self::Echo);
         }
         if let Some(ms) = value["stall_ms"].as_u64() {
             return Some(Self::Stall(Duration::from_millis(ms)));
@@ -324,6 +331,10 @@ async fn messages(
     if matches!(reply, Reply::MidStreamError) {
         *lock(&shared.fail_fallback) = true;
     }
+    let reply = match reply {
+        Reply::Echo => Reply::text(&[&heard(&request)]),
+        other => other,
+    };
     let model = request["model"]
         .as_str()
         .unwrap_or("claude-fake")
@@ -354,7 +365,57 @@ async fn messages(
     }
 }
 
+/// What the user said in the conversation a `/v1/messages` request carries: the
+/// text blocks of its user turns, in order, joined by ` | ` after `Heard: `.
+/// Tool results and the client's own notes (text in `<…>` tags, such as system
+/// reminders) are left out.
+pub fn heard(request: &Value) -> String {
+    let said: Vec<&str> = request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "user")
+        .flat_map(|m| match &m["content"] {
+            Value::String(text) => vec![text.as_str()],
+            Value::Array(blocks) => blocks
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b["text"].as_str())
+                .collect(),
+            _ => Vec::new(),
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.starts_with('<'))
+        .collect();
+    format!("Heard: {}", said.join(" | "))
+}
+
 mod wire;
 mod workspace;
 
 pub use workspace::{CallAnswer, CallAnswerer, EventsPost};
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{Reply, heard};
+
+    #[test]
+    fn echo_hears_the_user_turns_without_tool_results_or_client_notes() {
+        let request = json!({"messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>context</system-reminder>"},
+                {"type": "text", "text": "first question"},
+            ]},
+            {"role": "assistant", "content": [{"type": "text", "text": "an answer"}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]},
+            {"role": "user", "content": " second question "},
+        ]});
+        assert_eq!(heard(&request), "Heard: first question | second question");
+        assert!(matches!(
+            Reply::from_json(&json!({"echo": true})),
+            Some(Reply::Echo)
+        ));
+    }
+}

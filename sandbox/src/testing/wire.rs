@@ -83,7 +83,8 @@ pub(super) fn events(model: &str, reply: Reply) -> Vec<Chunk> {
             ));
             Vec::new()
         }
-        Reply::Status(_) => Vec::new(),
+        // Turned into text by the handler, which has the request.
+        Reply::Status(_) | Reply::Echo => Vec::new(),
     };
     let pause = Chunk::Pause(Duration::from_millis(5));
     for (index, block) in blocks.iter().enumerate() {

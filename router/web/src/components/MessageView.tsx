@@ -1,3 +1,4 @@
+import { useId, useRef, useState } from "react";
 import { Link } from "react-router";
 import { chatErrorText } from "../lib/messages";
 import { useOpenInPane } from "../lib/pane";
@@ -5,6 +6,7 @@ import type { ChatMessage } from "../lib/stream";
 import { LazyMarkdown } from "./LazyMarkdown";
 import { CopyButton } from "./CopyButton";
 import { ToolActivity } from "./ToolActivity";
+import { Button, inputClass } from "./ui";
 import { VoicePlayer } from "./VoicePlayer";
 
 export function ChatErrorView({ code, message }: { code: string; message: string }) {
@@ -61,6 +63,124 @@ export interface SendActions {
   stopOthers: () => void;
 }
 
+/** Edit and resend a stored user message; regenerate the last answer. */
+export interface RewriteActions {
+  /** A turn of the conversation runs (or a message waits): both are disabled. */
+  disabled: boolean;
+  resend: (key: string, text: string) => void;
+  regenerate: (key: string) => void;
+}
+
+/** A small action under or inside a message (44 px touch target on phones). */
+const messageAction =
+  "inline-flex items-center gap-1 rounded px-1.5 py-0.5 text-xs text-slate-600 hover:bg-slate-200 focus-visible:outline-2 disabled:cursor-not-allowed disabled:opacity-50 max-sm:min-h-11 max-sm:min-w-11 max-sm:justify-center dark:text-slate-300 dark:hover:bg-slate-700";
+
+function StoppedNote() {
+  return (
+    <p className="px-1 text-sm italic text-slate-500 dark:text-slate-400" data-testid="stopped-note">
+      Stopped
+    </p>
+  );
+}
+
+/** Icon only, like Copy (the name is its aria-label): the answer's text stays its own. */
+function RegenerateButton({ rewrite, messageKey }: { rewrite: RewriteActions; messageKey: string }) {
+  return (
+    <button
+      type="button"
+      className={messageAction}
+      aria-label="Regenerate answer"
+      title={rewrite.disabled ? "Wait for the answer to end" : "Regenerate answer"}
+      disabled={rewrite.disabled}
+      onClick={() => rewrite.regenerate(messageKey)}
+    >
+      <svg aria-hidden viewBox="0 0 16 16" className="h-3.5 w-3.5 fill-none stroke-current" strokeWidth="1.4" strokeLinecap="round" strokeLinejoin="round">
+        <path d="M13 8a5 5 0 1 1-1.5-3.6M13 2.5v3h-3" />
+      </svg>
+    </button>
+  );
+}
+
+/** A stored user message with Edit: it turns into a box with Send and Cancel;
+ * the new text goes in its place, with the same attachments. */
+function EditableUserMessage({ message, rewrite }: { message: ChatMessage; rewrite: RewriteActions }) {
+  const [draft, setDraft] = useState<string | null>(null);
+  const editButton = useRef<HTMLButtonElement>(null);
+  const inputId = useId();
+  const text = message.parts.map((p) => (p.kind === "text" ? p.text : "")).join("");
+  const attachments = message.parts.filter((p) => p.kind === "attachment");
+  const cancel = () => {
+    setDraft(null);
+    setTimeout(() => editButton.current?.focus(), 0);
+  };
+  const canSend = draft !== null && draft.trim() !== "" && !rewrite.disabled;
+  const send = (e?: React.FormEvent) => {
+    e?.preventDefault();
+    if (!canSend || draft === null) return;
+    rewrite.resend(message.key, draft);
+    setDraft(null);
+  };
+  if (draft !== null) {
+    return (
+      <form className="ml-auto flex w-full max-w-[95%] flex-col items-end gap-2 sm:max-w-[80%]" aria-label="Edit message" onSubmit={send}>
+        <label htmlFor={inputId} className="sr-only">
+          Edit message
+        </label>
+        <textarea
+          id={inputId}
+          autoFocus
+          rows={Math.min(8, Math.max(2, draft.split("\n").length))}
+          className={`${inputClass} resize-y`}
+          value={draft}
+          onChange={(e) => setDraft(e.target.value)}
+          onKeyDown={(e) => {
+            if (e.key === "Escape") {
+              e.preventDefault();
+              cancel();
+            } else if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
+              e.preventDefault();
+              send();
+            }
+          }}
+          data-testid="edit-input"
+        />
+        {attachments.length > 0 ? (
+          <div className="flex flex-wrap justify-end" aria-label="Attachments sent again">
+            {attachments.map((p) => (
+              <AttachmentChip key={p.id} filename={p.filename} />
+            ))}
+          </div>
+        ) : null}
+        <div className="flex gap-2">
+          <Button onClick={cancel}>Cancel</Button>
+          <Button type="submit" variant="primary" disabled={!canSend}>
+            Send
+          </Button>
+        </div>
+      </form>
+    );
+  }
+  return (
+    <div className="flex flex-col items-end" data-testid="editable-message">
+      <MessageBubble message={message} />
+      <button
+        ref={editButton}
+        type="button"
+        className={`${messageAction} mt-0.5`}
+        aria-label="Edit message"
+        title={rewrite.disabled ? "Wait for the answer to end" : "Edit and send again"}
+        disabled={rewrite.disabled}
+        onClick={() => setDraft(text)}
+      >
+        <svg aria-hidden viewBox="0 0 16 16" className="h-3.5 w-3.5 fill-none stroke-current" strokeWidth="1.3" strokeLinejoin="round">
+          <path d="M11 2.5l2.5 2.5L6 12.5H3.5V10z" />
+        </svg>
+        <span aria-hidden className="max-sm:hidden">Edit</span>
+      </button>
+    </div>
+  );
+}
+
 const linkButton = "rounded px-1.5 py-0.5 font-medium underline-offset-2 hover:underline focus-visible:outline-2 focus-visible:outline-blue-500";
 
 /** Under a user message: waiting for another answer to end, or refused with Retry. */
@@ -110,24 +230,30 @@ export function MessageView({
   live,
   actions,
   canRetry,
+  rewrite,
+  canRegenerate,
 }: {
   message: ChatMessage;
   live?: boolean;
   actions?: SendActions;
   /** The answer ended with an error and may be asked again (the last one). */
   canRetry?: boolean;
+  /** Edit (stored user messages) and regenerate (`canRegenerate`: the last answer). */
+  rewrite?: RewriteActions;
+  canRegenerate?: boolean;
 }) {
   const user = message.role === "user";
-  if (!user && message.stopped && message.complete) {
+  const regenerate = !user && canRegenerate && rewrite && message.complete && !message.error ? rewrite : undefined;
+  if (!user && message.stopped && message.complete && isEmpty(message)) {
     // Stopped before its first word: a note, not an empty bubble.
     return (
-      <article aria-label="Jarvis" data-testid="assistant-message" data-stopped="true" className="flex justify-start">
-        <p className="px-1 text-sm italic text-slate-500 dark:text-slate-400" data-testid="stopped-note">
-          Stopped
-        </p>
+      <article aria-label="Jarvis" data-testid="assistant-message" data-stopped="true" className="flex items-center justify-start gap-2">
+        <StoppedNote />
+        {regenerate ? <RegenerateButton rewrite={regenerate} messageKey={message.key} /> : null}
       </article>
     );
   }
+  if (user && !message.status && message.id && rewrite) return <EditableUserMessage message={message} rewrite={rewrite} />;
   if (user && message.status) {
     return (
       <div className="flex flex-col items-end" data-testid="pending-message" data-status={message.status}>
@@ -150,10 +276,13 @@ export function MessageView({
       </div>
     );
   }
-  return <MessageBubble message={message} live={live} />;
+  return <MessageBubble message={message} live={live} regenerate={regenerate} />;
 }
 
-function MessageBubble({ message, live }: { message: ChatMessage; live?: boolean }) {
+/** Nothing was said (no text, no voice). */
+const isEmpty = (m: ChatMessage) => !m.voice?.length && m.parts.every((p) => p.kind === "text" && p.text.trim() === "");
+
+function MessageBubble({ message, live, regenerate }: { message: ChatMessage; live?: boolean; regenerate?: RewriteActions }) {
   const user = message.role === "user";
   // On the chat page documents and attachments open in the side pane.
   const openInPane = useOpenInPane();
@@ -162,6 +291,7 @@ function MessageBubble({ message, live }: { message: ChatMessage; live?: boolean
       className={`flex ${user ? "justify-end" : "justify-start"}`}
       aria-label={user ? "You" : "Jarvis"}
       data-testid={user ? "user-message" : "assistant-message"}
+      data-stopped={!user && message.stopped ? "true" : undefined}
     >
       <div
         className={`max-w-[95%] rounded-2xl px-4 py-2 sm:max-w-[80%] ${
@@ -216,9 +346,13 @@ function MessageBubble({ message, live }: { message: ChatMessage; live?: boolean
             ▍
           </span>
         ) : null}
-        {!user && message.complete && message.parts.some((p) => p.kind === "text" && p.text.trim()) ? (
-          <div className="-mb-1 mt-1 flex justify-end">
-            <CopyButton label="Copy answer" compact text={() => answerText(message)} />
+        {!user && message.complete && message.stopped ? <StoppedNote /> : null}
+        {!user && message.complete && (regenerate || message.parts.some((p) => p.kind === "text" && p.text.trim())) ? (
+          <div className="-mb-1 mt-1 flex justify-end gap-1">
+            {regenerate ? <RegenerateButton rewrite={regenerate} messageKey={message.key} /> : null}
+            {message.parts.some((p) => p.kind === "text" && p.text.trim()) ? (
+              <CopyButton label="Copy answer" compact text={() => answerText(message)} />
+            ) : null}
           </div>
         ) : null}
         {message.voice?.length ? <VoicePlayer clips={message.voice} autoPlay={!!live} /> : null}

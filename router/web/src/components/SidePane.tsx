@@ -2,7 +2,7 @@
 // chat (a full-screen overlay on phones), previewed, documents editable in
 // place. Unsaved edits are never dropped without asking.
 
-import { useCallback, useEffect, useRef, useState } from "react";
+import { lazy, Suspense, useCallback, useEffect, useRef, useState } from "react";
 import { Link } from "react-router";
 import { useServices } from "../context";
 import { DISCARD_QUESTION, previewKind, type PaneItem } from "../lib/pane";
@@ -13,6 +13,9 @@ import { CodeView, LazyMarkdown } from "./LazyMarkdown";
 import { Button, ErrorBox, errorText } from "./ui";
 
 const TEXT_LIMIT = 200_000;
+
+// PDF.js loads only when a PDF is opened.
+const PdfView = lazy(() => import("./PdfView"));
 
 /** What the pane shows and whether it holds unsaved edits; opening another item
  * or closing asks first when it does. */
@@ -172,11 +175,13 @@ function DocumentPane({ id, pane }: { id: string; pane: Pane }) {
   );
 }
 
-type Loaded = { blob: true; kind: "image" | "pdf" | "other"; url: string; size: number } | { blob: false; kind: "markdown" | "code" | "text"; text: string; size: number };
+type Loaded =
+  | { blob: true; kind: "image" | "pdf" | "other"; url: string; data: Blob; size: number }
+  | { blob: false; kind: "markdown" | "code" | "text"; text: string; size: number };
 
-/** An upload or workspace file: images as images, Markdown rendered, code
- * highlighted, text as text; PDFs and anything else as a download (the router's
- * Content-Security-Policy allows no frames or plugins, so no PDF viewer here). */
+/** An upload or workspace file: images as images, PDFs as their pages (PDF.js:
+ * the router's Content-Security-Policy allows no frames or plugins), Markdown
+ * rendered, code highlighted, text as text; anything else as a download. */
 function FilePane({ item }: { item: Extract<PaneItem, { kind: "file" }> }) {
   const { api } = useServices();
   const [loaded, setLoaded] = useState<Loaded | null>(null);
@@ -194,7 +199,7 @@ function FilePane({ item }: { item: Extract<PaneItem, { kind: "file" }> }) {
           if (!cancelled) setLoaded({ blob: false, kind, text: b.size > TEXT_LIMIT ? t + "\n… (truncated)" : t, size: b.size });
         } else {
           url = URL.createObjectURL(b);
-          setLoaded({ blob: true, kind, url, size: b.size });
+          setLoaded({ blob: true, kind, url, data: b, size: b.size });
         }
       })
       .catch((e) => !cancelled && setError(errorText(e)));
@@ -220,10 +225,12 @@ function FilePane({ item }: { item: Extract<PaneItem, { kind: "file" }> }) {
       <div data-testid="pane-content" className="min-w-0 overflow-x-auto">
         {loaded.blob && loaded.kind === "image" ? (
           <img src={loaded.url} alt={item.filename} className="max-h-[75vh] max-w-full rounded" />
+        ) : loaded.blob && loaded.kind === "pdf" ? (
+          <Suspense fallback={<p className="text-sm text-slate-500 dark:text-slate-400">Opening the PDF…</p>}>
+            <PdfView data={loaded.data} filename={item.filename} />
+          </Suspense>
         ) : loaded.blob ? (
-          <p className="text-sm text-slate-600 dark:text-slate-400">
-            {loaded.kind === "pdf" ? "PDFs are not previewed here." : "No preview for this kind of file."} Download it to open it.
-          </p>
+          <p className="text-sm text-slate-600 dark:text-slate-400">No preview for this kind of file. Download it to open it.</p>
         ) : loaded.kind === "markdown" ? (
           <LazyMarkdown text={loaded.text} />
         ) : loaded.kind === "code" ? (

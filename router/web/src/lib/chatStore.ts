@@ -5,9 +5,12 @@
 // last seq, streaming, error): the router relays the events of all the user's
 // conversations, and each updates its own conversation, never the open one
 // unless it is the open one's. A message refused because the plan's answers are
-// all running waits in a queue and goes when one ends.
+// all running waits in a queue and goes when one ends; the queue is kept in
+// sessionStorage, so a reload brings the waiting messages back. A stored user
+// message can be edited and sent again, and the last answer regenerated: the new
+// message takes the old one's place (`replaces`), and what came after it goes.
 
-import type { Api } from "./api";
+import type { Api, StorageLike } from "./api";
 import { ChatConnection, type ConnectionState } from "./connection";
 import {
   addUserMessage,
@@ -15,13 +18,27 @@ import {
   emptyChat,
   fromHistory,
   refuse,
+  replaceFrom,
+  requestOf,
   sendingMessage,
   updateMessage,
   type Attachment,
   type ChatMessage,
   type ChatState,
+  type SendRequest,
 } from "./stream";
 import { RESUME_INCOMPLETE, TOO_MANY_TURNS, hasSeq, type Conversation, type ServerFrame } from "./types";
+
+/** Where a conversation's queued messages are kept (sessionStorage). */
+export const QUEUE_KEY_PREFIX = "jarvis.queued.";
+
+function sessionStore(): StorageLike | null {
+  try {
+    return globalThis.sessionStorage ?? null;
+  } catch {
+    return null;
+  }
+}
 
 export interface ChatSnapshot {
   /** The open conversation. */
@@ -85,6 +102,8 @@ export class ChatStore {
   constructor(
     private api: Api,
     readonly conn: ChatConnection,
+    /** Keeps queued messages across a reload (sessionStorage). */
+    private saved: StorageLike | null = sessionStore(),
   ) {
     this.entries.set(this.current, { chat: this.snap.chat, loaded: true, draft: true });
     conn.subscribe((e) => {
@@ -169,6 +188,12 @@ export class ChatStore {
       this.sending.splice(this.sending.indexOf(id), 1);
       this.conn.refused(id);
       const sending = this.entries.get(id)?.chat && sendingMessage(this.entries.get(id)!.chat);
+      if (sending?.request?.replaces && frame.code !== TOO_MANY_TURNS) {
+        // Nothing was replaced: the stored conversation is as it was.
+        this.update(id, (c) => refuse(c, error));
+        void this.restore(id, error);
+        return;
+      }
       if (frame.code === TOO_MANY_TURNS && sending) {
         this.update(id, (c) => {
           const s = updateMessage(c, sending.key, (m) => ({ ...m, status: "queued", error: undefined }));
@@ -204,6 +229,52 @@ export class ChatStore {
     this.queue.push({ conversation, key });
     this.queue.sort((a, b) => order(a.key) - order(b.key));
     this.armQueueTimer();
+    this.saveQueue(conversation);
+  }
+
+  /** Keeps `conversation`'s queued messages in sessionStorage (none: removed). */
+  private saveQueue(conversation: string) {
+    if (!this.saved) return;
+    const messages = this.entries.get(conversation)?.chat.messages ?? [];
+    const requests = this.queue
+      .filter((q) => q.conversation === conversation)
+      .flatMap((q) => messages.find((m) => m.key === q.key)?.request ?? []);
+    try {
+      if (requests.length > 0) this.saved.setItem(QUEUE_KEY_PREFIX + conversation, JSON.stringify(requests));
+      else this.saved.removeItem(QUEUE_KEY_PREFIX + conversation);
+    } catch {
+      /* storage full or off: the queue still works until a reload */
+    }
+  }
+
+  /** The queued messages kept for `conversation` before a reload. */
+  private savedQueue(conversation: string): SendRequest[] {
+    try {
+      const raw = this.saved?.getItem(QUEUE_KEY_PREFIX + conversation);
+      const list: unknown = raw ? JSON.parse(raw) : [];
+      if (!Array.isArray(list)) return [];
+      return list.filter(
+        (r): r is SendRequest => !!r && typeof r.content === "string" && Array.isArray(r.attachments),
+      );
+    } catch {
+      return [];
+    }
+  }
+
+  /** Puts back the messages that waited in `conversation`'s queue before a reload. */
+  private restoreQueue(conversation: string) {
+    if (this.queue.some((q) => q.conversation === conversation)) return;
+    for (const r of this.savedQueue(conversation)) {
+      this.update(conversation, (c) => {
+        // A queued edit shows in place of what it replaces.
+        const from = r.replaces ? c.messages.findIndex((m) => m.id === r.replaces) : -1;
+        const kept = from >= 0 ? { ...c, messages: c.messages.slice(0, from) } : c;
+        return addUserMessage(kept, r.content, r.attachments, { voice: r.voice, status: "queued", replaces: r.replaces });
+      });
+      const chat = this.entries.get(conversation)?.chat;
+      const message = chat?.messages[chat.messages.length - 1];
+      if (message) this.enqueue(conversation, message.key);
+    }
   }
 
   private armQueueTimer() {
@@ -224,6 +295,7 @@ export class ChatStore {
     if (this.sending.length > 0) return;
     const next = this.queue.shift();
     if (!next) return;
+    this.saveQueue(next.conversation);
     const message = this.entries.get(next.conversation)?.chat.messages.find((m) => m.key === next.key);
     if (!message?.request) return this.sendQueued();
     this.update(next.conversation, (c) => ({
@@ -238,8 +310,9 @@ export class ChatStore {
     if (!r) return;
     this.sending.push(id);
     // Voice always explicit: the toggle may turn voice off although the saved setting is on.
-    const extra: { voice?: boolean; attachments?: string[] } = { voice: r.voice };
+    const extra: { voice?: boolean; attachments?: string[]; replaces?: string } = { voice: r.voice };
     if (r.attachments.length > 0) extra.attachments = r.attachments.map((a) => a.id);
+    if (r.replaces) extra.replaces = r.replaces;
     this.conn.sendMessage(id, r.content, extra);
   }
 
@@ -292,6 +365,7 @@ export class ChatStore {
       if (id === this.current) this.set({ chat: history, loading: false, loadError: null });
       // Exactly the events after what the history holds, then the live ones.
       this.conn.resume(id, history.lastSeq);
+      this.restoreQueue(id);
     } catch (e) {
       if (token !== this.loadToken || !showErrors) return;
       this.set({ loading: false, loadError: e instanceof Error ? e.message : String(e) });
@@ -306,9 +380,37 @@ export class ChatStore {
     void this.load(id, this.loadToken, false);
   }
 
+  /**
+   * A message meant to replace a stored one was refused: nothing was replaced, so
+   * the stored conversation is shown again, with the refusal.
+   */
+  private async restore(id: string, error: { code: string; message: string }) {
+    try {
+      const conv = await this.api.get<Conversation>(`/api/conversations/${encodeURIComponent(id)}`);
+      const entry = this.entries.get(id);
+      if (!entry) return;
+      const history = { ...fromHistory(conv), error };
+      entry.chat = history;
+      entry.loaded = true;
+      if (id === this.current) this.set({ chat: history });
+      this.conn.resume(id, history.lastSeq);
+    } catch {
+      // Not reachable now: the refused message stays, with Retry.
+    }
+  }
+
   /** Forgets everything shown (sign-out). */
   reset() {
     this.loadToken++;
+    if (this.saved) {
+      for (const q of this.queue) {
+        try {
+          this.saved.removeItem(QUEUE_KEY_PREFIX + q.conversation);
+        } catch {
+          /* nothing kept */
+        }
+      }
+    }
     this.entries.clear();
     this.sending = [];
     this.queue = [];
@@ -353,11 +455,7 @@ export class ChatStore {
         .reverse()
         .find((m) => m.role === "user");
       if (!question) return;
-      const r = question.request ?? {
-        content: question.parts.map((p) => (p.kind === "text" ? p.text : "")).join(""),
-        voice: false,
-        attachments: question.parts.flatMap((p) => (p.kind === "attachment" ? [{ id: p.id, filename: p.filename }] : [])),
-      };
+      const r = requestOf(question);
       this.send(r.content, r.voice, r.attachments);
       return;
     }
@@ -377,7 +475,52 @@ export class ChatStore {
     if (!message?.request || (message.status !== "failed" && message.status !== "queued")) return;
     this.queue = this.queue.filter((q) => q.key !== key);
     this.update(id, (c) => updateMessage(c, key, () => null));
+    this.saveQueue(id);
     this.set({ draft: { text: message.request.content, n: ++this.draftN } });
+  }
+
+  /** Whether the open conversation's messages can be edited or its answer
+   * regenerated now: no turn of it runs and no message of it waits. */
+  canRewrite(): boolean {
+    const id = this.current;
+    const chat = this.entries.get(id)?.chat;
+    if (!chat || chat.streaming || this.conn.isActive(id) || this.sending.includes(id)) return false;
+    return !chat.messages.some((m) => m.status === "sending" || m.status === "queued");
+  }
+
+  /** Sends `content` in place of the stored user message `key` and everything after it. */
+  private replace(key: string, content: string, voice: boolean, attachments: Attachment[]) {
+    const id = this.current;
+    if (!this.canRewrite()) return;
+    const before = this.entries.get(id)?.chat;
+    this.update(id, (c) => replaceFrom(c, key, content, attachments, { voice }));
+    const chat = this.entries.get(id)?.chat;
+    if (!chat || chat === before) return;
+    this.transmit(id, chat.messages[chat.messages.length - 1]);
+  }
+
+  /** Asks the question of the answer `key` (the last one) again, in place of that turn. */
+  regenerate(key: string) {
+    const messages = this.entries.get(this.current)?.chat.messages ?? [];
+    const index = messages.findIndex((m) => m.key === key);
+    if (index < 0 || messages[index].role !== "assistant" || index !== messages.length - 1) return;
+    const question = messages
+      .slice(0, index)
+      .reverse()
+      .find((m) => m.role === "user");
+    if (!question) return;
+    const r = requestOf(question);
+    this.replace(question.key, r.content, r.voice, r.attachments);
+  }
+
+  /** Sends the stored user message `key` again with new text (its attachments kept),
+   * in place of it and of everything after it. */
+  editAndResend(key: string, content: string) {
+    const text = content.trim();
+    const message = this.entries.get(this.current)?.chat.messages.find((m) => m.key === key);
+    if (!text || !message || message.role !== "user") return;
+    const r = requestOf(message);
+    this.replace(key, text, r.voice, r.attachments);
   }
 
   /** Cancels a queued message: it is not sent, and its text goes back to the message box. */

@@ -102,6 +102,14 @@ const CHAT_ERRORS: Record<string, { title: string; action: string }> = {
     title: "Your session is not valid any more.",
     action: "Sign in again.",
   },
+  cannot_replace: {
+    title: "That message can't be changed now.",
+    action: "The conversation is shown as it is stored: wait for its answer to end, then edit again.",
+  },
+  cannot_rewind: {
+    title: "This conversation is older than editing.",
+    action: "Its messages can't be edited or regenerated; send a new message instead.",
+  },
   voice_unavailable: {
     title: "Spoken answers are not part of your plan.",
     action: "The text answer is complete; upgrade on the Account page to hear answers.",

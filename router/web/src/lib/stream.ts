@@ -36,10 +36,15 @@ export interface SendRequest {
   content: string;
   voice: boolean;
   attachments: Attachment[];
+  /** The id of the user message this one takes the place of (with all after it). */
+  replaces?: string;
 }
 
 export interface ChatMessage {
   key: string;
+  /** The router's id of a user message (from the history, or its turn's
+   * `prompt_id`): it can be edited, and its answer regenerated, with it. */
+  id?: string;
   role: "user" | "assistant";
   parts: Part[];
   /** The answer's spoken sentences, in order (and any voice error). */
@@ -47,7 +52,7 @@ export interface ChatMessage {
   complete: boolean;
   usage?: { input_tokens: number; output_tokens: number };
   error?: { code: string; message: string };
-  /** An answer stopped before its first word (no empty bubble is shown). */
+  /** An answer the user stopped (before its first word: no bubble, only a note). */
   stopped?: boolean;
   /** A user message sent from here and not answered yet. */
   status?: SendStatus;
@@ -81,7 +86,7 @@ export function addUserMessage(
   state: ChatState,
   content: string,
   attachments: Attachment[] = [],
-  opts: { voice?: boolean; status?: SendStatus } = {},
+  opts: { voice?: boolean; status?: SendStatus; replaces?: string } = {},
 ): ChatState {
   const parts: Part[] = [
     { kind: "text", text: content },
@@ -94,7 +99,7 @@ export function addUserMessage(
     parts,
     complete: true,
     status,
-    request: { content, voice: !!opts.voice, attachments },
+    request: { content, voice: !!opts.voice, attachments, ...(opts.replaces ? { replaces: opts.replaces } : {}) },
   };
   return {
     ...state,
@@ -102,6 +107,35 @@ export function addUserMessage(
     streaming: state.streaming || status === "sending",
     messages: [...state.messages, message],
   };
+}
+
+/**
+ * The message `key` (a stored user message) and everything after it give way to
+ * a new user message sent in its place (edit and resend, regenerate).
+ */
+export function replaceFrom(
+  state: ChatState,
+  key: string,
+  content: string,
+  attachments: Attachment[] = [],
+  opts: { voice?: boolean } = {},
+): ChatState {
+  const index = state.messages.findIndex((m) => m.key === key);
+  const replaced = state.messages[index];
+  if (!replaced?.id || replaced.role !== "user") return state;
+  const kept = { ...state, messages: state.messages.slice(0, index) };
+  return addUserMessage(kept, content, attachments, { voice: opts.voice, status: "sending", replaces: replaced.id });
+}
+
+/** What a user message asked (its text and attachments), to ask it again. */
+export function requestOf(message: ChatMessage): SendRequest {
+  return (
+    message.request ?? {
+      content: message.parts.map((p) => (p.kind === "text" ? p.text : "")).join(""),
+      voice: false,
+      attachments: message.parts.flatMap((p) => (p.kind === "attachment" ? [{ id: p.id, filename: p.filename }] : [])),
+    }
+  );
 }
 
 /** Changes one message (by key). */
@@ -189,7 +223,9 @@ export function applyFrame(state: ChatState, frame: ServerFrame): ChatState {
     case "turn": {
       // The oldest message waiting is the one this turn answers.
       const sending = sendingMessage(state);
-      if (sending) state = updateMessage(state, sending.key, (m) => ({ ...m, status: undefined, error: undefined }));
+      const id = frame.prompt_id;
+      if (sending)
+        state = updateMessage(state, sending.key, (m) => ({ ...m, status: undefined, error: undefined, ...(id ? { id } : {}) }));
       return { ...withAnswer(state, (m) => m), streaming: true, error: null };
     }
     case "text":
@@ -216,7 +252,7 @@ export function applyFrame(state: ChatState, frame: ServerFrame): ChatState {
         ...m,
         complete: true,
         usage: frame.usage,
-        stopped: isEmptyAnswer(m) || undefined,
+        stopped: frame.stopped || isEmptyAnswer(m) || undefined,
       }));
       return { ...s, streaming: !!sendingMessage(s) };
     }
@@ -238,7 +274,7 @@ export function fromHistory(conv: Conversation): ChatState {
   state.lastSeq = conv.last_seq ?? 0;
   conv.messages.forEach((h, index) => {
     const role = h.role === "user" ? "user" : "assistant";
-    let m: ChatMessage = { key: h.id, role, parts: [], complete: true };
+    let m: ChatMessage = { key: h.id, id: h.id, role, parts: [], complete: true };
     const events = Array.isArray(h.events) ? (h.events as Record<string, unknown>[]) : [];
     // Text and events interleaved as they streamed: each stored event says how
     // much of the text came before it (`at`); older ones, without, come first.

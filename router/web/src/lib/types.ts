@@ -89,6 +89,9 @@ export type ClientFrame =
       conversation_id?: string;
       voice?: boolean;
       attachments?: string[];
+      /** The id of a user message of this conversation: this message takes its
+       * place and that of everything after it (edit and resend, regenerate). */
+      replaces?: string;
     }
   | { type: "interrupt"; conversation_id?: string }
   | { type: "resume"; conversation_id: string; after_seq: number };
@@ -97,7 +100,8 @@ export type ClientFrame =
 // all the user's conversations to each of their connections.
 export type ServerFrame =
   | { type: "status"; state: "waking" | "ready" }
-  | { type: "turn"; seq: number; conversation_id: string }
+  /** `prompt_id`: the id of the user message that started the turn. */
+  | { type: "turn"; seq: number; conversation_id: string; prompt_id?: string }
   | { type: "text"; seq: number; conversation_id?: string; delta: string }
   | { type: "tool_use"; seq: number; conversation_id?: string; id: string; name: string; input: unknown }
   | { type: "tool_result"; seq: number; conversation_id?: string; id: string; is_error: boolean; content: unknown }
@@ -116,6 +120,8 @@ export type ServerFrame =
       seq: number;
       conversation_id: string;
       usage?: { input_tokens: number; output_tokens: number };
+      /** The user stopped the turn. */
+      stopped?: boolean;
     }
   /** With `seq`, it ended that conversation's turn; with `conversation_id` only,
    * a message to it was refused (or its sandbox went); with neither, it is about
@@ -142,6 +148,10 @@ export function hasSeq(frame: ServerFrame): frame is SeqFrame & { conversation_i
 export const TOO_MANY_TURNS = "too_many_turns";
 /** A resume asked for events no longer kept live (they are in the stored history). */
 export const RESUME_INCOMPLETE = "resume_incomplete";
+/** A message that was to replace a user message was refused (that message is not
+ * current, or a turn runs); `CANNOT_REWIND`: the conversation predates editing. */
+export const CANNOT_REPLACE = "cannot_replace";
+export const CANNOT_REWIND = "cannot_rewind";
 
 /** Parses one text frame; null for anything that is not a known frame. */
 export function parseFrame(data: unknown): ServerFrame | null {

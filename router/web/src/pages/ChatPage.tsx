@@ -4,7 +4,7 @@ import { useUploads } from "../components/Attachments";
 import { Composer } from "../components/Composer";
 import { EmptyChat } from "../components/EmptyChat";
 import { ConversationList } from "../components/ConversationList";
-import { ChatErrorView, MessageView } from "../components/MessageView";
+import { ChatErrorView, MessageView, type RewriteActions } from "../components/MessageView";
 import { SidePane, usePane, type Pane } from "../components/SidePane";
 import { Button, ErrorBox, errorText } from "../components/ui";
 import { UnsavedChangesGuard } from "../components/UnsavedChangesGuard";
@@ -106,6 +106,20 @@ function ChatView({ pane }: { pane: Pane }) {
     }),
     [store],
   );
+  // Edit and resend, regenerate: not while a turn of this conversation runs.
+  const rewriteDisabled = !store.canRewrite();
+  const rewrite = useMemo<RewriteActions>(
+    () => ({
+      disabled: rewriteDisabled,
+      resend: (key, text) => store.editAndResend(key, text),
+      regenerate: (key) => store.regenerate(key),
+    }),
+    [store, rewriteDisabled],
+  );
+
+  // The last answer can be regenerated when its question is stored (has an id).
+  const lastQuestion = [...chat.messages].reverse().find((m) => m.role === "user");
+  const regenerable = !!lastQuestion?.id && chat.messages[chat.messages.length - 1]?.role === "assistant";
 
   // The conversation's title, also in the browser tab.
   const firstText = chat.messages[0]?.role === "user" ? chat.messages[0].parts.find((p) => p.kind === "text") : undefined;
@@ -196,6 +210,8 @@ function ChatView({ pane }: { pane: Pane }) {
                 live={chat.streaming && i === chat.messages.length - 1}
                 actions={sendActions}
                 canRetry={!chat.streaming && i === chat.messages.length - 1}
+                rewrite={rewrite}
+                canRegenerate={regenerable && i === chat.messages.length - 1}
               />
             ))}
             {chat.error ? <ChatErrorView code={chat.error.code} message={chat.error.message} /> : null}
