@@ -185,7 +185,8 @@ try {
     router.dbUrl,
     `select content || '|' || events::text || '|' || complete from messages where conversation_id = '${c}' and role = 'assistant' order by position desc limit 1`,
   );
-  assert.equal(stoppedRow, '|[{"type": "stopped"}]|true');
+  // Nothing but the note: stopped at character 0, complete.
+  assert.equal(stoppedRow, '|[{"at": 0, "type": "stopped"}]|true');
   await page.reload();
   await lastAnswer().getByTestId("stopped-note").waitFor();
   assert.equal(await page.getByText("cut off").count(), 0);
