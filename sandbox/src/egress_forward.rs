@@ -178,7 +178,7 @@ async fn send(upstream: &Upstream, req: Request<Incoming>) -> std::io::Result<Re
             Upstream::Tcp(addr) => {
                 let stream = TcpStream::connect(addr.as_str()).await?;
                 let _ = stream.set_nodelay(true);
-                Ok(Io::Tcp(stream))
+                Ok::<_, std::io::Error>(Io::Tcp(stream))
             }
         }
     })
