@@ -14,7 +14,6 @@
 mod common;
 
 use std::{
-    io::Write,
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -160,7 +159,10 @@ async fn curl_and_urllib_reach_an_allowed_host_through_the_forwarder_and_another
         2,
         "curl and urllib both got the page: {output}"
     );
-    assert!(output.contains("URLLIB hello from the stand-in"), "{output}");
+    assert!(
+        output.contains("URLLIB hello from the stand-in"),
+        "{output}"
+    );
     let lower = output.to_ascii_lowercase();
     assert!(lower.contains("http/1.1 403"), "{output}");
     assert!(
@@ -222,10 +224,11 @@ print(hashlib.sha256(open(wheel, "rb").read()).hexdigest())
     assert!(built.status.success(), "the wheel builds: {built:?}");
     let sha = String::from_utf8_lossy(&built.stdout).trim().to_string();
     let wheel = format!("{name}-1.0-py3-none-any.whl");
-    let mut page = std::fs::File::create(pages.join("index.html")).expect("page");
-    write!(
-        page,
-        "<!DOCTYPE html><html><body><a href=\"{wheel}#sha256={sha}\">{wheel}</a></body></html>\n"
+    std::fs::write(
+        pages.join("index.html"),
+        format!(
+            "<!DOCTYPE html><html><body><a href=\"{wheel}#sha256={sha}\">{wheel}</a></body></html>\n"
+        ),
     )
     .expect("write page");
     std::fs::write(

@@ -156,7 +156,8 @@ async fn forward(relay: &Relay, mut req: Request<Incoming>) -> Response<Body> {
             match tokio::try_join!(client_side, router_side) {
                 Ok((client, router)) => {
                     let (mut client, mut router) = (TokioIo::new(client), TokioIo::new(router));
-                    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut router).await
+                    if let Err(error) =
+                        tokio::io::copy_bidirectional(&mut client, &mut router).await
                     {
                         tracing::debug!(%error, %target, "egress tunnel ended");
                     }
@@ -192,7 +193,10 @@ async fn send(upstream: &Upstream, req: Request<Incoming>) -> std::io::Result<Re
             tracing::debug!(%error, "connection to the router's egress proxy ended");
         }
     });
-    sender.send_request(req).await.map_err(std::io::Error::other)
+    sender
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)
 }
 
 /// A connection to the router's proxy, whichever kind.
@@ -362,9 +366,10 @@ mod tests {
                 .write_all(request.as_bytes())
                 .await
                 .expect("write");
-            let (head, body) = tokio::time::timeout(Duration::from_secs(10), read_answer(&mut client))
-                .await
-                .expect("answered in time");
+            let (head, body) =
+                tokio::time::timeout(Duration::from_secs(10), read_answer(&mut client))
+                    .await
+                    .expect("answered in time");
             assert!(head.starts_with("HTTP/1.1 200"), "{head}");
             assert_eq!(
                 body,
@@ -412,7 +417,9 @@ mod tests {
         .await
         .expect("start");
         for _ in 0..2 {
-            let client = TcpStream::connect(addr).await.expect("the forwarder still accepts");
+            let client = TcpStream::connect(addr)
+                .await
+                .expect("the forwarder still accepts");
             let mut client = BufReader::new(client);
             client
                 .get_mut()

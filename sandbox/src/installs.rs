@@ -171,7 +171,10 @@ mod tests {
             }
         }
         for name in [VENV, CACHE] {
-            assert!(crate::sync::IGNORED.contains(&name), "{name} is never synced");
+            assert!(
+                crate::sync::IGNORED.contains(&name),
+                "{name} is never synced"
+            );
         }
     }
 

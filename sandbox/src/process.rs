@@ -399,9 +399,7 @@ mod tests {
     #[test]
     fn commands_go_out_through_the_egress_proxy_except_to_loopback() {
         let value = |env: &[(&str, String)], name: &str| {
-            env.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.clone())
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
         };
         let env = spec().env();
         assert_eq!(value(&env, "HTTPS_PROXY"), None, "no proxy unless told");
