@@ -349,19 +349,26 @@ class ChartTest(unittest.TestCase):
                 # router's sandbox listener must all be it, and not the public port.
                 port = int(env["JARVIS_ROUTER_PORT"]["value"])
                 self.assertEqual(port, 8081)
+                # Pods' `--egress-proxy` is the Service on this port: the egress
+                # proxy's listener and container port, which sandbox pods may reach.
+                egress = int(env["JARVIS_ROUTER_EGRESS_PORT"]["value"])
+                self.assertEqual(egress, 8082)
                 self.assertEqual(service["spec"]["ports"], [
                     {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
                     {"name": "sandbox", "port": port, "targetPort": "sandbox", "protocol": "TCP", "appProtocol": "http"},
+                    {"name": "egress", "port": egress, "targetPort": "egress", "protocol": "TCP"},
                 ])
                 self.assertEqual(
                     install.container("router")["ports"],
                     [
                         {"name": "http", "containerPort": 8080, "protocol": "TCP"},
                         {"name": "sandbox", "containerPort": port, "protocol": "TCP"},
+                        {"name": "egress", "containerPort": egress, "protocol": "TCP"},
                     ],
                 )
                 router_env = install.env("router")
                 self.assertEqual(router_env["JARVIS_SANDBOX_LISTEN"]["value"], f"0.0.0.0:{port}")
+                self.assertEqual(router_env["JARVIS_EGRESS_LISTEN"]["value"], f"0.0.0.0:{egress}")
                 self.assertEqual(router_env["JARVIS_LISTEN"]["value"], "0.0.0.0:8080")
 
     def test_router_service_selects_the_router_pods_only(self):
@@ -525,7 +532,7 @@ class ChartTest(unittest.TestCase):
         # Default: router reachable by anyone on 8080 and by sandbox pods only on 8081,
         # egress open; operator to DNS + API only.
         sandbox_rule = {
-            "ports": [{"protocol": "TCP", "port": 8081}],
+            "ports": [{"protocol": "TCP", "port": 8081}, {"protocol": "TCP", "port": 8082}],
             "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": sandbox}}],
         }
         router = self.minimal.one("NetworkPolicy", f"{PREFIX}-router")["spec"]

@@ -206,9 +206,17 @@ class DockerfileTest(unittest.TestCase):
         self.assertIn("@anthropic-ai/claude-code@${CLAUDE_VERSION}", " ".join(claude.all("RUN")))
         final = stages[-1]
         runs = " ".join(final.all("RUN"))
-        for package in ("python3", "espeak-ng", "git", "curl", "ca-certificates"):
-            self.assertRegex(runs, rf"\b{re.escape(package)}\b")
+        for package in ("python3", "python3-pip", "python3-venv", "espeak-ng", "git", "curl", "ca-certificates"):
+            self.assertRegex(runs, rf"\b{re.escape(package)}(\s|$)")
+        # Node.js and npm for the agent come from the CLI's node stage, not Debian's
+        # (older) packages; npm and npx are on PATH.
         self.assertNotIn("nodejs", runs)
+        copies = [copy_args(a) for a in final.all("COPY")]
+        self.assertIn(({"from": "claude"}, ["/usr/local/bin/node"], "/usr/local/bin/node"), copies)
+        self.assertIn(
+            ({"from": "claude"}, ["/usr/local/lib/node_modules/npm"], "/usr/local/lib/node_modules/npm"), copies
+        )
+        self.assertIn("ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm", runs)
         # The operator's default --claude-bin and the chart's sandbox.claudeBin.
         operator_config = (REPO / "operator/src/config.rs").read_text()
         self.assertIn('default_value = "/usr/local/bin/claude"', operator_config)

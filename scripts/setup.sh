@@ -32,6 +32,26 @@ if ! command -v bwrap >/dev/null 2>&1; then
   apt-get install -y -qq bubblewrap >/dev/null 2>&1 ||
     { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }
 fi
+# The agent's tools in the local jail, which sees this machine's /usr only (so
+# /usr/bin/python3, not a pyenv or a venv of the caller's): python3 with pip and
+# venv, Node.js with npm, git (installs land in the workspace: sandbox/src/installs.rs).
+# A Node.js that brings its own npm (NodeSource's) needs no Debian npm.
+jail_path=/usr/local/bin:/usr/bin:/bin
+agent_packages=()
+/usr/bin/python3 -c 'import pip' >/dev/null 2>&1 || agent_packages+=(python3-pip)
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || agent_packages+=(python3-venv)
+PATH=$jail_path command -v git >/dev/null 2>&1 || agent_packages+=(git)
+if ! PATH=$jail_path command -v node >/dev/null 2>&1; then
+  agent_packages+=(nodejs npm)
+elif ! PATH=$jail_path command -v npm >/dev/null 2>&1; then
+  agent_packages+=(npm)
+fi
+if [ ${#agent_packages[@]} -gt 0 ]; then
+  echo "setup: installing the agent's tools (${agent_packages[*]})"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "${agent_packages[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${agent_packages[@]}" >/dev/null; }
+fi
 # Text to speech (issue 8): espeak-ng speaks offline, opus-tools' opusenc encodes
 # to Ogg Opus (opusdec decodes it in the voice tests).
 if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v opusenc >/dev/null 2>&1 ||

@@ -66,6 +66,11 @@ pub struct Config {
     /// gateway, workspace sync): the router's `JARVIS_SANDBOX_LISTEN`, not its public port.
     #[arg(long, env = "JARVIS_ROUTER_PORT", default_value_t = 8081)]
     pub router_port: u16,
+    /// Port of the router's Service where its egress proxy listens (the router's
+    /// `JARVIS_EGRESS_LISTEN`): sandboxes reach the internet through it only; 0
+    /// gives them no proxy.
+    #[arg(long, env = "JARVIS_ROUTER_EGRESS_PORT", default_value_t = 8082)]
+    pub router_egress_port: u16,
     /// Labels of the router pods, `key=value,key=value` (network policies use them).
     #[arg(
         long,
@@ -125,6 +130,7 @@ impl Config {
             router_namespace: self.router_namespace.clone(),
             router_service: self.router_service.clone(),
             router_port: self.router_port,
+            router_egress_port: (self.router_egress_port != 0).then_some(self.router_egress_port),
             router_pod_labels: self.router_pod_labels.clone(),
             sandbox_port: self.sandbox_port,
             runtime_class: (!self.runtime_class.is_empty()).then(|| self.runtime_class.clone()),

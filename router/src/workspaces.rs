@@ -264,6 +264,7 @@ pub fn backend(
                     workspaces_dir: absolute(&config.workspaces_dir),
                     run_dir: absolute(&config.run_dir),
                     gateway_socket: gateway_socket(config),
+                    egress_socket: egress_socket(config),
                     uids: config.sandbox_uids,
                     max_agents: config.max_agents,
                     limits: jail::Limits {

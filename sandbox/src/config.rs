@@ -30,6 +30,17 @@ pub struct Config {
     #[arg(long, env = "JARVIS_GATEWAY_SOCKET")]
     pub gateway_socket: Option<PathBuf>,
 
+    /// A unix socket that reaches the router's egress proxy (local mode: bound
+    /// into the jail). The agent gets a loopback proxy relaying to it.
+    #[arg(long, env = "JARVIS_EGRESS_SOCKET", conflicts_with = "egress_proxy")]
+    pub egress_socket: Option<PathBuf>,
+
+    /// The router's egress proxy as `HOST:PORT` (pods: the router Service's
+    /// egress port). The agent gets a loopback proxy relaying to it. Without
+    /// this or `--egress-socket` the agent has no proxy (and no network).
+    #[arg(long, env = "JARVIS_EGRESS_PROXY")]
+    pub egress_proxy: Option<String>,
+
     /// The Claude Code CLI binary.
     #[arg(long, env = "JARVIS_CLAUDE_BIN")]
     pub claude_bin: PathBuf,
@@ -139,6 +150,39 @@ mod tests {
             Config::try_parse_from(base.iter().chain(&["--sync", "router"])).expect("parses");
         assert_eq!(config.sync, SyncMode::Router);
         assert!(Config::try_parse_from(base.iter().chain(&["--sync", "s3"])).is_err());
+    }
+
+    #[test]
+    fn the_egress_proxy_is_a_socket_or_an_address_not_both() {
+        let base = [
+            "sandbox",
+            "--workspace-token",
+            "t",
+            "--claude-bin",
+            "c",
+            "--state-dir",
+            "s",
+        ];
+        let config = Config::try_parse_from(base).expect("parses");
+        assert_eq!((config.egress_socket, config.egress_proxy), (None, None));
+        let config = Config::try_parse_from(
+            base.iter()
+                .chain(&["--egress-proxy", "jarvis-router.jarvis.svc:8082"]),
+        )
+        .expect("parses");
+        assert_eq!(
+            config.egress_proxy.as_deref(),
+            Some("jarvis-router.jarvis.svc:8082")
+        );
+        assert!(
+            Config::try_parse_from(base.iter().chain(&[
+                "--egress-proxy",
+                "router:8082",
+                "--egress-socket",
+                "/run/egress.sock"
+            ]))
+            .is_err()
+        );
     }
 
     #[test]

@@ -5,8 +5,12 @@
 pub mod agents;
 /// Command-line and environment configuration.
 pub mod config;
+/// The agent's loopback HTTP proxy, relaying to the router's egress proxy.
+pub mod egress_forward;
 /// Forwards loopback TCP to the router's gateway socket (local mode).
 pub mod gateway_forward;
+/// Where the agent's installs (pip, npm) and caches go: the workspace.
+pub mod installs;
 /// The Jarvis tools served to the CLI over MCP.
 pub mod mcp;
 /// Numbered events stored through the router over HTTP, in batches.

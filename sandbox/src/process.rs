@@ -86,7 +86,17 @@ pub struct AgentSpec {
     pub model: Option<String>,
     /// Run as this uid/gid.
     pub uid_gid: Option<(u32, u32)>,
+    /// The loopback egress proxy (`http://127.0.0.1:PORT`) the CLI and its
+    /// commands use for everything but loopback; none: no proxy variables.
+    pub egress_proxy: Option<String>,
+    /// More variables for the CLI and its commands (where installs go:
+    /// [`crate::installs::Installs::env`]).
+    pub extra_env: Vec<(&'static str, String)>,
 }
+
+/// What never goes through the egress proxy: the gateway forwarder, the MCP
+/// server and anything else the agent runs on loopback.
+pub const NO_PROXY: &str = "localhost,127.0.0.1,::1";
 
 impl AgentSpec {
     /// The CLI's arguments.
@@ -146,7 +156,7 @@ impl AgentSpec {
 
     /// The CLI's whole environment.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("HOME", self.home.display().to_string()),
             ("PATH", self.path.clone()),
             ("LANG", "C.UTF-8".into()),
@@ -164,7 +174,16 @@ impl AgentSpec {
                 "ANTHROPIC_CUSTOM_HEADERS",
                 format!("{GATEWAY_CONVERSATION_HEADER}: {}", self.session_id),
             ),
-        ]
+        ];
+        if let Some(proxy) = &self.egress_proxy {
+            for name in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+                env.push((name, proxy.clone()));
+            }
+            env.push(("NO_PROXY", NO_PROXY.into()));
+            env.push(("no_proxy", NO_PROXY.into()));
+        }
+        env.extend(self.extra_env.iter().cloned());
+        env
     }
 }
 
@@ -334,6 +353,8 @@ mod tests {
             max_retries: 0,
             model: None,
             uid_gid: None,
+            egress_proxy: None,
+            extra_env: Vec::new(),
         }
     }
 
@@ -399,6 +420,36 @@ mod tests {
         assert_eq!(
             headers,
             Some("X-Jarvis-Conversation: 0b7e6c1e-0000-4000-8000-000000000000")
+        );
+    }
+
+    #[test]
+    fn commands_go_out_through_the_egress_proxy_except_to_loopback() {
+        let value = |env: &[(&str, String)], name: &str| {
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        };
+        let env = spec().env();
+        assert_eq!(value(&env, "HTTPS_PROXY"), None, "no proxy unless told");
+        let mut spec = spec();
+        spec.egress_proxy = Some("http://127.0.0.1:4321".into());
+        let env = spec.env();
+        for name in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+            assert_eq!(
+                value(&env, name).as_deref(),
+                Some("http://127.0.0.1:4321"),
+                "{name}"
+            );
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            assert_eq!(
+                value(&env, name).as_deref(),
+                Some("localhost,127.0.0.1,::1")
+            );
+        }
+        // The token reaches the proxy only through the forwarder.
+        assert!(
+            !env.iter()
+                .any(|(k, v)| k.to_ascii_lowercase().contains("proxy") && v.contains("token"))
         );
     }
 

@@ -1,5 +1,7 @@
 //! Startup: checks the configuration, prepares the directories (with `--sync
-//! router`, restores them from the router), starts the gateway forwarder, the
+//! router`, restores them from the router) and the workspace's Python
+//! environment (`installs`), starts the gateway forwarder, the egress forwarder
+//! (when told where the router's egress proxy is), the
 //! outbox (turns stored over HTTP) and the MCP server, then serves the router's endpoint until shutdown (with `--sync
 //! router`, pushing the last changes before it exits).
 //!
@@ -23,7 +25,9 @@ use crate::{
     Error, Result,
     agents::AgentSettings,
     config::{Config, SyncMode},
-    gateway_forward, mcp,
+    egress_forward, gateway_forward,
+    installs::Installs,
+    mcp,
     process::AgentSpec,
     router_api::RouterApi,
     server::{self, AppState},
@@ -110,6 +114,23 @@ pub async fn run(
         }
     };
 
+    let egress_proxy = match (&config.egress_socket, &config.egress_proxy) {
+        (Some(socket), _) => Some(egress_forward::Upstream::Unix(socket.clone())),
+        (None, Some(addr)) => Some(egress_forward::Upstream::Tcp(addr.clone())),
+        (None, None) => None,
+    };
+    let egress_proxy = match egress_proxy {
+        Some(upstream) => {
+            let addr =
+                egress_forward::start(upstream, &config.workspace_token, cancel.child_token())
+                    .await?;
+            Some(format!("http://{addr}"))
+        }
+        None => None,
+    };
+    let installs = Installs::new(&config.workspace_dir);
+    installs.prepare(&config.cli_path, uid_gid).await;
+
     let api = RouterApi::new(&gateway_url, &config.workspace_token)
         .ok_or_else(|| Error::Config(format!("invalid gateway URL {gateway_url:?}")))?;
     let hub = Hub::new(config.state_dir.clone(), config.call_timeout, Some(api));
@@ -142,10 +163,12 @@ pub async fn run(
             api_key: config.workspace_token.clone(),
             mcp_url: format!("http://{mcp_addr}/mcp"),
             mcp_tools: mcp::TOOL_NAMES.iter().map(|t| t.to_string()).collect(),
-            path: config.cli_path.clone(),
+            path: installs.path(&config.cli_path),
             max_retries: config.cli_max_retries,
             model: config.model.clone(),
             uid_gid,
+            egress_proxy,
+            extra_env: installs.env(),
         },
         max_agents: config.max_agents,
         idle_timeout: config.turn_idle_timeout,

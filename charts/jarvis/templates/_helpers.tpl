@@ -177,6 +177,15 @@ routes, reached by sandbox pods only; the operator points pods' gateway URL here
 8081
 {{- end }}
 
+{{/*
+The router's egress proxy port (`JARVIS_EGRESS_LISTEN`, values router.egressPort):
+the sandboxes' one way to the internet, reached by sandbox pods only; the operator
+points pods' `--egress-proxy` here.
+*/}}
+{{- define "jarvis.router.egressPort" -}}
+{{- .Values.router.egressPort | default 8082 | int -}}
+{{- end }}
+
 {{/* Egress rules of router and operator: cluster DNS and the API server. */}}
 {{- define "jarvis.egressDNSandAPI" -}}
 # Cluster DNS.

@@ -59,6 +59,9 @@ pub struct Settings {
     /// Port of the router's Service that serves `/v1/…` (its sandbox listener,
     /// `JARVIS_SANDBOX_LISTEN`; the public port answers 404 there).
     pub router_port: u16,
+    /// Port of the router's Service where its egress proxy listens
+    /// (`JARVIS_EGRESS_LISTEN`); `None`: sandboxes get no proxy, so no way out.
+    pub router_egress_port: Option<u16>,
     /// Labels of the router pods; network policies allow traffic to and from them only.
     pub router_pod_labels: BTreeMap<String, String>,
     /// Port the sandbox listens on for the router's WebSocket.
@@ -84,6 +87,7 @@ impl Default for Settings {
             router_namespace: "jarvis".to_owned(),
             router_service: "jarvis-router".to_owned(),
             router_port: 8081,
+            router_egress_port: Some(8082),
             router_pod_labels: BTreeMap::from([
                 (NAME_LABEL.to_owned(), "jarvis".to_owned()),
                 (
@@ -117,6 +121,16 @@ impl Settings {
             "http://{}.{}.svc:{}",
             self.router_service, self.router_namespace, self.router_port
         )
+    }
+
+    /// `host:port` of the router's egress proxy as the sandbox sees it.
+    pub fn egress_proxy(&self) -> Option<String> {
+        self.router_egress_port.map(|port| {
+            format!(
+                "{}.{}.svc:{port}",
+                self.router_service, self.router_namespace
+            )
+        })
     }
 }
 
@@ -267,5 +281,18 @@ mod tests {
             Settings::default().gateway_url(),
             "http://jarvis-router.jarvis.svc:8081"
         );
+    }
+
+    #[test]
+    fn egress_proxy_is_the_router_service_on_its_egress_port() {
+        assert_eq!(
+            Settings::default().egress_proxy().as_deref(),
+            Some("jarvis-router.jarvis.svc:8082")
+        );
+        let none = Settings {
+            router_egress_port: None,
+            ..Settings::default()
+        };
+        assert_eq!(none.egress_proxy(), None);
     }
 }

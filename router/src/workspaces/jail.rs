@@ -7,7 +7,11 @@
 //! `/lib64`, `/sbin` symlinks, a private `/proc`, `/dev` and `/tmp` (a tmpfs of
 //! [`Limits::tmp_bytes`]), and only this
 //! user's workspace and state directories writable. The host sees none of it but
-//! the user's run directory (the sandbox's socket) and the gateway socket.
+//! the user's run directory (the sandbox's socket), the gateway socket and the
+//! egress proxy's socket (the sandbox's only way out: `--egress-socket`, relayed
+//! from a loopback proxy the agent's `HTTPS_PROXY` names). `/etc/ssl` (the CA
+//! certificates curl, git and pip check servers against) is bound read-only when
+//! the host has it.
 //! Spawning, uids and reaping are `local.rs`'s business.
 
 use std::{
@@ -25,6 +29,8 @@ pub const RUN: &str = "/run/jarvis";
 pub const SOCKET: &str = "/run/jarvis/sandbox.sock";
 /// The gateway socket, inside the jail (bound read-only).
 pub const GATEWAY_SOCKET: &str = "/run/gateway.sock";
+/// The egress proxy's socket, inside the jail (bound read-only when it exists).
+pub const EGRESS_SOCKET: &str = "/run/egress.sock";
 /// The `sandbox` binary, inside the jail.
 pub const SANDBOX_BIN: &str = "/opt/jarvis/sandbox";
 /// The CLI's directory, inside the jail.
@@ -65,6 +71,8 @@ pub struct Spec {
     pub run: PathBuf,
     /// The router's gateway socket.
     pub gateway_socket: PathBuf,
+    /// The router's egress proxy socket.
+    pub egress_socket: PathBuf,
     /// CLI processes the sandbox keeps alive.
     pub max_agents: u32,
     /// Resource limits.
@@ -145,6 +153,10 @@ impl Spec {
         bind(&mut a, "--bind", &self.state, STATE);
         bind(&mut a, "--bind", &self.run, RUN);
         bind(&mut a, "--ro-bind", &self.gateway_socket, GATEWAY_SOCKET);
+        // A missing egress socket leaves the agent without internet, not without
+        // its workspace: its forwarder answers 502 saying why.
+        bind(&mut a, "--ro-bind-try", &self.egress_socket, EGRESS_SOCKET);
+        bind(&mut a, "--ro-bind-try", Path::new("/etc/ssl"), "/etc/ssl");
         bind(&mut a, "--ro-bind", &self.sandbox_bin, SANDBOX_BIN);
         bind(&mut a, "--ro-bind", &cli_dir, CLI_DIR);
         push(
@@ -172,6 +184,8 @@ impl Spec {
                 &format!("unix:{SOCKET}"),
                 "--gateway-socket",
                 GATEWAY_SOCKET,
+                "--egress-socket",
+                EGRESS_SOCKET,
                 "--workspace-dir",
                 WORKSPACE,
                 "--state-dir",
@@ -219,6 +233,7 @@ mod tests {
             state: "/data/u/state".into(),
             run: "/run/u".into(),
             gateway_socket: "/run/gateway.sock".into(),
+            egress_socket: "/run/egress.sock".into(),
             max_agents: 1,
             limits: Limits {
                 memory_bytes: 1 << 30,
@@ -266,7 +281,15 @@ mod tests {
         assert!(line.contains("--ro-bind /usr /usr"));
         assert!(line.contains("--ro-bind /tools/claude/bin /opt/claude"));
         assert!(line.contains("--ro-bind /run/gateway.sock /run/gateway.sock"));
+        assert!(line.contains("--ro-bind-try /etc/ssl /etc/ssl"));
         assert_eq!(line.matches("--bind ").count(), 3, "{line}");
+    }
+
+    #[test]
+    fn the_sandbox_is_told_where_the_egress_proxy_is() {
+        let line = joined();
+        assert!(line.contains("--ro-bind-try /run/egress.sock /run/egress.sock"));
+        assert!(line.contains("--egress-socket /run/egress.sock"), "{line}");
     }
 
     #[test]

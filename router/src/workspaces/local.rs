@@ -11,7 +11,8 @@
 //! workspace still owned by another uid (the former shared `jarvis-sandbox` user)
 //! is handed over on wake. The sandbox listens on a unix socket in the user's run
 //! directory; it reaches the gateway only through the router's gateway socket
-//! bound into the jail.
+//! bound into the jail, and the internet only through the egress proxy's socket
+//! bound beside it.
 //!
 //! Every child is owned by a reaper task (kill on sleep or drop, always awaited).
 
@@ -55,6 +56,8 @@ pub struct LocalConfig {
     pub run_dir: PathBuf,
     /// The router's gateway socket.
     pub gateway_socket: PathBuf,
+    /// The router's egress proxy socket (`crate::egress`), the sandboxes' way out.
+    pub egress_socket: PathBuf,
     /// The host uids (and gids) of sandboxes: one per workspace from this range.
     pub uids: UidRange,
     /// CLI processes per sandbox.
@@ -181,6 +184,7 @@ impl LocalBackend {
             state,
             run,
             gateway_socket: c.gateway_socket.clone(),
+            egress_socket: c.egress_socket.clone(),
             max_agents: c.max_agents,
             limits: c.limits,
         })

@@ -1,7 +1,9 @@
 //! The workspace's Service and NetworkPolicy.
 //!
 //! The policy is the sandbox's whole network: ingress only from router pods to the
-//! sandbox port, egress only to router pods on the gateway port and to cluster DNS.
+//! sandbox port, egress only to router pods on the gateway port and the egress
+//! proxy's port (the sandbox's one way to the internet, decided and audited by
+//! the router) and to cluster DNS.
 //! Everything else (the internet, other sandboxes, the apiserver) is denied.
 
 use std::collections::BTreeMap;
@@ -56,7 +58,12 @@ pub fn build_network_policy(ws: &ValidWorkspace, settings: &Settings) -> Network
             egress: Some(vec![
                 NetworkPolicyEgressRule {
                     to: Some(vec![router_peer(settings)]),
-                    ports: Some(vec![tcp(i32::from(settings.router_port))]),
+                    ports: Some(
+                        std::iter::once(settings.router_port)
+                            .chain(settings.router_egress_port)
+                            .map(|port| tcp(i32::from(port)))
+                            .collect(),
+                    ),
                 },
                 NetworkPolicyEgressRule {
                     to: Some(vec![NetworkPolicyPeer {
@@ -167,7 +174,7 @@ mod tests {
                           matchLabels:
                             app.kubernetes.io/component: router
                             app.kubernetes.io/name: jarvis
-                    ports: [{ port: 8081, protocol: TCP }]
+                    ports: [{ port: 8081, protocol: TCP }, { port: 8082, protocol: TCP }]
                   - to:
                       - namespaceSelector:
                           matchLabels: { kubernetes.io/metadata.name: kube-system }

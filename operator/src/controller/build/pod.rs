@@ -64,18 +64,7 @@ fn sandbox_container(ws: &ValidWorkspace, settings: &Settings) -> Container {
         image: Some(super::sandbox_image(ws, settings)),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         command: Some(vec!["sandbox".to_owned()]),
-        args: Some(vec![
-            "--listen".to_owned(),
-            format!("0.0.0.0:{port}"),
-            "--gateway-url".to_owned(),
-            settings.gateway_url(),
-            "--workspace-dir".to_owned(),
-            WORKSPACE_DIR.to_owned(),
-            "--state-dir".to_owned(),
-            STATE_DIR.to_owned(),
-            "--claude-bin".to_owned(),
-            settings.claude_bin.clone(),
-        ]),
+        args: Some(sandbox_args(settings)),
         working_dir: Some(WORKSPACE_DIR.to_owned()),
         env: Some(vec![
             EnvVar {
@@ -136,6 +125,29 @@ fn sandbox_container(ws: &ValidWorkspace, settings: &Settings) -> Container {
         ]),
         ..Container::default()
     }
+}
+
+/// The sandbox's arguments: where it listens, the router's gateway and, when
+/// the router has one, its egress proxy (the pod's only way to the internet).
+fn sandbox_args(settings: &Settings) -> Vec<String> {
+    let mut args = vec![
+        "--listen".to_owned(),
+        format!("0.0.0.0:{}", settings.sandbox_port),
+        "--gateway-url".to_owned(),
+        settings.gateway_url(),
+    ];
+    if let Some(proxy) = settings.egress_proxy() {
+        args.extend(["--egress-proxy".to_owned(), proxy]);
+    }
+    args.extend([
+        "--workspace-dir".to_owned(),
+        WORKSPACE_DIR.to_owned(),
+        "--state-dir".to_owned(),
+        STATE_DIR.to_owned(),
+        "--claude-bin".to_owned(),
+        settings.claude_bin.clone(),
+    ]);
+    args
 }
 
 fn runtime_default_seccomp() -> SeccompProfile {
@@ -292,6 +304,8 @@ mod tests {
                 - 0.0.0.0:7070
                 - --gateway-url
                 - http://jarvis-router.jarvis.svc:8081
+                - --egress-proxy
+                - jarvis-router.jarvis.svc:8082
                 - --workspace-dir
                 - /workspace
                 - --state-dir
@@ -301,6 +315,16 @@ mod tests {
                 "#
             )
         );
+        let without_proxy = Settings {
+            router_egress_port: None,
+            ..Settings::default()
+        };
+        let pod = json(&build_pod(&alice(), &without_proxy));
+        let args = pod["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .clone();
+        assert!(!args.contains(&"--egress-proxy".into()), "{args:?}");
         assert_eq!(container["image"], "jarvis-sandbox:latest");
         assert_eq!(
             container["ports"],

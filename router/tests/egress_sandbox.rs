@@ -1,0 +1,295 @@
+//! The sandbox side of egress (issue 21): the real `sandbox` under bubblewrap
+//! running the real Claude Code CLI, whose Bash tool the fake model scripts,
+//! reaches stand-ins for the internet only through the loopback forwarder the
+//! sandbox starts, which relays to the router's egress proxy on `egress.sock`
+//! with the workspace token.
+//!
+//! The stand-ins listen on 127.0.0.2: a loopback address of the host that the
+//! agent's `NO_PROXY` does not name, so its tools send it to the proxy, and that
+//! the jail (whose network namespace has a loopback of its own) cannot reach
+//! any other way. The router's deny-list is narrowed to let loopback through;
+//! the plans allow exactly the stand-in's port. No test reaches a host outside
+//! this machine.
+
+mod common;
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use common::{
+    User,
+    live::{Live, WAIT, of_type, wait_for},
+};
+use router::proxy::Status;
+use sandbox::testing::Reply;
+use serde_json::json;
+use sqlx::PgPool;
+
+/// The default deny-list without loopback, so the stand-ins are reachable.
+const NARROWED_DENY: &str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,169.254.0.0/16,\
+0.0.0.0/8,100.64.0.0/10,fc00::/7,fe80::/10";
+
+/// Where the stand-ins listen (see the module's doc).
+const STAND_IN_IP: &str = "127.0.0.2";
+
+/// A free port on [`STAND_IN_IP`].
+fn free_port() -> u16 {
+    std::net::TcpListener::bind((STAND_IN_IP, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.2")
+        .port()
+}
+
+/// `python3 -m http.server` serving `dir` on [`STAND_IN_IP`]; killed on drop.
+struct FileServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve_dir(dir: &Path) -> FileServer {
+    let port = free_port();
+    let child = Command::new("python3")
+        .args(["-m", "http.server", "--bind", STAND_IN_IP, "--directory"])
+        .arg(dir)
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs (apt-get install python3)");
+    let server = FileServer { child, port };
+    wait_for(|| std::net::TcpStream::connect((STAND_IN_IP, port)).is_ok()).await;
+    server
+}
+
+/// Plans whose every tier allows exactly `allowed` (`host:port` patterns).
+fn plans_allowing(allowed: &[String]) -> String {
+    let plan = json!({ "egress_allow": allowed });
+    json!({ "free": plan, "pro": plan, "enterprise": plan }).to_string()
+}
+
+async fn live_allowing(db: PgPool, allowed: &[String]) -> Live {
+    let plans = plans_allowing(allowed);
+    Live::with_config(db, move |c| {
+        c.egress_deny = NARROWED_DENY.into();
+        c.plans = Some(plans);
+    })
+    .await
+}
+
+/// Runs `command` through the agent's Bash tool in a new conversation; its output.
+async fn run_bash(live: &Live, browser: &mut common::live::Browser, command: &str) -> String {
+    live.api.push(Reply::tool_use(
+        "toolu_egress",
+        "Bash",
+        json!({"command": command, "description": "run", "timeout": 120000}),
+    ));
+    live.api.push(Reply::text(&["done"]));
+    browser.message("run it", None).await;
+    let frames = browser.turn().await;
+    of_type(&frames, "tool_result")
+        .first()
+        .and_then(|r| r["content"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no tool result: {frames:?}"))
+}
+
+/// The audited connections of `user` to `port`: (decision, reason, bytes down),
+/// once there are at least `count` (a row is written when its connection ends).
+async fn audited(live: &Live, user: &User, port: u16, count: usize) -> Vec<(String, String, i64)> {
+    let rows = || async {
+        sqlx::query_as::<_, (String, String, i64)>(
+            "select decision, reason, bytes_down from egress_connections \
+             where owner_id = $1 and host = $2 and port = $3 order by id",
+        )
+        .bind(user.id)
+        .bind(STAND_IN_IP)
+        .bind(i32::from(port))
+        .fetch_all(&live.app.db)
+        .await
+        .expect("audit rows")
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = rows().await;
+        if found.len() >= count || tokio::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn curl_and_urllib_reach_an_allowed_host_through_the_forwarder_and_another_is_refused(
+    db: PgPool,
+) {
+    let site = tempfile::tempdir().expect("tempdir");
+    std::fs::write(site.path().join("hello.txt"), "hello from the stand-in\n").expect("write");
+    let allowed = serve_dir(site.path()).await;
+    let other = serve_dir(site.path()).await;
+    let live = live_allowing(db, &[format!("{STAND_IN_IP}:{}", allowed.port)]).await;
+    let alice = live.app.register("alice@example.com").await;
+    let mut a = live.browser(&alice.access).await;
+    a.ready().await;
+
+    let url = format!("http://{STAND_IN_IP}:{}/hello.txt", allowed.port);
+    let refused = format!("http://{STAND_IN_IP}:{}/hello.txt", other.port);
+    let command = format!(
+        "echo PROXY=$HTTPS_PROXY; curl -sS {url}; \
+         python3 -c \"import urllib.request; print('URLLIB', urllib.request.urlopen('{url}').read().decode())\"; \
+         curl -sS -o /dev/null -D - {refused}; echo END"
+    );
+    let output = run_bash(&live, &mut a, &command).await;
+    assert!(
+        output.contains("PROXY=http://127.0.0.1:"),
+        "the agent's proxy is the loopback forwarder: {output}"
+    );
+    assert_eq!(
+        output.matches("hello from the stand-in").count(),
+        2,
+        "curl and urllib both got the page: {output}"
+    );
+    assert!(
+        output.contains("URLLIB hello from the stand-in"),
+        "{output}"
+    );
+    let lower = output.to_ascii_lowercase();
+    assert!(lower.contains("http/1.1 403"), "{output}");
+    assert!(
+        lower.contains("x-jarvis-egress: denied; reason=not_allowed"),
+        "{output}"
+    );
+    assert!(output.contains("END"), "{output}");
+
+    let rows = audited(&live, &alice, allowed.port, 2).await;
+    assert_eq!(rows.len(), 2, "one row per request, under alice: {rows:?}");
+    for (decision, reason, bytes_down) in &rows {
+        assert_eq!((decision.as_str(), reason.as_str()), ("allowed", "plan"));
+        assert!(*bytes_down > 0, "{rows:?}");
+    }
+    let rows = audited(&live, &alice, other.port, 1).await;
+    assert_eq!(
+        rows,
+        vec![("denied".to_string(), "not_allowed".to_string(), 0)]
+    );
+}
+
+/// Writes the wheel of a tiny pure-Python project (one module, `GREETING`) into
+/// `index/simple/<name>/` with the PEP 503 pages pointing at it.
+fn build_package_index(index: &Path, name: &str, greeting: &str) {
+    let project = index.join("../project");
+    std::fs::create_dir_all(project.join(name)).expect("project dir");
+    std::fs::write(
+        project.join(name).join("__init__.py"),
+        format!("GREETING = {greeting:?}\n"),
+    )
+    .expect("module");
+    let pages = index.join("simple").join(name);
+    std::fs::create_dir_all(&pages).expect("index dir");
+    // A wheel is a zip with the package, METADATA, WHEEL and RECORD (PEP 427).
+    let script = r#"
+import base64, hashlib, os, sys, zipfile
+project, out, name = sys.argv[1], sys.argv[2], sys.argv[3]
+dist = f"{name}-1.0.dist-info"
+files = {f"{name}/__init__.py": open(os.path.join(project, name, "__init__.py"), "rb").read(),
+         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+         f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: jarvis-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+def digest(data):
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+record = "".join(f"{p},{digest(d)},{len(d)}\n" for p, d in files.items()) + f"{dist}/RECORD,,\n"
+wheel = os.path.join(out, f"{name}-1.0-py3-none-any.whl")
+with zipfile.ZipFile(wheel, "w") as z:
+    for p, d in files.items():
+        z.writestr(p, d)
+    z.writestr(f"{dist}/RECORD", record)
+print(hashlib.sha256(open(wheel, "rb").read()).hexdigest())
+"#;
+    let built = Command::new("python3")
+        .args(["-c", script])
+        .arg(&project)
+        .arg(&pages)
+        .arg(name)
+        .output()
+        .expect("python3 runs");
+    assert!(built.status.success(), "the wheel builds: {built:?}");
+    let sha = String::from_utf8_lossy(&built.stdout).trim().to_string();
+    let wheel = format!("{name}-1.0-py3-none-any.whl");
+    std::fs::write(
+        pages.join("index.html"),
+        format!(
+            "<!DOCTYPE html><html><body><a href=\"{wheel}#sha256={sha}\">{wheel}</a></body></html>\n"
+        ),
+    )
+    .expect("write page");
+    std::fs::write(
+        index.join("simple/index.html"),
+        format!("<!DOCTYPE html><html><body><a href=\"{name}/\">{name}</a></body></html>\n"),
+    )
+    .expect("root page");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn pip_installs_from_a_package_index_through_the_proxy_and_the_package_imports_after_sleep_and_wake(
+    db: PgPool,
+) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let index = root.path().join("index");
+    build_package_index(&index, "jarvistinypkg", "hello from the tiny package");
+    let server = serve_dir(&index).await;
+    let live = live_allowing(db, &[format!("{STAND_IN_IP}:{}", server.port)]).await;
+    let alice = live.app.register("alice@example.com").await;
+    let mut a = live.browser(&alice.access).await;
+    a.ready().await;
+
+    let install = format!(
+        "pip install --index-url http://{STAND_IN_IP}:{}/simple/ jarvistinypkg 2>&1; \
+         python3 -c 'import jarvistinypkg; print(\"IMPORTED\", jarvistinypkg.GREETING)'",
+        server.port
+    );
+    let output = run_bash(&live, &mut a, &install).await;
+    assert!(
+        output.contains("Successfully installed jarvistinypkg-1.0"),
+        "{output}"
+    );
+    assert!(
+        output.contains("IMPORTED hello from the tiny package"),
+        "{output}"
+    );
+    let rows = audited(&live, &alice, server.port, 2).await;
+    assert!(
+        rows.len() >= 2 && rows.iter().all(|(d, _, _)| d == "allowed"),
+        "the index page and the wheel went through the proxy: {rows:?}"
+    );
+    // It landed in the workspace's environment, which the sync never stores.
+    let site = live.workspace(&alice).join(".venv/lib");
+    assert!(site.is_dir(), "{}", site.display());
+
+    drop(a);
+    let registry = live.app.state.workspaces.clone();
+    let hub = registry.hub(alice.id);
+    registry.sleep(&hub).await.expect("sleeps");
+    wait_for(|| hub.status() == Status::Asleep).await;
+
+    let mut a = live.browser(&alice.access).await;
+    a.ready().await;
+    let output = run_bash(
+        &live,
+        &mut a,
+        "python3 -c 'import jarvistinypkg, sys; print(\"IMPORTED\", jarvistinypkg.GREETING, sys.prefix)'",
+    )
+    .await;
+    assert!(
+        output.contains("IMPORTED hello from the tiny package /workspace/.venv"),
+        "{output}"
+    );
+}
