@@ -4,7 +4,11 @@
 //! unprivileged `jarvis_user` role with `app.user_id` set, so the row-level
 //! security policies of `migrations/0002_row_level_security.sql` hide every other
 //! user's rows even if a query forgot its `owner_id` filter. Queries still filter
-//! by owner themselves; the policies are the second line of defence.
+//! by owner themselves; the policies are the second line of defence. `BEGIN` and
+//! those settings go to the server in one message. A read that binds no text
+//! from a person (a page of a list) is cheaper still as [`user_rows`]: settings
+//! and query in one message, which the server runs as one implicit transaction,
+//! so the whole read is one round trip.
 //!
 //! # Through a transaction-mode pooler
 //!
@@ -14,7 +18,9 @@
 //! past a transaction, and nothing spans two transactions:
 //!
 //! - every query is built with [`query`], [`query_as`] or [`query_scalar`]
-//!   (never `sqlx::query…`). They use the *unnamed* prepared statement, so
+//!   (never `sqlx::query…`), or is a [`user_rows`] read (one message of the
+//!   simple protocol: no prepared statement, one transaction). The builders use
+//!   the *unnamed* prepared statement, so
 //!   nothing named is left for the next client of that server connection (sqlx's
 //!   named `sqlx_s_N` statements collide there, cache or no cache). And they run
 //!   in a transaction: sqlx prepares (Parse, Sync) and executes (Bind, Execute,
@@ -23,7 +29,7 @@
 //!   statement \"\" requires 0", or someone else's statement run). On a
 //!   transaction ([`user_tx`], `begin()`) a query runs as is; on the pool or a
 //!   bare connection it runs in a transaction of its own ([`Target`]);
-//! - session state is transaction-local (`set_config(.., true)`,
+//! - session state is transaction-local (`set local`, `set_config(.., true)`,
 //!   `pg_advisory_xact_lock`); `LISTEN` and the migrator's session lock use the
 //!   direct connection of `DATABASE_DIRECT_URL` ([`migrate`]);
 //! - code holding a transaction passes it on rather than asking the pool for a
@@ -287,22 +293,162 @@ pub async fn migrate(direct_url: &str) -> Result<(), MigrateError> {
     Ok(ran?)
 }
 
-/// Begins a transaction that sees only `user_id`'s rows.
+/// Begins a transaction that sees only `user_id`'s rows. `BEGIN` and the
+/// settings row-level security needs go in one message: one round trip.
 pub async fn user_tx(db: &PgPool, user_id: Uuid) -> sqlx::Result<Transaction<'static, Postgres>> {
-    let mut tx = db.begin().await?;
-    // `set_config(.., true)` is `SET LOCAL`: both end with the transaction, so a
-    // pooled connection never carries one user's identity into the next request.
-    // language=PostgreSQL
-    query("select set_config('role', $1, true), set_config('app.user_id', $2, true)")
-        .bind(USER_ROLE)
-        .bind(user_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    db.begin_with(format!("begin; {}", as_user(user_id))).await
+}
+
+/// The statements that make the rest of a transaction `user_id`'s: the role
+/// row-level security applies to, and the user its policies compare with.
+/// `set local` ends with the transaction, so a pooled connection never carries
+/// one user's identity into the next request. A UUID's text carries no SQL.
+fn as_user(user_id: Uuid) -> String {
+    format!("set local role {USER_ROLE}; set local app.user_id = '{user_id}'")
+}
+
+/// A value written into the text of a [`UserRows`] query: only types whose text
+/// cannot carry SQL (no strings: a query with text from a person binds it in a
+/// [`user_tx`]).
+pub trait Literal {
+    /// This value as a typed SQL literal.
+    fn literal(&self) -> String;
+}
+
+impl Literal for Uuid {
+    fn literal(&self) -> String {
+        format!("'{self}'::uuid")
+    }
+}
+
+impl Literal for i64 {
+    fn literal(&self) -> String {
+        format!("'{self}'::int8")
+    }
+}
+
+/// A read of one user's rows in one round trip and one short transaction; built
+/// by [`user_rows`].
+#[must_use = "a query does nothing until it is run"]
+pub struct UserRows<'q> {
+    user_id: Uuid,
+    sql: &'q str,
+    literals: Vec<String>,
+}
+
+/// A read of `user_id`'s rows sent as one message: [`user_tx`]'s settings, then
+/// `sql`, which the server runs as one implicit transaction (committed when the
+/// message is done, rolled back on an error) and plans after the role switch,
+/// so row-level security applies to it as in a [`user_tx`]. That costs one round
+/// trip where a [`user_tx`] costs three (begin, query, commit) and four behind a
+/// pooler, and leaves nothing on the connection either way.
+///
+/// One message has no parameters: `$1`, `$2`… in `sql` (outside quotes) are
+/// replaced by the [`Literal`]s bound in that order. Rows come as text and
+/// decode as usual (the connection's `TimeZone` is UTC and `DateStyle` ISO:
+/// sqlx sets both when it connects, and a pooler keeps them per client).
+pub fn user_rows(user_id: Uuid, sql: &str) -> UserRows<'_> {
+    UserRows {
+        user_id,
+        sql,
+        literals: Vec::new(),
+    }
+}
+
+impl UserRows<'_> {
+    /// Binds the next parameter.
+    pub fn bind(mut self, value: impl Literal) -> Self {
+        self.literals.push(value.literal());
+        self
+    }
+
+    /// Every row, each decoded as `O`.
+    pub async fn fetch_all<O>(self, db: &PgPool) -> sqlx::Result<Vec<O>>
+    where
+        O: for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        let sql = format!(
+            "{}; {}",
+            as_user(self.user_id),
+            inline(self.sql, &self.literals)?
+        );
+        let rows = sqlx::raw_sql(&sql).fetch_all(db).await?;
+        rows.iter().map(O::from_row).collect()
+    }
+}
+
+/// `sql` with each `$n` outside single quotes replaced by `literals[n - 1]`.
+fn inline(sql: &str, literals: &[String]) -> sqlx::Result<String> {
+    let mut out =
+        String::with_capacity(sql.len() + literals.iter().map(String::len).sum::<usize>());
+    let mut quoted = false;
+    let mut chars = sql.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        let digits = chars.peek().is_some_and(|(_, d)| d.is_ascii_digit());
+        if c != '$' || quoted || !digits {
+            out.push(c);
+            continue;
+        }
+        let mut end = at + 1;
+        while let Some((i, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
+            end = i + d.len_utf8();
+            chars.next();
+        }
+        let literal = sql[at + 1..end]
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| literals.get(n.checked_sub(1)?))
+            .ok_or_else(|| {
+                sqlx::Error::Protocol(format!(
+                    "{} has no value bound (bound: {})",
+                    &sql[at..end],
+                    literals.len()
+                ))
+            })?;
+        out.push_str(literal);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_the_bound_literals() {
+        let id = Uuid::nil();
+        let sql = inline(
+            "select 1 from t where a = $1 and b = $10 and c = '$2' limit $2",
+            &[
+                id.literal(),
+                7_i64.literal(),
+                "x".into(),
+                "x".into(),
+                "x".into(),
+                "x".into(),
+                "x".into(),
+                "x".into(),
+                "x".into(),
+                (-3_i64).literal(),
+            ],
+        )
+        .expect("inline");
+        assert_eq!(
+            sql,
+            "select 1 from t where a = '00000000-0000-0000-0000-000000000000'::uuid \
+             and b = '-3'::int8 and c = '$2' limit '7'::int8"
+        );
+    }
+
+    #[test]
+    fn a_placeholder_without_a_value_is_an_error() {
+        assert!(inline("select $2", &[1_i64.literal()]).is_err());
+        assert!(inline("select $0", &[1_i64.literal()]).is_err());
+    }
+
     /// Every query of the router goes through this module's builders: one
     /// `sqlx::query…` elsewhere breaks the router behind a transaction pooler.
     #[test]

@@ -193,6 +193,20 @@ async fn row_level_security_hides_rows_from_queries_without_an_owner_filter(db: 
             .collect();
         assert_eq!(owners, vec![alice.id], "{table}");
     }
+    // So does a one-message read as alice.
+    for table in ["documents", "conversations", "messages", "files", "users"] {
+        let owners: Vec<(Uuid,)> = router::db::user_rows(
+            alice.id,
+            &format!(
+                "select distinct {} from {table}",
+                if table == "users" { "id" } else { "owner_id" }
+            ),
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        assert_eq!(owners, vec![(alice.id,)], "{table} through user_rows");
+    }
     // ...and cannot write a row for bob, even by naming him.
     let forged = sqlx::query("insert into documents (owner_id, filename, doc_type, content) values ($1, 'x.md', 'markdown', 'x')")
         .bind(bob.id)
@@ -216,4 +230,63 @@ async fn row_level_security_hides_rows_from_queries_without_an_owner_filter(db: 
         .await
         .unwrap();
     assert_eq!(bobs, "# bob's notes");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_users_role_and_id_end_with_their_transaction(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let alice = app.register("alice@example.com").await;
+    // One connection, so the next query runs where alice's did.
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let before: (String, String) = sqlx::query_as(
+        "select current_user::text, coalesce(current_setting('app.user_id', true), '')",
+    )
+    .fetch_one(&one)
+    .await
+    .unwrap();
+
+    let seen: Vec<(String, String)> = router::db::user_rows(
+        alice.id,
+        "select current_user::text, current_setting('app.user_id')",
+    )
+    .fetch_all(&one)
+    .await
+    .unwrap();
+    assert_eq!(
+        seen,
+        vec![("jarvis_user".to_string(), alice.id.to_string())]
+    );
+    let after: (String, String) = sqlx::query_as(
+        "select current_user::text, coalesce(current_setting('app.user_id', true), '')",
+    )
+    .fetch_one(&one)
+    .await
+    .unwrap();
+    assert_eq!(
+        after, before,
+        "a one-message read left alice on the connection"
+    );
+
+    let mut tx = router::db::user_tx(&one, alice.id).await.unwrap();
+    let inside: (String, String) =
+        sqlx::query_as("select current_user::text, current_setting('app.user_id')")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(inside, ("jarvis_user".to_string(), alice.id.to_string()));
+    tx.commit().await.unwrap();
+    let after: (String, String) = sqlx::query_as(
+        "select current_user::text, coalesce(current_setting('app.user_id', true), '')",
+    )
+    .fetch_one(&one)
+    .await
+    .unwrap();
+    assert_eq!(
+        after, before,
+        "a user transaction left alice on the connection"
+    );
 }

@@ -140,29 +140,45 @@ async fn list_conversations(
 ) -> Result<Json<ConversationList>> {
     let (limit, offset) = page(query.limit, query.offset)?;
     let words = search_patterns(query.q.as_deref().unwrap_or(""))?;
-    let mut tx = db::user_tx(&state.db, user.id).await?;
-    // Every word in the title or in some message of the conversation; no words: all.
-    // language=PostgreSQL
-    let conversations: Vec<ConversationSummary> = crate::db::query_as(
-        r"select c.id, c.title, c.created_at, c.updated_at from conversations c
-         where c.owner_id = $1
-           and not exists (
-             select 1 from unnest($4::text[]) as w(pattern)
-             where c.title not ilike w.pattern escape '\'
+    let conversations: Vec<ConversationSummary> = if words.is_empty() {
+        // No text of the user's to bind: one round trip.
+        // language=PostgreSQL
+        db::user_rows(
+            user.id,
+            "select id, title, created_at, updated_at from conversations where owner_id = $1
+             order by updated_at desc, id limit $2 offset $3",
+        )
+        .bind(user.id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&state.db)
+        .await?
+    } else {
+        let mut tx = db::user_tx(&state.db, user.id).await?;
+        // Every word in the title or in some message of the conversation.
+        // language=PostgreSQL
+        let found = crate::db::query_as(
+            r"select c.id, c.title, c.created_at, c.updated_at from conversations c
+             where c.owner_id = $1
                and not exists (
-                 select 1 from messages m
-                 where m.conversation_id = c.id and m.owner_id = $1
-                   and m.superseded_by is null
-                   and m.content ilike w.pattern escape '\'))
-         order by c.updated_at desc, c.id limit $2 offset $3",
-    )
-    .bind(user.id)
-    .bind(limit)
-    .bind(offset)
-    .bind(&words)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
+                 select 1 from unnest($4::text[]) as w(pattern)
+                 where c.title not ilike w.pattern escape '\'
+                   and not exists (
+                     select 1 from messages m
+                     where m.conversation_id = c.id and m.owner_id = $1
+                       and m.superseded_by is null
+                       and m.content ilike w.pattern escape '\'))
+             order by c.updated_at desc, c.id limit $2 offset $3",
+        )
+        .bind(user.id)
+        .bind(limit)
+        .bind(offset)
+        .bind(&words)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        found
+    };
     let next_offset = (conversations.len() as i64 == limit).then_some(offset + limit);
     Ok(Json(ConversationList {
         conversations,

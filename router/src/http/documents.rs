@@ -95,23 +95,27 @@ async fn list_documents(
 ) -> Result<Json<DocumentList>> {
     let (limit, offset) = page(query.limit, query.offset)?;
     let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    let mut tx = db::user_tx(&state.db, user.id).await?;
     let documents: Vec<DocumentSummary> = match search {
+        // One round trip; the page is read off `documents_owner_page_idx`.
         None => {
             // language=PostgreSQL
-            crate::db::query_as(&format!(
-                "select {SUMMARY_COLUMNS} from documents where owner_id = $1
-                 order by updated_at desc, id limit $2 offset $3"
-            ))
+            db::user_rows(
+                user.id,
+                &format!(
+                    "select {SUMMARY_COLUMNS} from documents where owner_id = $1
+                     order by updated_at desc, id limit $2 offset $3"
+                ),
+            )
             .bind(user.id)
             .bind(limit)
             .bind(offset)
-            .fetch_all(&mut *tx)
+            .fetch_all(&state.db)
             .await?
         }
         Some(q) => {
+            let mut tx = db::user_tx(&state.db, user.id).await?;
             // language=PostgreSQL
-            crate::db::query_as(&format!(
+            let found = crate::db::query_as(&format!(
                 "select {SUMMARY_COLUMNS} from documents,
                      (select websearch_to_tsquery('english', $2) || websearch_to_tsquery('simple', $2)) as s(q)
                  where owner_id = $1 and search @@ q
@@ -122,10 +126,11 @@ async fn list_documents(
             .bind(limit)
             .bind(offset)
             .fetch_all(&mut *tx)
-            .await?
+            .await?;
+            tx.commit().await?;
+            found
         }
     };
-    tx.commit().await?;
     let next_offset = (documents.len() as i64 == limit).then_some(offset + limit);
     Ok(Json(DocumentList {
         documents,

@@ -76,18 +76,20 @@ async fn list_files(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<FileList>> {
     let (limit, offset) = page(query.limit, query.offset)?;
-    let mut tx = db::user_tx(&state.db, user.id).await?;
+    // One round trip.
     // language=PostgreSQL
-    let files: Vec<FileView> = crate::db::query_as(&format!(
-        "select {COLUMNS} from files where owner_id = $1 and kind in ('upload', 'workspace')
-         order by updated_at desc, id limit $2 offset $3"
-    ))
+    let files: Vec<FileView> = db::user_rows(
+        user.id,
+        &format!(
+            "select {COLUMNS} from files where owner_id = $1 and kind in ('upload', 'workspace')
+             order by updated_at desc, id limit $2 offset $3"
+        ),
+    )
     .bind(user.id)
     .bind(limit)
     .bind(offset)
-    .fetch_all(&mut *tx)
+    .fetch_all(&state.db)
     .await?;
-    tx.commit().await?;
     let next_offset = (files.len() as i64 == limit).then_some(offset + limit);
     Ok(Json(FileList { files, next_offset }))
 }
