@@ -194,7 +194,7 @@ async fn forward(
     // The token's user and their account in one round trip, while the body is
     // read for the policy; what they find is judged in the order below.
     let lookup = crate::limits::account_of_token(&state.db, token);
-    let read = async { body.as_ref().ok().map(|b| policy::Call::read(b)) };
+    let read = async { body.as_ref().ok().map(|b| policy::Call::read(&b[..])) };
     let (found, call) = tokio::join!(lookup, read);
     let (owner_id, account) = found
         .map_err(|e| ApiError::internal(&e))?
