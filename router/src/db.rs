@@ -247,9 +247,25 @@ pub async fn connect(url: &str, max: u32) -> sqlx::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection it hands out by default: a round trip
+        // before every query. Only a connection idle long enough to have been
+        // dropped on the way (a restarted server, a pooler's idle timeout) is
+        // pinged; a dead one is closed and another taken.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < PING_AFTER_IDLE {
+                    return Ok(true);
+                }
+                Ok(conn.ping().await.is_ok())
+            })
+        })
         .connect(url)
         .await
 }
+
+/// How long a pooled connection may sit idle before it is pinged on its way out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]

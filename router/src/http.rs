@@ -318,12 +318,16 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
     }
     spawn_egress(&state).await?;
     let workspaces = state.workspaces.clone();
+    let gateway = state.gateway.clone();
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP");
     workspaces.sleep_all().await;
+    // The sandboxes are gone, so are their calls: their usage rows are written
+    // before the process ends.
+    gateway.meters.drain(METER_GRACE).await;
     served
 }
 
@@ -367,6 +371,9 @@ async fn spawn_egress(state: &AppState) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How long a shutdown waits for the gateway's last usage rows.
+const METER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds the configured address and serves.
 pub async fn serve(state: AppState) -> anyhow::Result<()> {

@@ -110,32 +110,64 @@ pub struct Account {
     pub email_verified: bool,
 }
 
+/// The columns of an [`Account`] over `users u`, this month's token total included.
+// language=PostgreSQL
+const ACCOUNT_COLUMNS: &str = "u.tier, u.disabled_at is not null, u.subscription_active,
+    u.subscription_status,
+    coalesce((select sum(input_tokens + output_tokens) from usage
+              where owner_id = u.id
+                and created_at >= date_trunc('month', now(), 'UTC')), 0)::bigint,
+    u.email_verified_at is not null or u.external_auth_id is not null";
+
+/// An [`Account`] as [`ACCOUNT_COLUMNS`] read it.
+type AccountRow = (String, bool, bool, Option<String>, i64, bool);
+
+impl From<AccountRow> for Account {
+    fn from(
+        (tier, disabled, subscription_active, subscription_status, used, email_verified): AccountRow,
+    ) -> Self {
+        Account {
+            tier: Tier::parse(&tier),
+            disabled,
+            subscription_active,
+            subscription_status,
+            tokens_this_month: u64::try_from(used).unwrap_or(0),
+            email_verified,
+        }
+    }
+}
+
 /// Reads `user_id`'s account and this month's token total in one query.
 pub async fn account(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<Account>> {
-    // language=PostgreSQL
-    let row: Option<(String, bool, bool, Option<String>, i64, bool)> = crate::db::query_as(
-        "select u.tier, u.disabled_at is not null, u.subscription_active, u.subscription_status,
-                coalesce((select sum(input_tokens + output_tokens) from usage
-                          where owner_id = u.id
-                            and created_at >= date_trunc('month', now(), 'UTC')), 0)::bigint,
-                u.email_verified_at is not null or u.external_auth_id is not null
-         from users u where u.id = $1",
-    )
+    let row: Option<AccountRow> = crate::db::query_as(&format!(
+        "select {ACCOUNT_COLUMNS} from users u where u.id = $1"
+    ))
     .bind(user_id)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(
-        |(tier, disabled, subscription_active, subscription_status, used, email_verified)| {
-            Account {
-                tier: Tier::parse(&tier),
-                disabled,
-                subscription_active,
-                subscription_status,
-                tokens_this_month: u64::try_from(used).unwrap_or(0),
-                email_verified,
-            }
-        },
-    ))
+    Ok(row.map(Account::from))
+}
+
+/// The user whose current workspace token `token` is, with their account (as
+/// [`account`] reads it), in one query: the gateway's whole look-up before a
+/// call is forwarded. `None` for a token that is not current (a workspace goes
+/// with its user, so a current token always has an account).
+pub async fn account_of_token(db: &PgPool, token: &str) -> sqlx::Result<Option<(Uuid, Account)>> {
+    let Some(digest) = crate::workspaces::tokens::lookup_digest(token) else {
+        return Ok(None);
+    };
+    // language=PostgreSQL
+    let row: Option<(Uuid, String, bool, bool, Option<String>, i64, bool)> =
+        crate::db::query_as(&format!(
+            "select u.id, {ACCOUNT_COLUMNS}
+             from workspaces w join users u on u.id = w.owner_id where w.token_hash = $1"
+        ))
+        .bind(digest)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|(id, tier, disabled, active, status, used, verified)| {
+        (id, Account::from((tier, disabled, active, status, used, verified)))
+    }))
 }
 
 impl Account {

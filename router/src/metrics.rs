@@ -93,6 +93,16 @@ pub fn storage_write_failed(kind: &str) {
         .inc();
 }
 
+/// Usage rows of model calls the gateway could not write, process-wide (the
+/// meter has no [`Metrics`] at hand); every [`Metrics`] registers it.
+static USAGE_WRITE_FAILURES: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Counts a usage row the gateway could not write; shown as
+/// `jarvis_gateway_usage_write_failures_total`.
+pub fn usage_write_failed() {
+    USAGE_WRITE_FAILURES.inc();
+}
+
 /// The router's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -187,6 +197,11 @@ impl Default for Metrics {
             "storage_write_failures",
             "Writes the object store did not take, by kind",
             STORAGE_WRITE_FAILURES.clone(),
+        );
+        registry.register(
+            "gateway_usage_write_failures",
+            "Usage rows of model calls that could not be written",
+            USAGE_WRITE_FAILURES.clone(),
         );
         Self {
             registry: Mutex::new(registry),

@@ -19,13 +19,16 @@ use object_store::{
     path::Path,
 };
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
 
 /// Bytes kept from the start of a streamed object for content sniffing.
 pub const HEAD_BYTES: usize = 8192;
 
 /// Part size of streamed (multipart) uploads: S3's smallest allowed part.
 const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Bytes read from a reader at a time ([`Storage::put_reader`]).
+const READ_BYTES: usize = 64 * 1024;
 /// Parts of one streamed upload in flight at once. With [`PART_BYTES`] this
 /// bounds the memory one stream holds at about 15 MiB whatever the object's size
 /// (object_store's defaults, 10 MiB × 8, let one upload hold about 90 MiB).
@@ -171,65 +174,190 @@ fn check_limit(key: &str, size: u64, limit: Option<u64>) -> Result<(), StorageEr
     }
 }
 
-/// Reads from `reader` into `buf` until it holds `max` bytes or the source
-/// ends; `true` when it ended.
-async fn read_up_to<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<bool> {
-    let mut chunk = vec![0u8; 64 * 1024];
-    while buf.len() < max {
-        let want = (max - buf.len()).min(chunk.len());
-        let n = reader.read(&mut chunk[..want]).await?;
-        if n == 0 {
-            return Ok(true);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok(false)
+/// One part of an object: the source's chunks as they came (the last one split
+/// where the part ends).
+struct Part {
+    chunks: Vec<Bytes>,
+    len: usize,
 }
 
-/// Sends `first` (a whole part) and then the rest of `reader` as the parts of
-/// `upload`, in order, [`PART_BYTES`] each (the last shorter), at most
-/// [`PARTS_IN_FLIGHT`] sent while the next is read; `seen` is shown every chunk
-/// read after `first` and stops the stream with its error. No part is still
-/// being sent when this returns; a part the store refused is the error
-/// (counted), and the caller aborts the upload.
-async fn stream_parts<R: AsyncRead + Unpin>(
+impl Part {
+    /// Its first bytes (at most [`HEAD_BYTES`]), for sniffing.
+    fn head(&self) -> Bytes {
+        match self.chunks.first() {
+            Some(chunk) if chunk.len() >= HEAD_BYTES || self.chunks.len() == 1 => {
+                chunk.slice(..chunk.len().min(HEAD_BYTES))
+            }
+            _ => {
+                let mut head = Vec::with_capacity(HEAD_BYTES);
+                for chunk in &self.chunks {
+                    let want = (HEAD_BYTES - head.len()).min(chunk.len());
+                    head.extend_from_slice(&chunk[..want]);
+                    if head.len() == HEAD_BYTES {
+                        break;
+                    }
+                }
+                Bytes::from(head)
+            }
+        }
+    }
+}
+
+/// A source cut into parts of [`PART_BYTES`] (the last shorter), its size
+/// counted and held to the limit as the chunks arrive.
+struct Parts<'k, S> {
+    source: S,
+    key: &'k str,
+    limit: Option<u64>,
+    /// What the last chunk had past the end of the previous part.
+    rest: Option<Bytes>,
+    /// Bytes read so far.
+    size: u64,
+    /// The source ended.
+    ended: bool,
+}
+
+impl<'k, S> Parts<'k, S>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    fn new(source: S, key: &'k str, limit: Option<u64>) -> Self {
+        Self {
+            source,
+            key,
+            limit,
+            rest: None,
+            size: 0,
+            ended: false,
+        }
+    }
+
+    /// The next part: [`PART_BYTES`] long unless the source ended within it.
+    async fn next(&mut self) -> Result<Part, StorageError> {
+        let mut part = Part {
+            chunks: Vec::new(),
+            len: 0,
+        };
+        while part.len < PART_BYTES {
+            let mut chunk = match self.rest.take() {
+                Some(rest) => rest,
+                None => match self.source.next().await {
+                    Some(Ok(chunk)) => {
+                        self.size += chunk.len() as u64;
+                        check_limit(self.key, self.size, self.limit)?;
+                        chunk
+                    }
+                    Some(Err(source)) => {
+                        return Err(StorageError::Io {
+                            key: self.key.to_string(),
+                            source,
+                        });
+                    }
+                    None => {
+                        self.ended = true;
+                        break;
+                    }
+                },
+            };
+            if chunk.is_empty() {
+                continue;
+            }
+            let room = PART_BYTES - part.len;
+            if chunk.len() > room {
+                self.rest = Some(chunk.split_off(room));
+            }
+            part.len += chunk.len();
+            part.chunks.push(chunk);
+        }
+        Ok(part)
+    }
+}
+
+/// The SHA-256 of a multipart object, computed on a blocking thread of its own
+/// from its parts in order, so hashing overlaps reading and writing. At most
+/// [`PARTS_HASHED_BEHIND`] parts wait for it.
+struct Hashing {
+    parts: tokio::sync::mpsc::Sender<PutPayload>,
+    task: tokio::task::JoinHandle<Sha256>,
+}
+
+/// Parts waiting to be hashed at most (they are shared with the parts being
+/// written, so they hold little memory of their own).
+const PARTS_HASHED_BEHIND: usize = 2;
+
+impl Hashing {
+    fn start() -> Self {
+        let (parts, mut rx) = tokio::sync::mpsc::channel::<PutPayload>(PARTS_HASHED_BEHIND);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            while let Some(part) = rx.blocking_recv() {
+                for chunk in &part {
+                    hasher.update(chunk);
+                }
+            }
+            hasher
+        });
+        Self { parts, task }
+    }
+
+    /// Hands the next part over; waits while the hasher is [`PARTS_HASHED_BEHIND`] behind.
+    async fn add(&self, key: &str, part: &PutPayload) -> Result<(), StorageError> {
+        self.parts
+            .send(part.clone())
+            .await
+            .map_err(|_| hashing_failed(key, "the hashing thread ended early"))
+    }
+
+    /// The digest of every part handed over.
+    async fn finish(self, key: &str) -> Result<[u8; 32], StorageError> {
+        drop(self.parts);
+        match self.task.await {
+            Ok(hasher) => Ok(hasher.finalize().into()),
+            Err(join) => Err(hashing_failed(key, &join.to_string())),
+        }
+    }
+}
+
+fn hashing_failed(key: &str, why: &str) -> StorageError {
+    StorageError::Io {
+        key: key.to_string(),
+        source: std::io::Error::other(format!("hashing failed: {why}")),
+    }
+}
+
+/// Sends `first` (a whole part) and then the rest of `parts` as the parts of
+/// `upload`, in order, at most [`PARTS_IN_FLIGHT`] sent while the next is read,
+/// each handed to `hashing` too. No part is still being sent when this
+/// returns; a part the store refused is the error (counted), and the caller
+/// aborts the upload.
+async fn stream_parts<S>(
     upload: &mut dyn MultipartUpload,
     key: &str,
-    first: Vec<u8>,
-    reader: &mut R,
-    mut seen: impl FnMut(&[u8]) -> Result<(), StorageError>,
-) -> Result<(), StorageError> {
-    let io = |source| StorageError::Io {
-        key: key.to_string(),
-        source,
-    };
+    first: Part,
+    parts: &mut Parts<'_, S>,
+    hashing: &Hashing,
+) -> Result<(), StorageError>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
     let mut in_flight = tokio::task::JoinSet::new();
-    in_flight.spawn(upload.put_part(PutPayload::from(first)));
-    let mut part = Vec::with_capacity(PART_BYTES);
-    let mut chunk = vec![0u8; 64 * 1024];
     let result = async {
+        let mut part = first;
         loop {
-            let want = (PART_BYTES - part.len()).min(chunk.len());
-            let n = reader.read(&mut chunk[..want]).await.map_err(io)?;
-            seen(&chunk[..n])?;
-            part.extend_from_slice(&chunk[..n]);
-            let ended = n == 0;
-            if part.len() == PART_BYTES || (ended && !part.is_empty()) {
-                let full = std::mem::replace(&mut part, Vec::with_capacity(PART_BYTES));
-                in_flight.spawn(upload.put_part(PutPayload::from(full)));
+            if part.len > 0 {
+                let payload = PutPayload::from_iter(part.chunks);
+                hashing.add(key, &payload).await?;
+                in_flight.spawn(upload.put_part(payload));
             }
-            while in_flight.len() > PARTS_IN_FLIGHT || (ended && !in_flight.is_empty()) {
+            while in_flight.len() > PARTS_IN_FLIGHT || (parts.ended && !in_flight.is_empty()) {
                 if let Some(answer) = in_flight.join_next().await {
                     part_answer(key, answer)?;
                 }
             }
-            if ended {
+            if parts.ended {
                 return Ok(());
             }
+            part = parts.next().await?;
         }
     }
     .await;
@@ -415,38 +543,49 @@ impl Storage {
         &self,
         key: &str,
         name: &str,
-        mut reader: R,
+        reader: R,
         limit: Option<u64>,
     ) -> Result<PutInfo, StorageError> {
+        let chunks = ReaderStream::with_capacity(reader, READ_BYTES);
+        self.put_stream_as(key, name, chunks, limit).await
+    }
+
+    /// [`Storage::put_reader_as`] for a source that comes in chunks (an upload's
+    /// body): the chunks go into the parts as they are, never copied, and the
+    /// SHA-256 of a multipart object is computed on a thread of its own while the
+    /// parts are read and written.
+    pub async fn put_stream_as<S>(
+        &self,
+        key: &str,
+        name: &str,
+        source: S,
+        limit: Option<u64>,
+    ) -> Result<PutInfo, StorageError>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Unpin + Send,
+    {
         let path = Path::from(key);
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let io = |source| StorageError::Io {
-            key: key.to_string(),
-            source,
-        };
+        let mut parts = Parts::new(source, key, limit);
         // The first part decides: a source that ends within it is one PUT.
-        let mut first = Vec::with_capacity(64 * 1024);
-        let ended = read_up_to(&mut reader, &mut first, PART_BYTES)
-            .await
-            .map_err(io)?;
-        size += first.len() as u64;
-        check_limit(key, size, limit)?;
-        hasher.update(&first);
-        let head = Bytes::copy_from_slice(&first[..first.len().min(HEAD_BYTES)]);
+        let first = parts.next().await?;
+        let head = first.head();
         let attributes = self.attributes(&head, name);
-        if ended {
+        if parts.ended {
+            let mut hasher = Sha256::new();
+            for chunk in &first.chunks {
+                hasher.update(chunk);
+            }
             let opts = PutOptions {
                 attributes,
                 ..PutOptions::default()
             };
             let put = self
                 .store
-                .put_opts(&path, PutPayload::from(first), opts)
+                .put_opts(&path, PutPayload::from_iter(first.chunks), opts)
                 .await;
             counted(key, put)?;
             return Ok(PutInfo {
-                size,
+                size: parts.size,
                 sha256: hasher.finalize().into(),
                 head,
             });
@@ -456,13 +595,8 @@ impl Storage {
             ..PutMultipartOptions::default()
         };
         let mut upload = counted(key, self.store.put_multipart_opts(&path, opts).await)?;
-        let streamed = stream_parts(upload.as_mut(), key, first, &mut reader, |chunk| {
-            size += chunk.len() as u64;
-            check_limit(key, size, limit)?;
-            hasher.update(chunk);
-            Ok(())
-        })
-        .await;
+        let hashing = Hashing::start();
+        let streamed = stream_parts(upload.as_mut(), key, first, &mut parts, &hashing).await;
         let done = match streamed {
             Ok(()) => counted(key, upload.complete().await).map(drop),
             Err(e) => Err(e),
@@ -476,8 +610,8 @@ impl Storage {
             return Err(e);
         }
         Ok(PutInfo {
-            size,
-            sha256: hasher.finalize().into(),
+            size: parts.size,
+            sha256: hashing.finish(key).await?,
             head,
         })
     }

@@ -18,7 +18,6 @@
 use bytes::Bytes;
 use futures::Stream;
 use sqlx::PgPool;
-use tokio_util::io::StreamReader;
 use uuid::Uuid;
 
 use crate::{
@@ -192,10 +191,10 @@ impl Batch {
         };
         let id = Uuid::new_v4();
         let key = upload_key(self.user, id);
-        let reader = StreamReader::new(futures::StreamExt::map(body, |r| r.map_err(Into::into)));
+        let chunks = futures::StreamExt::map(body, |r| r.map_err(Into::into));
         let info = match self
             .storage
-            .put_reader_as(&key, &name, reader, Some(limit))
+            .put_stream_as(&key, &name, chunks, Some(limit))
             .await
         {
             Ok(info) => info,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 
 /// A database (re)created for one benchmark run; [`BenchDb::drop`] removes it.
 pub struct BenchDb {
@@ -34,10 +34,8 @@ impl BenchDb {
             .await?;
         let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
         let url = format!("{base}/{name}");
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .connect(&url)
-            .await?;
+        // The router's own pool settings, so a bench measures what it runs with.
+        let pool = router::db::connect(&url, max_connections).await?;
         router::MIGRATOR.run(&pool).await?;
         Ok(Self {
             pool,

@@ -44,7 +44,6 @@ use crate::{
     config::Config,
     limits::RateLimiter,
     metrics::{GatewayLabels, Metrics},
-    workspaces::tokens,
 };
 
 /// Anthropic-shaped errors.
@@ -55,7 +54,7 @@ pub mod meter;
 pub mod policy;
 
 use api_error::ApiError;
-use meter::{Call, Encoding, Meter};
+use meter::{Call, Encoding};
 
 /// Largest request body the gateway takes (prompts with long histories are big).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -84,11 +83,13 @@ const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
 /// Largest upstream error body read to check its shape.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
-/// The gateway's own state: the upstream client and the rate limiter.
+/// The gateway's own state: the upstream client, the rate limiter and the meters.
 pub struct Gateway {
     client: reqwest::Client,
     /// Requests per user per minute (Redis-backed when configured).
     pub limiter: RateLimiter,
+    /// The meters of answers passing (drained on shutdown).
+    pub meters: meter::Meters,
 }
 
 impl Gateway {
@@ -112,7 +113,11 @@ impl Gateway {
             Some(url) => RateLimiter::redis(url, &config.redis_key_prefix, plans).await?,
             None => RateLimiter::in_process(plans),
         };
-        Ok(Self { client, limiter })
+        Ok(Self {
+            client,
+            limiter,
+            meters: meter::Meters::default(),
+        })
     }
 }
 
@@ -186,17 +191,17 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     let token = credential(headers)
         .ok_or_else(|| ApiError::unauthenticated("send the workspace token as `x-api-key`"))?;
-    let owner_id = tokens::verify(&state.db, token)
-        .await
+    // The token's user and their account in one round trip, while the body is
+    // read for the policy; what they find is judged in the order below.
+    let lookup = crate::limits::account_of_token(&state.db, token);
+    let read = async { body.as_ref().ok().map(|b| policy::Call::read(&b[..])) };
+    let (found, call) = tokio::join!(lookup, read);
+    let (owner_id, account) = found
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::unauthenticated("invalid or revoked workspace token"))?;
     let Some(model_key) = state.config.model_key() else {
         return Err(ApiError::no_model_key());
     };
-    let account = crate::limits::account(&state.db, owner_id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or(crate::limits::Refusal::NoAccount)?;
     account.check_standing(
         state.config.billing_enabled(),
         &state.plans,
@@ -211,7 +216,8 @@ async fn forward(
         status => ApiError::new(status, "invalid_request_error", rejection.body_text()),
     })?;
     let plan = state.plans.get(account.tier);
-    policy::check(plan, account.tier, &body).map_err(|refused| {
+    let call = call.unwrap_or_else(|| policy::Call::read(&body));
+    call.and_then(|call| call.check(plan, account.tier)).map_err(|refused| {
         tracing::info!(user.id = %owner_id, %refused, "model call refused by the plan's policy");
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -262,7 +268,7 @@ async fn forward(
             owner_id,
             conversation_id: conversation_of(headers),
         };
-        let meter = Meter::start(state.db.clone(), call, encoding);
+        let meter = state.gateway.meters.start(state.db.clone(), call, encoding);
         Body::from_stream(upstream.bytes_stream().map(move |chunk| {
             if let Ok(chunk) = &chunk {
                 meter.observe(chunk);

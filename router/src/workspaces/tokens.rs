@@ -53,14 +53,20 @@ pub async fn install(db: &PgPool, user_id: Uuid, token: &str) -> sqlx::Result<()
 
 /// The user whose workspace `token` belongs to, if it is current.
 pub async fn verify(db: &PgPool, token: &str) -> sqlx::Result<Option<Uuid>> {
-    if !token.starts_with(PREFIX) {
+    let Some(digest) = lookup_digest(token) else {
         return Ok(None);
-    }
+    };
     // language=PostgreSQL
     crate::db::query_scalar("select owner_id from workspaces where token_hash = $1")
-        .bind(digest(token))
+        .bind(digest)
         .fetch_optional(db)
         .await
+}
+
+/// What `workspaces.token_hash` holds for `token`; `None` for a string that is
+/// no workspace token at all (it is not looked up).
+pub(crate) fn lookup_digest(token: &str) -> Option<Vec<u8>> {
+    token.starts_with(PREFIX).then(|| digest(token))
 }
 
 /// Revokes `user_id`'s workspace token (the workspace went to sleep).

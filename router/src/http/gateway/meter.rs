@@ -5,7 +5,11 @@
 //! reference-counted copy); a task of the meter's own parses them — server-sent
 //! events with the `sse-stream` crate, or a whole JSON message — so forwarding
 //! never waits for metering. When the forwarded stream is dropped (the answer
-//! ended, or the sandbox went away mid-answer) the task records what it saw.
+//! ended, or the sandbox went away mid-answer) the task records what it saw. A
+//! row that cannot be written is logged and counted
+//! (`jarvis_gateway_usage_write_failures_total`), never retried (a failure after
+//! the commit would record the call twice); a shutdown waits for the rows of the
+//! calls that ended ([`Meters::drain`]).
 //!
 //! Counted: `message_start.message.usage` (input and cache tokens, the model) and
 //! the last `message_delta.usage.output_tokens`. `usage.input_tokens` records all
@@ -13,12 +17,20 @@
 //! adds the fee of the web searches in `usage.server_tool_use` (server tools pass
 //! the gateway only on plans that allow them).
 
-use std::convert::Infallible;
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures::{StreamExt, channel::mpsc};
 use serde_json::Value;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::pricing::{self, Tokens};
@@ -45,16 +57,38 @@ pub enum Encoding {
     Json,
 }
 
-/// The observing end: hand it each forwarded chunk; dropping it ends the call.
-pub struct Meter {
-    chunks: mpsc::UnboundedSender<Bytes>,
+/// The gateway's meters: a count of the answers still passing or still writing
+/// their row, so a shutdown can wait for them ([`Meters::drain`]).
+#[derive(Default)]
+pub struct Meters {
+    open: Arc<Open>,
 }
 
-impl Meter {
+#[derive(Default)]
+struct Open {
+    count: AtomicUsize,
+    none: Notify,
+}
+
+/// One meter's place in [`Meters`], given back when its task ends (however).
+struct Opened(Arc<Open>);
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
+impl Meters {
     /// Starts metering an answer for `call`; the row goes to `db`.
-    pub fn start(db: PgPool, call: Call, encoding: Encoding) -> Self {
+    pub fn start(&self, db: PgPool, call: Call, encoding: Encoding) -> Meter {
         let (chunks, rx) = mpsc::unbounded();
+        self.open.count.fetch_add(1, Ordering::AcqRel);
+        let opened = Opened(self.open.clone());
         tokio::spawn(async move {
+            let _opened = opened;
             let seen = match encoding {
                 Encoding::EventStream => read_events(rx).await,
                 Encoding::Json => read_json(rx).await,
@@ -63,8 +97,38 @@ impl Meter {
                 record(&db, call, &seen).await;
             }
         });
-        Self { chunks }
+        Meter { chunks }
     }
+
+    /// Waits, at most `grace`, until no meter is open: every answer ended and
+    /// its row written. `false` (logged) when some were still open.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        let none_open = async {
+            loop {
+                let none = self.open.none.notified();
+                if self.open.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                none.await;
+            }
+        };
+        let drained = tokio::time::timeout(grace, none_open).await.is_ok();
+        if !drained {
+            tracing::warn!(
+                open = self.open.count.load(Ordering::Acquire),
+                "shutting down with model calls whose usage is not recorded yet"
+            );
+        }
+        drained
+    }
+}
+
+/// The observing end: hand it each forwarded chunk; dropping it ends the call.
+pub struct Meter {
+    chunks: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Meter {
 
     /// Sees one chunk of the answer.
     pub fn observe(&self, chunk: &Bytes) {
@@ -184,7 +248,11 @@ async fn record(db: &PgPool, call: Call, seen: &Seen) {
             cost_micros = cost,
             "model call recorded"
         ),
-        Err(error) => tracing::error!(%error, user.id = %call.owner_id, "recording usage failed"),
+        // Not retried: a failure after the commit would record the call twice.
+        Err(error) => {
+            crate::metrics::usage_write_failed();
+            tracing::error!(%error, user.id = %call.owner_id, "recording usage failed");
+        }
     }
 }
 
@@ -241,6 +309,35 @@ mod tests {
             events_of(&["event: ping\ndata: {}\n\n", "event: mess"]).await,
             None
         );
+    }
+
+    fn unreachable_db() -> PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(200))
+            .connect_lazy("postgres://jarvis@127.0.0.1:1/none")
+            .expect("lazy pool")
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_waits_for_answers_passing_and_survives_a_failed_row() {
+        let meters = Meters::default();
+        let call = Call {
+            owner_id: Uuid::nil(),
+            conversation_id: None,
+        };
+        let meter = meters.start(unreachable_db(), call, Encoding::EventStream);
+        meter.observe(&Bytes::from_static(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":1}}}\n\n",
+        ));
+        assert!(
+            !meters.drain(Duration::from_millis(50)).await,
+            "the answer is still passing"
+        );
+        drop(meter);
+        // Its row cannot be written (no database): logged and counted, and the
+        // meter ends all the same.
+        assert!(meters.drain(Duration::from_secs(10)).await);
+        assert!(meters.drain(Duration::from_millis(1)).await, "none left");
     }
 
     #[tokio::test]

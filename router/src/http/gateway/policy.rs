@@ -101,7 +101,7 @@ pub enum Refused {
 
 /// The fields of a Messages (or `count_tokens`) request the policy reads.
 #[derive(Deserialize)]
-struct Call {
+pub struct Call {
     model: Option<String>,
     max_tokens: Option<u64>,
     #[serde(default)]
@@ -116,41 +116,53 @@ struct Tool {
     kind: Option<String>,
 }
 
-/// Checks the body of one call against `plan` (the plan of `tier`).
-pub fn check(plan: &Plan, tier: Tier, body: &[u8]) -> Result<(), Refused> {
-    let call: Call = serde_json::from_slice(body).map_err(|e| Refused::Malformed(e.to_string()))?;
-    let model = call.model.ok_or(Refused::NoModel)?;
-    if !plan.allows_model(&model) {
-        return Err(Refused::Model {
-            model,
-            tier,
-            available: plan.models.join(", "),
-        });
+impl Call {
+    /// Reads what the policy checks from a call's body; needs no plan, so the
+    /// gateway reads it while the caller's account is being looked up.
+    pub fn read(body: &[u8]) -> Result<Self, Refused> {
+        serde_json::from_slice(body).map_err(|e| Refused::Malformed(e.to_string()))
     }
-    if let Some(asked) = call.max_tokens
-        && asked > u64::from(plan.max_tokens)
-    {
-        return Err(Refused::MaxTokens {
-            asked,
-            cap: plan.max_tokens,
-            tier,
-        });
-    }
-    if plan.server_tools {
-        return Ok(());
-    }
-    for tool in call.tools.iter().flatten() {
-        if let Some(kind) = tool.kind.as_deref().filter(|k| *k != "custom") {
-            return Err(Refused::ServerTool {
-                kind: kind.to_string(),
+
+    /// Checks the call against `plan` (the plan of `tier`).
+    pub fn check(self, plan: &Plan, tier: Tier) -> Result<(), Refused> {
+        let model = self.model.ok_or(Refused::NoModel)?;
+        if !plan.allows_model(&model) {
+            return Err(Refused::Model {
+                model,
+                tier,
+                available: plan.models.join(", "),
+            });
+        }
+        if let Some(asked) = self.max_tokens
+            && asked > u64::from(plan.max_tokens)
+        {
+            return Err(Refused::MaxTokens {
+                asked,
+                cap: plan.max_tokens,
                 tier,
             });
         }
+        if plan.server_tools {
+            return Ok(());
+        }
+        for tool in self.tools.iter().flatten() {
+            if let Some(kind) = tool.kind.as_deref().filter(|k| *k != "custom") {
+                return Err(Refused::ServerTool {
+                    kind: kind.to_string(),
+                    tier,
+                });
+            }
+        }
+        if self.mcp_servers.is_some_and(|servers| !servers.is_empty()) {
+            return Err(Refused::McpServers { tier });
+        }
+        Ok(())
     }
-    if call.mcp_servers.is_some_and(|servers| !servers.is_empty()) {
-        return Err(Refused::McpServers { tier });
-    }
-    Ok(())
+}
+
+/// Checks the body of one call against `plan` (the plan of `tier`).
+pub fn check(plan: &Plan, tier: Tier, body: &[u8]) -> Result<(), Refused> {
+    Call::read(body)?.check(plan, tier)
 }
 
 /// The `anthropic-beta` value to forward: the known betas among `headers`' (every
