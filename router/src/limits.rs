@@ -121,6 +121,8 @@ const ACCOUNT_COLUMNS: &str = "u.tier, u.disabled_at is not null, u.subscription
 
 /// An [`Account`] as [`ACCOUNT_COLUMNS`] read it.
 type AccountRow = (String, bool, bool, Option<String>, i64, bool);
+/// A workspace token's user and their [`AccountRow`].
+type TokenAccountRow = (Uuid, String, bool, bool, Option<String>, i64, bool);
 
 impl From<AccountRow> for Account {
     fn from(
@@ -157,17 +159,21 @@ pub async fn account_of_token(db: &PgPool, token: &str) -> sqlx::Result<Option<(
         return Ok(None);
     };
     // language=PostgreSQL
-    let row: Option<(Uuid, String, bool, bool, Option<String>, i64, bool)> =
-        crate::db::query_as(&format!(
-            "select u.id, {ACCOUNT_COLUMNS}
+    let row: Option<TokenAccountRow> = crate::db::query_as(&format!(
+        "select u.id, {ACCOUNT_COLUMNS}
              from workspaces w join users u on u.id = w.owner_id where w.token_hash = $1"
-        ))
-        .bind(digest)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.map(|(id, tier, disabled, active, status, used, verified)| {
-        (id, Account::from((tier, disabled, active, status, used, verified)))
-    }))
+    ))
+    .bind(digest)
+    .fetch_optional(db)
+    .await?;
+    Ok(
+        row.map(|(id, tier, disabled, active, status, used, verified)| {
+            (
+                id,
+                Account::from((tier, disabled, active, status, used, verified)),
+            )
+        }),
+    )
 }
 
 impl Account {

@@ -129,7 +129,6 @@ pub struct Meter {
 }
 
 impl Meter {
-
     /// Sees one chunk of the answer.
     pub fn observe(&self, chunk: &Bytes) {
         // The task only stops early if it panicked; forwarding goes on regardless.
