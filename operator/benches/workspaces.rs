@@ -113,7 +113,9 @@ impl Fake {
     }
 
     fn server(&self) -> &FakeApiServer {
-        self.server.as_ref().expect("the server lives as long as Fake")
+        self.server
+            .as_ref()
+            .expect("the server lives as long as Fake")
     }
 }
 
@@ -395,6 +397,9 @@ fn main() -> anyhow::Result<()> {
     for (request, count) in &run.requests {
         println!("  {count:>7}  {request}");
     }
-    println!("this process's peak RSS (fake + client): {:.1} MiB", mib(status_kib("self", "VmHWM:")));
+    println!(
+        "this process's peak RSS (fake + client): {:.1} MiB",
+        mib(status_kib("self", "VmHWM:"))
+    );
     Ok(())
 }

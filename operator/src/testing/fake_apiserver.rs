@@ -248,11 +248,7 @@ impl Rendering {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|accept| accept.contains("as=PartialObjectMetadata"));
-        if metadata {
-            Self::Metadata
-        } else {
-            Self::Full
-        }
+        if metadata { Self::Metadata } else { Self::Full }
     }
 
     fn render<'a>(self, object: &'a Value) -> std::borrow::Cow<'a, Value> {
@@ -1186,7 +1182,13 @@ async fn serve(
         (Method::GET, None, None)
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") =>
         {
-            Ok(watch(inner, kind, namespace, &query, Rendering::of(headers)))
+            Ok(watch(
+                inner,
+                kind,
+                namespace,
+                &query,
+                Rendering::of(headers),
+            ))
         }
         (Method::GET, None, None) => {
             let filter = Filter::from(&query);
