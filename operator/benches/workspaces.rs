@@ -1,38 +1,52 @@
 //! Reconciling 1,000 workspaces against the fake API server: time until every
-//! workspace reports Ready, and the process's memory, next to a baseline measured in
-//! the same run: the same 1,000 pods created straight through the API (no operator),
-//! until the fake kubelet has made them all Ready. The ratio is what the operator
-//! adds on top of the fake's own cost.
+//! workspace reports Ready, next to a baseline measured in the same run: the same
+//! 1,000 pods created straight through the API (no operator), until the fake kubelet
+//! has made them all Running. The ratio is what the operator adds on top of the
+//! fake's own cost.
 //!
-//! `cargo bench -p operator --bench workspaces` (`WORKSPACES=N` to change the count).
-//! The operator and the fake share this process, so RSS covers both.
+//! The operator is the real binary (`--leader-elect false`), a child process talking
+//! to the fake through a kubeconfig, so its memory and CPU are its own: RSS before
+//! the first workspace and with all of them Ready, CPU seconds during the run. The
+//! fake runs in this process on a runtime of its own (threads named [`FAKE_THREADS`]),
+//! so its CPU seconds are counted apart from the bench's client. The requests the
+//! operator made are counted from the fake's audit log (the operator's kubeconfig
+//! carries a service-account token; RBAC is not enforced).
+//!
+//! `cargo bench -p operator --bench workspaces` (`WORKSPACES=N` to change the count,
+//! `RUST_LOG` for the operator's log filter, default `warn`).
 
 use std::{
-    sync::Arc,
+    collections::{BTreeMap, HashSet},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, stream};
+use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
-    Api, Client,
-    api::{ListParams, PostParams},
+    Api, ResourceExt,
+    api::PostParams,
+    runtime::{WatchStreamExt, watcher},
 };
 use operator::{
-    controller::{self, build::Settings},
     crd::{JarvisWorkspace, WorkspacePhase},
-    metrics::Metrics,
     testing::FakeApiServer,
 };
-use prometheus_client::registry::Registry;
+use serde::de::DeserializeOwned;
 use serde_json::json;
+use tokio::runtime::{Builder, Runtime};
 
 const NS: &str = "jarvis";
 const CONCURRENCY: usize = 32;
 const LIMIT: Duration = Duration::from_secs(600);
+/// Thread name of the fake API server's runtime (at most 15 bytes: `/proc` cuts longer).
+const FAKE_THREADS: &str = "fake-apiserver";
+/// Kernel clock ticks per second of `/proc/*/stat` times (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
 
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A field of `/proc/<pid>/status` in KiB (`pid` may be `self`).
+fn status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
@@ -43,125 +57,349 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Poll `count` until it reaches `n` (or the bench's time limit).
-async fn until_all<F, Fut>(n: usize, mut count: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<usize>>,
-{
-    let deadline = Instant::now() + LIMIT;
-    while count().await? < n {
-        anyhow::ensure!(Instant::now() < deadline, "not all Ready within {LIMIT:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// User + system CPU seconds from a `/proc/…/stat` line.
+fn stat_cpu_seconds(stat: &str) -> f64 {
+    // Fields after the command name (which may hold spaces): state is the first,
+    // utime the 12th and stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / TICKS_PER_SECOND
+}
+
+/// CPU seconds of process `pid`, all its threads.
+fn process_cpu(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat_cpu_seconds(&stat))
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds of this process's live threads named `name`.
+fn threads_cpu(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .map(|stat| stat_cpu_seconds(&stat))
+        .sum()
+}
+
+/// The fake API server on a runtime of its own, so its threads can be told apart.
+struct Fake {
+    server: Option<FakeApiServer>,
+    runtime: Option<Runtime>,
+}
+
+impl Fake {
+    fn start() -> anyhow::Result<Self> {
+        let runtime = Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(FAKE_THREADS)
+            .enable_all()
+            .build()?;
+        let server = runtime.block_on(FakeApiServer::start())?;
+        Ok(Self {
+            server: Some(server),
+            runtime: Some(runtime),
+        })
     }
+
+    fn server(&self) -> &FakeApiServer {
+        self.server
+            .as_ref()
+            .expect("the server lives as long as Fake")
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// What one phase measured.
+struct Phase {
+    elapsed: Duration,
+    fake_cpu: f64,
+    client_cpu: f64,
+}
+
+/// Wait until `n` objects of `api` satisfy `done`, watching (not polling) them.
+async fn until_all<K>(api: Api<K>, n: usize, done: impl Fn(&K) -> bool) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let mut objects = watcher(api, watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let mut finished = HashSet::new();
+    tokio::time::timeout(LIMIT, async {
+        while finished.len() < n {
+            let Some(object) = objects.try_next().await? else {
+                anyhow::bail!("the watch ended");
+            };
+            if done(&object) {
+                finished.insert(object.name_any());
+            } else {
+                finished.remove(&object.name_any());
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("not all done within {LIMIT:?}"))?
+}
+
+/// Create `n` objects (`make(i)`) through `api`, [`CONCURRENCY`] at a time.
+async fn create_all<K>(api: &Api<K>, n: usize, make: impl Fn(usize) -> K) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    stream::iter(0..n)
+        .map(|i| {
+            let object = make(i);
+            async move {
+                api.create(&PostParams::default(), &object).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
     Ok(())
 }
 
-async fn baseline(n: usize) -> anyhow::Result<Duration> {
-    let fake = FakeApiServer::start().await?;
-    let pods = Api::<Pod>::namespaced(fake.client(NS), NS);
+/// Run `work` on `client`'s runtime, counting the fake's and the client's CPU.
+fn measured(
+    client: &Runtime,
+    work: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<Phase> {
+    let (fake0, all0) = (threads_cpu(FAKE_THREADS), process_cpu("self"));
     let start = Instant::now();
-    stream::iter(0..n)
-        .map(|i| {
-            let pods = pods.clone();
-            async move {
-                let pod: Pod = serde_json::from_value(json!({
-                    "metadata": { "name": format!("jw-w{i}") },
-                    "spec": { "containers": [{ "name": "sandbox", "image": "i" }] },
-                }))?;
-                pods.create(&PostParams::default(), &pod).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    until_all(n, || async {
-        let list = pods.list(&ListParams::default()).await?;
-        Ok(list
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count())
-    })
-    .await?;
-    Ok(start.elapsed())
-}
-
-async fn with_operator(n: usize) -> anyhow::Result<Duration> {
-    let fake = FakeApiServer::start().await?;
-    let client: Client = fake.client(NS);
-    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
-    let operator = tokio::spawn(controller::run(
-        client.clone(),
-        Settings::default(),
-        metrics,
-    ));
-    let api = Api::<JarvisWorkspace>::namespaced(client, NS);
-    let start = Instant::now();
-    stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let ws: JarvisWorkspace = serde_json::from_value(json!({
-                    "apiVersion": "jarvis.dev/v1alpha1", "kind": "JarvisWorkspace",
-                    "metadata": { "name": format!("w{i}"), "namespace": NS },
-                    "spec": { "user": format!("user-{i}"), "replicas": 1 },
-                }))?;
-                api.create(&PostParams::default(), &ws).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    until_all(n, || async {
-        let list = api.list(&ListParams::default()).await?;
-        Ok(list
-            .items
-            .iter()
-            .filter(|ws| ws.status.as_ref().and_then(|s| s.phase) == Some(WorkspacePhase::Ready))
-            .count())
-    })
-    .await?;
+    client.block_on(work)?;
     let elapsed = start.elapsed();
-    operator.abort();
-    Ok(elapsed)
+    let fake_cpu = threads_cpu(FAKE_THREADS) - fake0;
+    let client_cpu = process_cpu("self") - all0 - fake_cpu;
+    Ok(Phase {
+        elapsed,
+        fake_cpu,
+        client_cpu,
+    })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn baseline(client: &Runtime, n: usize) -> anyhow::Result<Phase> {
+    let fake = Fake::start()?;
+    let pods = {
+        let _runtime = client.enter();
+        Api::<Pod>::namespaced(fake.server().client(NS), NS)
+    };
+    measured(client, async {
+        let running = until_all(pods.clone(), n, |pod: &Pod| {
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        });
+        let created = create_all(&pods, n, |i| {
+            serde_json::from_value(json!({
+                "metadata": { "name": format!("jw-w{i}") },
+                "spec": { "containers": [{ "name": "sandbox", "image": "i" }] },
+            }))
+            .expect("a pod parses")
+        });
+        tokio::try_join!(running, created)?;
+        Ok(())
+    })
+}
+
+/// The operator binary as a child process; killed when dropped.
+struct OperatorProcess {
+    child: Child,
+    _kubeconfig: tempfile::NamedTempFile,
+}
+
+impl OperatorProcess {
+    fn start(fake: &FakeApiServer) -> anyhow::Result<Self> {
+        let token = fake.service_account_token(NS, "jarvis-operator");
+        let mut kubeconfig = tempfile::NamedTempFile::new()?;
+        std::io::Write::write_all(
+            &mut kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+                 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: operator\n    namespace: {NS}\n\
+                 current-context: fake\nusers:\n- name: operator\n  user:\n    token: {token}\n",
+                fake.url()
+            )
+            .as_bytes(),
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_operator"))
+            .args(["--leader-elect", "false", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("KUBECONFIG", kubeconfig.path())
+            .env("POD_NAMESPACE", NS)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
+            .stdout(Stdio::null())
+            .spawn()?;
+        Ok(Self {
+            child,
+            _kubeconfig: kubeconfig,
+        })
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the operator run measured beyond [`Phase`].
+struct OperatorRun {
+    phase: Phase,
+    operator_cpu: f64,
+    rss_idle_kib: u64,
+    rss_ready_kib: u64,
+    rss_peak_kib: u64,
+    /// Requests the operator made, by `verb resource[/subresource]`.
+    requests: BTreeMap<String, usize>,
+}
+
+fn with_operator(client: &Runtime, n: usize) -> anyhow::Result<OperatorRun> {
+    let fake = Fake::start()?;
+    let operator = OperatorProcess::start(fake.server())?;
+    // Ready once it watches the workspaces.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fake
+        .server()
+        .audit()
+        .iter()
+        .any(|a| a.request.verb == "watch" && a.request.resource == "jarvisworkspaces")
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the operator did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rss_idle_kib = status_kib(&operator.pid(), "VmRSS:");
+    let operator_cpu0 = process_cpu(&operator.pid());
+    let workspaces = {
+        let _runtime = client.enter();
+        Api::<JarvisWorkspace>::namespaced(fake.server().client(NS), NS)
+    };
+    let phase = measured(client, async {
+        let ready = until_all(workspaces.clone(), n, |ws: &JarvisWorkspace| {
+            ws.status.as_ref().and_then(|s| s.phase) == Some(WorkspacePhase::Ready)
+        });
+        let created = create_all(&workspaces, n, |i| {
+            serde_json::from_value(json!({
+                "apiVersion": "jarvis.dev/v1alpha1", "kind": "JarvisWorkspace",
+                "metadata": { "name": format!("w{i}"), "namespace": NS },
+                "spec": { "user": format!("user-{i}"), "replicas": 1 },
+            }))
+            .expect("a workspace parses")
+        });
+        tokio::try_join!(ready, created)?;
+        Ok(())
+    })?;
+    let operator_cpu = process_cpu(&operator.pid()) - operator_cpu0;
+    let rss_ready_kib = status_kib(&operator.pid(), "VmRSS:");
+    let rss_peak_kib = status_kib(&operator.pid(), "VmHWM:");
+    let mut requests = BTreeMap::new();
+    for audited in fake.server().audit() {
+        let request = &audited.request;
+        let resource = match &request.subresource {
+            Some(sub) => format!("{}/{sub}", request.resource),
+            None => request.resource.clone(),
+        };
+        *requests
+            .entry(format!("{} {resource}", request.verb))
+            .or_default() += 1;
+    }
+    drop(operator);
+    Ok(OperatorRun {
+        phase,
+        operator_cpu,
+        rss_idle_kib,
+        rss_ready_kib,
+        rss_peak_kib,
+        requests,
+    })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn main() -> anyhow::Result<()> {
     let n: usize = std::env::var("WORKSPACES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let rss_start = rss_kib("VmRSS:");
-    let base = baseline(n).await?;
-    let rss_base = rss_kib("VmHWM:");
-    let operated = with_operator(n).await?;
-    let rss_peak = rss_kib("VmHWM:");
+    let client = Builder::new_current_thread().enable_all().build()?;
+    let base = baseline(&client, n)?;
+    let run = with_operator(&client, n)?;
+    let operated = &run.phase;
     println!("workspaces: {n}");
     println!(
-        "baseline (pods straight to the fake kubelet): {:.2} s",
-        base.as_secs_f64()
+        "baseline (pods straight to the fake kubelet): {:.2} s (fake {:.2} CPU-s, client {:.2} CPU-s)",
+        base.elapsed.as_secs_f64(),
+        base.fake_cpu,
+        base.client_cpu
     );
     println!(
-        "operator (workspaces to Ready):               {:.2} s",
-        operated.as_secs_f64()
+        "operator (workspaces to Ready):               {:.2} s (fake {:.2} CPU-s, operator {:.2} CPU-s, client {:.2} CPU-s)",
+        operated.elapsed.as_secs_f64(),
+        operated.fake_cpu,
+        run.operator_cpu,
+        operated.client_cpu
     );
     println!(
         "ratio operator / baseline:                    {:.2}",
-        operated.as_secs_f64() / base.as_secs_f64().max(f64::EPSILON)
+        operated.elapsed.as_secs_f64() / base.elapsed.as_secs_f64().max(f64::EPSILON)
+    );
+    let cpu = operated.fake_cpu + run.operator_cpu + operated.client_cpu;
+    println!(
+        "fake's share of the CPU in the operator run:  {:.0} % (operator {:.0} %, client {:.0} %)",
+        100.0 * operated.fake_cpu / cpu.max(f64::EPSILON),
+        100.0 * run.operator_cpu / cpu.max(f64::EPSILON),
+        100.0 * operated.client_cpu / cpu.max(f64::EPSILON)
     );
     println!(
-        "RSS: start {} MiB, peak after baseline {} MiB, peak after operator run {} MiB",
-        rss_start / 1024,
-        rss_base / 1024,
-        rss_peak / 1024
+        "operator RSS: {:.1} MiB idle, {:.1} MiB with {n} Ready (+{:.1} MiB), peak {:.1} MiB",
+        mib(run.rss_idle_kib),
+        mib(run.rss_ready_kib),
+        mib(run.rss_ready_kib.saturating_sub(run.rss_idle_kib)),
+        mib(run.rss_peak_kib)
+    );
+    let total: usize = run.requests.values().sum();
+    println!(
+        "operator's requests: {total} ({:.1} per workspace)",
+        total as f64 / n as f64
+    );
+    for (request, count) in &run.requests {
+        println!("  {count:>7}  {request}");
+    }
+    println!(
+        "this process's peak RSS (fake + client): {:.1} MiB",
+        mib(status_kib("self", "VmHWM:"))
     );
     Ok(())
 }

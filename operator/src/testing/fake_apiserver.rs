@@ -24,7 +24,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -188,13 +188,89 @@ impl PodRunner for NoopRunner {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Change {
     kind: Kind,
     namespace: String,
     event: &'static str,
     object: Value,
     rv: u64,
+    /// The watch event's JSON line per [`Rendering`], made once for every watcher.
+    lines: [OnceLock<Bytes>; 2],
+}
+
+impl Change {
+    fn new(kind: Kind, namespace: &str, event: &'static str, object: Value, rv: u64) -> Self {
+        Self {
+            kind,
+            namespace: namespace.to_owned(),
+            event,
+            object,
+            rv,
+            lines: Default::default(),
+        }
+    }
+
+    /// This change as a line of a watch's answer.
+    fn line(&self, rendering: Rendering) -> Bytes {
+        self.lines[rendering as usize]
+            .get_or_init(|| watch_line(self.event, &rendering.render(&self.object)))
+            .clone()
+    }
+}
+
+/// One event of a watch's answer, a JSON line.
+fn watch_line(event: &str, object: &Value) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct WatchEvent<'a> {
+        #[serde(rename = "type")]
+        event: &'a str,
+        object: &'a Value,
+    }
+    let mut line = serde_json::to_vec(&WatchEvent { event, object }).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// How objects are answered: whole, or as their metadata only, which a client
+/// asks for with `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`
+/// (kube-rs's metadata watches, e.g. a controller's `owns`), as a real apiserver does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rendering {
+    Full = 0,
+    Metadata = 1,
+}
+
+impl Rendering {
+    fn of(headers: &HeaderMap) -> Self {
+        let metadata = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|accept| accept.contains("as=PartialObjectMetadata"));
+        if metadata { Self::Metadata } else { Self::Full }
+    }
+
+    fn render<'a>(self, object: &'a Value) -> std::borrow::Cow<'a, Value> {
+        match self {
+            Self::Full => std::borrow::Cow::Borrowed(object),
+            Self::Metadata => std::borrow::Cow::Owned(json!({
+                "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta(object),
+            })),
+        }
+    }
+
+    /// `kind` and `apiVersion` of a list of `kind`.
+    fn list_type(self, kind: &Kind) -> (String, String) {
+        match self {
+            Self::Full => (format!("{}List", kind.kind), kind.api_version()),
+            Self::Metadata => (
+                "PartialObjectMetadataList".to_owned(),
+                "meta.k8s.io/v1".to_owned(),
+            ),
+        }
+    }
 }
 
 struct Store {
@@ -351,6 +427,23 @@ impl Store {
         (kind.resource(), namespace.to_owned(), name.to_owned())
     }
 
+    /// The stored objects of `kind` in `namespace` (every namespace when empty), in
+    /// key order: a range of the map, not a scan of every object.
+    fn of_kind<'a>(
+        &'a self,
+        kind: &Kind,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+        let resource = kind.resource();
+        let start = (resource.clone(), namespace.to_owned(), String::new());
+        self.objects
+            .range(start..)
+            .take_while(move |((r, ns, _), _)| {
+                *r == resource && (namespace.is_empty() || ns == namespace)
+            })
+            .map(|((_, ns, _), object)| (ns.as_str(), object))
+    }
+
     fn get(&self, kind: &Kind, namespace: &str, name: &str) -> ApiResult<Value> {
         self.objects
             .get(&Self::key(kind, namespace, name))
@@ -372,13 +465,7 @@ impl Store {
         object: Value,
         rv: u64,
     ) {
-        let change = Arc::new(Change {
-            kind,
-            namespace: namespace.to_owned(),
-            event,
-            object,
-            rv,
-        });
+        let change = Arc::new(Change::new(kind, namespace, event, object, rv));
         self.history.push(change.clone());
         if self.history.len() > HISTORY {
             self.history.drain(..HISTORY / 10);
@@ -595,6 +682,11 @@ impl Store {
                 let generation = meta(&old)["generation"].as_i64().unwrap_or(1) + 1;
                 meta_mut(&mut new).insert("generation".into(), json!(generation));
             }
+        }
+        // A write that changes nothing is not stored: no new resourceVersion and no
+        // watch event (a no-op apply included, which sends none).
+        if let Some(rv) = meta(&old).get("resourceVersion") {
+            meta_mut(&mut new).insert("resourceVersion".into(), rv.clone());
         }
         if new == old {
             return Ok(old);
@@ -1090,25 +1182,28 @@ async fn serve(
         (Method::GET, None, None)
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") =>
         {
-            Ok(watch(inner, kind, namespace, &query))
+            Ok(watch(
+                inner,
+                kind,
+                namespace,
+                &query,
+                Rendering::of(headers),
+            ))
         }
         (Method::GET, None, None) => {
             let filter = Filter::from(&query);
+            let rendering = Rendering::of(headers);
             let store = inner.lock();
             let items: Vec<Value> = store
-                .objects
-                .iter()
-                .filter(|((resource, ns, _), object)| {
-                    *resource == kind.resource()
-                        && (namespace.is_empty() || *ns == namespace)
-                        && filter.matches(object)
-                })
-                .map(|(_, object)| object.clone())
+                .of_kind(&kind, &namespace)
+                .filter(|(_, object)| filter.matches(object))
+                .map(|(_, object)| rendering.render(object).into_owned())
                 .collect();
+            let (list_kind, api_version) = rendering.list_type(&kind);
             Ok(json_response(
                 StatusCode::OK,
                 json!({
-                    "kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(),
+                    "kind": list_kind, "apiVersion": api_version,
                     "metadata": { "resourceVersion": store.rv.to_string() },
                     "items": items,
                 }),
@@ -1119,10 +1214,13 @@ async fn serve(
             let created = inner.lock().create(tx, kind, &namespace, object)?;
             Ok(json_response(StatusCode::CREATED, created))
         }
-        (Method::GET, Some(name), None | Some("status")) => Ok(json_response(
-            StatusCode::OK,
-            inner.lock().get(&kind, &namespace, &name)?,
-        )),
+        (Method::GET, Some(name), None | Some("status")) => {
+            let object = inner.lock().get(&kind, &namespace, &name)?;
+            Ok(json_response(
+                StatusCode::OK,
+                Rendering::of(headers).render(&object).into_owned(),
+            ))
+        }
         (Method::GET, Some(name), Some("scale")) if kind.scale.is_some() => {
             let object = inner.lock().get(&kind, &namespace, &name)?;
             Ok(json_response(StatusCode::OK, scale_object(&kind, &object)))
@@ -1217,6 +1315,7 @@ fn watch(
     kind: Kind,
     namespace: String,
     query: &HashMap<String, String>,
+    rendering: Rendering,
 ) -> Response {
     let filter = Filter::from(query);
     let bookmarks = query
@@ -1230,8 +1329,9 @@ fn watch(
         .get("resourceVersion")
         .filter(|rv| !rv.is_empty() && *rv != "0")
         .and_then(|rv| rv.parse().ok());
+    let listed_namespace = namespace.clone();
     let relevant = move |change: &Change| {
-        change.kind.resource() == kind.resource()
+        change.kind == kind
             && (namespace.is_empty() || change.namespace == namespace)
             && filter.matches(&change.object)
     };
@@ -1247,26 +1347,18 @@ fn watch(
                     .history
                     .iter()
                     .filter(|c| c.rv > rv && relevant(c))
-                    .map(|c| json!({ "type": c.event, "object": c.object }))
+                    .map(|c| c.line(rendering))
                     .collect(),
                 changes,
                 false,
             ),
             None => (
                 store
-                    .objects
-                    .iter()
-                    .filter(|((resource, ns, _), object)| {
-                        *resource == kind.resource()
-                            && relevant(&Change {
-                                kind,
-                                namespace: ns.clone(),
-                                event: "ADDED",
-                                object: (*object).clone(),
-                                rv: 0,
-                            })
+                    .of_kind(&kind, &listed_namespace)
+                    .filter(|(ns, object)| {
+                        relevant(&Change::new(kind, ns, "ADDED", (*object).clone(), 0))
                     })
-                    .map(|(_, object)| json!({ "type": "ADDED", "object": object }))
+                    .map(|(_, object)| watch_line("ADDED", &rendering.render(object)))
                     .collect(),
                 changes,
                 false,
@@ -1277,17 +1369,15 @@ fn watch(
     let every = inner.bookmark_every;
     let inner = inner.clone();
     tokio::spawn(async move {
-        let line = |value: &Value| Ok(Bytes::from(format!("{value}\n")));
         if gone {
-            let _ = lines
-                .send(line(&json!({ "type": "ERROR", "object": {
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": "too old resource version", "reason": "Expired", "code": 410 } })))
-                .await;
+            let expired = json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "too old resource version", "reason": "Expired", "code": 410 });
+            let _ = lines.send(Ok(watch_line("ERROR", &expired))).await;
             return;
         }
-        for event in backlog {
-            if lines.send(line(&event)).await.is_err() {
+        for line in backlog {
+            if lines.send(Ok(line)).await.is_err() {
                 return;
             }
         }
@@ -1295,23 +1385,22 @@ fn watch(
         tokio::pin!(deadline);
         let mut ticker = tokio::time::interval(every);
         loop {
-            let event = tokio::select! {
+            let line = tokio::select! {
                 _ = &mut deadline => return,
                 _ = ticker.tick(), if bookmarks => {
                     let rv = inner.lock().rv;
-                    json!({ "type": "BOOKMARK", "object": {
+                    watch_line("BOOKMARK", &json!({
                         "kind": kind.kind, "apiVersion": kind.api_version(),
-                        "metadata": { "resourceVersion": rv.to_string() } } })
+                        "metadata": { "resourceVersion": rv.to_string() } }))
                 }
                 change = changes.recv() => match change {
-                    Ok(change) if relevant(&change) =>
-                        json!({ "type": change.event, "object": change.object }),
+                    Ok(change) if relevant(&change) => change.line(rendering),
                     Ok(_) => continue,
                     // Fell behind or shutting down: end the watch; the client resumes.
                     Err(_) => return,
                 },
             };
-            if lines.send(line(&event)).await.is_err() {
+            if lines.send(Ok(line)).await.is_err() {
                 return;
             }
         }
@@ -1354,9 +1443,7 @@ async fn kubelet(inner: Arc<Inner>, runner: Arc<dyn PodRunner>) {
             None => {
                 let store = inner.lock();
                 store
-                    .objects
-                    .iter()
-                    .filter(|((resource, _, _), _)| *resource == pods.resource())
+                    .of_kind(&pods, "")
                     .map(|(_, pod)| pod.clone())
                     .collect()
             }
