@@ -6,11 +6,7 @@
 //! message, translating its output, interrupts, the inactivity timeout and crashes.
 //! Numbering and delivering events is the hub's (`session`) business.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use tokio::{sync::Notify, time::Instant};
 
@@ -461,12 +457,5 @@ fn check_mcp(servers: &[(String, String)]) {
 /// Whether the CLI has a transcript of `session_id` under `home`
 /// (`.claude/projects/<encoded cwd>/<session_id>.jsonl`).
 pub fn transcript_exists(home: &Path, session_id: &str) -> bool {
-    let projects: PathBuf = home.join(".claude").join("projects");
-    let Ok(entries) = std::fs::read_dir(projects) else {
-        return false;
-    };
-    let file = format!("{session_id}.jsonl");
-    entries
-        .flatten()
-        .any(|entry| entry.path().join(&file).is_file())
+    crate::rewind::transcript_path(home, session_id).is_some()
 }

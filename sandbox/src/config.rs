@@ -133,17 +133,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    /// The arguments every sandbox needs.
+    const BASE: [&str; 7] = [
+        "sandbox",
+        "--workspace-token",
+        "t",
+        "--claude-bin",
+        "c",
+        "--state-dir",
+        "s",
+    ];
+
     #[test]
     fn sync_is_off_unless_asked_for() {
-        let base = [
-            "sandbox",
-            "--workspace-token",
-            "t",
-            "--claude-bin",
-            "c",
-            "--state-dir",
-            "s",
-        ];
+        let base = BASE;
         let config = Config::try_parse_from(base).expect("parses");
         assert_eq!(config.sync, SyncMode::Off);
         let config =
@@ -154,15 +157,7 @@ mod tests {
 
     #[test]
     fn the_egress_proxy_is_a_socket_or_an_address_not_both() {
-        let base = [
-            "sandbox",
-            "--workspace-token",
-            "t",
-            "--claude-bin",
-            "c",
-            "--state-dir",
-            "s",
-        ];
+        let base = BASE;
         let config = Config::try_parse_from(base).expect("parses");
         assert_eq!((config.egress_socket, config.egress_proxy), (None, None));
         let config = Config::try_parse_from(

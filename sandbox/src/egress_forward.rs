@@ -26,7 +26,7 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, TcpStream, UnixStream},
+    net::{TcpStream, UnixStream},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -78,33 +78,17 @@ pub async fn start(
         HeaderValue::from_str(&format!("Basic {}", basic_credentials(token)))
             .map_err(|_| Error::Config("the workspace token is not a valid header value".into()))?;
     authorization.set_sensitive(true);
+    let relay_upstream = upstream.to_string();
     let relay = Arc::new(Relay {
         upstream,
         authorization,
     });
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(Error::Bind)?;
-    let addr = listener.local_addr().map_err(Error::Bind)?;
-    tracing::info!(%addr, upstream = %relay.upstream, "egress forwarder listening");
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = cancel.cancelled() => return,
-            };
-            match accepted {
-                Ok((client, _)) => {
-                    let _ = client.set_nodelay(true);
-                    tokio::spawn(serve_client(relay.clone(), client));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "egress forwarder accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    });
+    let addr = crate::loopback::serve("egress forwarder", cancel, move |client| {
+        let _ = client.set_nodelay(true);
+        serve_client(relay.clone(), client)
+    })
+    .await?;
+    tracing::info!(%addr, upstream = %relay_upstream, "egress forwarder listening");
     Ok(addr)
 }
 

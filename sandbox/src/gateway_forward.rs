@@ -4,33 +4,18 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use tokio::net::{TcpListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Listens on `127.0.0.1:0` and forwards each connection to `socket`; returns the
 /// address to give the CLI as `ANTHROPIC_BASE_URL`.
 pub async fn start(socket: PathBuf, cancel: CancellationToken) -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(Error::Bind)?;
-    let addr = listener.local_addr().map_err(Error::Bind)?;
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = cancel.cancelled() => return,
-            };
-            match accepted {
-                Ok((tcp, _)) => {
-                    tokio::spawn(forward(tcp, socket.clone()));
-                }
-                Err(error) => tracing::warn!(%error, "gateway forwarder accept failed"),
-            }
-        }
-    });
-    Ok(addr)
+    crate::loopback::serve("gateway forwarder", cancel, move |tcp| {
+        forward(tcp, socket.clone())
+    })
+    .await
 }
 
 async fn forward(mut tcp: tokio::net::TcpStream, socket: PathBuf) {

@@ -11,6 +11,8 @@ pub mod egress_forward;
 pub mod gateway_forward;
 /// Where the agent's installs (pip, npm) and caches go: the workspace.
 pub mod installs;
+/// A loopback listener spawning a task per connection (the forwarders').
+pub mod loopback;
 /// The Jarvis tools served to the CLI over MCP.
 pub mod mcp;
 /// Numbered events stored through the router over HTTP, in batches.
