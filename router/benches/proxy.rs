@@ -49,7 +49,6 @@ use router::{
     workspaces::{Awake, Backend, BackendStatus, Endpoint, Registry},
 };
 use serde_json::{Value, json};
-use sqlx::postgres::PgPoolOptions;
 use support::{BenchDb, ms, pct};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -72,11 +71,32 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 // ---------------------------------------------------------------- the stub
 
-/// A sandbox that answers every `message` at once with a streamed answer.
-async fn serve_stub(listener: TcpListener) {
+/// Where the stub's sandboxes store their events: the router's address, once
+/// the router child said it (the nginx path has no router: nothing is stored).
+type RouterAddr = Arc<std::sync::OnceLock<String>>;
+
+/// A sandbox that answers every `message` at once with a streamed answer. Like
+/// a real sandbox (`sandbox/src/outbox.rs`), when it holds a workspace token
+/// (the bearer the router connected with) it stores the turn's events itself:
+/// one `POST /v1/workspace/events` with the turn's end (the outbox sends at once
+/// then), and shows `done` only once that POST answered.
+async fn serve_stub(listener: TcpListener, router: RouterAddr) {
+    let http = reqwest::Client::new();
     while let Ok((stream, _)) = listener.accept().await {
+        let (router, http) = (router.clone(), http.clone());
         tokio::spawn(async move {
-            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            let mut token = None;
+            let handshake = |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                             response| {
+                token = request
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_string);
+                Ok(response)
+            };
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, handshake).await else {
                 return;
             };
             let mut seq = 0u64;
@@ -91,9 +111,11 @@ async fn serve_stub(listener: TcpListener) {
                     continue;
                 }
                 let conversation = frame["conversation_id"].clone();
+                let message_id = frame["message_id"].clone();
                 let mut out = Vec::with_capacity(DELTAS + 2);
                 seq += 1;
-                out.push(json!({"type": "turn", "seq": seq, "conversation_id": conversation}));
+                out.push(json!({"type": "turn", "seq": seq, "conversation_id": conversation,
+                                "message_id": message_id}));
                 for i in 0..DELTAS {
                     seq += 1;
                     out.push(
@@ -102,14 +124,34 @@ async fn serve_stub(listener: TcpListener) {
                     );
                 }
                 seq += 1;
-                out.push(
-                    json!({"type": "done", "seq": seq, "conversation_id": conversation,
-                                "usage": {"input_tokens": 10, "output_tokens": DELTAS}}),
-                );
-                for frame in out {
+                let done = json!({"type": "done", "seq": seq, "conversation_id": conversation,
+                                  "usage": {"input_tokens": 10, "output_tokens": DELTAS}});
+                for frame in &out {
                     if ws.send(Message::text(frame.to_string())).await.is_err() {
                         return;
                     }
+                }
+                if let (Some(token), Some(router)) = (&token, router.get()) {
+                    out.push(done.clone());
+                    let body = json!({
+                        "batches": [{"conversation_id": conversation, "message_id": message_id,
+                                     "events": out}],
+                        "running_turns": 1,
+                    });
+                    let stored = http
+                        .post(format!("http://{router}/v1/workspace/events"))
+                        .header("x-api-key", token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .and_then(reqwest::Response::error_for_status);
+                    if let Err(error) = stored {
+                        eprintln!("the stub's events were not stored: {error}");
+                        return;
+                    }
+                }
+                if ws.send(Message::text(done.to_string())).await.is_err() {
+                    return;
                 }
             }
         });
@@ -118,15 +160,22 @@ async fn serve_stub(listener: TcpListener) {
 
 // ---------------------------------------------------------------- the router child
 
-/// A backend whose every sandbox is the stub.
-struct StubBackend(String);
+/// A backend whose every sandbox is the stub; a wake issues the workspace
+/// token (as real backends do), which the stub stores its events with.
+struct StubBackend {
+    address: String,
+    db: sqlx::PgPool,
+}
 
 impl Backend for StubBackend {
-    fn wake(&self, _user: Uuid) -> BoxFuture<'_, router::workspaces::Result<Awake>> {
+    fn wake(&self, user: Uuid) -> BoxFuture<'_, router::workspaces::Result<Awake>> {
         Box::pin(async move {
+            let token = router::workspaces::tokens::issue(&self.db, user)
+                .await
+                .map_err(|e| router::workspaces::Error::NotReady(e.to_string()))?;
             Ok(Awake {
-                endpoint: Endpoint::Tcp(self.0.clone()),
-                token: "stub".to_owned(),
+                endpoint: Endpoint::Tcp(self.address.clone()),
+                token,
                 started: true,
             })
         })
@@ -143,21 +192,28 @@ impl Backend for StubBackend {
 
 /// The child: a router whose sandboxes are the stub; prints its address.
 async fn run_router(db_url: &str, stub: &str) -> anyhow::Result<()> {
-    let db = PgPoolOptions::new()
-        .max_connections(20)
-        .connect(db_url)
-        .await?;
     let storage = tempfile::tempdir()?;
     let mut config = Config::defaults();
+    // The pool the router makes for itself (`JARVIS_DB_MAX_CONNECTIONS`).
+    if let Some(max) = std::env::var("JARVIS_DB_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.db_max_connections = max;
+    }
+    let db = router::db::connect(db_url, config.db_max_connections).await?;
     config.database_url = db_url.to_string();
     config.storage = format!("file:{}", storage.path().display());
     config.jwt_secret = Some("bench-secret-bench-secret-bench-secret".into());
     let mut state = AppState::new(config, db.clone()).await?;
     state.workspaces = Registry::new(
-        db,
+        db.clone(),
         state.storage.clone(),
         state.voice.clone(),
-        Arc::new(StubBackend(stub.to_string())),
+        Arc::new(StubBackend {
+            address: stub.to_string(),
+            db,
+        }),
         router::workspaces::registry::Settings {
             idle_timeout: Duration::from_secs(3600),
             wake_timeout: Duration::from_secs(60),
@@ -360,7 +416,8 @@ async fn main() -> anyhow::Result<()> {
 
     let stub = TcpListener::bind("127.0.0.1:0").await?;
     let stub_addr = stub.local_addr()?.to_string();
-    tokio::spawn(serve_stub(stub));
+    let stub_router = RouterAddr::default();
+    tokio::spawn(serve_stub(stub, stub_router.clone()));
 
     // The router, in a child process.
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
@@ -373,6 +430,7 @@ async fn main() -> anyhow::Result<()> {
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
     let router_addr = lines.next_line().await?.context("router address")?;
     let router_pid = child.id().context("router pid")?;
+    let _ = stub_router.set(router_addr.clone());
 
     // nginx in front of the same stub.
     let nginx_bin = PathBuf::from("/usr/sbin/nginx");
