@@ -86,16 +86,16 @@ async fn serve_stub(listener: TcpListener, router: RouterAddr) {
         let (router, http) = (router.clone(), http.clone());
         tokio::spawn(async move {
             let mut token = None;
-            let handshake = |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                             response| {
-                token = request
-                    .headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(str::to_string);
-                Ok(response)
-            };
+            let handshake =
+                |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
+                    token = request
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .map(str::to_string);
+                    Ok(response)
+                };
             let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, handshake).await else {
                 return;
             };
@@ -114,8 +114,10 @@ async fn serve_stub(listener: TcpListener, router: RouterAddr) {
                 let message_id = frame["message_id"].clone();
                 let mut out = Vec::with_capacity(DELTAS + 2);
                 seq += 1;
-                out.push(json!({"type": "turn", "seq": seq, "conversation_id": conversation,
-                                "message_id": message_id}));
+                out.push(
+                    json!({"type": "turn", "seq": seq, "conversation_id": conversation,
+                                "message_id": message_id}),
+                );
                 for i in 0..DELTAS {
                     seq += 1;
                     out.push(

@@ -66,14 +66,24 @@ pub struct Browser {
     pub status: watch::Receiver<Status>,
 }
 
+/// What to tell a user whose plan's concurrent turns (`max_concurrent_turns`,
+/// which the sandbox applies to every turn of the workspace, whichever router
+/// sent it) are all taken.
+fn too_many_turns(plans: &crate::plans::Plans, tier: crate::plans::Tier) -> String {
+    let max = plans.get(tier).max_concurrent_turns;
+    format!(
+        "your {tier} plan runs {max} answer{s} at a time; wait for the running one to finish or stop it",
+        s = if max == 1 { "" } else { "s" }
+    )
+}
+
 /// A turn this router opened and sent, until the sandbox starts or refuses it.
 struct Pending {
     /// The browser that sent the message.
     browser: u64,
-    /// Its rows.
+    /// Its rows (with the user's plan, for what to tell the browser when the
+    /// plan's concurrent turns are all taken).
     open: OpenTurn,
-    /// What to tell the browser when the plan's concurrent turns are all taken.
-    too_many: String,
 }
 
 #[derive(Default)]
@@ -205,14 +215,15 @@ impl Hub {
     /// empty assistant message) and returns the frame to send to the sandbox.
     /// With `replaces` (a user message of the conversation) the new message takes
     /// its place: it and the messages after it are hidden, and the agent is told to
-    /// forget them. `max_turns` is the plan's concurrent turns, `too_many` what to
-    /// tell the browser when the sandbox says they are all taken.
+    /// forget them. `voice` is the message's own choice; without one the answer
+    /// is spoken when the user's `voice_answers` setting says so and their plan
+    /// has voice. The sandbox is told the plan's concurrent turns. The plan and
+    /// the setting are read with the turn's rows, in the same statement.
     pub async fn begin_turn(
         &self,
         browser: u64,
         (content, conversation_id, replaces): (String, String, Option<Uuid>),
         (voice, attachments): (Option<bool>, Vec<crate::uploads::Attachment>),
-        (max_turns, too_many): (u32, String),
     ) -> Result<TurnStart, ErrorBody> {
         let open = hooks::start_turn(
             &self.ctx,
@@ -223,17 +234,19 @@ impl Hub {
         )
         .await?;
         let message_id = open.message_id.to_string();
+        let plan = self.ctx.voice.plans().get(open.tier);
+        let max_turns = plan.max_concurrent_turns;
+        // An explicit `voice: true` goes to the sandbox even without voice, so the
+        // browser gets the clear `voice_unavailable` beside the text answer.
+        let voice = voice.or_else(|| {
+            (open.voice_answers && plan.voice && self.ctx.voice.has_engine()).then_some(true)
+        });
         // The sandbox gets the files' workspace paths, which its agent can open.
         let attachments =
             (!attachments.is_empty()).then(|| attachments.into_iter().map(|a| a.path).collect());
-        self.turns().pending.insert(
-            message_id.clone(),
-            Pending {
-                browser,
-                open,
-                too_many,
-            },
-        );
+        self.turns()
+            .pending
+            .insert(message_id.clone(), Pending { browser, open });
         self.touch();
         let voice_max_chars = (voice == Some(true))
             .then(|| u32::try_from(self.ctx.voice.settings().max_chars).unwrap_or(u32::MAX));
@@ -346,7 +359,7 @@ impl Hub {
                 let pending = self.turns().pending.remove(&message_id);
                 let Some(pending) = pending else { return };
                 let message = if code == error_code::TOO_MANY_TURNS {
-                    pending.too_many.clone()
+                    too_many_turns(self.ctx.voice.plans(), pending.open.tier)
                 } else {
                     message
                 };

@@ -619,3 +619,62 @@ async fn a_new_conversation_is_titled_from_its_first_message_and_a_rename_stays(
     open(&db, u, c, "And a second question").await;
     assert_eq!(conversation(&db, c).await.1, "Lisbon");
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn tabs_sending_the_first_message_of_a_conversation_at_once_each_get_their_turn(db: PgPool) {
+    let u = user(&db, "tabs@example.com").await;
+    let c = Uuid::new_v4();
+    let opened =
+        futures::future::join_all(
+            (0..6).map(|i| {
+                let db = db.clone();
+                async move {
+                    transcript::open_turn(&db, u, c, NewMessage::text(&format!("tab {i}"))).await
+                }
+            }),
+        )
+        .await;
+    let opened: Vec<OpenTurn> = opened
+        .into_iter()
+        .map(|o| o.expect("every tab's turn opens"))
+        .collect();
+    assert_eq!(
+        opened.iter().filter(|o| o.created_conversation).count(),
+        1,
+        "one of them made the conversation"
+    );
+    let rows = messages(&db, c).await;
+    assert_eq!(rows.len(), 12);
+    // Each turn's answer comes right after its own question.
+    for turn in &opened {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "select id from messages where conversation_id = $1 order by position",
+        )
+        .bind(c)
+        .fetch_all(&db)
+        .await
+        .expect("ids");
+        let asked = ids
+            .iter()
+            .position(|id| *id == turn.user_message_id)
+            .expect("asked");
+        assert_eq!(ids.get(asked + 1), Some(&turn.message_id));
+    }
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_turn_reads_the_users_plan_and_voice_setting_with_its_rows(db: PgPool) {
+    let u = user(&db, "plan@example.com").await;
+    let first = open(&db, u, Uuid::new_v4(), "hello").await;
+    assert_eq!(first.tier, router::plans::Tier::Free);
+    assert!(!first.voice_answers);
+    sqlx::query("update users set tier = 'pro', voice_answers = true where id = $1")
+        .bind(u)
+        .execute(&db)
+        .await
+        .expect("upgraded");
+    let second = open(&db, u, first.conversation_id, "again").await;
+    assert_eq!(second.tier, router::plans::Tier::Pro);
+    assert!(second.voice_answers);
+    assert!(!second.created_conversation);
+}

@@ -177,6 +177,7 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
     }
 
     // Frames are carried out in order by their own task: the read loop never waits.
+    // Boxed: the channel allocates its slots up front, a pointer each is cheap.
     let (frames, queued) = tokio::sync::mpsc::channel(QUEUED_FRAMES);
     tokio::spawn(carry_out(state.clone(), hub.clone(), id, queued).in_current_span());
     loop {
@@ -205,7 +206,7 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
         }
         match serde_json::from_str::<ClientFrame>(&text) {
             Ok(frame) => {
-                if frames.try_send(frame).is_err() {
+                if frames.try_send(Box::new(frame)).is_err() {
                     hub.send_to(
                         id,
                         error_frame(
@@ -248,10 +249,10 @@ async fn carry_out(
     state: AppState,
     hub: Arc<Hub>,
     id: u64,
-    mut frames: tokio::sync::mpsc::Receiver<ClientFrame>,
+    mut frames: tokio::sync::mpsc::Receiver<Box<ClientFrame>>,
 ) {
     while let Some(frame) = frames.recv().await {
-        handle(&state, &hub, id, frame).await;
+        handle(&state, &hub, id, *frame).await;
     }
 }
 
@@ -300,13 +301,11 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     return;
                 }
             };
-            let voice = turn_voice(state, hub.user, voice).await;
             let turn = match hub
                 .begin_turn(
                     id,
                     (content, conversation.to_string(), replaces),
                     (voice, attachments),
-                    turn_slots(state, hub.user).await,
                 )
                 .await
             {
@@ -394,40 +393,6 @@ async fn attached(
         })
 }
 
-/// Whether this turn's answer is spoken: the message's own `voice`, else the
-/// user's `voice_answers` setting when their plan has voice. An explicit
-/// `voice: true` goes to the sandbox even without it, so the browser gets the
-/// clear `voice_unavailable` (as a `voice` event) beside the text answer.
-async fn turn_voice(state: &AppState, user: Uuid, asked: Option<bool>) -> Option<bool> {
-    if asked.is_some() {
-        return asked;
-    }
-    // language=PostgreSQL
-    let setting: sqlx::Result<Option<(bool,)>> =
-        crate::db::query_as("select voice_answers from users where id = $1")
-            .bind(user)
-            .fetch_optional(&state.db)
-            .await;
-    let wanted = matches!(setting, Ok(Some((true,))));
-    (wanted && state.voice.available_to(user).await.unwrap_or(false)).then_some(true)
-}
-
-/// How many turns the user's plan runs at once (`max_concurrent_turns`, which
-/// the sandbox applies to every turn of the workspace, whichever router sent it),
-/// and what to tell the user when they are all taken.
-async fn turn_slots(state: &AppState, user: Uuid) -> (u32, String) {
-    let tier = match crate::limits::account(&state.db, user).await {
-        Ok(Some(account)) => account.tier,
-        _ => crate::plans::Tier::Free,
-    };
-    let max = state.plans.get(tier).max_concurrent_turns;
-    let message = format!(
-        "your {tier} plan runs {max} answer{s} at a time; wait for the running one to finish or stop it",
-        s = if max == 1 { "" } else { "s" }
-    );
-    (max, message)
-}
-
 async fn write_loop(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut browser: Browser,
@@ -483,9 +448,13 @@ async fn write_loop(
             }
             event = browser.rx.recv() => match event {
                 Some(Outgoing::One(text)) => if sink.send(Message::text(text.as_ref())).await.is_err() { return },
-                Some(Outgoing::Many(texts)) => for text in texts {
-                    if sink.send(Message::text(text.as_ref())).await.is_err() { return }
-                },
+                // Written out together: one flush for the lot.
+                Some(Outgoing::Many(texts)) => {
+                    for text in texts {
+                        if sink.feed(Message::text(text.as_ref())).await.is_err() { return }
+                    }
+                    if sink.flush().await.is_err() { return }
+                }
                 None => return,
             },
             _ = ping.tick() => {

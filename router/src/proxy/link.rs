@@ -15,6 +15,8 @@ use crate::workspaces::{Endpoint, Error, Result};
 
 /// Frames queued for the sandbox at most (senders wait beyond: backpressure).
 const QUEUE: usize = 64;
+/// Read buffer of each link (grows for larger frames).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Largest frame the router takes from a sandbox.
 const MAX_FRAME: usize = 8 * 1024 * 1024;
 
@@ -54,8 +56,10 @@ pub async fn connect(hub: Arc<Hub>, endpoint: &Endpoint, token: &str) -> Result<
     let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|e| Error::NotReady(format!("token is not a header value: {e}")))?;
     request.headers_mut().insert("authorization", bearer);
+    // The read buffer is zero-filled to its size at the first read, so it costs
+    // that much per link however quiet; it grows for a larger frame.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
     let io_error = |e: std::io::Error| Error::Connect(Box::new(e.into()));

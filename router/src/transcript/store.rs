@@ -29,6 +29,10 @@ pub struct OpenTurn {
     pub created_conversation: bool,
     /// The conversation's highest stored `seq` when the turn opened.
     pub last_seq: u64,
+    /// The user's plan (`users.tier`) when the turn opened.
+    pub tier: crate::plans::Tier,
+    /// The user's `voice_answers` setting when the turn opened.
+    pub voice_answers: bool,
 }
 
 /// The user's message a turn opens with.
@@ -78,6 +82,13 @@ pub struct StoreOutcome {
 /// one). Fails with [`TranscriptError::NotYours`] when the id is another user's
 /// conversation, with [`TranscriptError::CannotReplace`] when `replaces` is not a
 /// current user message of it; either changes nothing.
+///
+/// The database sees three round trips (`BEGIN` with the user's settings, one
+/// statement, `COMMIT`); a turn that replaces messages one more: its second
+/// statement runs after the conversation's row lock is held, so it sees what a
+/// turn opened before it in the same conversation changed. The same statement
+/// reads the user's plan and voice setting ([`OpenTurn::tier`],
+/// [`OpenTurn::voice_answers`]), which the turn's frame needs.
 pub async fn open_turn(
     db: &PgPool,
     user_id: Uuid,
@@ -90,86 +101,115 @@ pub async fn open_turn(
         replaces,
     } = message;
     let mut tx = db::user_tx(db, user_id).await?;
-    // Under RLS another user's row is invisible, but the primary key still
-    // conflicts: the insert does nothing and the select below finds nothing.
+    // The upsert locks the conversation's row (waiting for a turn being opened in
+    // it) and reads its latest `last_seq`, also when another tab made the
+    // conversation a moment ago. Another user's row fails the update policy of
+    // row-level security (an error, SQLSTATE 42501) or, without it, the `where`:
+    // no row. The messages are inserted from the rows before them, so the user's
+    // message comes first (`position`).
     // language=PostgreSQL
-    let created: Option<Uuid> = crate::db::query_scalar(
-        "insert into conversations (id, owner_id, title) values ($1, $2, $3)
-         on conflict (id) do nothing returning id",
-    )
-    .bind(conversation_id)
-    .bind(user_id)
-    .bind(title(content))
-    .fetch_optional(&mut *tx)
-    .await?;
-    let last_seq = lock_conversation(&mut tx, user_id, conversation_id)
-        .await?
-        .ok_or(TranscriptError::NotYours(conversation_id))?;
-    let replaced_from = match replaces {
-        None => None,
-        Some(replaced) => Some(
-            // language=PostgreSQL
-            crate::db::query_scalar::<i64>(
-                "select position from messages where id = $1 and conversation_id = $2
-                 and owner_id = $3 and role = 'user' and superseded_by is null",
-            )
-            .bind(replaced)
+    let upsert = "insert into conversations as c (id, owner_id, title) values ($1, $2, $3)
+         on conflict (id) do update set updated_at = now() where c.owner_id = $2
+         returning c.last_seq, c.xmax = 0 as created";
+    let opened: sqlx::Result<Option<OpenedRow>> = match replaces {
+        // language=PostgreSQL
+        None => {
+            crate::db::query_as(&format!(
+                "with conv as ({upsert}),
+             asked as (
+                 insert into messages (owner_id, conversation_id, role, content, events)
+                 select $2, $1, 'user', $4, $5 from conv returning id),
+             answer as (
+                 insert into messages (owner_id, conversation_id, role, complete)
+                 select $2, $1, 'assistant', false from asked returning id)
+             select conv.last_seq, conv.created, u.tier, u.voice_answers, asked.id, answer.id
+             from users u, conv, asked, answer where u.id = $2"
+            ))
             .bind(conversation_id)
             .bind(user_id)
+            .bind(title(content))
+            .bind(content)
+            .bind(&events)
             .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(TranscriptError::CannotReplace(replaced))?,
-        ),
-    };
-    // language=PostgreSQL
-    let user_message_id: Uuid = crate::db::query_scalar(
-        "insert into messages (owner_id, conversation_id, role, content, events)
-         values ($1, $2, 'user', $3, $4) returning id",
-    )
-    .bind(user_id)
-    .bind(conversation_id)
-    .bind(content)
-    .bind(&events)
-    .fetch_one(&mut *tx)
-    .await?;
-    if let Some(position) = replaced_from {
+            .await
+        }
         // language=PostgreSQL
-        crate::db::query(
-            "update messages set superseded_by = $3
-             where conversation_id = $1 and owner_id = $2 and position >= $4
-               and id <> $3 and superseded_by is null",
+        Some(_) => {
+            crate::db::query_as(&format!(
+                "with conv as ({upsert})
+             select conv.last_seq, conv.created, u.tier, u.voice_answers,
+                    null::uuid, null::uuid
+             from users u, conv where u.id = $2"
+            ))
+            .bind(conversation_id)
+            .bind(user_id)
+            .bind(title(content))
+            .fetch_optional(&mut *tx)
+            .await
+        }
+    };
+    let (last_seq, created, tier, voice_answers, mut user_message_id, mut message_id) = match opened
+    {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(TranscriptError::NotYours(conversation_id)),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(RLS_REFUSED) => {
+            return Err(TranscriptError::NotYours(conversation_id));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(replaced) = replaces {
+        // The replaced message and those after it are hidden behind the new one
+        // (which the update does not see: it is of the same statement).
+        // language=PostgreSQL
+        let ids: Option<(Uuid, Uuid)> = crate::db::query_as(
+            "with replaced as (
+                 select position from messages where id = $3 and conversation_id = $1
+                 and owner_id = $2 and role = 'user' and superseded_by is null),
+             asked as (
+                 insert into messages (owner_id, conversation_id, role, content, events)
+                 select $2, $1, 'user', $4, $5 from replaced returning id),
+             hidden as (
+                 update messages m set superseded_by = asked.id from asked, replaced
+                 where m.conversation_id = $1 and m.owner_id = $2
+                   and m.position >= replaced.position and m.superseded_by is null),
+             answer as (
+                 insert into messages (owner_id, conversation_id, role, complete)
+                 select $2, $1, 'assistant', false from asked returning id)
+             select asked.id, answer.id from asked, answer",
         )
         .bind(conversation_id)
         .bind(user_id)
-        .bind(user_message_id)
-        .bind(position)
-        .execute(&mut *tx)
+        .bind(replaced)
+        .bind(content)
+        .bind(&events)
+        .fetch_optional(&mut *tx)
         .await?;
+        let (asked, answer) = ids.ok_or(TranscriptError::CannotReplace(replaced))?;
+        (user_message_id, message_id) = (Some(asked), Some(answer));
     }
-    // language=PostgreSQL
-    let message_id: Uuid = crate::db::query_scalar(
-        "insert into messages (owner_id, conversation_id, role, complete)
-         values ($1, $2, 'assistant', false) returning id",
-    )
-    .bind(user_id)
-    .bind(conversation_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    // language=PostgreSQL
-    crate::db::query("update conversations set updated_at = now() where id = $1")
-        .bind(conversation_id)
-        .execute(&mut *tx)
-        .await?;
+    let (Some(user_message_id), Some(message_id)) = (user_message_id, message_id) else {
+        return Err(TranscriptError::Db(sqlx::Error::RowNotFound));
+    };
     tx.commit().await?;
     tracing::debug!(user.id = %user_id, conversation.id = %conversation_id, message.id = %message_id, "turn opened");
     Ok(OpenTurn {
         conversation_id,
         user_message_id,
         message_id,
-        created_conversation: created.is_some(),
-        last_seq,
+        created_conversation: created,
+        last_seq: u64::try_from(last_seq).unwrap_or(0),
+        tier: crate::plans::Tier::parse(&tier),
+        voice_answers,
     })
 }
+
+/// What [`open_turn`]'s statement answers: the conversation's `last_seq`, whether
+/// it was made, the user's tier and `voice_answers`, the two messages' ids (none
+/// yet when the turn replaces messages).
+type OpenedRow = (i64, bool, String, bool, Option<Uuid>, Option<Uuid>);
+
+/// The SQLSTATE of a row-level security refusal (`insufficient_privilege`).
+const RLS_REFUSED: &str = "42501";
 
 /// Takes back a turn the sandbox refused: deletes its two messages, and the
 /// conversation too when this turn made it and nothing else was stored in it
@@ -237,7 +277,7 @@ pub async fn store_events(
     events: &[SandboxFrame],
 ) -> Result<StoreOutcome, TranscriptError> {
     let mut tx = db::user_tx(db, user_id).await?;
-    let stored_seq = lock_conversation(&mut tx, user_id, conversation_id)
+    let (stored_seq, first) = lock_with_answer(&mut tx, user_id, conversation_id, message_id)
         .await?
         .ok_or(TranscriptError::NotYours(conversation_id))?;
     let mut outcome = StoreOutcome {
@@ -255,7 +295,7 @@ pub async fn store_events(
     }
     numbered.sort_by_key(|(seq, _)| *seq);
 
-    let mut target = assistant_message(&mut tx, user_id, conversation_id, message_id).await?;
+    let mut target = first;
     let mut write = Write::default();
     for (seq, frame) in numbered {
         if seq <= outcome.last_seq {
@@ -313,16 +353,11 @@ pub async fn store_events(
             _ => write.events.push(placed(browser_event(frame), at)),
         }
     }
-    write.flush(&mut tx, user_id, target.map(|t| t.id)).await?;
-    if outcome.last_seq > stored_seq {
-        // language=PostgreSQL
-        crate::db::query("update conversations set last_seq = $3 where id = $1 and owner_id = $2")
-            .bind(conversation_id)
-            .bind(user_id)
-            .bind(clamp(outcome.last_seq))
-            .execute(&mut *tx)
-            .await?;
-    }
+    // The last write and the raised `last_seq` go in one statement.
+    let raised = (outcome.last_seq > stored_seq).then_some((conversation_id, outcome.last_seq));
+    write
+        .flush_and_raise(&mut tx, user_id, target.map(|t| t.id), raised)
+        .await?;
     tx.commit().await?;
     if outcome.ignored > 0 {
         tracing::warn!(user.id = %user_id, conversation.id = %conversation_id, ignored = outcome.ignored, "events not stored: unnumbered, of another conversation, with no assistant message, or after their turn ended");
@@ -332,6 +367,9 @@ pub async fn store_events(
 }
 
 /// Locks `conversation_id`'s row if it is `user_id`'s and answers its `last_seq`.
+/// The row is updated (to what it was), not only locked: a batch whose lock
+/// waited for this transaction then knows the messages may have changed
+/// ([`lock_with_answer`]).
 async fn lock_conversation(
     tx: &mut Transaction<'static, Postgres>,
     user_id: Uuid,
@@ -339,7 +377,8 @@ async fn lock_conversation(
 ) -> sqlx::Result<Option<u64>> {
     // language=PostgreSQL
     let last_seq: Option<i64> = crate::db::query_scalar(
-        "select last_seq from conversations where id = $1 and owner_id = $2 for update",
+        "update conversations set last_seq = last_seq where id = $1 and owner_id = $2
+         returning last_seq",
     )
     .bind(conversation_id)
     .bind(user_id)
@@ -374,29 +413,90 @@ async fn assistant_message(
     conversation_id: Uuid,
     wanted: Option<Uuid>,
 ) -> sqlx::Result<Option<Answer>> {
-    // Only numbered errors are stored in `events`, and each ends its turn.
     // language=PostgreSQL
-    let found: Option<(Uuid, bool, i64)> = crate::db::query_as(
-        "select id, complete or events @> '[{\"type\":\"error\"}]', char_length(content)::bigint from messages
+    let found: Option<(Uuid, bool, i64)> = crate::db::query_as(&format!(
+        "select {ANSWER_COLUMNS} from messages
          where conversation_id = $1 and owner_id = $2 and role = 'assistant'
-         order by (id is not distinct from $3) desc, position desc limit 1",
-    )
+         order by (id is not distinct from $3) desc, position desc limit 1"
+    ))
     .bind(conversation_id)
     .bind(user_id)
     .bind(wanted)
     .fetch_optional(&mut **tx)
     .await?;
+    Ok(answer(user_id, conversation_id, wanted, found))
+}
+
+/// What [`Answer`] is read from: the id, whether its turn ended (only numbered
+/// errors are stored in `events`, and each ends its turn), its text's length.
+const ANSWER_COLUMNS: &str =
+    "id, complete or events @> '[{\"type\":\"error\"}]', char_length(content)::bigint";
+
+/// The [`Answer`] of a row of [`ANSWER_COLUMNS`] (saying so when it is not the one
+/// `wanted`).
+fn answer(
+    user_id: Uuid,
+    conversation_id: Uuid,
+    wanted: Option<Uuid>,
+    found: Option<(Uuid, bool, i64)>,
+) -> Option<Answer> {
     if let Some(wanted) = wanted
         && found.is_none_or(|(id, _, _)| id != wanted)
     {
         tracing::warn!(user.id = %user_id, conversation.id = %conversation_id, message.id = %wanted, "events name a message that is not this conversation's answer; storing them in its newest answer");
     }
-    Ok(found.map(|(id, ended, chars)| Answer {
+    found.map(|(id, ended, chars)| Answer {
         id,
         ended,
         chars: u64::try_from(chars).unwrap_or(0),
-    }))
+    })
 }
+
+/// [`lock_conversation`] and [`assistant_message`] in one statement: the
+/// conversation's `last_seq` and the answer events go to. The answer is read
+/// from the statement's snapshot; when the lock had to wait for another
+/// transaction that changed the conversation (a batch stored, a turn opened)
+/// that snapshot is stale, and the answer is read again.
+async fn lock_with_answer(
+    tx: &mut Transaction<'static, Postgres>,
+    user_id: Uuid,
+    conversation_id: Uuid,
+    wanted: Option<Uuid>,
+) -> sqlx::Result<Option<(u64, Option<Answer>)>> {
+    // `c` is the latest version of the row (the lock waits for it); the
+    // subquery's `xmin` the one of the snapshot: equal when nothing changed it.
+    // language=PostgreSQL
+    let row: Option<LockedRow> = crate::db::query_as(&format!(
+        "select c.last_seq,
+                c.xmin is not distinct from (select xmin from conversations where id = $1),
+                a.*
+         from conversations c left join lateral (
+             select {ANSWER_COLUMNS} from messages
+             where conversation_id = c.id and owner_id = $2 and role = 'assistant'
+             order by (id is not distinct from $3) desc, position desc limit 1
+         ) a on true
+         where c.id = $1 and c.owner_id = $2 for update of c"
+    ))
+    .bind(conversation_id)
+    .bind(user_id)
+    .bind(wanted)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((last_seq, fresh, id, ended, chars)) = row else {
+        return Ok(None);
+    };
+    let last_seq = u64::try_from(last_seq).unwrap_or(0);
+    let target = if fresh {
+        let found = id.map(|id| (id, ended.unwrap_or(false), chars.unwrap_or(0)));
+        answer(user_id, conversation_id, wanted, found)
+    } else {
+        assistant_message(tx, user_id, conversation_id, wanted).await?
+    };
+    Ok(Some((last_seq, target)))
+}
+
+/// A row of [`lock_with_answer`]'s statement.
+type LockedRow = (i64, bool, Option<Uuid>, Option<bool>, Option<i64>);
 
 /// What one batch appends to one message.
 #[derive(Default)]
@@ -416,11 +516,22 @@ impl Write {
         user_id: Uuid,
         message: Option<Uuid>,
     ) -> sqlx::Result<()> {
+        self.flush_and_raise(tx, user_id, message, None).await
+    }
+
+    /// [`Write::flush`], and in the same statement, with `raised`, sets that
+    /// conversation's `last_seq`.
+    async fn flush_and_raise(
+        &mut self,
+        tx: &mut Transaction<'static, Postgres>,
+        user_id: Uuid,
+        message: Option<Uuid>,
+        raised: Option<(Uuid, u64)>,
+    ) -> sqlx::Result<()> {
         let write = std::mem::take(self);
-        let Some(message) = message else {
-            return Ok(());
-        };
-        if write.text.is_empty() && write.events.is_empty() && write.done.is_none() {
+        let writes = message.is_some()
+            && !(write.text.is_empty() && write.events.is_empty() && write.done.is_none());
+        if !writes && raised.is_none() {
             return Ok(());
         }
         let (input, output) = match write.done {
@@ -431,12 +542,15 @@ impl Write {
         // word: it is marked so (`{"type":"stopped"}`), not kept as an empty answer.
         // language=PostgreSQL
         crate::db::query(
-            "update messages set content = content || $3,
-                 events = case when $5 and content || $3 = '' and events || $4 = '[]'::jsonb
-                     then '[{\"type\":\"stopped\"}]'::jsonb else events || $4 end,
-                 complete = complete or $5,
-                 input_tokens = coalesce($6, input_tokens), output_tokens = coalesce($7, output_tokens)
-             where id = $1 and owner_id = $2",
+            "with written as (
+                 update messages set content = content || $3,
+                     events = case when $5 and content || $3 = '' and events || $4 = '[]'::jsonb
+                         then '[{\"type\":\"stopped\"}]'::jsonb else events || $4 end,
+                     complete = complete or $5,
+                     input_tokens = coalesce($6, input_tokens), output_tokens = coalesce($7, output_tokens)
+                 where $8 and id = $1 and owner_id = $2)
+             update conversations set last_seq = $10
+             where $9::uuid is not null and id = $9 and owner_id = $2",
         )
         .bind(message)
         .bind(user_id)
@@ -445,6 +559,9 @@ impl Write {
         .bind(write.done.is_some())
         .bind(input)
         .bind(output)
+        .bind(writes)
+        .bind(raised.map(|(conversation, _)| conversation))
+        .bind(raised.map_or(0, |(_, seq)| clamp(seq)))
         .execute(&mut **tx)
         .await?;
         Ok(())

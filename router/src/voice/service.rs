@@ -158,6 +158,11 @@ impl Voice {
         &self.settings
     }
 
+    /// Whether an engine is configured (speech is on).
+    pub fn has_engine(&self) -> bool {
+        self.engine.is_some()
+    }
+
     /// Whether `user`'s plan includes voice and an engine is configured.
     pub async fn available_to(&self, user: Uuid) -> Result<bool, sqlx::Error> {
         Ok(self.engine.is_some() && self.plan_has_voice(user).await?)
