@@ -223,7 +223,14 @@ async fn run_router(db_url: &str, stub: &str) -> anyhow::Result<()> {
         },
     );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    // The sandboxes' routes (`JARVIS_SANDBOX_LISTEN`), where the stub stores events.
+    let sandbox_listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?);
+    println!("{}", sandbox_listener.local_addr()?);
+    tokio::spawn(router::http::serve_sandbox_tcp(
+        sandbox_listener,
+        state.clone(),
+    ));
     router::http::serve_on(listener, state).await
 }
 
@@ -431,8 +438,12 @@ async fn main() -> anyhow::Result<()> {
         .spawn()?;
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
     let router_addr = lines.next_line().await?.context("router address")?;
+    let sandbox_addr = lines
+        .next_line()
+        .await?
+        .context("router's sandbox address")?;
     let router_pid = child.id().context("router pid")?;
-    let _ = stub_router.set(router_addr.clone());
+    let _ = stub_router.set(sandbox_addr);
 
     // nginx in front of the same stub.
     let nginx_bin = PathBuf::from("/usr/sbin/nginx");
