@@ -7,32 +7,49 @@
 //! server speaking the sandbox protocol, answering at once), either
 //!
 //! - through the router: `/ws` with a user's token and Origin, one workspace per
-//!   browser; the router's own work per message included (token check at connect,
-//!   the turn stored in Postgres, events recorded, relayed to every tab), or
+//!   browser; the router's whole work per turn included: token check at connect,
+//!   the turn opened in Postgres, and the turn's events stored the way a sandbox
+//!   stores them: the stub, holding the workspace token its wake issued, POSTs
+//!   them to the router's `/v1/workspace/events` (one batch with the turn's end,
+//!   as `sandbox/src/outbox.rs` sends it) and shows `done` only once that POST
+//!   answered; or
 //! - through nginx (Debian's `nginx-light`, `proxy_pass` with Upgrade headers),
-//!   which does nothing but relay.
+//!   which does nothing but relay (the stub stores nothing on this path).
 //!
 //! Reported: time from sending the message to `done` (p50/p99) per path, the
 //! router's added latency and the ratio, and the resident memory each proxy
 //! process gains per open connection. The router runs in a child process (this
-//! binary again, `JARVIS_BENCH_ROLE=router`) so its memory is its own; nginx runs
-//! one worker. Uses `DATABASE_URL`'s server and (re)creates `jarvis_bench_proxy`.
+//! binary again, `JARVIS_BENCH_ROLE=router`) with its own pool
+//! (`JARVIS_DB_MAX_CONNECTIONS`, default 20) so its memory is its own; nginx runs
+//! one worker. Uses `DATABASE_URL`'s server (its defaults: `synchronous_commit`
+//! on) and (re)creates `jarvis_bench_proxy`. Raise the open-file limit first
+//! (`ulimit -n 2200`).
 //!
-//! Measured 2026-11-25 on the 2-core dev machine, dev profile (dependencies at
-//! opt-level 2, the router crate unoptimised), `--profile dev`:
+//! Measured 2026-12-07 on the 2-core dev machine (shared with other builds),
+//! `cargo bench -p router --bench proxy --profile dev` (dependencies at
+//! opt-level 2, the router crate unoptimised), the events path included in both:
 //!
-//! | path             | p50        | p99        |
-//! |------------------|------------|------------|
-//! | through router   | 1271.13 ms | 1462.08 ms |
-//! | through nginx    |  236.35 ms |  282.07 ms |
-//! | added by router  | 1034.77 ms | 1180.01 ms |
-//! | ratio            |    5.38×   |    5.18×   |
+//! | path             | main (dae0e5b) | p99        | this change | p99        |
+//! |------------------|----------------|------------|-------------|------------|
+//! | through router   |     3879.57 ms | 4686.62 ms |  2988.23 ms | 3506.39 ms |
+//! | through nginx    |      245.01 ms |  332.10 ms |   285.19 ms |  377.46 ms |
+//! | added by router  |     3634.56 ms | 4354.52 ms |  2703.04 ms | 3128.93 ms |
+//! | ratio            |       15.83×   |   14.11×   |    10.48×   |    9.29×   |
 //!
-//! Resident memory per open connection: router 37.4 KiB (hub, browser socket,
-//! sandbox link, per user), nginx worker 18.6 KiB. The router's added time is its
-//! work per message, 500 at once on a 20-connection pool: the user message and an
-//! open assistant message stored before the sandbox is asked, the events written as
-//! they stream, and the end of the turn stored before `done` reaches the browser.
+//! Resident memory per open connection: router 44.3 KiB on main, 28.5 KiB now
+//! (hub, browser socket, sandbox link, per user: the link's read buffer, zeroed
+//! to its size at the first read, went from 16 to 4 KiB; queued browser frames
+//! are boxed), nginx worker 18.4–18.6 KiB.
+//!
+//! A turn now costs the database 8 round trips and 2 commits: opening it is
+//! `BEGIN` (with the user's settings), one statement (conversation upsert that
+//! locks, both messages, the user's plan and voice setting), `COMMIT`; its
+//! events batch is the token look-up, `BEGIN`, one statement that locks the
+//! conversation and reads the answer, one that writes the events and `last_seq`,
+//! `COMMIT`. On main it was about 18 (two reads of the user's plan and voice
+//! setting, a 9-round-trip opening, a 6-round-trip batch), plus a ping per pool
+//! checkout in this bench's own pool. The rest of the router's added time is its
+//! relay work (JSON per frame, per-browser fanout) on the shared 2 cores.
 
 use std::{
     path::{Path, PathBuf},
