@@ -103,6 +103,8 @@ async fn serve_stub(listener: TcpListener, router: RouterAddr) {
         let (router, http) = (router.clone(), http.clone());
         tokio::spawn(async move {
             let mut token = None;
+            // The callback's type is tungstenite's (its error is an HTTP response).
+            #[allow(clippy::result_large_err)]
             let handshake =
                 |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
                     token = request

@@ -678,3 +678,54 @@ async fn a_turn_reads_the_users_plan_and_voice_setting_with_its_rows(db: PgPool)
     assert!(second.voice_answers);
     assert!(!second.created_conversation);
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_batch_waiting_for_a_turn_being_opened_goes_to_that_turns_answer(db: PgPool) {
+    let u = user(&db, "waits@example.com").await;
+    let c = Uuid::new_v4();
+    let first = open(&db, u, c, "first").await;
+    // Another router opens the next turn: it holds the conversation's row while
+    // its answer is made.
+    let mut opening = db.begin().await.expect("begin");
+    sqlx::query("update conversations set updated_at = now() where id = $1")
+        .bind(c)
+        .execute(&mut *opening)
+        .await
+        .expect("locked");
+    let second: Uuid = sqlx::query_scalar(
+        "insert into messages (owner_id, conversation_id, role, complete)
+         values ($1, $2, 'assistant', false) returning id",
+    )
+    .bind(u)
+    .bind(c)
+    .fetch_one(&mut *opening)
+    .await
+    .expect("answer made");
+    // A batch of the new turn (its `turn` event came in an earlier one) waits.
+    let mut g = Frames::new(c);
+    let events = [g.text("second answer"), g.done(1, 2)];
+    let storing = tokio::spawn({
+        let db = db.clone();
+        async move { transcript::store_events(&db, u, c, Some(second), &events).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!storing.is_finished(), "the batch waits for the lock");
+    opening.commit().await.expect("commit");
+    let outcome = storing.await.expect("task").expect("stored");
+    assert_eq!(outcome.stored, 2);
+    let answers: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "select id, content, complete from messages where conversation_id = $1
+         and role = 'assistant' order by position",
+    )
+    .bind(c)
+    .fetch_all(&db)
+    .await
+    .expect("answers");
+    assert_eq!(
+        answers,
+        vec![
+            (first.message_id, String::new(), false),
+            (second, "second answer".to_string(), true)
+        ]
+    );
+}
