@@ -12,6 +12,8 @@ pub mod build;
 pub mod scope;
 /// Pure status computation and the idle reaper's clock check.
 pub mod status;
+/// Which watch events start a reconcile; the children's versions between reconciles.
+pub mod triggers;
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,11 +28,12 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::ListParams,
+    core::PartialObjectMeta,
     runtime::{
         controller::{Action, Controller},
         events::{Event, EventType, Recorder, Reporter},
         finalizer::{Error as FinalizerError, Event as Finalizer, finalizer},
-        watcher,
+        reflector, watcher,
     },
 };
 use tracing::{Span, field, info, instrument, warn};
@@ -65,6 +68,8 @@ pub struct Context {
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Publishes Kubernetes Events on phase changes; `None` publishes nothing.
     recorder: Option<Recorder>,
+    /// What the children's watches last showed and what the operator last applied.
+    pub children: Arc<triggers::ChildVersions>,
 }
 
 impl Context {
@@ -76,6 +81,7 @@ impl Context {
             metrics,
             failures: std::sync::Mutex::default(),
             recorder: None,
+            children: Arc::default(),
         }
     }
 
@@ -399,21 +405,50 @@ pub async fn run_in(
                 build::MANAGED_BY
             ))
         };
-        Controller::new(
-            api::<JarvisWorkspace>(&client, namespace),
-            watcher::Config::default().any_semantic(),
-        )
-        .owns(api::<Pod>(&client, namespace), owned())
-        .owns(api::<Service>(&client, namespace), owned())
-        .owns(api::<NetworkPolicy>(&client, namespace), owned())
-        .owns(api::<PersistentVolumeClaim>(&client, namespace), owned())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(error = %error, "controller stream error");
-            }
-        })
+        let children = &ctx.children;
+        // Only changes that matter start a reconcile (`triggers`): not the
+        // operator's own status writes, nor its children appearing or being bound.
+        let (store, writer) = reflector::store();
+        let workspaces = triggers::workspaces(reflector(
+            writer,
+            watcher(
+                api::<JarvisWorkspace>(&client, namespace),
+                watcher::Config::default().any_semantic(),
+            ),
+        ));
+        Controller::for_stream(workspaces, store)
+            .owns_stream(triggers::children(
+                watcher(api::<Pod>(&client, namespace), owned()),
+                children.clone(),
+            ))
+            .owns_stream(triggers::children(
+                watcher(
+                    api::<PartialObjectMeta<Service>>(&client, namespace),
+                    owned(),
+                ),
+                children.clone(),
+            ))
+            .owns_stream(triggers::children(
+                watcher(
+                    api::<PartialObjectMeta<NetworkPolicy>>(&client, namespace),
+                    owned(),
+                ),
+                children.clone(),
+            ))
+            .owns_stream(triggers::children(
+                watcher(
+                    api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, namespace),
+                    owned(),
+                ),
+                children.clone(),
+            ))
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    warn!(error = %error, "controller stream error");
+                }
+            })
     });
     futures::future::join_all(controllers).await;
     Ok(())
