@@ -41,7 +41,7 @@ use tracing::{Span, field, info, instrument, warn};
 pub use self::scope::Scope;
 use self::{
     build::Settings,
-    status::{Outcome, desired_status, idle_remaining, pod_outcome, status_changed},
+    status::{Outcome, desired_status, idle_left, idle_remaining, pod_outcome, status_changed},
 };
 use crate::{Error, Result, crd::JarvisWorkspace, metrics::Metrics};
 
@@ -257,6 +257,18 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
     if status.replicas == 1 {
         status.pod = Some(build::child_name(&name));
         status.image = Some(build::sandbox_image(&valid, &ctx.settings));
+    }
+    // A workspace this pass makes Ready starts the reaper's clock now; writing the
+    // status starts no reconcile of its own (`triggers`), so schedule it here.
+    let last_activity = ws.status.as_ref().and_then(|s| s.last_activity.as_ref());
+    if let Some(left) = idle_left(
+        status.phase,
+        valid.replicas,
+        last_activity,
+        valid.idle_timeout,
+        now,
+    ) {
+        requeue = requeue.min(left + Duration::from_secs(1));
     }
     if status_changed(ws, &status) {
         apply::patch_status(ctx, &namespace, &name, &status).await?;
