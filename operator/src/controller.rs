@@ -12,6 +12,8 @@ pub mod build;
 pub mod scope;
 /// Pure status computation and the idle reaper's clock check.
 pub mod status;
+/// Which watch events start a reconcile; the children's versions between reconciles.
+pub mod triggers;
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,11 +28,12 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::ListParams,
+    core::PartialObjectMeta,
     runtime::{
         controller::{Action, Controller},
         events::{Event, EventType, Recorder, Reporter},
         finalizer::{Error as FinalizerError, Event as Finalizer, finalizer},
-        watcher,
+        reflector, watcher,
     },
 };
 use tracing::{Span, field, info, instrument, warn};
@@ -38,7 +41,7 @@ use tracing::{Span, field, info, instrument, warn};
 pub use self::scope::Scope;
 use self::{
     build::Settings,
-    status::{Outcome, desired_status, idle_remaining, pod_outcome, status_changed},
+    status::{Outcome, desired_status, idle_left, idle_remaining, pod_outcome, status_changed},
 };
 use crate::{Error, Result, crd::JarvisWorkspace, metrics::Metrics};
 
@@ -65,6 +68,8 @@ pub struct Context {
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Publishes Kubernetes Events on phase changes; `None` publishes nothing.
     recorder: Option<Recorder>,
+    /// What the children's watches last showed and what the operator last applied.
+    pub children: Arc<triggers::ChildVersions>,
 }
 
 impl Context {
@@ -76,6 +81,7 @@ impl Context {
             metrics,
             failures: std::sync::Mutex::default(),
             recorder: None,
+            children: Arc::default(),
         }
     }
 
@@ -252,6 +258,18 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
         status.pod = Some(build::child_name(&name));
         status.image = Some(build::sandbox_image(&valid, &ctx.settings));
     }
+    // A workspace this pass makes Ready starts the reaper's clock now; writing the
+    // status starts no reconcile of its own (`triggers`), so schedule it here.
+    let last_activity = ws.status.as_ref().and_then(|s| s.last_activity.as_ref());
+    if let Some(left) = idle_left(
+        status.phase,
+        valid.replicas,
+        last_activity,
+        valid.idle_timeout,
+        now,
+    ) {
+        requeue = requeue.min(left + Duration::from_secs(1));
+    }
     if status_changed(ws, &status) {
         apply::patch_status(ctx, &namespace, &name, &status).await?;
         let before = ws.status.as_ref().and_then(|s| s.phase);
@@ -399,21 +417,50 @@ pub async fn run_in(
                 build::MANAGED_BY
             ))
         };
-        Controller::new(
-            api::<JarvisWorkspace>(&client, namespace),
-            watcher::Config::default().any_semantic(),
-        )
-        .owns(api::<Pod>(&client, namespace), owned())
-        .owns(api::<Service>(&client, namespace), owned())
-        .owns(api::<NetworkPolicy>(&client, namespace), owned())
-        .owns(api::<PersistentVolumeClaim>(&client, namespace), owned())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(error = %error, "controller stream error");
-            }
-        })
+        let children = &ctx.children;
+        // Only changes that matter start a reconcile (`triggers`): not the
+        // operator's own status writes, nor its children appearing or being bound.
+        let (store, writer) = reflector::store();
+        let workspaces = triggers::workspaces(reflector(
+            writer,
+            watcher(
+                api::<JarvisWorkspace>(&client, namespace),
+                watcher::Config::default().any_semantic(),
+            ),
+        ));
+        Controller::for_stream(workspaces, store)
+            .owns_stream(triggers::children(
+                watcher(api::<Pod>(&client, namespace), owned()),
+                children.clone(),
+            ))
+            .owns_stream(triggers::children(
+                watcher(
+                    api::<PartialObjectMeta<Service>>(&client, namespace),
+                    owned(),
+                ),
+                children.clone(),
+            ))
+            .owns_stream(triggers::children(
+                watcher(
+                    api::<PartialObjectMeta<NetworkPolicy>>(&client, namespace),
+                    owned(),
+                ),
+                children.clone(),
+            ))
+            .owns_stream(triggers::children(
+                watcher(
+                    api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, namespace),
+                    owned(),
+                ),
+                children.clone(),
+            ))
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    warn!(error = %error, "controller stream error");
+                }
+            })
     });
     futures::future::join_all(controllers).await;
     Ok(())

@@ -44,25 +44,47 @@ where
         })
 }
 
+/// Server-side apply a child the operator need not read back, unless the child is
+/// exactly what the operator last applied ([`ChildVersions::unchanged`]): then the
+/// apply would store nothing, and is not sent.
+///
+/// [`ChildVersions::unchanged`]: super::triggers::ChildVersions::unchanged
+async fn apply_unless_unchanged<K>(ctx: &Context, api: &Api<K>, object: &K) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let body = serde_json::to_vec(object).unwrap_or_default();
+    if ctx.children.unchanged(object, &body) {
+        return Ok(());
+    }
+    let stored = apply(api, object).await?;
+    ctx.children
+        .applied(object, &body, stored.meta().resource_version.as_deref());
+    Ok(())
+}
+
 /// Apply the NetworkPolicy, Service and (for persistent workspaces) the claim: the
 /// objects a workspace keeps while it sleeps. The policy goes first so a pod never
 /// runs unconfined.
 pub async fn apply_network(ctx: &Context, ws: &ValidWorkspace) -> Result<()> {
     let client = ctx.client.clone();
     let policy = build::build_network_policy(ws, &ctx.settings);
-    apply(
+    apply_unless_unchanged(
+        ctx,
         &Api::<NetworkPolicy>::namespaced(client.clone(), &ws.namespace),
         &policy,
     )
     .await?;
     let service = build::build_service(ws, &ctx.settings);
-    apply(
+    apply_unless_unchanged(
+        ctx,
         &Api::<Service>::namespaced(client.clone(), &ws.namespace),
         &service,
     )
     .await?;
     if let Some(pvc) = build::build_pvc(ws, &ctx.settings) {
-        apply(
+        apply_unless_unchanged(
+            ctx,
             &Api::<PersistentVolumeClaim>::namespaced(client, &ws.namespace),
             &pvc,
         )

@@ -163,10 +163,28 @@ pub fn idle_remaining(
     now: Timestamp,
 ) -> Option<Duration> {
     let status = ws.status.as_ref()?;
-    if status.phase != Some(WorkspacePhase::Ready) || ws.spec.replicas != 1 {
+    idle_left(
+        status.phase,
+        ws.spec.replicas,
+        status.last_activity.as_ref(),
+        idle_timeout,
+        now,
+    )
+}
+
+/// [`idle_remaining`] of a workspace in `phase` with `replicas` and the router's
+/// `last_activity`: for a status about to be written.
+pub fn idle_left(
+    phase: Option<WorkspacePhase>,
+    replicas: i32,
+    last_activity: Option<&Time>,
+    idle_timeout: Duration,
+    now: Timestamp,
+) -> Option<Duration> {
+    if phase != Some(WorkspacePhase::Ready) || replicas != 1 {
         return None;
     }
-    let last = status.last_activity.as_ref()?.0;
+    let last = last_activity?.0;
     let idle = now.duration_since(last);
     let timeout = SignedDuration::try_from(idle_timeout).unwrap_or(SignedDuration::MAX);
     let left = timeout.checked_sub(idle).unwrap_or(SignedDuration::ZERO);

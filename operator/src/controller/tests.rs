@@ -158,6 +158,29 @@ async fn recently_active_workspace_is_kept_and_requeued_before_its_timeout() {
 }
 
 #[tokio::test]
+async fn workspace_made_ready_is_requeued_at_its_idle_deadline() {
+    let (ctx, mut api) = context();
+    // Woken by a router 14 minutes ago (15m timeout), Ready only now: its own status
+    // write starts no reconcile, so this pass must schedule the reaper.
+    let woken = Timestamp::now() - SignedDuration::from_mins(14);
+    let mut ws = alice().finalized().ready_since(woken);
+    if let Some(status) = ws.status.as_mut() {
+        status.phase = Some(WorkspacePhase::Waking);
+    }
+    let script = ws.clone();
+    let server = tokio::spawn(async move {
+        api.expect_network(&script).await;
+        api.expect_pod(&script, true).await;
+        api.expect_status(&script).await;
+        api
+    });
+    let action = reconcile(Arc::new(ws), ctx).await.expect("reconcile");
+    timeout_after_1s(server).await;
+    assert_ne!(action, Action::requeue(RESYNC), "back in about a minute");
+    assert_ne!(action, Action::requeue(SHORT_RETRY));
+}
+
+#[tokio::test]
 async fn invalid_spec_is_reported_in_status_and_not_retried() {
     let (ctx, mut api) = context();
     let ws = alice().finalized().with_replicas(2);

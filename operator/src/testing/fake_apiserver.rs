@@ -398,28 +398,41 @@ fn merge(target: &mut Value, patch: &Value, nulls_remove: bool) {
     }
 }
 
-/// The content that counts for `generation`: everything but metadata and status.
-fn spec_part(object: &Value) -> Value {
-    let mut object = object.clone();
-    if let Some(map) = object.as_object_mut() {
-        map.remove("metadata");
-        map.remove("status");
-    }
-    object
+/// Whether two maps hold the same entries, leaving out the keys in `except`
+/// (compared in place: no copies of either side).
+fn same_except(a: &Value, b: &Value, except: &[&str]) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let kept =
+        |map: &Map<String, Value>| map.keys().filter(|k| !except.contains(&k.as_str())).count();
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| !except.contains(&k.as_str()))
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
-fn pod_spec_without_images(object: &Value) -> Value {
-    let mut spec = object["spec"].clone();
-    for list in ["containers", "initContainers"] {
-        if let Some(containers) = spec[list].as_array_mut() {
-            for container in containers {
-                if let Some(c) = container.as_object_mut() {
-                    c.remove("image");
+/// Whether two objects agree on the content that counts for `generation`:
+/// everything but metadata and status.
+fn same_spec(a: &Value, b: &Value) -> bool {
+    same_except(a, b, &["metadata", "status"])
+}
+
+/// Whether two pods' specs agree on everything but their containers' images (the
+/// only change a real apiserver takes in place here).
+fn same_pod_spec_but_images(a: &Value, b: &Value) -> bool {
+    let (a, b) = (&a["spec"], &b["spec"]);
+    let lists = ["containers", "initContainers"];
+    same_except(a, b, &lists)
+        && lists
+            .iter()
+            .all(|list| match (a[list].as_array(), b[list].as_array()) {
+                (Some(a), Some(b)) => {
+                    a.len() == b.len()
+                        && a.iter().zip(b).all(|(a, b)| same_except(a, b, &["image"]))
                 }
-            }
-        }
-    }
-    spec
+                (a, b) => a == b,
+            })
 }
 
 impl Store {
@@ -669,8 +682,7 @@ impl Store {
                     None => m.remove(field),
                 };
             }
-            if kind.kind == "Pod" && pod_spec_without_images(&old) != pod_spec_without_images(&new)
-            {
+            if kind.kind == "Pod" && !same_pod_spec_but_images(&old, &new) {
                 return Err(ApiError::invalid(
                     &kind,
                     name,
@@ -678,7 +690,7 @@ impl Store {
                 ));
             }
             rules::admit(&kind, name, Some(&old), &new)?;
-            if spec_part(&old) != spec_part(&new) {
+            if !same_spec(&old, &new) {
                 let generation = meta(&old)["generation"].as_i64().unwrap_or(1) + 1;
                 meta_mut(&mut new).insert("generation".into(), json!(generation));
             }

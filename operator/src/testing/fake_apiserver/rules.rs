@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use super::{ApiError, ApiResult, Kind, spec_part};
+use super::{ApiError, ApiResult, Kind, same_spec};
 use crate::crd::JarvisWorkspace;
 
 /// The message a real apiserver (v1.33) answers a malformed quantity with, HTTP 500.
@@ -26,7 +26,7 @@ pub const NODE: &str = "fake-node";
 /// Refuse what a real apiserver would refuse to store as `kind/name`: `old` is the
 /// stored object for an update, `None` for a create.
 pub(super) fn admit(kind: &Kind, name: &str, old: Option<&Value>, new: &Value) -> ApiResult<()> {
-    if old.is_some_and(|old| spec_part(old) == spec_part(new)) {
+    if old.is_some_and(|old| same_spec(old, new)) {
         // Ratcheting: an update that leaves the spec alone is not re-validated.
         return Ok(());
     }
