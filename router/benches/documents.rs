@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::Context;
 use router::{config::Config, http::AppState};
-use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+use sqlx::{Connection, PgConnection, Row};
 
 const CLIENTS: usize = 50;
 const REQUESTS_PER_CLIENT: usize = 200;
@@ -62,6 +62,36 @@ async fn load(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Resul
     Ok(Run { latencies, wall })
 }
 
+/// Prints the plan of the page query as the router runs it: prepared, under the
+/// row-level-security role, as the generic plan a connection settles on.
+async fn print_plan(url: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(url).await?;
+    let user: uuid::Uuid =
+        sqlx::query_scalar("select id from users where email = 'bench@example.com'")
+            .fetch_one(&mut conn)
+            .await?;
+    let rows = sqlx::raw_sql(&format!(
+        "begin; set local role {role}; set local app.user_id = '{user}';
+         set local plan_cache_mode = force_generic_plan;
+         prepare page as {query};
+         explain (analyze, costs off, summary off) execute page('{user}'::uuid, 51, 0);
+         rollback",
+        role = router::db::USER_ROLE,
+        query = *router::http::documents::PAGE_QUERY,
+    ))
+    .fetch_all(&mut conn)
+    .await?;
+    println!(
+        "plan of the page query (prepared, generic, as {}):",
+        router::db::USER_ROLE
+    );
+    for row in rows {
+        println!("  {}", row.try_get::<String, _>(0)?);
+    }
+    conn.close().await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let server = std::env::var("DATABASE_URL")
@@ -77,10 +107,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
     let url = format!("{base}/jarvis_bench");
-    let db = PgPoolOptions::new()
-        .max_connections(20)
-        .connect(&url)
-        .await?;
+    // The router's own pool settings (`db::connect`), as `main` makes it.
+    let db = router::db::connect(&url, Config::defaults().db_max_connections).await?;
     router::MIGRATOR.run(&db).await?;
 
     eprintln!(
@@ -130,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         .fetch_one(&db)
         .await?;
     eprintln!("{total} documents; warming up...");
+    print_plan(&url).await?;
 
     let docs_url = format!("{base_url}/api/documents");
     let health_url = format!("{base_url}/healthz");

@@ -186,6 +186,7 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
             next = stream.next() => next,
         };
         let Some(Ok(message)) = next else { break };
+        let received = std::time::Instant::now();
         *alive.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
         let text = match message {
             Message::Text(text) => text,
@@ -205,7 +206,7 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
         }
         match serde_json::from_str::<ClientFrame>(&text) {
             Ok(frame) => {
-                if frames.try_send(frame).is_err() {
+                if frames.try_send((frame, received)).is_err() {
                     hub.send_to(
                         id,
                         error_frame(
@@ -243,19 +244,28 @@ fn wake_message(error: &crate::workspaces::Error) -> String {
 }
 
 /// Carries out one connection's frames in order, to the last one received, also
-/// after the browser went.
+/// after the browser went. Each came with when it was received.
 async fn carry_out(
     state: AppState,
     hub: Arc<Hub>,
     id: u64,
-    mut frames: tokio::sync::mpsc::Receiver<ClientFrame>,
+    mut frames: tokio::sync::mpsc::Receiver<(ClientFrame, std::time::Instant)>,
 ) {
-    while let Some(frame) = frames.recv().await {
-        handle(&state, &hub, id, frame).await;
+    while let Some((frame, received)) = frames.recv().await {
+        crate::metrics::frame_queue_waited(received.elapsed());
+        handle(&state, &hub, id, frame, received)
+            .instrument(tracing::debug_span!("frame"))
+            .await;
     }
 }
 
-async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
+async fn handle(
+    state: &AppState,
+    hub: &Arc<Hub>,
+    id: u64,
+    frame: ClientFrame,
+    received: std::time::Instant,
+) {
     let registry = &state.workspaces;
     match frame {
         ClientFrame::Message {
@@ -293,6 +303,8 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     return;
                 }
             };
+            // A wake is the workspace's time, not the router's: not counted.
+            let waking = std::time::Instant::now();
             let link = match registry.ready(hub).await {
                 Ok(link) => link,
                 Err(error) => {
@@ -300,6 +312,7 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     return;
                 }
             };
+            let waking = waking.elapsed();
             let voice = turn_voice(state, hub.user, voice).await;
             let turn = match hub
                 .begin_turn(
@@ -316,7 +329,10 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     return;
                 }
             };
-            if !link.send(turn.frame).await {
+            if link.send(turn.frame).await {
+                let router_time = received.elapsed().saturating_sub(waking);
+                crate::metrics::turn_leg("to_sandbox", router_time);
+            } else {
                 hub.abandon_turn(&turn.message_id);
                 hub.send_to(
                     id,
@@ -482,10 +498,17 @@ async fn write_loop(
                 }
             }
             event = browser.rx.recv() => match event {
-                Some(Outgoing::One(text)) => if sink.send(Message::text(text.as_ref())).await.is_err() { return },
-                Some(Outgoing::Many(texts)) => for text in texts {
-                    if sink.send(Message::text(text.as_ref())).await.is_err() { return }
-                },
+                Some((Outgoing::One(text), queued)) => {
+                    let sent = sink.send(Message::text(text.as_ref())).await;
+                    crate::metrics::browser_queue_waited(queued.elapsed());
+                    if sent.is_err() { return }
+                }
+                Some((Outgoing::Many(texts), queued)) => {
+                    for text in texts {
+                        if sink.send(Message::text(text.as_ref())).await.is_err() { return }
+                    }
+                    crate::metrics::browser_queue_waited(queued.elapsed());
+                }
                 None => return,
             },
             _ = ping.tick() => {
