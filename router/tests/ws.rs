@@ -726,10 +726,8 @@ async fn regenerate_and_edit_replace_turns_for_the_agent_and_the_history(db: PgP
 /// The buckets (in order, `+Inf` last) and the count of histogram `name` with
 /// `labels` (`op="open_turn"`, or none) in a Prometheus text exposition.
 fn histogram(text: &str, name: &str, labels: &str) -> (Vec<f64>, f64) {
-    let bucket = match labels {
-        "" => format!("{name}_bucket{{le="),
-        l => format!("{name}_bucket{{{l},le="),
-    };
+    // `le` may come first or last among the labels.
+    let bucket = format!("{name}_bucket{{");
     let count = match labels {
         "" => format!("{name}_count "),
         l => format!("{name}_count{{{l}}} "),
@@ -742,7 +740,7 @@ fn histogram(text: &str, name: &str, labels: &str) -> (Vec<f64>, f64) {
     };
     let buckets = text
         .lines()
-        .filter(|l| l.starts_with(&bucket))
+        .filter(|l| l.starts_with(&bucket) && l.contains(labels))
         .map(value)
         .collect();
     let count = text
