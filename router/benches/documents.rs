@@ -5,7 +5,19 @@
 //!     cargo bench -p router --bench documents
 //!
 //! Uses `DATABASE_URL`'s server (default `postgres://postgres@127.0.0.1/postgres`)
-//! and (re)creates the database `jarvis_bench` there.
+//! and (re)creates the database `jarvis_bench` there. Prints the page query's
+//! plan (prepared, generic, under the row-level-security role) first.
+//!
+//! | build, machine state | documents p50 / p99, req/s | healthz p50 / p99, req/s |
+//! |---|---|---|
+//! | main before issue 20's work, release | 46.6 / 102.9 ms, 1,010 | 2.65 / 4.47 ms, 18,518 |
+//! | main (dae0e5b), debug, load ~10 on 2 cores | 208 / 428 ms, 232 | 16.9 / 44.3 ms, 2,886 |
+//! | prepared page + standing cache, debug, same load | 222 / 3,391 ms, 129 | 14.3 / 40.1 ms, 3,326 |
+//!
+//! The debug rows were run with `cargo test -p router --bench documents` on a
+//! machine shared by six builds (no release build could be had before the
+//! deadline); they say little about the target (p99 ≤ 5× healthz's, ≥ 5,000
+//! req/s), which needs a release run on a quiet machine.
 
 use std::{
     sync::Arc,
@@ -14,7 +26,7 @@ use std::{
 
 use anyhow::Context;
 use router::{config::Config, http::AppState};
-use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
+use sqlx::{Connection, PgConnection, Row};
 
 const CLIENTS: usize = 50;
 const REQUESTS_PER_CLIENT: usize = 200;
@@ -62,6 +74,36 @@ async fn load(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Resul
     Ok(Run { latencies, wall })
 }
 
+/// Prints the plan of the page query as the router runs it: prepared, under the
+/// row-level-security role, as the generic plan a connection settles on.
+async fn print_plan(url: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(url).await?;
+    let user: uuid::Uuid =
+        sqlx::query_scalar("select id from users where email = 'bench@example.com'")
+            .fetch_one(&mut conn)
+            .await?;
+    let rows = sqlx::raw_sql(&format!(
+        "begin; set local role {role}; set local app.user_id = '{user}';
+         set local plan_cache_mode = force_generic_plan;
+         prepare page as {query};
+         explain (analyze, costs off, summary off) execute page('{user}'::uuid, 51, 0);
+         rollback",
+        role = router::db::USER_ROLE,
+        query = *router::http::documents::PAGE_QUERY,
+    ))
+    .fetch_all(&mut conn)
+    .await?;
+    println!(
+        "plan of the page query (prepared, generic, as {}):",
+        router::db::USER_ROLE
+    );
+    for row in rows {
+        println!("  {}", row.try_get::<String, _>(0)?);
+    }
+    conn.close().await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let server = std::env::var("DATABASE_URL")
@@ -77,10 +119,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
     let url = format!("{base}/jarvis_bench");
-    let db = PgPoolOptions::new()
-        .max_connections(20)
-        .connect(&url)
-        .await?;
+    // The router's own pool settings (`db::connect`), as `main` makes it.
+    let db = router::db::connect(&url, Config::defaults().db_max_connections).await?;
     router::MIGRATOR.run(&db).await?;
 
     eprintln!(
@@ -130,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
         .fetch_one(&db)
         .await?;
     eprintln!("{total} documents; warming up...");
+    print_plan(&url).await?;
 
     let docs_url = format!("{base_url}/api/documents");
     let health_url = format!("{base_url}/healthz");

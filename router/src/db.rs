@@ -8,7 +8,9 @@
 //! those settings go to the server in one message. A read that binds no text
 //! from a person (a page of a list) is cheaper still as [`user_rows`]: settings
 //! and query in one message, which the server runs as one implicit transaction,
-//! so the whole read is one round trip.
+//! so the whole read is one round trip. Straight to Postgres that query is
+//! prepared once per connection and executed by name, so it is not parsed and
+//! planned again on every read.
 //!
 //! # Through a transaction-mode pooler
 //!
@@ -110,7 +112,7 @@ macro_rules! run_on {
         match $target.into() {
             Target::Conn($conn) if $conn.is_in_transaction() || !pooled() => $run.await,
             Target::Pool(pool) if !pooled() => {
-                let mut held = pool.acquire().await?;
+                let mut held = acquire(pool).await?;
                 let $conn: &mut PgConnection = &mut held;
                 $run.await
             }
@@ -124,7 +126,7 @@ macro_rules! run_on {
                 Ok(out)
             }
             Target::Pool(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = Transaction::begin(acquire(pool).await?, None).await?;
                 let out = {
                     let $conn: &mut PgConnection = &mut tx;
                     $run.await?
@@ -312,7 +314,22 @@ pub async fn migrate(direct_url: &str) -> Result<(), MigrateError> {
 /// Begins a transaction that sees only `user_id`'s rows. `BEGIN` and the
 /// settings row-level security needs go in one message: one round trip.
 pub async fn user_tx(db: &PgPool, user_id: Uuid) -> sqlx::Result<Transaction<'static, Postgres>> {
-    db.begin_with(format!("begin; {}", as_user(user_id))).await
+    // What `PgPool::begin_with` does, with the wait for the connection noted.
+    Transaction::begin(
+        acquire(db).await?,
+        Some(format!("begin; {}", as_user(user_id)).into()),
+    )
+    .await
+}
+
+/// A connection of `db`, noting how long it took to get one
+/// (`jarvis_db_pool_wait_seconds`: the wait for a free one, or for a new one to
+/// connect, and the ping of one idle for long).
+pub async fn acquire(db: &PgPool) -> sqlx::Result<PoolConnection<Postgres>> {
+    let started = std::time::Instant::now();
+    let conn = db.acquire().await;
+    crate::metrics::pool_waited(started.elapsed());
+    conn
 }
 
 /// The statements that make the rest of a transaction `user_id`'s: the role
@@ -359,8 +376,12 @@ pub struct UserRows<'q> {
 /// trip where a [`user_tx`] costs three (begin, query, commit) and four behind a
 /// pooler, and leaves nothing on the connection either way.
 ///
-/// One message has no parameters: `$1`, `$2`… in `sql` (outside quotes) are
-/// replaced by the [`Literal`]s bound in that order. Rows come as text and
+/// Straight to Postgres (not behind a pooler) `sql` is prepared once per
+/// connection and each read executes it by name in that one message, with the
+/// [`Literal`]s as its arguments; behind a pooler, which may hand the next
+/// message to a server connection that never saw the `PREPARE`, the text is sent
+/// whole each time, and one message has no parameters: `$1`, `$2`… in `sql`
+/// (outside quotes) are replaced by the [`Literal`]s bound in that order. Rows come as text and
 /// decode as usual (the connection's `TimeZone` is UTC and `DateStyle` ISO:
 /// sqlx sets both when it connects, and a pooler keeps them per client).
 pub fn user_rows(user_id: Uuid, sql: &str) -> UserRows<'_> {
@@ -383,14 +404,75 @@ impl UserRows<'_> {
     where
         O: for<'r> sqlx::FromRow<'r, PgRow>,
     {
-        let sql = format!(
-            "{}; {}",
-            as_user(self.user_id),
-            inline(self.sql, &self.literals)?
-        );
-        let rows = sqlx::raw_sql(&sql).fetch_all(db).await?;
+        let rows = if pooled() {
+            let sql = format!(
+                "{}; {}",
+                as_user(self.user_id),
+                inline(self.sql, &self.literals)?
+            );
+            raw_rows(&mut *acquire(db).await?, &sql).await?
+        } else {
+            self.fetch_prepared(db).await?
+        };
         rows.iter().map(O::from_row).collect()
     }
+
+    /// Straight to Postgres: the query is a statement prepared on the
+    /// connection (`PREPARE`, the first time a connection runs it) and each read
+    /// sends the settings and `EXECUTE name(literals)` in one message, so the
+    /// server neither parses nor plans the query again. Row-level security still
+    /// applies: a prepared plan records the role it was made for and is made
+    /// again when run under another, and the policies read `app.user_id` when the
+    /// plan runs, not when it is made.
+    async fn fetch_prepared(&self, db: &PgPool) -> sqlx::Result<Vec<PgRow>> {
+        let name = statement_name(self.sql);
+        let args = if self.literals.is_empty() {
+            String::new()
+        } else {
+            format!("({})", self.literals.join(", "))
+        };
+        let settings = as_user(self.user_id);
+        let mut conn = acquire(db).await?;
+        let execute = format!("{settings}; execute {name}{args}");
+        let first = raw_rows(&mut conn, &execute).await;
+        // Not prepared on this connection yet (SQLSTATE 26000): prepare it in
+        // the same message, under the role it will run as. `PREPARE` outlives
+        // the (committed) implicit transaction.
+        let unprepared = matches!(
+            &first,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("26000")
+        );
+        if !unprepared {
+            return first;
+        }
+        let prepare = format!(
+            "{settings}; prepare {name} as {}; execute {name}{args}",
+            self.sql
+        );
+        raw_rows(&mut conn, &prepare).await
+    }
+}
+
+/// The rows of `sql` (statements of the simple protocol) on `conn`, as a boxed
+/// future of a named lifetime: `RawSql::fetch_all` on a connection inside an
+/// `async fn` makes its future not `Send` (an executor bound not general
+/// enough), and handlers' futures must be.
+fn raw_rows<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'c str,
+) -> futures::future::BoxFuture<'c, sqlx::Result<Vec<PgRow>>> {
+    sqlx::Executor::fetch_all(conn, sqlx::raw_sql(sql))
+}
+
+/// The name of `sql`'s prepared statement: the same text, the same name, on
+/// every connection of this process (`jarvis_` and a hash of the text, apart
+/// from sqlx's own `sqlx_s_N`).
+fn statement_name(sql: &str) -> String {
+    // FNV-1a: stable, and enough to tell a process's few queries apart.
+    let hash = sql.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("jarvis_{hash:016x}")
 }
 
 /// `sql` with each `$n` outside single quotes replaced by `literals[n - 1]`.

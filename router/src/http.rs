@@ -50,6 +50,8 @@ pub mod origin;
 pub mod plans;
 /// Browser sockets per user: the cap, and closing a disabled user's at once.
 pub mod sockets;
+/// Accounts found in good standing a moment ago (not read again per request).
+pub mod standing;
 /// This month's usage and the plan's limits (`/api/usage`).
 pub mod usage;
 /// The signed-in user's account (`/api/me`).

@@ -1,6 +1,9 @@
 //! Prometheus metrics of the router, served at `/metrics`.
 
-use std::sync::{LazyLock, Mutex};
+use std::{
+    sync::{LazyLock, Mutex},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -103,6 +106,87 @@ pub fn usage_write_failed() {
     USAGE_WRITE_FAILURES.inc();
 }
 
+/// Labels of the router's own time before a turn's first text.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TurnLegLabels {
+    /// `to_sandbox`: the browser's message received → its `message` frame sent
+    /// to the sandbox (checks, the turn's rows; a wake is not counted);
+    /// `to_browser`: the turn's first `text` frame received from the sandbox →
+    /// queued for the user's browsers (its wait in a browser's queue is
+    /// `jarvis_browser_queue_wait_seconds`).
+    pub leg: String,
+}
+
+/// Labels of the database time of a turn.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TurnDbLabels {
+    /// `open_turn` (the user's message and the empty answer, before the
+    /// sandbox is sent the message) or `store_events` (one batch of a turn's
+    /// events the sandbox pushed).
+    pub op: String,
+}
+
+/// Buckets of the router's short waits and stages, in seconds.
+const SHORT_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+fn short_histogram() -> Histogram {
+    Histogram::new(SHORT_BUCKETS)
+}
+
+/// The router's time before each turn's first text, by leg; process-wide, like
+/// the other turn and database timings (the proxy and `db` have no [`Metrics`]
+/// at hand); every [`Metrics`] registers them.
+static TURN_FIRST_TEXT: LazyLock<Family<TurnLegLabels, Histogram>> =
+    LazyLock::new(|| Family::new_with_constructor(short_histogram));
+/// Database time of turns, by operation.
+static TURN_DB: LazyLock<Family<TurnDbLabels, Histogram>> =
+    LazyLock::new(|| Family::new_with_constructor(short_histogram));
+/// Waits for a connection of the database pool.
+static DB_POOL_WAIT: LazyLock<Histogram> = LazyLock::new(short_histogram);
+/// Waits of events in a browser's queue, from queued to written to its socket.
+static BROWSER_QUEUE_WAIT: LazyLock<Histogram> = LazyLock::new(short_histogram);
+/// Waits of a browser's frames between received and carried out.
+static FRAME_QUEUE_WAIT: LazyLock<Histogram> = LazyLock::new(short_histogram);
+
+/// Notes the router's own time of one leg of a turn before its first text
+/// (see [`TurnLegLabels`]); shown as `jarvis_turn_router_first_text_seconds`.
+pub fn turn_leg(leg: &str, took: Duration) {
+    TURN_FIRST_TEXT
+        .get_or_create(&TurnLegLabels {
+            leg: leg.to_string(),
+        })
+        .observe(took.as_secs_f64());
+}
+
+/// Notes database time of a turn (see [`TurnDbLabels`]); shown as
+/// `jarvis_turn_db_seconds`.
+pub fn turn_db(op: &str, took: Duration) {
+    TURN_DB
+        .get_or_create(&TurnDbLabels { op: op.to_string() })
+        .observe(took.as_secs_f64());
+}
+
+/// Notes a wait for a pooled database connection; shown as
+/// `jarvis_db_pool_wait_seconds`.
+pub fn pool_waited(took: Duration) {
+    DB_POOL_WAIT.observe(took.as_secs_f64());
+}
+
+/// Notes how long an event waited in a browser's queue; shown as
+/// `jarvis_browser_queue_wait_seconds`.
+pub fn browser_queue_waited(took: Duration) {
+    BROWSER_QUEUE_WAIT.observe(took.as_secs_f64());
+}
+
+/// Notes how long a browser's frame waited to be carried out (frames of one
+/// connection are carried out in order); shown as
+/// `jarvis_ws_frame_queue_wait_seconds`.
+pub fn frame_queue_waited(took: Duration) {
+    FRAME_QUEUE_WAIT.observe(took.as_secs_f64());
+}
+
 /// The router's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -202,6 +286,31 @@ impl Default for Metrics {
             "gateway_usage_write_failures",
             "Usage rows of model calls that could not be written",
             USAGE_WRITE_FAILURES.clone(),
+        );
+        registry.register(
+            "turn_router_first_text_seconds",
+            "The router's own time before a turn's first text, by leg",
+            TURN_FIRST_TEXT.clone(),
+        );
+        registry.register(
+            "turn_db_seconds",
+            "Database time of turns: opening one, storing a batch of its events",
+            TURN_DB.clone(),
+        );
+        registry.register(
+            "db_pool_wait_seconds",
+            "Waits for a connection of the database pool",
+            DB_POOL_WAIT.clone(),
+        );
+        registry.register(
+            "browser_queue_wait_seconds",
+            "Waits of events in a browser's queue before written to its socket",
+            BROWSER_QUEUE_WAIT.clone(),
+        );
+        registry.register(
+            "ws_frame_queue_wait_seconds",
+            "Waits of a browser's frames between received and carried out",
+            FRAME_QUEUE_WAIT.clone(),
         );
         Self {
             registry: Mutex::new(registry),

@@ -58,8 +58,8 @@ pub enum Status {
 pub struct Browser {
     /// Its id within the hub.
     pub id: u64,
-    /// Events (JSON text) to send to it.
-    pub rx: mpsc::Receiver<fanout::Outgoing>,
+    /// Events (JSON text) to send to it, with when each was queued.
+    pub rx: mpsc::Receiver<fanout::Queued>,
     /// Cancelled when the hub drops it (too slow).
     pub dropped: CancellationToken,
     /// The workspace's status, for `status` frames.
@@ -92,6 +92,9 @@ struct Turns {
     running: HashSet<String>,
     /// Turns sent and not yet started, by `message_id`.
     pending: HashMap<String, Pending>,
+    /// Conversations whose running turn has sent no text yet (the router's
+    /// time on its first text is measured).
+    awaiting_text: HashSet<String>,
 }
 
 /// Everything about one user's workspace this router holds in memory.
@@ -317,8 +320,8 @@ impl Hub {
         self.fanout().to_all(text);
     }
 
-    /// Handles one frame from the sandbox.
-    pub(crate) fn on_sandbox_frame(self: &Arc<Self>, frame: SandboxFrame) {
+    /// Handles one frame from the sandbox, read off the link at `received`.
+    pub(crate) fn on_sandbox_frame(self: &Arc<Self>, frame: SandboxFrame, received: Instant) {
         self.touch();
         match frame {
             SandboxFrame::Replay {
@@ -390,7 +393,7 @@ impl Hub {
                     self.send_to_all(&text);
                     return;
                 };
-                {
+                let first_text = {
                     let mut turns = self.turns();
                     match &frame {
                         SandboxFrame::Turn { message_id, .. } => {
@@ -398,14 +401,22 @@ impl Hub {
                                 turns.pending.remove(m);
                             }
                             turns.running.insert(conversation.to_owned());
+                            turns.awaiting_text.insert(conversation.to_owned());
+                            false
                         }
+                        SandboxFrame::Text { .. } => turns.awaiting_text.remove(conversation),
                         SandboxFrame::Done { .. } | SandboxFrame::Error { .. } => {
                             turns.running.remove(conversation);
+                            turns.awaiting_text.remove(conversation);
+                            false
                         }
-                        _ => {}
+                        _ => false,
                     }
-                }
+                };
                 self.fanout().live(conversation, seq, &text);
+                if first_text {
+                    crate::metrics::turn_leg("to_browser", received.elapsed());
+                }
             }
         }
     }
@@ -416,6 +427,7 @@ impl Hub {
         let mut turns = self.turns();
         turns.running.clear();
         turns.pending.clear();
+        turns.awaiting_text.clear();
     }
 
     /// The sandbox link closed without this router closing it. On a backend where
@@ -430,6 +442,7 @@ impl Hub {
         let running: Vec<String> = {
             let mut turns = self.turns();
             turns.pending.clear();
+            turns.awaiting_text.clear();
             turns.running.drain().collect()
         };
         if !self.ctx.backend.sleeps_idle() {

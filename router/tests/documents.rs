@@ -36,6 +36,13 @@ async fn documents_are_listed_newest_first_and_found_by_words(db: PgPool) {
     let paged = app.get("/api/documents?limit=1", &u.access).await;
     assert_eq!(paged.body["documents"].as_array().unwrap().len(), 1);
     assert_eq!(paged.body["next_offset"], 1);
+    let whole = app.get("/api/documents?limit=2", &u.access).await;
+    assert_eq!(whole.body["documents"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        whole.body["next_offset"],
+        json!(null),
+        "no empty page is offered"
+    );
     let bad = app.get("/api/documents?limit=0", &u.access).await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
@@ -295,4 +302,52 @@ async fn files_download_from_storage_and_delete_removes_the_object(db: PgPool) {
         app.get(&format!("/api/files/{id}"), &u.access).await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// Straight to Postgres a page read is a statement prepared once per connection
+/// (`db::user_rows`): its cached plan must still show each user only their own
+/// rows, even for a query that forgot its owner filter.
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_prepared_page_read_shows_each_user_only_their_own_rows(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let alice = app.register("alice@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    let mut theirs = std::collections::HashMap::new();
+    for (user, n) in [(&alice, 3), (&bob, 2)] {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            ids.push(
+                app.insert_document(user.id, &format!("d{i}.md"), "text")
+                    .await,
+            );
+        }
+        ids.sort();
+        theirs.insert(user.id, ids);
+    }
+    // One connection: every read below runs the same prepared statement, past
+    // the first few executions (custom plans) into the generic plan.
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*db.connect_options()).clone())
+        .await
+        .expect("pool");
+    for round in 0..8 {
+        for user in [&alice, &bob] {
+            let mut seen: Vec<(uuid::Uuid,)> =
+                router::db::user_rows(user.id, "select id from documents order by id")
+                    .fetch_all(&one)
+                    .await
+                    .expect("read");
+            seen.sort();
+            let seen: Vec<_> = seen.into_iter().map(|(id,)| id).collect();
+            assert_eq!(seen, theirs[&user.id], "round {round}: {}", user.email);
+        }
+    }
+    let prepared: i64 = sqlx::query_scalar(
+        "select count(*) from pg_prepared_statements where name like 'jarvis\\_%'",
+    )
+    .fetch_one(&one)
+    .await
+    .expect("prepared statements");
+    assert_eq!(prepared, 1, "the read was prepared once and reused");
 }

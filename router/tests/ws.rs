@@ -722,3 +722,89 @@ async fn regenerate_and_edit_replace_turns_for_the_agent_and_the_history(db: PgP
         pairs(&[("user", "alpha-edited"), ("assistant", "edited-answer")])
     );
 }
+
+/// The buckets (in order, `+Inf` last) and the count of histogram `name` with
+/// `labels` (`op="open_turn"`, or none) in a Prometheus text exposition.
+fn histogram(text: &str, name: &str, labels: &str) -> (Vec<f64>, f64) {
+    // `le` may come first or last among the labels.
+    let bucket = format!("{name}_bucket{{");
+    let count = match labels {
+        "" => format!("{name}_count "),
+        l => format!("{name}_count{{{l}}} "),
+    };
+    let value = |l: &str| -> f64 {
+        l.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("a number")
+    };
+    let buckets = text
+        .lines()
+        .filter(|l| l.starts_with(&bucket) && l.contains(labels))
+        .map(value)
+        .collect();
+    let count = text
+        .lines()
+        .find(|l| l.starts_with(&count))
+        .map_or(0.0, value);
+    (buckets, count)
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_turn_shows_where_the_routers_time_goes_on_metrics(db: PgPool) {
+    let live = Live::start(db).await;
+    let alice = live.app.register("alice@example.com").await;
+    live.api.push(Reply::text(&["Hello ", "Alice"]));
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+    browser.message("hi", None).await;
+    let frames = browser.turn().await;
+    assert_eq!(text(&frames), "Hello Alice");
+
+    let wanted = [
+        (
+            "jarvis_turn_router_first_text_seconds",
+            r#"leg="to_sandbox""#,
+        ),
+        (
+            "jarvis_turn_router_first_text_seconds",
+            r#"leg="to_browser""#,
+        ),
+        ("jarvis_turn_db_seconds", r#"op="open_turn""#),
+        // The sandbox pushes the turn's events over HTTP, maybe after `done`.
+        ("jarvis_turn_db_seconds", r#"op="store_events""#),
+        ("jarvis_db_pool_wait_seconds", ""),
+        ("jarvis_browser_queue_wait_seconds", ""),
+        ("jarvis_ws_frame_queue_wait_seconds", ""),
+    ];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = live.app.metrics().await;
+        let exposition = reply.body.as_str().expect("metrics text").to_string();
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|(name, labels)| histogram(&exposition, name, labels).1 == 0.0)
+            .collect();
+        if missing.is_empty() {
+            for (name, labels) in wanted {
+                let (buckets, count) = histogram(&exposition, name, labels);
+                assert!(buckets.len() > 1, "{name}{{{labels}}} has buckets");
+                assert!(
+                    buckets.windows(2).all(|w| w[0] <= w[1]),
+                    "{name}{{{labels}}} buckets are cumulative: {buckets:?}"
+                );
+                assert_eq!(
+                    buckets.last(),
+                    Some(&count),
+                    "{name}{{{labels}}}: +Inf holds all"
+                );
+            }
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not on /metrics after a turn: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -35,10 +35,16 @@ impl FromRequestParts<AppState> for AuthUser {
 
 /// The user an access token names (also used by the WebSocket, whose token may
 /// come as a subprotocol), while their account stands: a disabled or deleted
-/// account is refused at once, not when its token expires. That costs one
-/// primary-key read per request, which the account's state is worth.
+/// account is refused promptly, not when its token expires. The account is read
+/// (one primary-key read) unless this router found it in good standing less
+/// than `standing::STANDING_TTL` ago; `router admin disable` makes every router
+/// that hears it forget the account at once (see `http::standing`).
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Uuid, Error> {
     let identity = state.auth.verify(token).await?;
+    let standing = &state.sockets.standing;
+    if standing.is_good(identity.user_id) {
+        return Ok(identity.user_id);
+    }
     if state.auth.local().is_none() {
         ensure_external_user(state, &identity).await?;
     }
@@ -49,15 +55,23 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Uuid, Error> 
             .fetch_optional(&state.db)
             .await?;
     match disabled {
-        Some(false) => Ok(identity.user_id),
-        Some(true) => Err(Error::Forbidden {
-            code: "account_disabled",
-            message: crate::limits::Refusal::Disabled.to_string(),
-        }),
+        Some(false) => {
+            standing.remember(identity.user_id);
+            Ok(identity.user_id)
+        }
+        Some(true) => Err(account_disabled()),
         None => Err(Error::Unauthorized {
             code: "invalid_token",
             message: "this account no longer exists".into(),
         }),
+    }
+}
+
+/// The refusal of a disabled account's request.
+pub fn account_disabled() -> Error {
+    Error::Forbidden {
+        code: "account_disabled",
+        message: crate::limits::Refusal::Disabled.to_string(),
     }
 }
 

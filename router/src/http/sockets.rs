@@ -38,6 +38,8 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 pub struct Sockets {
     open: Mutex<HashMap<Uuid, HashMap<u64, CancellationToken>>>,
     next_id: AtomicU64,
+    /// The accounts the API lets in without a read; a cut-off forgets one.
+    pub standing: super::standing::Standing,
 }
 
 /// One open socket's place; freed when dropped.
@@ -79,8 +81,11 @@ impl Sockets {
         self.open_map().get(&user).map_or(0, HashMap::len)
     }
 
-    /// Closes every socket of `user`; how many there were.
+    /// Closes every socket of `user`, and makes the API read their account
+    /// again on their next request; how many sockets there were.
     pub fn cut_off(&self, user: Uuid) -> usize {
+        // First, so that whoever sees a socket close finds the API closed too.
+        self.standing.forget(user);
         let open = self.open_map();
         let Some(mine) = open.get(&user) else {
             return 0;

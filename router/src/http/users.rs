@@ -79,6 +79,7 @@ async fn me(state: &AppState, id: Uuid, voice_answers: Option<bool>) -> Result<M
         user: UserView,
         voice_answers: bool,
         email_verified: bool,
+        disabled: bool,
     }
     let mut tx = db::user_tx(&state.db, id).await?;
     // A read stays a read (no `updated_at` bump); a change returns the new row.
@@ -86,14 +87,16 @@ async fn me(state: &AppState, id: Uuid, voice_answers: Option<bool>) -> Result<M
         // language=PostgreSQL
         None => {
             "select id, email, tier, subscription_active, voice_answers,
-                    email_verified_at is not null or external_auth_id is not null as email_verified
+                    email_verified_at is not null or external_auth_id is not null as email_verified,
+                    disabled_at is not null as disabled
              from users where id = $1"
         }
         // language=PostgreSQL
         Some(_) => {
             "update users set voice_answers = $2 where id = $1
              returning id, email, tier, subscription_active, voice_answers,
-                       email_verified_at is not null or external_auth_id is not null as email_verified"
+                       email_verified_at is not null or external_auth_id is not null as email_verified,
+                       disabled_at is not null as disabled"
         }
     };
     let mut query = crate::db::query_as(sql).bind(id);
@@ -104,6 +107,12 @@ async fn me(state: &AppState, id: Uuid, voice_answers: Option<bool>) -> Result<M
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(Error::NotFound("user"))?;
+    // The extractor may have let the account in on a standing found a moment
+    // ago (`http::standing`); the row read here is the last word.
+    if row.disabled {
+        state.sockets.standing.forget(id);
+        return Err(super::extractor::account_disabled());
+    }
     tx.commit().await?;
     Ok(MeView {
         user: row.user.for_billing(state.config.billing_enabled()),

@@ -29,6 +29,7 @@ use axum::{
 use sandbox::protocol::{SandboxFrame, ToolCall};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{AppState, Error, Result};
@@ -157,15 +158,21 @@ async fn events(
     let mut stored = Vec::with_capacity(report.batches.len());
     let mut done = false;
     for batch in &report.batches {
-        match transcript::store_events(
+        let started = std::time::Instant::now();
+        let result = transcript::store_events(
             &state.db,
             owner,
             batch.conversation_id,
             batch.message_id,
             &batch.events,
         )
-        .await
-        {
+        .instrument(tracing::debug_span!(
+            "store_events",
+            events = batch.events.len()
+        ))
+        .await;
+        crate::metrics::turn_db("store_events", started.elapsed());
+        match result {
             Ok(outcome) => {
                 state
                     .metrics

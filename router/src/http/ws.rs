@@ -187,6 +187,7 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
             next = stream.next() => next,
         };
         let Some(Ok(message)) = next else { break };
+        let received = std::time::Instant::now();
         *alive.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
         let text = match message {
             Message::Text(text) => text,
@@ -206,7 +207,7 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
         }
         match serde_json::from_str::<ClientFrame>(&text) {
             Ok(frame) => {
-                if frames.try_send(Box::new(frame)).is_err() {
+                if frames.try_send(Box::new((frame, received))).is_err() {
                     hub.send_to(
                         id,
                         error_frame(
@@ -244,19 +245,29 @@ fn wake_message(error: &crate::workspaces::Error) -> String {
 }
 
 /// Carries out one connection's frames in order, to the last one received, also
-/// after the browser went.
+/// after the browser went. Each came with when it was received.
 async fn carry_out(
     state: AppState,
     hub: Arc<Hub>,
     id: u64,
-    mut frames: tokio::sync::mpsc::Receiver<Box<ClientFrame>>,
+    mut frames: tokio::sync::mpsc::Receiver<Box<(ClientFrame, std::time::Instant)>>,
 ) {
-    while let Some(frame) = frames.recv().await {
-        handle(&state, &hub, id, *frame).await;
+    while let Some(item) = frames.recv().await {
+        let (frame, received) = *item;
+        crate::metrics::frame_queue_waited(received.elapsed());
+        handle(&state, &hub, id, frame, received)
+            .instrument(tracing::debug_span!("frame"))
+            .await;
     }
 }
 
-async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
+async fn handle(
+    state: &AppState,
+    hub: &Arc<Hub>,
+    id: u64,
+    frame: ClientFrame,
+    received: std::time::Instant,
+) {
     let registry = &state.workspaces;
     match frame {
         ClientFrame::Message {
@@ -294,6 +305,8 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     return;
                 }
             };
+            // A wake is the workspace's time, not the router's: not counted.
+            let waking = std::time::Instant::now();
             let link = match registry.ready(hub).await {
                 Ok(link) => link,
                 Err(error) => {
@@ -301,6 +314,7 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     return;
                 }
             };
+            let waking = waking.elapsed();
             let turn = match hub
                 .begin_turn(
                     id,
@@ -315,7 +329,10 @@ async fn handle(state: &AppState, hub: &Arc<Hub>, id: u64, frame: ClientFrame) {
                     return;
                 }
             };
-            if !link.send(turn.frame).await {
+            if link.send(turn.frame).await {
+                let router_time = received.elapsed().saturating_sub(waking);
+                crate::metrics::turn_leg("to_sandbox", router_time);
+            } else {
                 hub.abandon_turn(&turn.message_id);
                 hub.send_to(
                     id,
@@ -447,13 +464,18 @@ async fn write_loop(
                 }
             }
             event = browser.rx.recv() => match event {
-                Some(Outgoing::One(text)) => if sink.send(Message::text(text.as_ref())).await.is_err() { return },
+                Some((Outgoing::One(text), queued)) => {
+                    let sent = sink.send(Message::text(text.as_ref())).await;
+                    crate::metrics::browser_queue_waited(queued.elapsed());
+                    if sent.is_err() { return }
+                }
                 // Written out together: one flush for the lot.
-                Some(Outgoing::Many(texts)) => {
+                Some((Outgoing::Many(texts), queued)) => {
                     for text in texts {
                         if sink.feed(Message::text(text.as_ref())).await.is_err() { return }
                     }
                     if sink.flush().await.is_err() { return }
+                    crate::metrics::browser_queue_waited(queued.elapsed());
                 }
                 None => return,
             },

@@ -34,9 +34,12 @@ pub enum Outgoing {
     Many(Vec<Arc<str>>),
 }
 
+/// What a browser's queue holds, with when it was queued.
+pub type Queued = (Outgoing, std::time::Instant);
+
 /// One browser connection.
 struct Browser {
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Queued>,
     dropped: CancellationToken,
     /// Highest `seq` sent, per conversation.
     cursors: HashMap<String, u64>,
@@ -57,10 +60,7 @@ pub type Numbered = (u64, Arc<str>);
 impl Fanout {
     /// Adds a browser with a queue of `capacity` events; returns its id, the
     /// queue's receiving end, and the token cancelled when it is dropped.
-    pub fn attach(
-        &mut self,
-        capacity: usize,
-    ) -> (u64, mpsc::Receiver<Outgoing>, CancellationToken) {
+    pub fn attach(&mut self, capacity: usize) -> (u64, mpsc::Receiver<Queued>, CancellationToken) {
         let (tx, rx) = mpsc::channel(capacity);
         let dropped = CancellationToken::new();
         self.next_id += 1;
@@ -256,7 +256,10 @@ fn try_send_all(browser: &Browser, mut texts: Vec<Arc<str>>) -> bool {
         1 => Outgoing::One(texts.remove(0)),
         _ => Outgoing::Many(texts),
     };
-    browser.tx.try_send(out).is_ok()
+    browser
+        .tx
+        .try_send((out, std::time::Instant::now()))
+        .is_ok()
 }
 
 fn gap_frame(conversation: &str, after: u64, first_kept: u64) -> Arc<str> {
@@ -279,9 +282,9 @@ fn gap_frame(conversation: &str, after: u64, first_kept: u64) -> Arc<str> {
 mod tests {
     use super::*;
 
-    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
+    fn drain(rx: &mut mpsc::Receiver<Queued>) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
-            .flat_map(|out| match out {
+            .flat_map(|(out, _)| match out {
                 Outgoing::One(t) => vec![t.to_string()],
                 Outgoing::Many(ts) => ts.iter().map(|t| t.to_string()).collect(),
             })

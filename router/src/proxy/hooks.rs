@@ -7,6 +7,7 @@ use std::sync::Arc;
 use sandbox::protocol::ErrorBody;
 use serde_json::Value;
 use sqlx::PgPool;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{storage::Storage, transcript, workspaces::Backend};
@@ -77,7 +78,12 @@ pub(super) async fn start_turn(
         events: Value::Array(events),
         replaces,
     };
-    match transcript::open_turn(&ctx.db, user, conversation, message).await {
+    let started = std::time::Instant::now();
+    let opened = transcript::open_turn(&ctx.db, user, conversation, message)
+        .instrument(tracing::debug_span!("open_turn", user.id = %user))
+        .await;
+    crate::metrics::turn_db("open_turn", started.elapsed());
+    match opened {
         Ok(open) => Ok(open),
         Err(transcript::TranscriptError::NotYours(_)) => {
             Err(body("not_found", "no such conversation; start a new one"))

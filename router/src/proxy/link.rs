@@ -123,7 +123,7 @@ async fn run<S>(
         while let Some(message) = stream.next().await {
             match message {
                 Ok(Message::Text(text)) => match serde_json::from_str::<SandboxFrame>(&text) {
-                    Ok(frame) => hub.on_sandbox_frame(frame),
+                    Ok(frame) => hub.on_sandbox_frame(frame, std::time::Instant::now()),
                     Err(error) => {
                         tracing::warn!(user.id = %hub.user, %error, "unreadable frame from the sandbox")
                     }
