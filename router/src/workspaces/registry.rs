@@ -530,3 +530,17 @@ mod tests {
         server.abort();
     }
 }
+
+/// The egress proxy's questions reach the user's tabs on this router through
+/// their hub (`crate::egress::ask`).
+impl crate::egress::ask::Browsers for Registry {
+    fn send(&self, user: Uuid, frame: &Arc<str>) -> usize {
+        match self.existing_hub(user) {
+            Some(hub) => {
+                hub.send_to_all(frame);
+                hub.connections()
+            }
+            None => 0,
+        }
+    }
+}
