@@ -19,7 +19,7 @@ create table egress_requests (
 );
 create index egress_requests_owner_pending_idx on egress_requests (owner_id) where status = 'pending';
 
-grant select, insert, update on egress_requests to jarvis_user;
+grant select, insert, update, delete on egress_requests to jarvis_user;
 
 alter table egress_requests enable row level security;
 create policy egress_requests_owner on egress_requests

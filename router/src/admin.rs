@@ -295,7 +295,15 @@ async fn egress(
     .await?;
     let mut out = format!(
         "{:<25}  {:<28}  {:<32}  {:>5}  {:<7}  {:<20}  {:>12}  {:>12}  {:>8}\n",
-        "started (UTC)", "email", "host", "port", "result", "reason", "bytes_up", "bytes_down", "seconds"
+        "started (UTC)",
+        "email",
+        "host",
+        "port",
+        "result",
+        "reason",
+        "bytes_up",
+        "bytes_down",
+        "seconds"
     );
     for r in &rows {
         let _ = writeln!(

@@ -220,8 +220,7 @@ async fn setup_plan(
     ]);
     let mut free = plan;
     free["egress_allow"] = allow;
-    let plans =
-        Plans::from_json(&serde_json::json!({ "free": free }).to_string()).expect("plans");
+    let plans = Plans::from_json(&serde_json::json!({ "free": free }).to_string()).expect("plans");
     let names = StaticResolver::default()
         .with("plain.test", &[ip("127.0.0.1")])
         .with("secure.test", &[ip("127.0.0.1")])
@@ -963,13 +962,19 @@ async fn the_plans_bytes_per_month_stop_a_download_and_refuse_the_next_connectio
             }
         }
     }
-    assert!(broken, "the download ended without an error after {got} bytes");
+    assert!(
+        broken,
+        "the download ended without an error after {got} bytes"
+    );
     assert!(
         (got as u64) < 2 * LIMIT,
         "{got} bytes arrived past a limit of {LIMIT}"
     );
     let rows = s.rows(alice, 2).await;
-    let cut = rows.iter().find(|r| r.reason == "byte_limit").unwrap_or_else(|| panic!("{rows:?}"));
+    let cut = rows
+        .iter()
+        .find(|r| r.reason == "byte_limit")
+        .unwrap_or_else(|| panic!("{rows:?}"));
     assert_eq!(cut.decision, "allowed");
     let total: i64 = rows.iter().map(|r| r.bytes_up + r.bytes_down).sum();
     assert!(total as u64 >= LIMIT, "{rows:?}");
@@ -984,7 +989,10 @@ async fn the_plans_bytes_per_month_stop_a_download_and_refuse_the_next_connectio
     assert_eq!(verdict(&r), Some("denied; reason=byte_limit"));
     let text = r.text().await.expect("body");
     assert!(text.contains("network transfer for this month"), "{text}");
-    assert!(text.contains(&format!("of the plan's {LIMIT} bytes")), "{text}");
+    assert!(
+        text.contains(&format!("of the plan's {LIMIT} bytes")),
+        "{text}"
+    );
     let refused = raw(
         s.proxy,
         &format!(

@@ -37,16 +37,12 @@ async fn upstream() -> SocketAddr {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(
-                    TokioIo::new(stream),
-                    service_fn(|_req: Request<hyper::body::Incoming>| async {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
-                            b"hello",
-                        ))))
-                    }),
-                ),
-            );
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+                TokioIo::new(stream),
+                service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
+                }),
+            ));
         }
     });
     addr
@@ -54,7 +50,8 @@ async fn upstream() -> SocketAddr {
 
 /// An egress proxy whose plan lists nothing, asking through `asker`.
 async fn egress_proxy(db: &PgPool, asker: Arc<Asker>) -> SocketAddr {
-    let plans = Plans::from_json(&json!({"free": {"egress_allow": []}}).to_string()).expect("plans");
+    let plans =
+        Plans::from_json(&json!({"free": {"egress_allow": []}}).to_string()).expect("plans");
     let names = StaticResolver::default()
         .with("ask.test", &["127.0.0.1".parse().expect("ip")])
         .with("late.test", &["127.0.0.1".parse().expect("ip")]);
@@ -135,29 +132,54 @@ async fn once_lets_that_connection_through_and_always_every_later_one(db: PgPool
     // The request waits while alice's tab is asked.
     let waiting = tokio::spawn(http.get(&url).send());
     let asked = question(&mut alice_tab).await;
-    assert_eq!((asked["host"].as_str(), asked["port"].as_u64()), (Some("ask.test"), Some(u64::from(port))));
-    assert!(asked["expires_in_ms"].as_u64().is_some_and(|ms| ms > 0), "{asked}");
+    assert_eq!(
+        (asked["host"].as_str(), asked["port"].as_u64()),
+        (Some("ask.test"), Some(u64::from(port)))
+    );
+    assert!(
+        asked["expires_in_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{asked}"
+    );
     let id = asked["id"].clone();
 
     // Bob's tab cannot answer alice's question: an error, and it still waits.
     answer(&mut bob_tab, &id, "always").await;
-    let error = bob_tab.until(|f| f["type"] == "error").await.pop().expect("error");
+    let error = bob_tab
+        .until(|f| f["type"] == "error")
+        .await
+        .pop()
+        .expect("error");
     assert_eq!(error["code"], "egress_unknown", "{error}");
     assert!(!waiting.is_finished());
     // Nor an answer that is not one of the three.
     answer(&mut alice_tab, &id, "sometimes").await;
-    let error = alice_tab.until(|f| f["type"] == "error").await.pop().expect("error");
+    let error = alice_tab
+        .until(|f| f["type"] == "error")
+        .await
+        .pop()
+        .expect("error");
     assert_eq!(error["code"], "bad_frame", "{error}");
 
     answer(&mut alice_tab, &id, "once").await;
     let r = waiting.await.expect("task").expect("response");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "hello");
-    let resolved = alice_tab.until(|f| f["type"] == "egress_resolved").await.pop().expect("resolved");
-    assert_eq!((&resolved["id"], resolved["decision"].as_str()), (&id, Some("once")));
+    let resolved = alice_tab
+        .until(|f| f["type"] == "egress_resolved")
+        .await
+        .pop()
+        .expect("resolved");
+    assert_eq!(
+        (&resolved["id"], resolved["decision"].as_str()),
+        (&id, Some("once"))
+    );
     // Answered already: a second answer changes nothing.
     answer(&mut alice_tab, &id, "deny").await;
-    let error = alice_tab.until(|f| f["type"] == "error").await.pop().expect("error");
+    let error = alice_tab
+        .until(|f| f["type"] == "error")
+        .await
+        .pop()
+        .expect("error");
     assert_eq!(error["code"], "egress_unknown", "{error}");
 
     // Once was once: the next connection asks again.
@@ -165,7 +187,10 @@ async fn once_lets_that_connection_through_and_always_every_later_one(db: PgPool
     let again = question(&mut alice_tab).await;
     assert_ne!(again["id"], id);
     answer(&mut alice_tab, &again["id"], "always").await;
-    assert_eq!(waiting.await.expect("task").expect("response").status(), 200);
+    assert_eq!(
+        waiting.await.expect("task").expect("response").status(),
+        200
+    );
 
     // Always: later connections go through with nobody answering.
     for _ in 0..2 {
@@ -184,8 +209,14 @@ async fn once_lets_that_connection_through_and_always_every_later_one(db: PgPool
             .expect("approvals");
     assert_eq!(stored, [(format!("ask.test:{port}"), "allow".to_string())]);
     let metrics = live.app.state.metrics.render();
-    assert!(metrics.contains("jarvis_egress_prompts_total{outcome=\"once\"} 1"), "{metrics}");
-    assert!(metrics.contains("jarvis_egress_prompts_total{outcome=\"always\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("jarvis_egress_prompts_total{outcome=\"once\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("jarvis_egress_prompts_total{outcome=\"always\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
@@ -207,7 +238,9 @@ async fn deny_no_answer_and_no_browser_refuse_with_a_sentence_naming_the_host(db
         .expect("response");
     assert_eq!(r.status(), 403);
     assert_eq!(
-        r.headers().get("x-jarvis-egress").and_then(|v| v.to_str().ok()),
+        r.headers()
+            .get("x-jarvis-egress")
+            .and_then(|v| v.to_str().ok()),
         Some("denied; reason=not_approved")
     );
     let text = r.text().await.expect("body");
@@ -219,10 +252,21 @@ async fn deny_no_answer_and_no_browser_refuse_with_a_sentence_naming_the_host(db
     let token = tokens::issue(&db, alice.id).await.expect("token");
 
     // No answer in time: refused, and the tab's prompt is withdrawn.
-    let waiting = tokio::spawn(client(proxy, &token).get(format!("http://late.test:{port}/")).send());
+    let waiting = tokio::spawn(
+        client(proxy, &token)
+            .get(format!("http://late.test:{port}/"))
+            .send(),
+    );
     let asked = question(&mut alice_tab).await;
-    let resolved = alice_tab.until(|f| f["type"] == "egress_resolved").await.pop().expect("resolved");
-    assert_eq!((&resolved["id"], resolved["decision"].as_str()), (&asked["id"], Some("expired")));
+    let resolved = alice_tab
+        .until(|f| f["type"] == "egress_resolved")
+        .await
+        .pop()
+        .expect("resolved");
+    assert_eq!(
+        (&resolved["id"], resolved["decision"].as_str()),
+        (&asked["id"], Some("expired"))
+    );
     let r = waiting.await.expect("task").expect("response");
     assert_eq!(r.status(), 403);
     let text = r.text().await.expect("body");
@@ -230,7 +274,11 @@ async fn deny_no_answer_and_no_browser_refuse_with_a_sentence_naming_the_host(db
     assert!(text.contains("no answer within 3 s"), "{text}");
     // Too late to answer.
     answer(&mut alice_tab, &asked["id"], "once").await;
-    let error = alice_tab.until(|f| f["type"] == "error").await.pop().expect("error");
+    let error = alice_tab
+        .until(|f| f["type"] == "error")
+        .await
+        .pop()
+        .expect("error");
     assert_eq!(error["code"], "egress_unknown", "{error}");
 
     // Deny, on a CONNECT tunnel: refused, and from then on without asking.
@@ -261,12 +309,19 @@ async fn deny_no_answer_and_no_browser_refuse_with_a_sentence_naming_the_host(db
         .expect("response");
     assert_eq!(r.status(), 403);
     assert_eq!(
-        r.headers().get("x-jarvis-egress").and_then(|v| v.to_str().ok()),
+        r.headers()
+            .get("x-jarvis-egress")
+            .and_then(|v| v.to_str().ok()),
         Some("denied; reason=denied_by_workspace")
     );
     assert_eq!(
         reasons(&db, alice.id, 4).await,
-        ["not_approved", "not_approved", "denied_by_workspace", "denied_by_workspace"]
+        [
+            "not_approved",
+            "not_approved",
+            "denied_by_workspace",
+            "denied_by_workspace"
+        ]
     );
 }
 
@@ -303,5 +358,8 @@ async fn a_tab_on_another_router_answers_the_question(db: PgPool) {
     answer(&mut alice_tab, &asked["id"], "deny").await;
     let r = waiting.await.expect("task").expect("response");
     assert_eq!(r.status(), 403);
-    assert_eq!(reasons(&db, alice.id, 2).await, ["approved_once", "denied_by_workspace"]);
+    assert_eq!(
+        reasons(&db, alice.id, 2).await,
+        ["approved_once", "denied_by_workspace"]
+    );
 }

@@ -280,14 +280,7 @@ impl Asker {
         outcome
     }
 
-    async fn wait(
-        &self,
-        id: Uuid,
-        wake: &Notify,
-        owner: Uuid,
-        host: &str,
-        port: u16,
-    ) -> Outcome {
+    async fn wait(&self, id: Uuid, wake: &Notify, owner: Uuid, host: &str, port: u16) -> Outcome {
         let expires_in_ms = millis(self.timeout);
         if let Err(error) = self.insert(id, owner, host, port).await {
             tracing::error!(%error, "storing an egress question");

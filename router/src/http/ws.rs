@@ -84,10 +84,7 @@ enum ClientFrame {
         after_seq: u64,
     },
     /// The user's answer to an `egress_request` (`crate::egress::ask`).
-    EgressDecision {
-        id: String,
-        decision: String,
-    },
+    EgressDecision { id: String, decision: String },
 }
 
 async fn open_socket(
@@ -228,7 +225,8 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
                 let (asker, hub) = (state.egress_asker.clone(), hub.clone());
                 tokio::spawn(
                     async move {
-                        if let Some(error) = egress_decision(&asker, user, &request, &decision).await
+                        if let Some(error) =
+                            egress_decision(&asker, user, &request, &decision).await
                         {
                             hub.send_to(id, error);
                         }
