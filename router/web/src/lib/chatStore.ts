@@ -406,6 +406,7 @@ export class ChatStore {
   /** Forgets everything shown (sign-out). */
   reset() {
     this.loadToken++;
+    this.egress.clear();
     if (this.saved) {
       for (const q of this.queue) {
         try {

@@ -98,6 +98,13 @@ describe("EgressPrompts", () => {
     expect(prompts.getSnapshot()).toEqual([]);
   });
 
+  it("forgets every question at sign-out", async () => {
+    const { prompts, socket } = await connected();
+    socket.push(ask("q1"));
+    prompts.clear();
+    expect(prompts.getSnapshot()).toEqual([]);
+  });
+
   it("writes IPv6 targets in brackets", () => {
     expect(target({ host: "2001:db8::1", port: 443 })).toBe("[2001:db8::1]:443");
     expect(target({ host: "pypi.org", port: 443 })).toBe("pypi.org:443");

@@ -73,6 +73,13 @@ export class EgressPrompts {
     this.remove(id);
   }
 
+  /** Forgets every question (sign-out). */
+  clear() {
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    if (this.questions.length > 0) this.changed([]);
+  }
+
   private remove(id: string) {
     const t = this.timers.get(id);
     if (t !== undefined) clearTimeout(t);
