@@ -9,6 +9,8 @@
 //! router admin revoke USER             # back to free, not active
 //! router admin disable USER            # cut USER off at once: API, sockets, model calls, sign-ins
 //! router admin enable USER
+//! router admin egress [--user USER] [--since 1d] [--limit 100]
+//!                                      # egress proxy connections, newest first
 //! ```
 //!
 //! USER is an email address or a user id. A grant marks the state as set now
@@ -74,6 +76,19 @@ pub enum Command {
         /// An email address or user id.
         user: String,
     },
+    /// The egress proxy's connections (the audit), newest first, with the bytes
+    /// of each and a total per user this month.
+    Egress {
+        /// An email address or user id; all users when left out.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only connections started this long ago or later (`1h`, `7d`).
+        #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// At most this many connections.
+        #[arg(long, default_value = "100")]
+        limit: i64,
+    },
 }
 
 /// Runs `command` against `db`; returns what to print.
@@ -129,6 +144,13 @@ pub async fn run(db: &PgPool, command: &Command) -> anyhow::Result<String> {
             // are refused from the next request on (`http::extractor`).
             crate::http::sockets::notify_disabled(db, id).await?;
             Ok(format!("{user}: disabled\n"))
+        }
+        Command::Egress { user, since, limit } => {
+            let id = match user {
+                Some(u) => Some(find_user(db, u).await?),
+                None => None,
+            };
+            egress(db, id, *since, *limit).await
         }
         Command::Enable { user } => {
             let id = find_user(db, user).await?;
@@ -231,6 +253,91 @@ async fn usage(db: &PgPool, user: Option<Uuid>) -> anyhow::Result<String> {
             "{email:<32}  {month:<7}  {input:>14}  {output:>14}  {:>12.6}",
             cost as f64 / 1e6
         );
+    }
+    Ok(out)
+}
+
+#[derive(sqlx::FromRow)]
+struct EgressRow {
+    email: String,
+    host: String,
+    port: i32,
+    decision: String,
+    reason: String,
+    bytes_up: i64,
+    bytes_down: i64,
+    started_at: time::OffsetDateTime,
+    seconds: f64,
+}
+
+async fn egress(
+    db: &PgPool,
+    user: Option<Uuid>,
+    since: std::time::Duration,
+    limit: i64,
+) -> anyhow::Result<String> {
+    let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+    // language=PostgreSQL
+    let rows: Vec<EgressRow> = crate::db::query_as(
+        "select u.email, e.host, e.port, e.decision, e.reason, e.bytes_up, e.bytes_down,
+                e.started_at,
+                extract(epoch from e.ended_at - e.started_at)::float8 as seconds
+         from egress_connections e join users u on u.id = e.owner_id
+         where ($1::uuid is null or e.owner_id = $1)
+           and e.started_at >= now() - $2::float8 * interval '1 millisecond'
+         order by e.started_at desc, e.id desc
+         limit $3",
+    )
+    .bind(user)
+    .bind(since_ms)
+    .bind(limit.max(0))
+    .fetch_all(db)
+    .await?;
+    let mut out = format!(
+        "{:<25}  {:<28}  {:<32}  {:>5}  {:<7}  {:<20}  {:>12}  {:>12}  {:>8}\n",
+        "started (UTC)",
+        "email",
+        "host",
+        "port",
+        "result",
+        "reason",
+        "bytes_up",
+        "bytes_down",
+        "seconds"
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "{:<25}  {:<28}  {:<32}  {:>5}  {:<7}  {:<20}  {:>12}  {:>12}  {:>8.1}",
+            r.started_at
+                .replace_nanosecond(0)
+                .unwrap_or(r.started_at)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            r.email,
+            r.host,
+            r.port,
+            r.decision,
+            r.reason,
+            r.bytes_up,
+            r.bytes_down,
+            r.seconds,
+        );
+    }
+    // language=PostgreSQL
+    let totals: Vec<(String, i64, i64)> = crate::db::query_as(
+        "select u.email, count(*)::bigint, coalesce(sum(e.bytes_up + e.bytes_down), 0)::bigint
+         from egress_connections e join users u on u.id = e.owner_id
+         where ($1::uuid is null or e.owner_id = $1)
+           and e.started_at >= date_trunc('month', now(), 'UTC')
+         group by u.email order by u.email",
+    )
+    .bind(user)
+    .fetch_all(db)
+    .await?;
+    let _ = writeln!(out, "\nthis month (UTC): connections, bytes both ways");
+    for (email, n, bytes) in totals {
+        let _ = writeln!(out, "{email:<28}  {n:>8}  {bytes:>14}");
     }
     Ok(out)
 }

@@ -81,6 +81,11 @@ pub struct Config {
     #[arg(long, env = "JARVIS_EGRESS_MAX_CONNECTIONS", default_value = "64")]
     pub egress_max_connections: u32,
 
+    /// How long a connection to a host outside the lists waits for the user's
+    /// answer in the browser (allow once / always / deny) before it is refused.
+    #[arg(long, env = "JARVIS_EGRESS_APPROVAL_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub egress_approval_timeout: Duration,
+
     /// Bearer token `/metrics` requires. Unset: `/metrics` answers only peers on
     /// loopback that came through no proxy.
     #[arg(long, env = "JARVIS_METRICS_TOKEN", hide_env_values = true)]
@@ -493,6 +498,7 @@ impl Config {
             egress_connect_timeout: Duration::from_secs(10),
             egress_idle_timeout: Duration::from_secs(300),
             egress_max_connections: 64,
+            egress_approval_timeout: Duration::from_secs(60),
             metrics_token: None,
             backend: Backend::Local,
             storage: "file:./data/storage".into(),

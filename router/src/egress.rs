@@ -11,13 +11,18 @@
 //! ([`audit`]).
 //!
 //! It listens on `JARVIS_EGRESS_LISTEN` (TCP, for pods) and, with the local
-//! backend, on `egress.sock` next to the gateway socket. Not yet here: the
-//! browser's approval prompt, the sandbox side (`HTTPS_PROXY`, a listener in the
-//! jail), byte limits per plan.
+//! backend, on `egress.sock` next to the gateway socket; the sandbox points
+//! `HTTPS_PROXY`/`HTTP_PROXY` at it (`sandbox::egress_forward`).
+//!
+//! A host outside the lists is asked about in the user's browser ([`ask`]): the
+//! connection waits (`JARVIS_EGRESS_APPROVAL_TIMEOUT`) for allow once / always /
+//! deny, and is refused when nobody answers or no browser is open. The plan's
+//! bytes per month ([`budget`]) refuse new connections once spent and close the
+//! one that crosses them.
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -25,8 +30,12 @@ use sqlx::PgPool;
 
 use crate::{config::Config, metrics::Metrics, plans::Plans};
 
+/// The browser's approval prompt for hosts outside the lists.
+pub mod ask;
 /// Connections audited and the workspace's approvals.
 pub mod audit;
+/// The plan's bytes per month, counted per workspace.
+pub mod budget;
 /// Bytes counted on the upstream side, and the idle watch.
 pub mod meter;
 /// The decision: allow-lists, approvals, the deny-list.
@@ -84,6 +93,10 @@ pub struct Egress {
     settings: Settings,
     resolver: Arc<dyn resolve::Resolve>,
     slots: slots::Slots,
+    /// Who asks the user about hosts outside the lists; without one they are refused.
+    asker: OnceLock<Arc<ask::Asker>>,
+    /// Bytes this month per workspace.
+    budgets: budget::Budgets,
     /// The proxy's own TCP addresses: a target among them is a loop.
     own: Mutex<Vec<SocketAddr>>,
 }
@@ -104,8 +117,16 @@ impl Egress {
             settings,
             resolver,
             slots: slots::Slots::default(),
+            asker: OnceLock::new(),
+            budgets: budget::Budgets::default(),
             own: Mutex::default(),
         })
+    }
+
+    /// Asks users through `asker` about hosts outside the lists (set once; until
+    /// then, and without it, such hosts are refused at once).
+    pub fn set_asker(&self, asker: Arc<ask::Asker>) {
+        let _ = self.asker.set(asker);
     }
 
     /// Whether `addr` is one of the proxy's own listeners (a wildcard listener

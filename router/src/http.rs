@@ -101,6 +101,8 @@ pub struct AppState {
     known_users: Arc<Mutex<HashSet<Uuid>>>,
     /// Browser sockets open on this router, per user.
     pub sockets: Arc<sockets::Sockets>,
+    /// The egress proxy's questions to the user's browsers (`crate::egress::ask`).
+    pub egress_asker: Arc<crate::egress::ask::Asker>,
 }
 
 impl AppState {
@@ -190,9 +192,17 @@ impl AppState {
                 .context("reading DATABASE_DIRECT_URL")?,
             _ => db.clone(),
         };
-        sockets.spawn_watch(listen_db);
+        sockets.spawn_watch(listen_db.clone());
+        let egress_asker = crate::egress::ask::Asker::new(
+            db.clone(),
+            metrics.clone(),
+            Arc::new(workspaces.clone()),
+            config.egress_approval_timeout,
+        );
+        egress_asker.spawn_watch(listen_db);
         Ok(Self {
             sockets,
+            egress_asker,
             config: Arc::new(config),
             db,
             auth: Arc::new(auth),
@@ -351,6 +361,7 @@ async fn spawn_egress(state: &AppState) -> anyhow::Result<()> {
         settings,
         Arc::new(SystemResolver),
     );
+    egress.set_asker(state.egress_asker.clone());
     if let Some(addr) = state.config.egress_listen {
         let listener = TcpListener::bind(addr)
             .await

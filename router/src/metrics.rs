@@ -66,6 +66,14 @@ pub struct EgressDecisionLabels {
     pub decision: String,
 }
 
+/// Labels of a question the egress proxy asked in the browser.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EgressPromptLabels {
+    /// `once`, `always`, `deny`, `expired`, `unseen` (no browser open) or
+    /// `unavailable` (the database).
+    pub outcome: String,
+}
+
 /// Labels of bytes through the egress proxy.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EgressBytesLabels {
@@ -210,6 +218,8 @@ pub struct Metrics {
     pub egress_decisions: Family<EgressDecisionLabels, Counter>,
     /// Bytes through the egress proxy, by direction.
     pub egress_bytes: Family<EgressBytesLabels, Counter>,
+    /// Questions the egress proxy asked in the browser, by how they ended.
+    pub egress_prompts: Family<EgressPromptLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -230,6 +240,7 @@ impl Default for Metrics {
         let workspace_events = Family::<WorkspaceEventLabels, Counter>::default();
         let egress_decisions = Family::<EgressDecisionLabels, Counter>::default();
         let egress_bytes = Family::<EgressBytesLabels, Counter>::default();
+        let egress_prompts = Family::<EgressPromptLabels, Counter>::default();
         let mut registry = Registry::with_prefix("jarvis");
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register(
@@ -278,6 +289,11 @@ impl Default for Metrics {
             egress_bytes.clone(),
         );
         registry.register(
+            "egress_prompts",
+            "Questions the egress proxy asked in the browser, by outcome",
+            egress_prompts.clone(),
+        );
+        registry.register(
             "storage_write_failures",
             "Writes the object store did not take, by kind",
             STORAGE_WRITE_FAILURES.clone(),
@@ -324,6 +340,7 @@ impl Default for Metrics {
             workspace_events,
             egress_decisions,
             egress_bytes,
+            egress_prompts,
         }
     }
 }

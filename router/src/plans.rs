@@ -35,7 +35,11 @@
 //!
 //! `egress_allow` lists the hosts the plan's sandboxes may reach through the egress
 //! proxy (`crate::egress`; default [`DEFAULT_EGRESS_ALLOW`]: the Python and Node
-//! package registries and GitHub).
+//! package registries and GitHub). `egress_bytes_per_month` bounds the bytes the
+//! plan's sandboxes move through it each calendar month (UTC), both ways counted
+//! (default: 10 GiB on `free`, 100 GiB on `pro`, unlimited on `enterprise`;
+//! `null` is unlimited): past it, the connection open is closed and new ones are
+//! refused (`crate::egress::budget`).
 //!
 //! Tokens are input (cache reads and writes included) plus output, as recorded in
 //! the `usage` table. Enforcing them is `limits`' job, not this module's.
@@ -140,6 +144,9 @@ pub struct Plan {
     /// (`crate::egress::policy`: `host`, `*.domain` or `host:port`); default
     /// [`DEFAULT_EGRESS_ALLOW`].
     pub egress_allow: Vec<String>,
+    /// Bytes the sandbox may move through the egress proxy per calendar month
+    /// (UTC), both ways; `None` is unlimited.
+    pub egress_bytes_per_month: Option<u64>,
 }
 
 impl Plan {
@@ -173,10 +180,12 @@ struct PlanOverride {
     max_tokens: Option<u32>,
     server_tools: Option<bool>,
     egress_allow: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    egress_bytes_per_month: Option<Option<u64>>,
 }
 
 /// Tells `"monthly_tokens": null` (unlimited) from a missing field (the default);
-/// the same for `storage_bytes` and `price_cents`.
+/// the same for `storage_bytes`, `price_cents` and `egress_bytes_per_month`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
     Option::<u64>::deserialize(d).map(Some)
 }
@@ -225,6 +234,7 @@ impl Default for Plans {
                 max_tokens: DEFAULT_MAX_TOKENS,
                 server_tools: false,
                 egress_allow: default_egress_allow(),
+                egress_bytes_per_month: Some(10 * GIB),
             },
             pro: Plan {
                 stripe_price: None,
@@ -239,6 +249,7 @@ impl Default for Plans {
                 max_tokens: DEFAULT_MAX_TOKENS,
                 server_tools: false,
                 egress_allow: default_egress_allow(),
+                egress_bytes_per_month: Some(100 * GIB),
             },
             enterprise: Plan {
                 stripe_price: None,
@@ -253,6 +264,7 @@ impl Default for Plans {
                 max_tokens: DEFAULT_MAX_TOKENS,
                 server_tools: false,
                 egress_allow: default_egress_allow(),
+                egress_bytes_per_month: None,
             },
         }
     }
@@ -351,6 +363,9 @@ impl Plans {
             if let Some(hosts) = o.egress_allow {
                 plan.egress_allow = hosts;
             }
+            plan.egress_bytes_per_month = o
+                .egress_bytes_per_month
+                .unwrap_or(plan.egress_bytes_per_month);
         }
         plans.check()?;
         Ok(plans)

@@ -122,3 +122,68 @@ async fn unknown_users_and_plans_fail_with_a_clear_message(db: PgPool) {
     assert!(String::from_utf8_lossy(&bad_plan.stderr).contains("no plan is called `gold`"));
     assert_eq!(row(&db, "alice@example.com").await.0, "free");
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn operators_list_egress_connections_per_user_and_since(db: PgPool) {
+    let app = TestApp::new(db.clone()).await;
+    let alice = app.register("alice@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    for (owner, host, decision, reason, down, ago) in [
+        (alice.id, "pypi.org", "allowed", "plan", 5000_i64, "1 hour"),
+        (
+            alice.id,
+            "evil.example",
+            "denied",
+            "not_approved",
+            0,
+            "2 hours",
+        ),
+        (alice.id, "old.example", "allowed", "approved", 7, "3 days"),
+        (bob.id, "bob-only.example", "allowed", "plan", 11, "1 hour"),
+    ] {
+        sqlx::query(
+            "insert into egress_connections
+                 (owner_id, host, port, decision, reason, bytes_up, bytes_down, started_at, ended_at)
+             values ($1, $2, 443, $3, $4, 10, $5, now() - $6::interval, now() - $6::interval)",
+        )
+        .bind(owner)
+        .bind(host)
+        .bind(decision)
+        .bind(reason)
+        .bind(down)
+        .bind(ago)
+        .execute(&db)
+        .await
+        .expect("audit row");
+    }
+
+    let listed = stdout(&admin(&db, &["egress", "--user", "alice@example.com"]).await);
+    let pypi = listed
+        .lines()
+        .find(|l| l.contains("pypi.org"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        pypi.contains("allowed") && pypi.contains("plan") && pypi.contains("5000"),
+        "{pypi}"
+    );
+    assert!(
+        listed.contains("evil.example") && listed.contains("not_approved"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("old.example"),
+        "older than a day: {listed}"
+    );
+    assert!(!listed.contains("bob-only.example"), "{listed}");
+    // Newest first.
+    assert!(
+        listed.find("pypi.org") < listed.find("evil.example"),
+        "{listed}"
+    );
+
+    let week = stdout(&admin(&db, &["egress", "--since", "7d"]).await);
+    assert!(
+        week.contains("old.example") && week.contains("bob-only.example"),
+        "{week}"
+    );
+}

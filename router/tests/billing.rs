@@ -155,6 +155,44 @@ async fn billing_off_answers_a_clear_error_and_everyone_is_active(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]
+async fn usage_counts_this_months_egress_bytes_against_the_plans_limit(db: PgPool) {
+    let app = TestApp::with_config(db.clone(), |c| {
+        c.plans = Some(r#"{"free": {"egress_bytes_per_month": 5000}}"#.into());
+    })
+    .await;
+    let user = app.register("alice@example.com").await;
+    let other = app.register("bob@example.com").await;
+    for (owner, up, down, started) in [
+        (user.id, 100_i64, 2000_i64, "now()"),
+        (user.id, 10, 0, "now()"),
+        // Last month's bytes and another user's do not count.
+        (
+            user.id,
+            999,
+            999,
+            "date_trunc('month', now(), 'UTC') - interval '1 day'",
+        ),
+        (other.id, 777, 777, "now()"),
+    ] {
+        sqlx::query(&format!(
+            "insert into egress_connections
+                 (owner_id, host, port, decision, reason, bytes_up, bytes_down, started_at, ended_at)
+             values ($1, 'pypi.org', 443, 'allowed', 'plan', $2, $3, {started}, {started})"
+        ))
+        .bind(owner)
+        .bind(up)
+        .bind(down)
+        .execute(&db)
+        .await
+        .expect("audit row");
+    }
+    let usage = app.get("/api/usage", &user.access).await;
+    assert_eq!(usage.status, StatusCode::OK, "{}", usage.body);
+    assert_eq!(usage.body["egress_bytes"], 2110);
+    assert_eq!(usage.body["limits"]["egress_bytes_per_month"], 5000);
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
 async fn the_plans_and_their_prices_are_public_and_say_what_can_be_bought(db: PgPool) {
     // Billing off, a price changed in the plans table: shown, but nothing is for sale.
     let app = TestApp::with_config(db.clone(), |c| {

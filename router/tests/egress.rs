@@ -194,6 +194,16 @@ async fn setup_resolving(
     settings: Settings,
     resolver: Option<Arc<dyn router::egress::resolve::Resolve>>,
 ) -> Setup {
+    setup_plan(db, settings, resolver, serde_json::json!({})).await
+}
+
+/// The setup with `plan`'s fields (besides `egress_allow`) on the free plan.
+async fn setup_plan(
+    db: PgPool,
+    settings: Settings,
+    resolver: Option<Arc<dyn router::egress::resolve::Resolve>>,
+    plan: serde_json::Value,
+) -> Setup {
     let plain = plain_upstream().await;
     let (tls, ca) = tls_upstream().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -208,8 +218,9 @@ async fn setup_resolving(
         "10.0.0.1",
         "*.wild.test",
     ]);
-    let plans = Plans::from_json(&serde_json::json!({"free": {"egress_allow": allow}}).to_string())
-        .expect("plans");
+    let mut free = plan;
+    free["egress_allow"] = allow;
+    let plans = Plans::from_json(&serde_json::json!({ "free": free }).to_string()).expect("plans");
     let names = StaticResolver::default()
         .with("plain.test", &[ip("127.0.0.1")])
         .with("secure.test", &[ip("127.0.0.1")])
@@ -904,4 +915,102 @@ async fn bench_tunnel_vs_direct(db: PgPool) {
         p_ttfb.as_secs_f64() * 1e3,
         (p_ttfb.as_secs_f64() - d_ttfb.as_secs_f64()) * 1e3,
     );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn the_plans_bytes_per_month_stop_a_download_and_refuse_the_next_connection(db: PgPool) {
+    const LIMIT: u64 = 1024 * 1024;
+    let settings = Settings {
+        deny: DenyList::parse(NARROWED_DENY).expect("deny-list"),
+        ..Settings::default()
+    };
+    let s = setup_plan(
+        db,
+        settings,
+        None,
+        serde_json::json!({ "egress_bytes_per_month": LIMIT }),
+    )
+    .await;
+    let (alice, token) = user(&s.db, "alice@example.com").await;
+    let client = s.client(Some(&token));
+
+    // Under the limit: whole.
+    let r = client
+        .get(s.plain_url("/bytes/100000"))
+        .send()
+        .await
+        .expect("small download");
+    assert_eq!(r.bytes().await.expect("body").len(), 100_000);
+    s.rows(alice, 1).await;
+
+    // Across it: the download stops, short of its length, with an error.
+    let r = client
+        .get(s.plain_url("/bytes/8000000"))
+        .send()
+        .await
+        .expect("big download starts");
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut got = 0usize;
+    let mut broken = false;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => got += c.len(),
+            Err(_) => {
+                broken = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        broken,
+        "the download ended without an error after {got} bytes"
+    );
+    assert!(
+        (got as u64) < 2 * LIMIT,
+        "{got} bytes arrived past a limit of {LIMIT}"
+    );
+    let rows = s.rows(alice, 2).await;
+    let cut = rows
+        .iter()
+        .find(|r| r.reason == "byte_limit")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(cut.decision, "allowed");
+    let total: i64 = rows.iter().map(|r| r.bytes_up + r.bytes_down).sum();
+    assert!(total as u64 >= LIMIT, "{rows:?}");
+
+    // Then refused at once, with the limit named; a TLS tunnel too.
+    let r = client
+        .get(s.plain_url("/hello"))
+        .send()
+        .await
+        .expect("refusal");
+    assert_eq!(r.status(), 403);
+    assert_eq!(verdict(&r), Some("denied; reason=byte_limit"));
+    let text = r.text().await.expect("body");
+    assert!(text.contains("network transfer for this month"), "{text}");
+    assert!(
+        text.contains(&format!("of the plan's {LIMIT} bytes")),
+        "{text}"
+    );
+    let refused = raw(
+        s.proxy,
+        &format!(
+            "CONNECT secure.test:{} HTTP/1.1\r\nProxy-Authorization: {}\r\n\r\n",
+            s.tls.addr.port(),
+            basic(&token)
+        ),
+    )
+    .await;
+    assert!(refused.starts_with("http/1.1 403"), "{refused}");
+
+    // Another workspace is not affected.
+    let (_bob, bob_token) = user(&s.db, "bob@example.com").await;
+    let r = s
+        .client(Some(&bob_token))
+        .get(s.plain_url("/hello"))
+        .send()
+        .await
+        .expect("bob");
+    assert_eq!(r.status(), 200);
 }

@@ -83,12 +83,26 @@ async fn live_allowing(db: PgPool, allowed: &[String]) -> Live {
     Live::with_config(db, move |c| {
         c.egress_deny = NARROWED_DENY.into();
         c.plans = Some(plans);
+        // A host off the list is asked about in the tab; one the test does not
+        // answer is refused soon.
+        c.egress_approval_timeout = Duration::from_secs(5);
     })
     .await
 }
 
 /// Runs `command` through the agent's Bash tool in a new conversation; its output.
 async fn run_bash(live: &Live, browser: &mut common::live::Browser, command: &str) -> String {
+    run_bash_answering(live, browser, command, &[]).await
+}
+
+/// [`run_bash`], the tab answering the egress proxy's questions about hosts
+/// (`host:port` → `once`, `always` or `deny`; others are left to expire).
+async fn run_bash_answering(
+    live: &Live,
+    browser: &mut common::live::Browser,
+    command: &str,
+    answers: &[(String, &str)],
+) -> String {
     live.api.push(Reply::tool_use(
         "toolu_egress",
         "Bash",
@@ -96,7 +110,23 @@ async fn run_bash(live: &Live, browser: &mut common::live::Browser, command: &st
     ));
     live.api.push(Reply::text(&["done"]));
     browser.message("run it", None).await;
-    let frames = browser.turn().await;
+    let mut frames = Vec::new();
+    loop {
+        let mut some = browser
+            .until(|f| f["type"] == "done" || f["type"] == "error" || f["type"] == "egress_request")
+            .await;
+        let last = some.last().cloned().unwrap_or_default();
+        frames.append(&mut some);
+        if last["type"] != "egress_request" {
+            break;
+        }
+        let asked = format!("{}:{}", last["host"].as_str().unwrap_or(""), last["port"]);
+        if let Some((_, decision)) = answers.iter().find(|(target, _)| *target == asked) {
+            browser
+                .send(json!({"type": "egress_decision", "id": last["id"], "decision": decision}))
+                .await;
+        }
+    }
     of_type(&frames, "tool_result")
         .first()
         .and_then(|r| r["content"].as_str())
@@ -149,7 +179,9 @@ async fn curl_and_urllib_reach_an_allowed_host_through_the_forwarder_and_another
          python3 -c \"import urllib.request; print('URLLIB', urllib.request.urlopen('{url}').read().decode())\"; \
          curl -sS -o /dev/null -D - {refused}; echo END"
     );
-    let output = run_bash(&live, &mut a, &command).await;
+    // The host off the list is asked about in the tab, which denies it.
+    let denied = vec![(format!("{STAND_IN_IP}:{}", other.port), "deny")];
+    let output = run_bash_answering(&live, &mut a, &command, &denied).await;
     assert!(
         output.contains("PROXY=http://127.0.0.1:"),
         "the agent's proxy is the loopback forwarder: {output}"
@@ -166,7 +198,7 @@ async fn curl_and_urllib_reach_an_allowed_host_through_the_forwarder_and_another
     let lower = output.to_ascii_lowercase();
     assert!(lower.contains("http/1.1 403"), "{output}");
     assert!(
-        lower.contains("x-jarvis-egress: denied; reason=not_allowed"),
+        lower.contains("x-jarvis-egress: denied; reason=denied_by_workspace"),
         "{output}"
     );
     assert!(output.contains("END"), "{output}");
@@ -180,7 +212,29 @@ async fn curl_and_urllib_reach_an_allowed_host_through_the_forwarder_and_another
     let rows = audited(&live, &alice, other.port, 1).await;
     assert_eq!(
         rows,
-        vec![("denied".to_string(), "not_allowed".to_string(), 0)]
+        vec![("denied".to_string(), "denied_by_workspace".to_string(), 0)]
+    );
+
+    // Another host off the list, allowed once from the tab: the agent's curl gets
+    // the page.
+    let third = serve_dir(site.path()).await;
+    let once = vec![(format!("{STAND_IN_IP}:{}", third.port), "once")];
+    let output = run_bash_answering(
+        &live,
+        &mut a,
+        &format!(
+            "curl -sS http://{STAND_IN_IP}:{}/hello.txt; echo END",
+            third.port
+        ),
+        &once,
+    )
+    .await;
+    assert!(output.contains("hello from the stand-in"), "{output}");
+    let rows = audited(&live, &alice, third.port, 1).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str()),
+        ("allowed", "approved_once")
     );
 }
 

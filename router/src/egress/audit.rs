@@ -182,7 +182,7 @@ pub async fn policy_inputs(
 }
 
 /// Records `user_id`'s decision about `pattern` (allow always, or deny), replacing
-/// an earlier one. (The browser's approval prompt will call this; tests do now.)
+/// an earlier one.
 pub async fn set_approval(
     db: &PgPool,
     user_id: Uuid,
@@ -190,6 +190,18 @@ pub async fn set_approval(
     allow: bool,
 ) -> sqlx::Result<()> {
     let mut tx = crate::db::user_tx(db, user_id).await?;
+    set_approval_in(&mut tx, user_id, pattern, allow).await?;
+    tx.commit().await
+}
+
+/// [`set_approval`] inside `tx` (a transaction of `user_id`'s: the browser's
+/// answer to the approval prompt, `super::ask`).
+pub async fn set_approval_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    user_id: Uuid,
+    pattern: &Pattern,
+    allow: bool,
+) -> sqlx::Result<()> {
     // language=PostgreSQL
     crate::db::query(
         "insert into egress_approvals (owner_id, pattern, decision) values ($1, $2, $3)
@@ -198,7 +210,23 @@ pub async fn set_approval(
     .bind(user_id)
     .bind(pattern.to_string())
     .bind(if allow { "allow" } else { "deny" })
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await
+    Ok(())
+}
+
+/// The month's bytes (UTC calendar month, both ways) of `user_id`'s connections
+/// that ended.
+pub async fn month_bytes(db: &PgPool, user_id: Uuid) -> sqlx::Result<u64> {
+    let mut tx = crate::db::user_tx(db, user_id).await?;
+    // language=PostgreSQL
+    let n: i64 = crate::db::query_scalar(
+        "select coalesce(sum(bytes_up + bytes_down), 0)::bigint from egress_connections
+         where owner_id = $1 and started_at >= date_trunc('month', now(), 'UTC')",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }

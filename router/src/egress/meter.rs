@@ -1,5 +1,7 @@
 //! Bytes to and from the upstream, counted where they cross its socket, and the
-//! idle watch that ends a connection with no traffic.
+//! idle watch that ends a connection with no traffic. A meter with a
+//! [`Budget`] (the plan's bytes per month) also counts there, and fails the
+//! upstream's next read or write once the budget is spent: the connection ends.
 
 use std::{
     io,
@@ -14,6 +16,8 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::budget::Budget;
+
 /// One connection's counters.
 pub struct Meter {
     up: AtomicU64,
@@ -21,17 +25,50 @@ pub struct Meter {
     /// Milliseconds after `start` of the last byte either way.
     last: AtomicU64,
     start: Instant,
+    budget: Option<Arc<Budget>>,
+    cut: std::sync::atomic::AtomicBool,
 }
 
 impl Meter {
     /// Fresh counters; the idle clock starts now.
     pub fn new() -> Arc<Self> {
+        Self::with_budget(None)
+    }
+
+    /// Fresh counters that also count in `budget`, if any, and stop when it is spent.
+    pub fn with_budget(budget: Option<Arc<Budget>>) -> Arc<Self> {
         Arc::new(Self {
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
             last: AtomicU64::new(0),
             start: Instant::now(),
+            budget,
+            cut: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether the connection was stopped because the budget was spent.
+    pub fn cut(&self) -> bool {
+        self.cut.load(Ordering::Relaxed)
+    }
+
+    /// An error when the budget is spent (and notes the cut).
+    fn check(&self) -> io::Result<()> {
+        match &self.budget {
+            Some(b) if b.spent() => {
+                self.cut.store(true, Ordering::Relaxed);
+                Err(io::Error::other(
+                    "the plan's monthly network transfer (egress_bytes_per_month) is used up",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn count(&self, n: u64) {
+        if let Some(b) = &self.budget {
+            b.add(n);
+        }
     }
 
     /// Bytes written to the upstream.
@@ -81,11 +118,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Err(error) = self.meter.check() {
+            return Poll::Ready(Err(error));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before);
         if n > 0 {
             self.meter.down.fetch_add(n as u64, Ordering::Relaxed);
+            self.meter.count(n as u64);
             self.meter.touch();
         }
         polled
@@ -98,11 +139,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Err(error) = self.meter.check() {
+            return Poll::Ready(Err(error));
+        }
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
         {
             self.meter.up.fetch_add(n as u64, Ordering::Relaxed);
+            self.meter.count(n as u64);
             self.meter.touch();
         }
         polled

@@ -57,6 +57,11 @@ pub enum Reason {
     ConnectFailed,
     /// The router could not read the workspace's plan or approvals (the database).
     Unavailable,
+    /// Not on the lists, and the user did not approve it when asked in the
+    /// browser (no answer in time, or no browser open).
+    NotApproved,
+    /// The workspace moved its plan's bytes for this month.
+    ByteLimit,
     /// The TLS server name inside the tunnel is not the host it was opened for.
     SniMismatch,
     /// The tunnel began with a TLS handshake whose server name could not be read.
@@ -76,6 +81,8 @@ impl Reason {
             Self::Unresolvable => "unresolvable",
             Self::ConnectFailed => "connect_failed",
             Self::Unavailable => "unavailable",
+            Self::NotApproved => "not_approved",
+            Self::ByteLimit => "byte_limit",
             Self::SniMismatch => "sni_mismatch",
             Self::SniUnreadable => "sni_unreadable",
         }
@@ -105,6 +112,12 @@ impl Reason {
             Self::Unavailable => {
                 "the router could not read the workspace's network policy; try again"
             }
+            Self::NotApproved => {
+                "this host is not on the workspace's allow-list and the user did not approve it when asked in the browser"
+            }
+            Self::ByteLimit => {
+                "the workspace has used its plan's network transfer for this month (egress_bytes_per_month)"
+            }
             Self::SniMismatch => {
                 "the TLS server name inside the tunnel is not the host it was opened for"
             }
@@ -128,6 +141,8 @@ pub enum Admitted {
     Plan,
     /// The workspace's own approval.
     Approval,
+    /// The user's "allow once" in the browser.
+    Once,
 }
 
 impl Admitted {
@@ -136,6 +151,7 @@ impl Admitted {
         match self {
             Self::Plan => "plan",
             Self::Approval => "approved",
+            Self::Once => "approved_once",
         }
     }
 }

@@ -13,6 +13,12 @@
 //! (audited `denied`, `sni_mismatch`; `sni_unreadable` when it cannot be read), so an
 //! allowed name cannot front for another on the same address (`super::sni`).
 //!
+//! A host the lists say nothing about is asked about in the user's browser
+//! (`super::ask`) while the request waits; then admitted (`approved_once`,
+//! `approved`) or refused (`denied_by_workspace`, `not_approved`). A workspace past
+//! its plan's bytes per month is refused (`byte_limit`), and the connection that
+//! crosses them is closed (audited `allowed`, reason `byte_limit`).
+//!
 //! Without a current workspace token the answer is `407`; a refusal is `403`
 //! (`429` for the connection cap) with a sentence saying why and
 //! `X-Jarvis-Egress: denied; reason=…`; an unresolvable or unreachable host is
@@ -40,7 +46,9 @@ use uuid::Uuid;
 
 use super::{
     Egress,
+    ask::{Answer, Outcome},
     audit::{self, Connection, Decision},
+    budget::Budget,
     meter::{Meter, Metered},
     policy::{self, Reason},
     slots::Slot,
@@ -294,7 +302,12 @@ async fn handle(egress: Arc<Egress>, req: Request<Incoming>) -> Result<Response<
         return Ok(refusal.response(&host, 0));
     };
     match admit(&egress, owner, &target, req.headers()).await {
-        Ok((stream, slot, admitted)) => {
+        Ok(Admission {
+            stream,
+            slot,
+            admitted,
+            budget,
+        }) => {
             audit::count_decision(&egress.metrics, Decision::Allowed);
             let open = Open {
                 egress,
@@ -304,6 +317,7 @@ async fn handle(egress: Arc<Egress>, req: Request<Incoming>) -> Result<Response<
                 reason: admitted.as_str(),
                 started_at,
                 slot,
+                budget,
             };
             if target.connect {
                 Ok(tunnel(open, req, stream))
@@ -351,13 +365,22 @@ async fn refuse(
     audit::record(&egress.db, &egress.metrics, &conn).await;
 }
 
-/// The decision, then a connection to a checked address.
+/// What [`admit`] hands on: the upstream connection and what goes with it.
+struct Admission {
+    stream: TcpStream,
+    slot: Slot,
+    admitted: policy::Admitted,
+    budget: Option<Arc<Budget>>,
+}
+
+/// The decision (asking the user in the browser when the lists say nothing),
+/// then a connection to a checked address.
 async fn admit(
     egress: &Egress,
     owner: Uuid,
     target: &Target,
     headers: &HeaderMap,
-) -> Result<(TcpStream, Slot, policy::Admitted), Refusal> {
+) -> Result<Admission, Refusal> {
     if has_our_via(headers) {
         return Err(Refusal::denied(Reason::ProxyLoop));
     }
@@ -371,9 +394,8 @@ async fn admit(
             tracing::error!(%error, "reading the egress policy");
             Refusal::failed(Reason::Unavailable)
         })?;
-    let plan_allow: Vec<policy::Pattern> = egress
-        .plans
-        .get(tier)
+    let plan = egress.plans.get(tier);
+    let plan_allow: Vec<policy::Pattern> = plan
         .egress_allow
         .iter()
         .filter_map(|p| match policy::Pattern::parse(p) {
@@ -384,8 +406,37 @@ async fn admit(
             }
         })
         .collect();
-    let admitted = policy::decide(&target.host, target.port, &plan_allow, &approvals)
-        .map_err(Refusal::denied)?;
+    let asker = egress.asker.get();
+    let decided = match policy::decide(&target.host, target.port, &plan_allow, &approvals) {
+        Ok(admitted) => Some(admitted),
+        Err(Reason::NotAllowed) if asker.is_some() => None,
+        Err(reason) => return Err(Refusal::denied(reason)),
+    };
+    let budget = match plan.egress_bytes_per_month {
+        Some(limit) => {
+            let alone = egress.slots.open(owner) <= 1;
+            let budget = egress
+                .budgets
+                .get(&egress.db, owner, limit, alone)
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, "reading the month's egress bytes");
+                    Refusal::failed(Reason::Unavailable)
+                })?;
+            if budget.spent() {
+                return Err(Refusal {
+                    detail: Some(format!(
+                        "{} of the plan's {} bytes this month",
+                        budget.used(),
+                        budget.limit()
+                    )),
+                    ..Refusal::denied(Reason::ByteLimit)
+                });
+            }
+            Some(budget)
+        }
+        None => None,
+    };
     let deadline = tokio::time::Instant::now() + egress.settings.connect_timeout;
     let addrs: Vec<IpAddr> = match target.host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
@@ -409,12 +460,53 @@ async fn admit(
     if sockets.iter().any(|a| egress.is_own(*a)) {
         return Err(Refusal::denied(Reason::ProxyLoop));
     }
+    // Only a host that could be reached is asked about: the user is never asked
+    // about a blocked address.
+    let (admitted, deadline) = match (decided, asker) {
+        (Some(admitted), _) => (admitted, deadline),
+        (None, Some(asker)) => {
+            let admitted = match asker.ask(owner, &target.host, target.port).await {
+                Outcome::Answered(Answer::Once) => policy::Admitted::Once,
+                Outcome::Answered(Answer::Always) => policy::Admitted::Approval,
+                Outcome::Answered(Answer::Deny) => {
+                    return Err(Refusal::denied(Reason::DeniedByWorkspace));
+                }
+                Outcome::Expired => {
+                    return Err(Refusal {
+                        detail: Some(format!(
+                            "asked in the browser; no answer within {} s",
+                            asker.timeout().as_secs()
+                        )),
+                        ..Refusal::denied(Reason::NotApproved)
+                    });
+                }
+                Outcome::Unseen => {
+                    return Err(Refusal {
+                        detail: Some("no browser of the user was open to ask".into()),
+                        ..Refusal::denied(Reason::NotApproved)
+                    });
+                }
+                Outcome::Unavailable => return Err(Refusal::failed(Reason::Unavailable)),
+            };
+            // The wait for the answer does not count against connecting.
+            (
+                admitted,
+                tokio::time::Instant::now() + egress.settings.connect_timeout,
+            )
+        }
+        (None, None) => return Err(Refusal::denied(Reason::NotAllowed)),
+    };
     // Only the addresses checked above are connected to: no second resolution.
     for addr in sockets {
         match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                return Ok((stream, slot, admitted));
+                return Ok(Admission {
+                    stream,
+                    slot,
+                    admitted,
+                    budget,
+                });
             }
             Ok(Err(error)) => tracing::debug!(%error, %addr, "egress connect failed"),
             Err(_) => break,
@@ -432,9 +524,16 @@ struct Open {
     reason: &'static str,
     started_at: OffsetDateTime,
     slot: Slot,
+    /// The plan's bytes per month, when it has a limit.
+    budget: Option<Arc<Budget>>,
 }
 
 impl Open {
+    /// A meter for this connection (counting in its budget).
+    fn meter(&self) -> Arc<Meter> {
+        Meter::with_budget(self.budget.clone())
+    }
+
     async fn finish(self, meter: &Meter) {
         self.finish_as(meter, None).await;
     }
@@ -447,6 +546,8 @@ impl Open {
                 audit::count_decision(&self.egress.metrics, Decision::Denied);
                 (Decision::Denied, reason.as_str())
             }
+            // Allowed, and stopped at the plan's bytes per month.
+            None if meter.cut() => (Decision::Allowed, Reason::ByteLimit.as_str()),
             None => (Decision::Allowed, self.reason),
         };
         let conn = Connection {
@@ -469,8 +570,8 @@ impl Open {
 /// Answers `200` and copies bytes both ways once hyper hands the connection over.
 fn tunnel(open: Open, req: Request<Incoming>, upstream: TcpStream) -> Response<Body> {
     let idle = open.egress.settings.idle_timeout;
+    let meter = open.meter();
     tokio::spawn(async move {
-        let meter = Meter::new();
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
@@ -580,7 +681,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Sends a plain HTTP request over its own upstream connection.
 async fn forward(open: Open, req: Request<Incoming>, upstream: TcpStream) -> Response<Body> {
-    let meter = Meter::new();
+    let meter = open.meter();
     let io = TokioIo::new(Metered::new(upstream, meter.clone()));
     let host_header = if open.port == 80 {
         open.host.clone()

@@ -7,10 +7,14 @@
 //!  "plan": "free", "limits": {"requests_per_minute": 20, "monthly_tokens": 1000000,
 //!  "max_concurrent_turns": 1, "voice": true},
 //!  "subscription_active": true, "subscription_status": null, "billing": false,
-//!  "storage_used": 52000, "storage_quota": 1073741824, "price_cents": 0}
+//!  "storage_used": 52000, "storage_quota": 1073741824, "price_cents": 0,
+//!  "egress_bytes": 1048576}
 //! ```
 //!
 //! `storage_used` is every byte the storage quota counts (`crate::quota`).
+//! `egress_bytes` is what the sandbox moved through the egress proxy this month,
+//! both ways, in connections that ended (`egress_connections`); its limit is
+//! `limits.egress_bytes_per_month`.
 //!
 //! `quota` (and `limit_tokens`, the name the Account page reads) is `null` when
 //! unlimited. Only the caller's rows are read, inside their row-level-security
@@ -47,6 +51,8 @@ pub struct LimitsView {
     pub voice: bool,
     /// Bytes of files the user may keep; `null` is unlimited.
     pub storage_bytes: Option<u64>,
+    /// Bytes through the egress proxy per calendar month; `null` is unlimited.
+    pub egress_bytes_per_month: Option<u64>,
 }
 
 impl LimitsView {
@@ -59,6 +65,7 @@ impl LimitsView {
             max_concurrent_turns: plan.max_concurrent_turns,
             voice: plan.voice,
             storage_bytes: plan.storage_bytes,
+            egress_bytes_per_month: plan.egress_bytes_per_month,
         }
     }
 }
@@ -94,6 +101,8 @@ pub struct UsageView {
     pub storage_quota: Option<u64>,
     /// What the plan costs a month in US cents; `null` is on request.
     pub price_cents: Option<u64>,
+    /// Bytes through the egress proxy this month, both ways (connections that ended).
+    pub egress_bytes: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -105,6 +114,7 @@ struct Row {
     input_tokens: i64,
     output_tokens: i64,
     cost_micros: i64,
+    egress_bytes: i64,
 }
 
 async fn get_usage(user: AuthUser, State(state): State<AppState>) -> Result<Json<UsageView>> {
@@ -115,7 +125,11 @@ async fn get_usage(user: AuthUser, State(state): State<AppState>) -> Result<Json
                 u.tier, u.subscription_active, u.subscription_status,
                 coalesce(sum(g.input_tokens), 0)::bigint as input_tokens,
                 coalesce(sum(g.output_tokens), 0)::bigint as output_tokens,
-                coalesce(sum(g.cost_micros), 0)::bigint as cost_micros
+                coalesce(sum(g.cost_micros), 0)::bigint as cost_micros,
+                (select coalesce(sum(e.bytes_up + e.bytes_down), 0)::bigint
+                 from egress_connections e
+                 where e.owner_id = u.id
+                   and e.started_at >= date_trunc('month', now(), 'UTC')) as egress_bytes
          from users u
          left join usage g on g.owner_id = u.id
                           and g.created_at >= date_trunc('month', now(), 'UTC')
@@ -146,5 +160,6 @@ async fn get_usage(user: AuthUser, State(state): State<AppState>) -> Result<Json
         storage_used: room.used,
         storage_quota: room.quota,
         price_cents: plan.price_cents,
+        egress_bytes: row.egress_bytes,
     }))
 }

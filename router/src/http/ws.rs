@@ -83,6 +83,8 @@ enum ClientFrame {
         conversation_id: String,
         after_seq: u64,
     },
+    /// The user's answer to an `egress_request` (`crate::egress::ask`).
+    EgressDecision { id: String, decision: String },
 }
 
 async fn open_socket(
@@ -176,6 +178,16 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
         });
     }
 
+    // The egress proxy's open questions, for a tab that connects while one waits.
+    {
+        let (asker, hub) = (state.egress_asker.clone(), hub.clone());
+        tokio::spawn(async move {
+            for frame in asker.pending(user).await {
+                hub.send_to(id, frame);
+            }
+        });
+    }
+
     // Frames are carried out in order by their own task: the read loop never waits.
     // Boxed: the channel allocates its slots up front, a pointer each is cheap.
     let (frames, queued) = tokio::sync::mpsc::channel(QUEUED_FRAMES);
@@ -206,6 +218,24 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
             continue;
         }
         match serde_json::from_str::<ClientFrame>(&text) {
+            // Answered at once, not behind a message waiting for a wake: a
+            // connection of the agent waits for it.
+            Ok(ClientFrame::EgressDecision {
+                id: request,
+                decision,
+            }) => {
+                let (asker, hub) = (state.egress_asker.clone(), hub.clone());
+                tokio::spawn(
+                    async move {
+                        if let Some(error) =
+                            egress_decision(&asker, user, &request, &decision).await
+                        {
+                            hub.send_to(id, error);
+                        }
+                    }
+                    .in_current_span(),
+                );
+            }
             Ok(frame) => {
                 if frames.try_send(Box::new((frame, received))).is_err() {
                     hub.send_to(
@@ -233,6 +263,47 @@ async fn run(state: AppState, user: Uuid, socket: WebSocket, slot: SocketSlot) {
     writer.abort();
     drop(slot);
     tracing::info!("browser disconnected");
+}
+
+/// Carries out an `egress_decision`; the `error` frame to send when it changed nothing.
+async fn egress_decision(
+    asker: &crate::egress::ask::Asker,
+    user: Uuid,
+    request: &str,
+    decision: &str,
+) -> Option<Arc<str>> {
+    use crate::egress::ask::{Answer, DecideError};
+    let Ok(request) = request.parse::<Uuid>() else {
+        return Some(error_frame(
+            "egress_unknown",
+            "no open network request has this id",
+        ));
+    };
+    let answer = match decision {
+        "once" => Answer::Once,
+        "always" => Answer::Always,
+        "deny" => Answer::Deny,
+        _ => {
+            return Some(error_frame(
+                "bad_frame",
+                "`decision` is `once`, `always` or `deny`",
+            ));
+        }
+    };
+    match asker.decide(user, request, answer).await {
+        Ok(()) => None,
+        Err(DecideError::Unknown) => Some(error_frame(
+            "egress_unknown",
+            &DecideError::Unknown.to_string(),
+        )),
+        Err(DecideError::Db(error)) => {
+            tracing::error!(%error, "storing an egress decision");
+            Some(error_frame(
+                "unavailable",
+                "your answer could not be stored; try again",
+            ))
+        }
+    }
 }
 
 fn wake_message(error: &crate::workspaces::Error) -> String {
@@ -376,6 +447,8 @@ async fn handle(
                 Err(error) => hub.send_to(id, error_frame("wake_failed", &wake_message(&error))),
             }
         }
+        // Answered by the read loop as it arrives.
+        ClientFrame::EgressDecision { .. } => {}
     }
 }
 

@@ -501,6 +501,20 @@ fn is_empty_dir(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
 }
 
+/// The egress proxy's questions reach the user's tabs on this router through
+/// their hub (`crate::egress::ask`).
+impl crate::egress::ask::Browsers for Registry {
+    fn send(&self, user: Uuid, frame: &Arc<str>) -> usize {
+        match self.existing_hub(user) {
+            Some(hub) => {
+                hub.send_to_all(frame);
+                hub.connections()
+            }
+            None => 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

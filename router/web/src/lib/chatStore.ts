@@ -12,6 +12,7 @@
 
 import type { Api, StorageLike } from "./api";
 import { ChatConnection, type ConnectionState } from "./connection";
+import { EgressPrompts } from "./egressPrompts";
 import {
   addUserMessage,
   applyFrame,
@@ -98,6 +99,8 @@ export class ChatStore {
   private queue: { conversation: string; key: string }[] = [];
   private queueTimer: ReturnType<typeof setInterval> | null = null;
   private draftN = 0;
+  /** The agent's questions about network hosts (`egress_request`). */
+  readonly egress: EgressPrompts;
 
   constructor(
     private api: Api,
@@ -106,6 +109,7 @@ export class ChatStore {
     private saved: StorageLike | null = sessionStore(),
   ) {
     this.entries.set(this.current, { chat: this.snap.chat, loaded: true, draft: true });
+    this.egress = new EgressPrompts(conn);
     conn.subscribe((e) => {
       if (e.kind === "state") this.set({ connection: e.state });
       else {
@@ -402,6 +406,7 @@ export class ChatStore {
   /** Forgets everything shown (sign-out). */
   reset() {
     this.loadToken++;
+    this.egress.clear();
     if (this.saved) {
       for (const q of this.queue) {
         try {

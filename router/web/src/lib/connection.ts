@@ -6,7 +6,7 @@
 // conversation after the last one passed on. After a drop it resumes every
 // conversation whose turn runs. No React here, so tests drive it with a fake socket.
 
-import { RESUME_INCOMPLETE, hasSeq, parseFrame, type ClientFrame, type ServerFrame } from "./types";
+import { RESUME_INCOMPLETE, hasSeq, parseFrame, type ClientFrame, type EgressAnswer, type ServerFrame } from "./types";
 
 /** The part of the browser's WebSocket this module uses. */
 export interface SocketLike {
@@ -169,6 +169,12 @@ export class ChatConnection {
   /** Stops the running answer of `conversationId` (of every conversation without one). */
   interrupt(conversationId?: string) {
     this.send(conversationId ? { type: "interrupt", conversation_id: conversationId } : { type: "interrupt" });
+  }
+
+  /** Answers the egress question `id` (dropped when offline: the question
+   * expires, and a tab that connects is asked again while it is open). */
+  decideEgress(id: string, decision: EgressAnswer) {
+    this.sendNow({ type: "egress_decision", id, decision });
   }
 
   /** A message to `id` was refused before its turn started. */

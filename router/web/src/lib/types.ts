@@ -94,7 +94,12 @@ export type ClientFrame =
       replaces?: string;
     }
   | { type: "interrupt"; conversation_id?: string }
-  | { type: "resume"; conversation_id: string; after_seq: number };
+  | { type: "resume"; conversation_id: string; after_seq: number }
+  /** The user's answer to an `egress_request`. */
+  | { type: "egress_decision"; id: string; decision: EgressAnswer };
+
+/** Allow this connection only, allow the host from now on, or refuse it. */
+export type EgressAnswer = "once" | "always" | "deny";
 
 // Every numbered frame names its conversation: the router relays the events of
 // all the user's conversations to each of their connections.
@@ -126,7 +131,12 @@ export type ServerFrame =
   /** With `seq`, it ended that conversation's turn; with `conversation_id` only,
    * a message to it was refused (or its sandbox went); with neither, it is about
    * a frame of this connection. */
-  | { type: "error"; code: string; message: string; conversation_id?: string; seq?: number };
+  | { type: "error"; code: string; message: string; conversation_id?: string; seq?: number }
+  /** The agent's sandbox asks to reach a host outside the allow-list; its
+   * connection waits (at most `expires_in_ms`) for an `egress_decision`. */
+  | { type: "egress_request"; id: string; host: string; port: number; expires_in_ms: number }
+  /** A question ended (answered in some tab, expired, or no tab was open). */
+  | { type: "egress_resolved"; id: string; decision: EgressAnswer | "expired" | "unseen" };
 
 export type ErrorFrame = Extract<ServerFrame, { type: "error" }>;
 
@@ -164,6 +174,18 @@ export function parseFrame(data: unknown): ServerFrame | null {
   }
   if (!v || typeof v !== "object") return null;
   const t = (v as { type?: unknown }).type;
-  const known = ["status", "turn", "text", "tool_use", "tool_result", "document", "voice", "done", "error"];
+  const known = [
+    "status",
+    "turn",
+    "text",
+    "tool_use",
+    "tool_result",
+    "document",
+    "voice",
+    "done",
+    "error",
+    "egress_request",
+    "egress_resolved",
+  ];
   return typeof t === "string" && known.includes(t) ? (v as ServerFrame) : null;
 }

@@ -2,6 +2,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useNavigate, useParams } from "react-router";
 import { useUploads } from "../components/Attachments";
 import { Composer } from "../components/Composer";
+import { EgressPrompt } from "../components/EgressPrompt";
 import { EmptyChat } from "../components/EmptyChat";
 import { ConversationList } from "../components/ConversationList";
 import { ChatErrorView, MessageView, type RewriteActions } from "../components/MessageView";
@@ -218,6 +219,7 @@ function ChatView({ pane }: { pane: Pane }) {
             <div ref={bottom} />
           </div>
         </div>
+        <EgressPrompt prompts={store.egress} />
         <Composer
           attach={attach}
           streaming={chat.streaming}
