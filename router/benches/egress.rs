@@ -128,16 +128,19 @@ async fn tls_server() -> anyhow::Result<(SocketAddr, String)> {
 /// A client straight to the stand-ins (their names resolved to them) or through
 /// the proxy with the workspace token. No connection is reused between requests
 /// (`pool_max_idle_per_host(0)`), so each request pays its connection.
-fn client(ca: &str, via: Option<(SocketAddr, &str)>, names: &[(&str, SocketAddr)]) -> anyhow::Result<reqwest::Client> {
+fn client(
+    ca: &str,
+    via: Option<(SocketAddr, &str)>,
+    names: &[(&str, SocketAddr)],
+) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
         .pool_max_idle_per_host(0)
         .no_proxy();
     match via {
         Some((proxy, token)) => {
-            builder = builder.proxy(
-                reqwest::Proxy::all(format!("http://{proxy}"))?.basic_auth("jarvis", token),
-            );
+            builder = builder
+                .proxy(reqwest::Proxy::all(format!("http://{proxy}"))?.basic_auth("jarvis", token));
         }
         None => {
             for (name, addr) in names {
@@ -195,7 +198,8 @@ async fn main() -> anyhow::Result<()> {
         format!("plain.test:{}", plain.port()),
         format!("secure.test:{}", secure.port()),
     ]);
-    let plans = Plans::from_json(&serde_json::json!({"free": {"egress_allow": allow}}).to_string())?;
+    let plans =
+        Plans::from_json(&serde_json::json!({"free": {"egress_allow": allow}}).to_string())?;
     let loopback: IpAddr = "127.0.0.1".parse()?;
     let names = StaticResolver::default()
         .with("plain.test", &[loopback])
@@ -220,7 +224,10 @@ async fn main() -> anyhow::Result<()> {
     let plain_url = |path: &str| format!("http://plain.test:{}{path}", plain.port());
     let secure_url = |path: &str| format!("https://secure.test:{}{path}", secure.port());
 
-    println!("\n{} MiB download, median of {ROUNDS} (rounds alternate the paths)\n", DOWNLOAD / MIB);
+    println!(
+        "\n{} MiB download, median of {ROUNDS} (rounds alternate the paths)\n",
+        DOWNLOAD / MIB
+    );
     println!("| download         | direct               | through the proxy    | proxy / direct |");
     println!("|------------------|----------------------|----------------------|----------------|");
     for (name, url) in [
@@ -246,10 +253,15 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    println!("\ntime to first byte of a small answer, a new connection each, {FIRST_BYTES} requests\n");
+    println!(
+        "\ntime to first byte of a small answer, a new connection each, {FIRST_BYTES} requests\n"
+    );
     println!("| path                      | p50       | p99       |");
     println!("|---------------------------|-----------|-----------|");
-    for (name, url) in [("http", plain_url("/hello")), ("https", secure_url("/hello"))] {
+    for (name, url) in [
+        ("http", plain_url("/hello")),
+        ("https", secure_url("/hello")),
+    ] {
         let (mut d, mut p) = (Vec::new(), Vec::new());
         for _ in 0..FIRST_BYTES {
             d.push(first_byte(&direct, &url).await?);
@@ -279,7 +291,10 @@ async fn main() -> anyhow::Result<()> {
     .bind(user)
     .fetch_one(&db)
     .await?;
-    println!("\naudited: {rows} connections, {} MiB down", bytes.unwrap_or(0) / MIB as i64);
+    println!(
+        "\naudited: {rows} connections, {} MiB down",
+        bytes.unwrap_or(0) / MIB as i64
+    );
     bench_db.drop().await?;
     Ok(())
 }
