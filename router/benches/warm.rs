@@ -55,6 +55,7 @@ struct Jarvis {
     url: String,
     origin: String,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    first_uid: u32,
 }
 
 impl Jarvis {
@@ -109,6 +110,7 @@ impl Jarvis {
             url: format!("ws://{addr}/ws"),
             origin: format!("http://{addr}"),
             server,
+            first_uid,
         })
     }
 
@@ -206,7 +208,15 @@ async fn burst(jarvis: &Arc<Jarvis>, api: &FakeApi, tag: &str) -> anyhow::Result
     }
     let mut users = Vec::with_capacity(BURST);
     for i in 0..BURST {
-        users.push(jarvis.user(&format!("{tag}{i}@example.com")).await?.1);
+        let (id, token) = jarvis.user(&format!("{tag}{i}@example.com")).await?;
+        // Each user's host uid given beforehand: fifty first wakes at once
+        // would race for uids (`uids::of_workspace` gives up after 8 tries).
+        sqlx::query("insert into workspaces (owner_id, host_uid) values ($1, $2)")
+            .bind(id)
+            .bind(i64::from(jarvis.first_uid) + 100 + i as i64)
+            .execute(&jarvis.state.db)
+            .await?;
+        users.push(token);
     }
     let runs = users.into_iter().map(|token| {
         let jarvis = jarvis.clone();
@@ -238,6 +248,11 @@ fn ratio(name: &str, a: &[Duration], b: &[Duration]) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Logs (RUST_LOG) to stderr: why a wake failed, say.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let bench_db = BenchDb::fresh(DB, 40).await?;
     let (db, db_url) = (bench_db.pool.clone(), bench_db.url.clone());
     let dir = tempfile::tempdir()?;
