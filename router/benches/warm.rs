@@ -19,6 +19,18 @@
 //! Needs root (sandboxes run as uids of their own) and the CLI installed
 //! (`scripts/install-claude.sh`). Uses `DATABASE_URL`'s server and (re)creates
 //! `jarvis_bench_warm`.
+//!
+//! Measured 2026-12-07 on the 2-core dev machine shared with other builds
+//! (load ~10), `--profile dev` (the release seed was not available), one run:
+//!
+//! | case                                 | p50          | p99          |
+//! |--------------------------------------|--------------|--------------|
+//! | asleep, pool of 1 (10 wakes)         |     234.1 ms |     368.2 ms |
+//! | awake (baseline)                     |     148.8 ms |     237.1 ms |
+//! | asleep / awake                       |      1.57×   |      1.55×   |
+//! | 50 at once, no pool                  |   29853.4 ms |   29978.7 ms |
+//! | 50 at once, pool of 50               |    8239.1 ms |    8691.1 ms |
+//! | no pool / pool                       |      3.62×   |      3.45×   |
 
 use std::{
     path::{Path, PathBuf},
@@ -60,7 +72,6 @@ struct Jarvis {
 
 impl Jarvis {
     async fn start(
-        db: &sqlx::PgPool,
         db_url: &str,
         dir: &Path,
         api: &FakeApi,
@@ -97,6 +108,8 @@ impl Jarvis {
             first: first_uid,
             last: first_uid + 999,
         };
+        // A pool of its own: a connection one router leaves broken stays its own.
+        let db = router::db::connect(db_url, 40).await?;
         let state = AppState::new(config, db.clone()).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -254,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
     let bench_db = BenchDb::fresh(DB, 40).await?;
-    let (db, db_url) = (bench_db.pool.clone(), bench_db.url.clone());
+    let db_url = bench_db.url.clone();
     let dir = tempfile::tempdir()?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -275,6 +288,7 @@ async fn main() -> anyhow::Result<()> {
         .await?,
     );
     let cold_burst = burst(&cold, &api, "cold").await?;
+    row(&format!("{BURST} at once, no pool"), &cold_burst);
     if let Ok(cold) = Arc::try_unwrap(cold) {
         cold.stop().await;
     }
@@ -303,6 +317,8 @@ async fn main() -> anyhow::Result<()> {
     }
     asleep.sort();
     awake.sort();
+    row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
+    row("awake (baseline)", &awake);
     one.stop().await;
 
     // 2b. The burst against a full pool.
@@ -317,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?,
     );
-    warm.pool_full(BURST, Duration::from_secs(30)).await?;
+    warm.pool_full(BURST, Duration::from_secs(20)).await?;
     let warm_burst = burst(&warm, &api, "warm").await?;
     if let Ok(warm) = Arc::try_unwrap(warm) {
         warm.stop().await;
