@@ -276,17 +276,8 @@ async fn main() -> anyhow::Result<()> {
     let api = FakeApi::start().await?;
 
     // 2a. The burst without a pool (first: nothing else runs yet).
-    let cold = Arc::new(
-        Jarvis::start(
-            &db,
-            &db_url,
-            &dir.path().join("cold"),
-            &api,
-            0,
-            1_910_000_000,
-        )
-        .await?,
-    );
+    let cold =
+        Arc::new(Jarvis::start(&db_url, &dir.path().join("cold"), &api, 0, 1_910_000_000).await?);
     let cold_burst = burst(&cold, &api, "cold").await?;
     row(&format!("{BURST} at once, no pool"), &cold_burst);
     if let Ok(cold) = Arc::try_unwrap(cold) {
@@ -294,15 +285,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 1. Sleeping vs awake with a pool of 1.
-    let one = Jarvis::start(
-        &db,
-        &db_url,
-        &dir.path().join("one"),
-        &api,
-        1,
-        1_911_000_000,
-    )
-    .await?;
+    let one = Jarvis::start(&db_url, &dir.path().join("one"), &api, 1, 1_911_000_000).await?;
     let (id, token) = one.user("warm@example.com").await?;
     let hub = one.registry.hub(id);
     one.pool_full(1, SETTLE).await?;
@@ -324,7 +307,6 @@ async fn main() -> anyhow::Result<()> {
     // 2b. The burst against a full pool.
     let warm = Arc::new(
         Jarvis::start(
-            &db,
             &db_url,
             &dir.path().join("warm"),
             &api,
