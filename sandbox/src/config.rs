@@ -223,7 +223,7 @@ mod tests {
             "both"
         );
         assert!(
-            Config::try_parse_from(&claim[..1].iter().chain(&claim[3..]).collect::<Vec<_>>())
+            Config::try_parse_from(claim[..1].iter().chain(&claim[3..]).collect::<Vec<_>>())
                 .is_err(),
             "neither"
         );
