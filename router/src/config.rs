@@ -128,6 +128,15 @@ pub struct Config {
     #[arg(long, env = "JARVIS_MAX_AGENTS", default_value_t = 1)]
     pub max_agents: u32,
 
+    /// Warm wake (local backend): sandboxes kept started, unassigned, with a CLI
+    /// already running, that a waking user claims instead of starting one; the
+    /// pool is refilled in the background, one at a time, and a wake that finds
+    /// it empty starts a sandbox as without a pool. With a pool every sandbox
+    /// also keeps a spare CLI for its next new conversation (one more CLI
+    /// process per awake workspace). 0: no pool, no spare CLIs.
+    #[arg(long, env = "JARVIS_WARM_POOL", default_value_t = 0)]
+    pub warm_pool: usize,
+
     /// Legacy Supabase JWT secret: verifies HS256 Supabase Auth tokens.
     #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
     pub supabase_jwt_secret: Option<String>,
@@ -508,6 +517,7 @@ impl Config {
             max_upload_bytes: 104_857_600,
             max_sockets_per_user: 16,
             max_agents: 1,
+            warm_pool: 0,
             supabase_jwt_secret: None,
             supabase_url: None,
             jwt_secret: None,

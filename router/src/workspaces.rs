@@ -154,6 +154,12 @@ pub trait Backend: Send + Sync + 'static {
     /// that keep their own idle clock record it; the default does nothing. Must not
     /// block: called on every frame.
     fn touch(&self, _user: Uuid) {}
+
+    /// Warm sandboxes started and unclaimed now (`JARVIS_WARM_POOL`, local
+    /// backend); 0 for a backend without a pool.
+    fn warm_slots(&self) -> usize {
+        0
+    }
 }
 
 /// How often the registry reports the activity of workspaces in use (browsers
@@ -274,6 +280,7 @@ pub fn backend(
                         tmp_bytes: config.sandbox_tmp_bytes,
                     },
                     ready_timeout: config.wake_timeout,
+                    warm_pool: config.warm_pool,
                 },
                 db.clone(),
             )))

@@ -38,6 +38,50 @@ pub struct AgentSettings {
     /// The sandbox's own sync through the router (`--sync router`): attachments
     /// missing from the workspace are fetched before a turn, changes pushed after.
     pub sync: Option<Arc<RouterSync>>,
+    /// A CLI kept started for the next new conversation (`--spare-agent`).
+    pub spare: Option<Arc<Spare>>,
+}
+
+/// A CLI started ahead of the next new conversation, under a session id of its
+/// own: a new conversation's first turn skips the CLI's start-up (the CPU
+/// seconds of a start are spent before anyone waits). The conversation that
+/// takes it keeps its session (`crate::sessions`). Started at the sandbox's
+/// start and again after a turn that used it (so it does not compete with that
+/// turn's answer). It counts on top of `max_agents`.
+#[derive(Debug, Default)]
+pub struct Spare {
+    ready: std::sync::Mutex<Option<(String, Agent)>>,
+}
+
+impl Spare {
+    /// Starts a spare CLI from `template` unless one is ready.
+    pub fn fill(&self, template: &AgentSpec) {
+        let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        if ready.as_mut().is_some_and(|(_, agent)| agent.is_alive()) {
+            return;
+        }
+        let mut spec = template.clone();
+        spec.session_id = uuid::Uuid::new_v4().to_string();
+        spec.resume = false;
+        spec.resume_at = None;
+        match Agent::spawn(&spec) {
+            Ok(agent) => {
+                tracing::debug!(session.id = %spec.session_id, "spare agent started");
+                *ready = Some((spec.session_id, agent));
+            }
+            Err(error) => {
+                *ready = None;
+                tracing::warn!(%error, "could not start a spare agent");
+            }
+        }
+    }
+
+    /// The spare CLI and its session id, if one is ready and alive.
+    fn take(&self) -> Option<(String, Agent)> {
+        let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        let (session, mut agent) = ready.take()?;
+        agent.is_alive().then_some((session, agent))
+    }
 }
 
 /// A conversation's CLI and running turn.
@@ -104,8 +148,9 @@ pub fn start_turn(hub: Arc<Hub>, settings: Arc<AgentSettings>, request: TurnRequ
         max_turns,
         link,
     } = request;
+    let session = hub.sessions().session_of(&conversation_id);
     let rewind = match replaces
-        .map(|prompt| Rewind::plan(&settings.spec.home, &conversation_id, &prompt))
+        .map(|prompt| Rewind::plan(&settings.spec.home, &session, &prompt))
         .transpose()
     {
         Ok(rewind) => rewind,
@@ -294,15 +339,19 @@ async fn run_turn(
             }
         }
     }
-    let agent = match (agent, rewind) {
+    let spare = match (&agent, &rewind) {
+        (None, None) => take_spare(&hub, &settings, &conversation_id),
+        _ => None,
+    };
+    let agent = match (agent.or(spare), rewind) {
         (Some(agent), None) => Ok(agent),
         (_, rewind) => {
             let mut spec = settings.spec.clone();
-            spec.session_id = conversation_id.clone();
+            spec.session_id = hub.sessions().session_of(&conversation_id);
             match rewind.map(Rewind::apply).transpose() {
                 Ok(at) => {
                     spec.resume_at = at.flatten();
-                    spec.resume = transcript_exists(&spec.home, &conversation_id);
+                    spec.resume = transcript_exists(&spec.home, &spec.session_id);
                     Agent::spawn(&spec)
                 }
                 Err(error) => Err(crate::Error::Rewind(error)),
@@ -346,12 +395,40 @@ async fn run_turn(
     }
     hub.release(&mut state, &conversation_id);
     drop(state);
+    // The next new conversation is warm too (also when the spare died):
+    // started after this turn's answer, not against it.
+    if let Some(spare) = &settings.spare {
+        spare.fill(&settings.spec);
+    }
     if let Some(sync) = settings.sync.clone() {
         tokio::spawn(async move {
             if let Err(error) = sync.push().await {
                 tracing::warn!(%error, "the workspace could not be pushed to the router");
             }
         });
+    }
+}
+
+/// The spare CLI for `conversation_id` when it is new (no session recorded,
+/// no transcript): its session is recorded as the conversation's first.
+fn take_spare(hub: &Hub, settings: &AgentSettings, conversation_id: &str) -> Option<Agent> {
+    let spare = settings.spare.as_ref()?;
+    if hub.sessions().is_mapped(conversation_id)
+        || transcript_exists(&settings.spec.home, conversation_id)
+    {
+        return None;
+    }
+    let (session, agent) = spare.take()?;
+    match hub.sessions().record(conversation_id, &session) {
+        Ok(()) => {
+            tracing::debug!(conversation.id = conversation_id, session.id = %session, "the spare agent takes a new conversation");
+            Some(agent)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the session map could not be written; starting an agent instead");
+            agent.shutdown();
+            None
+        }
     }
 }
 

@@ -18,9 +18,33 @@ pub struct Config {
     #[arg(long, env = "JARVIS_SANDBOX_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: String,
 
-    /// The workspace token: the router must present it, and the CLI uses it as its API key.
-    #[arg(long, env = "JARVIS_WORKSPACE_TOKEN", hide_env_values = true)]
-    pub workspace_token: String,
+    /// The workspace token: the router must present it, and the model calls and
+    /// the sandbox's own requests to the router carry it.
+    #[arg(
+        long,
+        env = "JARVIS_WORKSPACE_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "claim_secret"
+    )]
+    pub workspace_token: Option<String>,
+
+    /// Start unassigned (a warm pool's sandbox): no workspace token until the
+    /// router claims the sandbox with this secret (`POST /v1/claim`). Needs
+    /// `--gateway-socket` (the gateway forwarder adds the token to model calls)
+    /// and `--sync off`.
+    #[arg(
+        long,
+        env = "JARVIS_CLAIM_SECRET",
+        hide_env_values = true,
+        conflicts_with = "workspace_token"
+    )]
+    pub claim_secret: Option<String>,
+
+    /// Keep a CLI started for the next new conversation (one more CLI process
+    /// than `--max-agents`): a new conversation's first answer skips the CLI's
+    /// start-up. Needs `--gateway-socket`.
+    #[arg(long, env = "JARVIS_SPARE_AGENT")]
+    pub spare_agent: bool,
 
     /// The model gateway's base URL (the router), e.g. `http://router:8080`.
     #[arg(long, env = "JARVIS_GATEWAY_URL", conflicts_with = "gateway_socket")]
@@ -177,6 +201,31 @@ mod tests {
                 "/run/egress.sock"
             ]))
             .is_err()
+        );
+    }
+
+    #[test]
+    fn a_sandbox_has_a_token_or_a_claim_secret_not_both() {
+        let claim = [
+            "sandbox",
+            "--claim-secret",
+            "c",
+            "--claude-bin",
+            "c",
+            "--state-dir",
+            "s",
+        ];
+        let config = Config::try_parse_from(claim).expect("parses");
+        assert_eq!(config.workspace_token, None);
+        assert_eq!(config.claim_secret.as_deref(), Some("c"));
+        assert!(
+            Config::try_parse_from(BASE.iter().chain(&["--claim-secret", "c"])).is_err(),
+            "both"
+        );
+        assert!(
+            Config::try_parse_from(claim[..1].iter().chain(&claim[3..]).collect::<Vec<_>>())
+                .is_err(),
+            "neither"
         );
     }
 

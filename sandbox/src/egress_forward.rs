@@ -30,7 +30,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Result};
+use crate::{Result, credentials::Credentials};
 
 /// The user name in the `Proxy-Authorization` the router's proxy expects.
 pub const PROXY_USER: &str = "jarvis";
@@ -41,7 +41,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait to connect to the router's proxy.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Where the router's egress proxy is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,24 +64,32 @@ impl std::fmt::Display for Upstream {
 /// What every relayed request needs.
 struct Relay {
     upstream: Upstream,
-    authorization: HeaderValue,
+    credentials: Arc<Credentials>,
+}
+
+impl Relay {
+    /// `Proxy-Authorization` with the workspace token, once the sandbox has one.
+    fn authorization(&self) -> Option<HeaderValue> {
+        let token = self.credentials.token()?;
+        let mut value =
+            HeaderValue::from_str(&format!("Basic {}", basic_credentials(&token))).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
 }
 
 /// Listens on `127.0.0.1:0` and relays each client to `upstream`, authenticated
-/// with `token`; returns the address to give the agent as its proxy.
+/// with the workspace token `credentials` hold at the time of each request;
+/// returns the address to give the agent as its proxy.
 pub async fn start(
     upstream: Upstream,
-    token: &str,
+    credentials: Arc<Credentials>,
     cancel: CancellationToken,
 ) -> Result<SocketAddr> {
-    let mut authorization =
-        HeaderValue::from_str(&format!("Basic {}", basic_credentials(token)))
-            .map_err(|_| Error::Config("the workspace token is not a valid header value".into()))?;
-    authorization.set_sensitive(true);
     let relay_upstream = upstream.to_string();
     let relay = Arc::new(Relay {
         upstream,
-        authorization,
+        credentials,
     });
     let addr = crate::loopback::serve("egress forwarder", cancel, move |client| {
         let _ = client.set_nodelay(true);
@@ -120,9 +128,12 @@ async fn forward(relay: &Relay, mut req: Request<Incoming>) -> Response<Body> {
     let target = req.uri().to_string();
     // Taken before the request moves on: the client's side of a tunnel.
     let client_side = connect.then(|| hyper::upgrade::on(&mut req));
+    let Some(authorization) = relay.authorization() else {
+        return bad_gateway("the sandbox has no workspace yet\n");
+    };
     req.headers_mut().remove(header::PROXY_AUTHORIZATION);
     req.headers_mut()
-        .insert(header::PROXY_AUTHORIZATION, relay.authorization.clone());
+        .insert(header::PROXY_AUTHORIZATION, authorization);
     let mut response = match send(&relay.upstream, req).await {
         Ok(response) => response,
         Err(error) => {
@@ -155,8 +166,12 @@ async fn forward(relay: &Relay, mut req: Request<Incoming>) -> Response<Body> {
     response.map(BodyExt::boxed)
 }
 
-/// Sends `req` over a fresh connection to the router's proxy.
-async fn send(upstream: &Upstream, req: Request<Incoming>) -> std::io::Result<Response<Incoming>> {
+/// Sends `req` over a fresh connection to `upstream` (also the gateway
+/// forwarder's way to the router).
+pub(crate) async fn send(
+    upstream: &Upstream,
+    req: Request<Incoming>,
+) -> std::io::Result<Response<Incoming>> {
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
         match upstream {
             Upstream::Unix(path) => UnixStream::connect(path).await.map(Io::Unix),
@@ -241,7 +256,7 @@ fn empty() -> Body {
         .boxed()
 }
 
-fn bad_gateway(text: &str) -> Response<Body> {
+pub(crate) fn bad_gateway(text: &str) -> Response<Body> {
     let mut response = Response::new(
         Full::new(Bytes::from(text.to_owned()))
             .map_err(|never| match never {})
@@ -336,9 +351,13 @@ mod tests {
     async fn every_request_on_a_connection_carries_the_token_and_only_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = fake_router_proxy(dir.path().join("egress.sock")).await;
-        let addr = start(Upstream::Unix(socket), TOKEN, CancellationToken::new())
-            .await
-            .expect("start");
+        let addr = start(
+            Upstream::Unix(socket),
+            Credentials::assigned(TOKEN),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("start");
         let client = TcpStream::connect(addr).await.expect("connect");
         let mut client = BufReader::new(client);
         for path in ["/one", "/two"] {
@@ -366,9 +385,13 @@ mod tests {
     async fn a_tunnel_carries_bytes_both_ways_after_connect() {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = fake_router_proxy(dir.path().join("egress.sock")).await;
-        let addr = start(Upstream::Unix(socket), TOKEN, CancellationToken::new())
-            .await
-            .expect("start");
+        let addr = start(
+            Upstream::Unix(socket),
+            Credentials::assigned(TOKEN),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("start");
         let client = TcpStream::connect(addr).await.expect("connect");
         let mut client = BufReader::new(client);
         client
@@ -395,7 +418,7 @@ mod tests {
         let missing = dir.path().join("egress.sock");
         let addr = start(
             Upstream::Unix(missing.clone()),
-            TOKEN,
+            Credentials::assigned(TOKEN),
             CancellationToken::new(),
         )
         .await

@@ -5,6 +5,8 @@
 pub mod agents;
 /// Command-line and environment configuration.
 pub mod config;
+/// The workspace token, and the claim that gives a warm pool sandbox one.
+pub mod credentials;
 /// The agent's loopback HTTP proxy, relaying to the router's egress proxy.
 pub mod egress_forward;
 /// Forwards loopback TCP to the router's gateway socket (local mode).
@@ -33,6 +35,8 @@ pub mod sentences;
 pub mod server;
 /// Conversations, numbered events, replay and the router links.
 pub mod session;
+/// Which CLI session holds each conversation's history.
+pub mod sessions;
 /// Speaks an answer sentence by sentence while it streams.
 pub mod speaker;
 /// Workspace files and agent state ⇄ the router, for sandboxes whose disks the

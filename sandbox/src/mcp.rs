@@ -164,7 +164,7 @@ impl JarvisTools {
         parts: Parts,
         Parameters(args): Parameters<SpeakArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let conversation = conversation(&parts);
+        let conversation = self.conversation(&parts);
         let text = args.text.clone();
         let result = self
             .hub
@@ -189,7 +189,9 @@ impl JarvisTools {
 
 impl JarvisTools {
     async fn forward(&self, parts: Parts, call: ToolCall) -> Result<CallToolResult, ErrorData> {
-        Ok(tool_result(self.hub.call(conversation(&parts), call).await))
+        Ok(tool_result(
+            self.hub.call(self.conversation(&parts), call).await,
+        ))
     }
 
     /// A call whose success is a document `{id, filename}`: also emits `document`.
@@ -199,7 +201,7 @@ impl JarvisTools {
         call: ToolCall,
         filename: String,
     ) -> Result<CallToolResult, ErrorData> {
-        let conversation = conversation(&parts);
+        let conversation = self.conversation(&parts);
         let result = self.hub.call(conversation.clone(), call).await;
         if let (Ok(reply), Some(conversation)) = (&result, &conversation) {
             let id = text_field(reply, "id");
@@ -222,14 +224,18 @@ impl ServerHandler for JarvisTools {
     }
 }
 
-/// The calling conversation, from the header in the CLI's MCP config.
-fn conversation(parts: &Parts) -> Option<String> {
-    let Extension(parts) = parts;
-    parts
-        .headers
-        .get(CONVERSATION_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string)
+impl JarvisTools {
+    /// The calling conversation, from the header in the CLI's MCP config: the
+    /// CLI's session, mapped to the conversation it serves (a spare CLI's
+    /// session is not its conversation's id).
+    fn conversation(&self, parts: &Parts) -> Option<String> {
+        let Extension(parts) = parts;
+        parts
+            .headers
+            .get(CONVERSATION_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(|session| self.hub.sessions().conversation_of(session))
+    }
 }
 
 fn text_field(value: &Value, key: &str) -> String {

@@ -72,7 +72,8 @@ pub struct AgentSpec {
     pub resume_at: Option<String>,
     /// The model gateway's base URL as the CLI sees it.
     pub gateway_url: String,
-    /// The workspace token, the CLI's API key.
+    /// The CLI's API key: a placeholder the gateway forwarder replaces with
+    /// the workspace token (local mode), else the workspace token.
     pub api_key: String,
     /// The Jarvis MCP server's URL.
     pub mcp_url: String,

@@ -5,13 +5,16 @@
 //! Owns the requests and how their answers are classified (retry, refusal,
 //! result); when to send and what to send is the outbox's and the hub's business.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::protocol::{ErrorBody, ToolCall};
+use crate::{
+    credentials::Credentials,
+    protocol::{ErrorBody, ToolCall},
+};
 
 /// The events route (see DESIGN: `POST /v1/workspace/events`).
 pub const EVENTS_PATH: &str = "v1/workspace/events";
@@ -72,7 +75,7 @@ impl ApiError {
 pub struct RouterApi {
     client: reqwest::Client,
     base: Url,
-    token: String,
+    credentials: Arc<Credentials>,
 }
 
 impl std::fmt::Debug for RouterApi {
@@ -88,13 +91,20 @@ impl RouterApi {
     /// A client of the router at `gateway_url` presenting the workspace `token`;
     /// `None` when the URL cannot be a base.
     pub fn new(gateway_url: &str, token: &str) -> Option<Self> {
+        Self::with_credentials(gateway_url, Credentials::assigned(token))
+    }
+
+    /// A client of the router at `gateway_url` presenting the workspace token
+    /// `credentials` hold at the time of each request (none yet: every request
+    /// is refused as unauthorized without being sent).
+    pub fn with_credentials(gateway_url: &str, credentials: Arc<Credentials>) -> Option<Self> {
         let base = Url::parse(&format!("{}/", gateway_url.trim_end_matches('/')))
             .ok()
             .filter(|u| !u.cannot_be_a_base())?;
         Some(Self {
             client: reqwest::Client::new(),
             base,
-            token: token.to_string(),
+            credentials,
         })
     }
 
@@ -106,10 +116,16 @@ impl RouterApi {
         timeout: Duration,
     ) -> Result<Value, ApiError> {
         let url = self.base.join(path).unwrap_or_else(|_| self.base.clone());
+        let Some(token) = self.credentials.token() else {
+            return Err(ApiError::Status {
+                status: StatusCode::UNAUTHORIZED,
+                body: "the sandbox has no workspace yet".into(),
+            });
+        };
         let response = self
             .client
             .post(url)
-            .header("x-api-key", &self.token)
+            .header("x-api-key", &*token)
             .timeout(timeout)
             .json(body)
             .send()

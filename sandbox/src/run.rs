@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, Result,
-    agents::AgentSettings,
+    agents::{AgentSettings, Spare},
     config::{Config, SyncMode},
+    credentials::Credentials,
     egress_forward, gateway_forward,
     installs::Installs,
     mcp,
@@ -32,6 +33,7 @@ use crate::{
     router_api::RouterApi,
     server::{self, AppState},
     session::Hub,
+    sessions::Sessions,
     sync::RouterSync,
 };
 
@@ -79,11 +81,47 @@ pub async fn run(
     for dir in [&config.state_dir, &config.workspace_dir] {
         prepare_dir(dir, uid_gid)?;
     }
-    let gateway_url = match (&config.gateway_url, &config.gateway_socket) {
-        (Some(url), None) => url.trim_end_matches('/').to_string(),
+    let credentials = match (&config.workspace_token, &config.claim_secret) {
+        (Some(token), None) if !token.is_empty() => Credentials::assigned(token),
+        (None, Some(secret)) if !secret.is_empty() => {
+            if config.gateway_socket.is_none() || config.sync != SyncMode::Off {
+                return Err(Error::Config(
+                    "an unassigned sandbox (--claim-secret) needs --gateway-socket and --sync off"
+                        .into(),
+                ));
+            }
+            Credentials::unassigned(secret)
+        }
+        _ => return Err(Error::Config("the workspace token is empty".into())),
+    };
+    if config.spare_agent && config.gateway_socket.is_none() {
+        return Err(Error::Config(
+            "a spare agent (--spare-agent) needs --gateway-socket".into(),
+        ));
+    }
+    let sessions = Arc::new(Sessions::load(&config.state_dir));
+    // Through the forwarder the CLI has a placeholder key (the forwarder adds
+    // the token); with a gateway URL it calls the gateway itself, with the token.
+    let (gateway_url, api_key) = match (&config.gateway_url, &config.gateway_socket) {
+        (Some(url), None) => (
+            url.trim_end_matches('/').to_string(),
+            credentials
+                .token()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+        ),
         (None, Some(socket)) => {
-            let addr = gateway_forward::start(socket.clone(), cancel.child_token()).await?;
-            format!("http://{addr}")
+            let addr = gateway_forward::start(
+                socket.clone(),
+                credentials.clone(),
+                sessions.clone(),
+                cancel.child_token(),
+            )
+            .await?;
+            (
+                format!("http://{addr}"),
+                gateway_forward::PLACEHOLDER_KEY.to_string(),
+            )
         }
         _ => {
             return Err(Error::Config(
@@ -91,15 +129,13 @@ pub async fn run(
             ));
         }
     };
-    if config.workspace_token.is_empty() {
-        return Err(Error::Config("the workspace token is empty".into()));
-    }
     let sync = match config.sync {
         SyncMode::Off => None,
         SyncMode::Router => {
+            let token = credentials.token().unwrap_or_default();
             let sync = RouterSync::new(
                 &gateway_url,
-                &config.workspace_token,
+                &token,
                 &config.workspace_dir,
                 &config.state_dir,
                 uid_gid,
@@ -122,8 +158,7 @@ pub async fn run(
     let egress_proxy = match egress_proxy {
         Some(upstream) => {
             let addr =
-                egress_forward::start(upstream, &config.workspace_token, cancel.child_token())
-                    .await?;
+                egress_forward::start(upstream, credentials.clone(), cancel.child_token()).await?;
             Some(format!("http://{addr}"))
         }
         None => None,
@@ -131,9 +166,14 @@ pub async fn run(
     let installs = Installs::new(&config.workspace_dir);
     installs.prepare(&config.cli_path, uid_gid).await;
 
-    let api = RouterApi::new(&gateway_url, &config.workspace_token)
+    let api = RouterApi::with_credentials(&gateway_url, credentials.clone())
         .ok_or_else(|| Error::Config(format!("invalid gateway URL {gateway_url:?}")))?;
-    let hub = Hub::new(config.state_dir.clone(), config.call_timeout, Some(api));
+    let hub = Hub::with_sessions(
+        config.state_dir.clone(),
+        config.call_timeout,
+        Some(api),
+        sessions,
+    );
     // Turns are stored over HTTP, whether or not a router link is attached.
     hub.start_outbox();
     let mcp_listener = TcpListener::bind("127.0.0.1:0")
@@ -160,7 +200,7 @@ pub async fn run(
             resume: false,
             resume_at: None,
             gateway_url,
-            api_key: config.workspace_token.clone(),
+            api_key,
             mcp_url: format!("http://{mcp_addr}/mcp"),
             mcp_tools: mcp::TOOL_NAMES.iter().map(|t| t.to_string()).collect(),
             path: installs.path(&config.cli_path),
@@ -173,12 +213,16 @@ pub async fn run(
         max_agents: config.max_agents,
         idle_timeout: config.turn_idle_timeout,
         sync: sync.clone(),
+        spare: config.spare_agent.then(|| Arc::new(Spare::default())),
     });
+    if let Some(spare) = &settings.spare {
+        spare.fill(&settings.spec);
+    }
     let outbox = hub.clone();
     let app = server::app(AppState {
         hub,
         settings,
-        token: config.workspace_token.as_str().into(),
+        credentials,
     });
     let stop = async move {
         shutdown.await;

@@ -1,4 +1,7 @@
-//! The router's WebSocket endpoint (`/ws`, bearer workspace token) and `/healthz`.
+//! The router's WebSocket endpoint (`/ws`, bearer workspace token), the claim
+//! of a warm pool sandbox (`POST /v1/claim`, bearer claim secret, body
+//! `{"token": "<workspace token>"}`: 204, or 401 for another secret, 409 when
+//! claimed already) and `/healthz`.
 //!
 //! Owns authentication, frame size limits and parsing of router frames; hands
 //! each valid frame to the hub or to `agents`. Several router connections (links,
@@ -15,14 +18,14 @@ use axum::{
     },
     http::{HeaderMap, StatusCode, header::AUTHORIZATION},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use subtle::ConstantTimeEq;
 
 use crate::{
     agents::{self, AgentSettings, TurnRequest},
+    credentials::{ClaimError, Credentials},
     protocol::{RouterFrame, error_code},
     session::{Hub, Link, LinkId},
 };
@@ -39,8 +42,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// How turns start CLIs.
     pub settings: Arc<AgentSettings>,
-    /// The workspace token the router must present.
-    pub token: Arc<str>,
+    /// The workspace token the router must present (none yet: unclaimed).
+    pub credentials: Arc<Credentials>,
 }
 
 /// The sandbox's HTTP routes.
@@ -48,6 +51,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(connect_router))
+        .route("/v1/claim", post(claim))
         .with_state(state)
 }
 
@@ -56,7 +60,7 @@ async fn connect_router(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if !authorized(&headers, &state.token) {
+    if !state.credentials.is_token(bearer(&headers)) {
         let body = serde_json::json!({"error": {"code": "unauthorized", "message": "a valid workspace token is required"}});
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
@@ -69,14 +73,55 @@ async fn connect_router(
         .on_upgrade(move |socket| serve_router(socket, state, link))
 }
 
-/// Whether `Authorization: Bearer <token>` carries the workspace token.
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let presented = headers
+/// What `Authorization: Bearer <…>` carries (empty when nothing).
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    !token.is_empty() && bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
+        .unwrap_or_default()
+}
+
+/// What a claim hands over.
+#[derive(serde::Deserialize)]
+struct ClaimBody {
+    token: String,
+}
+
+/// A warm pool sandbox becomes a workspace's: the claim secret it was started
+/// with buys it the workspace token, once. The user's agent state is in its
+/// state directory by now (the router put it there): the session map is read
+/// again.
+async fn claim(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let error = |status: StatusCode, code: &str, message: String| {
+        let body = serde_json::json!({"error": {"code": code, "message": message}});
+        (status, Json(body)).into_response()
+    };
+    let Ok(ClaimBody { token }) = serde_json::from_slice(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the body is {\"token\": \"…\"}".into(),
+        );
+    };
+    match state.credentials.claim(bearer(&headers), &token) {
+        Ok(()) => {
+            state.hub.sessions().reload();
+            tracing::info!("claimed");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e @ ClaimError::Refused) => {
+            error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+        }
+        Err(e @ ClaimError::Claimed) => error(StatusCode::CONFLICT, "claimed", e.to_string()),
+        Err(e @ ClaimError::EmptyToken) => {
+            error(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+        }
+    }
 }
 
 /// One router link: frames in go to the hub, the hub's frames for it go out.
@@ -274,6 +319,9 @@ mod tests {
 
     #[test]
     fn only_the_workspace_token_is_accepted() {
+        let authorized = |headers: &HeaderMap, token: &str| {
+            Credentials::assigned(token).is_token(bearer(headers))
+        };
         let mut headers = HeaderMap::new();
         assert!(!authorized(&headers, "secret"));
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));

@@ -25,6 +25,7 @@ use crate::{
     outbox::{self, Outbox, Pace, Signals},
     protocol::{ErrorBody, SandboxFrame, ToolCall},
     router_api::{RouterApi, call_error},
+    sessions::Sessions,
     translate::EventKind,
 };
 
@@ -155,6 +156,7 @@ pub struct Hub {
     api: Option<RouterApi>,
     signals: Signals,
     pace: Pace,
+    sessions: Arc<Sessions>,
 }
 
 impl Hub {
@@ -172,6 +174,27 @@ impl Hub {
         api: Option<RouterApi>,
         pace: Pace,
     ) -> Arc<Self> {
+        let sessions = Arc::new(Sessions::load(&state_dir));
+        Self::build(state_dir, call_timeout, api, pace, sessions)
+    }
+
+    /// [`Hub::new`] sharing `sessions` (the gateway forwarder's too).
+    pub fn with_sessions(
+        state_dir: PathBuf,
+        call_timeout: Duration,
+        api: Option<RouterApi>,
+        sessions: Arc<Sessions>,
+    ) -> Arc<Self> {
+        Self::build(state_dir, call_timeout, api, Pace::default(), sessions)
+    }
+
+    fn build(
+        state_dir: PathBuf,
+        call_timeout: Duration,
+        api: Option<RouterApi>,
+        pace: Pace,
+        sessions: Arc<Sessions>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(HubState::default()),
             state_dir: state_dir.join("jarvis").join("conversations"),
@@ -179,7 +202,13 @@ impl Hub {
             api,
             signals: Signals::default(),
             pace,
+            sessions,
         })
+    }
+
+    /// Which CLI session holds each conversation.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
     }
 
     pub(crate) fn pace(&self) -> Pace {

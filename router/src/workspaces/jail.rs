@@ -75,6 +75,9 @@ pub struct Spec {
     pub egress_socket: PathBuf,
     /// CLI processes the sandbox keeps alive.
     pub max_agents: u32,
+    /// Keep a CLI started for the next new conversation (`--spare-agent`: on
+    /// with a warm pool).
+    pub spare_agent: bool,
     /// Resource limits.
     pub limits: Limits,
 }
@@ -198,6 +201,9 @@ impl Spec {
         let mut cli = PathBuf::from(CLI_DIR);
         cli.push(cli_name);
         a.push(cli.into());
+        if self.spare_agent {
+            push(&mut a, &["--spare-agent"]);
+        }
         (self.prlimit.clone(), a)
     }
 }
@@ -211,8 +217,18 @@ fn bind(args: &mut Vec<OsString>, flag: &str, host: &Path, inside: &str) {
 /// The NUL-separated arguments bubblewrap reads from stdin (`--args 0`): the
 /// workspace token as the sandbox's environment.
 pub fn secret_args(token: &str) -> Vec<u8> {
+    nul_separated(&["--setenv", "JARVIS_WORKSPACE_TOKEN", token])
+}
+
+/// [`secret_args`] of a warm pool sandbox: no token, the secret its claim
+/// must present (`JARVIS_CLAIM_SECRET`).
+pub fn claim_args(secret: &str) -> Vec<u8> {
+    nul_separated(&["--setenv", "JARVIS_CLAIM_SECRET", secret])
+}
+
+fn nul_separated(parts: &[&str]) -> Vec<u8> {
     let mut out = Vec::new();
-    for part in ["--setenv", "JARVIS_WORKSPACE_TOKEN", token] {
+    for part in parts {
         out.extend_from_slice(part.as_bytes());
         out.push(0);
     }
@@ -235,6 +251,7 @@ mod tests {
             gateway_socket: "/run/gateway.sock".into(),
             egress_socket: "/run/egress.sock".into(),
             max_agents: 1,
+            spare_agent: false,
             limits: Limits {
                 memory_bytes: 1 << 30,
                 max_procs: 64,
@@ -297,5 +314,23 @@ mod tests {
         assert!(!joined().contains("JARVIS_WORKSPACE_TOKEN"));
         let secret = secret_args("jw_secret");
         assert_eq!(secret, b"--setenv\0JARVIS_WORKSPACE_TOKEN\0jw_secret\0");
+        assert_eq!(
+            claim_args("pool_secret"),
+            b"--setenv\0JARVIS_CLAIM_SECRET\0pool_secret\0"
+        );
+    }
+
+    #[test]
+    fn a_spare_agent_is_asked_for_only_when_wanted() {
+        assert!(!joined().contains("--spare-agent"));
+        let mut spec = spec();
+        spec.spare_agent = true;
+        let (_, args) = spec.command();
+        assert_eq!(
+            args.last()
+                .map(|a| a.to_string_lossy().into_owned())
+                .as_deref(),
+            Some("--spare-agent")
+        );
     }
 }

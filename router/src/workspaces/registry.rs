@@ -304,6 +304,11 @@ impl Registry {
         }
     }
 
+    /// Warm sandboxes started and unclaimed now (see [`Backend::warm_slots`]).
+    pub fn warm_slots(&self) -> usize {
+        self.ctx.backend.warm_slots()
+    }
+
     /// `user`'s workspace directory on this machine, if the backend keeps one.
     pub fn host_workspace(&self, user: Uuid) -> Option<std::path::PathBuf> {
         self.ctx.backend.host_dirs(user).map(|d| d.workspace)

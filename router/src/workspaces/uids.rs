@@ -7,6 +7,10 @@
 //! names: the next uid above the highest one given, else the lowest free one. A
 //! stored uid outside the range (the operator moved it) is replaced; the local
 //! backend hands the workspace's files to the new one on wake.
+//!
+//! A warm pool slot (an unassigned sandbox, `local.rs`) reserves a uid of the
+//! same range in `warm_slots` (migration 0015) until a workspace claims it:
+//! [`claim_slot`] then makes it the workspace's. Allocations skip reserved uids.
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -73,24 +77,99 @@ pub async fn of_workspace(db: &PgPool, user: Uuid, range: UidRange) -> Result<u3
     )))
 }
 
-/// A uid of `first..=last` no workspace has: above the highest given, else the lowest gap.
+/// Reserves a uid of `range` for a warm pool slot (no workspace has it):
+/// the highest free one, so slots (from the top of the range down) and
+/// workspaces (from the bottom up) do not race for the same uid.
+pub async fn reserve_slot(db: &PgPool, range: UidRange) -> Result<u32, UidError> {
+    let (first, last) = (i64::from(range.first), i64::from(range.last));
+    for _ in 0..ATTEMPTS {
+        // language=PostgreSQL
+        let candidate: Option<i64> = crate::db::query_scalar(
+            "select g from generate_series($2::bigint, $1::bigint, -1) g
+             where not exists (select 1 from workspaces where host_uid = g)
+               and not exists (select 1 from warm_slots where host_uid = g)
+             limit 1",
+        )
+        .bind(first)
+        .bind(last)
+        .fetch_optional(db)
+        .await?;
+        let Some(candidate) = candidate else {
+            return Err(UidError::Full(range));
+        };
+        // language=PostgreSQL
+        let taken = crate::db::query(
+            "insert into warm_slots (host_uid)
+             select $1 where not exists (select 1 from workspaces where host_uid = $1)",
+        )
+        .bind(candidate)
+        .execute(db)
+        .await;
+        match taken {
+            Ok(done) if done.rows_affected() == 1 => {
+                if let Ok(uid) = u32::try_from(candidate) {
+                    return Ok(uid);
+                }
+            }
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(UidError::Db(sqlx::Error::Protocol(
+        "no host uid could be reserved after several attempts".into(),
+    )))
+}
+
+/// Frees the uid a warm pool slot reserved (the slot is gone unclaimed).
+pub async fn release_slot(db: &PgPool, uid: u32) -> Result<(), UidError> {
+    // language=PostgreSQL
+    crate::db::query("delete from warm_slots where host_uid = $1")
+        .bind(i64::from(uid))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Makes the uid slot `uid` reserved `user`'s workspace's, in one statement;
+/// `false` when the slot holds no reservation (nothing changed).
+pub async fn claim_slot(db: &PgPool, user: Uuid, uid: u32) -> Result<bool, UidError> {
+    // language=PostgreSQL
+    let done = crate::db::query(
+        "with freed as (delete from warm_slots where host_uid = $2 returning host_uid)
+         insert into workspaces (owner_id, host_uid) select $1, host_uid from freed
+         on conflict (owner_id) do update set host_uid = excluded.host_uid",
+    )
+    .bind(user)
+    .bind(i64::from(uid))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A uid of `first..=last` no workspace has and no warm slot reserved: above the
+/// highest given, else the lowest gap.
 async fn free_uid(db: &PgPool, first: i64, last: i64) -> sqlx::Result<Option<i64>> {
     // language=PostgreSQL
     let next: Option<i64> = crate::db::query_scalar(
-        "select coalesce(max(host_uid) + 1, $1) from workspaces
-         where host_uid between $1 and $2",
+        "select n from (
+             select coalesce(max(host_uid) + 1, $1) n from workspaces
+             where host_uid between $1 and $2
+         ) m
+         where n <= $2 and not exists (select 1 from warm_slots where host_uid = n)",
     )
     .bind(first)
     .bind(last)
-    .fetch_one(db)
+    .fetch_optional(db)
     .await?;
-    if let Some(next) = next.filter(|n| *n <= last) {
+    if let Some(next) = next {
         return Ok(Some(next));
     }
     // language=PostgreSQL
     crate::db::query_scalar(
         "select g from generate_series($1::bigint, $2::bigint) g
          where not exists (select 1 from workspaces where host_uid = g)
+           and not exists (select 1 from warm_slots where host_uid = g)
          limit 1",
     )
     .bind(first)

@@ -78,6 +78,18 @@ impl World {
 
     /// Starts the sandbox; `tcp` adds `--listen 127.0.0.1:0 --gateway-url <fake>`.
     pub async fn sandbox_with(&self, extra: &[&str], tcp: bool) -> Sandbox {
+        self.start(extra, tcp, Some(TOKEN)).await
+    }
+
+    /// Starts a warm pool's sandbox: no workspace token, `--claim-secret
+    /// secret`, and `extra` (no `--listen`/`--gateway-url` added).
+    pub async fn unassigned_sandbox(&self, secret: &str, extra: &[&str]) -> Sandbox {
+        let mut args = vec!["--claim-secret", secret];
+        args.extend_from_slice(extra);
+        self.start(&args, false, None).await
+    }
+
+    async fn start(&self, extra: &[&str], tcp: bool, token: Option<&str>) -> Sandbox {
         let log = self
             .tmp
             .path()
@@ -87,7 +99,7 @@ impl World {
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("RUST_LOG", "info,sandbox=debug,sandbox::cli=trace")
-            .env("JARVIS_WORKSPACE_TOKEN", TOKEN)
+            .envs(token.map(|t| ("JARVIS_WORKSPACE_TOKEN", t)))
             // Secrets the sandbox's own environment may hold; none may reach the CLI.
             .env(
                 "DATABASE_URL",
