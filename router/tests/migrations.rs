@@ -64,6 +64,7 @@ async fn every_owned_table_has_a_foreign_key_an_index_and_a_policy(db: PgPool) {
             "documents",
             "egress_approvals",
             "egress_connections",
+            "egress_requests",
             "files",
             "messages",
             "refresh_tokens",

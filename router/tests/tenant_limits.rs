@@ -275,3 +275,38 @@ async fn host_uids_are_kept_per_workspace_and_never_shared(db: PgPool) {
         .expect("moved");
     assert!(moved.contains(again));
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn fifty_first_wakes_at_once_each_get_their_own_uid(db: PgPool) {
+    let range = UidRange {
+        first: 700_000,
+        last: 700_099,
+    };
+    let mut users = Vec::new();
+    for i in 0..50 {
+        let id: uuid::Uuid = sqlx::query_scalar(
+            "insert into users (email, password_hash) values ($1, 'x') returning id",
+        )
+        .bind(format!("wake{i}@example.com"))
+        .fetch_one(&db)
+        .await
+        .expect("user");
+        users.push(id);
+    }
+    // A few warm slots reserved at the same moment, from the top of the range.
+    let slots = (0..5).map(|_| uids::reserve_slot(&db, range));
+    let wakes = users.iter().map(|u| uids::of_workspace(&db, *u, range));
+    let (slots, wakes) = tokio::join!(
+        futures::future::join_all(slots),
+        futures::future::join_all(wakes)
+    );
+    let mut all: Vec<u32> = Vec::new();
+    for got in slots.into_iter().chain(wakes) {
+        all.push(got.expect("a uid at once, under load"));
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "a uid was given twice");
+    assert!(all.iter().all(|u| range.contains(*u)));
+}

@@ -28,97 +28,90 @@ pub enum UidError {
     Full(UidRange),
 }
 
-/// Attempts at a fresh uid before giving up (each fails only when another router
-/// took the same uid for another workspace at the same moment).
-const ATTEMPTS: usize = 8;
+/// The transaction-scoped advisory lock every allocation of a uid (to a
+/// workspace or a warm slot) holds: allocations on every router take turns, so
+/// fifty first wakes at once each get a uid at the first try, where racing for
+/// the same free uid made all but one try again (and, past a few tries, fail).
+/// Transaction-scoped, so a transaction pooler never keeps it.
+const ALLOCATION_LOCK: &str = "select pg_advisory_xact_lock(hashtext('jarvis.host_uid'))";
 
 /// The host uid of `user`'s workspace, allocated from `range` on first use.
 pub async fn of_workspace(db: &PgPool, user: Uuid, range: UidRange) -> Result<u32, UidError> {
     let (first, last) = (i64::from(range.first), i64::from(range.last));
-    for _ in 0..ATTEMPTS {
-        // language=PostgreSQL
-        let stored: Option<Option<i64>> =
-            crate::db::query_scalar("select host_uid from workspaces where owner_id = $1")
-                .bind(user)
-                .fetch_optional(db)
-                .await?;
-        if let Some(Some(uid)) = stored
-            && let Ok(uid) = u32::try_from(uid)
-            && range.contains(uid)
-        {
-            return Ok(uid);
-        }
-        let Some(candidate) = free_uid(db, first, last).await? else {
-            return Err(UidError::Full(range));
-        };
-        // language=PostgreSQL
-        let taken = crate::db::query(
-            "insert into workspaces (owner_id, host_uid) values ($1, $2)
-             on conflict (owner_id) do update set host_uid = excluded.host_uid
-                 where workspaces.host_uid is null
-                    or workspaces.host_uid not between $3 and $4",
-        )
-        .bind(user)
-        .bind(candidate)
-        .bind(first)
-        .bind(last)
-        .execute(db)
-        .await;
-        match taken {
-            // Given, or another router gave this workspace one meanwhile: read it.
-            Ok(_) => {}
-            // Another workspace took `candidate` meanwhile: try the next.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
-            Err(e) => return Err(e.into()),
-        }
+    // language=PostgreSQL
+    let given = "select host_uid from workspaces where owner_id = $1";
+    let valid = |stored: Option<Option<i64>>| {
+        stored
+            .flatten()
+            .and_then(|uid| u32::try_from(uid).ok())
+            .filter(|uid| range.contains(*uid))
+    };
+    // Most wakes find their uid: no lock for them.
+    if let Some(uid) = valid(
+        crate::db::query_scalar(given)
+            .bind(user)
+            .fetch_optional(db)
+            .await?,
+    ) {
+        return Ok(uid);
     }
-    Err(UidError::Db(sqlx::Error::Protocol(
-        "no host uid could be allocated after several attempts".into(),
-    )))
+    let mut tx = db.begin().await?;
+    crate::db::query(ALLOCATION_LOCK).execute(&mut tx).await?;
+    // Another router may have given this workspace one while we waited.
+    if let Some(uid) = valid(
+        crate::db::query_scalar(given)
+            .bind(user)
+            .fetch_optional(&mut tx)
+            .await?,
+    ) {
+        tx.commit().await?;
+        return Ok(uid);
+    }
+    let Some(candidate) = free_uid(&mut tx, first, last).await? else {
+        return Err(UidError::Full(range));
+    };
+    // language=PostgreSQL
+    crate::db::query(
+        "insert into workspaces (owner_id, host_uid) values ($1, $2)
+         on conflict (owner_id) do update set host_uid = excluded.host_uid",
+    )
+    .bind(user)
+    .bind(candidate)
+    .execute(&mut tx)
+    .await?;
+    tx.commit().await?;
+    u32::try_from(candidate).map_err(|_| UidError::Full(range))
 }
 
 /// Reserves a uid of `range` for a warm pool slot (no workspace has it):
 /// the highest free one, so slots (from the top of the range down) and
-/// workspaces (from the bottom up) do not race for the same uid.
+/// workspaces (from the bottom up) rarely want the same uid; both allocate under
+/// [`ALLOCATION_LOCK`], so they never get the same one.
 pub async fn reserve_slot(db: &PgPool, range: UidRange) -> Result<u32, UidError> {
     let (first, last) = (i64::from(range.first), i64::from(range.last));
-    for _ in 0..ATTEMPTS {
-        // language=PostgreSQL
-        let candidate: Option<i64> = crate::db::query_scalar(
-            "select g from generate_series($2::bigint, $1::bigint, -1) g
-             where not exists (select 1 from workspaces where host_uid = g)
-               and not exists (select 1 from warm_slots where host_uid = g)
-             limit 1",
-        )
-        .bind(first)
-        .bind(last)
-        .fetch_optional(db)
-        .await?;
-        let Some(candidate) = candidate else {
-            return Err(UidError::Full(range));
-        };
-        // language=PostgreSQL
-        let taken = crate::db::query(
-            "insert into warm_slots (host_uid)
-             select $1 where not exists (select 1 from workspaces where host_uid = $1)",
-        )
+    let mut tx = db.begin().await?;
+    crate::db::query(ALLOCATION_LOCK).execute(&mut tx).await?;
+    // language=PostgreSQL
+    let candidate: Option<i64> = crate::db::query_scalar(
+        "select g from generate_series($2::bigint, $1::bigint, -1) g
+         where not exists (select 1 from workspaces where host_uid = g)
+           and not exists (select 1 from warm_slots where host_uid = g)
+         limit 1",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_optional(&mut tx)
+    .await?;
+    let Some(candidate) = candidate else {
+        return Err(UidError::Full(range));
+    };
+    // language=PostgreSQL
+    crate::db::query("insert into warm_slots (host_uid) values ($1)")
         .bind(candidate)
-        .execute(db)
-        .await;
-        match taken {
-            Ok(done) if done.rows_affected() == 1 => {
-                if let Ok(uid) = u32::try_from(candidate) {
-                    return Ok(uid);
-                }
-            }
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(UidError::Db(sqlx::Error::Protocol(
-        "no host uid could be reserved after several attempts".into(),
-    )))
+        .execute(&mut tx)
+        .await?;
+    tx.commit().await?;
+    u32::try_from(candidate).map_err(|_| UidError::Full(range))
 }
 
 /// Frees the uid a warm pool slot reserved (the slot is gone unclaimed).
@@ -149,7 +142,11 @@ pub async fn claim_slot(db: &PgPool, user: Uuid, uid: u32) -> Result<bool, UidEr
 
 /// A uid of `first..=last` no workspace has and no warm slot reserved: above the
 /// highest given, else the lowest gap.
-async fn free_uid(db: &PgPool, first: i64, last: i64) -> sqlx::Result<Option<i64>> {
+async fn free_uid(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    first: i64,
+    last: i64,
+) -> sqlx::Result<Option<i64>> {
     // language=PostgreSQL
     let next: Option<i64> = crate::db::query_scalar(
         "select n from (
@@ -160,7 +157,7 @@ async fn free_uid(db: &PgPool, first: i64, last: i64) -> sqlx::Result<Option<i64
     )
     .bind(first)
     .bind(last)
-    .fetch_optional(db)
+    .fetch_optional(&mut **tx)
     .await?;
     if let Some(next) = next {
         return Ok(Some(next));
@@ -174,7 +171,7 @@ async fn free_uid(db: &PgPool, first: i64, last: i64) -> sqlx::Result<Option<i64
     )
     .bind(first)
     .bind(last)
-    .fetch_optional(db)
+    .fetch_optional(&mut **tx)
     .await
 }
 
