@@ -23,7 +23,7 @@ use hyper::{
     header::{self, HeaderValue},
     service::service_fn,
 };
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpStream, UnixStream},
@@ -34,9 +34,6 @@ use crate::{Result, credentials::Credentials};
 
 /// The user name in the `Proxy-Authorization` the router's proxy expects.
 pub const PROXY_USER: &str = "jarvis";
-
-/// Longest wait for a client's request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest wait to connect to the router's proxy.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,15 +108,7 @@ async fn serve_client(relay: Arc<Relay>, client: TcpStream) {
         let relay = relay.clone();
         async move { Ok::<_, Infallible>(forward(&relay, req).await) }
     });
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(client), service)
-        .with_upgrades()
-        .await;
-    if let Err(error) = served {
-        tracing::debug!(%error, "egress client connection ended");
-    }
+    crate::loopback::serve_http("egress", client, service).await;
 }
 
 /// Relays one request; the router proxy's answer, or a `502` saying why not.

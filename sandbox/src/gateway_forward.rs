@@ -12,7 +12,7 @@
 //! gateway records usage per conversation as before. Bodies stream through
 //! both ways, never buffered.
 
-use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use http_body_util::BodyExt;
 use hyper::{
@@ -21,7 +21,6 @@ use hyper::{
     header::{self, HeaderValue},
     service::service_fn,
 };
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -35,9 +34,6 @@ use crate::{
 
 /// The API key the CLI is given: the forwarder replaces it with the token.
 pub const PLACEHOLDER_KEY: &str = "jarvis-sandbox-placeholder";
-
-/// Longest wait for a client's request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every relayed request needs.
 struct Relay {
@@ -71,14 +67,7 @@ async fn serve_client(relay: Arc<Relay>, client: TcpStream) {
         let relay = relay.clone();
         async move { Ok::<_, Infallible>(forward(&relay, req).await) }
     });
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(client), service)
-        .await;
-    if let Err(error) = served {
-        tracing::debug!(%error, "gateway client connection ended");
-    }
+    crate::loopback::serve_http("gateway", client, service).await;
 }
 
 async fn forward(relay: &Relay, mut req: Request<Incoming>) -> Response<Body> {
@@ -141,7 +130,7 @@ mod tests {
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
                 });
             }
@@ -155,10 +144,13 @@ mod tests {
         );
         client.write_all(request.as_bytes()).await.expect("write");
         let mut all = String::new();
-        tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut all))
-            .await
-            .expect("in time")
-            .expect("read");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_to_string(&mut all),
+        )
+        .await
+        .expect("in time")
+        .expect("read");
         let (head, body) = all.split_once("\r\n\r\n").unwrap_or((&all, ""));
         (head.to_string(), body.to_string())
     }

@@ -9,6 +9,32 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Result};
 
+/// Longest wait for a client's request head, on the forwarders' HTTP connections.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves one loopback client's HTTP/1.1 connection with `service`: any number of
+/// requests, upgrades (CONNECT tunnels) included, a request head due within
+/// [`HEADER_READ_TIMEOUT`]. `name` labels the log line when it ends in an error.
+pub async fn serve_http<S>(name: &'static str, client: TcpStream, service: S)
+where
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(client), service)
+        .with_upgrades()
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%error, "{name} client connection ended");
+    }
+}
+
 /// How long a failed accept (out of file descriptors, say) waits before the next,
 /// so it does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
