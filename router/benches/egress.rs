@@ -198,8 +198,14 @@ async fn main() -> anyhow::Result<()> {
         format!("plain.test:{}", plain.port()),
         format!("secure.test:{}", secure.port()),
     ]);
-    let plans =
-        Plans::from_json(&serde_json::json!({"free": {"egress_allow": allow}}).to_string())?;
+    // The proxy's own cost: no plan bandwidth pacing the downloads.
+    let plans = Plans::from_json(
+        &serde_json::json!({"free": {
+            "egress_allow": allow,
+            "egress_bandwidth_bytes_per_second": null,
+        }})
+        .to_string(),
+    )?;
     let loopback: IpAddr = "127.0.0.1".parse()?;
     let names = StaticResolver::default()
         .with("plain.test", &[loopback])

@@ -18,7 +18,8 @@
 //! connection waits (`JARVIS_EGRESS_APPROVAL_TIMEOUT`) for allow once / always /
 //! deny, and is refused when nobody answers or no browser is open. The plan's
 //! bytes per month ([`budget`]) refuse new connections once spent and close the
-//! one that crosses them.
+//! one that crosses them; its bytes per second ([`bandwidth`]) pace all of a
+//! workspace's connections together.
 
 use std::{
     net::SocketAddr,
@@ -34,6 +35,8 @@ use crate::{config::Config, metrics::Metrics, plans::Plans};
 pub mod ask;
 /// Connections audited and the workspace's approvals.
 pub mod audit;
+/// The plan's bytes per second, shared by a workspace's connections.
+pub mod bandwidth;
 /// The plan's bytes per month, counted per workspace.
 pub mod budget;
 /// Bytes counted on the upstream side, and the idle watch.
@@ -97,6 +100,8 @@ pub struct Egress {
     asker: OnceLock<Arc<ask::Asker>>,
     /// Bytes this month per workspace.
     budgets: budget::Budgets,
+    /// Bytes per second per workspace.
+    bandwidths: bandwidth::Bandwidths,
     /// The proxy's own TCP addresses: a target among them is a loop.
     own: Mutex<Vec<SocketAddr>>,
 }
@@ -119,6 +124,7 @@ impl Egress {
             slots: slots::Slots::default(),
             asker: OnceLock::new(),
             budgets: budget::Budgets::default(),
+            bandwidths: bandwidth::Bandwidths::default(),
             own: Mutex::default(),
         })
     }

@@ -39,7 +39,10 @@
 //! plan's sandboxes move through it each calendar month (UTC), both ways counted
 //! (default: 10 GiB on `free`, 100 GiB on `pro`, unlimited on `enterprise`;
 //! `null` is unlimited): past it, the connection open is closed and new ones are
-//! refused (`crate::egress::budget`).
+//! refused (`crate::egress::budget`). `egress_bandwidth_bytes_per_second` is what
+//! all of a workspace's connections through it move per second together, both
+//! ways counted (default: 2 MiB/s on `free`, 20 MiB/s on `pro`, unlimited on
+//! `enterprise`; `null` is unlimited; per router replica, `crate::egress::bandwidth`).
 //!
 //! Tokens are input (cache reads and writes included) plus output, as recorded in
 //! the `usage` table. Enforcing them is `limits`' job, not this module's.
@@ -48,7 +51,8 @@ use std::{fmt, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-const GIB: u64 = 1024 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
 
 /// The models every plan may call unless configured otherwise: what the pinned
 /// Claude Code CLI asks for (its default, and the `opus`, `sonnet` and `haiku`
@@ -147,6 +151,9 @@ pub struct Plan {
     /// Bytes the sandbox may move through the egress proxy per calendar month
     /// (UTC), both ways; `None` is unlimited.
     pub egress_bytes_per_month: Option<u64>,
+    /// Bytes per second all of a workspace's egress connections move together,
+    /// both ways (per router replica); `None` is unlimited.
+    pub egress_bandwidth_bytes_per_second: Option<u64>,
 }
 
 impl Plan {
@@ -182,10 +189,13 @@ struct PlanOverride {
     egress_allow: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
     egress_bytes_per_month: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    egress_bandwidth_bytes_per_second: Option<Option<u64>>,
 }
 
 /// Tells `"monthly_tokens": null` (unlimited) from a missing field (the default);
-/// the same for `storage_bytes`, `price_cents` and `egress_bytes_per_month`.
+/// the same for `storage_bytes`, `price_cents`, `egress_bytes_per_month` and
+/// `egress_bandwidth_bytes_per_second`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
     Option::<u64>::deserialize(d).map(Some)
 }
@@ -208,6 +218,9 @@ pub enum PlansError {
     /// Two plans share a Stripe price, so a subscription could not be mapped back.
     #[error("the plans {0} and {1} have the same Stripe price")]
     DuplicatePrice(Tier, Tier),
+    /// A bandwidth of 0 would let nothing through (`null` is unlimited).
+    #[error("the {0} plan's egress_bandwidth_bytes_per_second is 0 (use null for unlimited)")]
+    ZeroBandwidth(Tier),
 }
 
 /// Every plan, by tier.
@@ -235,6 +248,7 @@ impl Default for Plans {
                 server_tools: false,
                 egress_allow: default_egress_allow(),
                 egress_bytes_per_month: Some(10 * GIB),
+                egress_bandwidth_bytes_per_second: Some(2 * MIB),
             },
             pro: Plan {
                 stripe_price: None,
@@ -250,6 +264,7 @@ impl Default for Plans {
                 server_tools: false,
                 egress_allow: default_egress_allow(),
                 egress_bytes_per_month: Some(100 * GIB),
+                egress_bandwidth_bytes_per_second: Some(20 * MIB),
             },
             enterprise: Plan {
                 stripe_price: None,
@@ -265,6 +280,7 @@ impl Default for Plans {
                 server_tools: false,
                 egress_allow: default_egress_allow(),
                 egress_bytes_per_month: None,
+                egress_bandwidth_bytes_per_second: None,
             },
         }
     }
@@ -366,12 +382,21 @@ impl Plans {
             plan.egress_bytes_per_month = o
                 .egress_bytes_per_month
                 .unwrap_or(plan.egress_bytes_per_month);
+            plan.egress_bandwidth_bytes_per_second = o
+                .egress_bandwidth_bytes_per_second
+                .unwrap_or(plan.egress_bandwidth_bytes_per_second);
         }
         plans.check()?;
         Ok(plans)
     }
 
     fn check(&self) -> Result<(), PlansError> {
+        if let Some(tier) = Tier::ALL
+            .into_iter()
+            .find(|t| self.get(*t).egress_bandwidth_bytes_per_second == Some(0))
+        {
+            return Err(PlansError::ZeroBandwidth(tier));
+        }
         for (i, a) in Tier::ALL.into_iter().enumerate() {
             for b in Tier::ALL.into_iter().skip(i + 1) {
                 if let (Some(x), Some(y)) = (&self.get(a).stripe_price, &self.get(b).stripe_price)
@@ -504,6 +529,26 @@ mod tests {
         assert!(!free.allows_model("claude-opus-5-5x"));
         assert_eq!(free.max_tokens, DEFAULT_MAX_TOKENS);
         assert!(!free.server_tools, "server tools are off by default");
+    }
+
+    #[test]
+    fn egress_bandwidth_defaults_per_tier_and_null_is_unlimited() {
+        let plans = Plans::default();
+        let rate = |p: &Plans, t| p.get(t).egress_bandwidth_bytes_per_second;
+        assert_eq!(rate(&plans, Tier::Free), Some(2 * MIB));
+        assert!(rate(&plans, Tier::Free) < rate(&plans, Tier::Pro));
+        assert_eq!(rate(&plans, Tier::Enterprise), None);
+        let set = Plans::from_json(
+            r#"{"free": {"egress_bandwidth_bytes_per_second": 1000},
+                "pro": {"egress_bandwidth_bytes_per_second": null}}"#,
+        )
+        .expect("valid");
+        assert_eq!(rate(&set, Tier::Free), Some(1000));
+        assert_eq!(rate(&set, Tier::Pro), None);
+        assert!(matches!(
+            Plans::from_json(r#"{"pro": {"egress_bandwidth_bytes_per_second": 0}}"#),
+            Err(PlansError::ZeroBandwidth(Tier::Pro))
+        ));
     }
 
     #[test]

@@ -862,7 +862,13 @@ async fn an_idle_tunnel_is_closed_and_audited(db: PgPool) {
 #[ignore = "benchmark: run in release with --ignored --nocapture"]
 async fn bench_tunnel_vs_direct(db: PgPool) {
     const SIZE: usize = 100 * 1024 * 1024;
-    let s = setup(db).await;
+    let settings = Settings {
+        deny: DenyList::parse(NARROWED_DENY).expect("deny-list"),
+        ..Settings::default()
+    };
+    // The proxy's own cost: no plan bandwidth.
+    let no_cap = serde_json::json!({ "egress_bandwidth_bytes_per_second": null });
+    let s = setup_plan(db, settings, None, no_cap).await;
     let (_alice, token) = user(&s.db, "alice@example.com").await;
     let ca = reqwest::Certificate::from_pem(s.ca.as_bytes()).expect("ca");
     let url = s.secure_url(&format!("/bytes/{SIZE}"));
@@ -1013,4 +1019,101 @@ async fn the_plans_bytes_per_month_stop_a_download_and_refuse_the_next_connectio
         .await
         .expect("bob");
     assert_eq!(r.status(), 200);
+}
+
+/// Downloads `url` with `client`, adding every chunk's length to `seen` as it
+/// arrives; the bytes and how long it took.
+async fn download_counting(
+    client: reqwest::Client,
+    url: String,
+    seen: Arc<std::sync::atomic::AtomicU64>,
+) -> (u64, Duration) {
+    let started = Instant::now();
+    let r = client.get(url).send().await.expect("download starts");
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut got = 0u64;
+    while let Some(chunk) = body.next().await {
+        let n = chunk.expect("chunk").len() as u64;
+        got += n;
+        seen.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    }
+    (got, started.elapsed())
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_workspaces_connections_share_the_plans_bandwidth_and_another_workspace_has_its_own(
+    db: PgPool,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const RATE: u64 = 128 * 1024;
+    const SIZE: u64 = 512 * 1024;
+    // What may cross before pacing starts: the bucket's one second, and the one
+    // copy buffer (64 KiB) each tunnel reads into debt.
+    const BURST: u64 = RATE;
+    const BUFFER: u64 = 64 * 1024;
+    let settings = Settings {
+        deny: DenyList::parse(NARROWED_DENY).expect("deny-list"),
+        ..Settings::default()
+    };
+    let s = setup_plan(
+        db,
+        settings,
+        None,
+        serde_json::json!({ "egress_bandwidth_bytes_per_second": RATE }),
+    )
+    .await;
+    let (alice, alice_token) = user(&s.db, "alice@example.com").await;
+    let (bob, bob_token) = user(&s.db, "bob@example.com").await;
+    let url = s.secure_url(&format!("/bytes/{SIZE}"));
+
+    // Alice downloads twice at once (two tunnels), Bob once, all at the same time.
+    let alice_seen = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let alice_downloads: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(download_counting(
+                s.client(Some(&alice_token)),
+                url.clone(),
+                alice_seen.clone(),
+            ))
+        })
+        .collect();
+    let (bob_got, bob_took) = download_counting(
+        s.client(Some(&bob_token)),
+        url.clone(),
+        Arc::new(AtomicU64::new(0)),
+    )
+    .await;
+    // What alice had when Bob's download was whole.
+    let alice_then = alice_seen.load(Ordering::SeqCst);
+    for d in alice_downloads {
+        let (got, _) = d.await.expect("task");
+        assert_eq!(got, SIZE);
+    }
+    let alice_took = started.elapsed();
+    assert_eq!(bob_got, SIZE);
+
+    // Alice's two connections shared one rate: together they took at least the
+    // time their bytes take at it (each alone at the rate would take half).
+    let floor = Duration::from_secs_f64((2 * SIZE - BURST - 2 * BUFFER) as f64 / RATE as f64);
+    assert!(
+        alice_took >= floor,
+        "alice's {} bytes took {alice_took:?}, under the {floor:?} the rate allows",
+        2 * SIZE
+    );
+    // Bob's one download was paced too, at a rate of his own.
+    let floor = Duration::from_secs_f64((SIZE - BURST - BUFFER) as f64 / RATE as f64);
+    assert!(bob_took >= floor, "{bob_took:?} < {floor:?}");
+    // Bob did not share Alice's: his download was whole while hers were not.
+    assert!(
+        alice_then < 2 * SIZE,
+        "alice had all {alice_then} bytes before bob's {SIZE} arrived"
+    );
+
+    // Audited with every byte, under each user.
+    let rows = s.rows(alice, 2).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.bytes_down as u64 >= SIZE), "{rows:?}");
+    assert_eq!(s.rows(bob, 1).await.len(), 1);
 }

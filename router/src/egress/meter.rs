@@ -2,6 +2,8 @@
 //! idle watch that ends a connection with no traffic. A meter with a
 //! [`Budget`] (the plan's bytes per month) also counts there, and fails the
 //! upstream's next read or write once the budget is spent: the connection ends.
+//! A meter with a [`Bucket`] (the plan's bandwidth) makes each read and write
+//! upstream wait while the workspace's bucket is empty.
 
 use std::{
     io,
@@ -10,13 +12,16 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Sleep,
+};
 
-use super::budget::Budget;
+use super::{bandwidth::Bucket, budget::Budget};
 
 /// One connection's counters.
 pub struct Meter {
@@ -26,23 +31,30 @@ pub struct Meter {
     last: AtomicU64,
     start: Instant,
     budget: Option<Arc<Budget>>,
+    bandwidth: Option<Arc<Bucket>>,
     cut: std::sync::atomic::AtomicBool,
 }
 
 impl Meter {
     /// Fresh counters; the idle clock starts now.
     pub fn new() -> Arc<Self> {
-        Self::with_budget(None)
+        Self::with_limits(None, None)
     }
 
     /// Fresh counters that also count in `budget`, if any, and stop when it is spent.
     pub fn with_budget(budget: Option<Arc<Budget>>) -> Arc<Self> {
+        Self::with_limits(budget, None)
+    }
+
+    /// Fresh counters that count in `budget` and are paced by `bandwidth`, if any.
+    pub fn with_limits(budget: Option<Arc<Budget>>, bandwidth: Option<Arc<Bucket>>) -> Arc<Self> {
         Arc::new(Self {
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
             last: AtomicU64::new(0),
             start: Instant::now(),
             budget,
+            bandwidth,
             cut: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -68,6 +80,9 @@ impl Meter {
     fn count(&self, n: u64) {
         if let Some(b) = &self.budget {
             b.add(n);
+        }
+        if let Some(b) = &self.bandwidth {
+            b.take(n);
         }
     }
 
@@ -103,12 +118,41 @@ impl Meter {
 pub struct Metered<S> {
     inner: S,
     meter: Arc<Meter>,
+    /// The waits for the bandwidth bucket, one per direction (each has its waker).
+    read_pause: Option<Pin<Box<Sleep>>>,
+    write_pause: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Metered<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, meter: Arc<Meter>) -> Self {
-        Self { inner, meter }
+        Self {
+            inner,
+            meter,
+            read_pause: None,
+            write_pause: None,
+        }
+    }
+}
+
+/// Ready once `bucket` (if any) lets bytes cross; `pause` keeps the wait between polls.
+fn poll_paced(
+    pause: &mut Option<Pin<Box<Sleep>>>,
+    bucket: Option<&Bucket>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let Some(bucket) = bucket else {
+        return Poll::Ready(());
+    };
+    loop {
+        if let Some(sleep) = pause {
+            ready!(sleep.as_mut().poll(cx));
+            *pause = None;
+        }
+        match bucket.wait() {
+            None => return Poll::Ready(()),
+            Some(wait) => *pause = Some(Box::pin(tokio::time::sleep(wait))),
+        }
     }
 }
 
@@ -121,6 +165,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         if let Err(error) = self.meter.check() {
             return Poll::Ready(Err(error));
         }
+        let this = &mut *self;
+        ready!(poll_paced(
+            &mut this.read_pause,
+            this.meter.bandwidth.as_deref(),
+            cx
+        ));
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before);
@@ -142,6 +192,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         if let Err(error) = self.meter.check() {
             return Poll::Ready(Err(error));
         }
+        let this = &mut *self;
+        ready!(poll_paced(
+            &mut this.write_pause,
+            this.meter.bandwidth.as_deref(),
+            cx
+        ));
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0

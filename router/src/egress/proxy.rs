@@ -17,7 +17,8 @@
 //! (`super::ask`) while the request waits; then admitted (`approved_once`,
 //! `approved`) or refused (`denied_by_workspace`, `not_approved`). A workspace past
 //! its plan's bytes per month is refused (`byte_limit`), and the connection that
-//! crosses them is closed (audited `allowed`, reason `byte_limit`).
+//! crosses them is closed (audited `allowed`, reason `byte_limit`). Bytes upstream
+//! of all of a workspace's connections share its plan's bandwidth (`super::bandwidth`).
 //!
 //! Without a current workspace token the answer is `407`; a refusal is `403`
 //! (`429` for the connection cap) with a sentence saying why and
@@ -48,6 +49,7 @@ use super::{
     Egress,
     ask::{Answer, Outcome},
     audit::{self, Connection, Decision},
+    bandwidth::Bucket,
     budget::Budget,
     meter::{Meter, Metered},
     policy::{self, Reason},
@@ -307,6 +309,7 @@ async fn handle(egress: Arc<Egress>, req: Request<Incoming>) -> Result<Response<
             slot,
             admitted,
             budget,
+            bandwidth,
         }) => {
             audit::count_decision(&egress.metrics, Decision::Allowed);
             let open = Open {
@@ -318,6 +321,7 @@ async fn handle(egress: Arc<Egress>, req: Request<Incoming>) -> Result<Response<
                 started_at,
                 slot,
                 budget,
+                bandwidth,
             };
             if target.connect {
                 Ok(tunnel(open, req, stream))
@@ -371,6 +375,7 @@ struct Admission {
     slot: Slot,
     admitted: policy::Admitted,
     budget: Option<Arc<Budget>>,
+    bandwidth: Option<Arc<Bucket>>,
 }
 
 /// The decision (asking the user in the browser when the lists say nothing),
@@ -437,6 +442,9 @@ async fn admit(
         }
         None => None,
     };
+    let bandwidth = plan
+        .egress_bandwidth_bytes_per_second
+        .map(|rate| egress.bandwidths.get(owner, rate));
     let deadline = tokio::time::Instant::now() + egress.settings.connect_timeout;
     let addrs: Vec<IpAddr> = match target.host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
@@ -506,6 +514,7 @@ async fn admit(
                     slot,
                     admitted,
                     budget,
+                    bandwidth,
                 });
             }
             Ok(Err(error)) => tracing::debug!(%error, %addr, "egress connect failed"),
@@ -526,12 +535,14 @@ struct Open {
     slot: Slot,
     /// The plan's bytes per month, when it has a limit.
     budget: Option<Arc<Budget>>,
+    /// The workspace's bandwidth bucket, when the plan has a rate.
+    bandwidth: Option<Arc<Bucket>>,
 }
 
 impl Open {
-    /// A meter for this connection (counting in its budget).
+    /// A meter for this connection (counting in its budget, paced by its bucket).
     fn meter(&self) -> Arc<Meter> {
-        Meter::with_budget(self.budget.clone())
+        Meter::with_limits(self.budget.clone(), self.bandwidth.clone())
     }
 
     async fn finish(self, meter: &Meter) {
