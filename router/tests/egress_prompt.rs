@@ -13,7 +13,7 @@ use hyper::{Request, Response, service::service_fn};
 use hyper_util::rt::TokioIo;
 use router::{
     egress::{
-        Egress, Settings, ask::Asker, audit, policy::DenyList, proxy, resolve::StaticResolver,
+        Egress, Settings, audit, policy::DenyList, proxy, resolve::StaticResolver,
     },
     metrics::Metrics,
     plans::Plans,
@@ -48,41 +48,69 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
-/// An egress proxy whose plan lists nothing, asking through `asker`.
-async fn egress_proxy(db: &PgPool, asker: Arc<Asker>) -> SocketAddr {
-    let plans =
-        Plans::from_json(&json!({"free": {"egress_allow": []}}).to_string()).expect("plans");
-    let names = StaticResolver::default()
-        .with("ask.test", &["127.0.0.1".parse().expect("ip")])
-        .with("late.test", &["127.0.0.1".parse().expect("ip")]);
-    let egress = Egress::new(
-        db.clone(),
-        Arc::new(plans),
-        Arc::new(Metrics::default()),
-        Settings {
-            deny: DenyList::parse(NARROWED_DENY).expect("deny-list"),
-            ..Settings::default()
-        },
-        Arc::new(names),
-    );
-    egress.set_asker(asker);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(proxy::serve_tcp(egress, listener));
-    addr
+/// What every test here asks through: an egress proxy whose plan lists nothing,
+/// asking through a router's tabs, and a stand-in it reaches under the names
+/// `ask.test` and `late.test`.
+struct Asking {
+    db: PgPool,
+    proxy: SocketAddr,
+    port: u16,
 }
 
-fn client(proxy: SocketAddr, token: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .proxy(
-            reqwest::Proxy::all(format!("http://{proxy}"))
-                .expect("proxy")
-                .basic_auth("jarvis", token),
-        )
-        // Each request its own connection: a question per connection.
-        .pool_max_idle_per_host(0)
-        .build()
-        .expect("client")
+impl Asking {
+    /// The proxy asking through `live`'s router (its tabs, and every replica's).
+    async fn through(live: &Live) -> Self {
+        let db = live.app.db.clone();
+        let plans =
+            Plans::from_json(&json!({"free": {"egress_allow": []}}).to_string()).expect("plans");
+        let names = StaticResolver::default()
+            .with("ask.test", &["127.0.0.1".parse().expect("ip")])
+            .with("late.test", &["127.0.0.1".parse().expect("ip")]);
+        let egress = Egress::new(
+            db.clone(),
+            Arc::new(plans),
+            Arc::new(Metrics::default()),
+            Settings {
+                deny: DenyList::parse(NARROWED_DENY).expect("deny-list"),
+                ..Settings::default()
+            },
+            Arc::new(names),
+        );
+        egress.set_asker(live.app.state.egress_asker.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(proxy::serve_tcp(egress, listener));
+        Self {
+            db,
+            proxy: addr,
+            port: upstream().await.port(),
+        }
+    }
+
+    /// The stand-in's page under `host`.
+    fn url(&self, host: &str) -> String {
+        format!("http://{host}:{}/", self.port)
+    }
+
+    /// A fresh workspace token of `user` (issue it after their workspace woke:
+    /// the wake issues one of its own).
+    async fn token(&self, user: Uuid) -> String {
+        tokens::issue(&self.db, user).await.expect("token")
+    }
+
+    /// A client of the proxy with `token`, each request on its own connection (a
+    /// question per connection).
+    fn client(&self, token: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(
+                reqwest::Proxy::all(format!("http://{}", self.proxy))
+                    .expect("proxy")
+                    .basic_auth("jarvis", token),
+            )
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client")
+    }
 }
 
 /// A tab of the user with this access token, their workspace awake (the wake
@@ -123,11 +151,9 @@ async fn once_lets_that_connection_through_and_always_every_later_one(db: PgPool
     let bob = live.app.register("bob@example.com").await;
     let mut alice_tab = tab(&live, &alice.access).await;
     let mut bob_tab = tab(&live, &bob.access).await;
-    let token = tokens::issue(&db, alice.id).await.expect("token");
-    let proxy = egress_proxy(&db, live.app.state.egress_asker.clone()).await;
-    let port = upstream().await.port();
-    let url = format!("http://ask.test:{port}/");
-    let http = client(proxy, &token);
+    let asking = Asking::through(&live).await;
+    let (port, url) = (asking.port, asking.url("ask.test"));
+    let http = asking.client(&asking.token(alice.id).await);
 
     // The request waits while alice's tab is asked.
     let waiting = tokio::spawn(http.get(&url).send());
@@ -226,13 +252,13 @@ async fn deny_no_answer_and_no_browser_refuse_with_a_sentence_naming_the_host(db
     })
     .await;
     let alice = live.app.register("alice@example.com").await;
-    let proxy = egress_proxy(&db, live.app.state.egress_asker.clone()).await;
-    let port = upstream().await.port();
+    let asking = Asking::through(&live).await;
+    let port = asking.port;
 
     // No tab open anywhere: refused at once, saying so.
-    let token = tokens::issue(&db, alice.id).await.expect("token");
-    let r = client(proxy, &token)
-        .get(format!("http://ask.test:{port}/"))
+    let r = asking
+        .client(&asking.token(alice.id).await)
+        .get(asking.url("ask.test"))
         .send()
         .await
         .expect("response");
@@ -249,14 +275,11 @@ async fn deny_no_answer_and_no_browser_refuse_with_a_sentence_naming_the_host(db
     assert!(text.contains("no browser of the user was open"), "{text}");
 
     let mut alice_tab = tab(&live, &alice.access).await;
-    let token = tokens::issue(&db, alice.id).await.expect("token");
+    let token = asking.token(alice.id).await;
+    let http = asking.client(&token);
 
     // No answer in time: refused, and the tab's prompt is withdrawn.
-    let waiting = tokio::spawn(
-        client(proxy, &token)
-            .get(format!("http://late.test:{port}/"))
-            .send(),
-    );
+    let waiting = tokio::spawn(http.get(asking.url("late.test")).send());
     let asked = question(&mut alice_tab).await;
     let resolved = alice_tab
         .until(|f| f["type"] == "egress_resolved")
@@ -282,7 +305,7 @@ async fn deny_no_answer_and_no_browser_refuse_with_a_sentence_naming_the_host(db
     assert_eq!(error["code"], "egress_unknown", "{error}");
 
     // Deny, on a CONNECT tunnel: refused, and from then on without asking.
-    let mut tcp = TcpStream::connect(proxy).await.expect("connect");
+    let mut tcp = TcpStream::connect(asking.proxy).await.expect("connect");
     tcp.write_all(
         format!(
             "CONNECT ask.test:{port} HTTP/1.1\r\nProxy-Authorization: Basic {}\r\n\r\n",
@@ -302,8 +325,8 @@ async fn deny_no_answer_and_no_browser_refuse_with_a_sentence_naming_the_host(db
     let head = String::from_utf8_lossy(&head[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     assert!(head.contains("reason=denied_by_workspace"), "{head}");
-    let r = client(proxy, &token)
-        .get(format!("http://ask.test:{port}/"))
+    let r = http
+        .get(asking.url("ask.test"))
         .send()
         .await
         .expect("response");
@@ -338,12 +361,10 @@ async fn a_tab_on_another_router_answers_the_question(db: PgPool) {
     let other = Live::start(db.clone()).await;
     let alice = holding.app.register("alice@example.com").await;
     let mut alice_tab = tab(&other, &alice.access).await;
-    let token = tokens::issue(&db, alice.id).await.expect("token");
-    let proxy = egress_proxy(&db, holding.app.state.egress_asker.clone()).await;
-    let port = upstream().await.port();
-    let http = client(proxy, &token);
+    let asking = Asking::through(&holding).await;
+    let http = asking.client(&asking.token(alice.id).await);
 
-    let waiting = tokio::spawn(http.get(format!("http://ask.test:{port}/")).send());
+    let waiting = tokio::spawn(http.get(asking.url("ask.test")).send());
     let asked = question(&mut alice_tab).await;
     assert_eq!(asked["host"], "ask.test");
     answer(&mut alice_tab, &asked["id"], "once").await;
@@ -352,7 +373,7 @@ async fn a_tab_on_another_router_answers_the_question(db: PgPool) {
     assert_eq!(r.text().await.expect("body"), "hello");
 
     // And a deny from there holds on the first router too.
-    let waiting = tokio::spawn(http.get(format!("http://late.test:{port}/")).send());
+    let waiting = tokio::spawn(http.get(asking.url("late.test")).send());
     let asked = question(&mut alice_tab).await;
     assert_eq!(asked["host"], "late.test");
     answer(&mut alice_tab, &asked["id"], "deny").await;
