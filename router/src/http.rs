@@ -103,6 +103,8 @@ pub struct AppState {
     pub sockets: Arc<sockets::Sockets>,
     /// The egress proxy's questions to the user's browsers (`crate::egress::ask`).
     pub egress_asker: Arc<crate::egress::ask::Asker>,
+    /// How the egress proxy resolves names: the system's; tests map their own.
+    pub egress_resolver: Arc<dyn crate::egress::resolve::Resolve>,
 }
 
 impl AppState {
@@ -203,6 +205,7 @@ impl AppState {
         Ok(Self {
             sockets,
             egress_asker,
+            egress_resolver: Arc::new(crate::egress::resolve::SystemResolver),
             config: Arc::new(config),
             db,
             auth: Arc::new(auth),
@@ -346,7 +349,7 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
 /// Starts the egress proxy (`crate::egress`) on `JARVIS_EGRESS_LISTEN` when set,
 /// and on `egress.sock` next to the gateway socket with the local backend.
 async fn spawn_egress(state: &AppState) -> anyhow::Result<()> {
-    use crate::egress::{Egress, Settings, proxy, resolve::SystemResolver};
+    use crate::egress::{Egress, Settings, proxy};
     let settings = Settings::from_config(&state.config).context("reading JARVIS_EGRESS_DENY")?;
     for tier in crate::plans::Tier::ALL {
         for pattern in &state.plans.get(tier).egress_allow {
@@ -359,7 +362,7 @@ async fn spawn_egress(state: &AppState) -> anyhow::Result<()> {
         state.plans.clone(),
         state.metrics.clone(),
         settings,
-        Arc::new(SystemResolver),
+        state.egress_resolver.clone(),
     );
     egress.set_asker(state.egress_asker.clone());
     if let Some(addr) = state.config.egress_listen {

@@ -8,14 +8,17 @@
 //! agent's `NO_PROXY` does not name, so its tools send it to the proxy, and that
 //! the jail (whose network namespace has a loopback of its own) cannot reach
 //! any other way. The router's deny-list is narrowed to let loopback through;
-//! the plans allow exactly the stand-in's port. No test reaches a host outside
-//! this machine.
+//! the plans allow exactly the stand-in's port. The HTTPS stand-ins go by test
+//! names (`secure.test`), which the router's resolver maps to 127.0.0.2, with a
+//! certificate from a CA the test makes. No test reaches a host outside this
+//! machine.
 
 mod common;
 
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::Duration,
 };
 
@@ -23,7 +26,7 @@ use common::{
     User,
     live::{Live, WAIT, of_type, wait_for},
 };
-use router::proxy::Status;
+use router::{egress::resolve::StaticResolver, proxy::Status};
 use sandbox::testing::Reply;
 use serde_json::json;
 use sqlx::PgPool;
@@ -79,14 +82,27 @@ fn plans_allowing(allowed: &[String]) -> String {
 }
 
 async fn live_allowing(db: PgPool, allowed: &[String]) -> Live {
+    live_resolving(db, allowed, None).await
+}
+
+/// [`live_allowing`], the egress proxy resolving names with `names` when given.
+async fn live_resolving(db: PgPool, allowed: &[String], names: Option<StaticResolver>) -> Live {
     let plans = plans_allowing(allowed);
-    Live::with_config(db, move |c| {
-        c.egress_deny = NARROWED_DENY.into();
-        c.plans = Some(plans);
-        // A host off the list is asked about in the tab; one the test does not
-        // answer is refused soon.
-        c.egress_approval_timeout = Duration::from_secs(5);
-    })
+    Live::with_state(
+        db,
+        move |c| {
+            c.egress_deny = NARROWED_DENY.into();
+            c.plans = Some(plans);
+            // A host off the list is asked about in the tab; one the test does not
+            // answer is refused soon.
+            c.egress_approval_timeout = Duration::from_secs(5);
+        },
+        |state| {
+            if let Some(names) = names {
+                state.egress_resolver = Arc::new(names);
+            }
+        },
+    )
     .await
 }
 
@@ -134,16 +150,27 @@ async fn run_bash_answering(
         .unwrap_or_else(|| panic!("no tool result: {frames:?}"))
 }
 
-/// The audited connections of `user` to `port`: (decision, reason, bytes down),
-/// once there are at least `count` (a row is written when its connection ends).
+/// The audited connections of `user` to [`STAND_IN_IP`] on `port`.
 async fn audited(live: &Live, user: &User, port: u16, count: usize) -> Vec<(String, String, i64)> {
+    audited_host(live, user, STAND_IN_IP, port, count).await
+}
+
+/// The audited connections of `user` to `host:port`: (decision, reason, bytes
+/// down), once there are at least `count` (a row is written when its connection ends).
+async fn audited_host(
+    live: &Live,
+    user: &User,
+    host: &str,
+    port: u16,
+    count: usize,
+) -> Vec<(String, String, i64)> {
     let rows = || async {
         sqlx::query_as::<_, (String, String, i64)>(
             "select decision, reason, bytes_down from egress_connections \
              where owner_id = $1 and host = $2 and port = $3 order by id",
         )
         .bind(user.id)
-        .bind(STAND_IN_IP)
+        .bind(host)
         .bind(i32::from(port))
         .fetch_all(&live.app.db)
         .await
@@ -345,5 +372,145 @@ async fn pip_installs_from_a_package_index_through_the_proxy_and_the_package_imp
     assert!(
         output.contains("IMPORTED hello from the tiny package /workspace/.venv"),
         "{output}"
+    );
+}
+
+/// A certificate authority made for one test, and its certificate (PEM).
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Jarvis egress test CA");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Self {
+            issuer: rcgen::Issuer::new(params, key),
+            pem: cert.pem(),
+        }
+    }
+
+    /// A certificate for `name` signed by this CA, and its key (DER).
+    fn issue(
+        &self,
+        name: &str,
+    ) -> (
+        tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+        tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .expect("params")
+            .signed_by(&key, &self.issuer)
+            .expect("certificate");
+        (
+            cert.der().clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+    }
+}
+
+/// An HTTPS stand-in for `name` on [`STAND_IN_IP`] answering every request with
+/// `hello over tls from NAME`; its port.
+async fn tls_stand_in(ca: &TestCa, name: &str) -> u16 {
+    use hyper::{Response, service::service_fn};
+    use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
+    let (cert, key) = ca.issue(name);
+    let config = ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .expect("server config");
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind((STAND_IN_IP, 0))
+        .await
+        .expect("bind 127.0.0.2");
+    let port = listener.local_addr().expect("addr").port();
+    let body = format!("hello over tls from {name}\n");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    let service = service_fn(move |_req| {
+                        let body = body.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn curl_reaches_an_allowed_name_over_https_through_a_connect_tunnel_and_another_name_is_refused(
+    db: PgPool,
+) {
+    let ca = TestCa::new();
+    let secure = tls_stand_in(&ca, "secure.test").await;
+    let other = tls_stand_in(&ca, "other.test").await;
+    let stand_in: std::net::IpAddr = STAND_IN_IP.parse().expect("ip");
+    let names = StaticResolver::default()
+        .with("secure.test", &[stand_in])
+        .with("other.test", &[stand_in]);
+    let live = live_resolving(db, &[format!("secure.test:{secure}")], Some(names)).await;
+    let alice = live.app.register("alice@example.com").await;
+    let mut a = live.browser(&alice.access).await;
+    a.ready().await;
+    // The agent trusts the test's CA through a file in its workspace.
+    std::fs::write(live.workspace(&alice).join("test-ca.pem"), &ca.pem).expect("write CA");
+
+    let command = format!(
+        "curl -sS --cacert /workspace/test-ca.pem https://secure.test:{secure}/; \
+         curl -sS --cacert /workspace/test-ca.pem https://other.test:{other}/; \
+         echo OTHER_EXIT=$?; echo END"
+    );
+    // The name off the list is asked about in the tab, which denies it.
+    let denied = vec![(format!("other.test:{other}"), "deny")];
+    let output = run_bash_answering(&live, &mut a, &command, &denied).await;
+    assert!(
+        output.contains("hello over tls from secure.test"),
+        "curl got the page over TLS, certificate checked against the test's CA: {output}"
+    );
+    assert!(!output.contains("from other.test"), "{output}");
+    assert!(
+        output.contains("403"),
+        "curl reports the proxy's refusal of the CONNECT: {output}"
+    );
+    assert!(output.contains("OTHER_EXIT=56"), "{output}");
+
+    // Both audited under alice, by name: the tunnel with its bytes, the refusal.
+    let rows = audited_host(&live, &alice, "secure.test", secure, 1).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("allowed", "plan"));
+    assert!(rows[0].2 > 0, "bytes came down the tunnel: {rows:?}");
+    let rows = audited_host(&live, &alice, "other.test", other, 1).await;
+    assert_eq!(
+        rows,
+        vec![("denied".to_string(), "denied_by_workspace".to_string(), 0)]
     );
 }

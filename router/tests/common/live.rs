@@ -85,6 +85,16 @@ impl Live {
 
     /// Starts a router whose configuration `tweak` adjusts.
     pub async fn with_config(db: PgPool, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::with_state(db, tweak, |_| {}).await
+    }
+
+    /// Starts a router whose configuration `tweak` adjusts and whose state
+    /// `tweak_state` adjusts before it serves (the egress proxy's resolver, say).
+    pub async fn with_state(
+        db: PgPool,
+        tweak: impl FnOnce(&mut Config),
+        tweak_state: impl FnOnce(&mut router::http::AppState),
+    ) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().expect("tempdir");
         // The sandbox user must be able to reach the directories bound into jails.
@@ -109,6 +119,8 @@ impl Live {
             tweak(c);
         })
         .await;
+        let mut app = app;
+        tweak_state(&mut app.state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
