@@ -55,6 +55,9 @@ static NEXT_HOST: AtomicU16 = AtomicU16::new(0);
 struct SandboxPods {
     client: OnceLock<kube::Client>,
     gateway: OnceLock<String>,
+    /// Where the router Service's egress port leads (`JARVIS_EGRESS_LISTEN` of
+    /// replica A), as cluster DNS would resolve a pod's `--egress-proxy`.
+    egress: OnceLock<String>,
     dir: OnceLock<PathBuf>,
     /// Pods started so far.
     next: AtomicU8,
@@ -111,7 +114,7 @@ impl SandboxPods {
                 command.env(name, value);
             }
         }
-        let mut child = command
+        command
             .arg("--listen")
             .arg(format!("{ip}:{port}"))
             .arg("--workspace-token")
@@ -123,7 +126,15 @@ impl SandboxPods {
             .arg("--workspace-dir")
             .arg(dir.join("workspace"))
             .arg("--state-dir")
-            .arg(dir.join("state"))
+            .arg(dir.join("state"));
+        // The pod's `--egress-proxy` names the router Service's egress port.
+        let args = container["args"].as_array().cloned().unwrap_or_default();
+        if args.iter().any(|a| a == "--egress-proxy")
+            && let Some(egress) = self.egress.get()
+        {
+            command.arg("--egress-proxy").arg(egress);
+        }
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -252,6 +263,9 @@ async fn cluster_with(db: PgPool, tweak: impl Fn(&mut Config)) -> Cluster {
     };
     // Pods reach a router's sandbox listener (the Service's), never the public one.
     let _ = pods.gateway.set(live.sandbox_url.clone());
+    if let Some(egress) = live.app.state.config.egress_listen {
+        let _ = pods.egress.set(egress.to_string());
+    }
     let _ = pods.dir.set(live.tmp.path().join("pods"));
     Cluster {
         live,
@@ -946,5 +960,132 @@ async fn a_tab_on_the_other_replica_sees_the_turn_and_its_interrupt_stops_it(db:
         "the answer stopped early ({} of {} characters)",
         shown.len(),
         deltas.concat().len()
+    );
+}
+
+/// A plain HTTP stand-in for a host of the internet on 127.0.0.2 (a loopback
+/// address the sandbox's `NO_PROXY` does not name) answering `hello from NAME`;
+/// its port.
+async fn http_stand_in(name: &'static str) -> u16 {
+    use hyper::{Response, service::service_fn};
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("bind 127.0.0.2");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = service_fn(move |_req| async move {
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(format!("hello from {name}\n")),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    port
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_pods_agent_reaches_the_internet_only_through_the_routers_egress_proxy(db: PgPool) {
+    let allowed = http_stand_in("the allowed host").await;
+    let other = http_stand_in("another host").await;
+    let plan = serde_json::json!({ "egress_allow": [format!("127.0.0.2:{allowed}")] });
+    let plans = serde_json::json!({ "free": plan, "pro": plan, "enterprise": plan }).to_string();
+    let c = cluster_with(db, |config| {
+        // The router Service's egress port: each replica's proxy on a port of its own.
+        config.egress_listen = Some(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            common::process::free_port(),
+        )));
+        // Loopback let through, to reach the stand-ins; nothing else.
+        config.egress_deny = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,169.254.0.0/16,\
+                              0.0.0.0/8,100.64.0.0/10,fc00::/7,fe80::/10"
+            .into();
+        config.plans = Some(plans.clone());
+        // The host off the list is asked about in the tab, which does not answer.
+        config.egress_approval_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let live = &c.live;
+    let alice = live.app.register("alice@example.com").await;
+    let mut browser = live.browser(&alice.access).await;
+    browser.ready().await;
+
+    // The operator gave the pod the router Service's egress port.
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(c.client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .expect("pods");
+    let args = pods.items[0].spec.as_ref().expect("spec").containers[0]
+        .args
+        .clone()
+        .unwrap_or_default();
+    let asked = args
+        .iter()
+        .position(|a| a == "--egress-proxy")
+        .and_then(|i| args.get(i + 1));
+    assert_eq!(
+        asked.map(String::as_str),
+        Settings::default().egress_proxy().as_deref(),
+        "{args:?}"
+    );
+
+    live.api.push(Reply::tool_use(
+        "toolu_egress",
+        "Bash",
+        serde_json::json!({
+            "command": format!(
+                "echo PROXY=$HTTP_PROXY; curl -sS http://127.0.0.2:{allowed}/; \
+                 curl -sS -o /dev/null -D - http://127.0.0.2:{other}/; echo END"
+            ),
+            "description": "fetch",
+        }),
+    ));
+    live.api.push(Reply::text(&["Fetched."]));
+    browser.message("fetch it", None).await;
+    let frames = browser.turn().await;
+    let output = first_result(&frames);
+    assert!(output.contains("PROXY=http://127.0.0.1:"), "{output}");
+    assert!(output.contains("hello from the allowed host"), "{output}");
+    assert!(!output.contains("hello from another host"), "{output}");
+    let lower = output.to_ascii_lowercase();
+    assert!(lower.contains("http/1.1 403"), "{output}");
+    assert!(
+        lower.contains("x-jarvis-egress: denied; reason=not_approved"),
+        "{output}"
+    );
+    assert!(output.contains("END"), "{output}");
+
+    // Both audited under alice: the pod's workspace token is who it is.
+    let rows = || async {
+        sqlx::query_as::<_, (i32, String, String, i64)>(
+            "select port, decision, reason, bytes_down from egress_connections \
+             where owner_id = $1 and host = '127.0.0.2' order by id",
+        )
+        .bind(alice.id)
+        .fetch_all(&live.app.db)
+        .await
+        .expect("audit rows")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut found = rows().await;
+    while found.len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        found = rows().await;
+    }
+    assert_eq!(found.len(), 2, "{found:?}");
+    let (port, decision, reason, bytes_down) = &found[0];
+    assert_eq!(
+        (*port, decision.as_str(), reason.as_str()),
+        (i32::from(allowed), "allowed", "plan")
+    );
+    assert!(*bytes_down > 0, "{found:?}");
+    let (port, decision, reason, _) = &found[1];
+    assert_eq!(
+        (*port, decision.as_str(), reason.as_str()),
+        (i32::from(other), "denied", "not_approved")
     );
 }
