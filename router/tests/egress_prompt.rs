@@ -12,9 +12,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, service::service_fn};
 use hyper_util::rt::TokioIo;
 use router::{
-    egress::{
-        Egress, Settings, audit, policy::DenyList, proxy, resolve::StaticResolver,
-    },
+    egress::{Egress, Settings, audit, policy::DenyList, proxy, resolve::StaticResolver},
     metrics::Metrics,
     plans::Plans,
     workspaces::tokens,

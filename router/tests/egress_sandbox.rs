@@ -506,7 +506,10 @@ async fn curl_reaches_an_allowed_name_over_https_through_a_connect_tunnel_and_an
     // Both audited under alice, by name: the tunnel with its bytes, the refusal.
     let rows = audited_host(&live, &alice, "secure.test", secure, 1).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("allowed", "plan"));
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str()),
+        ("allowed", "plan")
+    );
     assert!(rows[0].2 > 0, "bytes came down the tunnel: {rows:?}");
     let rows = audited_host(&live, &alice, "other.test", other, 1).await;
     assert_eq!(

@@ -163,7 +163,10 @@ mod tests {
         let later = t0 + Duration::from_secs(3600);
         assert_eq!(b.wait_at(later), None);
         b.take_at(RATE, later);
-        assert!(b.wait_at(later).is_some(), "an hour's quiet is one second's worth");
+        assert!(
+            b.wait_at(later).is_some(),
+            "an hour's quiet is one second's worth"
+        );
     }
 
     #[test]
