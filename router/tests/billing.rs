@@ -157,7 +157,10 @@ async fn billing_off_answers_a_clear_error_and_everyone_is_active(db: PgPool) {
 #[sqlx::test(migrator = "router::MIGRATOR")]
 async fn usage_counts_this_months_egress_bytes_against_the_plans_limit(db: PgPool) {
     let app = TestApp::with_config(db.clone(), |c| {
-        c.plans = Some(r#"{"free": {"egress_bytes_per_month": 5000}}"#.into());
+        c.plans = Some(
+            r#"{"free": {"egress_bytes_per_month": 5000, "egress_bandwidth_bytes_per_second": 4096}}"#
+                .into(),
+        );
     })
     .await;
     let user = app.register("alice@example.com").await;
@@ -190,6 +193,10 @@ async fn usage_counts_this_months_egress_bytes_against_the_plans_limit(db: PgPoo
     assert_eq!(usage.status, StatusCode::OK, "{}", usage.body);
     assert_eq!(usage.body["egress_bytes"], 2110);
     assert_eq!(usage.body["limits"]["egress_bytes_per_month"], 5000);
+    assert_eq!(
+        usage.body["limits"]["egress_bandwidth_bytes_per_second"],
+        4096
+    );
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]

@@ -14,7 +14,8 @@
 //! `storage_used` is every byte the storage quota counts (`crate::quota`).
 //! `egress_bytes` is what the sandbox moved through the egress proxy this month,
 //! both ways, in connections that ended (`egress_connections`); its limit is
-//! `limits.egress_bytes_per_month`.
+//! `limits.egress_bytes_per_month`, and `limits.egress_bandwidth_bytes_per_second`
+//! the rate its connections share.
 //!
 //! `quota` (and `limit_tokens`, the name the Account page reads) is `null` when
 //! unlimited. Only the caller's rows are read, inside their row-level-security
@@ -53,6 +54,9 @@ pub struct LimitsView {
     pub storage_bytes: Option<u64>,
     /// Bytes through the egress proxy per calendar month; `null` is unlimited.
     pub egress_bytes_per_month: Option<u64>,
+    /// Bytes per second through the egress proxy, all of the workspace's
+    /// connections together; `null` is unlimited.
+    pub egress_bandwidth_bytes_per_second: Option<u64>,
 }
 
 impl LimitsView {
@@ -66,6 +70,7 @@ impl LimitsView {
             voice: plan.voice,
             storage_bytes: plan.storage_bytes,
             egress_bytes_per_month: plan.egress_bytes_per_month,
+            egress_bandwidth_bytes_per_second: plan.egress_bandwidth_bytes_per_second,
         }
     }
 }
