@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    kube_cluster::{Cluster, NS, cluster_of, status},
+    kube_cluster::{Cluster, NS, cluster_of, cluster_with_rbac, status},
     live::{Browser, text},
 };
 use k8s_openapi::api::core::v1::Pod;
@@ -20,9 +20,12 @@ use kube::{
     Api,
     api::{ListParams, Patch, PatchParams},
 };
-use operator::controller::build::{
-    Settings, USER_LABEL, WORKSPACE_LABEL, child_name,
-    warm::{AVAILABLE, POOL_POD_PREFIX, WARM_LABEL},
+use operator::{
+    controller::build::{
+        Settings, USER_LABEL, WORKSPACE_LABEL, child_name,
+        warm::{AVAILABLE, POOL_POD_PREFIX, WARM_LABEL},
+    },
+    testing::rbac::{chart_rbac, rule_index, without_verb},
 };
 use router::workspaces::kubernetes::workspace_name;
 use sandbox::testing::Reply;
@@ -262,6 +265,38 @@ async fn an_empty_pool_wakes_on_a_pod_started_for_the_workspace(db: PgPool) {
         .push(Reply::text(&["Hello ", "from ", "a cold pod"]));
     browser.message("hi", None).await;
     assert_eq!(text(&browser.turn().await), "Hello from a cold pod");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_router_without_the_charts_pods_patch_wakes_on_a_started_pod(db: PgPool) {
+    let rbac = chart_rbac(NS, "jarvis").expect("the chart's RBAC");
+    let router = "jarvis-router";
+    let index = rule_index(&rbac, router, "", "pods", "patch").expect("the router may patch pods");
+    let rbac = without_verb(rbac, router, index, "patch");
+    let settings = Settings {
+        warm_pool: 1,
+        ..Settings::default()
+    };
+    let c = cluster_with_rbac(db, settings, rbac, |c| c.warm_pool = 1).await;
+    pool_holds(&c, 1).await;
+    let warm = available(&c).await[0].metadata.name.clone();
+
+    // Its claim is refused (403): the wake starts a pod, the warm pod stays in the pool.
+    let alice = c.live.app.register("alice@example.com").await;
+    let mut browser = c.live.browser(&alice.access).await;
+    wake(&mut browser).await;
+    assert_eq!(
+        pod_of(&c, alice.id).await,
+        child_name(&workspace_name(alice.id))
+    );
+    let still: Vec<_> = available(&c)
+        .await
+        .into_iter()
+        .map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(still, vec![warm], "unclaimed");
+    browser.message("hi", None).await;
+    assert_eq!(text(&browser.turn().await), "ok");
 }
 
 /// What a pod start costs the fake kubelet in the benchmarks (scheduling,

@@ -227,6 +227,17 @@ pub async fn cluster_with(db: PgPool, tweak: impl Fn(&mut Config)) -> Cluster {
 
 /// [`cluster_with`], the operator running with `settings`.
 pub async fn cluster_of(db: PgPool, settings: Settings, tweak: impl Fn(&mut Config)) -> Cluster {
+    let rbac = chart_rbac(NS, "jarvis").expect("the chart's RBAC");
+    cluster_with_rbac(db, settings, rbac, tweak).await
+}
+
+/// [`cluster_of`], the fake API server enforcing `rbac` instead of the chart's.
+pub async fn cluster_with_rbac(
+    db: PgPool,
+    settings: Settings,
+    rbac: Vec<Value>,
+    tweak: impl Fn(&mut Config),
+) -> Cluster {
     let pods = Arc::new(SandboxPods::default());
     let fake = FakeApiServer::with_runner(Arc::new(Runner(pods.clone())))
         .await
@@ -234,7 +245,7 @@ pub async fn cluster_of(db: PgPool, settings: Settings, tweak: impl Fn(&mut Conf
     // The operator and the routers act as the chart's service accounts (each
     // router through a `kubectl proxy` of its own); the kubelet and the test as
     // an admin.
-    fake.enforce_rbac(chart_rbac(NS, "jarvis").expect("the chart's RBAC"));
+    fake.enforce_rbac(rbac);
     let client = fake.client(NS);
     let _ = pods.client.set(client.clone());
     let mut proxies = Vec::new();
