@@ -55,8 +55,13 @@ pub(crate) async fn restore(sync: &RouterSync) -> Result<()> {
 
 /// Restores a just-claimed warm pool sandbox from the router, retrying as
 /// [`restore`] does.
-pub(crate) async fn restore_claimed(sync: &RouterSync) -> Result<()> {
-    restore_with(|| sync.restore_claimed()).await
+pub(crate) async fn restore_claimed(sync: &RouterSync, spec: &AgentSpec) -> Result<()> {
+    restore_with(|| sync.restore_claimed()).await?;
+    // What was restored belongs to the CLI's user too.
+    for dir in [&spec.home, &spec.workspace_dir] {
+        prepare_dir(dir, spec.uid_gid)?;
+    }
+    Ok(())
 }
 
 async fn restore_with<F, Fut>(attempt_restore: F) -> Result<()>

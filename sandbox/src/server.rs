@@ -114,7 +114,7 @@ async fn claim(
     match state.credentials.claim(bearer(&headers), &token) {
         Ok(()) => {
             if let Some(sync) = &state.settings.sync
-                && let Err(e) = crate::run::restore_claimed(sync).await
+                && let Err(e) = crate::run::restore_claimed(sync, &state.settings.spec).await
             {
                 tracing::error!(error = %e, "a claimed sandbox could not restore its workspace");
                 return error(
