@@ -97,6 +97,8 @@ def operator_rules(scope: str) -> set[tuple]:
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     }
     | {(scope, group, "events", v, None) for group in ("", "events.k8s.io") for v in ("create", "patch")}
+    # Each warm pool pod's claim Secret (never read back).
+    | {(scope, "", "secrets", "create", None)}
     )
 
 
@@ -107,13 +109,14 @@ LEADER_RULES = {(NAMESPACE, "coordination.k8s.io", "leases", "create", None)} | 
 OPERATOR_RULES = operator_rules(NAMESPACE) | LEADER_RULES
 # The router creates, reads and watches workspaces (never deletes nor scales one down),
 # scales them up, reports activity in their status, claims a start by creating or
-# replacing the token Secret, and reads a pod's IP.
+# replacing the token Secret, and reads a pod's IP; with a warm pool it lists the
+# pool's pods, claims one by patching its labels, and deletes one that refused its claim.
 ROUTER_RULES = (
     {(NAMESPACE, "jarvis.dev", WORKSPACES, v, None) for v in ("get", "list", "watch", "create")}
     | {(NAMESPACE, "jarvis.dev", f"{WORKSPACES}/status", "patch", None)}
     | {(NAMESPACE, "jarvis.dev", f"{WORKSPACES}/scale", "patch", None)}
     | {(NAMESPACE, "", "secrets", v, None) for v in ("get", "create", "update")}
-    | {(NAMESPACE, "", "pods", "get", None)}
+    | {(NAMESPACE, "", "pods", v, None) for v in ("get", "list", "patch", "delete")}
 )
 
 
@@ -279,7 +282,8 @@ class ChartTest(unittest.TestCase):
                 self.assertEqual(operator, OPERATOR_RULES, sorted(operator ^ OPERATOR_RULES, key=str))
                 self.assertEqual(router, ROUTER_RULES, sorted(router ^ ROUTER_RULES, key=str))
                 self.assertFalse(
-                    [r for r in operator if r[2] == "secrets"], "the operator must not read secrets"
+                    [r for r in operator if r[2] == "secrets" and r[3] in ("get", "list", "watch")],
+                    "the operator must not read secrets",
                 )
                 for kind in ("Role", "ClusterRole"):
                     for role in install.all(kind):

@@ -100,6 +100,10 @@ pub struct Config {
     /// Default size of a workspace volume.
     #[arg(long, env = "JARVIS_WORKSPACE_SIZE", default_value = "1Gi", value_parser = crate::quantity::parse_arg)]
     pub workspace_size: String,
+    /// Warm pool pods kept started and unclaimed per namespace: a waking
+    /// workspace claims one instead of waiting for a pod start. 0: no pool.
+    #[arg(long, env = "JARVIS_WARM_POOL", default_value_t = 0)]
+    pub warm_pool: usize,
 }
 
 fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
@@ -147,6 +151,7 @@ impl Config {
                 }),
             },
             default_storage_size: quantity(&self.workspace_size),
+            warm_pool: self.warm_pool,
         }
     }
 }

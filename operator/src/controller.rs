@@ -8,6 +8,8 @@
 pub mod apply;
 /// Pure builders: validated workspace + settings -> Pod, Service, NetworkPolicy.
 pub mod build;
+/// The warm pool: unassigned pods kept started for waking workspaces to claim.
+pub mod pool;
 /// Which namespaces an operator manages.
 pub mod scope;
 /// Pure status computation and the idle reaper's clock check.
@@ -229,20 +231,36 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
     if let Err(error) = apply::apply_network(ctx, &valid).await {
         return Err(report_refusal(ctx, ws, error, now).await);
     }
+    let mut pod_name = build::child_name(&name);
     let outcome = if valid.replicas == 0 {
         apply::delete_pod(ctx, &namespace, &name).await?;
+        if uses_pool(ws, ctx) {
+            apply::delete_adopted_pods(ctx, &valid).await?;
+        }
         Outcome::Sleeping
     } else {
-        let applied = match apply::apply_pod(ctx, &valid).await {
-            Ok(applied) => applied,
-            Err(error) => return Err(report_refusal(ctx, ws, error, now).await),
+        // A warm pool pod a router claimed for it is its pod; else its own.
+        let adopted = if uses_pool(ws, ctx) {
+            apply::adopt_claimed_pod(ctx, &valid).await?
+        } else {
+            None
+        };
+        let applied = match adopted {
+            Some(pod) => {
+                pod_name = pod.name_any();
+                Some(pod)
+            }
+            None => match apply::apply_pod(ctx, &valid).await {
+                Ok(applied) => applied,
+                Err(error) => return Err(report_refusal(ctx, ws, error, now).await),
+            },
         };
         match applied {
             Some(pod) => {
                 let outcome = pod_outcome(&pod, build::endpoint(&valid, &ctx.settings));
                 if matches!(outcome, Outcome::Failed(_)) {
                     // A failed pod never comes back by itself: remove it so the next pass makes a new one.
-                    apply::delete_pod(ctx, &namespace, &name).await?;
+                    apply::delete_pod_named(ctx, &namespace, pod_name.clone()).await?;
                 }
                 outcome
             }
@@ -255,7 +273,7 @@ async fn apply_workspace(ws: &JarvisWorkspace, ctx: &Context) -> Result<Action> 
     }
     let mut status = desired_status(ws, &outcome, now);
     if status.replicas == 1 {
-        status.pod = Some(build::child_name(&name));
+        status.pod = Some(pod_name);
         status.image = Some(build::sandbox_image(&valid, &ctx.settings));
     }
     // A workspace this pass makes Ready starts the reaper's clock now; writing the
@@ -353,7 +371,24 @@ async fn announce(ctx: &Context, ws: &JarvisWorkspace, outcome: &Outcome) {
 /// until it is gone.
 async fn stop_pod(ws: &JarvisWorkspace, ctx: &Context) -> Result<bool> {
     let namespace = ws.namespace().unwrap_or_default();
-    apply::delete_pod(ctx, &namespace, &ws.name_any()).await
+    let own = apply::delete_pod(ctx, &namespace, &ws.name_any()).await?;
+    let adopted = match build::validate(ws) {
+        Ok(valid) if uses_pool(ws, ctx) => apply::delete_adopted_pods(ctx, &valid).await?,
+        _ => false,
+    };
+    Ok(own || adopted)
+}
+
+/// Whether `ws` may run on a claimed warm pool pod: the pool is on, or its
+/// status names a pod that is not its own (adopted before the pool was turned off).
+fn uses_pool(ws: &JarvisWorkspace, ctx: &Context) -> bool {
+    let own = build::child_name(&ws.name_any());
+    ctx.settings.warm_pool > 0
+        || ws
+            .status
+            .as_ref()
+            .and_then(|s| s.pod.as_deref())
+            .is_some_and(|pod| pod != own)
 }
 
 /// Deletion, second half: the pod is gone ([`stop_pod`]), so the finalizer can go;
@@ -462,7 +497,17 @@ pub async fn run_in(
                 }
             })
     });
+    // The warm pool of each namespace named (none with `*`: no namespace to keep it in).
+    let pools = namespaces
+        .iter()
+        .flatten()
+        .filter(|_| ctx.settings.warm_pool > 0)
+        .map(|namespace| tokio::spawn(pool::keep_filled(ctx.clone(), namespace.clone())))
+        .collect::<Vec<_>>();
     futures::future::join_all(controllers).await;
+    for pool in pools {
+        pool.abort();
+    }
     Ok(())
 }
 

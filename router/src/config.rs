@@ -133,7 +133,9 @@ pub struct Config {
     /// pool is refilled in the background, one at a time, and a wake that finds
     /// it empty starts a sandbox as without a pool. With a pool every sandbox
     /// also keeps a spare CLI for its next new conversation (one more CLI
-    /// process per awake workspace). 0: no pool, no spare CLIs.
+    /// process per awake workspace). 0: no pool, no spare CLIs. With the
+    /// kubernetes backend, above 0 a wake claims one of the pods of the
+    /// operator's warm pool (sized by the operator's own `JARVIS_WARM_POOL`).
     #[arg(long, env = "JARVIS_WARM_POOL", default_value_t = 0)]
     pub warm_pool: usize,
 

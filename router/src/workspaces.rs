@@ -313,6 +313,7 @@ pub fn backend(
                     activity_every: activity_every(config.idle_timeout),
                     idle_timeout: config.idle_timeout,
                     pod_ip: config.kube_endpoint == crate::config::KubeEndpoint::PodIp,
+                    warm_pool: config.warm_pool > 0,
                 },
             )))
         }

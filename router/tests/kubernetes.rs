@@ -59,6 +59,7 @@ fn router_backend(fake: &FakeApiServer, db: &PgPool, pod_ip: bool) -> Kubernetes
             activity_every: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(90),
             pod_ip,
+            warm_pool: false,
         },
     )
 }

@@ -29,9 +29,10 @@ pub struct Config {
     pub workspace_token: Option<String>,
 
     /// Start unassigned (a warm pool's sandbox): no workspace token until the
-    /// router claims the sandbox with this secret (`POST /v1/claim`). Needs
-    /// `--gateway-socket` (the gateway forwarder adds the token to model calls)
-    /// and `--sync off`.
+    /// router claims the sandbox with this secret (`POST /v1/claim`). The CLI
+    /// reaches the gateway through the sandbox's forwarder, which adds the token
+    /// to model calls once there is one; with `--sync router` the claim restores
+    /// the user's files and agent state before it is answered.
     #[arg(
         long,
         env = "JARVIS_CLAIM_SECRET",
@@ -42,7 +43,8 @@ pub struct Config {
 
     /// Keep a CLI started for the next new conversation (one more CLI process
     /// than `--max-agents`): a new conversation's first answer skips the CLI's
-    /// start-up. Needs `--gateway-socket`.
+    /// start-up. Needs `--gateway-socket` or `--claim-secret` (the CLI then
+    /// calls the gateway through the forwarder).
     #[arg(long, env = "JARVIS_SPARE_AGENT")]
     pub spare_agent: bool,
 

@@ -1,6 +1,8 @@
-//! Local mode's way to the model gateway: a loopback HTTP listener whose
-//! requests are relayed to the router's unix socket bound into the jail (which
-//! has no network but loopback), each with the workspace token put in.
+//! The way to the model gateway of a sandbox whose CLI must not hold the token:
+//! a loopback HTTP listener whose requests are relayed to the router (local
+//! mode: its unix socket bound into the jail, which has no network but
+//! loopback; a warm pool pod: the router Service's sandbox port), each with the
+//! workspace token put in.
 //!
 //! The CLI is given a placeholder API key: whatever `x-api-key` or
 //! `Authorization` a request carries is replaced by the workspace token the
@@ -12,7 +14,7 @@
 //! gateway records usage per conversation as before. Bodies stream through
 //! both ways, never buffered.
 
-use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use http_body_util::BodyExt;
 use hyper::{
@@ -42,16 +44,16 @@ struct Relay {
     sessions: Arc<Sessions>,
 }
 
-/// Listens on `127.0.0.1:0` and relays each request to `socket` with the
+/// Listens on `127.0.0.1:0` and relays each request to `upstream` with the
 /// workspace token; returns the address to give the CLI as `ANTHROPIC_BASE_URL`.
 pub async fn start(
-    socket: PathBuf,
+    upstream: Upstream,
     credentials: Arc<Credentials>,
     sessions: Arc<Sessions>,
     cancel: CancellationToken,
 ) -> Result<SocketAddr> {
     let relay = Arc::new(Relay {
-        socket: Upstream::Unix(socket),
+        socket: upstream,
         credentials,
         sessions,
     });
@@ -60,6 +62,17 @@ pub async fn start(
         serve_client(relay.clone(), tcp)
     })
     .await
+}
+
+/// The router at `gateway_url` (`http://HOST:PORT`) as the forwarder's upstream;
+/// `None` for a URL it cannot relay to (another scheme, a path).
+pub fn tcp_upstream(gateway_url: &str) -> Option<Upstream> {
+    let url = reqwest::Url::parse(gateway_url).ok()?;
+    if url.scheme() != "http" || !matches!(url.path(), "" | "/") {
+        return None;
+    }
+    let port = url.port_or_known_default()?;
+    Some(Upstream::Tcp(format!("{}:{port}", url.host_str()?)))
 }
 
 async fn serve_client(relay: Arc<Relay>, client: TcpStream) {
@@ -104,6 +117,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http_body_util::Full;
+    use std::path::PathBuf;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A stand-in for the gateway: answers with the key and conversation it got.
@@ -155,6 +169,20 @@ mod tests {
         (head.to_string(), body.to_string())
     }
 
+    #[test]
+    fn a_pod_forwards_to_the_router_service_over_tcp() {
+        assert_eq!(
+            tcp_upstream("http://jarvis-router.jarvis.svc:8081"),
+            Some(Upstream::Tcp("jarvis-router.jarvis.svc:8081".into()))
+        );
+        assert_eq!(
+            tcp_upstream("http://127.0.0.1"),
+            Some(Upstream::Tcp("127.0.0.1:80".into()))
+        );
+        assert_eq!(tcp_upstream("https://router:8443"), None);
+        assert_eq!(tcp_upstream("http://router:8081/prefix"), None);
+    }
+
     #[tokio::test]
     async fn requests_carry_the_token_the_sandbox_holds_now_and_their_conversation() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -167,7 +195,7 @@ mod tests {
             .record(&conversation.to_string(), &session.to_string())
             .expect("record");
         let addr = start(
-            socket,
+            Upstream::Unix(socket),
             credentials.clone(),
             sessions,
             CancellationToken::new(),

@@ -49,10 +49,29 @@ const RESTORE_ATTEMPTS: u32 = 5;
 
 /// Restores from the router, retrying; a sandbox that cannot restore does not start
 /// (starting empty would show the user a workspace without their files).
-async fn restore(sync: &RouterSync) -> Result<()> {
+pub(crate) async fn restore(sync: &RouterSync) -> Result<()> {
+    restore_with(|| sync.restore()).await
+}
+
+/// Restores a just-claimed warm pool sandbox from the router, retrying as
+/// [`restore`] does.
+pub(crate) async fn restore_claimed(sync: &RouterSync, spec: &AgentSpec) -> Result<()> {
+    restore_with(|| sync.restore_claimed()).await?;
+    // What was restored belongs to the CLI's user too.
+    for dir in [&spec.home, &spec.workspace_dir] {
+        prepare_dir(dir, spec.uid_gid)?;
+    }
+    Ok(())
+}
+
+async fn restore_with<F, Fut>(attempt_restore: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = std::result::Result<crate::sync::Restored, crate::sync::SyncError>>,
+{
     let mut pause = Duration::from_secs(1);
     for attempt in 1..=RESTORE_ATTEMPTS {
-        match sync.restore().await {
+        match attempt_restore().await {
             Ok(_) => return Ok(()),
             Err(error) if attempt < RESTORE_ATTEMPTS => {
                 tracing::warn!(%error, attempt, "restoring from the router failed; retrying");
@@ -83,68 +102,88 @@ pub async fn run(
     }
     let credentials = match (&config.workspace_token, &config.claim_secret) {
         (Some(token), None) if !token.is_empty() => Credentials::assigned(token),
-        (None, Some(secret)) if !secret.is_empty() => {
-            if config.gateway_socket.is_none() || config.sync != SyncMode::Off {
-                return Err(Error::Config(
-                    "an unassigned sandbox (--claim-secret) needs --gateway-socket and --sync off"
-                        .into(),
-                ));
-            }
-            Credentials::unassigned(secret)
-        }
+        (None, Some(secret)) if !secret.is_empty() => Credentials::unassigned(secret),
         _ => return Err(Error::Config("the workspace token is empty".into())),
     };
-    if config.spare_agent && config.gateway_socket.is_none() {
+    let sessions = Arc::new(Sessions::load(&config.state_dir));
+    // The gateway as the sandbox's own requests reach it, and the way the CLI
+    // does: through the forwarder (which adds the token: the CLI has a
+    // placeholder key) when the CLI may start before the sandbox has a token
+    // (a warm pool's) or must not see it (a jail: its one way out is a socket);
+    // otherwise straight, with the token.
+    let forward = config.gateway_socket.is_some() || credentials.token().is_none();
+    if config.spare_agent && !forward {
         return Err(Error::Config(
-            "a spare agent (--spare-agent) needs --gateway-socket".into(),
+            "a spare agent (--spare-agent) needs --gateway-socket or --claim-secret".into(),
         ));
     }
-    let sessions = Arc::new(Sessions::load(&config.state_dir));
-    // Through the forwarder the CLI has a placeholder key (the forwarder adds
-    // the token); with a gateway URL it calls the gateway itself, with the token.
-    let (gateway_url, api_key) = match (&config.gateway_url, &config.gateway_socket) {
-        (Some(url), None) => (
-            url.trim_end_matches('/').to_string(),
-            credentials
-                .token()
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
-        ),
-        (None, Some(socket)) => {
-            let addr = gateway_forward::start(
-                socket.clone(),
-                credentials.clone(),
-                sessions.clone(),
-                cancel.child_token(),
-            )
-            .await?;
-            (
-                format!("http://{addr}"),
-                gateway_forward::PLACEHOLDER_KEY.to_string(),
-            )
+    let (gateway_url, upstream) = match (&config.gateway_url, &config.gateway_socket) {
+        (Some(url), None) => {
+            let url = url.trim_end_matches('/').to_string();
+            let upstream = gateway_forward::tcp_upstream(&url);
+            (url, upstream)
         }
+        (None, Some(socket)) => (
+            String::new(),
+            Some(egress_forward::Upstream::Unix(socket.clone())),
+        ),
         _ => {
             return Err(Error::Config(
                 "give exactly one of --gateway-url and --gateway-socket".into(),
             ));
         }
     };
+    let (cli_gateway_url, api_key) = if forward {
+        let upstream = upstream.ok_or_else(|| {
+            Error::Config(format!(
+                "the gateway forwarder cannot relay to {gateway_url:?} (http://HOST:PORT only)"
+            ))
+        })?;
+        let addr = gateway_forward::start(
+            upstream,
+            credentials.clone(),
+            sessions.clone(),
+            cancel.child_token(),
+        )
+        .await?;
+        (
+            format!("http://{addr}"),
+            gateway_forward::PLACEHOLDER_KEY.to_string(),
+        )
+    } else {
+        (
+            gateway_url.clone(),
+            credentials
+                .token()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+        )
+    };
+    // The sandbox's own requests: straight to the router when it has a URL,
+    // else through the forwarder.
+    let gateway_url = if gateway_url.is_empty() {
+        cli_gateway_url.clone()
+    } else {
+        gateway_url
+    };
     let sync = match config.sync {
         SyncMode::Off => None,
         SyncMode::Router => {
-            let token = credentials.token().unwrap_or_default();
-            let sync = RouterSync::new(
+            let sync = RouterSync::with_credentials(
                 &gateway_url,
-                &token,
+                credentials.clone(),
                 &config.workspace_dir,
                 &config.state_dir,
                 uid_gid,
             )
             .map_err(|e| Error::Config(e.to_string()))?;
-            restore(&sync).await?;
-            // What was restored belongs to the CLI's user too.
-            for dir in [&config.state_dir, &config.workspace_dir] {
-                prepare_dir(dir, uid_gid)?;
+            // A warm pool sandbox restores when it is claimed (`server`).
+            if credentials.token().is_some() {
+                restore(&sync).await?;
+                // What was restored belongs to the CLI's user too.
+                for dir in [&config.state_dir, &config.workspace_dir] {
+                    prepare_dir(dir, uid_gid)?;
+                }
             }
             Some(Arc::new(sync))
         }
@@ -199,7 +238,7 @@ pub async fn run(
             session_id: String::new(),
             resume: false,
             resume_at: None,
-            gateway_url,
+            gateway_url: cli_gateway_url,
             api_key,
             mcp_url: format!("http://{mcp_addr}/mcp"),
             mcp_tools: mcp::TOOL_NAMES.iter().map(|t| t.to_string()).collect(),

@@ -1,7 +1,9 @@
 //! The router's WebSocket endpoint (`/ws`, bearer workspace token), the claim
 //! of a warm pool sandbox (`POST /v1/claim`, bearer claim secret, body
 //! `{"token": "<workspace token>"}`: 204, or 401 for another secret, 409 when
-//! claimed already) and `/healthz`.
+//! claimed already; with `--sync router`, 204 only once the user's files and
+//! agent state are restored from the router, 503 when they could not be) and
+//! `/healthz`.
 //!
 //! Owns authentication, frame size limits and parsing of router frames; hands
 //! each valid frame to the hub or to `agents`. Several router connections (links,
@@ -90,8 +92,9 @@ struct ClaimBody {
 
 /// A warm pool sandbox becomes a workspace's: the claim secret it was started
 /// with buys it the workspace token, once. The user's agent state is in its
-/// state directory by now (the router put it there): the session map is read
-/// again.
+/// state directory by now (the local router put it there; a pod restores it
+/// from the router here, with the token just handed over): the session map is
+/// read again.
 async fn claim(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -110,6 +113,16 @@ async fn claim(
     };
     match state.credentials.claim(bearer(&headers), &token) {
         Ok(()) => {
+            if let Some(sync) = &state.settings.sync
+                && let Err(e) = crate::run::restore_claimed(sync, &state.settings.spec).await
+            {
+                tracing::error!(error = %e, "a claimed sandbox could not restore its workspace");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "restore_failed",
+                    e.to_string(),
+                );
+            }
             state.hub.sessions().reload();
             tracing::info!("claimed");
             StatusCode::NO_CONTENT.into_response()

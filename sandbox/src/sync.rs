@@ -23,6 +23,7 @@ use std::{
     io::{self, Read},
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Component, Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -33,6 +34,8 @@ use tokio::{io::AsyncWriteExt, sync::Mutex};
 pub mod beneath;
 
 use beneath::Beneath;
+
+use crate::credentials::Credentials;
 
 /// Directory and file names never synced (caches and dependency trees the agent
 /// can rebuild). The router's sync uses the same list.
@@ -258,7 +261,7 @@ struct StoredFile {
 pub struct RouterSync {
     client: reqwest::Client,
     base: Url,
-    token: String,
+    credentials: Arc<Credentials>,
     workspace: PathBuf,
     state: PathBuf,
     owner: Option<(u32, u32)>,
@@ -287,6 +290,24 @@ impl RouterSync {
         state: &Path,
         owner: Option<(u32, u32)>,
     ) -> Result<Self> {
+        Self::with_credentials(
+            gateway_url,
+            Credentials::assigned(token),
+            workspace,
+            state,
+            owner,
+        )
+    }
+
+    /// A sync whose requests carry the token `credentials` hold at the time
+    /// (a warm pool sandbox gets it with its claim).
+    pub fn with_credentials(
+        gateway_url: &str,
+        credentials: Arc<Credentials>,
+        workspace: &Path,
+        state: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Self> {
         let base = Url::parse(&format!("{}/", gateway_url.trim_end_matches('/')))
             .ok()
             .filter(|u| !u.cannot_be_a_base())
@@ -297,7 +318,7 @@ impl RouterSync {
         Ok(Self {
             client,
             base,
-            token: token.to_string(),
+            credentials,
             workspace: workspace.to_path_buf(),
             state: state.to_path_buf(),
             owner,
@@ -321,16 +342,29 @@ impl RouterSync {
     }
 
     fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        let token = self.credentials.token().unwrap_or_default();
         self.client
             .request(method, url)
-            .header("x-api-key", &self.token)
+            .header("x-api-key", token.as_ref())
     }
 
     /// Brings stored files into an empty workspace and the stored state into an
     /// empty state directory, and remembers the workspace as synced.
     pub async fn restore(&self) -> Result<Restored> {
+        self.restore_into(false).await
+    }
+
+    /// Brings every stored file and the stored state in whatever the
+    /// directories hold (a warm pool sandbox just claimed: only what the sandbox
+    /// made itself is there, the spare CLI's home and the Python environment;
+    /// the user's entries win), and remembers the workspace as synced.
+    pub async fn restore_claimed(&self) -> Result<Restored> {
+        self.restore_into(true).await
+    }
+
+    async fn restore_into(&self, claimed: bool) -> Result<Restored> {
         let mut report = Restored::default();
-        if is_empty(&self.workspace) {
+        if claimed || is_empty(&self.workspace) {
             let list: StoredList = self
                 .request(reqwest::Method::GET, self.url(&["files"], None))
                 .send()
@@ -349,7 +383,7 @@ impl RouterSync {
                 }
             }
         }
-        if is_empty(&self.state) {
+        if claimed || is_empty(&self.state) {
             report.state_files = self.restore_state().await?;
         }
         let root = self.workspace.clone();

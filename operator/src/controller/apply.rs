@@ -8,7 +8,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Resource,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
@@ -93,6 +93,103 @@ pub async fn apply_network(ctx: &Context, ws: &ValidWorkspace) -> Result<()> {
     Ok(())
 }
 
+/// Apply the NetworkPolicy of the warm pool's unclaimed pods in `namespace`.
+pub async fn apply_pool_network(ctx: &Context, namespace: &str) -> Result<()> {
+    let policy = build::warm::build_pool_network_policy(namespace, &ctx.settings);
+    apply_unless_unchanged(
+        ctx,
+        &Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace),
+        &policy,
+    )
+    .await
+}
+
+/// The warm pool pods a router claimed for workspace `name` (labels
+/// [`build::warm::CLAIMED`] and the workspace's), not being deleted.
+async fn claimed_pods(ctx: &Context, namespace: &str, name: &str) -> Result<Vec<Pod>> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{}={},{}={name}",
+        build::warm::WARM_LABEL,
+        build::warm::CLAIMED,
+        build::WORKSPACE_LABEL
+    );
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "Pod".to_owned(),
+            name: build::child_name(name),
+            source,
+        })?;
+    Ok(listed
+        .items
+        .into_iter()
+        .filter(|pod| build::warm::is_claimed_by(pod, name))
+        .collect())
+}
+
+/// The warm pool pod a router claimed for `ws`, made the workspace's (its
+/// controller owner reference: deleted with it, and its changes reconcile it);
+/// `None` when there is none.
+pub async fn adopt_claimed_pod(ctx: &Context, ws: &ValidWorkspace) -> Result<Option<Pod>> {
+    let Some(pod) = claimed_pods(ctx, &ws.namespace, &ws.name)
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let Some(owners) = build::warm::adoption(&pod, ws) else {
+        return Ok(Some(pod));
+    };
+    let name = pod.meta().name.clone().unwrap_or_default();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ws.namespace);
+    let patch = Patch::Merge(json!({ "metadata": { "ownerReferences": owners } }));
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let adopted = pods
+        .patch(&name, &params, &patch)
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "Pod".to_owned(),
+            name: name.clone(),
+            source,
+        })?;
+    tracing::info!(workspace.name = %ws.name, pod = %name, "adopted a claimed warm pod");
+    Ok(Some(adopted))
+}
+
+/// Delete the warm pool pods `ws` adopted; whether one is still there (its
+/// deletion under way). A pod claimed for it but not adopted yet is left
+/// alone: its router is waking the workspace (the pool removes it if that
+/// router died).
+pub async fn delete_adopted_pods(ctx: &Context, ws: &ValidWorkspace) -> Result<bool> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ws.namespace);
+    let mut remaining = false;
+    let adopted = claimed_pods(ctx, &ws.namespace, &ws.name)
+        .await?
+        .into_iter()
+        .filter(|pod| build::warm::adoption(pod, ws).is_none());
+    for pod in adopted {
+        let pod_name = pod.meta().name.clone().unwrap_or_default();
+        match pods.delete(&pod_name, &DeleteParams::default()).await {
+            Ok(either) => remaining |= either.left().is_some_and(|pod| still_terminating(&pod)),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Delete {
+                    kind: "Pod".to_owned(),
+                    name: pod_name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(remaining)
+}
+
 /// Apply the sandbox pod and return it as stored (with its status). Most of a pod's
 /// spec is immutable: when the apiserver refuses the apply as invalid (422) while a
 /// pod exists (the workspace's spec changed under it), the pod is deleted and `None`
@@ -125,8 +222,12 @@ async fn pod_exists(pods: &Api<Pod>, pod: &Pod) -> bool {
 /// Delete the sandbox pod of workspace `name`. Returns whether a pod still exists
 /// (its deletion is under way); a pod that is already gone is not an error.
 pub async fn delete_pod(ctx: &Context, namespace: &str, name: &str) -> Result<bool> {
+    delete_pod_named(ctx, namespace, build::child_name(name)).await
+}
+
+/// Delete the pod `pod_name`, as [`delete_pod`] does.
+pub async fn delete_pod_named(ctx: &Context, namespace: &str, pod_name: String) -> Result<bool> {
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
-    let pod_name = build::child_name(name);
     match pods.delete(&pod_name, &DeleteParams::default()).await {
         Ok(either) => Ok(either.left().is_some_and(|pod| still_terminating(&pod))),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),

@@ -9,6 +9,7 @@ mod network;
 mod pod;
 mod storage;
 mod validate;
+pub mod warm;
 
 use std::collections::BTreeMap;
 
@@ -77,6 +78,9 @@ pub struct Settings {
     pub default_resources: WorkspaceResources,
     /// Size of the workspace volume when the spec gives none.
     pub default_storage_size: Quantity,
+    /// Pods of the warm pool kept started and unclaimed per namespace ([`warm`]);
+    /// 0: no pool, every wake starts a pod.
+    pub warm_pool: usize,
 }
 
 impl Default for Settings {
@@ -110,6 +114,7 @@ impl Default for Settings {
                 }),
             },
             default_storage_size: Quantity("1Gi".to_owned()),
+            warm_pool: 0,
         }
     }
 }

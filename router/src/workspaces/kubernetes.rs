@@ -27,6 +27,13 @@
 //!   so the operator's idle reaper sees it (the registry reports every workspace with
 //!   browsers open or turns running that often).
 //!
+//! - warm wake (with [`KubernetesConfig::warm_pool`]): the winner of a start,
+//!   for a workspace without persistent storage, first claims one of the
+//!   operator's warm pool pods for it ([`warm`]: a compare-and-swap on the pod's
+//!   labels, then `POST /v1/claim` with the token, which restores the user's
+//!   files and agent state), then scales it up; the operator adopts the claimed
+//!   pod instead of starting one. No pod to claim: the wake starts one as before.
+//!
 //! The endpoint returned is the operator's `status.endpoint` (`jw-<name>.<ns>.svc:<port>`),
 //! resolved by cluster DNS, or with [`KubernetesConfig::pod_ip`] the pod's IP and that
 //! port.
@@ -63,6 +70,8 @@ use uuid::Uuid;
 
 use super::{Awake, Backend, BackendStatus, Endpoint, Error, Result, tokens};
 
+mod warm;
+
 /// Field manager of everything the router writes to the cluster.
 pub const FIELD_MANAGER: &str = "jarvis-router";
 
@@ -88,6 +97,9 @@ pub struct KubernetesConfig {
     /// Connect to the pod's IP (with the endpoint's port) instead of the Service
     /// name in `status.endpoint`: for a router without cluster DNS.
     pub pod_ip: bool,
+    /// Claim one of the operator's warm pool pods on a start
+    /// (`JARVIS_WARM_POOL` above 0; the operator's own setting sizes the pool).
+    pub warm_pool: bool,
 }
 
 /// Workspaces as `JarvisWorkspace` objects.
@@ -346,8 +358,18 @@ impl KubernetesBackend {
                     // Its last activity may be from before it slept: the reaper
                     // must not take it for idle the moment it is Ready.
                     self.record_activity(user).await?;
+                    let persistent = ws.spec.storage.as_ref().is_some_and(|s| s.persistent);
+                    let claimed = if self.config.warm_pool && !persistent {
+                        let namespace = &self.config.namespace;
+                        warm::claim(&self.client, namespace, &name, user, &token).await
+                    } else {
+                        None
+                    };
                     self.scale(&name, 1).await?;
-                    tracing::info!(user.id = %user, "starting the workspace's pod");
+                    match claimed {
+                        Some(pod) => tracing::info!(user.id = %user, pod, "woken on a warm pod"),
+                        None => tracing::info!(user.id = %user, "starting the workspace's pod"),
+                    }
                     started = Some(token);
                     break;
                 }
@@ -389,10 +411,13 @@ impl KubernetesBackend {
         }
         let port = endpoint.rsplit_once(':').map(|(_, port)| port.to_owned());
         let pods = Api::<Pod>::namespaced(self.client.clone(), &self.config.namespace);
-        let pod = pods
-            .get(&operator::controller::build::child_name(&ws.name_any()))
-            .await
-            .map_err(kube_error)?;
+        // Its own pod, or the warm pool pod it adopted.
+        let pod_name = ws
+            .status
+            .as_ref()
+            .and_then(|s| s.pod.clone())
+            .unwrap_or_else(|| operator::controller::build::child_name(&ws.name_any()));
+        let pod = pods.get(&pod_name).await.map_err(kube_error)?;
         let ip = pod.status.and_then(|s| s.pod_ip);
         match (ip, port) {
             (Some(ip), Some(port)) => Ok(Endpoint::Tcp(format!("{ip}:{port}"))),

@@ -320,6 +320,10 @@ pub mod voice;
 /// Debian's PgBouncer in transaction mode in front of the local Postgres.
 pub mod pgbouncer;
 
+/// The kubernetes backend's test cluster: fake API server, operator, two
+/// router replicas, and a fake kubelet running pods as sandbox processes.
+pub mod kube_cluster;
+
 /// `POST /api/files` as a browser sends it: one multipart part named `file`
 /// with the file name `name` (bytes, so tests can send what no browser would)
 /// and `content_type`, authorised by `token`.
