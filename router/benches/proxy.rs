@@ -17,39 +17,51 @@
 //!   which does nothing but relay (the stub stores nothing on this path).
 //!
 //! Reported: time from sending the message to `done` (p50/p99) per path, the
-//! router's added latency and the ratio, and the resident memory each proxy
-//! process gains per open connection. The router runs in a child process (this
-//! binary again, `JARVIS_BENCH_ROLE=router`) with its own pool
-//! (`JARVIS_DB_MAX_CONNECTIONS`, default 20) so its memory is its own; nginx runs
-//! one worker. Uses `DATABASE_URL`'s server (its defaults: `synchronous_commit`
-//! on) and (re)creates `jarvis_bench_proxy`. Raise the open-file limit first
-//! (`ulimit -n 2200`).
+//! router's added latency and the ratio; then a round of 50 browsers at once,
+//! time from sending to the first text delta per path, with where the router's
+//! time of that round went (its `/metrics` histograms, scraped before and after:
+//! mean per turn); and the resident memory each proxy process gains per open
+//! connection. The router runs in a child process (this binary again,
+//! `JARVIS_BENCH_ROLE=router`) with its own pool (`JARVIS_DB_MAX_CONNECTIONS`,
+//! default 20) so its memory is its own; nginx runs one worker (stopped with
+//! SIGQUIT, so no worker outlives the run holding its output). Uses
+//! `DATABASE_URL`'s server (its defaults: `synchronous_commit` on) and
+//! (re)creates `jarvis_bench_proxy`. Needs `apt-get install nginx-light` and a
+//! raised open-file limit (`ulimit -n 2200`).
 //!
-//! Measured 2026-12-07 on the 2-core dev machine (shared with other builds),
-//! `cargo bench -p router --bench proxy --profile dev` (dependencies at
-//! opt-level 2, the router crate unoptimised), the events path included in both:
+//! Measured 2026-12-07 on the 2-core dev machine, quiet (load 0.7), release
+//! profile (`cargo bench -p router --bench proxy`):
 //!
-//! | path             | main (dae0e5b) | p99        | this change | p99        |
-//! |------------------|----------------|------------|-------------|------------|
-//! | through router   |     3879.57 ms | 4686.62 ms |  2988.23 ms | 3506.39 ms |
-//! | through nginx    |      245.01 ms |  332.10 ms |   285.19 ms |  377.46 ms |
-//! | added by router  |     3634.56 ms | 4354.52 ms |  2703.04 ms | 3128.93 ms |
-//! | ratio            |       15.83×   |   14.11×   |    10.48×   |    9.29×   |
+//! | 500 at once, → `done` | p50       | p99       |
+//! |-----------------------|-----------|-----------|
+//! | through router        | 473.8 ms  | 584.7 ms  |
+//! | through nginx         |  71.3 ms  | 113.6 ms  |
+//! | ratio                 |   6.6–7.0× |  5.2–6.2× |
 //!
-//! Resident memory per open connection: router 44.3 KiB on main, 28.5 KiB now
-//! (hub, browser socket, sandbox link, per user: the link's read buffer, zeroed
-//! to its size at the first read, went from 16 to 4 KiB; queued browser frames
-//! are boxed), nginx worker 18.4–18.6 KiB.
+//! | 50 at once, → first text | p50      | p99      |
+//! |--------------------------|----------|----------|
+//! | through router           | 66.9 ms  | 86.9 ms  |
+//! | through nginx            | 46.1 ms  | 51.0 ms  |
+//! | added by router          | 20.8 ms  | 36.0 ms  |
 //!
-//! A turn now costs the database 8 round trips and 2 commits: opening it is
+//! Of the router's 17.0 ms mean before the sandbox is sent the message, 17.0 ms
+//! is opening the turn in Postgres (7.0 ms of it waiting for a pooled
+//! connection); relaying the first text adds 0.04 ms. A pool of 8 or 50 instead
+//! of 20 changes neither (16.5 and 17.4 ms): the two cores, shared by Postgres,
+//! the stub, the 50 browsers and the router, are the limit, not the pool. The
+//! turn's rows are committed before the sandbox is told (a crash never leaves a
+//! running turn without its rows), so that commit is on the first text's path;
+//! what would shorten it is opening the turns that arrive together in one
+//! transaction. Memory per open connection: router 30.2 KiB, nginx worker
+//! 18.5 KiB (1.6×).
+//!
+//! A turn costs the database 7 round trips and 2 commits: opening it is
 //! `BEGIN` (with the user's settings), one statement (conversation upsert that
 //! locks, both messages, the user's plan and voice setting), `COMMIT`; its
-//! events batch is the token look-up, `BEGIN`, one statement that locks the
-//! conversation and reads the answer, one that writes the events and `last_seq`,
-//! `COMMIT`. On main it was about 18 (two reads of the user's plan and voice
-//! setting, a 9-round-trip opening, a 6-round-trip batch), plus a ping per pool
-//! checkout in this bench's own pool. The rest of the router's added time is its
-//! relay work (JSON per frame, per-browser fanout) on the shared 2 cores.
+//! events batch is `BEGIN`, one statement that locks the conversation and reads
+//! the answer, one that writes the events and `last_seq`, `COMMIT` (the workspace
+//! token is remembered for 2 s, `http::standing`, so a turn's batches after the
+//! first do not look it up).
 
 use std::{
     path::{Path, PathBuf},
@@ -81,6 +93,9 @@ use uuid::Uuid;
 mod support;
 
 const BROWSERS: usize = 500;
+/// Browsers of the first-text round: the router's added time to first text is
+/// read at a load where queues do not hide it.
+const FEW: usize = 50;
 const DELTAS: usize = 40;
 const DB: &str = "jarvis_bench_proxy";
 
@@ -259,7 +274,7 @@ fn nginx_conf(dir: &Path, port: u16, stub: &str) -> String {
     format!(
         "worker_processes 1;\n\
          pid {dir}/nginx.pid;\n\
-         error_log stderr warn;\n\
+         error_log {dir}/error.log warn;\n\
          events {{ worker_connections 4096; }}\n\
          http {{\n\
            access_log off;\n\
@@ -315,16 +330,25 @@ async fn next_frame(ws: &mut Ws) -> anyhow::Result<Value> {
     }
 }
 
-/// Opens `BROWSERS` connections (waiting for `ready` through the router), then
-/// all send at once; returns each browser's send → `done` time.
+/// Each browser's times from sending its message, sorted: to the first text
+/// delta, and to `done`.
+struct Times {
+    first_text: Vec<Duration>,
+    done: Vec<Duration>,
+}
+
+/// Opens `browsers` connections (waiting for `ready` through the router), then
+/// all send at once; returns each browser's times, and what `on_open` measured
+/// while they were all open.
 async fn run_browsers(
+    browsers: usize,
     url: &str,
     tokens: Option<Vec<String>>,
     origin: &str,
     on_open: impl FnOnce() -> anyhow::Result<u64>,
-) -> anyhow::Result<(Vec<Duration>, u64)> {
-    let mut sockets = Vec::with_capacity(BROWSERS);
-    for i in 0..BROWSERS {
+) -> anyhow::Result<(Times, u64)> {
+    let mut sockets = Vec::with_capacity(browsers);
+    for i in 0..browsers {
         let token = tokens.as_ref().map(|t| t[i].as_str());
         let mut ws = open(url, token, origin)
             .await
@@ -343,8 +367,8 @@ async fn run_browsers(
         sockets.push(ws);
     }
     let rss = on_open()?;
-    let barrier = Arc::new(Barrier::new(BROWSERS));
-    let mut tasks = Vec::with_capacity(BROWSERS);
+    let barrier = Arc::new(Barrier::new(browsers));
+    let mut tasks = Vec::with_capacity(browsers);
     for mut ws in sockets {
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
@@ -355,27 +379,101 @@ async fn run_browsers(
             let started = Instant::now();
             ws.send(Message::text(message.to_string())).await?;
             let mut deltas = 0;
+            let mut first_text = None;
             loop {
                 let frame = next_frame(&mut ws).await?;
                 match frame["type"].as_str() {
-                    Some("text") => deltas += 1,
+                    Some("text") => {
+                        deltas += 1;
+                        first_text.get_or_insert_with(|| started.elapsed());
+                    }
                     Some("done") => break,
                     Some("error") => bail!("{frame}"),
                     _ => {}
                 }
             }
-            let took = started.elapsed();
+            let done = started.elapsed();
             anyhow::ensure!(deltas == DELTAS, "{deltas} deltas");
             let _ = ws.close(None).await;
-            Ok::<_, anyhow::Error>(took)
+            Ok::<_, anyhow::Error>((first_text.unwrap_or(done), done))
         }));
     }
-    let mut times = Vec::with_capacity(BROWSERS);
+    let mut times = Times {
+        first_text: Vec::with_capacity(browsers),
+        done: Vec::with_capacity(browsers),
+    };
     for task in tasks {
-        times.push(task.await??);
+        let (first_text, done) = task.await??;
+        times.first_text.push(first_text);
+        times.done.push(done);
     }
-    times.sort();
+    times.first_text.sort();
+    times.done.sort();
     Ok((times, rss))
+}
+
+/// Prints one comparison: percentiles through the router and through nginx, what
+/// the router adds, and the ratio.
+fn table(title: &str, router: &[Duration], nginx: &[Duration]) {
+    let row = |name: &str, t: &[Duration]| {
+        println!(
+            "| {name:<16} | {:>9.2} ms | {:>9.2} ms |",
+            ms(pct(t, 0.5)),
+            ms(pct(t, 0.99))
+        );
+    };
+    println!("\n{title}\n");
+    println!("| path             | p50          | p99          |");
+    println!("|------------------|--------------|--------------|");
+    row("through router", router);
+    row("through nginx", nginx);
+    println!(
+        "| added by router  | {:>9.2} ms | {:>9.2} ms |",
+        ms(pct(router, 0.5)) - ms(pct(nginx, 0.5)),
+        ms(pct(router, 0.99)) - ms(pct(nginx, 0.99))
+    );
+    println!(
+        "| ratio            | {:>9.2}×   | {:>9.2}×   |",
+        ms(pct(router, 0.5)) / ms(pct(nginx, 0.5)),
+        ms(pct(router, 0.99)) / ms(pct(nginx, 0.99))
+    );
+}
+
+/// The router's `/metrics`: each sample line's series (name and labels) → value.
+async fn scrape(router: &str) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    let text = reqwest::get(format!("http://{router}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect())
+}
+
+/// The mean of histogram `series` (`name{labels}` or `name`) over the
+/// observations made between two scrapes.
+fn mean_between(
+    before: &std::collections::HashMap<String, f64>,
+    after: &std::collections::HashMap<String, f64>,
+    series: &str,
+) -> Option<Duration> {
+    let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+    let key = |suffix: &str| match labels {
+        "" => format!("{name}_{suffix}"),
+        labels => format!("{name}_{suffix}{{{labels}"),
+    };
+    let delta = |suffix: &str| {
+        let key = key(suffix);
+        Some(after.get(&key)? - before.get(&key).copied().unwrap_or(0.0))
+    };
+    let (sum, count) = (delta("sum")?, delta("count")?);
+    (count > 0.0).then(|| Duration::from_secs_f64(sum / count))
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -403,6 +501,21 @@ fn check_nofile() -> anyhow::Result<()> {
         "the open-file limit is {soft}; raise it to {need} (ulimit -n {need})"
     );
     Ok(())
+}
+
+/// Stops nginx with its workers: SIGQUIT to the master (a SIGKILL would leave
+/// the worker running, holding this bench's output open), then waits for it.
+async fn stop_nginx(nginx: &mut tokio::process::Child, master: u32) {
+    let quit = std::process::Command::new("kill")
+        .args(["-QUIT", &master.to_string()])
+        .status();
+    if quit.is_err()
+        || tokio::time::timeout(Duration::from_secs(10), nginx.wait())
+            .await
+            .is_err()
+    {
+        let _ = nginx.start_kill();
+    }
 }
 
 fn nginx_worker(master: u32) -> anyhow::Result<u32> {
@@ -482,6 +595,10 @@ async fn main() -> anyhow::Result<()> {
         .arg("-c")
         .arg(dir.path().join("nginx.conf"))
         .args(["-g", "daemon off;"])
+        // Its workers outlive a killed master: never let them hold our output.
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let nginx_pid = nginx.id().context("nginx pid")?;
@@ -497,40 +614,67 @@ async fn main() -> anyhow::Result<()> {
     // the allocator kept). Then the measured round of each, for latency.
     eprintln!("first round ({BROWSERS} browsers per path)...");
     let router_idle = rss_kib(router_pid)?;
-    let (_, router_open) = run_browsers(&router_url, Some(tokens.clone()), &router_origin, || {
-        rss_kib(router_pid)
-    })
+    let (_, router_open) = run_browsers(
+        BROWSERS,
+        &router_url,
+        Some(tokens.clone()),
+        &router_origin,
+        || rss_kib(router_pid),
+    )
     .await?;
     let nginx_idle = rss_kib(worker)?;
-    let (_, nginx_open) =
-        run_browsers(&nginx_url, None, &router_origin, || rss_kib(worker)).await?;
-    eprintln!("measured round...");
-    let (through_router, _) =
-        run_browsers(&router_url, Some(tokens.clone()), &router_origin, || Ok(0)).await?;
-    let (through_nginx, _) = run_browsers(&nginx_url, None, &router_origin, || Ok(0)).await?;
+    let (_, nginx_open) = run_browsers(BROWSERS, &nginx_url, None, &router_origin, || {
+        rss_kib(worker)
+    })
+    .await?;
+    eprintln!("measured rounds...");
+    let burst = |url, tokens| run_browsers(BROWSERS, url, tokens, &router_origin, || Ok(0));
+    let (through_router, _) = burst(&router_url, Some(tokens.clone())).await?;
+    let (through_nginx, _) = burst(&nginx_url, None).await?;
+    let few = |url, tokens| run_browsers(FEW, url, tokens, &router_origin, || Ok(0));
+    let before = scrape(&router_addr).await?;
+    let (few_router, _) = few(&router_url, Some(tokens[..FEW].to_vec())).await?;
+    let after = scrape(&router_addr).await?;
+    let (few_nginx, _) = few(&nginx_url, None).await?;
 
-    let row = |name: &str, t: &[Duration]| {
-        println!(
-            "| {name:<16} | {:>9.2} ms | {:>9.2} ms |",
-            ms(pct(t, 0.5)),
-            ms(pct(t, 0.99))
-        );
-    };
-    println!("\n{BROWSERS} concurrent browsers, message → done ({DELTAS} deltas)\n");
-    println!("| path             | p50          | p99          |");
-    println!("|------------------|--------------|--------------|");
-    row("through router", &through_router);
-    row("through nginx", &through_nginx);
-    println!(
-        "| added by router  | {:>9.2} ms | {:>9.2} ms |",
-        ms(pct(&through_router, 0.5)) - ms(pct(&through_nginx, 0.5)),
-        ms(pct(&through_router, 0.99)) - ms(pct(&through_nginx, 0.99))
+    table(
+        &format!("{BROWSERS} concurrent browsers, message → done ({DELTAS} deltas)"),
+        &through_router.done,
+        &through_nginx.done,
     );
-    println!(
-        "| ratio            | {:>9.2}×   | {:>9.2}×   |",
-        ms(pct(&through_router, 0.5)) / ms(pct(&through_nginx, 0.5)),
-        ms(pct(&through_router, 0.99)) / ms(pct(&through_nginx, 0.99))
+    table(
+        &format!("{FEW} concurrent browsers, message → first text"),
+        &few_router.first_text,
+        &few_nginx.first_text,
     );
+    println!("\nwhere the router's time of that round went (its /metrics, mean per turn):");
+    for (what, series) in [
+        (
+            "message received → sent to the sandbox",
+            "jarvis_turn_router_first_text_seconds{leg=\"to_sandbox\"}",
+        ),
+        (
+            "  of which opening the turn in Postgres",
+            "jarvis_turn_db_seconds{op=\"open_turn\"}",
+        ),
+        (
+            "first text received → queued for the browser",
+            "jarvis_turn_router_first_text_seconds{leg=\"to_browser\"}",
+        ),
+        (
+            "queued → written to the browser's socket",
+            "jarvis_browser_queue_wait_seconds",
+        ),
+        (
+            "waits for a pooled connection",
+            "jarvis_db_pool_wait_seconds",
+        ),
+    ] {
+        match mean_between(&before, &after, series) {
+            Some(mean) => println!("  {what:<46} {:>8.2} ms", ms(mean)),
+            None => println!("  {what:<46}      n/a"),
+        }
+    }
     let per = |open: u64, idle: u64| open.saturating_sub(idle) as f64 / BROWSERS as f64;
     println!(
         "\nresident memory per open connection: router {:.1} KiB ({} → {} KiB), nginx worker {:.1} KiB ({} → {} KiB)",
@@ -541,7 +685,7 @@ async fn main() -> anyhow::Result<()> {
         nginx_idle,
         nginx_open
     );
-    let _ = nginx.start_kill();
+    stop_nginx(&mut nginx, nginx_pid).await;
     let _ = child.start_kill();
     Ok(())
 }

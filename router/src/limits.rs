@@ -150,14 +150,15 @@ pub async fn account(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<Account>
     Ok(row.map(Account::from))
 }
 
-/// The user whose current workspace token `token` is, with their account (as
-/// [`account`] reads it), in one query: the gateway's whole look-up before a
-/// call is forwarded. `None` for a token that is not current (a workspace goes
-/// with its user, so a current token always has an account).
-pub async fn account_of_token(db: &PgPool, token: &str) -> sqlx::Result<Option<(Uuid, Account)>> {
-    let Some(digest) = crate::workspaces::tokens::lookup_digest(token) else {
-        return Ok(None);
-    };
+/// The user whose current workspace token has the digest `digest`
+/// (`workspaces::tokens::lookup_digest`), with their account (as [`account`]
+/// reads it), in one query: the gateway's whole look-up before a call is
+/// forwarded. `None` for a token that is not current (a workspace goes with its
+/// user, so a current token always has an account).
+pub async fn account_of_digest(
+    db: &PgPool,
+    digest: &[u8],
+) -> sqlx::Result<Option<(Uuid, Account)>> {
     // language=PostgreSQL
     let row: Option<TokenAccountRow> = crate::db::query_as(&format!(
         "select u.id, {ACCOUNT_COLUMNS}

@@ -380,9 +380,7 @@ async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
     .await;
     let (id, token) = sandbox_user(&billing, "a@example.com").await;
     billing.verify_email(id).await;
-    // Such a free plan needs no subscription, billing or not.
-    assert_eq!(call(&billing, &token, true).await.status, StatusCode::OK);
-    // A paid plan whose subscription is not active is refused.
+    // A paid plan whose subscription is not active is refused, on the first call.
     sqlx::query("update users set tier = 'pro', subscription_active = false where id = $1")
         .bind(id)
         .execute(&billing.db)
@@ -394,6 +392,23 @@ async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
         lapsed.body["error"]["message"],
         "your subscription is not active"
     );
+    assert_eq!(fake.message_requests().len(), 0);
+    // Such a free plan needs no subscription, billing or not.
+    sqlx::query("update users set tier = 'free' where id = $1")
+        .bind(id)
+        .execute(&billing.db)
+        .await
+        .expect("free");
+    assert_eq!(call(&billing, &token, true).await.status, StatusCode::OK);
+    // A subscription that lapses while the account is remembered (`http::standing`)
+    // is refused within the time an account is remembered.
+    sqlx::query("update users set tier = 'pro', subscription_active = false where id = $1")
+        .bind(id)
+        .execute(&billing.db)
+        .await
+        .expect("pro, lapsed");
+    let lapsed = refused_soon(&billing, &token).await;
+    assert_anthropic_error(&lapsed, StatusCode::FORBIDDEN, "permission_error");
 
     let free = gateway_app(db, &fake).await;
     assert_eq!(
@@ -401,14 +416,46 @@ async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
         StatusCode::OK,
         "billing off"
     );
+    // Disabled behind the router's back (no `router admin disable`, whose
+    // notification makes every router forget the account at once).
     sqlx::query("update users set disabled_at = now() where id = $1")
         .bind(id)
         .execute(&free.db)
         .await
         .expect("disabled");
-    let disabled = call(&free, &token, true).await;
+    let disabled = refused_soon(&free, &token).await;
     assert_anthropic_error(&disabled, StatusCode::FORBIDDEN, "permission_error");
-    assert_eq!(fake.message_requests().len(), 2);
+    // A new router never saw the account: refused on its first call.
+    let fresh = gateway_app(free.db.clone(), &fake).await;
+    let forwarded = fake.message_requests().len();
+    let disabled = call(&fresh, &token, true).await;
+    assert_anthropic_error(&disabled, StatusCode::FORBIDDEN, "permission_error");
+    assert_eq!(
+        fake.message_requests().len(),
+        forwarded,
+        "nothing forwarded"
+    );
+}
+
+/// The first refused reply of calls made one after another, failing the test if a
+/// call started later than a router remembers an account in good standing
+/// (`router::http::standing::STANDING_TTL`) after the change is still forwarded:
+/// the remembered account was read before the change, so by then it is read again.
+async fn refused_soon(app: &TestApp, token: &str) -> Reply {
+    let changed = Instant::now();
+    loop {
+        let started = Instant::now();
+        let reply = call(app, token, true).await;
+        if reply.status != StatusCode::OK {
+            return reply;
+        }
+        assert!(
+            started.duration_since(changed) < router::http::standing::STANDING_TTL,
+            "a call started {:?} after the change was still forwarded",
+            started.duration_since(changed)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]

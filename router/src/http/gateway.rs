@@ -191,41 +191,47 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     let token = credential(headers)
         .ok_or_else(|| ApiError::unauthenticated("send the workspace token as `x-api-key`"))?;
-    // The token's user and their account in one round trip, while the body is
-    // read for the policy; what they find is judged in the order below.
-    let lookup = crate::limits::account_of_token(&state.db, token);
-    let read = async { body.as_ref().ok().map(|b| policy::Call::read(&b[..])) };
-    let (found, call) = tokio::join!(lookup, read);
-    let (owner_id, account) = found
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::unauthenticated("invalid or revoked workspace token"))?;
+    let revoked = || ApiError::unauthenticated("invalid or revoked workspace token");
+    let digest = crate::workspaces::tokens::lookup_digest(token).ok_or_else(revoked)?;
+    let standing = &state.sockets.standing;
+    // The token's user and their account: as admitted a moment ago (then
+    // nothing waits on Postgres), else read in one round trip while the body is
+    // read for the policy. A remembered account only ever admits: whatever it
+    // would refuse is judged again on what Postgres has now.
+    let remembered = standing
+        .token_account(&digest)
+        .and_then(|(owner, account)| {
+            let call = body.as_ref().ok().map(|b| policy::Call::read(&b[..]));
+            admit(state, owner, &account, &body, call)
+                .ok()
+                .map(|()| (owner, account))
+        });
+    let (owner_id, account) = match remembered {
+        Some(admitted) => admitted,
+        None => {
+            let lookup = crate::limits::account_of_digest(&state.db, &digest);
+            let read = async { body.as_ref().ok().map(|b| policy::Call::read(&b[..])) };
+            let (found, call) = tokio::join!(lookup, read);
+            let (owner_id, account) = found
+                .map_err(|e| ApiError::internal(&e))?
+                .ok_or_else(revoked)?;
+            admit(state, owner_id, &account, &body, call)?;
+            standing.remember_token(digest, owner_id, Some(&account));
+            (owner_id, account)
+        }
+    };
     let Some(model_key) = state.config.model_key() else {
         return Err(ApiError::no_model_key());
     };
-    account.check_standing(
-        state.config.billing_enabled(),
-        &state.plans,
-        state.mailer.is_some(),
-    )?;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-        ),
-        status => ApiError::new(status, "invalid_request_error", rejection.body_text()),
-    })?;
-    let plan = state.plans.get(account.tier);
-    let call = call.unwrap_or_else(|| policy::Call::read(&body));
-    call.and_then(|call| call.check(plan, account.tier)).map_err(|refused| {
-        tracing::info!(user.id = %owner_id, %refused, "model call refused by the plan's policy");
+    // Judged readable by `admit`.
+    let body = body.map_err(|rejection| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
+            rejection.status(),
             "invalid_request_error",
-            refused.to_string(),
+            rejection.body_text(),
         )
     })?;
-    account.check_quota(&state.plans, time::OffsetDateTime::now_utc())?;
+    let plan = state.plans.get(account.tier);
     state.gateway.limiter.hit(owner_id, account.tier).await?;
 
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
@@ -268,7 +274,16 @@ async fn forward(
             owner_id,
             conversation_id: conversation_of(headers),
         };
-        let meter = state.gateway.meters.start(state.db.clone(), call, encoding);
+        // What the answer used counts at once in the account remembered for
+        // the next call (`http::standing`), as it will in Postgres.
+        let sockets = state.sockets.clone();
+        let meter = state
+            .gateway
+            .meters
+            .start(state.db.clone(), call, encoding, move |seen| {
+                let used = seen.tokens.all_input().saturating_add(seen.tokens.output);
+                sockets.standing.add_tokens(owner_id, used);
+            });
         Body::from_stream(upstream.bytes_stream().map(move |chunk| {
             if let Ok(chunk) = &chunk {
                 meter.observe(chunk);
@@ -279,6 +294,47 @@ async fn forward(
         Body::from_stream(upstream.bytes_stream())
     };
     Ok((status, response_headers, body).into_response())
+}
+
+/// Judges one call of `owner`'s with `account` as it stands: a disabled
+/// account or a plan without the model or its subscription, an unreadable or
+/// too large body, what the plan's policy refuses, a quota used up. `call` is
+/// the body as the policy reads it, when that was done already.
+fn admit(
+    state: &AppState,
+    owner: Uuid,
+    account: &crate::limits::Account,
+    body: &Result<Bytes, BytesRejection>,
+    call: Option<Result<policy::Call, policy::Refused>>,
+) -> Result<(), ApiError> {
+    account.check_standing(
+        state.config.billing_enabled(),
+        &state.plans,
+        state.mailer.is_some(),
+    )?;
+    let body = body
+        .as_ref()
+        .map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            ),
+            status => ApiError::new(status, "invalid_request_error", rejection.body_text()),
+        })?;
+    let plan = state.plans.get(account.tier);
+    let call = call.unwrap_or_else(|| policy::Call::read(body));
+    call.and_then(|call| call.check(plan, account.tier))
+        .map_err(|refused| {
+            tracing::info!(user.id = %owner, %refused, "model call refused by the plan's policy");
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                refused.to_string(),
+            )
+        })?;
+    account.check_quota(&state.plans, time::OffsetDateTime::now_utc())?;
+    Ok(())
 }
 
 /// Passes an upstream error on with its status: its body as it is when it is an

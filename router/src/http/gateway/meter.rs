@@ -82,8 +82,16 @@ impl Drop for Opened {
 }
 
 impl Meters {
-    /// Starts metering an answer for `call`; the row goes to `db`.
-    pub fn start(&self, db: PgPool, call: Call, encoding: Encoding) -> Meter {
+    /// Starts metering an answer for `call`; the row goes to `db`, and `seen`
+    /// hears what the answer used just before it is written.
+    pub fn start(
+        &self,
+        db: PgPool,
+        call: Call,
+        encoding: Encoding,
+        seen: impl FnOnce(&Seen) + Send + 'static,
+    ) -> Meter {
+        let on_seen = seen;
         let (chunks, rx) = mpsc::unbounded();
         self.open.count.fetch_add(1, Ordering::AcqRel);
         let opened = Opened(self.open.clone());
@@ -94,6 +102,7 @@ impl Meters {
                 Encoding::Json => read_json(rx).await,
             };
             if let Some(seen) = seen {
+                on_seen(&seen);
                 record(&db, call, &seen).await;
             }
         });
@@ -324,7 +333,7 @@ mod tests {
             owner_id: Uuid::nil(),
             conversation_id: None,
         };
-        let meter = meters.start(unreachable_db(), call, Encoding::EventStream);
+        let meter = meters.start(unreachable_db(), call, Encoding::EventStream, |_| {});
         meter.observe(&Bytes::from_static(
             b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":1}}}\n\n",
         ));
