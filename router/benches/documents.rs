@@ -76,6 +76,50 @@ async fn load(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Resul
 
 /// Prints the plan of the page query as the router runs it: prepared, under the
 /// row-level-security role, as the generic plan a connection settles on.
+/// The page read `GET /api/documents` makes (`db::user_rows` of its
+/// `PAGE_QUERY`: settings and the prepared query in one message), straight from
+/// `CLIENTS` tasks on `db`, `REQUESTS_PER_CLIENT` each: the database's share of
+/// the endpoint, and its ceiling on this machine.
+async fn read_pages(db: &sqlx::PgPool, user: uuid::Uuid) -> anyhow::Result<Run> {
+    type Summary = (
+        uuid::Uuid,
+        String,
+        String,
+        i64,
+        Option<uuid::Uuid>,
+        time::OffsetDateTime,
+        time::OffsetDateTime,
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(REQUESTS_PER_CLIENT);
+            for _ in 0..REQUESTS_PER_CLIENT {
+                let t = Instant::now();
+                let page: Vec<Summary> =
+                    router::db::user_rows(user, &router::http::documents::PAGE_QUERY)
+                        .bind(user)
+                        .bind(51_i64)
+                        .bind(0_i64)
+                        .fetch_all(&db)
+                        .await?;
+                anyhow::ensure!(page.len() == 51, "a page of {} rows", page.len());
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let wall = started.elapsed();
+    latencies.sort();
+    Ok(Run { latencies, wall })
+}
+
 async fn print_plan(url: &str) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(url).await?;
     let user: uuid::Uuid =
@@ -177,9 +221,16 @@ async fn main() -> anyhow::Result<()> {
     load(&client, &docs_url, &token).await?;
     load(&client, &health_url, &token).await?;
 
+    let bench_user: uuid::Uuid =
+        sqlx::query_scalar("select id from users where email = 'bench@example.com'")
+            .fetch_one(&db)
+            .await?;
+    read_pages(&db, bench_user).await?;
+
     let token = Arc::new(token);
     let docs = load(&client, &docs_url, &token).await?;
     let health = load(&client, &health_url, &token).await?;
+    let alone = read_pages(&db, bench_user).await?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("GET /api/documents (page of 50, 1,000 own among {total}), {CLIENTS} clients:");
     println!(
@@ -200,6 +251,16 @@ async fn main() -> anyhow::Result<()> {
         ms(docs.pct(0.5)) / ms(health.pct(0.5)),
         ms(docs.pct(0.99)) / ms(health.pct(0.99)),
         docs.rps() / health.rps()
+    );
+    println!(
+        "the page read alone (the router's one-message read, no HTTP), {CLIENTS} tasks on a pool of the router's size:"
+    );
+    println!(
+        "  p50 {:.2} ms  p99 {:.2} ms  {:.0} reads/s (the endpoint reaches {:.0}% of it)",
+        ms(alone.pct(0.5)),
+        ms(alone.pct(0.99)),
+        alone.rps(),
+        100.0 * docs.rps() / alone.rps()
     );
     db.close().await;
     sqlx::query("drop database if exists jarvis_bench with (force)")
