@@ -9,7 +9,7 @@ use axum::{
     body::Body,
     http::{Method, Request, StatusCode},
 };
-use common::{Reply, TestApp};
+use common::{Reply, TestApp, refused_soon};
 use http_body_util::BodyExt;
 use router::workspaces::tokens;
 use sandbox::testing::{FakeApi, Reply as Answer};
@@ -407,7 +407,7 @@ async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
         .execute(&billing.db)
         .await
         .expect("pro, lapsed");
-    let lapsed = refused_soon(&billing, &token).await;
+    let lapsed = refused_soon(|| call(&billing, &token, true)).await;
     assert_anthropic_error(&lapsed, StatusCode::FORBIDDEN, "permission_error");
 
     let free = gateway_app(db, &fake).await;
@@ -423,7 +423,7 @@ async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
         .execute(&free.db)
         .await
         .expect("disabled");
-    let disabled = refused_soon(&free, &token).await;
+    let disabled = refused_soon(|| call(&free, &token, true)).await;
     assert_anthropic_error(&disabled, StatusCode::FORBIDDEN, "permission_error");
     // A new router never saw the account: refused on its first call.
     let fresh = gateway_app(free.db.clone(), &fake).await;
@@ -435,27 +435,6 @@ async fn disabled_accounts_and_lapsed_subscriptions_are_refused(db: PgPool) {
         forwarded,
         "nothing forwarded"
     );
-}
-
-/// The first refused reply of calls made one after another, failing the test if a
-/// call started later than a router remembers an account in good standing
-/// (`router::http::standing::STANDING_TTL`) after the change is still forwarded:
-/// the remembered account was read before the change, so by then it is read again.
-async fn refused_soon(app: &TestApp, token: &str) -> Reply {
-    let changed = Instant::now();
-    loop {
-        let started = Instant::now();
-        let reply = call(app, token, true).await;
-        if reply.status != StatusCode::OK {
-            return reply;
-        }
-        assert!(
-            started.duration_since(changed) < router::http::standing::STANDING_TTL,
-            "a call started {:?} after the change was still forwarded",
-            started.duration_since(changed)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]

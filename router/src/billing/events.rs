@@ -55,8 +55,8 @@ pub struct EventData {
 pub enum Outcome {
     /// It was seen before; nothing changed.
     Duplicate,
-    /// It changed a user's subscription state.
-    Applied,
+    /// It changed this user's subscription state.
+    Applied(Uuid),
     /// It was recorded, but changed nothing (an unknown type, an older state,
     /// or no user it belongs to).
     Ignored,
@@ -116,14 +116,10 @@ pub async fn apply(db: &PgPool, plans: &Plans, event: &Event) -> sqlx::Result<Ou
             };
             by_customer(&mut tx, object, change, at).await?
         }
-        _ => false,
+        _ => None,
     };
     tx.commit().await?;
-    Ok(if changed {
-        Outcome::Applied
-    } else {
-        Outcome::Ignored
-    })
+    Ok(changed.map_or(Outcome::Ignored, Outcome::Applied))
 }
 
 /// Whether a subscription status gives paid access.
@@ -169,12 +165,12 @@ async fn by_customer(
     object: &Value,
     change: Change,
     at: OffsetDateTime,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<Option<Uuid>> {
     let Some(customer) = object["customer"].as_str() else {
-        return Ok(false);
+        return Ok(None);
     };
     // language=PostgreSQL
-    let updated = crate::db::query(
+    crate::db::query_scalar(
         "update users set
              subscription_status = $2,
              subscription_active = $3,
@@ -186,7 +182,8 @@ async fn by_customer(
            and (subscription_event_at is null or subscription_event_at < $7
                 or (subscription_event_at = $7 and $2 <> 'incomplete'))
            and ($5::text is null or stripe_subscription_id is null
-                or stripe_subscription_id = $5 or not subscription_active)",
+                or stripe_subscription_id = $5 or not subscription_active)
+         returning id",
     )
     .bind(customer)
     .bind(&change.status)
@@ -195,9 +192,8 @@ async fn by_customer(
     .bind(change.subscription.as_deref())
     .bind(change.period_end.map(|t| t as f64))
     .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(updated.rows_affected() > 0)
+    .fetch_optional(&mut **tx)
+    .await
 }
 
 /// A paid Checkout Session: links the customer and subscription to the user it
@@ -207,7 +203,7 @@ async fn checkout_completed(
     plans: &Plans,
     session: &Value,
     at: OffsetDateTime,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<Option<Uuid>> {
     let paid = matches!(
         session["payment_status"].as_str(),
         Some("paid" | "no_payment_required")
@@ -220,10 +216,10 @@ async fn checkout_completed(
         .and_then(Tier::from_name)
         .filter(|t| plans.get(*t).stripe_price.is_some());
     let (Some(user), Some(customer), true) = (user, session["customer"].as_str(), paid) else {
-        return Ok(false);
+        return Ok(None);
     };
     // language=PostgreSQL
-    let updated = crate::db::query(
+    crate::db::query_scalar(
         "update users set
              stripe_customer_id = $2,
              stripe_subscription_id = coalesce($3, stripe_subscription_id),
@@ -233,16 +229,16 @@ async fn checkout_completed(
              subscription_event_at = $5
          where id = $1
            and (stripe_customer_id is null or stripe_customer_id = $2)
-           and (subscription_event_at is null or subscription_event_at <= $5)",
+           and (subscription_event_at is null or subscription_event_at <= $5)
+         returning id",
     )
     .bind(user)
     .bind(customer)
     .bind(session["subscription"].as_str())
     .bind(tier.map(Tier::as_str))
     .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(updated.rows_affected() > 0)
+    .fetch_optional(&mut **tx)
+    .await
 }
 
 #[cfg(test)]

@@ -208,6 +208,11 @@ async fn receive_webhook(
         .map_err(|e| Error::BadRequest(format!("not a Stripe event: {e}")))?;
     let outcome = events::apply(&state.db, &state.plans, &event).await?;
     tracing::info!(event.id = %event.id, event.kind = %event.kind, ?outcome, "Stripe event");
+    if let Outcome::Applied(user) = outcome {
+        // What this router remembered of the account (`http::standing`) is
+        // read again at once; other routers read it within `STANDING_TTL`.
+        state.sockets.standing.forget(user);
+    }
     Ok(Json(json!({
         "received": true,
         "duplicate": outcome == Outcome::Duplicate,

@@ -216,7 +216,7 @@ async fn forward(
                 .map_err(|e| ApiError::internal(&e))?
                 .ok_or_else(revoked)?;
             admit(state, owner_id, &account, &body, call)?;
-            standing.remember_token(digest, owner_id, Some(&account));
+            standing.remember_token(digest, owner_id, &account);
             (owner_id, account)
         }
     };

@@ -12,18 +12,19 @@
 //! refuses the account within [`STANDING_TTL`]. Endpoints that read the `users`
 //! row anyway (`/api/me`, token refresh) check it there and refuse at once.
 //!
-//! The sandboxes' routes (events, calls, sync) and the model gateway remember
-//! the same way what a workspace token's look-up found (its user; for the
-//! gateway also their [`Account`]: plan, subscription, this month's tokens),
-//! keyed by the token's digest, so a turn's model calls and event batches after
-//! its first are served without waiting on Postgres for the token. Only accounts that are not disabled
-//! are remembered, and only for [`STANDING_TTL`]; forgetting a user forgets
-//! their tokens too. What that costs, said once here: for up to [`STANDING_TTL`]
+//! The model gateway remembers the same way what a workspace token's look-up
+//! found (its user and their [`Account`]: plan, subscription, this month's
+//! tokens, raised by each call that ends here), keyed by the token's digest, so a
+//! turn's model calls after its first are forwarded without waiting on Postgres.
+//! A remembered account only admits: whatever it would refuse is decided on a
+//! fresh read. Only accounts that are not disabled are remembered, and only
+//! for [`STANDING_TTL`]; forgetting a user forgets their tokens too. What that costs, said once here: for up to [`STANDING_TTL`]
 //! this router may still forward a call on a token revoked a moment ago (its
 //! workspace went to sleep or started anew: the sandbox that held it is being
-//! stopped), for an account whose subscription lapsed a moment ago, or past a
-//! quota reached a moment ago (the token total is up to [`STANDING_TTL`] old; a
-//! quota was already only checked before a call, never during one, so calls
+//! stopped), for an account whose subscription lapsed a moment ago by a Stripe
+//! event another router applied (one this router applies forgets the account
+//! at once), or past a quota reached a moment ago by usage recorded elsewhere
+//! (a quota was already only checked before a call, never during one, so calls
 //! running at once could always pass it together).
 
 use std::{
@@ -95,34 +96,27 @@ impl Standing {
             .and_then(what)
     }
 
-    /// The user of the workspace token with `digest`, as a look-up found it
-    /// less than [`STANDING_TTL`] ago.
-    pub fn token_owner(&self, digest: &[u8]) -> Option<Uuid> {
-        self.remembered_token(digest, |token| Some(token.owner))
-    }
-
     /// The user and account a look-up of the workspace token with `digest`
     /// found less than [`STANDING_TTL`] ago (the gateway's look-up).
     pub fn token_account(&self, digest: &[u8]) -> Option<(Uuid, Account)> {
-        self.remembered_token(digest, |token| {
-            token.account.clone().map(|account| (token.owner, account))
-        })
+        self.remembered_token(digest, |token| Some((token.owner, token.account.clone())))
     }
 
     /// Counts `tokens` more this month in every account of `owner`'s remembered
     /// (a model call of theirs through this router ended).
     pub fn add_tokens(&self, owner: Uuid, tokens: u64) {
         for token in self.token_map().values_mut() {
-            if let Some(account) = token.account.as_mut().filter(|_| token.owner == owner) {
-                account.tokens_this_month = account.tokens_this_month.saturating_add(tokens);
+            if token.owner == owner {
+                token.account.tokens_this_month =
+                    token.account.tokens_this_month.saturating_add(tokens);
             }
         }
     }
 
-    /// Notes that the workspace token with `digest` is `owner`'s, with their
-    /// account when the look-up read it; a disabled account is not remembered.
-    pub fn remember_token(&self, digest: Vec<u8>, owner: Uuid, account: Option<&Account>) {
-        if account.is_some_and(|a| a.disabled) {
+    /// Notes that the workspace token with `digest` is `owner`'s, whose account
+    /// is `account`; a disabled account is not remembered.
+    pub fn remember_token(&self, digest: Vec<u8>, owner: Uuid, account: &Account) {
+        if account.disabled {
             return;
         }
         let mut tokens = self.token_map();
@@ -133,7 +127,7 @@ impl Standing {
             digest,
             RememberedToken {
                 owner,
-                account: account.cloned(),
+                account: account.clone(),
                 at: Instant::now(),
             },
         );
@@ -143,7 +137,7 @@ impl Standing {
 /// What a look-up of one workspace token found, and when.
 struct RememberedToken {
     owner: Uuid,
-    account: Option<Account>,
+    account: Account,
     at: Instant,
 }
 
@@ -178,16 +172,14 @@ mod tests {
     #[test]
     fn a_token_is_remembered_until_its_user_is_forgotten_and_a_disabled_account_never() {
         let standing = Standing::default();
-        let (alice, bob, carol) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        standing.remember_token(b"alice-1".to_vec(), alice, Some(&account(false)));
-        standing.remember_token(b"bob-1".to_vec(), bob, Some(&account(false)));
-        standing.remember_token(b"bob-2".to_vec(), bob, Some(&account(true)));
-        standing.remember_token(b"carol-1".to_vec(), carol, None);
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        standing.remember_token(b"alice-1".to_vec(), alice, &account(false));
+        standing.remember_token(b"bob-1".to_vec(), bob, &account(false));
+        standing.remember_token(b"bob-2".to_vec(), bob, &account(true));
         let (owner, found) = standing.token_account(b"alice-1").expect("remembered");
         assert_eq!((owner, found.tokens_this_month), (alice, 7));
         assert!(standing.token_account(b"bob-2").is_none(), "disabled");
         assert!(standing.token_account(b"dave").is_none(), "never read");
-        assert_eq!(standing.token_owner(b"carol-1"), Some(carol));
         standing.add_tokens(alice, 5);
         assert_eq!(
             standing
@@ -195,10 +187,6 @@ mod tests {
                 .map(|(_, a)| a.tokens_this_month),
             Some(12),
             "a call's tokens count at once"
-        );
-        assert!(
-            standing.token_account(b"carol-1").is_none(),
-            "its account was not read"
         );
         standing.forget(bob);
         assert!(standing.token_account(b"bob-1").is_none());

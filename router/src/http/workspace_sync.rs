@@ -53,23 +53,15 @@ pub fn sandbox_router() -> Router<AppState> {
         .layer(DefaultBodyLimit::disable())
 }
 
-/// The user whose workspace token the request carries (the sandboxes' routes):
-/// as this router found it less than `standing::STANDING_TTL` ago
-/// (`http::standing`), else as Postgres has it now (then remembered).
+/// The user whose workspace token the request carries (the sandboxes' routes).
+/// Read each time, not remembered like the gateway's look-up: a token revoked
+/// (its workspace went to sleep) reaches nothing from that moment.
 pub(super) async fn owner(state: &AppState, headers: &HeaderMap) -> Result<Uuid> {
     let token = super::gateway::credential(headers)
         .ok_or_else(|| Error::unauthorized("send the workspace token as `x-api-key`"))?;
-    let refused = || Error::unauthorized("invalid or revoked workspace token");
-    let digest = crate::workspaces::tokens::lookup_digest(token).ok_or_else(refused)?;
-    let standing = &state.sockets.standing;
-    if let Some(owner) = standing.token_owner(&digest) {
-        return Ok(owner);
-    }
-    let owner = crate::workspaces::tokens::owner_of_digest(&state.db, &digest)
+    crate::workspaces::tokens::verify(&state.db, token)
         .await?
-        .ok_or_else(refused)?;
-    standing.remember_token(digest, owner, None);
-    Ok(owner)
+        .ok_or_else(|| Error::unauthorized("invalid or revoked workspace token"))
 }
 
 fn checked(path: &str) -> Result<&str> {

@@ -53,14 +53,9 @@ pub async fn install(db: &PgPool, user_id: Uuid, token: &str) -> sqlx::Result<()
 
 /// The user whose workspace `token` belongs to, if it is current.
 pub async fn verify(db: &PgPool, token: &str) -> sqlx::Result<Option<Uuid>> {
-    match lookup_digest(token) {
-        Some(digest) => owner_of_digest(db, &digest).await,
-        None => Ok(None),
-    }
-}
-
-/// [`verify`] for the token whose digest ([`lookup_digest`]) is `digest`.
-pub(crate) async fn owner_of_digest(db: &PgPool, digest: &[u8]) -> sqlx::Result<Option<Uuid>> {
+    let Some(digest) = lookup_digest(token) else {
+        return Ok(None);
+    };
     // language=PostgreSQL
     crate::db::query_scalar("select owner_id from workspaces where token_hash = $1")
         .bind(digest)

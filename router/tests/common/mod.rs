@@ -40,6 +40,34 @@ pub struct Reply {
     pub bytes: Vec<u8>,
 }
 
+/// The first refused reply of `call`, made again and again after a change to an
+/// account behind this router's back (another router's webhook or usage, an
+/// edit in the database), failing the test if a call started later than a
+/// router remembers an account (`router::http::standing::STANDING_TTL`) after
+/// the change is still answered 200: what the router remembered was read before
+/// the change, so by then it is read again.
+#[allow(dead_code)]
+pub async fn refused_soon<F, Fut>(mut call: F) -> Reply
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    let changed = std::time::Instant::now();
+    loop {
+        let started = std::time::Instant::now();
+        let reply = call().await;
+        if reply.status != StatusCode::OK {
+            return reply;
+        }
+        assert!(
+            started.duration_since(changed) < router::http::standing::STANDING_TTL,
+            "a call started {:?} after the change was still answered 200",
+            started.duration_since(changed)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 impl Reply {
     /// The error code of an error body.
     pub fn code(&self) -> &str {
