@@ -48,18 +48,22 @@ impl Run {
     }
 }
 
-async fn load(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<Run> {
+/// `CLIENTS` tasks at once, each making `REQUESTS_PER_CLIENT` requests with
+/// `one`, one after another; every request's time and the whole run's.
+async fn run<F, Fut>(one: F) -> anyhow::Result<Run>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, url, token) = (client.clone(), url.to_string(), token.to_string());
+        let one = one.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(REQUESTS_PER_CLIENT);
             for _ in 0..REQUESTS_PER_CLIENT {
                 let t = Instant::now();
-                let r = client.get(&url).bearer_auth(&token).send().await?;
-                anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
-                r.bytes().await?;
+                one().await?;
                 lat.push(t.elapsed());
             }
             anyhow::Ok(lat)
@@ -74,12 +78,25 @@ async fn load(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Resul
     Ok(Run { latencies, wall })
 }
 
-/// Prints the plan of the page query as the router runs it: prepared, under the
-/// row-level-security role, as the generic plan a connection settles on.
+/// `GET url` with `token`, as [`run`] makes requests.
+async fn load(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<Run> {
+    let (client, url, token) = (client.clone(), url.to_string(), token.to_string());
+    run(move || {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        async move {
+            let r = client.get(&url).bearer_auth(&token).send().await?;
+            anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+            r.bytes().await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// The page read `GET /api/documents` makes (`db::user_rows` of its
 /// `PAGE_QUERY`: settings and the prepared query in one message), straight from
-/// `CLIENTS` tasks on `db`, `REQUESTS_PER_CLIENT` each: the database's share of
-/// the endpoint, and its ceiling on this machine.
+/// this process, as [`run`] makes requests: the database's share of the
+/// endpoint, and its ceiling on this machine.
 async fn read_pages(db: &sqlx::PgPool, user: uuid::Uuid) -> anyhow::Result<Run> {
     type Summary = (
         uuid::Uuid,
@@ -90,36 +107,26 @@ async fn read_pages(db: &sqlx::PgPool, user: uuid::Uuid) -> anyhow::Result<Run> 
         time::OffsetDateTime,
         time::OffsetDateTime,
     );
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
+    let db = db.clone();
+    run(move || {
         let db = db.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(REQUESTS_PER_CLIENT);
-            for _ in 0..REQUESTS_PER_CLIENT {
-                let t = Instant::now();
-                let page: Vec<Summary> =
-                    router::db::user_rows(user, &router::http::documents::PAGE_QUERY)
-                        .bind(user)
-                        .bind(51_i64)
-                        .bind(0_i64)
-                        .fetch_all(&db)
-                        .await?;
-                anyhow::ensure!(page.len() == 51, "a page of {} rows", page.len());
-                lat.push(t.elapsed());
-            }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await??);
-    }
-    let wall = started.elapsed();
-    latencies.sort();
-    Ok(Run { latencies, wall })
+        async move {
+            let page: Vec<Summary> =
+                router::db::user_rows(user, &router::http::documents::PAGE_QUERY)
+                    .bind(user)
+                    .bind(51_i64)
+                    .bind(0_i64)
+                    .fetch_all(&db)
+                    .await?;
+            anyhow::ensure!(page.len() == 51, "a page of {} rows", page.len());
+            Ok(())
+        }
+    })
+    .await
 }
 
+/// Prints the plan of the page query as the router runs it: prepared, under the
+/// row-level-security role, as the generic plan a connection settles on.
 async fn print_plan(url: &str) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(url).await?;
     let user: uuid::Uuid =

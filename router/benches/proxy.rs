@@ -55,13 +55,12 @@
 //! transaction. Memory per open connection: router 30.2 KiB, nginx worker
 //! 18.5 KiB (1.6×).
 //!
-//! A turn costs the database 7 round trips and 2 commits: opening it is
+//! A turn costs the database 8 round trips and 2 commits: opening it is
 //! `BEGIN` (with the user's settings), one statement (conversation upsert that
 //! locks, both messages, the user's plan and voice setting), `COMMIT`; its
 //! events batch is `BEGIN`, one statement that locks the conversation and reads
-//! the answer, one that writes the events and `last_seq`, `COMMIT` (the workspace
-//! token is remembered for 2 s, `http::standing`, so a turn's batches after the
-//! first do not look it up).
+//! the answer, one that writes the events and `last_seq`, `COMMIT`, after the
+//! workspace token's look-up.
 
 use std::{
     path::{Path, PathBuf},

@@ -174,6 +174,9 @@ async fn a_cli_turn_is_metered_and_an_exhausted_quota_reaches_the_sandbox_error(
         .execute(&app.db)
         .await
         .expect("quota used up");
+    // Usage recorded elsewhere (not by this router's calls) counts once what the
+    // gateway remembered of the account is read again (`http::standing`).
+    tokio::time::sleep(router::http::standing::STANDING_TTL).await;
     let calls_before = fake.message_requests().len();
     let events = turn(&mut ws, conversation, "again").await;
     let last = events.last().expect("events");
