@@ -12,8 +12,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    kube_cluster::{Cluster, NS, cluster_of, cluster_with_rbac, status},
-    live::{Browser, text},
+    kube_cluster::{Cluster, NS, cluster_of, cluster_with_rbac},
+    live::text,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -89,17 +89,6 @@ async fn pod_of(c: &Cluster, user: Uuid) -> String {
         .expect("the workspace names its pod")
 }
 
-async fn wake(browser: &mut Browser) {
-    assert_eq!(
-        browser.next().await.as_ref().and_then(status),
-        Some("waking")
-    );
-    assert_eq!(
-        browser.next().await.as_ref().and_then(status),
-        Some("ready")
-    );
-}
-
 /// Scales `user`'s workspace to 0 as the idle reaper does; returns once its pod
 /// `pod` is gone (it pushed its last changes on SIGTERM).
 async fn sleep(c: &Cluster, user: Uuid, pod: &str) {
@@ -127,7 +116,7 @@ async fn a_wake_claims_a_warm_pod_with_the_users_files_and_history_and_the_pool_
     let alice = c.live.app.register("alice@example.com").await;
 
     let mut browser = c.live.browser(&alice.access).await;
-    wake(&mut browser).await;
+    browser.woke().await;
     let pod = pod_of(&c, alice.id).await;
     assert!(pod.starts_with(POOL_POD_PREFIX), "a warm pod: {pod}");
     let claimed = pods(&c).get(&pod).await.expect("the claimed pod");
@@ -170,7 +159,7 @@ async fn a_wake_claims_a_warm_pod_with_the_users_files_and_history_and_the_pool_
     sleep(&c, alice.id, &pod).await;
     pool_holds(&c, 2).await;
     let mut browser = c.live.browser(&alice.access).await;
-    wake(&mut browser).await;
+    browser.woke().await;
     let second = pod_of(&c, alice.id).await;
     assert!(second.starts_with(POOL_POD_PREFIX), "a warm pod: {second}");
     assert_ne!(second, pod);
@@ -210,7 +199,7 @@ async fn two_routers_waking_more_users_than_the_pool_holds_give_each_a_pod_of_th
         c.other.browser(&users[1].access),
         c.live.browser(&users[2].access),
     );
-    tokio::join!(wake(&mut b0), wake(&mut b1), wake(&mut b2));
+    tokio::join!(b0.woke(), b1.woke(), b2.woke());
     let mut taken = Vec::new();
     for user in &users {
         let pod = pod_of(&c, user.id).await;
@@ -254,7 +243,7 @@ async fn an_empty_pool_wakes_on_a_pod_started_for_the_workspace(db: PgPool) {
     let c = warm_cluster(db, 0).await;
     let alice = c.live.app.register("alice@example.com").await;
     let mut browser = c.live.browser(&alice.access).await;
-    wake(&mut browser).await;
+    browser.woke().await;
     assert_eq!(
         pod_of(&c, alice.id).await,
         child_name(&workspace_name(alice.id))
@@ -284,7 +273,7 @@ async fn a_router_without_the_charts_pods_patch_wakes_on_a_started_pod(db: PgPoo
     // Its claim is refused (403): the wake starts a pod, the warm pod stays in the pool.
     let alice = c.live.app.register("alice@example.com").await;
     let mut browser = c.live.browser(&alice.access).await;
-    wake(&mut browser).await;
+    browser.woke().await;
     assert_eq!(
         pod_of(&c, alice.id).await,
         child_name(&workspace_name(alice.id))
@@ -318,7 +307,7 @@ async fn bench_wakes(db: PgPool, pool: usize) {
         let user = c.live.app.register(&format!("user{i}@example.com")).await;
         let started = tokio::time::Instant::now();
         let mut browser = c.live.browser(&user.access).await;
-        wake(&mut browser).await;
+        browser.woke().await;
         ready.push(started.elapsed());
         browser.message("hello", None).await;
         let frames = browser.turn().await;

@@ -43,14 +43,7 @@ async fn a_browser_wakes_a_sleeping_kubernetes_workspace(db: PgPool) {
     let alice = live.app.register("alice@example.com").await;
     live.api.push(Reply::text(&["Hello ", "from ", "a pod"]));
     let mut browser = live.browser(&alice.access).await;
-    assert_eq!(
-        browser.next().await.as_ref().and_then(status),
-        Some("waking")
-    );
-    assert_eq!(
-        browser.next().await.as_ref().and_then(status),
-        Some("ready")
-    );
+    browser.woke().await;
 
     // The router made alice's workspace, and the operator runs it.
     let workspaces = Api::<JarvisWorkspace>::namespaced(c.client.clone(), NS);

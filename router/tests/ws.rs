@@ -22,14 +22,7 @@ async fn a_connection_shows_waking_then_ready_and_a_turn_streams(db: PgPool) {
     live.api.push(Reply::text(&["Hello ", "Alice"]));
     let mut browser = live.browser(&alice.access).await;
 
-    assert_eq!(
-        browser.next().await.as_ref().and_then(status),
-        Some("waking")
-    );
-    assert_eq!(
-        browser.next().await.as_ref().and_then(status),
-        Some("ready")
-    );
+    browser.woke().await;
     browser.message("hi", None).await;
     let frames = browser.turn().await;
     assert_eq!(frames[0]["type"], "turn", "{frames:?}");

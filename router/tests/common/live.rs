@@ -273,6 +273,21 @@ impl Browser {
         }
     }
 
+    /// Asserts that this connection woke the workspace: its first frames are
+    /// `status: waking`, then `status: ready`.
+    pub async fn woke(&mut self) {
+        for state in ["waking", "ready"] {
+            let frame = self.next().await;
+            assert_eq!(
+                frame
+                    .as_ref()
+                    .map(|f| (f["type"].clone(), f["state"].clone())),
+                Some((json!("status"), json!(state))),
+                "{frame:?}"
+            );
+        }
+    }
+
     /// Waits for `status: ready`; an error frame first fails the test.
     pub async fn ready(&mut self) -> Vec<Value> {
         let frames = self
