@@ -339,39 +339,41 @@ async fn replicas(db: &PgPool) -> Replicas {
         .await
         .expect("fake model API");
     let db_url = common::process::database_url(db).await;
-    let sandbox_ports = [common::process::free_port(), common::process::free_port()];
+    let (mut routers, mut proxies, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sandbox_port = 0;
+    // One after the other: the first makes the database's signing secret.
+    for _ in 0..2 {
+        let proxy = fake
+            .proxy_as(NS, "jarvis-router")
+            .await
+            .expect("a proxy as the router");
+        let dir = common::process::data_dir();
+        let router = common::process::spawn_ready(|listen| {
+            sandbox_port = common::process::free_port();
+            let mut command =
+                common::process::router_command(&db_url, dir.path(), &api.url(), listen);
+            command
+                .env("JARVIS_BACKEND", "kubernetes")
+                .env("JARVIS_KUBE_API_URL", proxy.url())
+                .env("JARVIS_KUBE_ENDPOINT", "pod-ip")
+                .env("JARVIS_KUBE_NAMESPACE", NS)
+                .env("JARVIS_SANDBOX_LISTEN", format!("127.0.0.1:{sandbox_port}"));
+            command
+        })
+        .await;
+        routers.push(router);
+        proxies.push(proxy);
+        dirs.push(dir);
+    }
     // The router Service the pods reach. Its endpoint is replica B: the model
     // stream of the answer then runs through B, and killing A cuts only what A
     // relays (browsers, its link). A model stream through a dying replica breaks
     // with it; the CLI's own retry starts that request again.
     let service = common::balancer::Balancer::start(vec![std::net::SocketAddr::from((
         [127, 0, 0, 1],
-        sandbox_ports[1],
+        sandbox_port,
     ))])
     .await;
-    let (mut routers, mut proxies, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
-    // One after the other: the first makes the database's signing secret.
-    for port in sandbox_ports {
-        let proxy = fake
-            .proxy_as(NS, "jarvis-router")
-            .await
-            .expect("a proxy as the router");
-        let dir = common::process::data_dir();
-        let listen = common::process::free_port();
-        let mut command = common::process::router_command(&db_url, dir.path(), &api.url(), listen);
-        command
-            .env("JARVIS_BACKEND", "kubernetes")
-            .env("JARVIS_KUBE_API_URL", proxy.url())
-            .env("JARVIS_KUBE_ENDPOINT", "pod-ip")
-            .env("JARVIS_KUBE_NAMESPACE", NS)
-            .env("JARVIS_SANDBOX_LISTEN", format!("127.0.0.1:{port}"));
-        let child = command.spawn().expect("the router binary starts");
-        let url = format!("http://127.0.0.1:{listen}");
-        common::process::wait_ready(&url).await;
-        routers.push(common::process::RouterProcess { child, url });
-        proxies.push(proxy);
-        dirs.push(dir);
-    }
     let _ = pods.gateway.set(service.url());
     let _ = pods.dir.set(dirs[0].path().join("pods"));
     Replicas {

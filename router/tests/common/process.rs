@@ -66,13 +66,47 @@ pub fn router_command(db_url: &str, dir: &Path, upstream: &str, port: u16) -> Co
 
 /// Starts the real `router` binary on a free port and waits for `/readyz`.
 pub async fn start_router(db_url: &str, dir: &Path, upstream: &str) -> RouterProcess {
-    let port = free_port();
-    let child = router_command(db_url, dir, upstream, port)
-        .spawn()
-        .expect("the router binary starts");
-    let url = format!("http://127.0.0.1:{port}");
-    wait_ready(&url).await;
-    RouterProcess { child, url }
+    spawn_ready(|port| router_command(db_url, dir, upstream, port)).await
+}
+
+/// Spawns the router `command(port)` makes for a free `port` and waits for its
+/// `/readyz`. A port found free may be taken by another test before the router
+/// binds it: a router that exits before it is ready is started again on fresh
+/// ports (the closure picks any other ports it binds), three times at most.
+pub async fn spawn_ready(mut command: impl FnMut(u16) -> Command) -> RouterProcess {
+    for attempt in 1..=3 {
+        let port = free_port();
+        let mut child = command(port).spawn().expect("the router binary starts");
+        let url = format!("http://127.0.0.1:{port}");
+        if ready_unless_exited(&mut child, &url).await {
+            return RouterProcess { child, url };
+        }
+        eprintln!(
+            "the router exited before it was ready (attempt {attempt}); again on other ports"
+        );
+    }
+    panic!("the router exited before it was ready, three times");
+}
+
+/// Waits (bounded) until the router at `url` answers `/readyz` with success
+/// (`true`) or `child` exits (`false`).
+async fn ready_unless_exited(child: &mut tokio::process::Child, url: &str) -> bool {
+    let client = reqwest::Client::new();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(r) = client.get(format!("{url}/readyz")).send().await
+                && r.status().is_success()
+            {
+                return true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the router is ready in time")
 }
 
 /// Waits (bounded) until the router at `url` answers `/readyz` with success.
