@@ -297,7 +297,10 @@ try {
   await idle();
   await page.setViewportSize(PHONE);
   for (const name of ["Edit message", "Regenerate answer"]) {
-    const box = await page.getByRole("button", { name }).last().boundingBox();
+    const button = page.getByRole("button", { name }).last();
+    // Measured once laid out at the new width (null while the history renders).
+    await button.waitFor({ state: "visible" });
+    const box = await button.boundingBox();
     assert.ok(box && box.height >= 44 && box.width >= 44, `${name}: ${JSON.stringify(box)}`);
   }
   await page.setViewportSize(DESKTOP);
