@@ -322,6 +322,18 @@ pub async fn user_tx(db: &PgPool, user_id: Uuid) -> sqlx::Result<Transaction<'st
     .await
 }
 
+/// Begins a transaction under the role row-level security applies to, with no
+/// user set: it sees no one's rows until a statement of it sets `app.user_id`
+/// (as `open_turns` does for each turn). `BEGIN` and the role switch go in one
+/// message.
+pub async fn unprivileged_tx(db: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+    Transaction::begin(
+        acquire(db).await?,
+        Some(format!("begin; set local role {USER_ROLE}").into()),
+    )
+    .await
+}
+
 /// A connection of `db`, noting how long it took to get one
 /// (`jarvis_db_pool_wait_seconds`: the wait for a free one, or for a new one to
 /// connect, and the ping of one idle for long).

@@ -129,8 +129,9 @@ pub struct TurnLegLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TurnDbLabels {
     /// `open_turn` (the user's message and the empty answer, before the
-    /// sandbox is sent the message) or `store_events` (one batch of a turn's
-    /// events the sandbox pushed).
+    /// sandbox is sent the message, its wait for a batch included),
+    /// `open_batch` (one batch of turns opened together, `crate::transcript::Opener`)
+    /// or `store_events` (one batch of a turn's events the sandbox pushed).
     pub op: String,
 }
 
@@ -151,6 +152,9 @@ static TURN_FIRST_TEXT: LazyLock<Family<TurnLegLabels, Histogram>> =
 /// Database time of turns, by operation.
 static TURN_DB: LazyLock<Family<TurnDbLabels, Histogram>> =
     LazyLock::new(|| Family::new_with_constructor(short_histogram));
+/// Turns opened per batch (`crate::transcript::Opener`).
+static TURN_OPEN_BATCH: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0]));
 /// Waits for a connection of the database pool.
 static DB_POOL_WAIT: LazyLock<Histogram> = LazyLock::new(short_histogram);
 /// Waits of events in a browser's queue, from queued to written to its socket.
@@ -174,6 +178,12 @@ pub fn turn_db(op: &str, took: Duration) {
     TURN_DB
         .get_or_create(&TurnDbLabels { op: op.to_string() })
         .observe(took.as_secs_f64());
+}
+
+/// Notes how many turns one batch opened; shown as
+/// `jarvis_turn_open_batch_turns`.
+pub fn turns_batched(turns: usize) {
+    TURN_OPEN_BATCH.observe(turns as f64);
 }
 
 /// Notes a wait for a pooled database connection; shown as
@@ -310,8 +320,13 @@ impl Default for Metrics {
         );
         registry.register(
             "turn_db_seconds",
-            "Database time of turns: opening one, storing a batch of its events",
+            "Database time of turns: opening one (its wait for a batch included), one batch of turns opened together, storing a batch of a turn's events",
             TURN_DB.clone(),
+        );
+        registry.register(
+            "turn_open_batch_turns",
+            "Turns opened together in one batch",
+            TURN_OPEN_BATCH.clone(),
         );
         registry.register(
             "db_pool_wait_seconds",

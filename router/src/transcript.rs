@@ -2,7 +2,8 @@
 //!
 //! The router that takes a browser's message opens the turn's rows with
 //! [`open_turn`] (the conversation if new, the user message and an empty,
-//! incomplete assistant message) before the message goes to the sandbox, and takes
+//! incomplete assistant message; through an [`Opener`], which opens the turns
+//! that arrive together in one batch) before the message goes to the sandbox, and takes
 //! them back with [`discard_turn`] when the sandbox refuses it. A message sent in
 //! the place of an earlier one (regenerate, edit and resend) hides that message and
 //! those after it (`superseded_by`, migration 0011); taking it back shows them again. The sandbox then
@@ -18,8 +19,10 @@
 //!
 //! This module does not relay frames or talk to sandboxes.
 
+mod opener;
 mod store;
 
+pub use opener::{MAX_BATCH, Opener, RUNNING_BATCHES};
 pub use store::{NewMessage, OpenTurn, StoreOutcome, discard_turn, open_turn, store_events};
 
 use sandbox::protocol::SandboxFrame;

@@ -729,3 +729,247 @@ async fn a_batch_waiting_for_a_turn_being_opened_goes_to_that_turns_answer(db: P
         ]
     );
 }
+
+// ------------------------------------------------- turns opened together
+
+/// Opens `(user, conversation, content)` turns at once through one opener, as
+/// browsers sending messages at the same moment do.
+async fn open_at_once(
+    opener: &transcript::Opener,
+    turns: &[(Uuid, Uuid, String)],
+) -> Vec<Result<OpenTurn, TranscriptError>> {
+    futures::future::join_all(
+        turns
+            .iter()
+            .map(|(u, c, content)| opener.open(*u, *c, NewMessage::text(content))),
+    )
+    .await
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn turns_asked_for_at_once_are_opened_together_each_as_its_own_user(db: PgPool) {
+    let mut users = Vec::new();
+    for i in 0..8 {
+        users.push(user(&db, &format!("burst{i}@example.com")).await);
+    }
+    sqlx::query("update users set tier = 'pro', voice_answers = true where id = $1")
+        .bind(users[1])
+        .execute(&db)
+        .await
+        .expect("upgraded");
+    // Each user: a conversation of their own per turn, except that the first
+    // user's five tabs all send in one new conversation.
+    let shared = Uuid::new_v4();
+    let mut turns = Vec::new();
+    for round in 0..5 {
+        for (i, u) in users.iter().enumerate() {
+            let c = if i == 0 { shared } else { Uuid::new_v4() };
+            turns.push((*u, c, format!("question {round} of user {i}")));
+        }
+    }
+    let opener = transcript::Opener::new(db.clone());
+    let opened = open_at_once(&opener, &turns).await;
+
+    for ((u, c, content), turn) in turns.iter().zip(&opened) {
+        let turn = turn.as_ref().expect("every turn opens");
+        assert_eq!(turn.conversation_id, *c);
+        let (owner, role, stored, complete): (Uuid, String, String, bool) =
+            sqlx::query_as("select owner_id, role, content, complete from messages where id = $1")
+                .bind(turn.user_message_id)
+                .fetch_one(&db)
+                .await
+                .expect("the user's message");
+        assert_eq!(
+            (owner, role.as_str(), stored.as_str(), complete),
+            (*u, "user", content.as_str(), true)
+        );
+        let (owner, role, complete): (Uuid, String, bool) =
+            sqlx::query_as("select owner_id, role, complete from messages where id = $1")
+                .bind(turn.message_id)
+                .fetch_one(&db)
+                .await
+                .expect("the empty answer");
+        assert_eq!((owner, role.as_str(), complete), (*u, "assistant", false));
+        assert_eq!(
+            conversation(&db, *c).await.0,
+            *u,
+            "the conversation is its user's"
+        );
+        let pro = *u == users[1];
+        assert_eq!(
+            turn.tier == router::plans::Tier::Pro,
+            pro,
+            "each turn reads its own user's plan"
+        );
+        assert_eq!(turn.voice_answers, pro);
+    }
+    // The shared conversation: made once, each question followed by its answer.
+    let in_shared: Vec<&OpenTurn> = opened
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .filter(|o| o.conversation_id == shared)
+        .collect();
+    assert_eq!(
+        in_shared.iter().filter(|o| o.created_conversation).count(),
+        1
+    );
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("select id from messages where conversation_id = $1 order by position")
+            .bind(shared)
+            .fetch_all(&db)
+            .await
+            .expect("ids");
+    assert_eq!(ids.len(), 10);
+    for turn in in_shared {
+        let asked = ids
+            .iter()
+            .position(|id| *id == turn.user_message_id)
+            .expect("asked");
+        assert_eq!(ids.get(asked + 1), Some(&turn.message_id));
+    }
+    // Fewer transactions than turns: rows of one transaction share its start time.
+    let transactions: i64 = sqlx::query_scalar("select count(distinct created_at) from messages")
+        .fetch_one(&db)
+        .await
+        .expect("count");
+    assert!(
+        transactions < turns.len() as i64,
+        "{} turns were opened in {transactions} transactions",
+        turns.len()
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_turn_in_another_users_conversation_is_refused_alone_in_its_batch(db: PgPool) {
+    let owner = user(&db, "owner@example.com").await;
+    let intruder = user(&db, "intruder@example.com").await;
+    let theirs = open(&db, owner, Uuid::new_v4(), "private").await;
+    let mut turns: Vec<(Uuid, Uuid, String)> = (0..10)
+        .map(|i| (owner, Uuid::new_v4(), format!("mine {i}")))
+        .collect();
+    turns.insert(
+        5,
+        (intruder, theirs.conversation_id, "let me in".to_string()),
+    );
+    let opener = transcript::Opener::new(db.clone());
+    let opened = open_at_once(&opener, &turns).await;
+    for (i, turn) in opened.iter().enumerate() {
+        if i == 5 {
+            assert!(
+                matches!(turn, Err(TranscriptError::NotYours(c)) if *c == theirs.conversation_id),
+                "{turn:?}"
+            );
+        } else {
+            turn.as_ref().expect("the owner's turns open");
+        }
+    }
+    assert_eq!(
+        messages(&db, theirs.conversation_id).await.len(),
+        2,
+        "nothing added to it"
+    );
+    assert_eq!(conversation(&db, theirs.conversation_id).await.0, owner);
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from messages where owner_id = $1",
+            intruder
+        )
+        .await,
+        0
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_batch_the_database_refuses_opens_each_of_its_turns_on_its_own(db: PgPool) {
+    let u = user(&db, "nul@example.com").await;
+    // A NUL character is text Postgres does not store: the batch holding it
+    // fails as a whole.
+    let mut turns: Vec<(Uuid, Uuid, String)> = (0..10)
+        .map(|i| (u, Uuid::new_v4(), format!("fine {i}")))
+        .collect();
+    turns.insert(4, (u, Uuid::new_v4(), "bad \0 byte".to_string()));
+    let opener = transcript::Opener::new(db.clone());
+    let opened = open_at_once(&opener, &turns).await;
+    for (i, turn) in opened.iter().enumerate() {
+        if i == 4 {
+            assert!(matches!(turn, Err(TranscriptError::Db(_))), "{turn:?}");
+        } else {
+            let turn = turn.as_ref().expect("the others open");
+            assert_eq!(messages(&db, turn.conversation_id).await.len(), 2);
+        }
+    }
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from conversations where owner_id = $1",
+            u
+        )
+        .await,
+        10
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_turn_whose_sender_stopped_waiting_is_taken_back(db: PgPool) {
+    let u = user(&db, "gone@example.com").await;
+    let busy = open(&db, u, Uuid::new_v4(), "busy").await;
+    // Another transaction holds the conversation: both batches the opener runs
+    // at once wait for it.
+    let mut holding = db.begin().await.expect("begin");
+    sqlx::query("select 1 from conversations where id = $1 for update")
+        .bind(busy.conversation_id)
+        .execute(&mut *holding)
+        .await
+        .expect("locked");
+    let opener = transcript::Opener::new(db.clone());
+    // Each starts a batch of its own (the previous one is already waiting).
+    let mut waiting = Vec::new();
+    for i in 0..transcript::RUNNING_BATCHES {
+        let opener = opener.clone();
+        let c = busy.conversation_id;
+        waiting.push(tokio::spawn(async move {
+            opener
+                .open(u, c, NewMessage::text(&format!("waits {i}")))
+                .await
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // This one waits for a batch; its sender gives up.
+    let gone = Uuid::new_v4();
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        opener.open(u, gone, NewMessage::text("never mind")),
+    )
+    .await;
+    assert!(gave_up.is_err(), "it waited for the lock");
+    // The next turn in that conversation, asked for meanwhile, goes in the same
+    // batch, after it.
+    let next = tokio::spawn({
+        let opener = opener.clone();
+        async move { opener.open(u, gone, NewMessage::text("next")).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    holding.commit().await.expect("released");
+    for task in waiting {
+        task.await.expect("task").expect("the waiting turns open");
+    }
+    let next = next.await.expect("task").expect("the next turn opens");
+    // The abandoned turn was opened, then taken back before the next one was
+    // answered: nobody sends it to a sandbox.
+    let rows = messages(&db, gone).await;
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.role.as_str(), r.content.as_str()))
+            .collect::<Vec<_>>(),
+        [("user", "next"), ("assistant", "")]
+    );
+    assert!(
+        !next.created_conversation,
+        "the abandoned turn had made the conversation"
+    );
+    assert_eq!(
+        messages(&db, busy.conversation_id).await.len(),
+        2 + 2 * transcript::RUNNING_BATCHES
+    );
+}

@@ -16,6 +16,8 @@ use crate::{storage::Storage, transcript, workspaces::Backend};
 pub struct Context {
     /// The database.
     pub db: PgPool,
+    /// Opens turns' rows, batching those that arrive together.
+    pub turns: transcript::Opener,
     /// Object storage (workspace files, agent state).
     pub storage: Storage,
     /// Text to speech, for `speak` calls.
@@ -79,7 +81,9 @@ pub(super) async fn start_turn(
         replaces,
     };
     let started = std::time::Instant::now();
-    let opened = transcript::open_turn(&ctx.db, user, conversation, message)
+    let opened = ctx
+        .turns
+        .open(user, conversation, message)
         .instrument(tracing::debug_span!("open_turn", user.id = %user))
         .await;
     crate::metrics::turn_db("open_turn", started.elapsed());

@@ -92,6 +92,7 @@ impl Registry {
     ) -> Self {
         Self {
             ctx: Arc::new(Context {
+                turns: crate::transcript::Opener::new(db.clone()),
                 db,
                 storage,
                 voice,
