@@ -130,8 +130,10 @@ pub struct TurnLegLabels {
 pub struct TurnDbLabels {
     /// `open_turn` (the user's message and the empty answer, before the
     /// sandbox is sent the message, its wait for a batch included),
-    /// `open_batch` (one batch of turns opened together, `crate::transcript::Opener`)
-    /// or `store_events` (one batch of a turn's events the sandbox pushed).
+    /// `open_batch` (one batch of turns opened together, `crate::transcript::Opener`),
+    /// `store_events` (one batch of a turn's events the sandbox pushed, its wait
+    /// for a gathering included) or `store_batch` (one gathering of batches
+    /// stored together, `crate::transcript::Writer`).
     pub op: String,
 }
 
@@ -154,6 +156,9 @@ static TURN_DB: LazyLock<Family<TurnDbLabels, Histogram>> =
     LazyLock::new(|| Family::new_with_constructor(short_histogram));
 /// Turns opened per batch (`crate::transcript::Opener`).
 static TURN_OPEN_BATCH: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0]));
+/// Batches of events stored per gathering (`crate::transcript::Writer`).
+static EVENTS_BATCH: LazyLock<Histogram> =
     LazyLock::new(|| Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0]));
 /// Waits for a connection of the database pool.
 static DB_POOL_WAIT: LazyLock<Histogram> = LazyLock::new(short_histogram);
@@ -184,6 +189,12 @@ pub fn turn_db(op: &str, took: Duration) {
 /// `jarvis_turn_open_batch_turns`.
 pub fn turns_batched(turns: usize) {
     TURN_OPEN_BATCH.observe(turns as f64);
+}
+
+/// Notes how many batches of events one gathering stored; shown as
+/// `jarvis_workspace_events_gathered_batches`.
+pub fn events_batched(batches: usize) {
+    EVENTS_BATCH.observe(batches as f64);
 }
 
 /// Notes a wait for a pooled database connection; shown as
@@ -320,13 +331,18 @@ impl Default for Metrics {
         );
         registry.register(
             "turn_db_seconds",
-            "Database time of turns: opening one (its wait for a batch included), one batch of turns opened together, storing a batch of a turn's events",
+            "Database time of turns: opening one (its wait for a batch included), one batch of turns opened together, storing a batch of a turn's events (its wait included), one gathering of such batches",
             TURN_DB.clone(),
         );
         registry.register(
             "turn_open_batch_turns",
             "Turns opened together in one batch",
             TURN_OPEN_BATCH.clone(),
+        );
+        registry.register(
+            "workspace_events_gathered_batches",
+            "Batches of events stored together in one transaction",
+            EVENTS_BATCH.clone(),
         );
         registry.register(
             "db_pool_wait_seconds",

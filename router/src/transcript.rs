@@ -9,7 +9,8 @@
 //! those after it (`superseded_by`, migration 0011); taking it back shows them again. The sandbox then
 //! stores the turn itself: it pushes its numbered events over HTTP
 //! (`POST /v1/workspace/events`, `crate::http::workspace_events`) and each batch is
-//! stored by [`store_events`], exactly once by (conversation, `seq`): text appended
+//! stored by [`store_events`] (through a [`Writer`], which stores the batches
+//! that arrive together in one transaction), exactly once by (conversation, `seq`): text appended
 //! to the answer's `content`, tool/document/voice/error events (as the browser saw
 //! them, with `at`: the characters of the answer's text before them) to its
 //! `events`, `conversations.last_seq` raised. A `done` marks the answer complete
@@ -20,10 +21,14 @@
 //! This module does not relay frames or talk to sandboxes.
 
 mod opener;
+mod queue;
 mod store;
+mod writer;
 
-pub use opener::{MAX_BATCH, Opener, RUNNING_BATCHES};
+pub use opener::Opener;
+pub use queue::{MAX_BATCH, RUNNING_BATCHES};
 pub use store::{NewMessage, OpenTurn, StoreOutcome, discard_turn, open_turn, store_events};
+pub use writer::Writer;
 
 use sandbox::protocol::SandboxFrame;
 use serde_json::Value;

@@ -973,3 +973,157 @@ async fn a_turn_whose_sender_stopped_waiting_is_taken_back(db: PgPool) {
         2 + 2 * transcript::RUNNING_BATCHES
     );
 }
+
+// ------------------------------------------- event batches stored together
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn batches_pushed_at_once_are_stored_together_each_as_its_own_user(db: PgPool) {
+    let writer = transcript::Writer::new(db.clone());
+    let mut turns = Vec::new();
+    for i in 0..12 {
+        let u = user(&db, &format!("push{i}@example.com")).await;
+        turns.push((
+            u,
+            open(&db, u, Uuid::new_v4(), &format!("question {i}")).await,
+        ));
+    }
+    // Every sandbox pushes its whole turn at once; the first three push it
+    // twice (a retry racing the first try), the fourth pushes into another
+    // user's conversation.
+    let intruder = turns[3].0;
+    let victim = turns[4].1;
+    let mut pushes = Vec::new();
+    for (i, (u, turn)) in turns.iter().enumerate() {
+        let mut f = Frames::from(turn.conversation_id, 1);
+        let frames: std::sync::Arc<[SandboxFrame]> = vec![
+            f.turn_of(Some(turn.message_id)),
+            f.text(&format!("answer {i}, ")),
+            f.tool_use(),
+            f.text("done"),
+            f.done(10 + i as u64, 20),
+        ]
+        .into();
+        pushes.push((
+            *u,
+            turn.conversation_id,
+            Some(turn.message_id),
+            frames.clone(),
+        ));
+        if i < 3 {
+            pushes.push((*u, turn.conversation_id, Some(turn.message_id), frames));
+        }
+    }
+    let mut g = Frames::from(victim.conversation_id, 100);
+    pushes.push((
+        intruder,
+        victim.conversation_id,
+        Some(victim.message_id),
+        vec![g.text("injected")].into(),
+    ));
+    let results = futures::future::join_all(
+        pushes
+            .iter()
+            .map(|(u, c, m, frames)| writer.store(*u, *c, *m, frames.clone())),
+    )
+    .await;
+
+    let last = results.last().expect("the intruder's push");
+    assert!(
+        matches!(last, Err(TranscriptError::NotYours(c)) if *c == victim.conversation_id),
+        "{last:?}"
+    );
+    let mut stored_per_conversation = std::collections::HashMap::new();
+    for ((_, c, _, frames), result) in pushes.iter().zip(&results).take(pushes.len() - 1) {
+        let outcome = result.as_ref().expect("stored");
+        assert_eq!(outcome.last_seq, 5);
+        assert_eq!(outcome.stored + outcome.duplicates, frames.len());
+        *stored_per_conversation.entry(*c).or_insert(0) += outcome.stored;
+    }
+    for (i, (_, turn)) in turns.iter().enumerate() {
+        assert_eq!(
+            stored_per_conversation[&turn.conversation_id], 5,
+            "stored once"
+        );
+        let rows = messages(&db, turn.conversation_id).await;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[1].content,
+            format!("answer {i}, done"),
+            "each answer its own text"
+        );
+        assert!(rows[1].complete);
+        assert_eq!(rows[1].input_tokens, Some(10 + i as i64));
+        assert_eq!(
+            rows[1].events.as_array().map(Vec::len),
+            Some(1),
+            "the tool card"
+        );
+        assert_eq!(conversation(&db, turn.conversation_id).await.2, 5);
+    }
+    // Fewer transactions than pushes: rows written by one share its start time.
+    let transactions: i64 = sqlx::query_scalar(
+        "select count(distinct updated_at) from messages where role = 'assistant'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("count");
+    assert!(
+        transactions < turns.len() as i64,
+        "{} answers were written in {transactions} transactions",
+        turns.len()
+    );
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_batch_that_runs_into_the_next_turn_is_stored_in_both_answers(db: PgPool) {
+    let u = user(&db, "two@example.com").await;
+    let c = Uuid::new_v4();
+    let first = open(&db, u, c, "one").await;
+    let second = open(&db, u, c, "two").await;
+    let other = open(&db, u, Uuid::new_v4(), "elsewhere").await;
+    let writer = transcript::Writer::new(db.clone());
+    let mut f = Frames::from(c, 1);
+    let both: std::sync::Arc<[SandboxFrame]> = vec![
+        f.turn_of(Some(first.message_id)),
+        f.text("first answer"),
+        f.done(1, 2),
+        f.turn_of(Some(second.message_id)),
+        f.text("second answer"),
+        f.done(3, 4),
+    ]
+    .into();
+    let mut g = Frames::from(other.conversation_id, 1);
+    let alone: std::sync::Arc<[SandboxFrame]> = vec![
+        g.turn_of(Some(other.message_id)),
+        g.text("other answer"),
+        g.done(5, 6),
+    ]
+    .into();
+    let (a, b) = tokio::join!(
+        writer.store(u, c, Some(first.message_id), both),
+        writer.store(u, other.conversation_id, Some(other.message_id), alone),
+    );
+    let (a, b) = (a.expect("stored"), b.expect("stored"));
+    assert_eq!(
+        (a.stored, a.last_seq, a.ended),
+        (6, 6, Some(Outcome::Complete))
+    );
+    assert_eq!((b.stored, b.last_seq), (3, 3));
+    let rows = messages(&db, c).await;
+    let answers: Vec<(&str, bool, Option<i64>)> = rows
+        .iter()
+        .filter(|r| r.role == "assistant")
+        .map(|r| (r.content.as_str(), r.complete, r.input_tokens))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            ("first answer", true, Some(1)),
+            ("second answer", true, Some(3))
+        ]
+    );
+    assert_eq!(
+        messages(&db, other.conversation_id).await[1].content,
+        "other answer"
+    );
+}

@@ -6,7 +6,8 @@
 //! - `POST /v1/workspace/events` `{"batches":[{conversation_id, message_id?,
 //!   events:[…]}], "running_turns": N}` → 200 `{"stored":[{conversation_id,
 //!   last_seq}]}`. Each batch is stored exactly once by (conversation, `seq`)
-//!   (`crate::transcript::store_events`); a batch of a conversation that is not
+//!   (`crate::transcript::Writer`: batches that arrive together are stored in one
+//!   transaction, each as `crate::transcript::store_events` stores one); a batch of a conversation that is not
 //!   the user's is skipped and logged (still 200, so it is not retried forever).
 //!   An empty `batches` is a heartbeat. Either way the sandbox's running turns
 //!   are noted on the user's hub (activity); a turn ended by `done` starts the
@@ -35,7 +36,7 @@ use uuid::Uuid;
 use super::{AppState, Error, Result};
 use crate::{
     calls,
-    transcript::{self, Outcome, TranscriptError},
+    transcript::{Outcome, TranscriptError},
 };
 
 /// Largest body of either route, in bytes.
@@ -157,20 +158,20 @@ async fn events(
     }
     let mut stored = Vec::with_capacity(report.batches.len());
     let mut done = false;
-    for batch in &report.batches {
+    for batch in report.batches {
         let started = std::time::Instant::now();
-        let result = transcript::store_events(
-            &state.db,
-            owner,
-            batch.conversation_id,
-            batch.message_id,
-            &batch.events,
-        )
-        .instrument(tracing::debug_span!(
-            "store_events",
-            events = batch.events.len()
-        ))
-        .await;
+        let events = batch.events.len();
+        let result = state
+            .workspaces
+            .events()
+            .store(
+                owner,
+                batch.conversation_id,
+                batch.message_id,
+                batch.events.into(),
+            )
+            .instrument(tracing::debug_span!("store_events", events))
+            .await;
         crate::metrics::turn_db("store_events", started.elapsed());
         match result {
             Ok(outcome) => {
@@ -190,10 +191,8 @@ async fn events(
                 }));
             }
             Err(TranscriptError::NotYours(conversation)) => {
-                tracing::warn!(user.id = %owner, conversation.id = %conversation, events = batch.events.len(), "a sandbox pushed events of a conversation that is not its user's: skipped");
-                state
-                    .metrics
-                    .count_workspace_events("foreign", batch.events.len());
+                tracing::warn!(user.id = %owner, conversation.id = %conversation, events, "a sandbox pushed events of a conversation that is not its user's: skipped");
+                state.metrics.count_workspace_events("foreign", events);
             }
             // Batches stored before this one are stored once more as duplicates
             // when the sandbox retries: nothing changes.

@@ -18,6 +18,8 @@ pub struct Context {
     pub db: PgPool,
     /// Opens turns' rows, batching those that arrive together.
     pub turns: transcript::Opener,
+    /// Stores the events sandboxes push, batching those that arrive together.
+    pub events: transcript::Writer,
     /// Object storage (workspace files, agent state).
     pub storage: Storage,
     /// Text to speech, for `speak` calls.

@@ -26,31 +26,18 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{NewMessage, OpenTurn, TranscriptError, discard_turn, open_turn, title};
-
-/// Turns opened in one batch at most. Each turn is a subtransaction of the
-/// batch's transaction (so a refused one changes nothing); Postgres keeps the
-/// ids of up to 64 of them in shared memory before every other session's
-/// snapshots get slower, so a batch stays well under that.
-pub const MAX_BATCH: usize = 32;
-
-/// Batches being opened at once at most; the turns asked for while they run
-/// wait for the next one.
-pub const RUNNING_BATCHES: usize = 2;
+use super::{
+    NewMessage, OpenTurn, TranscriptError, discard_turn, open_turn,
+    queue::{MAX_BATCH, Queue, RUNNING_BATCHES},
+    title,
+};
 
 /// Opens turns, batching those asked for at once (see the module
 /// documentation). Cheap to share: clones share the queue.
 #[derive(Clone)]
 pub struct Opener {
     db: PgPool,
-    queue: Arc<Mutex<Queue>>,
-}
-
-/// The turns waiting for a batch, and how many batches run.
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<Job>,
-    running: usize,
+    queue: Arc<Mutex<Queue<Job>>>,
 }
 
 /// One turn asked for: what to open, and where its answer goes.
@@ -98,15 +85,11 @@ impl Opener {
             events: message.events.clone(),
             reply,
         };
-        let start = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.waiting.push(job);
-            let start = queue.running < RUNNING_BATCHES;
-            if start {
-                queue.running += 1;
-            }
-            start
-        };
+        let start = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(job, RUNNING_BATCHES);
         if start {
             tokio::spawn(self.clone().drain());
         }
@@ -123,14 +106,13 @@ impl Opener {
     /// Opens batches of waiting turns until none waits.
     async fn drain(self) {
         loop {
-            let batch = {
-                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if queue.waiting.is_empty() {
-                    queue.running -= 1;
-                    return;
-                }
-                let take = queue.waiting.len().min(MAX_BATCH);
-                queue.waiting.drain(..take).collect::<Vec<_>>()
+            let batch = self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(MAX_BATCH, |_| None);
+            let Some(batch) = batch else {
+                return;
             };
             self.run(batch).await;
         }

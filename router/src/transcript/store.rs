@@ -280,51 +280,148 @@ pub async fn store_events(
     let (stored_seq, first) = lock_with_answer(&mut tx, user_id, conversation_id, message_id)
         .await?
         .ok_or(TranscriptError::NotYours(conversation_id))?;
-    let mut outcome = StoreOutcome {
-        last_seq: stored_seq,
-        ..StoreOutcome::default()
-    };
-    let mut numbered: Vec<(u64, &SandboxFrame)> = Vec::with_capacity(events.len());
-    for frame in events {
-        match conversation_and_seq(frame) {
-            Some((c, seq)) if c.parse::<Uuid>().ok() == Some(conversation_id) => {
-                numbered.push((seq, frame));
+    let mut plan = Plan::new(conversation_id, stored_seq, first, events);
+    while let Some(named) = plan.apply() {
+        // A new turn whose answer is another message: what gathered goes to
+        // the current one, and the events go on in the next.
+        let (current, mut write) = plan.take_write();
+        write.flush(&mut tx, user_id, current).await?;
+        let next = assistant_message(&mut tx, user_id, conversation_id, named).await?;
+        plan.switch_to(next);
+    }
+    let (outcome, target, mut write, raised) = plan.finish();
+    // The last write and the raised `last_seq` go in one statement.
+    write
+        .flush_and_raise(&mut tx, user_id, target, raised)
+        .await?;
+    tx.commit().await?;
+    logged(user_id, conversation_id, &outcome);
+    Ok(outcome)
+}
+
+/// Notes what storing one batch did.
+pub(super) fn logged(user_id: Uuid, conversation_id: Uuid, outcome: &StoreOutcome) {
+    if outcome.ignored > 0 {
+        tracing::warn!(user.id = %user_id, conversation.id = %conversation_id, ignored = outcome.ignored, "events not stored: unnumbered, of another conversation, with no assistant message, or after their turn ended");
+    }
+    tracing::debug!(user.id = %user_id, conversation.id = %conversation_id, ?outcome, "events stored");
+}
+
+/// What one batch of events does to a conversation, decided without the
+/// database: which events are new (above the stored `last_seq`), what each
+/// appends to the answer it goes to, where the turn ends. [`Plan::apply`] goes
+/// through the events until one starts a turn whose answer is another message;
+/// the caller looks that one up ([`Plan::switch_to`]) and applies on.
+pub(super) struct Plan<'e> {
+    conversation_id: Uuid,
+    stored_seq: u64,
+    /// The batch's events of this conversation, by `seq`.
+    numbered: Vec<(u64, &'e SandboxFrame)>,
+    /// The next of `numbered` to apply.
+    next: usize,
+    outcome: StoreOutcome,
+    target: Option<Answer>,
+    write: Write,
+}
+
+impl<'e> Plan<'e> {
+    /// A plan for `events` of `conversation_id`, whose stored `last_seq` is
+    /// `stored_seq` and whose events go to `first` to begin with.
+    pub(super) fn new(
+        conversation_id: Uuid,
+        stored_seq: u64,
+        first: Option<Answer>,
+        events: &'e [SandboxFrame],
+    ) -> Self {
+        let mut outcome = StoreOutcome {
+            last_seq: stored_seq,
+            ..StoreOutcome::default()
+        };
+        let mut numbered: Vec<(u64, &SandboxFrame)> = Vec::with_capacity(events.len());
+        for frame in events {
+            match conversation_and_seq(frame) {
+                Some((c, seq)) if c.parse::<Uuid>().ok() == Some(conversation_id) => {
+                    numbered.push((seq, frame));
+                }
+                _ => outcome.ignored += 1,
             }
-            _ => outcome.ignored += 1,
+        }
+        numbered.sort_by_key(|(seq, _)| *seq);
+        Self {
+            conversation_id,
+            stored_seq,
+            numbered,
+            next: 0,
+            outcome,
+            target: first,
+            write: Write::default(),
         }
     }
-    numbered.sort_by_key(|(seq, _)| *seq);
 
-    let mut target = first;
-    let mut write = Write::default();
-    for (seq, frame) in numbered {
-        if seq <= outcome.last_seq {
-            outcome.duplicates += 1;
-            continue;
-        }
-        if let SandboxFrame::Turn {
-            message_id: named, ..
-        } = frame
-        {
-            // A new turn: its answer is the message it names, else (when the
-            // current one has ended) the conversation's newest answer.
-            let named = named.as_deref().and_then(|n| n.parse::<Uuid>().ok());
-            let switch = match named {
-                Some(named) => target.is_none_or(|t| t.id != named),
-                None => target.is_none_or(|t| t.ended),
-            };
-            if switch {
-                write.flush(&mut tx, user_id, target.map(|t| t.id)).await?;
-                target = assistant_message(&mut tx, user_id, conversation_id, named).await?;
+    /// Applies the events in order. Stops at a `turn` event whose answer is not
+    /// the current one (the one it names, else, when the current one has ended,
+    /// the conversation's newest): answers `Some(named)` then, that event not yet
+    /// applied; `None` once every event is applied.
+    pub(super) fn apply(&mut self) -> Option<Option<Uuid>> {
+        while let Some(&(seq, frame)) = self.numbered.get(self.next) {
+            if seq <= self.outcome.last_seq {
+                self.outcome.duplicates += 1;
+                self.next += 1;
+                continue;
             }
+            if let SandboxFrame::Turn {
+                message_id: named, ..
+            } = frame
+            {
+                let named = named.as_deref().and_then(|n| n.parse::<Uuid>().ok());
+                let switch = match named {
+                    Some(named) => self.target.is_none_or(|t| t.id != named),
+                    None => self.target.is_none_or(|t| t.ended),
+                };
+                if switch {
+                    return Some(named);
+                }
+            }
+            self.next += 1;
+            self.place(seq, frame);
         }
-        let Some(answer) = target.as_mut().filter(|t| !t.ended) else {
+        None
+    }
+
+    /// The answer written so far and what gathered for it, the plan starting
+    /// over with nothing gathered.
+    pub(super) fn take_write(&mut self) -> (Option<Uuid>, Write) {
+        (self.target.map(|t| t.id), std::mem::take(&mut self.write))
+    }
+
+    /// Goes on with `target` as the answer, from the `turn` event
+    /// [`Plan::apply`] stopped at.
+    pub(super) fn switch_to(&mut self, target: Option<Answer>) {
+        self.target = target;
+        if let Some(&(seq, frame)) = self.numbered.get(self.next) {
+            self.next += 1;
+            self.place(seq, frame);
+        }
+    }
+
+    /// What the batch did, the answer the last events go to, what gathered for
+    /// it, and the conversation's new `last_seq` when it rose.
+    pub(super) fn finish(self) -> (StoreOutcome, Option<Uuid>, Write, Option<(Uuid, u64)>) {
+        let raised = (self.outcome.last_seq > self.stored_seq)
+            .then_some((self.conversation_id, self.outcome.last_seq));
+        (self.outcome, self.target.map(|t| t.id), self.write, raised)
+    }
+
+    /// Applies one new event to the current answer.
+    fn place(&mut self, seq: u64, frame: &SandboxFrame) {
+        let write = &mut self.write;
+        let Some(answer) = self.target.as_mut().filter(|t| !t.ended) else {
             // No answer to hold it, or one whose turn already ended.
-            outcome.ignored += 1;
-            continue;
+            self.outcome.ignored += 1;
+            return;
         };
-        outcome.last_seq = seq;
-        outcome.stored += 1;
+        self.outcome.last_seq = seq;
+        self.outcome.stored += 1;
         // Where in the answer's text the event came: the history shows text and
         // tool activity interleaved as they streamed.
         let at = answer.chars + write.text_chars;
@@ -342,28 +439,17 @@ pub async fn store_events(
                         .push(placed(serde_json::json!({"type": "stopped"}), at));
                 }
                 write.done = Some((usage.input_tokens, usage.output_tokens));
-                outcome.ended = Some(Outcome::Complete);
+                self.outcome.ended = Some(Outcome::Complete);
                 answer.ended = true;
             }
             SandboxFrame::Error { .. } => {
                 write.events.push(placed(browser_event(frame), at));
-                outcome.ended = Some(Outcome::Incomplete);
+                self.outcome.ended = Some(Outcome::Incomplete);
                 answer.ended = true;
             }
             _ => write.events.push(placed(browser_event(frame), at)),
         }
     }
-    // The last write and the raised `last_seq` go in one statement.
-    let raised = (outcome.last_seq > stored_seq).then_some((conversation_id, outcome.last_seq));
-    write
-        .flush_and_raise(&mut tx, user_id, target.map(|t| t.id), raised)
-        .await?;
-    tx.commit().await?;
-    if outcome.ignored > 0 {
-        tracing::warn!(user.id = %user_id, conversation.id = %conversation_id, ignored = outcome.ignored, "events not stored: unnumbered, of another conversation, with no assistant message, or after their turn ended");
-    }
-    tracing::debug!(user.id = %user_id, conversation.id = %conversation_id, ?outcome, "events stored");
-    Ok(outcome)
 }
 
 /// Locks `conversation_id`'s row if it is `user_id`'s and answers its `last_seq`.
@@ -389,7 +475,7 @@ async fn lock_conversation(
 
 /// An assistant message events are stored in.
 #[derive(Debug, Clone, Copy)]
-struct Answer {
+pub(super) struct Answer {
     id: Uuid,
     /// Its turn ended (`done` or a numbered `error` stored): nothing more is added.
     ended: bool,
@@ -434,7 +520,7 @@ const ANSWER_COLUMNS: &str =
 
 /// The [`Answer`] of a row of [`ANSWER_COLUMNS`] (saying so when it is not the one
 /// `wanted`).
-fn answer(
+pub(super) fn answer(
     user_id: Uuid,
     conversation_id: Uuid,
     wanted: Option<Uuid>,
@@ -500,11 +586,12 @@ type LockedRow = (i64, bool, Option<Uuid>, Option<bool>, Option<i64>);
 
 /// What one batch appends to one message.
 #[derive(Default)]
-struct Write {
+pub(super) struct Write {
     text: String,
     /// Characters of `text`.
     text_chars: u64,
     events: Vec<Value>,
+    /// The turn's end: its input and output tokens.
     done: Option<(u64, u64)>,
 }
 
@@ -529,8 +616,7 @@ impl Write {
         raised: Option<(Uuid, u64)>,
     ) -> sqlx::Result<()> {
         let write = std::mem::take(self);
-        let writes = message.is_some()
-            && !(write.text.is_empty() && write.events.is_empty() && write.done.is_none());
+        let writes = message.is_some() && !write.is_empty();
         if !writes && raised.is_none() {
             return Ok(());
         }
@@ -565,6 +651,38 @@ impl Write {
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+}
+
+impl Write {
+    /// Whether anything gathered for the answer.
+    fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.events.is_empty() && self.done.is_none()
+    }
+
+    /// What [`Write::flush_and_raise`] would do, as an element of
+    /// `write_answers` (migration 0017); `None` when it would do nothing.
+    pub(super) fn as_element(
+        &self,
+        user_id: Uuid,
+        message: Option<Uuid>,
+        raised: Option<(Uuid, u64)>,
+    ) -> Option<Value> {
+        let message = message.filter(|_| !self.is_empty());
+        if message.is_none() && raised.is_none() {
+            return None;
+        }
+        Some(serde_json::json!({
+            "user_id": user_id,
+            "message_id": message,
+            "text": self.text,
+            "events": self.events,
+            "done": self.done.is_some(),
+            "input_tokens": self.done.map(|(i, _)| clamp(i)),
+            "output_tokens": self.done.map(|(_, o)| clamp(o)),
+            "conversation_id": raised.map(|(conversation, _)| conversation),
+            "last_seq": raised.map(|(_, seq)| clamp(seq)),
+        }))
     }
 }
 

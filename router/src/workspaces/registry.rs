@@ -93,6 +93,7 @@ impl Registry {
         Self {
             ctx: Arc::new(Context {
                 turns: crate::transcript::Opener::new(db.clone()),
+                events: crate::transcript::Writer::new(db.clone()),
                 db,
                 storage,
                 voice,
@@ -107,6 +108,11 @@ impl Registry {
             reaping: Arc::default(),
             cancelled: Arc::default(),
         }
+    }
+
+    /// Stores the events sandboxes push (`http::workspace_events`).
+    pub fn events(&self) -> &crate::transcript::Writer {
+        &self.ctx.events
     }
 
     /// `user`'s hub if this router has one (never makes one).

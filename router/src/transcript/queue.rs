@@ -1,0 +1,98 @@
+//! The waiting line of a batcher ([`super::Opener`], [`super::Writer`]): jobs
+//! wait here while the batches allowed at once run; each batch that ends takes
+//! the next jobs that waited, together.
+
+use uuid::Uuid;
+
+/// Jobs in one batch at most. Each turn an [`super::Opener`] opens is a
+/// subtransaction of its batch's transaction (so a refused one changes
+/// nothing); Postgres keeps the ids of up to 64 of them in shared memory before
+/// every other session's snapshots get slower, so a batch stays well under that.
+pub const MAX_BATCH: usize = 32;
+
+/// Batches of one batcher running at once at most; the jobs asked for while
+/// they run wait for the next one.
+pub const RUNNING_BATCHES: usize = 2;
+
+/// Jobs waiting for a batch, and how many batches run.
+pub(super) struct Queue<J> {
+    waiting: Vec<J>,
+    running: usize,
+}
+
+impl<J> Default for Queue<J> {
+    fn default() -> Self {
+        Self {
+            waiting: Vec::new(),
+            running: 0,
+        }
+    }
+}
+
+impl<J> Queue<J> {
+    /// Adds `job`; `true` when fewer than `max_running` batches run, and the
+    /// caller is to start one more runner (counted from now).
+    pub(super) fn push(&mut self, job: J, max_running: usize) -> bool {
+        self.waiting.push(job);
+        let start = self.running < max_running;
+        if start {
+            self.running += 1;
+        }
+        start
+    }
+
+    /// The next batch: up to `max` waiting jobs in the order they came, at most
+    /// one per `key` (a job whose key is already in the batch stays for the
+    /// next; `None` keys are never held back). `None` when nothing waits: the
+    /// runner that asked stops (counted from now).
+    pub(super) fn take(&mut self, max: usize, key: impl Fn(&J) -> Option<Uuid>) -> Option<Vec<J>> {
+        if self.waiting.is_empty() {
+            self.running -= 1;
+            return None;
+        }
+        let mut batch = Vec::new();
+        let mut keys = std::collections::HashSet::new();
+        let mut left = Vec::new();
+        for job in self.waiting.drain(..) {
+            let fits = batch.len() < max && key(&job).is_none_or(|k| keys.insert(k));
+            if fits {
+                batch.push(job);
+            } else {
+                left.push(job);
+            }
+        }
+        self.waiting = left;
+        Some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_takes_one_job_per_key_and_leaves_the_rest_in_order() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut queue = Queue::default();
+        assert!(queue.push((a, 1), 1), "the first job starts a runner");
+        assert!(!queue.push((a, 2), 1), "one runs already");
+        assert!(!queue.push((b, 3), 1));
+        assert!(!queue.push((a, 4), 1));
+        let key = |job: &(Uuid, i32)| Some(job.0);
+        assert_eq!(queue.take(10, key), Some(vec![(a, 1), (b, 3)]));
+        assert_eq!(queue.take(10, key), Some(vec![(a, 2)]));
+        assert_eq!(queue.take(1, |_| None), Some(vec![(a, 4)]));
+        assert_eq!(queue.take(10, key), None, "the runner stops");
+        assert!(queue.push((b, 5), 1), "and the next job starts one again");
+    }
+
+    #[test]
+    fn a_batch_takes_at_most_its_size() {
+        let mut queue = Queue::default();
+        for i in 0..5 {
+            queue.push(i, 2);
+        }
+        assert_eq!(queue.take(3, |_| None), Some(vec![0, 1, 2]));
+        assert_eq!(queue.take(3, |_| None), Some(vec![3, 4]));
+    }
+}
