@@ -15,7 +15,7 @@ use common::{
     kube_cluster::{Cluster, NS, cluster_of, cluster_with_rbac},
     live::text,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{
     Api,
     api::{ListParams, Patch, PatchParams},
@@ -23,7 +23,7 @@ use kube::{
 use operator::{
     controller::build::{
         Settings, USER_LABEL, WORKSPACE_LABEL, child_name,
-        warm::{AVAILABLE, POOL_POD_PREFIX, WARM_LABEL},
+        warm::{AVAILABLE, CLAIM_SECRET_KEY, POOL_POD_PREFIX, WARM_LABEL, claim_secret_name},
     },
     testing::rbac::{chart_rbac, rule_index, without_verb},
 };
@@ -284,6 +284,49 @@ async fn a_router_without_the_charts_pods_patch_wakes_on_a_started_pod(db: PgPoo
         .map(|p| p.metadata.name)
         .collect();
     assert_eq!(still, vec![warm], "unclaimed");
+    browser.message("hi", None).await;
+    assert_eq!(text(&browser.turn().await), "ok");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_warm_pod_that_refuses_its_claim_is_deleted_and_the_wake_starts_a_pod(db: PgPool) {
+    let c = warm_cluster(db, 1).await;
+    pool_holds(&c, 1).await;
+    let warm = available(&c).await[0].metadata.name.clone().expect("named");
+    // Its claim secret changed after it started: the pod refuses what the
+    // router reads there now.
+    Api::<Secret>::namespaced(c.client.clone(), NS)
+        .patch(
+            &claim_secret_name(&warm),
+            &PatchParams::default(),
+            // base64 of "not-the-pods"
+            &Patch::Merge(serde_json::json!({ "data": { CLAIM_SECRET_KEY: "bm90LXRoZS1wb2Rz" } })),
+        )
+        .await
+        .expect("secret changed");
+
+    let alice = c.live.app.register("alice@example.com").await;
+    let mut browser = c.live.browser(&alice.access).await;
+    browser.woke().await;
+    assert_eq!(
+        pod_of(&c, alice.id).await,
+        child_name(&workspace_name(alice.id)),
+        "the wake started a pod"
+    );
+    // The refused pod carried the workspace's labels: it is deleted, not left
+    // for the workspace's Service to select.
+    tokio::time::timeout(FILL, async {
+        while pods(&c)
+            .get_opt(&warm)
+            .await
+            .expect("get")
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the refused pod is deleted");
     browser.message("hi", None).await;
     assert_eq!(text(&browser.turn().await), "ok");
 }
