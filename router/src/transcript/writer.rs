@@ -124,7 +124,9 @@ impl Writer {
             crate::metrics::turn_db("store_batch", started.elapsed());
             crate::metrics::events_batched(batch.len());
             for (job, reply) in batch.into_iter().zip(replies) {
-                // A caller that is gone needs no answer: what it asked for is stored.
+                // A caller that is gone needs no answer: its batch is stored, or
+                // (left to be stored alone) stored when the sandbox, which got
+                // no answer either, sends it again.
                 let _ = job.reply.send(reply);
             }
         }
