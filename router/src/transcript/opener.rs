@@ -19,17 +19,13 @@
 //! short; a turn whose caller is gone by the time it opened is taken back
 //! ([`discard_turn`]): nobody will send it to a sandbox.
 
-use std::sync::{Arc, Mutex};
-
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
-    NewMessage, OpenTurn, TranscriptError, discard_turn, open_turn,
-    queue::{MAX_BATCH, Queue, RUNNING_BATCHES},
-    title,
+    NewMessage, OpenTurn, TranscriptError, discard_turn, open_turn, queue::Batches, title,
 };
 
 /// Opens turns, batching those asked for at once (see the module
@@ -37,7 +33,7 @@ use super::{
 #[derive(Clone)]
 pub struct Opener {
     db: PgPool,
-    queue: Arc<Mutex<Queue<Job>>>,
+    batches: Batches<Job>,
 }
 
 /// One turn asked for: what to open, and where its answer goes.
@@ -62,7 +58,7 @@ impl Opener {
     pub fn new(db: PgPool) -> Self {
         Self {
             db,
-            queue: Arc::default(),
+            batches: Batches::new(|_| None),
         }
     }
 
@@ -85,14 +81,9 @@ impl Opener {
             events: message.events.clone(),
             reply,
         };
-        let start = self
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(job, RUNNING_BATCHES);
-        if start {
-            tokio::spawn(self.clone().drain());
-        }
+        let db = self.db.clone();
+        self.batches
+            .submit(job, move |batch| run(db.clone(), batch));
         match answered.await {
             Ok(Answer::Opened(turn)) => Ok(turn),
             Ok(Answer::NotYours) => Err(TranscriptError::NotYours(conversation_id)),
@@ -102,45 +93,30 @@ impl Opener {
             }
         }
     }
+}
 
-    /// Opens batches of waiting turns until none waits.
-    async fn drain(self) {
-        loop {
-            let batch = self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(MAX_BATCH, |_| None);
-            let Some(batch) = batch else {
-                return;
-            };
-            self.run(batch).await;
+/// Opens one batch and answers each of its turns.
+async fn run(db: PgPool, mut batch: Vec<Job>) {
+    // Conversations' rows are locked in one order by every batch, so two
+    // batches never wait for each other in a cycle; turns of one
+    // conversation keep the order they came in (a stable sort).
+    batch.sort_by_key(|job| job.conversation_id);
+    let started = std::time::Instant::now();
+    let opened = open_batch(&db, &batch).await;
+    crate::metrics::turn_db("open_batch", started.elapsed());
+    crate::metrics::turns_batched(batch.len());
+    let answers = match opened {
+        Ok(answers) => answers,
+        Err(error) => {
+            tracing::warn!(turns = batch.len(), %error, "opening a batch of turns failed; opening each on its own");
+            batch.iter().map(|_| Answer::Alone).collect()
         }
-    }
-
-    /// Opens one batch and answers each of its turns.
-    async fn run(&self, mut batch: Vec<Job>) {
-        // Conversations' rows are locked in one order by every batch, so two
-        // batches never wait for each other in a cycle; turns of one
-        // conversation keep the order they came in (a stable sort).
-        batch.sort_by_key(|job| job.conversation_id);
-        let started = std::time::Instant::now();
-        let opened = open_batch(&self.db, &batch).await;
-        crate::metrics::turn_db("open_batch", started.elapsed());
-        crate::metrics::turns_batched(batch.len());
-        let answers = match opened {
-            Ok(answers) => answers,
-            Err(error) => {
-                tracing::warn!(turns = batch.len(), %error, "opening a batch of turns failed; opening each on its own");
-                batch.iter().map(|_| Answer::Alone).collect()
-            }
-        };
-        for (job, answer) in batch.into_iter().zip(answers) {
-            if let Err(Answer::Opened(turn)) = job.reply.send(answer) {
-                // Its caller is gone: nobody sends this turn to a sandbox.
-                if let Err(error) = discard_turn(&self.db, job.user_id, &turn).await {
-                    tracing::warn!(user.id = %job.user_id, %error, "taking back a turn nobody waited for");
-                }
+    };
+    for (job, answer) in batch.into_iter().zip(answers) {
+        if let Err(Answer::Opened(turn)) = job.reply.send(answer) {
+            // Its caller is gone: nobody sends this turn to a sandbox.
+            if let Err(error) = discard_turn(&db, job.user_id, &turn).await {
+                tracing::warn!(user.id = %job.user_id, %error, "taking back a turn nobody waited for");
             }
         }
     }

@@ -2,6 +2,8 @@
 //! wait here while the batches allowed at once run; each batch that ends takes
 //! the next jobs that waited, together.
 
+use std::sync::{Arc, Mutex};
+
 use uuid::Uuid;
 
 /// Jobs in one batch at most. Each turn an [`super::Opener`] opens is a
@@ -14,8 +16,66 @@ pub const MAX_BATCH: usize = 32;
 /// they run wait for the next one.
 pub const RUNNING_BATCHES: usize = 2;
 
+/// A batcher's queue and its runners: [`Batches::submit`] queues a job and,
+/// when fewer than [`RUNNING_BATCHES`] run, starts a runner that hands batches
+/// of waiting jobs to `run` until none waits. Clones share the queue.
+pub(super) struct Batches<J> {
+    queue: Arc<Mutex<Queue<J>>>,
+    /// A job's key: at most one job per key goes in a batch.
+    key: fn(&J) -> Option<Uuid>,
+}
+
+impl<J> Clone for Batches<J> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+            key: self.key,
+        }
+    }
+}
+
+impl<J: Send + 'static> Batches<J> {
+    /// Batches whose jobs are told apart by `key` (see [`Queue::take`]).
+    pub(super) fn new(key: fn(&J) -> Option<Uuid>) -> Self {
+        Self {
+            queue: Arc::default(),
+            key,
+        }
+    }
+
+    /// Queues `job`. A runner started here runs on the caller's runtime, in a
+    /// task of its own: a caller that stops waiting does not cut a batch short.
+    pub(super) fn submit<R, F>(&self, job: J, run: R)
+    where
+        R: Fn(Vec<J>) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let start = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(job, RUNNING_BATCHES);
+        if !start {
+            return;
+        }
+        let (queue, key) = (self.queue.clone(), self.key);
+        tokio::spawn(async move {
+            loop {
+                let batch = queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(MAX_BATCH, key);
+                let Some(batch) = batch else {
+                    return;
+                };
+                run(batch).await;
+            }
+        });
+    }
+}
+
 /// Jobs waiting for a batch, and how many batches run.
-pub(super) struct Queue<J> {
+struct Queue<J> {
     waiting: Vec<J>,
     running: usize,
 }
@@ -32,7 +92,7 @@ impl<J> Default for Queue<J> {
 impl<J> Queue<J> {
     /// Adds `job`; `true` when fewer than `max_running` batches run, and the
     /// caller is to start one more runner (counted from now).
-    pub(super) fn push(&mut self, job: J, max_running: usize) -> bool {
+    fn push(&mut self, job: J, max_running: usize) -> bool {
         self.waiting.push(job);
         let start = self.running < max_running;
         if start {
@@ -45,7 +105,7 @@ impl<J> Queue<J> {
     /// one per `key` (a job whose key is already in the batch stays for the
     /// next; `None` keys are never held back). `None` when nothing waits: the
     /// runner that asked stops (counted from now).
-    pub(super) fn take(&mut self, max: usize, key: impl Fn(&J) -> Option<Uuid>) -> Option<Vec<J>> {
+    fn take(&mut self, max: usize, key: impl Fn(&J) -> Option<Uuid>) -> Option<Vec<J>> {
         if self.waiting.is_empty() {
             self.running -= 1;
             return None;

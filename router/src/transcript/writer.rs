@@ -17,7 +17,7 @@
 //! task ended without answering are stored on their own with [`store_events`]
 //! (storing is idempotent by `seq`: nothing is stored twice).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sandbox::protocol::SandboxFrame;
 use serde_json::{Value, json};
@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::{
     StoreOutcome, TranscriptError,
-    queue::{MAX_BATCH, Queue, RUNNING_BATCHES},
+    queue::Batches,
     store::{Plan, answer, logged},
     store_events,
 };
@@ -37,7 +37,7 @@ use super::{
 #[derive(Clone)]
 pub struct Writer {
     db: PgPool,
-    queue: Arc<Mutex<Queue<Job>>>,
+    batches: Batches<Job>,
 }
 
 /// One batch to store, and where its answer goes.
@@ -62,7 +62,7 @@ impl Writer {
     pub fn new(db: PgPool) -> Self {
         Self {
             db,
-            queue: Arc::default(),
+            batches: Batches::new(|job| Some(job.conversation_id)),
         }
     }
 
@@ -83,14 +83,9 @@ impl Writer {
             events: events.clone(),
             reply,
         };
-        let start = self
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(job, RUNNING_BATCHES);
-        if start {
-            tokio::spawn(self.clone().drain());
-        }
+        let db = self.db.clone();
+        self.batches
+            .submit(job, move |batch| run(db.clone(), batch));
         match replied.await {
             Ok(Reply::Stored(outcome)) => Ok(outcome),
             Ok(Reply::NotYours) => Err(TranscriptError::NotYours(conversation_id)),
@@ -99,37 +94,27 @@ impl Writer {
             }
         }
     }
+}
 
-    /// Stores gatherings of waiting batches until none waits.
-    async fn drain(self) {
-        loop {
-            let batch = self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(MAX_BATCH, |job| Some(job.conversation_id));
-            let Some(mut batch) = batch else {
-                return;
-            };
-            // Conversations' rows are locked in one order by every gathering.
-            batch.sort_by_key(|job| job.conversation_id);
-            let started = std::time::Instant::now();
-            let replies = match store_batch(&self.db, &batch).await {
-                Ok(replies) => replies,
-                Err(error) => {
-                    tracing::warn!(batches = batch.len(), %error, "storing a gathering of event batches failed; storing each on its own");
-                    batch.iter().map(|_| Reply::Alone).collect()
-                }
-            };
-            crate::metrics::turn_db("store_batch", started.elapsed());
-            crate::metrics::events_batched(batch.len());
-            for (job, reply) in batch.into_iter().zip(replies) {
-                // A caller that is gone needs no answer: its batch is stored, or
-                // (left to be stored alone) stored when the sandbox, which got
-                // no answer either, sends it again.
-                let _ = job.reply.send(reply);
-            }
+/// Stores one gathering and answers each of its batches.
+async fn run(db: PgPool, mut batch: Vec<Job>) {
+    // Conversations' rows are locked in one order by every gathering.
+    batch.sort_by_key(|job| job.conversation_id);
+    let started = std::time::Instant::now();
+    let replies = match store_batch(&db, &batch).await {
+        Ok(replies) => replies,
+        Err(error) => {
+            tracing::warn!(batches = batch.len(), %error, "storing a gathering of event batches failed; storing each on its own");
+            batch.iter().map(|_| Reply::Alone).collect()
         }
+    };
+    crate::metrics::turn_db("store_batch", started.elapsed());
+    crate::metrics::events_batched(batch.len());
+    for (job, reply) in batch.into_iter().zip(replies) {
+        // A caller that is gone needs no answer: its batch is stored, or
+        // (left to be stored alone) stored when the sandbox, which got no
+        // answer either, sends it again.
+        let _ = job.reply.send(reply);
     }
 }
 
