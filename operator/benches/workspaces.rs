@@ -344,6 +344,18 @@ fn with_operator(client: &Runtime, n: usize) -> anyhow::Result<OperatorRun> {
     })
 }
 
+/// The 1, 5 and 15 minute load averages, to tell a quiet run from a busy one.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|load| {
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -354,10 +366,14 @@ fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let client = Builder::new_current_thread().enable_all().build()?;
+    let load_before = load_average();
     let base = baseline(&client, n)?;
     let run = with_operator(&client, n)?;
     let operated = &run.phase;
-    println!("workspaces: {n}");
+    println!(
+        "workspaces: {n} (load average {load_before} before, {} after)",
+        load_average()
+    );
     println!(
         "baseline (pods straight to the fake kubelet): {:.2} s (fake {:.2} CPU-s, client {:.2} CPU-s)",
         base.elapsed.as_secs_f64(),
