@@ -32,7 +32,7 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, future};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::{
     Resource, ResourceExt,
     core::PartialObjectMeta,
@@ -288,8 +288,8 @@ where
 
 /// Per child: the `resourceVersion` its watch last showed, and what the operator last
 /// applied to it (a hash of the applied object) with the `resourceVersion` the
-/// apiserver answered. Per pod besides: what its watch last showed and what the
-/// operator's last apply of it answered, as [`SeenPod`]s.
+/// apiserver answered. Per pod besides: what its watch last showed ([`SeenPod`]), and
+/// the uid and [`pod_shape`] of what the operator's last apply of it answered.
 #[derive(Default)]
 pub struct ChildVersions {
     state: Mutex<Versions>,
@@ -300,13 +300,13 @@ struct Versions {
     seen: HashMap<ChildKey, String>,
     applied: HashMap<ChildKey, (u64, String)>,
     pods_seen: HashMap<ChildKey, SeenPod>,
-    /// The hash of the applied body, and the pod the apiserver answered.
-    pods_applied: HashMap<ChildKey, (u64, SeenPod)>,
+    /// The hash of the applied body, and the uid and shape the apiserver answered.
+    pods_applied: HashMap<ChildKey, (u64, Option<String>, u64)>,
 }
 
-/// What the operator keeps of a pod: its uid, its [`pod_shape`], and the pod
-/// reduced to its name, uid, deletion and status (what a workspace's status is
-/// made of).
+/// What the operator keeps of a watched pod: its uid, its [`pod_shape`], and the pod
+/// reduced to its name, uid, deletion, phase, reason, message and conditions (what
+/// a workspace's status is made of; not the container statuses).
 #[derive(Clone)]
 struct SeenPod {
     uid: Option<String>,
@@ -331,7 +331,13 @@ impl SeenPod {
                     ..kube::api::ObjectMeta::default()
                 },
                 spec: None,
-                status: pod.status.clone(),
+                status: pod.status.as_ref().map(|status| PodStatus {
+                    phase: status.phase.clone(),
+                    reason: status.reason.clone(),
+                    message: status.message.clone(),
+                    conditions: status.conditions.clone(),
+                    ..PodStatus::default()
+                }),
             },
         }
     }
@@ -342,13 +348,10 @@ impl SeenPod {
 /// The scheduler's binding and the kubelet's status updates leave it as it is;
 /// anything the operator's apply would set back changes it.
 fn pod_shape(pod: &Pod) -> u64 {
-    let spec = pod
-        .spec
-        .clone()
-        .map(|spec| k8s_openapi::api::core::v1::PodSpec {
-            node_name: None,
-            ..spec
-        });
+    let spec = pod.spec.clone().map(|spec| PodSpec {
+        node_name: None,
+        ..spec
+    });
     let meta = &pod.metadata;
     let shape = serde_json::to_vec(&(
         spec,
@@ -412,9 +415,10 @@ impl ChildVersions {
     /// Note that applying pod `applied` (its serialised body) stored `stored`.
     pub fn applied_pod(&self, applied: &Pod, body: &[u8], stored: &Pod) {
         let key = child_key(applied);
-        self.lock()
-            .pods_applied
-            .insert(key, (hashed(body), SeenPod::of(stored)));
+        self.lock().pods_applied.insert(
+            key,
+            (hashed(body), stored.metadata.uid.clone(), pod_shape(stored)),
+        );
     }
 
     /// The pod as its watch last showed it (name, uid, deletion and status only), when
@@ -429,12 +433,12 @@ impl ChildVersions {
     pub fn unchanged_pod(&self, pod: &Pod, body: &[u8]) -> Option<Pod> {
         let key = child_key(pod);
         let state = self.lock();
-        let (hash, applied) = state.pods_applied.get(&key)?;
+        let (hash, uid, shape) = state.pods_applied.get(&key)?;
         let seen = state.pods_seen.get(&key)?;
         let same = *hash == hashed(body)
             && seen.uid.is_some()
-            && seen.uid == applied.uid
-            && seen.shape == applied.shape
+            && seen.uid == *uid
+            && seen.shape == *shape
             && seen.pod.metadata.deletion_timestamp.is_none();
         same.then(|| seen.pod.clone())
     }
