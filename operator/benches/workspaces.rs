@@ -14,6 +14,14 @@
 //!
 //! `cargo bench -p operator --bench workspaces` (`WORKSPACES=N` to change the count,
 //! `RUST_LOG` for the operator's log filter, default `warn`).
+//!
+//! Measured 2026-12-07, release, 2 shared cores at load 4–6.5, runs of the commit
+//! before and after alternating, three each: 1,000 workspaces Ready in 1.6–2.5 s
+//! (before 1.8–2.9 s) against a 0.12–0.25 s baseline; 8.0 operator requests per
+//! workspace (before 9.0: the pod was applied again by the reconcile its readiness
+//! started); fake 0.8–1.3 CPU-s (before 1.3–1.7: it parsed apply bodies with the
+//! YAML parser), operator 1.2–1.8 CPU-s (before 1.2–1.8); operator RSS 12 MiB idle,
+//! +45–70 MiB with 1,000 Ready, as before (the allocator's spread run to run).
 
 use std::{
     collections::{BTreeMap, HashSet},
