@@ -108,6 +108,9 @@ pub struct Seen {
 /// and answers.
 pub struct ApiServer(Handle<Request<Body>, Response<Body>>);
 
+/// The uid of the pod [`ApiServer::expect_pod`] answers with.
+pub const POD_UID: &str = "00000000-0000-4000-8000-00000000a11c";
+
 const WS_PATH: &str = "/apis/jarvis.dev/v1alpha1/namespaces/jarvis/jarvisworkspaces/alice";
 
 impl ApiServer {
@@ -222,6 +225,7 @@ impl ApiServer {
         let valid = build::validate(ws).expect("fixture is valid");
         let mut pod = build::build_pod(&valid, &Settings::default());
         let expected = serde_json::to_value(&pod).expect("json");
+        pod.metadata.uid = Some(POD_UID.to_owned());
         pod.status = Some(PodStatus {
             phase: Some("Running".to_owned()),
             conditions: Some(vec![PodCondition {

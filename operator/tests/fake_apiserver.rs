@@ -240,3 +240,43 @@ async fn the_kubelet_runs_and_removes_pods() {
     .expect("gone in time")
     .expect("watch");
 }
+
+#[tokio::test]
+async fn an_apply_body_is_read_as_json_or_as_yaml_proper() {
+    let fake = FakeApiServer::start().await.expect("fake");
+    let client = fake.client(NS);
+    let apply = |body: &str| {
+        http::Request::patch(format!(
+            "/api/v1/namespaces/{NS}/secrets/token?fieldManager=test&force=true"
+        ))
+        .header("content-type", "application/apply-patch+yaml")
+        .body(body.as_bytes().to_vec())
+        .expect("request builds")
+    };
+    client
+        .request_text(apply(
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"token"},"stringData":{"a":"1"}}"#,
+        ))
+        .await
+        .expect("JSON applies");
+    client
+        .request_text(apply(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\nstringData:\n  b: '2'\n",
+        ))
+        .await
+        .expect("YAML applies");
+    let secret = Api::<Secret>::namespaced(fake.client(NS), NS)
+        .get("token")
+        .await
+        .expect("stored");
+    let data = secret.string_data.unwrap_or_default();
+    assert_eq!(
+        (data.get("a"), data.get("b")),
+        (Some(&"1".to_owned()), Some(&"2".to_owned()))
+    );
+    let refused = client
+        .request_text(apply("metadata: [unclosed"))
+        .await
+        .expect_err("neither JSON nor YAML");
+    assert_eq!(api_code(refused), (400, "BadRequest".to_owned()));
+}

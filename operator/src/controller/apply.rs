@@ -190,16 +190,27 @@ pub async fn delete_adopted_pods(ctx: &Context, ws: &ValidWorkspace) -> Result<b
     Ok(remaining)
 }
 
-/// Apply the sandbox pod and return it as stored (with its status). Most of a pod's
+/// Apply the sandbox pod and return it as stored (with its status), or, when the
+/// apply would change nothing ([`ChildVersions::unchanged_pod`]), return the pod
+/// as its watch last showed it without sending the apply. Most of a pod's
 /// spec is immutable: when the apiserver refuses the apply as invalid (422) while a
 /// pod exists (the workspace's spec changed under it), the pod is deleted and `None`
 /// returned; the next reconcile creates it afresh. A refusal with no pod in the way
 /// is the server's verdict on the pod itself and is returned as an error.
+///
+/// [`ChildVersions::unchanged_pod`]: super::triggers::ChildVersions::unchanged_pod
 pub async fn apply_pod(ctx: &Context, ws: &ValidWorkspace) -> Result<Option<Pod>> {
     let pod = build::build_pod(ws, &ctx.settings);
+    let body = serde_json::to_vec(&pod).unwrap_or_default();
+    if let Some(seen) = ctx.children.unchanged_pod(&pod, &body) {
+        return Ok(Some(seen));
+    }
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ws.namespace);
     match apply(&pods, &pod).await {
-        Ok(stored) => Ok(Some(stored)),
+        Ok(stored) => {
+            ctx.children.applied_pod(&pod, &body, &stored);
+            Ok(Some(stored))
+        }
         Err(Error::Apply {
             source: kube::Error::Api(status),
             ..

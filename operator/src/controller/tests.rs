@@ -74,6 +74,59 @@ async fn ready_pod_makes_the_workspace_ready_with_its_endpoint() {
 }
 
 #[tokio::test]
+async fn a_pod_its_watch_shows_ready_since_the_apply_is_not_applied_again() {
+    let (ctx, mut api) = context();
+    let ws = alice().finalized();
+    let script = ws.clone();
+    let server = tokio::spawn(async move {
+        api.expect_network(&script).await;
+        api.expect_pod(&script, false).await;
+        api.expect_status(&script).await;
+        // The pod's readiness starts the second one: no pod apply, only the status.
+        api.expect_network(&script).await;
+        let ready = api.expect_status(&script).await;
+        api.expect_silence().await;
+        (api, ready)
+    });
+    reconcile(Arc::new(ws.clone()), ctx.clone())
+        .await
+        .expect("reconcile");
+    // The watch shows the pod made, then bound by the scheduler and made ready by
+    // the kubelet.
+    let valid = build::validate(&ws).expect("fixture is valid");
+    let mut made = build::build_pod(&valid, &ctx.settings);
+    made.metadata.uid = Some(crate::fixtures::POD_UID.to_owned());
+    made.metadata.resource_version = Some("8".to_owned());
+    let mut ready = made.clone();
+    ready.metadata.resource_version = Some("9".to_owned());
+    if let Some(spec) = ready.spec.as_mut() {
+        spec.node_name = Some("node-1".to_owned());
+    }
+    ready.status = serde_json::from_value(serde_json::json!({
+        "phase": "Running", "conditions": [{ "type": "Ready", "status": "True" }]
+    }))
+    .expect("status parses");
+    let events = [made, ready].map(|pod| Ok(kube::runtime::watcher::Event::Apply(pod)));
+    let woken: Vec<_> = triggers::children(futures::stream::iter(events), ctx.children.clone())
+        .collect()
+        .await;
+    assert_eq!(woken.len(), 1, "the pod's readiness wakes its workspace");
+    let mut waking = ws;
+    waking.status = Some(status::desired_status(
+        &waking,
+        &Outcome::Waking,
+        Timestamp::now(),
+    ));
+    reconcile(Arc::new(waking), ctx).await.expect("reconcile");
+    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("in time")
+        .expect("script ok");
+    assert_eq!(status.phase, Some(WorkspacePhase::Ready));
+    assert_eq!(status.endpoint.as_deref(), Some("jw-alice.jarvis.svc:7070"));
+}
+
+#[tokio::test]
 async fn pod_with_a_changed_immutable_spec_is_replaced() {
     let (ctx, mut api) = context();
     let ws = alice().finalized();

@@ -21,16 +21,18 @@
 //!   trigger: they changed while nobody watched.
 //!
 //! [`ChildVersions`] lets a reconcile skip re-applying a child that is exactly what
-//! the operator last applied: see [`ChildVersions::unchanged`].
+//! the operator last applied: see [`ChildVersions::unchanged`], and for the pod,
+//! whose status others write, [`ChildVersions::unchanged_pod`].
 
 use std::{
+    any::Any,
     collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use futures::{Stream, StreamExt, future};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::{
     Resource, ResourceExt,
     core::PartialObjectMeta,
@@ -286,7 +288,8 @@ where
 
 /// Per child: the `resourceVersion` its watch last showed, and what the operator last
 /// applied to it (a hash of the applied object) with the `resourceVersion` the
-/// apiserver answered.
+/// apiserver answered. Per pod besides: what its watch last showed ([`SeenPod`]), and
+/// the uid and [`pod_shape`] of what the operator's last apply of it answered.
 #[derive(Default)]
 pub struct ChildVersions {
     state: Mutex<Versions>,
@@ -296,6 +299,70 @@ pub struct ChildVersions {
 struct Versions {
     seen: HashMap<ChildKey, String>,
     applied: HashMap<ChildKey, (u64, String)>,
+    pods_seen: HashMap<ChildKey, SeenPod>,
+    /// The hash of the applied body, and the uid and shape the apiserver answered.
+    pods_applied: HashMap<ChildKey, (u64, Option<String>, u64)>,
+}
+
+/// What the operator keeps of a watched pod: its uid, its [`pod_shape`], and the pod
+/// reduced to its name, uid, deletion, phase, reason, message and conditions (what
+/// a workspace's status is made of; not the container statuses).
+#[derive(Clone)]
+struct SeenPod {
+    uid: Option<String>,
+    shape: u64,
+    pod: Pod,
+}
+
+impl SeenPod {
+    fn of(pod: &Pod) -> Self {
+        let meta = &pod.metadata;
+        Self {
+            uid: meta.uid.clone(),
+            shape: pod_shape(pod),
+            pod: Pod {
+                metadata: kube::api::ObjectMeta {
+                    name: meta.name.clone(),
+                    namespace: meta.namespace.clone(),
+                    uid: meta.uid.clone(),
+                    resource_version: meta.resource_version.clone(),
+                    deletion_timestamp: meta.deletion_timestamp.clone(),
+                    deletion_grace_period_seconds: meta.deletion_grace_period_seconds,
+                    ..kube::api::ObjectMeta::default()
+                },
+                spec: None,
+                status: pod.status.as_ref().map(|status| PodStatus {
+                    phase: status.phase.clone(),
+                    reason: status.reason.clone(),
+                    message: status.message.clone(),
+                    conditions: status.conditions.clone(),
+                    ..PodStatus::default()
+                }),
+            },
+        }
+    }
+}
+
+/// A hash of what of a stored pod is not status: its spec (but the node the
+/// scheduler bound it to), labels, annotations, owners, finalizers and deletion.
+/// The scheduler's binding and the kubelet's status updates leave it as it is;
+/// anything the operator's apply would set back changes it.
+fn pod_shape(pod: &Pod) -> u64 {
+    let spec = pod.spec.clone().map(|spec| PodSpec {
+        node_name: None,
+        ..spec
+    });
+    let meta = &pod.metadata;
+    let shape = serde_json::to_vec(&(
+        spec,
+        &meta.labels,
+        &meta.annotations,
+        &meta.owner_references,
+        &meta.finalizers,
+        &meta.deletion_timestamp,
+    ))
+    .unwrap_or_default();
+    hashed(shape)
 }
 
 impl ChildVersions {
@@ -303,19 +370,25 @@ impl ChildVersions {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn observe<K: Resource>(&self, child: &K, deleted: bool)
+    fn observe<K: Resource + 'static>(&self, child: &K, deleted: bool)
     where
         K::DynamicType: Default,
     {
         let key = child_key(child);
+        let pod = (child as &dyn Any).downcast_ref::<Pod>().map(SeenPod::of);
         let mut state = self.lock();
         match (&child.meta().resource_version, deleted) {
             (Some(version), false) => {
-                state.seen.insert(key, version.clone());
+                state.seen.insert(key.clone(), version.clone());
+                if let Some(pod) = pod {
+                    state.pods_seen.insert(key, pod);
+                }
             }
             _ => {
                 state.seen.remove(&key);
                 state.applied.remove(&key);
+                state.pods_seen.remove(&key);
+                state.pods_applied.remove(&key);
             }
         }
     }
@@ -337,6 +410,37 @@ impl ChildVersions {
                 state.applied.remove(&key);
             }
         }
+    }
+
+    /// Note that applying pod `applied` (its serialised body) stored `stored`.
+    pub fn applied_pod(&self, applied: &Pod, body: &[u8], stored: &Pod) {
+        let key = child_key(applied);
+        self.lock().pods_applied.insert(
+            key,
+            (hashed(body), stored.metadata.uid.clone(), pod_shape(stored)),
+        );
+    }
+
+    /// The pod as its watch last showed it (name, uid, deletion and status only), when
+    /// applying `pod` (serialised as `body`) again would change nothing: the operator
+    /// applied the very same body last, and the watch shows the same pod (its uid)
+    /// with nothing but its status and node changed since that apply answered, and
+    /// not being deleted. Others write a pod's status (the kubelet), so its
+    /// `resourceVersion` moves on without the operator's fields changing. A watch
+    /// that lags behind shows an older status, whose change to come starts another
+    /// reconcile; with no pod seen, or anything else different, the answer is `None`
+    /// (apply again).
+    pub fn unchanged_pod(&self, pod: &Pod, body: &[u8]) -> Option<Pod> {
+        let key = child_key(pod);
+        let state = self.lock();
+        let (hash, uid, shape) = state.pods_applied.get(&key)?;
+        let seen = state.pods_seen.get(&key)?;
+        let same = *hash == hashed(body)
+            && seen.uid.is_some()
+            && seen.uid == *uid
+            && seen.shape == *shape
+            && seen.pod.metadata.deletion_timestamp.is_none();
+        same.then(|| seen.pod.clone())
     }
 
     /// Whether applying `object` (serialised as `body`) again would change nothing:
@@ -471,6 +575,64 @@ mod tests {
             [
                 "alice@1", "alice@2", "alice@4", "alice@6", "alice@7", "alice@8"
             ]
+        );
+    }
+
+    #[test]
+    fn a_pod_is_unchanged_while_only_its_status_and_node_moved() {
+        let versions = ChildVersions::default();
+        let applied = pod("u1", 2, json!({ "phase": "Pending" }));
+        let body = b"body";
+        assert!(
+            versions.unchanged_pod(&applied, body).is_none(),
+            "never applied"
+        );
+        versions.applied_pod(&applied, body, &applied);
+        assert!(
+            versions.unchanged_pod(&applied, body).is_none(),
+            "not seen yet"
+        );
+        let mut running = pod("u1", 4, ready());
+        running.spec.as_mut().expect("spec").node_name = Some("node".into());
+        versions.observe(&running, false);
+        let seen = versions.unchanged_pod(&applied, body).expect("unchanged");
+        assert_eq!(seen.status, running.status, "the status the watch showed");
+        assert!(
+            versions.unchanged_pod(&applied, b"other").is_none(),
+            "a new body"
+        );
+
+        let mut relabelled = running.clone();
+        relabelled
+            .labels_mut()
+            .insert("edited".into(), "by-someone".into());
+        versions.observe(&relabelled, false);
+        assert!(
+            versions.unchanged_pod(&applied, body).is_none(),
+            "relabelled"
+        );
+        versions.observe(&pod("u2", 6, ready()), false);
+        assert!(
+            versions.unchanged_pod(&applied, body).is_none(),
+            "another pod of that name"
+        );
+        versions.observe(&running, false);
+        assert!(versions.unchanged_pod(&applied, body).is_some());
+        let mut deleting = running.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        versions.observe(&deleting, false);
+        assert!(
+            versions.unchanged_pod(&applied, body).is_none(),
+            "being deleted"
+        );
+        versions.observe(&deleting, true);
+        versions.observe(&running, false);
+        assert!(
+            versions.unchanged_pod(&applied, body).is_none(),
+            "deleted since the apply"
         );
     }
 

@@ -1103,7 +1103,11 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if content_type.contains("yaml") {
-        serde_yaml::from_slice(body).map_err(|e| ApiError::bad(format!("invalid YAML: {e}")))
+        // JSON is YAML, and what kube clients send as `apply-patch+yaml`: read it as
+        // such first (far cheaper than the YAML parser); anything else is YAML proper.
+        serde_json::from_slice(body).or_else(|_| {
+            serde_yaml::from_slice(body).map_err(|e| ApiError::bad(format!("invalid YAML: {e}")))
+        })
     } else {
         serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON: {e}")))
     }
