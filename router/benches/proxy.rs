@@ -29,38 +29,43 @@
 //! (re)creates `jarvis_bench_proxy`. Needs `apt-get install nginx-light` and a
 //! raised open-file limit (`ulimit -n 2200`).
 //!
-//! Measured 2026-12-07 on the 2-core dev machine, quiet (load 0.7), release
-//! profile (`cargo bench -p router --bench proxy`):
+//! Measured 2026-12-07 on the 2-core dev machine, release profile (`cargo
+//! bench -p router --bench proxy`), with turns opened and events stored in
+//! batches (`router::transcript::{Opener, Writer}`); four runs, load 0.2–2.8
+//! (the figures before batching, the same day, quiet: in brackets):
 //!
-//! | 500 at once, → `done` | p50       | p99       |
-//! |-----------------------|-----------|-----------|
-//! | through router        | 473.8 ms  | 584.7 ms  |
-//! | through nginx         |  71.3 ms  | 113.6 ms  |
-//! | ratio                 |   6.6–7.0× |  5.2–6.2× |
+//! | 500 at once, → `done` | p50                 | p99                 |
+//! |-----------------------|---------------------|---------------------|
+//! | through router        | 279–406 ms (474)    | 342–498 ms (585)    |
+//! | through nginx         |  68–92 ms (71)      | 120–134 ms (114)    |
+//! | ratio                 | 4.1–4.9× (6.6–7.0×) | 2.9–3.9× (5.2–6.2×) |
 //!
-//! | 50 at once, → first text | p50      | p99      |
-//! |--------------------------|----------|----------|
-//! | through router           | 66.9 ms  | 86.9 ms  |
-//! | through nginx            | 46.1 ms  | 51.0 ms  |
-//! | added by router          | 20.8 ms  | 36.0 ms  |
+//! | 50 at once, → first text | p50                 | p99                |
+//! |--------------------------|---------------------|--------------------|
+//! | through router           | 63–78 ms (67)       | 79–91 ms (87)      |
+//! | through nginx            | 46–48 ms (46)       | 50–52 ms (51)      |
+//! | added by router          | 15.7–31.5 ms (20.8) | 28.6–40.9 ms (36)  |
 //!
-//! Of the router's 17.0 ms mean before the sandbox is sent the message, 17.0 ms
-//! is opening the turn in Postgres (7.0 ms of it waiting for a pooled
-//! connection); relaying the first text adds 0.04 ms. A pool of 8 or 50 instead
-//! of 20 changes neither (16.5 and 17.4 ms): the two cores, shared by Postgres,
-//! the stub, the 50 browsers and the router, are the limit, not the pool. The
-//! turn's rows are committed before the sandbox is told (a crash never leaves a
-//! running turn without its rows), so that commit is on the first text's path;
-//! what would shorten it is opening the turns that arrive together in one
-//! transaction. Memory per open connection: router 30.2 KiB, nginx worker
-//! 18.5 KiB (1.6×).
+//! Of the router's time before the sandbox is sent the message, all is opening
+//! the turn in Postgres: 12–20 ms mean (17 before batching; no pool wait now,
+//! 7 ms before). The batch's commit is on that path: the turn's rows are
+//! committed before the sandbox is told (a crash never leaves a running turn
+//! without its rows), and one commit's WAL flush alone takes 3.4 ms on this
+//! machine's disk (pgbench, one insert per transaction: 3.48 ms with
+//! `synchronous_commit` on, 0.16 ms off). Batching halves the database's work
+//! per turn under the 500-turn burst; at 50 turns a batch runs its turns one
+//! after another on one connection, which takes about as long as 50
+//! transactions in parallel did. Two batches at once (`RUNNING_BATCHES`) was
+//! measured against one and four: within the noise of each other. Relaying the
+//! first text adds 0.04 ms. Memory per open connection: router 29.9–31.0 KiB,
+//! nginx worker 18.5 KiB (1.6×).
 //!
-//! A turn costs the database 8 round trips and 2 commits: opening it is
-//! `BEGIN` (with the user's settings), one statement (conversation upsert that
-//! locks, both messages, the user's plan and voice setting), `COMMIT`; its
-//! events batch is `BEGIN`, one statement that locks the conversation and reads
-//! the answer, one that writes the events and `last_seq`, `COMMIT`, after the
-//! workspace token's look-up.
+//! A turn costs the database, per batch of turns opened together, `BEGIN` (with
+//! the role), one `open_turns` statement, `COMMIT`; per gathering of event
+//! batches stored together, `BEGIN`, one `lock_answers` and one `write_answers`
+//! statement, `COMMIT`; and per events POST the workspace token's look-up.
+//! Alone (a quiet router) that is 8 round trips and 2 commits per turn, as
+//! before batching.
 
 use std::{
     path::{Path, PathBuf},
