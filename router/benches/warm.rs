@@ -20,17 +20,22 @@
 //! (`scripts/install-claude.sh`). Uses `DATABASE_URL`'s server and (re)creates
 //! `jarvis_bench_warm`.
 //!
-//! Measured 2026-12-07 on the 2-core dev machine shared with other builds
-//! (load ~10), `--profile dev` (the release seed was not available), one run:
+//! Measured 2026-12-07 on the 2-core dev machine, quiet at the start (load 0.0),
+//! release profile, one run:
 //!
 //! | case                                 | p50          | p99          |
 //! |--------------------------------------|--------------|--------------|
-//! | asleep, pool of 1 (10 wakes)         |     234.1 ms |     368.2 ms |
-//! | awake (baseline)                     |     148.8 ms |     237.1 ms |
-//! | asleep / awake                       |      1.57×   |      1.55×   |
-//! | 50 at once, no pool                  |   29853.4 ms |   29978.7 ms |
-//! | 50 at once, pool of 50               |    8239.1 ms |    8691.1 ms |
-//! | no pool / pool                       |      3.62×   |      3.45×   |
+//! | asleep, pool of 1 (10 wakes)         |     163.2 ms |     176.6 ms |
+//! | awake (baseline)                     |     124.8 ms |     167.6 ms |
+//! | asleep / awake                       |      1.31×   |      1.05×   |
+//! | 50 at once, no pool                  |   24800.4 ms |   26023.6 ms |
+//! | 50 at once, pool of 50               |    6186.0 ms |    7336.3 ms |
+//! | no pool / pool                       |      4.01×   |      3.55×   |
+//!
+//! (The same day in the dev profile, load ~10: 1.57× and 1.55×; 29.9 s and
+//! 8.2 s at 50.) A burst of 50 first messages without a pool is all CLI starts
+//! on two cores; with a pool of 50 every wake claims a started sandbox and what
+//! is left is the 50 turns' own CPU.
 
 use std::{
     path::{Path, PathBuf},
