@@ -84,8 +84,8 @@ pub fn context() -> (Arc<Context>, ApiServer) {
     )
 }
 
-/// Wait for the mock apiserver's script to finish, failing after a second.
-pub async fn timeout_after_1s(handle: JoinHandle<ApiServer>) -> ApiServer {
+/// Wait for the mock apiserver's script to finish (its answer: the server, or what the script read), failing after a second.
+pub async fn timeout_after_1s<T>(handle: JoinHandle<T>) -> T {
     tokio::time::timeout(Duration::from_secs(1), handle)
         .await
         .expect("apiserver script finished in time")

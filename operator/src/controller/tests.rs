@@ -34,10 +34,7 @@ async fn awake_workspace_gets_policy_service_and_pod_then_waking_status() {
         (api, status)
     });
     let action = reconcile(Arc::new(ws), ctx).await.expect("reconcile");
-    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
-        .await
-        .expect("in time")
-        .expect("script ok");
+    let (_, status) = timeout_after_1s(server).await;
     assert_eq!(status.phase, Some(WorkspacePhase::Waking));
     assert_eq!(status.replicas, 1);
     assert_eq!(status.endpoint, None);
@@ -59,10 +56,7 @@ async fn ready_pod_makes_the_workspace_ready_with_its_endpoint() {
         (api, status)
     });
     reconcile(Arc::new(ws), ctx).await.expect("reconcile");
-    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
-        .await
-        .expect("in time")
-        .expect("script ok");
+    let (_, status) = timeout_after_1s(server).await;
     assert_eq!(status.phase, Some(WorkspacePhase::Ready));
     assert_eq!(status.endpoint.as_deref(), Some("jw-alice.jarvis.svc:7070"));
     let ready = status
@@ -118,10 +112,7 @@ async fn a_pod_its_watch_shows_ready_since_the_apply_is_not_applied_again() {
         Timestamp::now(),
     ));
     reconcile(Arc::new(waking), ctx).await.expect("reconcile");
-    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
-        .await
-        .expect("in time")
-        .expect("script ok");
+    let (_, status) = timeout_after_1s(server).await;
     assert_eq!(status.phase, Some(WorkspacePhase::Ready));
     assert_eq!(status.endpoint.as_deref(), Some("jw-alice.jarvis.svc:7070"));
 }
@@ -139,10 +130,7 @@ async fn pod_with_a_changed_immutable_spec_is_replaced() {
         (api, status)
     });
     let action = reconcile(Arc::new(ws), ctx).await.expect("reconcile");
-    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
-        .await
-        .expect("in time")
-        .expect("script ok");
+    let (_, status) = timeout_after_1s(server).await;
     assert_eq!(status.phase, Some(WorkspacePhase::Waking));
     assert_eq!(action, Action::requeue(SHORT_RETRY));
 }
@@ -159,10 +147,7 @@ async fn scaled_to_zero_workspace_loses_its_pod_and_sleeps() {
         (api, status)
     });
     reconcile(Arc::new(ws), ctx).await.expect("reconcile");
-    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
-        .await
-        .expect("in time")
-        .expect("script ok");
+    let (_, status) = timeout_after_1s(server).await;
     assert_eq!(status.phase, Some(WorkspacePhase::Sleeping));
     assert_eq!(status.replicas, 0);
     assert_eq!(status.endpoint, None);
@@ -184,10 +169,7 @@ async fn idle_ready_workspace_is_scaled_to_zero() {
     reconcile(Arc::new(ws), ctx.clone())
         .await
         .expect("reconcile");
-    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
-        .await
-        .expect("in time")
-        .expect("script ok");
+    let (_, status) = timeout_after_1s(server).await;
     assert_eq!(status.phase, Some(WorkspacePhase::Sleeping));
     assert_eq!(ctx.metrics.reaped.get(), 1);
 }
@@ -247,10 +229,7 @@ async fn invalid_spec_is_reported_in_status_and_not_retried() {
     let error = reconcile(ws.clone(), ctx.clone())
         .await
         .expect_err("invalid");
-    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
-        .await
-        .expect("in time")
-        .expect("script ok");
+    let (_, status) = timeout_after_1s(server).await;
     assert_eq!(status.phase, Some(WorkspacePhase::Failed));
     let valid = status
         .conditions
@@ -400,10 +379,7 @@ async fn refused_pod_apply_shows_on_the_workspace_and_backs_off() {
     let error = reconcile(ws.clone(), ctx.clone())
         .await
         .expect_err("refused");
-    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
-        .await
-        .expect("in time")
-        .expect("script ok");
+    let (_, status) = timeout_after_1s(server).await;
     assert_eq!(status.phase, Some(WorkspacePhase::Failed));
     let ready = ready_condition(&status);
     assert_eq!(
@@ -481,10 +457,7 @@ async fn invalid_pod_without_an_existing_pod_is_a_refusal() {
         (api, status)
     });
     reconcile(Arc::new(ws), ctx).await.expect_err("refused");
-    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
-        .await
-        .expect("in time")
-        .expect("script ok");
+    let (_, status) = timeout_after_1s(server).await;
     let ready = ready_condition(&status);
     assert_eq!(ready.reason, "ApplyFailed");
     assert!(
@@ -511,10 +484,7 @@ async fn malformed_quantity_in_the_spec_is_reported_before_anything_is_applied()
     let error = reconcile(ws.clone(), ctx.clone())
         .await
         .expect_err("invalid");
-    let (_, status) = tokio::time::timeout(Duration::from_secs(1), server)
-        .await
-        .expect("in time")
-        .expect("script ok");
+    let (_, status) = timeout_after_1s(server).await;
     let valid = status
         .conditions
         .iter()
