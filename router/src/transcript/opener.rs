@@ -25,7 +25,9 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
-    NewMessage, OpenTurn, TranscriptError, discard_turn, open_turn, queue::Batches, title,
+    NewMessage, OpenTurn, TranscriptError, discard_turn, open_turn,
+    queue::{Batches, rows_in_order},
+    title,
 };
 
 /// Opens turns, batching those asked for at once (see the module
@@ -158,17 +160,9 @@ async fn open_batch(db: &PgPool, batch: &[Job]) -> Result<Vec<Answer>, sqlx::Err
             .bind(sqlx::types::Json(&turns))
             .fetch_all(&mut *tx)
             .await?;
+    // Checked before the commit: rows that answer no turn open none.
+    rows_in_order("open_turns", rows.iter().map(|row| row.0), batch.len())?;
     tx.commit().await?;
-    // Every turn has its row, in order; anything else answers no turn.
-    let in_order =
-        rows.len() == batch.len() && rows.iter().zip(1..).all(|(row, index)| row.0 == index);
-    if !in_order {
-        return Err(sqlx::Error::Protocol(format!(
-            "open_turns answered {} rows for {} turns, or out of order",
-            rows.len(),
-            batch.len()
-        )));
-    }
     Ok(rows
         .into_iter()
         .zip(batch)

@@ -74,6 +74,23 @@ impl<J: Send + 'static> Batches<J> {
     }
 }
 
+/// Checks that a batch function (`open_turns`, `lock_answers`) answered one
+/// row per job, in the jobs' order: `indexes` are the rows' indexes (from 1).
+/// Anything else answers no job: an error, the transaction not committed.
+pub(super) fn rows_in_order(
+    function: &str,
+    indexes: impl ExactSizeIterator<Item = i32>,
+    jobs: usize,
+) -> Result<(), sqlx::Error> {
+    let rows = indexes.len();
+    if rows == jobs && indexes.zip(1..).all(|(index, i)| index == i) {
+        return Ok(());
+    }
+    Err(sqlx::Error::Protocol(format!(
+        "{function} answered {rows} rows for {jobs} jobs, or out of order"
+    )))
+}
+
 /// Jobs waiting for a batch, and how many batches run.
 struct Queue<J> {
     waiting: Vec<J>,
@@ -144,6 +161,14 @@ mod tests {
         assert_eq!(queue.take(1, |_| None), Some(vec![(a, 4)]));
         assert_eq!(queue.take(10, key), None, "the runner stops");
         assert!(queue.push((b, 5), 1), "and the next job starts one again");
+    }
+
+    #[test]
+    fn rows_answer_their_jobs_only_all_and_in_order() {
+        assert!(rows_in_order("f", [1, 2, 3].into_iter(), 3).is_ok());
+        assert!(rows_in_order("f", [1, 3, 2].into_iter(), 3).is_err());
+        assert!(rows_in_order("f", [1, 2].into_iter(), 3).is_err());
+        assert!(rows_in_order("f", [1, 2, 3, 4].into_iter(), 3).is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::{
     StoreOutcome, TranscriptError,
-    queue::Batches,
+    queue::{Batches, rows_in_order},
     store::{Plan, answer, logged},
     store_events,
 };
@@ -141,14 +141,7 @@ async fn store_batch(db: &PgPool, batch: &[Job]) -> Result<Vec<Reply>, sqlx::Err
             .bind(sqlx::types::Json(&locks))
             .fetch_all(&mut *tx)
             .await?;
-    let in_order = rows.len() == batch.len() && rows.iter().zip(1..).all(|(row, i)| row.0 == i);
-    if !in_order {
-        return Err(sqlx::Error::Protocol(format!(
-            "lock_answers answered {} rows for {} batches, or out of order",
-            rows.len(),
-            batch.len()
-        )));
-    }
+    rows_in_order("lock_answers", rows.iter().map(|row| row.0), batch.len())?;
     let mut replies = Vec::with_capacity(batch.len());
     let mut writes = Vec::new();
     for (job, (_, last_seq, id, ended, chars)) in batch.iter().zip(rows) {
