@@ -257,6 +257,7 @@ async fn run_router(db_url: &str, stub: &str) -> anyhow::Result<()> {
         router::workspaces::registry::Settings {
             idle_timeout: Duration::from_secs(3600),
             wake_timeout: Duration::from_secs(60),
+            max_workspaces: None,
             ..router::workspaces::registry::Settings::from_config(&state.config)
         },
     );

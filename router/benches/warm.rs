@@ -37,24 +37,14 @@
 //! on two cores; with a pool of 50 every wake claims a started sandbox and what
 //! is left is the 50 turns' own CPU.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
-use anyhow::{Context, bail};
-use futures::{SinkExt, StreamExt};
-use router::{
-    config::{Config, UidRange},
-    http::AppState,
-    workspaces::Registry,
-};
 use sandbox::testing::{FakeApi, Reply};
-use serde_json::{Value, json};
-use support::{BenchDb, ms, pct};
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
-use uuid::Uuid;
+use support::{
+    BenchDb,
+    live::{Jarvis, wait_until},
+    ms, pct,
+};
 
 mod support;
 
@@ -62,156 +52,20 @@ const ROUNDS: usize = 10;
 const BURST: usize = 50;
 const SETTLE: Duration = Duration::from_secs(3);
 const DB: &str = "jarvis_bench_warm";
-/// Longest any one wait may take.
-const WAIT: Duration = Duration::from_secs(300);
 
-/// A router on a loopback port.
-struct Jarvis {
-    state: AppState,
-    registry: Registry,
-    url: String,
-    origin: String,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    first_uid: u32,
+/// Waits until the pool holds `slots` warm sandboxes, then `settle` more
+/// (their CLIs finish starting).
+async fn pool_full(jarvis: &Jarvis, slots: usize, settle: Duration) -> anyhow::Result<()> {
+    let registry = jarvis.registry.clone();
+    wait_until(move || registry.warm_slots() >= slots).await?;
+    tokio::time::sleep(settle).await;
+    Ok(())
 }
 
-impl Jarvis {
-    async fn start(
-        db_url: &str,
-        dir: &Path,
-        api: &FakeApi,
-        pool: usize,
-        first_uid: u32,
-    ) -> anyhow::Result<Self> {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let exe = std::env::current_exe()?;
-        let profile = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .context("target/<profile>")?;
-        let sandbox_bin = profile.join("sandbox");
-        anyhow::ensure!(
-            sandbox_bin.is_file(),
-            "build the sandbox first: cargo build --release -p sandbox ({} missing)",
-            sandbox_bin.display()
-        );
-        let mut config = Config::defaults();
-        config.database_url = db_url.to_string();
-        config.storage = format!("file:{}", dir.join("storage").display());
-        config.workspaces_dir = dir.join("workspaces");
-        config.run_dir = dir.join("run");
-        config.sandbox_bin = Some(sandbox_bin);
-        config.claude_bin = std::fs::canonicalize(
-            root.join(".tools/claude/node_modules/@anthropic-ai/claude-code/bin/claude.exe"),
-        )?;
-        config.jwt_secret = Some("bench-secret-bench-secret-bench-secret".into());
-        config.model_upstream = api.url();
-        config.anthropic_api_key = Some("sk-ant-bench".into());
-        config.wake_timeout = WAIT;
-        config.warm_pool = pool;
-        config.sandbox_uids = UidRange {
-            first: first_uid,
-            last: first_uid + 999,
-        };
-        // A pool of its own: a connection one router leaves broken stays its own.
-        let db = router::db::connect(db_url, 40).await?;
-        let state = AppState::new(config, db.clone()).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let registry = state.workspaces.clone();
-        let server = tokio::spawn(router::http::serve_on(listener, state.clone()));
-        let gateway = router::workspaces::gateway_socket(&state.config);
-        wait_until(|| gateway.exists()).await?;
-        Ok(Self {
-            state,
-            registry,
-            url: format!("ws://{addr}/ws"),
-            origin: format!("http://{addr}"),
-            server,
-            first_uid,
-        })
-    }
-
-    async fn user(&self, email: &str) -> anyhow::Result<(Uuid, String)> {
-        let (id, email): (Uuid, String) = sqlx::query_as(
-            "insert into users (email, password_hash) values ($1, 'x') returning id, email",
-        )
-        .bind(email)
-        .fetch_one(&self.state.db)
-        .await?;
-        let token = self
-            .state
-            .auth
-            .local()
-            .context("built-in accounts")?
-            .issue(id, &email)?;
-        Ok((id, token))
-    }
-
-    /// Waits until the pool holds `slots` warm sandboxes, then `settle` more
-    /// (their CLIs finish starting).
-    async fn pool_full(&self, slots: usize, settle: Duration) -> anyhow::Result<()> {
-        let registry = self.registry.clone();
-        wait_until(move || registry.warm_slots() >= slots).await?;
-        tokio::time::sleep(settle).await;
-        Ok(())
-    }
-
-    /// Opens `/ws`, sends a message in a new conversation and returns the time
-    /// until its first text; then reads on to the turn's end when `finish`.
-    async fn first_text(&self, token: &str, finish: bool) -> anyhow::Result<Duration> {
-        let mut request = self.url.as_str().into_client_request()?;
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_str(&format!("jarvis, bearer.{token}"))?,
-        );
-        request
-            .headers_mut()
-            .insert("origin", HeaderValue::from_str(&self.origin)?);
-        let started = Instant::now();
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
-        let message = json!({"type": "message", "content": "hello"});
-        ws.send(Message::text(message.to_string())).await?;
-        let mut took = None;
-        loop {
-            match tokio::time::timeout(WAIT, ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    let frame: Value = serde_json::from_str(&t)?;
-                    match frame["type"].as_str() {
-                        Some("text") if took.is_none() => {
-                            took = Some(started.elapsed());
-                            if !finish {
-                                break;
-                            }
-                        }
-                        Some("done") if took.is_some() => break,
-                        Some("error") => bail!("{frame}"),
-                        _ => {}
-                    }
-                }
-                Ok(Some(Ok(_))) => {}
-                other => bail!("no text: {other:?}"),
-            }
-        }
-        let _ = ws.close(None).await;
-        took.context("no text")
-    }
-
-    /// Every sandbox of a user asleep, the server stopped.
-    async fn stop(self) {
-        self.registry.sleep_all().await;
-        self.server.abort();
-    }
-}
-
-async fn wait_until(ready: impl Fn() -> bool) -> anyhow::Result<()> {
-    tokio::time::timeout(WAIT, async {
-        while !ready() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .context("waited too long")
+/// Connect and a message in a new conversation → its first text; read on to
+/// the turn's end when `finish`.
+async fn first_text(jarvis: &Jarvis, token: &str, finish: bool) -> anyhow::Result<Duration> {
+    Ok(jarvis.turn(token, "hello", finish).await?.first_text)
 }
 
 /// `BURST` fresh users' first messages at once; their times, sorted.
@@ -238,7 +92,7 @@ async fn burst(jarvis: &Arc<Jarvis>, api: &FakeApi, tag: &str) -> anyhow::Result
     }
     let runs = users.into_iter().map(|token| {
         let jarvis = jarvis.clone();
-        tokio::spawn(async move { jarvis.first_text(&token, false).await })
+        tokio::spawn(async move { first_text(&jarvis, &token, false).await })
     });
     let mut times = Vec::with_capacity(BURST);
     for run in futures::future::join_all(runs).await {
@@ -281,8 +135,19 @@ async fn main() -> anyhow::Result<()> {
     let api = FakeApi::start().await?;
 
     // 2a. The burst without a pool (first: nothing else runs yet).
-    let cold =
-        Arc::new(Jarvis::start(&db_url, &dir.path().join("cold"), &api, 0, 1_910_000_000).await?);
+    // No room limit: the burst measures wakes, not waits for room
+    // (`JARVIS_MAX_WORKSPACES`, which `scale` measures).
+    let unlimited = |c: &mut router::config::Config| c.max_workspaces = Some(0);
+    let cold = Arc::new(
+        Jarvis::start(
+            &db_url,
+            &dir.path().join("cold"),
+            &api,
+            1_910_000_000,
+            unlimited,
+        )
+        .await?,
+    );
     let cold_burst = burst(&cold, &api, "cold").await?;
     row(&format!("{BURST} at once, no pool"), &cold_burst);
     if let Ok(cold) = Arc::try_unwrap(cold) {
@@ -290,18 +155,21 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 1. Sleeping vs awake with a pool of 1.
-    let one = Jarvis::start(&db_url, &dir.path().join("one"), &api, 1, 1_911_000_000).await?;
+    let one = Jarvis::start(&db_url, &dir.path().join("one"), &api, 1_911_000_000, |c| {
+        c.warm_pool = 1
+    })
+    .await?;
     let (id, token) = one.user("warm@example.com").await?;
     let hub = one.registry.hub(id);
-    one.pool_full(1, SETTLE).await?;
-    one.first_text(&token, true).await?; // warm-up
+    pool_full(&one, 1, SETTLE).await?;
+    first_text(&one, &token, true).await?; // warm-up
     let (mut asleep, mut awake) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         one.registry.sleep(&hub).await?;
-        one.pool_full(1, SETTLE).await?;
-        asleep.push(one.first_text(&token, true).await?);
+        pool_full(&one, 1, SETTLE).await?;
+        asleep.push(first_text(&one, &token, true).await?);
         tokio::time::sleep(SETTLE).await;
-        awake.push(one.first_text(&token, true).await?);
+        awake.push(first_text(&one, &token, true).await?);
     }
     asleep.sort();
     awake.sort();
@@ -315,12 +183,15 @@ async fn main() -> anyhow::Result<()> {
             &db_url,
             &dir.path().join("warm"),
             &api,
-            BURST,
             1_912_000_000,
+            |c| {
+                unlimited(c);
+                c.warm_pool = BURST
+            },
         )
         .await?,
     );
-    warm.pool_full(BURST, Duration::from_secs(20)).await?;
+    pool_full(&warm, BURST, Duration::from_secs(20)).await?;
     let warm_burst = burst(&warm, &api, "warm").await?;
     if let Ok(warm) = Arc::try_unwrap(warm) {
         warm.stop().await;

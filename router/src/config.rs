@@ -139,6 +139,20 @@ pub struct Config {
     #[arg(long, env = "JARVIS_WARM_POOL", default_value_t = 0)]
     pub warm_pool: usize,
 
+    /// Local backend: the most workspaces awake at once on this machine (each
+    /// holds a sandbox and its CLI, about 190 MB). A wake past it puts the
+    /// least recently active idle workspace to sleep to make room, or waits
+    /// for one (at most `JARVIS_CAPACITY_WAIT`). Unset: one per 256 MiB of the
+    /// machine's memory, less the warm pool. 0: no limit. Ignored with the
+    /// kubernetes backend (the cluster schedules pods).
+    #[arg(long, env = "JARVIS_MAX_WORKSPACES")]
+    pub max_workspaces: Option<usize>,
+
+    /// Longest a wake waits for room under `JARVIS_MAX_WORKSPACES` before the
+    /// browser is told the machine is at capacity.
+    #[arg(long, env = "JARVIS_CAPACITY_WAIT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub capacity_wait: Duration,
+
     /// Legacy Supabase JWT secret: verifies HS256 Supabase Auth tokens.
     #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
     pub supabase_jwt_secret: Option<String>,
@@ -520,6 +534,8 @@ impl Config {
             max_sockets_per_user: 16,
             max_agents: 1,
             warm_pool: 0,
+            max_workspaces: None,
+            capacity_wait: Duration::from_secs(300),
             supabase_jwt_secret: None,
             supabase_url: None,
             jwt_secret: None,

@@ -216,6 +216,23 @@ pub fn frame_queue_waited(took: Duration) {
     FRAME_QUEUE_WAIT.observe(took.as_secs_f64());
 }
 
+/// Waits of wakes for room on this machine (`JARVIS_MAX_WORKSPACES`).
+static CAPACITY_WAIT: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new([0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]));
+
+/// Workspaces put to sleep to make room for another's wake.
+static EVICTIONS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Notes a wake's wait for room (only wakes that found none free wait).
+pub fn capacity_waited(took: Duration) {
+    CAPACITY_WAIT.observe(took.as_secs_f64());
+}
+
+/// Counts a workspace put to sleep to make room.
+pub fn workspace_evicted() {
+    EVICTIONS.inc();
+}
+
 /// The router's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -358,6 +375,16 @@ impl Default for Metrics {
             "ws_frame_queue_wait_seconds",
             "Waits of a browser's frames between received and carried out",
             FRAME_QUEUE_WAIT.clone(),
+        );
+        registry.register(
+            "workspace_capacity_wait_seconds",
+            "Waits of wakes that found every workspace slot of the machine taken",
+            CAPACITY_WAIT.clone(),
+        );
+        registry.register(
+            "workspace_capacity_sleeps",
+            "Workspaces put to sleep to make room for another's wake",
+            EVICTIONS.clone(),
         );
         Self {
             registry: Mutex::new(registry),

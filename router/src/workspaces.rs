@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
+/// How many workspaces may be awake at once on this machine, and which sleeps to make room.
+pub mod capacity;
 /// What the host allows for per-sandbox cgroups (detection only; the limits are rlimits).
 pub mod cgroups;
 /// One router per data directory (the local backend's run and workspaces directories).
@@ -74,6 +76,10 @@ pub enum Error {
     /// The database failed (issuing or revoking the token).
     #[error("database error")]
     Db(#[from] sqlx::Error),
+    /// No room freed on this machine (`JARVIS_MAX_WORKSPACES`) within
+    /// `JARVIS_CAPACITY_WAIT`: every awake workspace was in use.
+    #[error("every workspace slot of this machine stayed in use")]
+    AtCapacity,
     /// The Kubernetes API refused or failed a request (kubernetes backend).
     #[error("kubernetes API: {0}")]
     Kube(#[source] Box<kube::Error>),

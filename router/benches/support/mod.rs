@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub mod live;
+
 use anyhow::Context;
 use sqlx::{Connection, PgConnection, PgPool};
 

@@ -311,6 +311,9 @@ fn wake_message(error: &crate::workspaces::Error) -> String {
         crate::workspaces::Error::Timeout => {
             "your workspace did not start in time; try again".into()
         }
+        crate::workspaces::Error::AtCapacity => {
+            "Jarvis is at capacity right now; try again in a minute".into()
+        }
         _ => "your workspace could not be started; try again".into(),
     }
 }

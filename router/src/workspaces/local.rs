@@ -255,6 +255,7 @@ impl LocalBackend {
     async fn claim(&self, user: Uuid, token: &str) -> Option<Endpoint> {
         let pool = self.pool.as_ref()?;
         let slot = pool.take()?;
+        let started = std::time::Instant::now();
         self.stop(user).await;
         let (workspace, state, run) = self.user_dirs(user);
         let home = self.config.workspaces_dir.join(user.to_string());
@@ -283,11 +284,18 @@ impl LocalBackend {
             .unwrap_or_else(|e| e.into_inner())
             .insert(user, uid);
         let socket = jail::host_socket(&run);
+        let moved_in = started.elapsed();
         match warm::claim_request(&socket, &slot.secret, token).await {
             Ok(()) => {
                 // Started in the background at a low priority; a user's now.
                 set_niceness(uid, 0);
-                tracing::info!(user.id = %user, uid, "warm sandbox claimed");
+                tracing::info!(
+                    user.id = %user,
+                    uid,
+                    move_in_ms = moved_in.as_secs_f64() * 1e3,
+                    claim_ms = (started.elapsed() - moved_in).as_secs_f64() * 1e3,
+                    "warm sandbox claimed"
+                );
                 self.lock().insert(user, slot.running);
                 Some(Endpoint::Unix(socket))
             }

@@ -21,6 +21,12 @@
 //!   reaper task reports the activity of every hub in use (browsers open, turns
 //!   running) at least every [`super::activity_every`].
 //!
+//! On the local backend the machine's room is bounded ([`super::capacity`],
+//! `JARVIS_MAX_WORKSPACES`): a wake takes a slot; with none free it puts the
+//! workspace [`super::capacity::choose`] names to sleep (as the reaper would,
+//! only sooner) and takes the slot that frees, waiting at most
+//! `capacity_wait`.
+//!
 //! The reaper never waits on one user: each idle workspace is put to sleep by a
 //! task of its own, bounded by `sleep_timeout`. A sleep still running then (its
 //! sync stuck on storage, a lock held by a stuck upload) is cancelled, reported
@@ -35,7 +41,11 @@ use std::{
 
 use uuid::Uuid;
 
-use super::{Awake, Backend, Error, Result, tokens};
+use super::{
+    Awake, Backend, Error, Result,
+    capacity::{self, Capacity},
+    tokens,
+};
 use crate::proxy::{Context, Hub, Status, link};
 
 /// Awake (and once-awake) workspaces, by user.
@@ -50,6 +60,10 @@ pub struct Registry {
     reaping: Arc<Mutex<HashSet<Uuid>>>,
     /// Sleeps cancelled for taking longer than `sleep_timeout`, by user.
     cancelled: Arc<Mutex<HashMap<Uuid, u64>>>,
+    /// The machine's room for awake workspaces (local backend, when limited).
+    capacity: Option<Arc<Capacity>>,
+    /// Longest a wake waits for room.
+    capacity_wait: Duration,
 }
 
 /// How long the registry lets things take, and what a sync may store.
@@ -63,6 +77,11 @@ pub struct Settings {
     pub sleep_timeout: Duration,
     /// The workspace quota the syncs apply.
     pub sync_limits: crate::sync::Limits,
+    /// The most workspaces awake at once (`None`: no limit); only a backend
+    /// that puts its sandboxes to sleep from here (local) applies it.
+    pub max_workspaces: Option<usize>,
+    /// Longest a wake waits for room under `max_workspaces`.
+    pub capacity_wait: Duration,
 }
 
 impl Settings {
@@ -77,6 +96,15 @@ impl Settings {
                 max_total_bytes: config.workspace_max_bytes,
                 ..crate::sync::Limits::default()
             },
+            max_workspaces: match config.backend {
+                crate::config::Backend::Local => capacity::limit(
+                    config.max_workspaces,
+                    capacity::machine_memory(),
+                    config.warm_pool,
+                ),
+                crate::config::Backend::Kubernetes => None,
+            },
+            capacity_wait: config.capacity_wait,
         }
     }
 }
@@ -90,6 +118,10 @@ impl Registry {
         backend: Arc<dyn Backend>,
         settings: Settings,
     ) -> Self {
+        let capacity = settings
+            .max_workspaces
+            .filter(|_| backend.sleeps_idle())
+            .map(|max| Arc::new(Capacity::new(max)));
         Self {
             ctx: Arc::new(Context {
                 turns: crate::transcript::Opener::new(db.clone()),
@@ -107,7 +139,14 @@ impl Registry {
             sleep_timeout: settings.sleep_timeout,
             reaping: Arc::default(),
             cancelled: Arc::default(),
+            capacity,
+            capacity_wait: settings.capacity_wait,
         }
+    }
+
+    /// The most workspaces awake at once here and how many are (`None`: no limit).
+    pub fn capacity(&self) -> Option<(usize, usize)> {
+        self.capacity.as_ref().map(|c| (c.max(), c.awake()))
     }
 
     /// Stores the events sandboxes push (`http::workspace_events`).
@@ -139,10 +178,17 @@ impl Registry {
     pub async fn ready(&self, hub: &Arc<Hub>) -> Result<link::Link> {
         let mut guard = hub.link.lock().await;
         if let Some(link) = guard.as_ref().filter(|l| l.is_alive()) {
+            // In use: not one to put to sleep to make room now.
+            hub.touch();
             return Ok(link.clone());
         }
         hub.status.send_replace(Status::Waking);
         let started = std::time::Instant::now();
+        if let Err(error) = self.make_room(hub.user).await {
+            hub.status.send_replace(Status::Asleep);
+            tracing::warn!(error = ?error, "no room to wake the workspace");
+            return Err(error);
+        }
         let woken = tokio::time::timeout(self.wake_timeout, self.wake(hub)).await;
         match woken {
             Ok(Ok(link)) => {
@@ -151,7 +197,7 @@ impl Registry {
                 hub.touch();
                 hub.status.send_replace(Status::Ready);
                 tracing::info!(
-                    duration_ms = started.elapsed().as_millis() as u64,
+                    duration_ms = started.elapsed().as_secs_f64() * 1e3,
                     "workspace awake"
                 );
                 Ok(link)
@@ -163,6 +209,7 @@ impl Registry {
                 if self.ctx.backend.sleeps_idle() {
                     let _ = self.ctx.backend.sleep(hub.user).await;
                 }
+                self.free_room(hub.user);
                 let error = match failed {
                     Ok(Err(e)) => e,
                     _ => Error::Timeout,
@@ -194,18 +241,29 @@ impl Registry {
     /// revokes the token. Files stay. With a backend whose sandboxes this router
     /// does not put to sleep ([`Backend::sleeps_idle`] false: kubernetes) it only
     /// closes this router's link ([`Registry::release`]).
-    #[tracing::instrument(skip_all, fields(user.id = %hub.user))]
     pub async fn sleep(&self, hub: &Arc<Hub>) -> Result<()> {
+        self.sleep_if(hub, |_| true).await
+    }
+
+    /// [`Registry::sleep`] if `still(hub)` holds once no wake, sleep or sync
+    /// of the user runs: whoever chose the workspace chose it before that.
+    #[tracing::instrument(skip_all, fields(user.id = %hub.user))]
+    async fn sleep_if(&self, hub: &Arc<Hub>, still: impl Fn(&Hub) -> bool) -> Result<()> {
         if !self.ctx.backend.sleeps_idle() {
             self.release(hub).await;
             return Ok(());
         }
         let mut guard = hub.link.lock().await;
+        if !still(hub) {
+            tracing::debug!("in use again: left awake");
+            return Ok(());
+        }
         if let Some(link) = guard.take() {
             link.close();
         }
         hub.status.send_replace(Status::Sleeping);
         let stopped = self.ctx.backend.sleep(hub.user).await;
+        self.free_room(hub.user);
         hub.end_turns().await;
         let revoked = tokens::revoke(&self.ctx.db, hub.user).await;
         {
@@ -358,10 +416,7 @@ impl Registry {
 
     /// Whether `hub` should sleep now.
     fn is_idle(&self, hub: &Hub) -> bool {
-        hub.status() == Status::Ready
-            && hub.connections() == 0
-            && !hub.turn_running()
-            && hub.last_activity().elapsed() >= self.idle_timeout
+        at_rest(hub) && hub.connections() == 0 && hub.last_activity().elapsed() >= self.idle_timeout
     }
 
     /// Starts putting every idle workspace to sleep, each in a task of its own
@@ -378,28 +433,122 @@ impl Registry {
             .cloned()
             .collect();
         for hub in idle {
-            if !self.lock_reaping().insert(hub.user) {
-                continue;
-            }
             let registry = self.clone();
-            tokio::spawn(async move {
-                // In a task of its own, so that a panic in it still lets the
-                // user be reaped again later (their entry in `reaping` goes).
-                let sleep = {
-                    let (registry, hub) = (registry.clone(), hub.clone());
-                    tokio::spawn(async move { registry.sleep_bounded(&hub).await })
-                };
-                if let Err(error) = sleep.await {
-                    tracing::error!(user.id = %hub.user, %error, "putting an idle workspace to sleep panicked; tried again later");
-                }
-                registry.lock_reaping().remove(&hub.user);
-            });
+            self.spawn_sleep(hub, move |hub| registry.is_idle(hub));
         }
     }
 
-    /// [`Registry::sleep`] within `sleep_timeout`; past it, cancelled and reported.
-    async fn sleep_bounded(&self, hub: &Arc<Hub>) {
-        match tokio::time::timeout(self.sleep_timeout, self.sleep(hub)).await {
+    /// Puts `hub`'s workspace to sleep in a task of its own, bounded by
+    /// `sleep_timeout`, if `still` holds then; `None` when a sleep of the user
+    /// runs already.
+    fn spawn_sleep(
+        &self,
+        hub: Arc<Hub>,
+        still: impl Fn(&Hub) -> bool + Send + Sync + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.lock_reaping().insert(hub.user) {
+            return None;
+        }
+        let registry = self.clone();
+        Some(tokio::spawn(async move {
+            // In a task of its own, so that a panic in it still lets the
+            // user be reaped again later (their entry in `reaping` goes).
+            let sleep = {
+                let (registry, hub) = (registry.clone(), hub.clone());
+                tokio::spawn(async move { registry.sleep_bounded(&hub, still).await })
+            };
+            if let Err(error) = sleep.await {
+                tracing::error!(user.id = %hub.user, %error, "putting a workspace to sleep panicked; tried again later");
+            }
+            registry.lock_reaping().remove(&hub.user);
+        }))
+    }
+
+    /// Takes a slot of the machine's room for `user`'s wake (a no-op without
+    /// a limit): a free one, else the one a workspace put to sleep for it
+    /// frees, else the first that frees within `capacity_wait`.
+    async fn make_room(&self, user: Uuid) -> Result<()> {
+        let Some(capacity) = &self.capacity else {
+            return Ok(());
+        };
+        if capacity.try_take(user) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        tracing::info!(
+            max = capacity.max(),
+            "every workspace slot is taken: making room"
+        );
+        let waited = tokio::time::timeout(self.capacity_wait, async {
+            // Keeps its place in the queue across the rounds.
+            let mut slot = std::pin::pin!(capacity.take(user));
+            let mut evicting: Option<tokio::task::JoinHandle<()>> = None;
+            loop {
+                if evicting.as_ref().is_none_or(|e| e.is_finished()) {
+                    evicting = self.put_one_to_sleep(user, capacity);
+                }
+                tokio::select! {
+                    () = &mut slot => return,
+                    () = tokio::time::sleep(ROOM_CHECK_EVERY) => {}
+                }
+            }
+        })
+        .await;
+        crate::metrics::capacity_waited(started.elapsed());
+        match waited {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                // A slot granted as the wait ended is not kept.
+                capacity.release(user);
+                Err(Error::AtCapacity)
+            }
+        }
+    }
+
+    /// Starts putting to sleep the awake workspace [`capacity::choose`] names
+    /// (never `waking`'s) for a wake that finds no room.
+    fn put_one_to_sleep(
+        &self,
+        waking: Uuid,
+        capacity: &Capacity,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let hubs: Vec<Arc<Hub>> = self
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|h| h.user != waking && capacity.holds(h.user))
+            .cloned()
+            .collect();
+        let reaping = self.lock_reaping().clone();
+        let candidates: Vec<capacity::Candidate> = hubs
+            .iter()
+            .map(|hub| capacity::Candidate {
+                user: hub.user,
+                at_rest: at_rest(hub) && !reaping.contains(&hub.user),
+                connections: hub.connections(),
+                idle: hub.last_activity().elapsed(),
+            })
+            .collect();
+        let chosen = capacity::choose(&candidates)?;
+        let hub = hubs.into_iter().find(|h| h.user == chosen)?;
+        tracing::info!(user.id = %chosen, "putting the least recently used workspace to sleep to make room");
+        crate::metrics::workspace_evicted();
+        self.spawn_sleep(hub, |hub| {
+            at_rest(hub) && hub.last_activity().elapsed() >= capacity::MIN_IDLE
+        })
+    }
+
+    /// Frees `user`'s slot of the machine's room (their sandbox stopped).
+    fn free_room(&self, user: Uuid) {
+        if let Some(capacity) = &self.capacity {
+            capacity.release(user);
+        }
+    }
+
+    /// [`Registry::sleep_if`] within `sleep_timeout`; past it, cancelled and reported.
+    async fn sleep_bounded(&self, hub: &Arc<Hub>, still: impl Fn(&Hub) -> bool) {
+        match tokio::time::timeout(self.sleep_timeout, self.sleep_if(hub, still)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 tracing::warn!(user.id = %hub.user, error = ?error, "idle sleep failed");
@@ -411,6 +560,7 @@ impl Registry {
                 // a later check tries again.
                 if hub.status() == Status::Sleeping {
                     hub.status.send_replace(Status::Asleep);
+                    self.free_room(hub.user);
                 }
                 *self
                     .cancelled
@@ -498,8 +648,16 @@ impl Registry {
             .filter(|hub| hub.status() != Status::Asleep)
             .cloned()
             .collect();
-        futures::future::join_all(hubs.iter().map(|hub| self.sleep_bounded(hub))).await;
+        futures::future::join_all(hubs.iter().map(|hub| self.sleep_bounded(hub, |_| true))).await;
     }
+}
+
+/// How often a wake waiting for room looks for a workspace to put to sleep.
+const ROOM_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Whether `hub`'s workspace is awake with nothing running in it.
+fn at_rest(hub: &Hub) -> bool {
+    hub.status() == Status::Ready && !hub.turn_running()
 }
 
 /// Whether `error` is the sandbox refusing the router's token (HTTP 401).
