@@ -17,7 +17,7 @@
 //!
 //! Reported: first text and `done`, p50 and p99, and their ratio to the user
 //! alone; the most workspaces awake at once; memory per active user all in,
-//! two ways at the moment the most sandboxes ran: the proportional set size
+//! two ways at the moment the sandboxes took the most memory: the proportional set size
 //! (PSS: shared pages split among their users) of every process of a sandbox
 //! uid, divided by the sandboxes, and the drop of `MemAvailable` since before
 //! the burst, divided likewise; this process's peak RSS (the router, and the
@@ -45,7 +45,7 @@ const FIRST_UID: u32 = 1_920_000_000;
 /// What one look at the machine saw.
 #[derive(Debug, Default, Clone, Copy)]
 struct Sample {
-    /// Sandboxes running (a jail per awake workspace: its outer `bwrap`).
+    /// Sandboxes running (a `sandbox` process per awake workspace).
     sandboxes: usize,
     /// Summed PSS of the sandbox uids' processes, bytes.
     pss: u64,
@@ -84,7 +84,7 @@ fn sample(first: u32) -> Sample {
         if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
             out.pss += kb(&rollup, "Pss:").unwrap_or(0);
         }
-        if status.lines().next().is_some_and(|l| l.ends_with("bwrap")) {
+        if status.lines().next() == Some("Name:\tsandbox") {
             out.sandboxes += 1;
         }
     }
@@ -179,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
                 let awake = jarvis.registry.capacity().map_or(0, |(_, awake)| awake);
                 {
                     let mut peak = peak.lock().unwrap_or_else(|e| e.into_inner());
-                    if now.sandboxes > peak.0.sandboxes {
+                    if now.pss > peak.0.pss {
                         peak.0 = now;
                     }
                     peak.1 = peak.1.max(awake);
@@ -246,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
          {waits} wakes found no room, {put_to_sleep} workspaces put to sleep to make it"
     );
     println!(
-        "at the most sandboxes ({}): PSS per sandbox {:.1} MiB; MemAvailable drop per sandbox {:.1} MiB",
+        "at the sandboxes' most memory ({} running): PSS per sandbox {:.1} MiB; MemAvailable drop per sandbox {:.1} MiB",
         at_peak.sandboxes,
         at_peak.pss as f64 / MIB / sandboxes,
         before.available.saturating_sub(at_peak.available) as f64 / MIB / sandboxes,

@@ -118,6 +118,20 @@ pub struct Hub {
     /// [`SANDBOX_REPORT_TTL`] says nothing any more (the one that says the turns
     /// ended may have gone to another replica).
     sandbox_turns: Mutex<(usize, Instant)>,
+    /// Messages on their way to a turn: received, waiting for the wake or
+    /// their rows, not yet sent (see [`Hub::starting_turn`]).
+    starting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A message on its way to becoming a turn: while held, the hub counts as
+/// running a turn, so its workspace is neither idle nor put to sleep to make
+/// room however long the wake or the turn's rows take.
+pub struct StartingTurn(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for StartingTurn {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// How long a sandbox's report of running turns holds: past three of its
@@ -146,6 +160,7 @@ impl Hub {
             turns: Mutex::default(),
             last_activity: Mutex::new(Instant::now()),
             sandbox_turns: Mutex::new((0, Instant::now())),
+            starting: Arc::default(),
         }
     }
 
@@ -180,7 +195,16 @@ impl Hub {
         let report = *self.sandbox_turns.lock().unwrap_or_else(|e| e.into_inner());
         !turns.running.is_empty()
             || !turns.pending.is_empty()
+            || self.starting.load(std::sync::atomic::Ordering::SeqCst) > 0
             || reports_running(report, Instant::now())
+    }
+
+    /// Marks a message on its way to a turn until the guard drops (after it
+    /// was sent to the sandbox, or refused).
+    pub fn starting_turn(&self) -> StartingTurn {
+        self.starting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        StartingTurn(self.starting.clone())
     }
 
     /// Notes what the sandbox reported over HTTP: it runs `running_turns` turns
@@ -422,12 +446,43 @@ impl Hub {
     }
 
     /// Forgets every running turn (the sandbox was put to sleep: what it had
-    /// stored of them stays, marked incomplete).
+    /// stored of them stays, marked incomplete). On a backend where this router
+    /// decides sleep (local) the sandbox is gone: each turn's browsers are told,
+    /// so none waits on a turn that stopped.
     pub(crate) async fn end_turns(&self) {
+        let stopped = self.take_turns();
+        if self.ctx.backend.sleeps_idle() {
+            self.tell_stopped(stopped);
+        }
+    }
+
+    /// Every running or sent turn's conversation, forgotten.
+    fn take_turns(&self) -> Vec<String> {
         let mut turns = self.turns();
-        turns.running.clear();
-        turns.pending.clear();
         turns.awaiting_text.clear();
+        let mut stopped: Vec<String> = turns.running.drain().collect();
+        for (_, pending) in turns.pending.drain() {
+            let conversation = pending.open.conversation_id.to_string();
+            if !stopped.contains(&conversation) {
+                stopped.push(conversation);
+            }
+        }
+        stopped
+    }
+
+    /// Tells every browser that the turns of `conversations` stopped with the sandbox.
+    fn tell_stopped(&self, conversations: Vec<String>) {
+        for conversation in conversations {
+            let text: Arc<str> = json!({
+                "type": "error",
+                "conversation_id": conversation,
+                "code": error_code::AGENT_CRASHED,
+                "message": "the agent's sandbox stopped; send your message again",
+            })
+            .to_string()
+            .into();
+            self.send_to_all(&text);
+        }
     }
 
     /// The sandbox link closed without this router closing it. On a backend where
@@ -439,27 +494,12 @@ impl Hub {
     pub(crate) fn on_link_lost(self: &Arc<Self>) {
         tracing::warn!(user.id = %self.user, "sandbox connection lost");
         self.status.send_replace(Status::Asleep);
-        let running: Vec<String> = {
-            let mut turns = self.turns();
-            turns.pending.clear();
-            turns.awaiting_text.clear();
-            turns.running.drain().collect()
-        };
+        let stopped = self.take_turns();
         if !self.ctx.backend.sleeps_idle() {
             self.fanout().reconnect_all();
             return;
         }
-        for conversation in running {
-            let text: Arc<str> = json!({
-                "type": "error",
-                "conversation_id": conversation,
-                "code": error_code::AGENT_CRASHED,
-                "message": "the agent's sandbox stopped; send your message again",
-            })
-            .to_string()
-            .into();
-            self.send_to_all(&text);
-        }
+        self.tell_stopped(stopped);
         let hub = self.clone();
         tokio::spawn(async move {
             let mut link = hub.link.lock().await;

@@ -142,3 +142,39 @@ async fn a_wake_waits_for_a_turn_to_end_and_past_the_wait_is_told_the_machine_is
     assert_eq!(registry.capacity(), Some((1, 1)));
     drop(a);
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_message_on_its_way_keeps_its_workspace_from_being_put_to_sleep(db: PgPool) {
+    let live = Live::with_config(db, |c| {
+        c.max_workspaces = Some(1);
+        c.capacity_wait = Duration::from_secs(2);
+    })
+    .await;
+    let alice = live.app.register("alice@example.com").await;
+    let bob = live.app.register("bob@example.com").await;
+    let mut a = live.browser(&alice.access).await;
+    a.ready().await;
+    tokio::time::sleep(MIN_IDLE + Duration::from_millis(500)).await;
+
+    // Alice's message is between her tab and her sandbox (waiting for its
+    // rows, say): her idle workspace is not Bob's to take.
+    let registry = &live.app.state.workspaces;
+    let on_its_way = registry.hub(alice.id).starting_turn();
+    let mut b = live.browser(&bob.access).await;
+    let frames = b.until(|f| f["type"] == "error").await;
+    assert_eq!(
+        frames.last().map(|f| f["code"].clone()),
+        Some(json!("wake_failed"))
+    );
+    assert_eq!(registry.hub(alice.id).status(), Status::Ready);
+    assert!(sandbox_runs(alice.id));
+
+    // Once it has gone, hers is the idle one that makes room.
+    drop(on_its_way);
+    tokio::time::sleep(MIN_IDLE).await;
+    live.api.push(Reply::text(&["bob's"]));
+    b.message("hi", None).await;
+    assert_eq!(text(&b.turn().await), "bob's");
+    assert_eq!(registry.hub(alice.id).status(), Status::Asleep);
+    drop(a);
+}

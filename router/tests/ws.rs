@@ -801,3 +801,22 @@ async fn a_turn_shows_where_the_routers_time_goes_on_metrics(db: PgPool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_workspace_put_to_sleep_mid_turn_tells_the_browser(db: PgPool) {
+    let live = Live::start(db).await;
+    let alice = live.app.register("alice@example.com").await;
+    live.api.push(Reply::Stall(Duration::from_secs(600)));
+    let mut a = live.browser(&alice.access).await;
+    a.ready().await;
+    a.message("take your time", None).await;
+    let turn = a.until(|f| f["type"] == "turn").await;
+    let conversation = turn.last().map(|f| f["conversation_id"].clone());
+
+    // The router's shutdown puts every workspace to sleep, turns or not.
+    live.app.state.workspaces.sleep_all().await;
+    let frames = a.until(|f| f["type"] == "error").await;
+    let error = frames.last().expect("the error");
+    assert_eq!(error["code"], "agent_crashed", "{error}");
+    assert_eq!(Some(error["conversation_id"].clone()), conversation);
+}

@@ -135,8 +135,11 @@ impl Jarvis {
         let message = json!({"type": "message", "content": content});
         ws.send(Message::text(message.to_string())).await?;
         let (mut first_text, mut done, mut text) = (None, None, String::new());
+        // One deadline for the whole turn: the router's pings would restart a
+        // wait per frame forever.
+        let deadline = tokio::time::Instant::from_std(started) + WAIT;
         loop {
-            match tokio::time::timeout(WAIT, ws.next()).await {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
                     let frame: Value = serde_json::from_str(&t)?;
                     match frame["type"].as_str() {

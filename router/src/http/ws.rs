@@ -351,6 +351,8 @@ async fn handle(
             attachments,
             replaces,
         } => {
+            // From here to the sandbox the workspace is in use.
+            let _starting = hub.starting_turn();
             let conversation = match conversation_id {
                 None => Uuid::new_v4(),
                 Some(c) => match c.parse::<Uuid>() {
