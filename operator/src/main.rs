@@ -24,7 +24,8 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     tracing::info!(listen = %config.listen, sandbox.image = %config.sandbox_image, "operator starting");
     let scope = config.scope().map_err(anyhow::Error::msg)?;
-    tracing::info!(watch.namespaces = %scope, "managing workspaces");
+    let pools = config.pool_namespaces(&scope).map_err(anyhow::Error::msg)?;
+    tracing::info!(watch.namespaces = %scope, warm_pool.namespaces = %pools.join(","), "managing workspaces");
     let controller = controller::run_in(client.clone(), scope, config.settings(), metrics);
     let elector = leader::Elector::new(
         client,
