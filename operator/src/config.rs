@@ -253,6 +253,10 @@ mod tests {
             config.settings().warm_pool_namespaces,
             ["jarvis", "team-a", "team-b"]
         );
+        // The chart's empty value names none.
+        let config =
+            Config::try_parse_from(["operator", "--warm-pool-namespace", ""]).expect("flags parse");
+        assert_eq!(config.pool_namespaces(&Scope::All), Ok(Vec::new()));
         // Without a pool, `*` needs none.
         let config =
             Config::try_parse_from(["operator", "--watch-namespace", "*"]).expect("flags parse");
