@@ -309,6 +309,31 @@ class ChartTest(unittest.TestCase):
         with self.assertRaises(Exception):
             Install({**MINIMAL, "operator": {"watchNamespaces": ["*", "team-a"]}})
 
+    def test_a_warm_pool_watching_every_namespace_is_kept_where_the_routers_claim(self):
+        pool = {"sandbox": {"warmPool": 2}}
+        everywhere = Install({**MINIMAL, **pool, "operator": {"watchNamespaces": ["*"]}})
+        env = everywhere.env("operator")
+        router_namespace = everywhere.env("router")["JARVIS_KUBE_NAMESPACE"]["value"]
+        self.assertEqual(router_namespace, NAMESPACE)
+        self.assertEqual(env["JARVIS_WARM_POOL"]["value"], "2")
+        self.assertEqual(env["JARVIS_WARM_POOL_NAMESPACES"]["value"], router_namespace)
+        # What the pool does there (pods listed, watched, created and deleted; claim
+        # Secrets created; its NetworkPolicy applied) the ClusterRoleBinding allows,
+        # and nothing more than without a pool.
+        granted = everywhere.rules_of(f"{PREFIX}-operator")
+        self.assertEqual(granted, operator_rules("cluster") | LEADER_RULES)
+        pool_rights = {("", "pods", v) for v in ("list", "watch", "create", "delete")} | {
+            ("", "secrets", "create"),
+        } | {("networking.k8s.io", "networkpolicies", v) for v in ("get", "create", "patch")}
+        for group, resource, verb in pool_rights:
+            self.assertIn(("cluster", group, resource, verb, None), granted)
+        # Named namespaces keep a pool each: nothing to name. No pool: nothing either.
+        teams = Install({**MINIMAL, **pool, "operator": {"watchNamespaces": ["team-a", "team-b"]}})
+        self.assertEqual(teams.env("operator")["JARVIS_WARM_POOL_NAMESPACES"]["value"], "")
+        self.assertEqual(self.minimal.env("operator")["JARVIS_WARM_POOL_NAMESPACES"]["value"], "")
+        no_pool = Install({**MINIMAL, "operator": {"watchNamespaces": ["*"]}})
+        self.assertEqual(no_pool.env("operator")["JARVIS_WARM_POOL_NAMESPACES"]["value"], "")
+
     def test_releases_in_two_namespaces_share_no_object(self):
         def names(namespace: str) -> set[tuple]:
             with helm.Chart.load(CHART) as chart:

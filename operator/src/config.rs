@@ -104,6 +104,15 @@ pub struct Config {
     /// workspace claims one instead of waiting for a pod start. 0: no pool.
     #[arg(long, env = "JARVIS_WARM_POOL", default_value_t = 0)]
     pub warm_pool: usize,
+    /// Namespaces the warm pool is kept in (repeat the flag, or comma-separated):
+    /// where the routers create workspaces (their `JARVIS_KUBE_NAMESPACE`), each
+    /// one watched. Empty: every watched namespace; required for a pool with `*`.
+    #[arg(
+        long = "warm-pool-namespace",
+        env = "JARVIS_WARM_POOL_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub warm_pool_namespaces: Vec<String>,
 }
 
 fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
@@ -123,6 +132,15 @@ impl Config {
     pub fn scope(&self) -> Result<Scope, String> {
         Scope::parse(&self.watch_namespace, &self.lease_namespace)
             .map_err(|e| format!("WATCH_NAMESPACE: {e}"))
+    }
+
+    /// The namespaces the warm pool is kept in ([`Scope::pool_namespaces`]):
+    /// refused when a pool has nowhere to go or would go where `scope` does not
+    /// reach, so the operator never runs without the pool it was asked for.
+    pub fn pool_namespaces(&self, scope: &Scope) -> Result<Vec<String>, String> {
+        scope
+            .pool_namespaces(&self.warm_pool_namespaces, self.warm_pool)
+            .map_err(|e| format!("JARVIS_WARM_POOL_NAMESPACES: {e}"))
     }
 
     /// The controller's settings.
@@ -152,6 +170,7 @@ impl Config {
             },
             default_storage_size: quantity(&self.workspace_size),
             warm_pool: self.warm_pool,
+            warm_pool_namespaces: self.warm_pool_namespaces.clone(),
         }
     }
 }
@@ -197,6 +216,82 @@ mod tests {
         let config =
             Config::try_parse_from(["operator", "--watch-namespace", "*"]).expect("flags parse");
         assert_eq!(config.scope(), Ok(Scope::All));
+    }
+
+    #[test]
+    fn a_warm_pool_watching_every_namespace_needs_its_namespace_named() {
+        let config =
+            Config::try_parse_from(["operator", "--watch-namespace", "*", "--warm-pool", "2"])
+                .expect("flags parse");
+        let error = config
+            .pool_namespaces(&config.scope().expect("scope"))
+            .expect_err("a pool with `*` and no namespace for it");
+        assert!(
+            error.starts_with(
+                "JARVIS_WARM_POOL_NAMESPACES: a warm pool of 2 with WATCH_NAMESPACE=*"
+            ),
+            "{error}"
+        );
+        let config = Config::try_parse_from([
+            "operator",
+            "--watch-namespace",
+            "*",
+            "--warm-pool",
+            "2",
+            "--warm-pool-namespace",
+            "jarvis,team-a",
+            "--warm-pool-namespace",
+            "team-b",
+        ])
+        .expect("flags parse");
+        let scope = config.scope().expect("scope");
+        assert_eq!(
+            config.pool_namespaces(&scope),
+            Ok(vec!["jarvis".into(), "team-a".into(), "team-b".into()])
+        );
+        assert_eq!(
+            config.settings().warm_pool_namespaces,
+            ["jarvis", "team-a", "team-b"]
+        );
+        // The chart's empty value names none.
+        let config =
+            Config::try_parse_from(["operator", "--warm-pool-namespace", ""]).expect("flags parse");
+        assert_eq!(config.pool_namespaces(&Scope::All), Ok(Vec::new()));
+        // Without a pool, `*` needs none.
+        let config =
+            Config::try_parse_from(["operator", "--watch-namespace", "*"]).expect("flags parse");
+        assert_eq!(config.pool_namespaces(&Scope::All), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn the_pool_stays_in_the_watched_namespaces() {
+        let config = Config::try_parse_from([
+            "operator",
+            "--watch-namespace",
+            "team-a,team-b",
+            "--warm-pool",
+            "1",
+        ])
+        .expect("flags parse");
+        let scope = config.scope().expect("scope");
+        assert_eq!(
+            config.pool_namespaces(&scope),
+            Ok(vec!["team-a".into(), "team-b".into()])
+        );
+        let config = Config::try_parse_from([
+            "operator",
+            "--watch-namespace",
+            "team-a",
+            "--warm-pool",
+            "1",
+            "--warm-pool-namespace",
+            "team-b",
+        ])
+        .expect("flags parse");
+        let error = config
+            .pool_namespaces(&config.scope().expect("scope"))
+            .expect_err("team-b is not watched");
+        assert!(error.contains("namespace team-b is not watched"), "{error}");
     }
 
     #[test]

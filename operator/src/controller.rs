@@ -407,14 +407,19 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) -> R
 
 /// Run the controller on the workspaces of `scope` until a shutdown signal: one
 /// controller per namespace (`Api::namespaced`, so a namespaced Role suffices), or
-/// one over every namespace for [`Scope::All`]. Fails early, with a hint, when
-/// the workspaces cannot be listed (the CRD is not installed, or RBAC forbids it).
+/// one over every namespace for [`Scope::All`], and the warm pool's keeper in
+/// each of its namespaces ([`Scope::pool_namespaces`]). Fails early, with a hint,
+/// when the workspaces cannot be listed (the CRD is not installed, or RBAC
+/// forbids it), or the pool has no namespace.
 pub async fn run_in(
     client: Client,
     scope: Scope,
     settings: Settings,
     metrics: Arc<Metrics>,
 ) -> Result<()> {
+    let pools = scope
+        .pool_namespaces(&settings.warm_pool_namespaces, settings.warm_pool)
+        .map_err(Error::PoolNamespaces)?;
     let namespaces: Vec<Option<String>> = match scope {
         Scope::All => vec![None],
         Scope::Namespaces(names) => names.into_iter().map(Some).collect(),
@@ -497,12 +502,9 @@ pub async fn run_in(
                 }
             })
     });
-    // The warm pool of each namespace named (none with `*`: no namespace to keep it in).
-    let pools = namespaces
-        .iter()
-        .flatten()
-        .filter(|_| ctx.settings.warm_pool > 0)
-        .map(|namespace| tokio::spawn(pool::keep_filled(ctx.clone(), namespace.clone())))
+    let pools = pools
+        .into_iter()
+        .map(|namespace| tokio::spawn(pool::keep_filled(ctx.clone(), namespace)))
         .collect::<Vec<_>>();
     futures::future::join_all(controllers).await;
     for pool in pools {

@@ -64,6 +64,11 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// The warm pool has no namespace to be kept in (`*` names none), or one the
+    /// operator does not watch.
+    #[error("warm pool: {0}")]
+    PoolNamespaces(String),
+
     /// The workspace object has no namespace.
     #[error("workspace has no namespace")]
     MissingNamespace,
@@ -134,6 +139,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::CrdNotQueryable(_) => "crd_not_queryable",
             Error::ListForbidden { .. } => "list_forbidden",
+            Error::PoolNamespaces(_) => "pool_namespaces",
             Error::MissingNamespace => "missing_namespace",
             Error::Apply { .. } => "apply",
             Error::Delete { .. } => "delete",

@@ -20,11 +20,13 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    // Configuration errors first, before anything is bound or connected.
+    let scope = config.scope().map_err(anyhow::Error::msg)?;
+    let pools = config.pool_namespaces(&scope).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     let client = kube::Client::try_default().await?;
     tracing::info!(listen = %config.listen, sandbox.image = %config.sandbox_image, "operator starting");
-    let scope = config.scope().map_err(anyhow::Error::msg)?;
-    tracing::info!(watch.namespaces = %scope, "managing workspaces");
+    tracing::info!(watch.namespaces = %scope, warm_pool.namespaces = %pools.join(","), "managing workspaces");
     let controller = controller::run_in(client.clone(), scope, config.settings(), metrics);
     let elector = leader::Elector::new(
         client,

@@ -5,14 +5,15 @@
 //! pod is started for the wake, a refill takes its place), the user's files and
 //! conversation history are in it, two routers waking more users at once than
 //! the pool holds never hand one pod to two users and start pods for the rest,
-//! and an empty pool wakes as without one.
+//! an empty pool wakes as without one, and an operator watching every namespace
+//! (`*`) keeps the pool in the routers' namespace, named for it.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{
-    kube_cluster::{Cluster, NS, cluster_of, cluster_with_rbac},
+    kube_cluster::{Cluster, NS, cluster_of, cluster_watching_all, cluster_with_rbac},
     live::text,
 };
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -254,6 +255,46 @@ async fn an_empty_pool_wakes_on_a_pod_started_for_the_workspace(db: PgPool) {
         .push(Reply::text(&["Hello ", "from ", "a cold pod"]));
     browser.message("hi", None).await;
     assert_eq!(text(&browser.turn().await), "Hello from a cold pod");
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn an_operator_watching_every_namespace_keeps_the_pool_the_routers_claim_from(db: PgPool) {
+    // The chart with `operator.watchNamespaces: ["*"]`: a ClusterRoleBinding, and
+    // the routers' namespace as the pool's.
+    let settings = Settings {
+        warm_pool: 1,
+        warm_pool_namespaces: vec![NS.to_owned()],
+        ..Settings::default()
+    };
+    let c = cluster_watching_all(db, settings, |c| c.warm_pool = 1).await;
+    pool_holds(&c, 1).await;
+    assert_eq!(c.pods_started(), 1);
+
+    let alice = c.live.app.register("alice@example.com").await;
+    let mut browser = c.live.browser(&alice.access).await;
+    browser.woke().await;
+    let pod = pod_of(&c, alice.id).await;
+    assert!(pod.starts_with(POOL_POD_PREFIX), "a warm pod: {pod}");
+    let owners = pods(&c)
+        .get(&pod)
+        .await
+        .expect("the claimed pod")
+        .metadata
+        .owner_references
+        .unwrap_or_default();
+    assert_eq!(owners.len(), 1, "adopted by the workspace");
+    assert_eq!(owners[0].name, workspace_name(alice.id));
+    let own = child_name(&workspace_name(alice.id));
+    assert!(
+        pods(&c).get_opt(&own).await.expect("get").is_none(),
+        "no pod was started for the wake"
+    );
+    pool_holds(&c, 1).await;
+    c.live
+        .api
+        .push(Reply::text(&["Hello ", "from ", "a warm pod"]));
+    browser.message("hi", None).await;
+    assert_eq!(text(&browser.turn().await), "Hello from a warm pod");
 }
 
 #[sqlx::test(migrator = "router::MIGRATOR")]

@@ -30,6 +30,22 @@
 {{- join "," $names -}}
 {{- end }}
 
+{{/* Where the routers create workspaces (their JARVIS_KUBE_NAMESPACE). */}}
+{{- define "jarvis.router.kubeNamespace" -}}
+{{- .Release.Namespace -}}
+{{- end }}
+
+{{/*
+The operator's JARVIS_WARM_POOL_NAMESPACES: with `["*"]` and a pool, the routers'
+namespace (where they claim pool pods); else empty, the pool then kept in each
+watched namespace.
+*/}}
+{{- define "jarvis.operator.warmPoolNamespaces" -}}
+{{- if and (eq (include "jarvis.operator.watchNamespaces" .) "*") (gt (int .Values.sandbox.warmPool) 0) -}}
+{{- include "jarvis.router.kubeNamespace" . -}}
+{{- end -}}
+{{- end }}
+
 {{/* Cluster-scoped objects carry the release namespace: releases in two namespaces never share one. */}}
 {{- define "jarvis.operator.clusterName" -}}
 {{- printf "%s-%s" .Release.Namespace (include "jarvis.operator.fullname" .) | trunc 63 | trimSuffix "-" }}

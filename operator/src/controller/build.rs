@@ -81,6 +81,11 @@ pub struct Settings {
     /// Pods of the warm pool kept started and unclaimed per namespace ([`warm`]);
     /// 0: no pool, every wake starts a pod.
     pub warm_pool: usize,
+    /// Namespaces the warm pool is kept in; empty: each watched namespace (none
+    /// with `*`, which needs them named: [`Scope::pool_namespaces`]).
+    ///
+    /// [`Scope::pool_namespaces`]: super::Scope::pool_namespaces
+    pub warm_pool_namespaces: Vec<String>,
 }
 
 impl Default for Settings {
@@ -115,6 +120,7 @@ impl Default for Settings {
             },
             default_storage_size: Quantity("1Gi".to_owned()),
             warm_pool: 0,
+            warm_pool_namespaces: Vec::new(),
         }
     }
 }

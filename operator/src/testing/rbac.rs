@@ -446,21 +446,32 @@ impl FakeApiServer {
     }
 }
 
-/// Rendered RBAC objects by (namespace, release).
-type Rendered = HashMap<(String, String), Vec<Value>>;
+/// Rendered RBAC objects by (namespace, release, values).
+type Rendered = HashMap<(String, String, String), Vec<Value>>;
 
 /// The chart's RBAC objects for a release `release` in `namespace`, rendered by
 /// `charts/render_rbac.py` (Helm, through `helm-python-sdk`); cached per process.
 pub fn chart_rbac(namespace: &str, release: &str) -> std::io::Result<Vec<Value>> {
+    chart_rbac_with(namespace, release, &Value::Object(serde_json::Map::new()))
+}
+
+/// [`chart_rbac`] of an install with `values` (a JSON object, e.g.
+/// `{"operator": {"watchNamespaces": ["*"]}}`) over the minimal ones.
+pub fn chart_rbac_with(
+    namespace: &str,
+    release: &str,
+    values: &Value,
+) -> std::io::Result<Vec<Value>> {
     static CACHE: Mutex<Option<Rendered>> = Mutex::new(None);
-    let key = (namespace.to_owned(), release.to_owned());
+    let values = values.to_string();
+    let key = (namespace.to_owned(), release.to_owned(), values.clone());
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(objects) = cache.get_or_insert_default().get(&key) {
         return Ok(objects.clone());
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/render_rbac.py");
     let output = std::process::Command::new("python3")
-        .args([script, namespace, release])
+        .args([script, namespace, release, &values])
         .output()?;
     if !output.status.success() {
         return Err(std::io::Error::other(format!(

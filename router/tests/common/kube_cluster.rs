@@ -20,12 +20,12 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use operator::{
-    controller::{self, build::Settings},
+    controller::{self, Scope, build::Settings},
     crd::JarvisWorkspace,
     metrics::Metrics,
     testing::{
         FakeApiServer, PodAddress, PodRunner,
-        rbac::{Proxy, chart_rbac},
+        rbac::{Proxy, chart_rbac, chart_rbac_with},
     },
 };
 use prometheus_client::registry::Registry;
@@ -248,6 +248,33 @@ pub async fn cluster_with_rbac(
     rbac: Vec<Value>,
     tweak: impl Fn(&mut Config),
 ) -> Cluster {
+    let scope = Scope::Namespaces(vec![NS.to_owned()]);
+    cluster_in(db, settings, rbac, scope, tweak).await
+}
+
+/// [`cluster_of`], the operator watching every namespace (`*`) under the chart's
+/// RBAC for it (a ClusterRoleBinding), a warm pool of `settings.warm_pool`.
+pub async fn cluster_watching_all(
+    db: PgPool,
+    settings: Settings,
+    tweak: impl Fn(&mut Config),
+) -> Cluster {
+    let values = serde_json::json!({
+        "operator": { "watchNamespaces": ["*"] },
+        "sandbox": { "warmPool": settings.warm_pool },
+    });
+    let rbac = chart_rbac_with(NS, "jarvis", &values).expect("the chart's RBAC with `*`");
+    cluster_in(db, settings, rbac, Scope::All, tweak).await
+}
+
+/// [`cluster_with_rbac`], the operator managing `scope`.
+async fn cluster_in(
+    db: PgPool,
+    settings: Settings,
+    rbac: Vec<Value>,
+    scope: Scope,
+    tweak: impl Fn(&mut Config),
+) -> Cluster {
     let pods = Arc::new(SandboxPods::default());
     let fake = FakeApiServer::with_runner(Arc::new(Runner(pods.clone())))
         .await
@@ -292,8 +319,9 @@ pub async fn cluster_with_rbac(
     let _ = pods.dir.set(live.tmp.path().join("pods"));
     // Started once the kubelet can run pods (a warm pool starts some at once).
     let metrics = Arc::new(Metrics::register(&mut Registry::default()));
-    let operator = tokio::spawn(controller::run(
+    let operator = tokio::spawn(controller::run_in(
         fake.client_as(NS, NS, "jarvis-operator"),
+        scope,
         settings,
         metrics,
     ));
