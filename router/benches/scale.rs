@@ -33,7 +33,7 @@ use std::{
 };
 
 use sandbox::testing::{FakeApi, Reply};
-use support::{BenchDb, live::Jarvis, ms, pct};
+use support::{BenchDb, live::Jarvis, table_header, table_ratio, table_row};
 
 mod support;
 
@@ -107,22 +107,6 @@ async fn one_user(jarvis: &Jarvis, n: usize, tag: &str) -> anyhow::Result<(Durat
     );
     let done = turn.done.ok_or_else(|| anyhow::anyhow!("no done"))?;
     Ok((turn.first_text, done))
-}
-
-fn row(name: &str, times: &[Duration]) {
-    println!(
-        "| {name:<40} | {:>10.1} ms | {:>10.1} ms |",
-        ms(pct(times, 0.5)),
-        ms(pct(times, 0.99))
-    );
-}
-
-fn ratio(name: &str, a: &[Duration], b: &[Duration]) {
-    println!(
-        "| {name:<40} | {:>10.1}×   | {:>10.1}×   |",
-        ms(pct(a, 0.5)) / ms(pct(b, 0.5)),
-        ms(pct(a, 0.99)) / ms(pct(b, 0.99))
-    );
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -223,14 +207,13 @@ async fn main() -> anyhow::Result<()> {
     let waits = counted("jarvis_workspace_capacity_wait_seconds_count");
 
     println!("\n{USERS} users' first messages at once, room {room:?} (max, awake now)\n");
-    println!("| case                                     | p50           | p99           |");
-    println!("|------------------------------------------|---------------|---------------|");
-    row(&format!("alone ({ALONE}), first text"), &alone_first);
-    row(&format!("alone ({ALONE}), done"), &alone_done);
+    table_header();
+    table_row(&format!("alone ({ALONE}), first text"), &alone_first);
+    table_row(&format!("alone ({ALONE}), done"), &alone_done);
     if !first.is_empty() {
-        row(&format!("{USERS} at once, first text"), &first);
-        row(&format!("{USERS} at once, done"), &done);
-        ratio("at once / alone, first text", &first, &alone_first);
+        table_row(&format!("{USERS} at once, first text"), &first);
+        table_row(&format!("{USERS} at once, done"), &done);
+        table_ratio("at once / alone, first text", &first, &alone_first);
     }
     println!(
         "\nanswered {} of {USERS} (each its own), in {:.1} s; failed: {}",

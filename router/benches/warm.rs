@@ -43,7 +43,7 @@ use sandbox::testing::{FakeApi, Reply};
 use support::{
     BenchDb,
     live::{Jarvis, wait_until},
-    ms, pct,
+    table_header, table_ratio, table_row,
 };
 
 mod support;
@@ -102,22 +102,6 @@ async fn burst(jarvis: &Arc<Jarvis>, api: &FakeApi, tag: &str) -> anyhow::Result
     Ok(times)
 }
 
-fn row(name: &str, times: &[Duration]) {
-    println!(
-        "| {name:<36} | {:>9.1} ms | {:>9.1} ms |",
-        ms(pct(times, 0.5)),
-        ms(pct(times, 0.99))
-    );
-}
-
-fn ratio(name: &str, a: &[Duration], b: &[Duration]) {
-    println!(
-        "| {name:<36} | {:>9.2}×   | {:>9.2}×   |",
-        ms(pct(a, 0.5)) / ms(pct(b, 0.5)),
-        ms(pct(a, 0.99)) / ms(pct(b, 0.99))
-    );
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs (RUST_LOG) to stderr: why a wake failed, say.
@@ -149,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         .await?,
     );
     let cold_burst = burst(&cold, &api, "cold").await?;
-    row(&format!("{BURST} at once, no pool"), &cold_burst);
+    table_row(&format!("{BURST} at once, no pool"), &cold_burst);
     if let Ok(cold) = Arc::try_unwrap(cold) {
         cold.stop().await;
     }
@@ -173,8 +157,8 @@ async fn main() -> anyhow::Result<()> {
     }
     asleep.sort();
     awake.sort();
-    row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
-    row("awake (baseline)", &awake);
+    table_row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
+    table_row("awake (baseline)", &awake);
     one.stop().await;
 
     // 2b. The burst against a full pool.
@@ -198,14 +182,13 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("\nconnect + message in a new conversation → first text\n");
-    println!("| case                                 | p50          | p99          |");
-    println!("|--------------------------------------|--------------|--------------|");
-    row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
-    row("awake (baseline)", &awake);
-    ratio("asleep / awake", &asleep, &awake);
-    row(&format!("{BURST} at once, no pool"), &cold_burst);
-    row(&format!("{BURST} at once, pool of {BURST}"), &warm_burst);
-    ratio("no pool / pool", &cold_burst, &warm_burst);
+    table_header();
+    table_row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
+    table_row("awake (baseline)", &awake);
+    table_ratio("asleep / awake", &asleep, &awake);
+    table_row(&format!("{BURST} at once, no pool"), &cold_burst);
+    table_row(&format!("{BURST} at once, pool of {BURST}"), &warm_burst);
+    table_ratio("no pool / pool", &cold_burst, &warm_burst);
     bench_db.drop().await?;
     Ok(())
 }

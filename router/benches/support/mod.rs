@@ -70,3 +70,27 @@ pub fn pct(sorted: &[Duration], p: f64) -> Duration {
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+/// A results table of p50 and p99 (the `warm` and `scale` benches): its header.
+pub fn table_header() {
+    println!("| case                                     | p50           | p99           |");
+    println!("|------------------------------------------|---------------|---------------|");
+}
+
+/// A table row: sorted `times` at p50 and p99, in milliseconds.
+pub fn table_row(name: &str, times: &[Duration]) {
+    println!(
+        "| {name:<40} | {:>10.1} ms | {:>10.1} ms |",
+        ms(pct(times, 0.5)),
+        ms(pct(times, 0.99))
+    );
+}
+
+/// A table row: `a` over `b` at p50 and p99 (both sorted).
+pub fn table_ratio(name: &str, a: &[Duration], b: &[Duration]) {
+    println!(
+        "| {name:<40} | {:>10.2}×   | {:>10.2}×   |",
+        ms(pct(a, 0.5)) / ms(pct(b, 0.5)),
+        ms(pct(a, 0.99)) / ms(pct(b, 0.99))
+    );
+}
