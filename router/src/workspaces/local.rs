@@ -272,6 +272,7 @@ impl LocalBackend {
             &self.db,
             user,
             previous,
+            token,
         )
         .await;
         if let Err(error) = moved {
@@ -327,10 +328,15 @@ impl Backend for LocalBackend {
     /// one when the pool holds one.
     fn wake(&self, user: Uuid) -> BoxFuture<'_, Result<Awake>> {
         Box::pin(async move {
-            let token = super::tokens::issue(&self.db, user).await?;
+            // A claim installs the token with the slot's uid, in one
+            // statement; a sandbox started as usual gets it installed first.
+            let token = super::tokens::generate();
             let endpoint = match self.claim(user, &token).await {
                 Some(endpoint) => endpoint,
-                None => self.start(user, &token).await?,
+                None => {
+                    super::tokens::install(&self.db, user, &token).await?;
+                    self.start(user, &token).await?
+                }
             };
             Ok(Awake {
                 endpoint,

@@ -17,7 +17,8 @@ use uuid::Uuid;
 /// Every workspace token starts with this, so a leaked one is recognisable.
 pub const PREFIX: &str = "jw_";
 
-fn digest(token: &str) -> Vec<u8> {
+/// What `workspaces.token_hash` holds for `token`.
+pub(crate) fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 

@@ -124,17 +124,21 @@ pub async fn release_slot(db: &PgPool, uid: u32) -> Result<(), UidError> {
     Ok(())
 }
 
-/// Makes the uid slot `uid` reserved `user`'s workspace's, in one statement;
-/// `false` when the slot holds no reservation (nothing changed).
-pub async fn claim_slot(db: &PgPool, user: Uuid, uid: u32) -> Result<bool, UidError> {
+/// Makes the uid slot `uid` reserved `user`'s workspace's and `token` (from
+/// [`tokens::generate`](super::tokens::generate)) its workspace token, in one
+/// statement; `false` when the slot holds no reservation (nothing changed, the
+/// previous token included).
+pub async fn claim_slot(db: &PgPool, user: Uuid, uid: u32, token: &str) -> Result<bool, UidError> {
     // language=PostgreSQL
     let done = crate::db::query(
         "with freed as (delete from warm_slots where host_uid = $2 returning host_uid)
-         insert into workspaces (owner_id, host_uid) select $1, host_uid from freed
-         on conflict (owner_id) do update set host_uid = excluded.host_uid",
+         insert into workspaces (owner_id, host_uid, token_hash) select $1, host_uid, $3 from freed
+         on conflict (owner_id) do update
+         set host_uid = excluded.host_uid, token_hash = excluded.token_hash",
     )
     .bind(user)
     .bind(i64::from(uid))
+    .bind(super::tokens::digest(token))
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -278,8 +278,9 @@ pub(super) struct UserDirs {
 }
 
 /// Makes `slot`'s directories `user`'s: their files moved in and handed to the
-/// slot's uid, the uid made the workspace's, the directories renamed to the
-/// user's. On a failure before the uid changed, the files go back to the user's
+/// slot's uid, the uid made the workspace's and `token` its workspace token (one
+/// statement), the directories renamed to the user's. On a failure before the
+/// uid changed, the files go back to the user's
 /// directories (as `previous`, the workspace's uid until now).
 pub(super) async fn move_in(
     slot: &Slot,
@@ -287,6 +288,7 @@ pub(super) async fn move_in(
     db: &sqlx::PgPool,
     user: Uuid,
     previous: Option<(u32, u32)>,
+    token: &str,
 ) -> Result<()> {
     let uid = slot.uid;
     let (slot_workspace, slot_state) = (slot.home.join("workspace"), slot.home.join("state"));
@@ -295,6 +297,7 @@ pub(super) async fn move_in(
         (dirs.state.clone(), slot_state.clone()),
     ];
     let trash = slot.home.join("trash");
+    let started = std::time::Instant::now();
     let moved = {
         let (pairs, trash) = (pairs.clone(), trash.clone());
         blocking(move || {
@@ -306,8 +309,9 @@ pub(super) async fn move_in(
         })
         .await
     };
+    let files = started.elapsed();
     let claimed = match moved {
-        Ok(()) => uids::claim_slot(db, user, uid)
+        Ok(()) => uids::claim_slot(db, user, uid, token)
             .await
             .map_err(|e| Error::Uid(Box::new(e)))
             .and_then(|claimed| {
@@ -336,8 +340,9 @@ pub(super) async fn move_in(
         }
         return Err(error);
     }
+    let claimed_at = started.elapsed();
     let (slot_home, slot_run) = (slot.home.clone(), slot.run.clone());
-    blocking(move || {
+    let renamed = blocking(move || {
         remove_all(&slot_home.join("trash"))?;
         remove_all(&dirs.home)?;
         rename(&slot_home, &dirs.home)?;
@@ -347,7 +352,16 @@ pub(super) async fn move_in(
     .await
     .inspect_err(|error| {
         tracing::error!(user.id = %user, uid, error = ?error, "a claimed warm slot's directories could not be renamed to the user's");
-    })
+    });
+    tracing::debug!(
+        user.id = %user,
+        uid,
+        files_ms = files.as_secs_f64() * 1e3,
+        claim_slot_ms = (claimed_at - files).as_secs_f64() * 1e3,
+        rename_ms = (started.elapsed() - claimed_at).as_secs_f64() * 1e3,
+        "files moved into the warm slot"
+    );
+    renamed
 }
 
 /// Tells the sandbox behind `socket` that it is the workspace's of `token`
