@@ -14,7 +14,8 @@
 //! socket (`POST /v1/claim` with the slot's secret: the same request a pod
 //! would get). One task ([`keep_filled`]) fills the pool at start and refills
 //! it after each claim, one sandbox at a time, so refills never compete with a
-//! burst of wakes, and at a low priority (niceness 10 for the whole jail, set
+//! burst of wakes; [`REFILL_PAUSE`] after a claim, so they do not compete with
+//! the claiming user's first turn either; and at a low priority (niceness 10 for the whole jail, set
 //! back to 0 by the claim); a slot whose sandbox died is replaced. The pool's sandboxes
 //! stop with the router (their reapers kill them when the pool is dropped; a
 //! jail dies with its parent anyway), and a router that starts again frees the
@@ -36,6 +37,9 @@ use uuid::Uuid;
 
 use super::{LocalConfig, Running, hand_over, jail, launch, owned_dir, spec, uids};
 use crate::workspaces::{Error, Result, tokens};
+
+/// Pause after a claim before its slot is replaced.
+const REFILL_PAUSE: Duration = Duration::from_secs(2);
 
 /// Pause after a slot failed to start, before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -164,7 +168,14 @@ pub(super) async fn keep_filled(
             continue;
         }
         tokio::select! {
-            () = pool.refill.notified() => {}
+            () = pool.refill.notified() => {
+                // A claim: its user's first turn runs before the refill
+                // competes with it for the CPU.
+                tokio::select! {
+                    () = tokio::time::sleep(REFILL_PAUSE) => {}
+                    () = cancel.cancelled() => return,
+                }
+            }
             () = tokio::time::sleep(CHECK_EVERY) => {}
             () = cancel.cancelled() => return,
         }
