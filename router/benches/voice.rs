@@ -11,7 +11,7 @@
 //!    to that sentence's `voice` event, and from the answer's last text delta to
 //!    the last `voice` event, against the baseline of the same turn without
 //!    voice (message → `done`), 10 turns each. Needs root (the sandbox runs as
-//!    `jarvis-sandbox`), `scripts/setup.sh` done, and `DATABASE_URL`'s server
+//!    a uid of its own), `scripts/setup.sh` done, and `DATABASE_URL`'s server
 //!    (it (re)creates `jarvis_bench_voice`).
 //!
 //! Measured 2026-11-25 on the 2-core dev machine, `--profile dev`, under load from
@@ -27,14 +27,10 @@ use std::{
 
 use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
-use router::{
-    config::Config,
-    http::AppState,
-    voice::{Engine, audio, espeak::Espeak, piper::Piper},
-};
+use router::voice::{Engine, audio, espeak::Espeak, piper::Piper};
 use sandbox::testing::{FakeApi, Reply};
 use serde_json::{Value, json};
-use support::{BenchDb, ms, pct};
+use support::{BenchDb, live::Jarvis, ms, pct};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
 
 mod support;
@@ -236,60 +232,20 @@ async fn turn(
 }
 
 async fn live_turns() -> anyhow::Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let exe = std::env::current_exe()?;
-    let profile = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target/<profile>")?;
-    let sandbox_bin = profile.join("sandbox");
-    anyhow::ensure!(
-        sandbox_bin.is_file(),
-        "build the sandbox first: cargo build -p sandbox --bin sandbox ({} missing)",
-        sandbox_bin.display()
-    );
     let bench_db = BenchDb::fresh(DB, 10).await?;
-    let db = bench_db.pool.clone();
     let api = FakeApi::start().await?;
     let dir = tempfile::tempdir()?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     }
-    let mut config = Config::defaults();
-    config.database_url = bench_db.url.clone();
-    config.storage = format!("file:{}", dir.path().join("storage").display());
-    config.workspaces_dir = dir.path().join("workspaces");
-    config.run_dir = dir.path().join("run");
-    config.sandbox_bin = Some(sandbox_bin);
-    config.claude_bin =
-        root.join(".tools/claude/node_modules/@anthropic-ai/claude-code/bin/claude.exe");
-    config.model_upstream = api.url();
-    config.anthropic_api_key = Some("sk-ant-bench".into());
-    config.jwt_secret = Some("bench-secret-bench-secret-bench-secret".into());
-    // The free plan's 20 model requests a minute would throttle the run.
-    config.plans = Some(r#"{"free": {"requests_per_minute": 100000}}"#.into());
-    let state = AppState::new(config, db.clone()).await?;
-    let (id, email): (uuid::Uuid, String) = sqlx::query_as(
-        "insert into users (email, password_hash) values ('voice@example.com', 'x') returning id, email",
-    )
-    .fetch_one(&db)
+    let jarvis = Jarvis::start(&bench_db.url, dir.path(), &api, 1_914_000_000, |config| {
+        // The free plan's 20 model requests a minute would throttle the run.
+        config.plans = Some(r#"{"free": {"requests_per_minute": 100000}}"#.into());
+    })
     .await?;
-    let token = state
-        .auth
-        .local()
-        .context("built-in accounts")?
-        .issue(id, &email)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let registry = state.workspaces.clone();
-    tokio::spawn(router::http::serve_on(listener, state));
-    let mut browser = Browser::open(
-        &format!("ws://{addr}/ws"),
-        &format!("http://{addr}"),
-        &token,
-    )
-    .await?;
+    let (id, token) = jarvis.user("voice@example.com").await?;
+    let mut browser = Browser::open(&jarvis.url, &jarvis.origin, &token).await?;
 
     let mut conversation = None;
     // Warm up: the CLI starts on the first turn.
@@ -303,7 +259,7 @@ async fn live_turns() -> anyhow::Result<()> {
         first.extend(f);
         last.extend(l);
     }
-    registry.sleep(&registry.hub(id)).await?;
+    jarvis.registry.sleep(&jarvis.registry.hub(id)).await?;
     for v in [&mut plain, &mut spoken, &mut first, &mut last] {
         v.sort();
     }
@@ -325,6 +281,7 @@ async fn live_turns() -> anyhow::Result<()> {
         );
     }
     drop(browser);
+    jarvis.stop().await;
     bench_db.drop().await?;
     Ok(())
 }

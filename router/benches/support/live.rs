@@ -20,6 +20,9 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
 use uuid::Uuid;
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// Longest any one wait may take.
 pub const WAIT: Duration = Duration::from_secs(600);
 
@@ -27,8 +30,10 @@ pub const WAIT: Duration = Duration::from_secs(600);
 pub struct Jarvis {
     pub state: AppState,
     pub registry: Registry,
-    url: String,
-    origin: String,
+    /// `ws://…/ws`.
+    pub url: String,
+    /// The origin a browser of this router sends.
+    pub origin: String,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub first_uid: u32,
 }
@@ -119,9 +124,8 @@ impl Jarvis {
         Ok((id, token))
     }
 
-    /// Opens `/ws`, sends `content` in a new conversation and times it to the
-    /// first text; then reads on to the turn's end when `finish`.
-    pub async fn turn(&self, token: &str, content: &str, finish: bool) -> anyhow::Result<Turn> {
+    /// Opens `/ws` as the holder of `token`, from the router's own origin.
+    async fn open(&self, token: &str) -> anyhow::Result<Socket> {
         let mut request = self.url.as_str().into_client_request()?;
         request.headers_mut().insert(
             "sec-websocket-protocol",
@@ -130,8 +134,39 @@ impl Jarvis {
         request
             .headers_mut()
             .insert("origin", HeaderValue::from_str(&self.origin)?);
+        Ok(tokio_tungstenite::connect_async(request).await?.0)
+    }
+
+    /// Opens `/ws` and times it to the `ready` status (a wake, when the
+    /// workspace sleeps).
+    pub async fn until_ready(&self, token: &str) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let mut ws = self.open(token).await?;
+        let deadline = tokio::time::Instant::from_std(started) + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let frame: Value = serde_json::from_str(&t)?;
+                    if frame["type"] == "status" && frame["state"] == "ready" {
+                        let took = started.elapsed();
+                        let _ = ws.close(None).await;
+                        return Ok(took);
+                    }
+                    if frame["type"] == "error" {
+                        bail!("{frame}");
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                other => bail!("no ready: {other:?}"),
+            }
+        }
+    }
+
+    /// Opens `/ws`, sends `content` in a new conversation and times it to the
+    /// first text; then reads on to the turn's end when `finish`.
+    pub async fn turn(&self, token: &str, content: &str, finish: bool) -> anyhow::Result<Turn> {
+        let started = Instant::now();
+        let mut ws = self.open(token).await?;
         let message = json!({"type": "message", "content": content});
         ws.send(Message::text(message.to_string())).await?;
         let (mut first_text, mut done, mut text) = (None, None, String::new());
