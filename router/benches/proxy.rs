@@ -25,7 +25,8 @@
 //! `JARVIS_BENCH_ROLE=router`) with its own pool (`JARVIS_DB_MAX_CONNECTIONS`,
 //! default 20) so its memory is its own; nginx runs one worker (stopped with
 //! SIGQUIT, so no worker outlives the run holding its output). Uses
-//! `DATABASE_URL`'s server (its defaults: `synchronous_commit` on) and
+//! `DATABASE_URL`'s server (its defaults: `synchronous_commit` on, unless
+//! `JARVIS_BENCH_SYNCHRONOUS_COMMIT=off` sets it off for the bench's database) and
 //! (re)creates `jarvis_bench_proxy`. Needs `apt-get install nginx-light` and a
 //! raised open-file limit (`ulimit -n 2200`).
 //!
@@ -50,15 +51,24 @@
 //! the turn in Postgres: 12–20 ms mean (17 before batching; no pool wait now,
 //! 7 ms before). The batch's commit is on that path: the turn's rows are
 //! committed before the sandbox is told (a crash never leaves a running turn
-//! without its rows), and one commit's WAL flush alone takes 3.4 ms on this
+//! without its rows). One commit's WAL flush alone takes 3.4 ms on this
 //! machine's disk (pgbench, one insert per transaction: 3.48 ms with
-//! `synchronous_commit` on, 0.16 ms off). Batching halves the database's work
+//! `synchronous_commit` on, 0.16 ms off), but the flush is not what the turns
+//! wait for: with `JARVIS_BENCH_SYNCHRONOUS_COMMIT=off` (2026-12-07, two runs
+//! each way, alternating) the first text added at 50 was 13.8 / 15.8 ms p50
+//! against 13.6 / 17.9 ms with it on, opening the turn 10.0 / 8.6 against
+//! 10.8 / 7.6 ms mean, and `done` at 500 4.42× / 4.24× nginx's against
+//! 6.18× / 4.40×. The wait is the database's CPU: each batch runs its turns'
+//! statements (three inserts under row-level security, each in its own
+//! subtransaction) one after another, on two cores that the router, the stub
+//! and 50 browsers share. Giving up durability would buy nothing here, so
+//! commits stay synchronous. Batching halves the database's work
 //! per turn under the 500-turn burst; at 50 turns a batch runs its turns one
 //! after another on one connection, which takes about as long as 50
 //! transactions in parallel did. Two batches at once (`RUNNING_BATCHES`) was
 //! measured against one and four: within the noise of each other. Relaying the
-//! first text adds 0.04 ms. Memory per open connection: router 29.9–31.0 KiB,
-//! nginx worker 18.5 KiB (1.6×).
+//! first text adds 0.04 ms. Memory per open connection: router 29.8–31.0 KiB,
+//! nginx worker 18.4–18.6 KiB (1.6×).
 //!
 //! A turn costs the database, per batch of turns opened together, `BEGIN` (with
 //! the role), one `open_turns` statement, `COMMIT`; per gathering of event
@@ -546,6 +556,20 @@ async fn main() -> anyhow::Result<()> {
 
     let bench_db = BenchDb::fresh(DB, 5).await?;
     let db = bench_db.pool.clone();
+    // What the router's connections run with: `synchronous_commit = off` (a
+    // commit no longer waits for its WAL flush) shows the flush's share.
+    if let Ok(value) = std::env::var("JARVIS_BENCH_SYNCHRONOUS_COMMIT") {
+        anyhow::ensure!(
+            matches!(value.as_str(), "on" | "off"),
+            "JARVIS_BENCH_SYNCHRONOUS_COMMIT is `on` or `off`"
+        );
+        sqlx::query(&format!(
+            "alter database {DB} set synchronous_commit = {value}"
+        ))
+        .execute(&db)
+        .await?;
+        println!("synchronous_commit = {value} for the router's connections");
+    }
     let users: Vec<(Uuid, String)> = sqlx::query_as(
         "insert into users (email, password_hash)
          select 'browser' || g || '@example.com', 'x' from generate_series(1, $1) g

@@ -16,12 +16,15 @@
 //!    router without a pool (every wake starts a sandbox, every first message a
 //!    CLI) and one whose pool holds `BURST` warm sandboxes.
 //!
+//! `cargo bench -p router --bench warm -- wake` runs only part 1, `-- burst`
+//! only part 2.
+//!
 //! Needs root (sandboxes run as uids of their own) and the CLI installed
 //! (`scripts/install-claude.sh`). Uses `DATABASE_URL`'s server and (re)creates
 //! `jarvis_bench_warm`.
 //!
-//! Measured 2026-12-07 on the 2-core dev machine, quiet at the start (load 0.0),
-//! release profile, one run:
+//! Measured 2026-12-07 on the 2-core dev machine, release profile. First, 10
+//! wakes a run, quiet at the start (load 0.0), one run:
 //!
 //! | case                                 | p50          | p99          |
 //! |--------------------------------------|--------------|--------------|
@@ -31,6 +34,18 @@
 //! | 50 at once, no pool                  |   24800.4 ms |   26023.6 ms |
 //! | 50 at once, pool of 50               |    6186.0 ms |    7336.3 ms |
 //! | no pool / pool                       |      4.01×   |      3.55×   |
+//!
+//! Later the same day, 20 wakes a run (`-- wake`, load 0.2–1.8): with the
+//! refill starting at once after a claim, asleep / awake 1.26× / 1.15×,
+//! 1.13× / 1.32× (p50 / p99); with the refill starting 2 s after the claim
+//! (`REFILL_PAUSE`, the warm pool now) 0.97× / 1.00×, 1.06× / 1.20×,
+//! 0.97× / 0.95×, 1.03× / 0.84× (the last partly under a `cargo clippy`). The wake
+//! itself is 6–13 ms: moving the user's files in 3–9 ms, the claim's one
+//! statement 1–3 ms, the renames 1–3 ms, the claim request 0.5–1.5 ms (the
+//! router's debug log). A claimed sandbox's CLI asks the model API exactly
+//! what an awake one's asks (one request a turn, counted by the bench).
+//! `-- burst` then: 50 at once 29.8 s p50 (30.0 s p99) without a pool, 5.7 s
+//! (7.0 s) with a pool of 50, 5.27× (4.31×).
 //!
 //! (The same day in the dev profile, load ~10: 1.57× and 1.55×; 29.9 s and
 //! 8.2 s at 50.) A burst of 50 first messages without a pool is all CLI starts
@@ -48,7 +63,7 @@ use support::{
 
 mod support;
 
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 20;
 const BURST: usize = 50;
 const SETTLE: Duration = Duration::from_secs(3);
 const DB: &str = "jarvis_bench_warm";
@@ -117,78 +132,105 @@ async fn main() -> anyhow::Result<()> {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     }
     let api = FakeApi::start().await?;
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let (wakes, bursts) = match only.as_deref() {
+        None => (true, true),
+        Some("wake") => (true, false),
+        Some("burst") => (false, true),
+        Some(other) => anyhow::bail!("no part {other:?}: `wake` or `burst`"),
+    };
+    let (mut asleep, mut awake, mut cold_burst, mut warm_burst) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
 
     // 2a. The burst without a pool (first: nothing else runs yet).
     // No room limit: the burst measures wakes, not waits for room
     // (`JARVIS_MAX_WORKSPACES`, which `scale` measures).
     let unlimited = |c: &mut router::config::Config| c.max_workspaces = Some(0);
-    let cold = Arc::new(
-        Jarvis::start(
-            &db_url,
-            &dir.path().join("cold"),
-            &api,
-            1_910_000_000,
-            unlimited,
-        )
-        .await?,
-    );
-    let cold_burst = burst(&cold, &api, "cold").await?;
-    table_row(&format!("{BURST} at once, no pool"), &cold_burst);
-    if let Ok(cold) = Arc::try_unwrap(cold) {
-        cold.stop().await;
+    if bursts {
+        let cold = Arc::new(
+            Jarvis::start(
+                &db_url,
+                &dir.path().join("cold"),
+                &api,
+                1_910_000_000,
+                unlimited,
+            )
+            .await?,
+        );
+        cold_burst = burst(&cold, &api, "cold").await?;
+        table_row(&format!("{BURST} at once, no pool"), &cold_burst);
+        if let Ok(cold) = Arc::try_unwrap(cold) {
+            cold.stop().await;
+        }
     }
 
     // 1. Sleeping vs awake with a pool of 1.
-    let one = Jarvis::start(&db_url, &dir.path().join("one"), &api, 1_911_000_000, |c| {
-        c.warm_pool = 1
-    })
-    .await?;
-    let (id, token) = one.user("warm@example.com").await?;
-    let hub = one.registry.hub(id);
-    pool_full(&one, 1, SETTLE).await?;
-    first_text(&one, &token, true).await?; // warm-up
-    let (mut asleep, mut awake) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        one.registry.sleep(&hub).await?;
+    if wakes {
+        let one = Jarvis::start(&db_url, &dir.path().join("one"), &api, 1_911_000_000, |c| {
+            c.warm_pool = 1
+        })
+        .await?;
+        let (id, token) = one.user("warm@example.com").await?;
+        let hub = one.registry.hub(id);
         pool_full(&one, 1, SETTLE).await?;
-        asleep.push(first_text(&one, &token, true).await?);
-        tokio::time::sleep(SETTLE).await;
-        awake.push(first_text(&one, &token, true).await?);
+        first_text(&one, &token, true).await?; // warm-up
+        // What the model API was asked per turn: a claimed sandbox's CLI must
+        // ask no more than an awake one's.
+        let asked = |from: usize| api.requests().len() - from;
+        let (mut asked_asleep, mut asked_awake) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            one.registry.sleep(&hub).await?;
+            pool_full(&one, 1, SETTLE).await?;
+            let from = api.requests().len();
+            asleep.push(first_text(&one, &token, true).await?);
+            asked_asleep.push(asked(from));
+            tokio::time::sleep(SETTLE).await;
+            let from = api.requests().len();
+            awake.push(first_text(&one, &token, true).await?);
+            asked_awake.push(asked(from));
+        }
+        println!("model API requests per turn: asleep {asked_asleep:?}, awake {asked_awake:?}");
+        asleep.sort();
+        awake.sort();
+        table_row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
+        table_row("awake (baseline)", &awake);
+        one.stop().await;
     }
-    asleep.sort();
-    awake.sort();
-    table_row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
-    table_row("awake (baseline)", &awake);
-    one.stop().await;
 
     // 2b. The burst against a full pool.
-    let warm = Arc::new(
-        Jarvis::start(
-            &db_url,
-            &dir.path().join("warm"),
-            &api,
-            1_912_000_000,
-            |c| {
-                unlimited(c);
-                c.warm_pool = BURST
-            },
-        )
-        .await?,
-    );
-    pool_full(&warm, BURST, Duration::from_secs(20)).await?;
-    let warm_burst = burst(&warm, &api, "warm").await?;
-    if let Ok(warm) = Arc::try_unwrap(warm) {
-        warm.stop().await;
+    if bursts {
+        let warm = Arc::new(
+            Jarvis::start(
+                &db_url,
+                &dir.path().join("warm"),
+                &api,
+                1_912_000_000,
+                |c| {
+                    unlimited(c);
+                    c.warm_pool = BURST
+                },
+            )
+            .await?,
+        );
+        pool_full(&warm, BURST, Duration::from_secs(20)).await?;
+        warm_burst = burst(&warm, &api, "warm").await?;
+        if let Ok(warm) = Arc::try_unwrap(warm) {
+            warm.stop().await;
+        }
     }
 
     println!("\nconnect + message in a new conversation → first text\n");
     table_header();
-    table_row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
-    table_row("awake (baseline)", &awake);
-    table_ratio("asleep / awake", &asleep, &awake);
-    table_row(&format!("{BURST} at once, no pool"), &cold_burst);
-    table_row(&format!("{BURST} at once, pool of {BURST}"), &warm_burst);
-    table_ratio("no pool / pool", &cold_burst, &warm_burst);
+    if wakes {
+        table_row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
+        table_row("awake (baseline)", &awake);
+        table_ratio("asleep / awake", &asleep, &awake);
+    }
+    if bursts {
+        table_row(&format!("{BURST} at once, no pool"), &cold_burst);
+        table_row(&format!("{BURST} at once, pool of {BURST}"), &warm_burst);
+        table_ratio("no pool / pool", &cold_burst, &warm_burst);
+    }
     bench_db.drop().await?;
     Ok(())
 }
