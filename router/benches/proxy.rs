@@ -58,11 +58,12 @@
 //! each way, alternating) the first text added at 50 was 13.8 / 15.8 ms p50
 //! against 13.6 / 17.9 ms with it on, opening the turn 10.0 / 8.6 against
 //! 10.8 / 7.6 ms mean, and `done` at 500 4.42× / 4.24× nginx's against
-//! 6.18× / 4.40×. The wait is the database's CPU: each batch runs its turns'
-//! statements (three inserts under row-level security, each in its own
-//! subtransaction) one after another, on two cores that the router, the stub
-//! and 50 browsers share. Giving up durability would buy nothing here, so
-//! commits stay synchronous. Batching halves the database's work
+//! 6.18× / 4.40×. In `psql` alone, on this machine, `open_turns` takes 3.4 ms
+//! for a batch of 32 turns (0.11 ms a turn) and one turn 0.55 ms, and a commit
+//! 3.3–4.0 ms. So what the turns wait for is CPU time on two cores that
+//! Postgres, the router, the stub and 50 browsers share (nginx's path alone
+//! takes 45–48 ms to a first text at 50). Giving up durability would buy
+//! nothing here, so commits stay synchronous. Batching halves the database's work
 //! per turn under the 500-turn burst; at 50 turns a batch runs its turns one
 //! after another on one connection, which takes about as long as 50
 //! transactions in parallel did. Two batches at once (`RUNNING_BATCHES`) was

@@ -8,6 +8,9 @@
 //!   cancelled and reported, and the others sleep on time.
 //! - A workspace written past its quota is stored up to it and the user is told.
 //! - `/tmp` is a tmpfs of a fixed size.
+//! - Host uids are kept per workspace and never shared; a warm pool's claim makes
+//!   the slot's uid and the new workspace token the workspace's in one
+//!   statement, or (the slot gone) changes nothing.
 
 mod common;
 
@@ -309,4 +312,63 @@ async fn fifty_first_wakes_at_once_each_get_their_own_uid(db: PgPool) {
     all.dedup();
     assert_eq!(all.len(), n, "a uid was given twice");
     assert!(all.iter().all(|u| range.contains(*u)));
+}
+
+#[sqlx::test(migrator = "router::MIGRATOR")]
+async fn a_warm_claim_makes_the_slots_uid_and_the_new_token_the_workspaces_or_changes_nothing(
+    db: PgPool,
+) {
+    use router::workspaces::tokens;
+    let range = UidRange {
+        first: 710_000,
+        last: 710_099,
+    };
+    let alice: uuid::Uuid = sqlx::query_scalar(
+        "insert into users (email, password_hash) values ('alice@example.com', 'x') returning id",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("user");
+    let before = uids::of_workspace(&db, alice, range).await.expect("uid");
+    let old = tokens::generate();
+    tokens::install(&db, alice, &old).await.expect("token");
+    let slot = uids::reserve_slot(&db, range).await.expect("slot");
+    assert_ne!(slot, before);
+    let host_uid = || {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select host_uid from workspaces where owner_id = $1")
+                .bind(alice)
+                .fetch_one(&db)
+                .await
+                .expect("row")
+        }
+    };
+
+    let new = tokens::generate();
+    assert!(
+        uids::claim_slot(&db, alice, slot, &new)
+            .await
+            .expect("claim")
+    );
+    assert_eq!(host_uid().await, i64::from(slot));
+    assert_eq!(
+        tokens::verify(&db, &new).await.expect("verify"),
+        Some(alice)
+    );
+    assert_eq!(tokens::verify(&db, &old).await.expect("verify"), None);
+
+    // The slot is gone: a second claim changes nothing, the token included.
+    let late = tokens::generate();
+    assert!(
+        !uids::claim_slot(&db, alice, slot, &late)
+            .await
+            .expect("claim")
+    );
+    assert_eq!(host_uid().await, i64::from(slot));
+    assert_eq!(
+        tokens::verify(&db, &new).await.expect("verify"),
+        Some(alice)
+    );
+    assert_eq!(tokens::verify(&db, &late).await.expect("verify"), None);
 }
