@@ -45,7 +45,8 @@
 //! router's debug log). A claimed sandbox's CLI asks the model API exactly
 //! what an awake one's asks (one request a turn, counted by the bench).
 //! `-- burst` then: 50 at once 29.8 s p50 (30.0 s p99) without a pool, 5.7 s
-//! (7.0 s) with a pool of 50, 5.27× (4.31×).
+//! (7.0 s) with a pool of 50, 5.27× (4.31×). Two runs more: 0.99× / 0.86× and
+//! 0.98× / 0.97× asleep / awake; 20.7 s vs 5.2 s at 50, 4.01× (3.42×).
 //!
 //! (The same day in the dev profile, load ~10: 1.57× and 1.55×; 29.9 s and
 //! 8.2 s at 50.) A burst of 50 first messages without a pool is all CLI starts
@@ -117,6 +118,72 @@ async fn burst(jarvis: &Arc<Jarvis>, api: &FakeApi, tag: &str) -> anyhow::Result
     Ok(times)
 }
 
+/// A router under `dir/<tag>` with a pool of `pool` and no room limit (the
+/// burst measures wakes, not waits for room, which `scale` measures), its pool
+/// full, then [`burst`] against it.
+async fn burst_against(
+    db_url: &str,
+    dir: &std::path::Path,
+    api: &FakeApi,
+    (tag, first_uid): (&str, u32),
+    pool: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let jarvis = Arc::new(
+        Jarvis::start(db_url, &dir.join(tag), api, first_uid, |c| {
+            c.max_workspaces = Some(0);
+            c.warm_pool = pool;
+        })
+        .await?,
+    );
+    if pool > 0 {
+        pool_full(&jarvis, pool, Duration::from_secs(20)).await?;
+    }
+    let times = burst(&jarvis, api, tag).await?;
+    if let Ok(jarvis) = Arc::try_unwrap(jarvis) {
+        jarvis.stop().await;
+    }
+    Ok(times)
+}
+
+/// Part 1: one user's first text with their workspace asleep (a pool of 1) and
+/// awake, `ROUNDS` times each, both sorted; and the model API requests of each
+/// turn, asleep and awake.
+async fn asleep_and_awake(
+    db_url: &str,
+    dir: &std::path::Path,
+    api: &FakeApi,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, String)> {
+    let one = Jarvis::start(db_url, &dir.join("one"), api, 1_911_000_000, |c| {
+        c.warm_pool = 1
+    })
+    .await?;
+    let (id, token) = one.user("warm@example.com").await?;
+    let hub = one.registry.hub(id);
+    pool_full(&one, 1, SETTLE).await?;
+    first_text(&one, &token, true).await?; // warm-up
+    // What the model API was asked per turn: a claimed sandbox's CLI must ask
+    // no more than an awake one's.
+    let asked = |from: usize| api.requests().len() - from;
+    let (mut asleep, mut awake) = (Vec::new(), Vec::new());
+    let (mut asked_asleep, mut asked_awake) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        one.registry.sleep(&hub).await?;
+        pool_full(&one, 1, SETTLE).await?;
+        let from = api.requests().len();
+        asleep.push(first_text(&one, &token, true).await?);
+        asked_asleep.push(asked(from));
+        tokio::time::sleep(SETTLE).await;
+        let from = api.requests().len();
+        awake.push(first_text(&one, &token, true).await?);
+        asked_awake.push(asked(from));
+    }
+    one.stop().await;
+    asleep.sort();
+    awake.sort();
+    let asked = format!("asleep {asked_asleep:?}, awake {asked_awake:?}");
+    Ok((asleep, awake, asked))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs (RUST_LOG) to stderr: why a wake failed, say.
@@ -124,6 +191,13 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let (wakes, bursts) = match only.as_deref() {
+        None => (true, true),
+        Some("wake") => (true, false),
+        Some("burst") => (false, true),
+        Some(other) => anyhow::bail!("no part {other:?}: `wake` or `burst`"),
+    };
     let bench_db = BenchDb::fresh(DB, 40).await?;
     let db_url = bench_db.url.clone();
     let dir = tempfile::tempdir()?;
@@ -132,104 +206,32 @@ async fn main() -> anyhow::Result<()> {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     }
     let api = FakeApi::start().await?;
-    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let (wakes, bursts) = match only.as_deref() {
-        None => (true, true),
-        Some("wake") => (true, false),
-        Some("burst") => (false, true),
-        Some(other) => anyhow::bail!("no part {other:?}: `wake` or `burst`"),
-    };
-    let (mut asleep, mut awake, mut cold_burst, mut warm_burst) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-
-    // 2a. The burst without a pool (first: nothing else runs yet).
-    // No room limit: the burst measures wakes, not waits for room
-    // (`JARVIS_MAX_WORKSPACES`, which `scale` measures).
-    let unlimited = |c: &mut router::config::Config| c.max_workspaces = Some(0);
-    if bursts {
-        let cold = Arc::new(
-            Jarvis::start(
-                &db_url,
-                &dir.path().join("cold"),
-                &api,
-                1_910_000_000,
-                unlimited,
-            )
-            .await?,
-        );
-        cold_burst = burst(&cold, &api, "cold").await?;
-        table_row(&format!("{BURST} at once, no pool"), &cold_burst);
-        if let Ok(cold) = Arc::try_unwrap(cold) {
-            cold.stop().await;
-        }
-    }
-
-    // 1. Sleeping vs awake with a pool of 1.
-    if wakes {
-        let one = Jarvis::start(&db_url, &dir.path().join("one"), &api, 1_911_000_000, |c| {
-            c.warm_pool = 1
-        })
-        .await?;
-        let (id, token) = one.user("warm@example.com").await?;
-        let hub = one.registry.hub(id);
-        pool_full(&one, 1, SETTLE).await?;
-        first_text(&one, &token, true).await?; // warm-up
-        // What the model API was asked per turn: a claimed sandbox's CLI must
-        // ask no more than an awake one's.
-        let asked = |from: usize| api.requests().len() - from;
-        let (mut asked_asleep, mut asked_awake) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            one.registry.sleep(&hub).await?;
-            pool_full(&one, 1, SETTLE).await?;
-            let from = api.requests().len();
-            asleep.push(first_text(&one, &token, true).await?);
-            asked_asleep.push(asked(from));
-            tokio::time::sleep(SETTLE).await;
-            let from = api.requests().len();
-            awake.push(first_text(&one, &token, true).await?);
-            asked_awake.push(asked(from));
-        }
-        println!("model API requests per turn: asleep {asked_asleep:?}, awake {asked_awake:?}");
-        asleep.sort();
-        awake.sort();
-        table_row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
-        table_row("awake (baseline)", &awake);
-        one.stop().await;
-    }
-
-    // 2b. The burst against a full pool.
-    if bursts {
-        let warm = Arc::new(
-            Jarvis::start(
-                &db_url,
-                &dir.path().join("warm"),
-                &api,
-                1_912_000_000,
-                |c| {
-                    unlimited(c);
-                    c.warm_pool = BURST
-                },
-            )
-            .await?,
-        );
-        pool_full(&warm, BURST, Duration::from_secs(20)).await?;
-        warm_burst = burst(&warm, &api, "warm").await?;
-        if let Ok(warm) = Arc::try_unwrap(warm) {
-            warm.stop().await;
-        }
-    }
 
     println!("\nconnect + message in a new conversation → first text\n");
     table_header();
+    // The burst without a pool first, while nothing else has run; then part 1;
+    // then the burst against a full pool.
+    let cold = if bursts {
+        burst_against(&db_url, dir.path(), &api, ("cold", 1_910_000_000), 0).await?
+    } else {
+        Vec::new()
+    };
+    let mut asked = None;
     if wakes {
+        let (asleep, awake, requests) = asleep_and_awake(&db_url, dir.path(), &api).await?;
+        asked = Some(requests);
         table_row(&format!("asleep, pool of 1 ({ROUNDS} wakes)"), &asleep);
         table_row("awake (baseline)", &awake);
         table_ratio("asleep / awake", &asleep, &awake);
     }
     if bursts {
-        table_row(&format!("{BURST} at once, no pool"), &cold_burst);
-        table_row(&format!("{BURST} at once, pool of {BURST}"), &warm_burst);
-        table_ratio("no pool / pool", &cold_burst, &warm_burst);
+        let warm = burst_against(&db_url, dir.path(), &api, ("warm", 1_912_000_000), BURST).await?;
+        table_row(&format!("{BURST} at once, no pool"), &cold);
+        table_row(&format!("{BURST} at once, pool of {BURST}"), &warm);
+        table_ratio("no pool / pool", &cold, &warm);
+    }
+    if let Some(asked) = asked {
+        println!("\nmodel API requests per turn: {asked}");
     }
     bench_db.drop().await?;
     Ok(())

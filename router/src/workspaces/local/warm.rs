@@ -7,17 +7,18 @@
 //! A claim ([`move_in`], then [`claim_request`]): the waking user's files and
 //! agent state are moved into the slot's directories (renames on one
 //! filesystem, from directory descriptors, never through a symlink; the user's
-//! entries win), handed to the slot's uid, the uid becomes the workspace's in
-//! one statement ([`uids::claim_slot`]), the slot's directories are renamed to
+//! entries win), handed to the slot's uid, the uid and a new workspace token
+//! become the workspace's in one statement ([`uids::claim_slot`]), the slot's directories are renamed to
 //! the user's (a bind mount follows the directory, so the running jail sees
 //! the same directories), and the sandbox is told the workspace token over its
 //! socket (`POST /v1/claim` with the slot's secret: the same request a pod
 //! would get). One task ([`keep_filled`]) fills the pool at start and refills
-//! it after each claim, one sandbox at a time, so refills never compete with a
-//! burst of wakes; [`REFILL_PAUSE`] after a claim, so they do not compete with
-//! the claiming user's first turn either; and at a low priority (niceness 10 for the whole jail, set
-//! back to 0 by the claim); a slot whose sandbox died is replaced. The pool's sandboxes
-//! stop with the router (their reapers kill them when the pool is dropped; a
+//! it after each claim: one sandbox at a time, so refills never compete with a
+//! burst of wakes; [`REFILL_PAUSE`] after the first claim from a full pool,
+//! so they do not compete with the claiming user's first turn either;
+//! and at a low priority (niceness 10 for the whole jail, set back to 0 by the
+//! claim). A slot whose sandbox died is replaced. The pool's sandboxes stop
+//! with the router (their reapers kill them when the pool is dropped; a
 //! jail dies with its parent anyway), and a router that starts again frees the
 //! slots it finds left on disk.
 
@@ -169,8 +170,8 @@ pub(super) async fn keep_filled(
         }
         tokio::select! {
             () = pool.refill.notified() => {
-                // A claim: its user's first turn runs before the refill
-                // competes with it for the CPU.
+                // A claim (or a slot found dead): the claiming user's first
+                // turn runs before the refill competes with it for the CPU.
                 tokio::select! {
                     () = tokio::time::sleep(REFILL_PAUSE) => {}
                     () = cancel.cancelled() => return,
